@@ -1,0 +1,133 @@
+// PageCache and FilePages: where every byte of every regular file lives.
+//
+// The whole of a file's data is one thing: its FilePages, an index from page
+// number to Pmap (DESIGN.md). A Pmap is the management record of one named
+// page; its Binding says where the bytes are now: a Frame from the FramePool,
+// (later) a swap slot, or nothing (a hole, reads as zeros). Nobody outside
+// core/ sees a Pmap; the namespace and the daemon use only this header.
+//
+// PageCache is one per mount. It owns the FramePool (the only memory that
+// counts against --memory) and enforces two limits:
+//   - size=   : pages allocated in the whole file system (resident + swapped)
+//   - --memory: frames; until swap exists a write that needs a frame beyond
+//               the budget gets ENOSPC.
+//
+// Threads: any FUSE worker may call any method concurrently. A FilePages is
+// internally locked (its own mutex); callers serialise size changes
+// themselves (the namespace holds the inode's lock around write/truncate so
+// that size and data agree). Lock order: Inode::mu -> FilePages mutex ->
+// PageCache internal locks.
+//
+// The size of the file is not stored here: it belongs to the inode. Methods
+// that need it take it as an argument.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+
+#include "core/result.h"
+
+namespace tmpfsd {
+
+class PageCache;
+class FilePagesImpl;
+
+struct PageCacheConfig {
+  size_t page_size = 4096;      // power of two, >= 4096, fixed per mount
+  uint64_t memory_bytes = 0;    // frame budget (--memory); rounded down to pages
+  uint64_t max_pages = 0;       // size= in pages; 0 = unlimited
+};
+
+// Figures for statfs and `tmpfsctl stats`.
+struct PageCacheStats {
+  uint64_t page_size = 0;
+  uint64_t pages_allocated = 0;   // counted against size= (resident + swapped)
+  uint64_t max_pages = 0;         // size= in pages (0 = unlimited)
+  uint64_t frames_total = 0;      // --memory in frames
+  uint64_t frames_used = 0;
+  uint64_t pages_resident = 0;
+  uint64_t pages_swapped = 0;
+  uint64_t metadata_bytes = 0;    // pmaps + indexes, not frames
+};
+
+// The data of one regular file. Not copyable or movable: pmaps and frames
+// point back to it.
+class FilePages {
+ public:
+  explicit FilePages(PageCache& cache);
+  ~FilePages();  // frees every frame, slot and pmap of the file
+  FilePages(const FilePages&) = delete;
+  FilePages& operator=(const FilePages&) = delete;
+
+  // Reads [off, off + len). The caller has clamped the range to the file
+  // size. `done` is called exactly once, either before read() returns or
+  // later from another thread (swap-in completion), with either an error
+  // or iovecs that cover exactly len bytes in order: frame memory for
+  // resident pages, a shared zero page for holes. The iovecs and the memory
+  // they point to are valid only for the duration of the callback (the
+  // frames are pinned until it returns), so the callback replies straight
+  // from frame memory: that is the zero-copy read of DESIGN.md.
+  using ReadDone = std::function<void(Status, std::span<const iovec>)>;
+  void read(uint64_t off, size_t len, ReadDone done);
+
+  // Copies data into the pages covering [off, off + data.size()), creating
+  // pmaps and frames as needed and marking the touched blocks dirty.
+  // All or nothing for limits: ENOSPC (size= or no frame) writes nothing.
+  // EFBIG when the range passes the largest supported offset.
+  Status write(uint64_t off, std::span<const std::byte> data);
+
+  // The file's size changes from old_size to new_size. Shrinking frees the
+  // pages wholly past new_size and zeroes the tail of the last partial page
+  // (so a later extension reads zeros). Growing allocates nothing.
+  void truncate(uint64_t old_size, uint64_t new_size);
+
+  // Makes [off, off + len) read as zeros: whole pages inside are freed,
+  // partial pages at the edges are zeroed in place.
+  void punch_hole(uint64_t off, uint64_t len);
+
+  // fallocate mode 0 / KEEP_SIZE: makes sure every page touching
+  // [off, off + len) exists (reads zeros where it did not). ENOSPC against
+  // size= or memory; on ENOSPC, pages allocated by this call are freed again.
+  Status allocate(uint64_t off, uint64_t len);
+
+  // lseek SEEK_DATA / SEEK_HOLE over a file of `size` bytes, with tmpfs's
+  // answers: data is any page that exists (written or fallocated); holes are
+  // pages that do not, and the end of the file is a hole. nullopt = ENXIO.
+  std::optional<uint64_t> seek_data(uint64_t off, uint64_t size) const;
+  std::optional<uint64_t> seek_hole(uint64_t off, uint64_t size) const;
+
+  // Pages that exist (for st_blocks: pages * page_size / 512).
+  uint64_t pages() const;
+
+ private:
+  std::unique_ptr<FilePagesImpl> impl_;
+};
+
+class PageCache {
+ public:
+  // Fails (EINVAL) for a page size that is not a power of two >= 4096, or
+  // ENOMEM when the frame region cannot be reserved.
+  static Result<std::unique_ptr<PageCache>> create(const PageCacheConfig& config);
+  ~PageCache();
+  PageCache(const PageCache&) = delete;
+  PageCache& operator=(const PageCache&) = delete;
+
+  size_t page_size() const;
+  PageCacheStats stats() const;
+
+  // The implementation (FramePool, pmap lists, counters); defined in core/.
+  struct State;
+  State& state() { return *state_; }
+
+ private:
+  explicit PageCache(std::unique_ptr<State> state);
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace tmpfsd
