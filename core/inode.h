@@ -1,0 +1,75 @@
+// Inode: one file system object and its attributes.
+//
+// An Inode lives in the Namespace's table from creation until it has no
+// name (nlink == 0), the kernel has forgotten every lookup, and no file
+// handle is open. Its number is never reused in the life of a mount, so a
+// stale number from the kernel finds nothing instead of another file.
+//
+// Locks: every field below `data_mu` is guarded by Namespace::mu_.
+// `data_mu` orders data operations on a regular file: write, truncate and
+// fallocate hold it exclusively (so size and pages agree), read shares it.
+// Lock order: Inode::data_mu -> Namespace::mu_ -> FilePages' own lock.
+#pragma once
+
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <shared_mutex>
+#include <string>
+
+#include "core/directory.h"
+#include "core/page_cache.h"
+
+namespace tmpfsd {
+
+// What getattr reports; a copy, taken under Namespace::mu_.
+struct Attr {
+  uint64_t ino = 0;
+  uint64_t generation = 0;
+  mode_t mode = 0;
+  nlink_t nlink = 0;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  dev_t rdev = 0;
+  uint64_t size = 0;
+  uint64_t blocks = 0;  // 512-byte units
+  timespec atime{}, mtime{}, ctime{};
+};
+
+class Inode {
+ public:
+  Inode(uint64_t ino, uint64_t generation, mode_t mode) : ino(ino), generation(generation), mode(mode) {}
+  Inode(const Inode&) = delete;
+  Inode& operator=(const Inode&) = delete;
+
+  bool is_dir() const { return S_ISDIR(mode); }
+  bool is_reg() const { return S_ISREG(mode); }
+  bool is_symlink() const { return S_ISLNK(mode); }
+
+  const uint64_t ino;
+  const uint64_t generation;
+
+  std::shared_mutex data_mu;  // see above; regular files only
+
+  // Guarded by Namespace::mu_.
+  mode_t mode;               // type and permission bits
+  nlink_t nlink = 0;         // names (+ "." and subdirectories' ".." for dirs)
+  uid_t uid = 0;
+  gid_t gid = 0;
+  dev_t rdev = 0;            // device nodes
+  uint64_t size = 0;         // bytes; dirs: tmpfs's 20 bytes an entry
+  timespec atime{}, mtime{}, ctime{};
+  uint64_t lookups = 0;      // kernel references (lookup, create, readdirplus)
+  uint32_t opens = 0;        // open file handles
+  std::string target;                        // symlinks
+  std::map<std::string, std::string> xattrs; // name -> value
+  size_t xattr_bytes = 0;                    // names + values, for limits
+  std::unique_ptr<Directory> dir;            // directories
+  std::unique_ptr<FilePages> pages;          // regular files
+};
+
+}  // namespace tmpfsd

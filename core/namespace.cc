@@ -1,0 +1,748 @@
+// Namespace: see namespace.h. tmpfs (mm/shmem.c) is the model for every
+// number here: directory sizes grow by 20 bytes an entry (BOGO_DIRENT_SIZE),
+// each inode and each extra hard link costs one inode of nr_inodes=, and
+// user.* xattrs share that budget at 1 KiB an inode (BOGO_INODE_SIZE).
+#include "core/namespace.h"
+
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include <spdlog/spdlog.h>
+
+namespace tmpfsd {
+namespace {
+
+constexpr uint64_t kDirentSize = 20;     // tmpfs's BOGO_DIRENT_SIZE
+constexpr uint64_t kInodeSpace = 1024;   // tmpfs's BOGO_INODE_SIZE
+
+timespec now() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return ts;
+}
+
+bool before_or_equal(const timespec& a, const timespec& b) {
+  return a.tv_sec < b.tv_sec || (a.tv_sec == b.tv_sec && a.tv_nsec <= b.tv_nsec);
+}
+
+Status check_name(std::string_view name) {
+  if (name.size() > kNameMax) return Errno{ENAMETOOLONG};
+  if (name.empty() || name == "." || name == ".." || name.find('/') != std::string_view::npos)
+    return Errno{EINVAL};
+  return {};
+}
+
+// The xattr namespaces tmpfs stores; anything else is EOPNOTSUPP.
+bool is_user_xattr(std::string_view name) { return name.starts_with("user."); }
+bool known_xattr(std::string_view name) {
+  return is_user_xattr(name) || name.starts_with("trusted.") || name.starts_with("security.");
+}
+uint64_t xattr_space(std::string_view name, size_t size) { return 40 + size + name.size(); }
+
+}  // namespace
+
+Namespace::Namespace(const NamespaceConfig& config, PageCache& cache) : config_(config), cache_(cache) {
+  ispace_free_ = config_.max_inodes * kInodeSpace;
+  auto root = std::make_shared<Inode>(kRootIno, 0, S_IFDIR | (config_.root_mode & 07777));
+  root->nlink = 2;
+  root->uid = config_.root_uid;
+  root->gid = config_.root_gid;
+  root->size = 2 * kDirentSize;
+  root->atime = root->mtime = root->ctime = now();
+  root->dir = std::make_unique<Directory>();
+  root->dir->parent = kRootIno;
+  root->lookups = 1;  // the kernel never forgets the root
+  (void)reserve_inode_locked();
+  inodes_.emplace(kRootIno, std::move(root));
+}
+
+Namespace::~Namespace() = default;
+
+Namespace::InodeRef Namespace::get_locked(uint64_t ino) {
+  auto it = inodes_.find(ino);
+  return it == inodes_.end() ? nullptr : it->second;
+}
+
+Result<Namespace::InodeRef> Namespace::dir_locked(uint64_t ino) {
+  InodeRef inode = get_locked(ino);
+  if (!inode) return Errno{ENOENT};
+  if (!inode->is_dir()) return Errno{ENOTDIR};
+  // An unlinked directory that is still open: nothing may be created in it.
+  if (inode->nlink == 0) return Errno{ENOENT};
+  return inode;
+}
+
+Attr Namespace::attr_locked(const Inode& inode) const {
+  Attr a;
+  a.ino = inode.ino;
+  a.generation = inode.generation;
+  a.mode = inode.mode;
+  a.nlink = inode.nlink;
+  a.uid = inode.uid;
+  a.gid = inode.gid;
+  a.rdev = inode.rdev;
+  a.size = inode.size;
+  if (inode.pages) a.blocks = inode.pages->pages() * (cache_.page_size() / 512);
+  else if (inode.is_symlink() && inode.target.size() >= kShortSymlinkLen)
+    a.blocks = cache_.page_size() / 512;  // tmpfs keeps a long target in a page
+  a.atime = inode.atime;
+  a.mtime = inode.mtime;
+  a.ctime = inode.ctime;
+  return a;
+}
+
+Status Namespace::reserve_inode_locked() {
+  if (config_.max_inodes == 0) {
+    ++inodes_used_;
+    return {};
+  }
+  if (ispace_free_ < kInodeSpace) return Errno{ENOSPC};
+  ispace_free_ -= kInodeSpace;
+  ++inodes_used_;
+  return {};
+}
+
+void Namespace::release_inode_locked() {
+  --inodes_used_;
+  if (config_.max_inodes != 0) ispace_free_ += kInodeSpace;
+}
+
+void Namespace::maybe_free_locked(Inode& inode) {
+  if (inode.nlink != 0 || inode.lookups != 0 || inode.opens != 0) return;
+  if (inode.ino == kRootIno) return;
+  for (auto& [name, value] : inode.xattrs)
+    if (is_user_xattr(name) && config_.max_inodes != 0) ispace_free_ += xattr_space(name, value.size());
+  release_inode_locked();
+  inodes_.erase(inode.ino);  // may destroy `inode`: the last use
+}
+
+// ---- lookup and attributes -------------------------------------------------
+
+Result<Attr> Namespace::lookup(uint64_t parent, std::string_view name) {
+  if (name.size() > kNameMax) return Errno{ENAMETOOLONG};
+  std::lock_guard lock(mu_);
+  auto dir = dir_locked(parent);
+  if (!dir) return dir.status().code() == ENOENT ? Errno{ENOENT} : Errno{dir.code()};
+  InodeRef child;
+  if (name == ".") child = *dir;
+  else if (name == "..") child = get_locked((*dir)->dir->parent);
+  else child = get_locked((*dir)->dir->find(name));
+  if (!child) return Errno{ENOENT};
+  ++child->lookups;
+  return attr_locked(*child);
+}
+
+void Namespace::forget(uint64_t ino, uint64_t nlookup) {
+  std::lock_guard lock(mu_);
+  InodeRef inode = get_locked(ino);
+  if (!inode) {
+    spdlog::critical("forget of unknown inode {}", ino);
+    std::abort();
+  }
+  if (inode->ino == kRootIno) return;
+  if (nlookup > inode->lookups) {
+    spdlog::critical("lookup count underflow on inode {}: {} < {}", ino, inode->lookups, nlookup);
+    std::abort();
+  }
+  inode->lookups -= nlookup;
+  maybe_free_locked(*inode);
+}
+
+Result<Attr> Namespace::getattr(uint64_t ino) {
+  std::lock_guard lock(mu_);
+  InodeRef inode = get_locked(ino);
+  if (!inode) return Errno{ENOENT};
+  return attr_locked(*inode);
+}
+
+Result<Attr> Namespace::setattr(uint64_t ino, const SetAttr& change) {
+  InodeRef inode;
+  {
+    std::lock_guard lock(mu_);
+    inode = get_locked(ino);
+    if (!inode) return Errno{ENOENT};
+  }
+  // A size change holds data_mu so that it cannot interleave with a write.
+  std::unique_lock<std::shared_mutex> data_lock;
+  if (change.size) {
+    if (inode->is_dir()) return Errno{EISDIR};
+    if (!inode->is_reg()) return Errno{EINVAL};
+    if (*change.size > kMaxFileSize) return Errno{EFBIG};
+    data_lock = std::unique_lock(inode->data_mu);
+  }
+  std::lock_guard lock(mu_);
+  timespec t = now();
+  bool touch_ctime = true;
+  if (change.size) {
+    uint64_t old_size = inode->size;
+    if (*change.size != old_size) {
+      inode->pages->truncate(old_size, *change.size);
+      inode->size = *change.size;
+      inode->mtime = t;
+    } else if (change.size_from_handle) {
+      inode->mtime = t;  // ftruncate and O_TRUNC move the times regardless
+    } else {
+      touch_ctime = false;  // truncate(2) to the same size changes nothing
+    }
+  }
+  if (change.mode) inode->mode = (inode->mode & S_IFMT) | (*change.mode & 07777);
+  if (change.uid) inode->uid = *change.uid;
+  if (change.gid) inode->gid = *change.gid;
+  if (change.atime_now) inode->atime = t;
+  else if (change.atime) inode->atime = *change.atime;
+  if (change.mtime_now) inode->mtime = t;
+  else if (change.mtime) inode->mtime = *change.mtime;
+  bool other = change.mode || change.uid || change.gid || change.atime || change.atime_now ||
+               change.mtime || change.mtime_now;
+  if (touch_ctime || other) inode->ctime = t;
+  return attr_locked(*inode);
+}
+
+// ---- creating and removing names --------------------------------------------
+
+void Namespace::add_link_locked(Inode& dir, std::string_view name, Inode& child) {
+  dir.dir->insert(name, child.ino);
+  dir.size += kDirentSize;
+  ++child.nlink;
+  if (child.is_dir()) {
+    ++dir.nlink;  // the child's ".."
+    child.dir->parent = dir.ino;
+  }
+}
+
+void Namespace::drop_name_locked(Inode& dir, std::string_view name, Inode& child) {
+  dir.dir->erase(name);
+  dir.size -= kDirentSize;
+  if (child.is_dir()) {
+    --dir.nlink;
+    child.nlink = 0;  // its "." goes with its name
+  } else {
+    if (child.nlink > 1) release_inode_locked();  // an extra hard link's inode
+    --child.nlink;
+  }
+}
+
+Result<Attr> Namespace::make_node_locked(uint64_t parent, std::string_view name, mode_t mode, Caller who,
+                                         const std::function<void(Inode&)>& init) {
+  if (auto s = check_name(name); !s) return Errno{s.code()};
+  auto dir = dir_locked(parent);
+  if (!dir) return Errno{dir.code()};
+  Inode& d = **dir;
+  if (d.dir->find(name) != 0) return Errno{EEXIST};
+  if (auto s = reserve_inode_locked(); !s) return Errno{s.code()};
+
+  auto inode = std::make_shared<Inode>(next_ino_++, 0, mode);
+  inode->uid = who.uid;
+  inode->gid = who.gid;
+  // A setgid directory passes its group on, and its setgid bit to subdirectories.
+  if (d.mode & S_ISGID) {
+    inode->gid = d.gid;
+    if (S_ISDIR(mode)) inode->mode |= S_ISGID;
+  }
+  timespec t = now();
+  inode->atime = inode->mtime = inode->ctime = t;
+  init(*inode);
+  add_link_locked(d, name, *inode);
+  d.mtime = d.ctime = t;
+  inode->lookups = 1;
+  Attr a = attr_locked(*inode);
+  inodes_.emplace(inode->ino, std::move(inode));
+  return a;
+}
+
+Result<Attr> Namespace::mknod(uint64_t parent, std::string_view name, mode_t mode, dev_t rdev, Caller who) {
+  mode_t type = mode & S_IFMT;
+  if (type == 0) mode |= S_IFREG;
+  else if (type != S_IFREG && type != S_IFIFO && type != S_IFSOCK && type != S_IFCHR && type != S_IFBLK)
+    return Errno{EINVAL};
+  std::lock_guard lock(mu_);
+  return make_node_locked(parent, name, mode, who, [&](Inode& n) {
+    if (S_ISREG(n.mode)) n.pages = std::make_unique<FilePages>(cache_);
+    if (S_ISCHR(n.mode) || S_ISBLK(n.mode)) n.rdev = rdev;
+  });
+}
+
+Result<Attr> Namespace::mkdir(uint64_t parent, std::string_view name, mode_t mode, Caller who) {
+  std::lock_guard lock(mu_);
+  return make_node_locked(parent, name, S_IFDIR | (mode & 07777), who, [&](Inode& n) {
+    n.dir = std::make_unique<Directory>();
+    n.nlink = 1;  // "."; the name adds the second
+    n.size = 2 * kDirentSize;
+  });
+}
+
+Result<Attr> Namespace::symlink(uint64_t parent, std::string_view name, std::string_view target, Caller who) {
+  if (target.empty()) return Errno{ENOENT};
+  if (target.size() >= PATH_MAX) return Errno{ENAMETOOLONG};
+  std::lock_guard lock(mu_);
+  return make_node_locked(parent, name, S_IFLNK | 0777, who, [&](Inode& n) {
+    n.target = std::string(target);
+    n.size = target.size();
+  });
+}
+
+Result<Attr> Namespace::link(uint64_t ino, uint64_t new_parent, std::string_view new_name) {
+  if (auto s = check_name(new_name); !s) return Errno{s.code()};
+  std::lock_guard lock(mu_);
+  InodeRef inode = get_locked(ino);
+  if (!inode) return Errno{ENOENT};
+  if (inode->is_dir()) return Errno{EPERM};
+  auto dir = dir_locked(new_parent);
+  if (!dir) return Errno{dir.code()};
+  if ((*dir)->dir->find(new_name) != 0) return Errno{EEXIST};
+  if (inode->nlink == 0) return Errno{ENOENT};  // linkat of an unlinked file
+  if (auto s = reserve_inode_locked(); !s) return Errno{s.code()};
+  add_link_locked(**dir, new_name, *inode);
+  timespec t = now();
+  inode->ctime = t;
+  (*dir)->mtime = (*dir)->ctime = t;
+  ++inode->lookups;
+  return attr_locked(*inode);
+}
+
+Status Namespace::unlink(uint64_t parent, std::string_view name) {
+  if (name.size() > kNameMax) return Errno{ENAMETOOLONG};
+  std::lock_guard lock(mu_);
+  auto dir = dir_locked(parent);
+  if (!dir) return Errno{dir.code()};
+  InodeRef child = get_locked((*dir)->dir->find(name));
+  if (!child) return Errno{ENOENT};
+  if (child->is_dir()) return Errno{EISDIR};
+  drop_name_locked(**dir, name, *child);
+  timespec t = now();
+  child->ctime = t;
+  (*dir)->mtime = (*dir)->ctime = t;
+  maybe_free_locked(*child);
+  return {};
+}
+
+Status Namespace::rmdir(uint64_t parent, std::string_view name) {
+  if (name.size() > kNameMax) return Errno{ENAMETOOLONG};
+  if (name == ".") return Errno{EINVAL};
+  if (name == "..") return Errno{ENOTEMPTY};
+  std::lock_guard lock(mu_);
+  auto dir = dir_locked(parent);
+  if (!dir) return Errno{dir.code()};
+  InodeRef child = get_locked((*dir)->dir->find(name));
+  if (!child) return Errno{ENOENT};
+  if (!child->is_dir()) return Errno{ENOTDIR};
+  if (!child->dir->empty()) return Errno{ENOTEMPTY};
+  drop_name_locked(**dir, name, *child);
+  timespec t = now();
+  child->ctime = t;
+  (*dir)->mtime = (*dir)->ctime = t;
+  maybe_free_locked(*child);
+  return {};
+}
+
+bool Namespace::is_ancestor_locked(uint64_t maybe_ancestor, uint64_t ino) {
+  // Walk up from ino through ".." until the root.
+  for (uint64_t cur = ino;;) {
+    if (cur == maybe_ancestor) return true;
+    if (cur == kRootIno) return false;
+    InodeRef inode = get_locked(cur);
+    if (!inode || !inode->dir) return false;
+    cur = inode->dir->parent;
+  }
+}
+
+Status Namespace::rename(uint64_t parent, std::string_view name, uint64_t new_parent,
+                         std::string_view new_name, unsigned flags) {
+  if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) return Errno{EINVAL};
+  if ((flags & RENAME_NOREPLACE) && (flags & RENAME_EXCHANGE)) return Errno{EINVAL};
+  if (name.size() > kNameMax || new_name.size() > kNameMax) return Errno{ENAMETOOLONG};
+  if (auto s = check_name(new_name); !s) return s.code() == EINVAL ? Errno{EBUSY} : s;
+  std::lock_guard lock(mu_);
+  auto odir_r = dir_locked(parent);
+  if (!odir_r) return Errno{odir_r.code()};
+  auto ndir_r = dir_locked(new_parent);
+  if (!ndir_r) return Errno{ndir_r.code()};
+  Inode& odir = **odir_r;
+  Inode& ndir = **ndir_r;
+  InodeRef src = get_locked(odir.dir->find(name));
+  if (!src) return Errno{ENOENT};
+  InodeRef dst = get_locked(ndir.dir->find(new_name));
+
+  if (flags & RENAME_EXCHANGE) {
+    if (!dst) return Errno{ENOENT};
+  } else if (dst && (flags & RENAME_NOREPLACE)) {
+    return Errno{EEXIST};
+  }
+  if (dst == src) return {};  // the same inode under both names: nothing to do
+  // A directory cannot move below itself; nor can a target directory that
+  // is an ancestor of the source be replaced.
+  if (src->is_dir() && is_ancestor_locked(src->ino, ndir.ino)) return Errno{EINVAL};
+  if (dst && dst->is_dir() && is_ancestor_locked(dst->ino, odir.ino))
+    return (flags & RENAME_EXCHANGE) ? Errno{EINVAL} : Errno{ENOTEMPTY};
+
+  timespec t = now();
+  if (flags & RENAME_EXCHANGE) {
+    odir.dir->replace(name, dst->ino);
+    ndir.dir->replace(new_name, src->ino);
+    if (src->is_dir() != dst->is_dir() && &odir != &ndir) {
+      // The directory among the two changes parent: move its ".." link.
+      Inode& moved_dir = src->is_dir() ? *src : *dst;
+      Inode& from = src->is_dir() ? odir : ndir;
+      Inode& to = src->is_dir() ? ndir : odir;
+      --from.nlink;
+      ++to.nlink;
+      moved_dir.dir->parent = to.ino;
+    } else if (src->is_dir() && dst->is_dir()) {
+      src->dir->parent = ndir.ino;
+      dst->dir->parent = odir.ino;
+    }
+    src->ctime = dst->ctime = t;
+    odir.mtime = odir.ctime = ndir.mtime = ndir.ctime = t;
+    return {};
+  }
+
+  if (dst) {
+    if (src->is_dir() && !dst->is_dir()) return Errno{ENOTDIR};
+    if (!src->is_dir() && dst->is_dir()) return Errno{EISDIR};
+    if (dst->is_dir() && !dst->dir->empty()) return Errno{ENOTEMPTY};
+    drop_name_locked(ndir, new_name, *dst);
+    dst->ctime = t;
+  }
+  // Moving keeps the inode's link count; drop_name/add_link would count it
+  // twice, so adjust the directories by hand.
+  odir.dir->erase(name);
+  odir.size -= kDirentSize;
+  ndir.dir->insert(new_name, src->ino);
+  ndir.size += kDirentSize;
+  if (src->is_dir() && &odir != &ndir) {
+    --odir.nlink;
+    ++ndir.nlink;
+    src->dir->parent = ndir.ino;
+  }
+  src->ctime = t;
+  odir.mtime = odir.ctime = ndir.mtime = ndir.ctime = t;
+  if (dst) maybe_free_locked(*dst);
+  return {};
+}
+
+Result<std::string> Namespace::readlink(uint64_t ino) {
+  std::lock_guard lock(mu_);
+  InodeRef inode = get_locked(ino);
+  if (!inode) return Errno{ENOENT};
+  if (!inode->is_symlink()) return Errno{EINVAL};
+  timespec t = now();
+  if (before_or_equal(inode->atime, inode->mtime) || before_or_equal(inode->atime, inode->ctime) ||
+      t.tv_sec - inode->atime.tv_sec >= 24 * 3600)
+    inode->atime = t;
+  return inode->target;
+}
+
+// ---- open files -----------------------------------------------------------
+
+Result<Attr> Namespace::open(uint64_t ino, int flags) {
+  InodeRef inode;
+  {
+    std::lock_guard lock(mu_);
+    inode = get_locked(ino);
+    if (!inode) return Errno{ENOENT};
+    if (inode->is_dir() && (flags & O_ACCMODE) != O_RDONLY) return Errno{EISDIR};
+    ++inode->opens;
+  }
+  if ((flags & O_TRUNC) && inode->is_reg() && (flags & O_ACCMODE) != O_RDONLY) {
+    SetAttr trunc;
+    trunc.size = 0;
+    trunc.size_from_handle = true;
+    auto r = setattr(ino, trunc);
+    if (!r) {
+      release(ino);
+      return Errno{r.code()};
+    }
+    return r;
+  }
+  std::lock_guard lock(mu_);
+  return attr_locked(*inode);
+}
+
+Result<Attr> Namespace::create(uint64_t parent, std::string_view name, mode_t mode, int /*flags*/, Caller who) {
+  std::lock_guard lock(mu_);
+  auto r = make_node_locked(parent, name, S_IFREG | (mode & 07777), who,
+                            [&](Inode& n) { n.pages = std::make_unique<FilePages>(cache_); });
+  if (r) ++get_locked(r->ino)->opens;
+  return r;
+}
+
+void Namespace::release(uint64_t ino) {
+  std::lock_guard lock(mu_);
+  InodeRef inode = get_locked(ino);
+  if (!inode) return;
+  if (inode->opens == 0) {
+    spdlog::critical("release of inode {} with no open handle", ino);
+    std::abort();
+  }
+  --inode->opens;
+  maybe_free_locked(*inode);
+}
+
+Status Namespace::opendir(uint64_t ino) {
+  std::lock_guard lock(mu_);
+  InodeRef inode = get_locked(ino);
+  if (!inode) return Errno{ENOENT};
+  if (!inode->is_dir()) return Errno{ENOTDIR};
+  ++inode->opens;
+  return {};
+}
+
+Status Namespace::readdir(uint64_t ino, uint64_t offset, bool plus,
+                          const std::function<bool(const DirEntryView&, const Attr*)>& sink) {
+  std::lock_guard lock(mu_);
+  InodeRef dir = get_locked(ino);
+  if (!dir) return Errno{ENOENT};
+  if (!dir->is_dir()) return Errno{ENOTDIR};
+  if (offset < 1) {
+    if (!sink({".", dir->ino, S_IFDIR, 1}, nullptr)) return {};
+    offset = 1;
+  }
+  if (offset < 2) {
+    if (!sink({"..", dir->dir->parent, S_IFDIR, 2}, nullptr)) return {};
+    offset = 2;
+  }
+  for (auto it = dir->dir->after(offset); it != dir->dir->end(); ++it) {
+    InodeRef child = get_locked(it->second.ino);
+    if (!child) continue;
+    DirEntryView view{it->second.name, child->ino, child->mode, it->first};
+    if (plus) {
+      Attr a = attr_locked(*child);
+      if (!sink(view, &a)) break;
+      ++child->lookups;
+    } else if (!sink(view, nullptr)) {
+      break;
+    }
+  }
+  timespec t = now();
+  if (before_or_equal(dir->atime, dir->mtime) || before_or_equal(dir->atime, dir->ctime) ||
+      t.tv_sec - dir->atime.tv_sec >= 24 * 3600)
+    dir->atime = t;
+  return {};
+}
+
+// ---- data ------------------------------------------------------------------
+
+void Namespace::read(uint64_t ino, uint64_t off, size_t len, FilePages::ReadDone done) {
+  InodeRef inode;
+  {
+    std::lock_guard lock(mu_);
+    inode = get_locked(ino);
+  }
+  if (!inode) return done(Errno{ENOENT}, {});
+  if (inode->is_dir()) return done(Errno{EISDIR}, {});
+  if (!inode->is_reg()) return done(Errno{EINVAL}, {});
+  std::shared_lock data_lock(inode->data_mu);
+  uint64_t size;
+  {
+    std::lock_guard lock(mu_);
+    size = inode->size;
+    // relatime, as tmpfs mounts by default
+    timespec t = now();
+    if (before_or_equal(inode->atime, inode->mtime) || before_or_equal(inode->atime, inode->ctime) ||
+        t.tv_sec - inode->atime.tv_sec >= 24 * 3600)
+      inode->atime = t;
+  }
+  if (off >= size) return done(Status{}, {});
+  uint64_t n = std::min<uint64_t>(len, size - off);
+  inode->pages->read(off, n, std::move(done));
+}
+
+Result<size_t> Namespace::write(uint64_t ino, uint64_t off, std::span<const std::byte> data, bool append) {
+  InodeRef inode;
+  {
+    std::lock_guard lock(mu_);
+    inode = get_locked(ino);
+  }
+  if (!inode) return Errno{ENOENT};
+  if (inode->is_dir()) return Errno{EISDIR};
+  if (!inode->is_reg()) return Errno{EINVAL};
+  std::unique_lock data_lock(inode->data_mu);
+  if (append) {
+    std::lock_guard lock(mu_);
+    off = inode->size;
+  }
+  if (off > kMaxFileSize) return Errno{EFBIG};
+  size_t n = data.size();
+  if (n > kMaxFileSize - off) {
+    n = kMaxFileSize - off;  // a short write up to the limit, as the kernel does
+    if (n == 0) return Errno{EFBIG};
+  }
+  if (n == 0) return size_t{0};
+  if (auto s = inode->pages->write(off, data.first(n)); !s) return Errno{s.code()};
+  std::lock_guard lock(mu_);
+  inode->size = std::max<uint64_t>(inode->size, off + n);
+  inode->mtime = inode->ctime = now();
+  return n;
+}
+
+Status Namespace::fallocate(uint64_t ino, int mode, uint64_t off, uint64_t len) {
+  InodeRef inode;
+  {
+    std::lock_guard lock(mu_);
+    inode = get_locked(ino);
+  }
+  if (!inode) return Errno{ENOENT};
+  if (inode->is_dir()) return Errno{EISDIR};
+  if (!inode->is_reg()) return Errno{ENODEV};
+  if (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE)) return Errno{EOPNOTSUPP};
+  if ((mode & FALLOC_FL_PUNCH_HOLE) && !(mode & FALLOC_FL_KEEP_SIZE)) return Errno{EOPNOTSUPP};
+  if (len == 0) return Errno{EINVAL};
+  if (off > kMaxFileSize || len > kMaxFileSize - off) return Errno{EFBIG};
+  std::unique_lock data_lock(inode->data_mu);
+  uint64_t size;
+  {
+    std::lock_guard lock(mu_);
+    size = inode->size;
+  }
+  if (mode & FALLOC_FL_PUNCH_HOLE) {
+    if (off < size) inode->pages->punch_hole(off, std::min(len, size - off));
+    std::lock_guard lock(mu_);
+    inode->mtime = inode->ctime = now();
+    return {};
+  }
+  if (auto s = inode->pages->allocate(off, len); !s) return s;
+  std::lock_guard lock(mu_);
+  bool grows = !(mode & FALLOC_FL_KEEP_SIZE) && off + len > inode->size;
+  if (grows) inode->size = off + len;
+  // tmpfs moves ctime (and mtime with it) only when the size changes.
+  if (grows) inode->mtime = inode->ctime = now();
+  return {};
+}
+
+Result<uint64_t> Namespace::lseek(uint64_t ino, uint64_t off, int whence) {
+  InodeRef inode;
+  {
+    std::lock_guard lock(mu_);
+    inode = get_locked(ino);
+  }
+  if (!inode) return Errno{ENOENT};
+  if (!inode->is_reg()) return Errno{EINVAL};
+  std::shared_lock data_lock(inode->data_mu);
+  uint64_t size;
+  {
+    std::lock_guard lock(mu_);
+    size = inode->size;
+  }
+  if (off >= size) return Errno{ENXIO};
+  std::optional<uint64_t> r = whence == SEEK_DATA ? inode->pages->seek_data(off, size)
+                                                  : inode->pages->seek_hole(off, size);
+  if (!r) return Errno{ENXIO};
+  return *r;
+}
+
+Result<size_t> Namespace::copy_range(uint64_t src, uint64_t src_off, uint64_t dst, uint64_t dst_off,
+                                     size_t len) {
+  // Through a bounce buffer a chunk at a time: the source's frames are only
+  // pinned inside the read callback, and the destination may be the same file.
+  constexpr size_t kChunk = 1 << 20;
+  std::vector<std::byte> buf;
+  size_t copied = 0;
+  while (copied < len) {
+    size_t want = std::min(kChunk, len - copied);
+    Status rs;
+    size_t got = 0;
+    buf.resize(want);
+    read(src, src_off + copied, want, [&](Status s, std::span<const iovec> iov) {
+      rs = s;
+      if (!s) return;
+      for (const iovec& v : iov) {
+        std::memcpy(buf.data() + got, v.iov_base, v.iov_len);
+        got += v.iov_len;
+      }
+    });
+    if (!rs) return copied ? Result<size_t>(copied) : Errno{rs.code()};
+    if (got == 0) break;
+    auto w = write(dst, dst_off + copied, std::span(buf.data(), got), false);
+    if (!w) return copied ? Result<size_t>(copied) : Errno{w.code()};
+    copied += *w;
+    if (*w < got) break;
+  }
+  return copied;
+}
+
+// ---- xattrs ---------------------------------------------------------------
+
+Status Namespace::setxattr(uint64_t ino, std::string_view name, std::string_view value, int flags) {
+  if (!known_xattr(name)) return Errno{EOPNOTSUPP};
+  if (name.size() > XATTR_NAME_MAX) return Errno{ERANGE};
+  if (value.size() > kXattrSizeMax) return Errno{E2BIG};
+  std::lock_guard lock(mu_);
+  InodeRef inode = get_locked(ino);
+  if (!inode) return Errno{ENOENT};
+  auto it = inode->xattrs.find(std::string(name));
+  if ((flags & XATTR_CREATE) && it != inode->xattrs.end()) return Errno{EEXIST};
+  if ((flags & XATTR_REPLACE) && it == inode->xattrs.end()) return Errno{ENODATA};
+  if (is_user_xattr(name) && config_.max_inodes != 0) {
+    uint64_t need = xattr_space(name, value.size());
+    uint64_t freed = it == inode->xattrs.end() ? 0 : xattr_space(name, it->second.size());
+    if (need > ispace_free_ + freed) return Errno{ENOSPC};
+    ispace_free_ = ispace_free_ + freed - need;
+  }
+  if (it == inode->xattrs.end()) inode->xattrs.emplace(std::string(name), std::string(value));
+  else it->second.assign(value);
+  inode->ctime = now();
+  return {};
+}
+
+Result<std::string> Namespace::getxattr(uint64_t ino, std::string_view name) {
+  if (!known_xattr(name)) return Errno{EOPNOTSUPP};
+  std::lock_guard lock(mu_);
+  InodeRef inode = get_locked(ino);
+  if (!inode) return Errno{ENOENT};
+  auto it = inode->xattrs.find(std::string(name));
+  if (it == inode->xattrs.end()) return Errno{ENODATA};
+  return it->second;
+}
+
+Result<std::string> Namespace::listxattr(uint64_t ino) {
+  std::lock_guard lock(mu_);
+  InodeRef inode = get_locked(ino);
+  if (!inode) return Errno{ENOENT};
+  std::string out;
+  for (auto& [name, value] : inode->xattrs) {
+    out += name;
+    out.push_back('\0');
+  }
+  return out;
+}
+
+Status Namespace::removexattr(uint64_t ino, std::string_view name) {
+  if (!known_xattr(name)) return Errno{EOPNOTSUPP};
+  std::lock_guard lock(mu_);
+  InodeRef inode = get_locked(ino);
+  if (!inode) return Errno{ENOENT};
+  auto it = inode->xattrs.find(std::string(name));
+  if (it == inode->xattrs.end()) return Errno{ENODATA};
+  if (is_user_xattr(name) && config_.max_inodes != 0) ispace_free_ += xattr_space(name, it->second.size());
+  inode->xattrs.erase(it);
+  inode->ctime = now();
+  return {};
+}
+
+// ---- the whole file system ----------------------------------------------------
+
+StatFs Namespace::statfs() {
+  PageCacheStats ps = cache_.stats();
+  StatFs s{};
+  s.block_size = ps.page_size;
+  s.blocks = ps.max_pages;
+  s.blocks_free = ps.max_pages > ps.pages_allocated ? ps.max_pages - ps.pages_allocated : 0;
+  std::lock_guard lock(mu_);
+  s.files = config_.max_inodes;
+  s.files_free = config_.max_inodes ? ispace_free_ / kInodeSpace : 0;
+  s.name_max = kNameMax;
+  return s;
+}
+
+size_t Namespace::inode_count() {
+  std::lock_guard lock(mu_);
+  return inodes_.size();
+}
+
+}  // namespace tmpfsd

@@ -1,0 +1,170 @@
+// Namespace: the tree of names, the inode table and every attribute; the
+// part of tmpfsd that behaves like tmpfs's inode and directory operations.
+//
+// It knows nothing of FUSE: the daemon passes plain values (inode numbers,
+// names, the caller's uid/gid) and gets Attr copies or errno Results back.
+// Permission checks are the kernel's (default_permissions is always on);
+// what the namespace checks itself is what the VFS leaves to a file system:
+// name length, types in rename and rmdir, emptiness, limits (nr_inodes,
+// size=, xattr sizes), and the kernel's reference counting of inodes.
+//
+// Threads: any FUSE worker calls any method. One mutex, mu_, guards the
+// tree, the inode table and all attributes; data I/O does not hold it
+// (see Inode::data_mu). Lock order: Inode::data_mu -> mu_ -> FilePages.
+#pragma once
+
+#include <sys/statvfs.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "core/inode.h"
+#include "core/page_cache.h"
+#include "core/result.h"
+
+namespace tmpfsd {
+
+inline constexpr uint64_t kRootIno = 1;
+inline constexpr size_t kNameMax = 255;
+inline constexpr size_t kXattrSizeMax = 65536;  // XATTR_SIZE_MAX
+inline constexpr uint64_t kMaxFileSize = 0x7fffffffffffffffULL;  // MAX_LFS_FILESIZE
+// tmpfs keeps a symlink target of this many bytes or more in a page.
+inline constexpr size_t kShortSymlinkLen = 128;
+
+struct NamespaceConfig {
+  uint64_t max_inodes = 0;  // nr_inodes=; 0 = unlimited
+  mode_t root_mode = 01777;
+  uid_t root_uid = 0;
+  gid_t root_gid = 0;
+};
+
+// Who is asking (from the FUSE request).
+struct Caller {
+  uid_t uid = 0;
+  gid_t gid = 0;
+};
+
+// setattr: which fields change. Times given as nullopt stay; `*_now` sets
+// them to the current time.
+struct SetAttr {
+  std::optional<mode_t> mode;
+  std::optional<uid_t> uid;
+  std::optional<gid_t> gid;
+  std::optional<uint64_t> size;
+  bool size_from_handle = false;  // ftruncate / O_TRUNC: times move even if size does not
+  std::optional<timespec> atime, mtime;
+  bool atime_now = false, mtime_now = false;
+};
+
+struct StatFs {
+  uint64_t block_size, blocks, blocks_free;
+  uint64_t files, files_free;
+  uint64_t name_max;
+};
+
+// One directory entry handed to a readdir sink. `next` is the offset that
+// continues after it.
+struct DirEntryView {
+  std::string_view name;
+  uint64_t ino;
+  mode_t mode;
+  uint64_t next;
+};
+
+class Namespace {
+ public:
+  Namespace(const NamespaceConfig& config, PageCache& cache);
+  ~Namespace();
+  Namespace(const Namespace&) = delete;
+  Namespace& operator=(const Namespace&) = delete;
+
+  // Kernel references. lookup() and every call that returns a new entry
+  // (create, mkdir, mknod, symlink, link) count one lookup; forget() drops
+  // them. Dropping more than were counted is a bug and aborts.
+  Result<Attr> lookup(uint64_t parent, std::string_view name);
+  void forget(uint64_t ino, uint64_t nlookup);
+
+  Result<Attr> getattr(uint64_t ino);
+  Result<Attr> setattr(uint64_t ino, const SetAttr& change);
+
+  // mknod covers regular files, fifos, sockets and device nodes.
+  Result<Attr> mknod(uint64_t parent, std::string_view name, mode_t mode, dev_t rdev, Caller who);
+  Result<Attr> mkdir(uint64_t parent, std::string_view name, mode_t mode, Caller who);
+  Result<Attr> symlink(uint64_t parent, std::string_view name, std::string_view target, Caller who);
+  Result<Attr> link(uint64_t ino, uint64_t new_parent, std::string_view new_name);
+  Status unlink(uint64_t parent, std::string_view name);
+  Status rmdir(uint64_t parent, std::string_view name);
+  // flags: 0, RENAME_NOREPLACE, RENAME_EXCHANGE (RENAME_WHITEOUT: EINVAL).
+  Status rename(uint64_t parent, std::string_view name, uint64_t new_parent,
+                std::string_view new_name, unsigned flags);
+  Result<std::string> readlink(uint64_t ino);
+
+  // open/create of a regular file: counts an open handle. O_TRUNC truncates.
+  Result<Attr> open(uint64_t ino, int flags);
+  // create = mknod + open in one step (counts a lookup and an open).
+  Result<Attr> create(uint64_t parent, std::string_view name, mode_t mode, int flags, Caller who);
+  void release(uint64_t ino);
+  Status opendir(uint64_t ino);
+
+  // Calls `sink` for entries after `offset` until it returns false (the
+  // reply buffer is full). With `plus`, each entry the sink accepted counts
+  // a lookup, as readdirplus requires.
+  Status readdir(uint64_t ino, uint64_t offset, bool plus,
+                 const std::function<bool(const DirEntryView&, const Attr*)>& sink);
+
+  // Data. read() clamps to the size and calls done exactly once (maybe
+  // from another thread) with iovecs over frame memory.
+  void read(uint64_t ino, uint64_t off, size_t len, FilePages::ReadDone done);
+  // Returns the bytes written; with `append` the offset is the size.
+  Result<size_t> write(uint64_t ino, uint64_t off, std::span<const std::byte> data, bool append);
+  Status fallocate(uint64_t ino, int mode, uint64_t off, uint64_t len);
+  Result<uint64_t> lseek(uint64_t ino, uint64_t off, int whence);  // SEEK_DATA / SEEK_HOLE
+  // copy_file_range: copies through frames without a round trip to the kernel.
+  Result<size_t> copy_range(uint64_t src, uint64_t src_off, uint64_t dst, uint64_t dst_off, size_t len);
+
+  // Extended attributes. flags: XATTR_CREATE / XATTR_REPLACE.
+  Status setxattr(uint64_t ino, std::string_view name, std::string_view value, int flags);
+  Result<std::string> getxattr(uint64_t ino, std::string_view name);
+  Result<std::string> listxattr(uint64_t ino);  // NUL-separated names
+  Status removexattr(uint64_t ino, std::string_view name);
+
+  StatFs statfs();
+
+  // For tests and stats.
+  size_t inode_count();
+
+ private:
+  using InodeRef = std::shared_ptr<Inode>;
+
+  InodeRef get_locked(uint64_t ino);
+  Result<InodeRef> dir_locked(uint64_t ino);
+  Attr attr_locked(const Inode& inode) const;
+  Result<Attr> make_node_locked(uint64_t parent, std::string_view name, mode_t mode, Caller who,
+                                const std::function<void(Inode&)>& init);
+  void add_link_locked(Inode& dir, std::string_view name, Inode& child);
+  void drop_name_locked(Inode& dir, std::string_view name, Inode& child);
+  void maybe_free_locked(Inode& inode);
+  bool is_ancestor_locked(uint64_t maybe_ancestor, uint64_t ino);
+  Status reserve_inode_locked();
+  void release_inode_locked();
+
+  const NamespaceConfig config_;
+  PageCache& cache_;
+
+  std::mutex mu_;
+  std::unordered_map<uint64_t, InodeRef> inodes_;  // guarded by mu_
+  uint64_t next_ino_ = kRootIno + 1;               // guarded by mu_
+  uint64_t inodes_used_ = 0;  // guarded by mu_; tmpfs counts each extra hard link too
+  // guarded by mu_: tmpfs's free_ispace: nr_inodes KiB shared by inodes (1 KiB
+  // each) and user.* xattrs; meaningless when nr_inodes is unlimited.
+  uint64_t ispace_free_ = 0;
+};
+
+}  // namespace tmpfsd

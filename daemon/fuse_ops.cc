@@ -1,0 +1,411 @@
+// FUSE low-level ops -> Namespace calls. See fuse_ops.h.
+//
+// Every op follows one shape: compute a Result in core/, then reply from it
+// in exactly one place. `guarded` catches anything thrown before the reply
+// (allocation failure, mostly) and answers with an errno instead, so that no
+// exception crosses into libfuse.
+#include "daemon/fuse_ops.h"
+
+#include <fcntl.h>
+#include <sys/xattr.h>
+
+#include <cstring>
+#include <new>
+#include <string>
+#include <vector>
+
+#include <spdlog/spdlog.h>
+
+namespace tmpfsd {
+namespace {
+
+Filesystem& fs_of(fuse_req_t req) { return *static_cast<Filesystem*>(fuse_req_userdata(req)); }
+Namespace& ns_of(fuse_req_t req) { return *fs_of(req).ns; }
+
+Caller caller_of(fuse_req_t req) {
+  const fuse_ctx* ctx = fuse_req_ctx(req);
+  return Caller{ctx->uid, ctx->gid};
+}
+
+template <class F>
+void guarded(fuse_req_t req, F&& body) noexcept {
+  try {
+    body();
+  } catch (const std::bad_alloc&) {
+    fuse_reply_err(req, ENOMEM);
+  } catch (const std::exception& e) {
+    spdlog::error("internal error: {}", e.what());
+    fuse_reply_err(req, EIO);
+  } catch (...) {
+    spdlog::error("internal error: unknown exception");
+    fuse_reply_err(req, EIO);
+  }
+}
+
+struct stat to_stat(const Attr& a, size_t page_size) {
+  struct stat st {};
+  st.st_ino = a.ino;
+  st.st_mode = a.mode;
+  st.st_nlink = a.nlink;
+  st.st_uid = a.uid;
+  st.st_gid = a.gid;
+  st.st_rdev = a.rdev;
+  st.st_size = off_t(a.size);
+  st.st_blocks = blkcnt_t(a.blocks);
+  st.st_blksize = blksize_t(page_size);
+  st.st_atim = a.atime;
+  st.st_mtim = a.mtime;
+  st.st_ctim = a.ctime;
+  return st;
+}
+
+fuse_entry_param to_entry(fuse_req_t req, const Attr& a) {
+  const Filesystem& fs = fs_of(req);
+  fuse_entry_param e{};
+  e.ino = a.ino;
+  e.generation = a.generation;
+  e.attr = to_stat(a, fs.cache->page_size());
+  e.attr_timeout = fs.attr_timeout;
+  e.entry_timeout = fs.entry_timeout;
+  return e;
+}
+
+void reply_entry(fuse_req_t req, const Result<Attr>& r) {
+  if (!r) return void(fuse_reply_err(req, r.code()));
+  fuse_entry_param e = to_entry(req, *r);
+  fuse_reply_entry(req, &e);
+}
+
+void reply_attr(fuse_req_t req, const Result<Attr>& r) {
+  if (!r) return void(fuse_reply_err(req, r.code()));
+  struct stat st = to_stat(*r, fs_of(req).cache->page_size());
+  fuse_reply_attr(req, &st, fs_of(req).attr_timeout);
+}
+
+void reply_status(fuse_req_t req, Status s) { fuse_reply_err(req, s.code()); }
+
+// ---- ops -------------------------------------------------------------------
+
+void op_init(void* userdata, fuse_conn_info* conn) {
+  (void)userdata;
+  // Big requests: fewer round trips for large reads and writes.
+  conn->max_write = 1 << 20;
+  conn->max_readahead = 1 << 20;
+  if (conn->capable & FUSE_CAP_ASYNC_READ) conn->want |= FUSE_CAP_ASYNC_READ;
+  if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC) conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+  if (conn->capable & FUSE_CAP_READDIRPLUS) conn->want |= FUSE_CAP_READDIRPLUS;
+  if (conn->capable & FUSE_CAP_READDIRPLUS_AUTO) conn->want |= FUSE_CAP_READDIRPLUS_AUTO;
+  // The kernel's own cache of the file's data is kept across opens: every
+  // change to a file passes through this same kernel, so it cannot be stale.
+  if (conn->capable & FUSE_CAP_AUTO_INVAL_DATA) conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+}
+
+void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  guarded(req, [&] {
+    auto r = ns_of(req).lookup(parent, name);
+    if (!r && r.code() == ENOENT) {
+      // A negative entry the kernel may cache: names appear only through it.
+      fuse_entry_param e{};
+      e.entry_timeout = fs_of(req).entry_timeout;
+      fuse_reply_entry(req, &e);
+      return;
+    }
+    reply_entry(req, r);
+  });
+}
+
+void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+  ns_of(req).forget(ino, nlookup);
+  fuse_reply_none(req);
+}
+
+void op_forget_multi(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
+  for (size_t i = 0; i < count; ++i) ns_of(req).forget(forgets[i].ino, forgets[i].nlookup);
+  fuse_reply_none(req);
+}
+
+void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+  guarded(req, [&] { reply_attr(req, ns_of(req).getattr(ino)); });
+}
+
+void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi) {
+  guarded(req, [&] {
+    SetAttr c;
+    if (to_set & FUSE_SET_ATTR_MODE) c.mode = attr->st_mode;
+    if (to_set & FUSE_SET_ATTR_UID) c.uid = attr->st_uid;
+    if (to_set & FUSE_SET_ATTR_GID) c.gid = attr->st_gid;
+    if (to_set & FUSE_SET_ATTR_SIZE) {
+      if (attr->st_size < 0) return void(fuse_reply_err(req, EINVAL));
+      c.size = uint64_t(attr->st_size);
+      c.size_from_handle = fi != nullptr;
+    }
+    if (to_set & FUSE_SET_ATTR_ATIME_NOW) c.atime_now = true;
+    else if (to_set & FUSE_SET_ATTR_ATIME) c.atime = attr->st_atim;
+    if (to_set & FUSE_SET_ATTR_MTIME_NOW) c.mtime_now = true;
+    else if (to_set & FUSE_SET_ATTR_MTIME) c.mtime = attr->st_mtim;
+    reply_attr(req, ns_of(req).setattr(ino, c));
+  });
+}
+
+void op_readlink(fuse_req_t req, fuse_ino_t ino) {
+  guarded(req, [&] {
+    auto r = ns_of(req).readlink(ino);
+    if (!r) return void(fuse_reply_err(req, r.code()));
+    fuse_reply_readlink(req, r->c_str());
+  });
+}
+
+void op_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
+  guarded(req, [&] { reply_entry(req, ns_of(req).mknod(parent, name, mode, rdev, caller_of(req))); });
+}
+
+void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
+  guarded(req, [&] { reply_entry(req, ns_of(req).mkdir(parent, name, mode, caller_of(req))); });
+}
+
+void op_symlink(fuse_req_t req, const char* target, fuse_ino_t parent, const char* name) {
+  guarded(req, [&] { reply_entry(req, ns_of(req).symlink(parent, name, target, caller_of(req))); });
+}
+
+void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t new_parent, const char* new_name) {
+  guarded(req, [&] { reply_entry(req, ns_of(req).link(ino, new_parent, new_name)); });
+}
+
+void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  guarded(req, [&] { reply_status(req, ns_of(req).unlink(parent, name)); });
+}
+
+void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  guarded(req, [&] { reply_status(req, ns_of(req).rmdir(parent, name)); });
+}
+
+void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t new_parent,
+               const char* new_name, unsigned int flags) {
+  guarded(req, [&] { reply_status(req, ns_of(req).rename(parent, name, new_parent, new_name, flags)); });
+}
+
+void set_open_flags(fuse_file_info* fi) {
+  fi->keep_cache = 1;
+  fi->noflush = 1;  // close() has nothing to flush: data is in the daemon already
+}
+
+void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  guarded(req, [&] {
+    auto r = ns_of(req).open(ino, fi->flags);
+    if (!r) return void(fuse_reply_err(req, r.code()));
+    set_open_flags(fi);
+    if (fuse_reply_open(req, fi) != 0) ns_of(req).release(ino);  // interrupted: no release will come
+  });
+}
+
+void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi) {
+  guarded(req, [&] {
+    auto r = ns_of(req).create(parent, name, mode, fi->flags, caller_of(req));
+    if (!r) return void(fuse_reply_err(req, r.code()));
+    set_open_flags(fi);
+    fuse_entry_param e = to_entry(req, *r);
+    if (fuse_reply_create(req, &e, fi) != 0) {
+      ns_of(req).release(r->ino);
+      ns_of(req).forget(r->ino, 1);
+    }
+  });
+}
+
+void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+  ns_of(req).release(ino);
+  fuse_reply_err(req, 0);
+}
+
+void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
+  guarded(req, [&] {
+    if (off < 0) return void(fuse_reply_err(req, EINVAL));
+    ns_of(req).read(ino, uint64_t(off), size, [req](Status s, std::span<const iovec> iov) {
+      if (!s) return void(fuse_reply_err(req, s.code()));
+      // Straight from frame memory to the kernel: the frames are pinned
+      // until this callback returns.
+      fuse_reply_iov(req, iov.data(), int(iov.size()));
+    });
+  });
+}
+
+void op_write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off, fuse_file_info* fi) {
+  guarded(req, [&] {
+    if (off < 0) return void(fuse_reply_err(req, EINVAL));
+    auto data = std::span(reinterpret_cast<const std::byte*>(buf), size);
+    auto r = ns_of(req).write(ino, uint64_t(off), data, (fi->flags & O_APPEND) != 0);
+    if (!r) return void(fuse_reply_err(req, r.code()));
+    fuse_reply_write(req, *r);
+  });
+}
+
+void op_flush(fuse_req_t req, fuse_ino_t, fuse_file_info*) { fuse_reply_err(req, 0); }
+void op_fsync(fuse_req_t req, fuse_ino_t, int, fuse_file_info*) { fuse_reply_err(req, 0); }
+
+void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  guarded(req, [&] {
+    if (auto s = ns_of(req).opendir(ino); !s) return void(fuse_reply_err(req, s.code()));
+    fi->cache_readdir = 0;
+    if (fuse_reply_open(req, fi) != 0) ns_of(req).release(ino);
+  });
+}
+
+void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus) {
+  guarded(req, [&] {
+    std::vector<char> buf(size);
+    size_t used = 0;
+    const size_t page_size = fs_of(req).cache->page_size();
+    auto sink = [&](const DirEntryView& d, const Attr* a) {
+      std::string name(d.name);
+      size_t need;
+      if (plus) {
+        fuse_entry_param e{};
+        if (a) {
+          e = to_entry(req, *a);
+        } else {  // "." and "..": no lookup is counted, so no entry for the kernel to keep
+          e.attr.st_ino = d.ino;
+          e.attr.st_mode = d.mode;
+        }
+        need = fuse_add_direntry_plus(req, buf.data() + used, size - used, name.c_str(), &e, off_t(d.next));
+      } else {
+        struct stat st {};
+        st.st_ino = d.ino;
+        st.st_mode = d.mode;
+        need = fuse_add_direntry(req, buf.data() + used, size - used, name.c_str(), &st, off_t(d.next));
+      }
+      (void)page_size;
+      if (need > size - used) return false;
+      used += need;
+      return true;
+    };
+    Status s = ns_of(req).readdir(ino, uint64_t(off), plus, sink);
+    if (!s) return void(fuse_reply_err(req, s.code()));
+    fuse_reply_buf(req, buf.data(), used);
+  });
+}
+
+void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
+  do_readdir(req, ino, size, off, false);
+}
+void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
+  do_readdir(req, ino, size, off, true);
+}
+void op_releasedir(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+  ns_of(req).release(ino);
+  fuse_reply_err(req, 0);
+}
+void op_fsyncdir(fuse_req_t req, fuse_ino_t, int, fuse_file_info*) { fuse_reply_err(req, 0); }
+
+void op_statfs(fuse_req_t req, fuse_ino_t) {
+  guarded(req, [&] {
+    StatFs s = ns_of(req).statfs();
+    struct statvfs v {};
+    v.f_bsize = s.block_size;
+    v.f_frsize = s.block_size;
+    v.f_blocks = s.blocks;
+    v.f_bfree = s.blocks_free;
+    v.f_bavail = s.blocks_free;
+    v.f_files = s.files;
+    v.f_ffree = s.files_free;
+    v.f_favail = s.files_free;
+    v.f_namemax = s.name_max;
+    fuse_reply_statfs(req, &v);
+  });
+}
+
+void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size, int flags) {
+  guarded(req, [&] { reply_status(req, ns_of(req).setxattr(ino, name, std::string_view(value, size), flags)); });
+}
+
+void reply_xattr_value(fuse_req_t req, const Result<std::string>& r, size_t size) {
+  if (!r) return void(fuse_reply_err(req, r.code()));
+  if (size == 0) return void(fuse_reply_xattr(req, r->size()));
+  if (r->size() > size) return void(fuse_reply_err(req, ERANGE));
+  fuse_reply_buf(req, r->data(), r->size());
+}
+
+void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+  guarded(req, [&] { reply_xattr_value(req, ns_of(req).getxattr(ino, name), size); });
+}
+
+void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  guarded(req, [&] { reply_xattr_value(req, ns_of(req).listxattr(ino), size); });
+}
+
+void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
+  guarded(req, [&] { reply_status(req, ns_of(req).removexattr(ino, name)); });
+}
+
+void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len, fuse_file_info*) {
+  guarded(req, [&] {
+    if (off < 0 || len <= 0) return void(fuse_reply_err(req, EINVAL));
+    reply_status(req, ns_of(req).fallocate(ino, mode, uint64_t(off), uint64_t(len)));
+  });
+}
+
+void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, fuse_file_info*) {
+  guarded(req, [&] {
+    if (whence != SEEK_DATA && whence != SEEK_HOLE) return void(fuse_reply_err(req, EINVAL));
+    if (off < 0) return void(fuse_reply_err(req, ENXIO));
+    auto r = ns_of(req).lseek(ino, uint64_t(off), whence);
+    if (!r) return void(fuse_reply_err(req, r.code()));
+    fuse_reply_lseek(req, off_t(*r));
+  });
+}
+
+void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_file_info*, fuse_ino_t ino_out,
+                        off_t off_out, fuse_file_info*, size_t len, int flags) {
+  guarded(req, [&] {
+    if (flags != 0 || off_in < 0 || off_out < 0) return void(fuse_reply_err(req, EINVAL));
+    auto r = ns_of(req).copy_range(ino_in, uint64_t(off_in), ino_out, uint64_t(off_out), len);
+    if (!r) return void(fuse_reply_err(req, r.code()));
+    fuse_reply_write(req, *r);
+  });
+}
+
+fuse_lowlevel_ops make_ops() {
+  fuse_lowlevel_ops ops{};
+  ops.init = op_init;
+  ops.lookup = op_lookup;
+  ops.forget = op_forget;
+  ops.forget_multi = op_forget_multi;
+  ops.getattr = op_getattr;
+  ops.setattr = op_setattr;
+  ops.readlink = op_readlink;
+  ops.mknod = op_mknod;
+  ops.mkdir = op_mkdir;
+  ops.symlink = op_symlink;
+  ops.link = op_link;
+  ops.unlink = op_unlink;
+  ops.rmdir = op_rmdir;
+  ops.rename = op_rename;
+  ops.open = op_open;
+  ops.create = op_create;
+  ops.read = op_read;
+  ops.write = op_write;
+  ops.flush = op_flush;
+  ops.fsync = op_fsync;
+  ops.release = op_release;
+  ops.opendir = op_opendir;
+  ops.readdir = op_readdir;
+  ops.readdirplus = op_readdirplus;
+  ops.releasedir = op_releasedir;
+  ops.fsyncdir = op_fsyncdir;
+  ops.statfs = op_statfs;
+  ops.setxattr = op_setxattr;
+  ops.getxattr = op_getxattr;
+  ops.listxattr = op_listxattr;
+  ops.removexattr = op_removexattr;
+  ops.fallocate = op_fallocate;
+  ops.lseek = op_lseek;
+  ops.copy_file_range = op_copy_file_range;
+  return ops;
+}
+
+}  // namespace
+
+const fuse_lowlevel_ops& fuse_operations() {
+  static const fuse_lowlevel_ops ops = make_ops();
+  return ops;
+}
+
+}  // namespace tmpfsd

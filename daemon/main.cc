@@ -1,0 +1,121 @@
+// tmpfsd: parse options, build the page cache and namespace, mount, serve
+// FUSE requests on a multithreaded loop until unmounted or signalled.
+//
+// SIGTERM, SIGINT and SIGHUP end the loop (libfuse's handlers); the mount is
+// then removed and the process exits 0.
+#include <fuse_lowlevel.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/sinks/syslog_sink.h>
+#include <spdlog/spdlog.h>
+
+#include "core/namespace.h"
+#include "core/page_cache.h"
+#include "daemon/fuse_ops.h"
+#include "daemon/options.h"
+
+namespace tmpfsd {
+namespace {
+
+// libfuse's argument vector, freed in every exit path.
+struct FuseArgs {
+  fuse_args args = FUSE_ARGS_INIT(0, nullptr);
+  ~FuseArgs() { fuse_opt_free_args(&args); }
+  void add(const std::string& a) { fuse_opt_add_arg(&args, a.c_str()); }
+};
+
+void log_to_stderr(const std::string& level) {
+  auto logger = spdlog::stderr_color_mt("tmpfsd");
+  logger->set_level(spdlog::level::from_str(level));
+  spdlog::set_default_logger(logger);
+}
+
+void log_to_syslog(const std::string& level) {
+  auto logger = spdlog::syslog_logger_mt("tmpfsd-syslog", "tmpfsd", LOG_PID, LOG_DAEMON);
+  logger->set_level(spdlog::level::from_str(level));
+  spdlog::set_default_logger(logger);
+}
+
+int serve(const Options& o) {
+  PageCacheConfig pc;
+  pc.page_size = o.page_size;
+  pc.memory_bytes = o.memory_bytes;
+  pc.max_pages = (o.size_bytes + o.page_size - 1) / o.page_size;
+  auto cache = PageCache::create(pc);
+  if (!cache) {
+    spdlog::error("cannot set up the page cache: {}", std::strerror(cache.code()));
+    return 1;
+  }
+  NamespaceConfig nc;
+  nc.max_inodes = o.nr_inodes;
+  nc.root_mode = o.mode;
+  nc.root_uid = o.uid;
+  nc.root_gid = o.gid;
+  Namespace ns(nc, **cache);
+  Filesystem fs{cache->get(), &ns};
+
+  FuseArgs args;
+  args.add("tmpfsd");
+  std::string fuse_opts = "default_permissions,fsname=tmpfsd,subtype=tmpfsd";
+  if (o.allow_other) fuse_opts += ",allow_other";
+  args.add("-o");
+  args.add(fuse_opts);
+  if (o.fuse_debug) args.add("-d");
+
+  fuse_session* se = fuse_session_new(&args.args, &fuse_operations(), sizeof(fuse_lowlevel_ops), &fs);
+  if (!se) {
+    spdlog::error("cannot create the FUSE session");
+    return 1;
+  }
+  int rc = 1;
+  if (fuse_set_signal_handlers(se) == 0) {
+    if (fuse_session_mount(se, o.mountpoint.c_str()) == 0) {
+      spdlog::info("mounted {} (size={} bytes, nr_inodes={}, memory={} bytes, page size {})", o.mountpoint,
+                   o.size_bytes, o.nr_inodes, o.memory_bytes, o.page_size);
+      if (!o.foreground) {
+        log_to_syslog(o.log_level);
+        fuse_daemonize(0);
+      } else {
+        std::fprintf(stderr, "tmpfsd: mounted on %s; unmount with: fusermount3 -u %s\n", o.mountpoint.c_str(),
+                     o.mountpoint.c_str());
+      }
+      fuse_loop_config* loop = fuse_loop_cfg_create();
+      if (o.max_threads) fuse_loop_cfg_set_max_threads(loop, o.max_threads);
+      rc = fuse_session_loop_mt(se, loop) == 0 ? 0 : 1;
+      fuse_loop_cfg_destroy(loop);
+      fuse_session_unmount(se);
+      PageCacheStats s = (*cache)->stats();
+      spdlog::info("unmounted {}: {} pages allocated, {} frames used, {} bytes of metadata", o.mountpoint,
+                   s.pages_allocated, s.frames_used, s.metadata_bytes);
+    } else {
+      spdlog::error("cannot mount on {}", o.mountpoint);
+    }
+    fuse_remove_signal_handlers(se);
+  }
+  fuse_session_destroy(se);
+  return rc;
+}
+
+}  // namespace
+}  // namespace tmpfsd
+
+int main(int argc, char** argv) {
+  tmpfsd::ParseOutcome parsed = tmpfsd::parse_options(argc, argv);
+  if (!parsed.options) {
+    std::fprintf(parsed.exit_code ? stderr : stdout, "%s\n", parsed.message.c_str());
+    return parsed.exit_code;
+  }
+  tmpfsd::log_to_stderr(parsed.options->log_level);
+  try {
+    return tmpfsd::serve(*parsed.options);
+  } catch (const std::exception& e) {
+    spdlog::critical("tmpfsd: {}", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,160 @@
+#include "daemon/options.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <sstream>
+
+namespace tmpfsd {
+namespace {
+
+std::optional<uint64_t> parse_number(const std::string& text, int base) {
+  if (text.empty() || text[0] == '-' || text[0] == '+') return std::nullopt;
+  errno = 0;
+  char* end = nullptr;
+  unsigned long long v = std::strtoull(text.c_str(), &end, base);
+  if (errno != 0 || end != text.c_str() + text.size()) return std::nullopt;
+  return v;
+}
+
+// tmpfs's memparse: an unsigned number, then an optional k/m/g/t/p/e.
+std::optional<uint64_t> parse_scaled(const std::string& text) {
+  if (text.empty()) return std::nullopt;
+  std::string digits = text;
+  unsigned shift = 0;
+  switch (text.back()) {
+    case 'k': case 'K': shift = 10; break;
+    case 'm': case 'M': shift = 20; break;
+    case 'g': case 'G': shift = 30; break;
+    case 't': case 'T': shift = 40; break;
+    case 'p': case 'P': shift = 50; break;
+    case 'e': case 'E': shift = 60; break;
+    default: break;
+  }
+  if (shift) digits.pop_back();
+  auto v = parse_number(digits, 10);
+  if (!v) return std::nullopt;
+  if (shift && *v > (UINT64_MAX >> shift)) return std::nullopt;
+  return *v << shift;
+}
+
+}  // namespace
+
+uint64_t physical_memory() {
+  long pages = sysconf(_SC_PHYS_PAGES);
+  long page = sysconf(_SC_PAGESIZE);
+  return pages > 0 && page > 0 ? uint64_t(pages) * uint64_t(page) : 0;
+}
+
+std::optional<uint64_t> parse_size(const std::string& text, uint64_t ram) {
+  if (!text.empty() && text.back() == '%') {
+    auto pct = parse_number(text.substr(0, text.size() - 1), 10);
+    if (!pct) return std::nullopt;
+    return ram / 100 * *pct;
+  }
+  return parse_scaled(text);
+}
+
+ParseOutcome parse_options(int argc, char** argv) {
+  ParseOutcome out;
+  Options o;
+  o.uid = geteuid();  // tmpfs's root belongs to whoever mounts it
+  o.gid = getegid();
+  std::vector<std::string> mount_opts;
+  std::string memory;
+  CLI::App app{"tmpfsd: a tmpfs served from user space, with a memory budget"};
+  app.add_option("mountpoint", o.mountpoint, "Directory to mount on")->required();
+  app.add_option("-o", mount_opts,
+                 "Mount options, comma-separated: size=SIZE, nr_inodes=N, mode=OCTAL, uid=N, gid=N, allow_other")
+      ->delimiter(',');
+  app.add_option("--memory", memory, "Frame budget: SIZE or N% of RAM (default: size=, at most 50% of RAM)");
+  app.add_option("--page-size", o.page_size, "Page size in bytes: a power of two, 4096 or more")
+      ->capture_default_str();
+  app.add_flag("-f,--foreground", o.foreground, "Stay in the foreground and log to stderr");
+  app.add_flag("-d,--debug", o.fuse_debug, "Log every FUSE request (implies -f)");
+  app.add_option("--threads", o.max_threads, "Most FUSE worker threads (default: libfuse's)");
+  app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error or critical")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp&) {
+    out.message = app.help();
+    return out;
+  } catch (const CLI::ParseError& e) {
+    out.exit_code = 2;
+    out.message = std::string("tmpfsd: ") + e.what();
+    return out;
+  }
+  auto fail = [&](const std::string& msg) {
+    out.exit_code = 2;
+    out.message = "tmpfsd: " + msg;
+    return out;
+  };
+
+  const uint64_t ram = physical_memory();
+  bool size_given = false;
+  for (const std::string& opt : mount_opts) {
+    if (opt.empty()) continue;
+    auto eq = opt.find('=');
+    std::string key = opt.substr(0, eq);
+    std::string value = eq == std::string::npos ? "" : opt.substr(eq + 1);
+    if (key == "allow_other" && eq == std::string::npos) {
+      o.allow_other = true;
+    } else if (eq == std::string::npos) {
+      return fail("-o " + opt + ": unknown option");
+    } else if (key == "size") {
+      auto v = parse_size(value, ram);
+      if (!v) return fail("-o size=" + value + ": not a size (examples: 512m, 4g, 50%)");
+      o.size_bytes = *v;
+      size_given = true;
+    } else if (key == "nr_inodes") {
+      auto v = parse_scaled(value);
+      if (!v) return fail("-o nr_inodes=" + value + ": not a number");
+      o.nr_inodes = *v;
+    } else if (key == "mode") {
+      auto v = parse_number(value, 8);
+      if (!v || *v > 07777) return fail("-o mode=" + value + ": not an octal mode up to 7777");
+      o.mode = mode_t(*v);
+    } else if (key == "uid") {
+      auto v = parse_number(value, 10);
+      if (!v || *v >= UINT32_MAX) return fail("-o uid=" + value + ": not a user id");
+      o.uid = uid_t(*v);
+    } else if (key == "gid") {
+      auto v = parse_number(value, 10);
+      if (!v || *v >= UINT32_MAX) return fail("-o gid=" + value + ": not a group id");
+      o.gid = gid_t(*v);
+    } else {
+      return fail("-o " + key + ": unknown option");
+    }
+  }
+  if (!size_given) o.size_bytes = ram / 2;  // tmpfs's default
+
+  if (o.page_size < 4096 || (o.page_size & (o.page_size - 1)) != 0)
+    return fail("--page-size " + std::to_string(o.page_size) + ": must be a power of two, 4096 or more");
+  if (!memory.empty()) {
+    auto v = parse_size(memory, ram);
+    if (!v) return fail("--memory " + memory + ": not a size (examples: 256m, 2g, 25%)");
+    if (*v < 16 * o.page_size) return fail("--memory " + memory + ": must be at least 16 pages");
+    o.memory_bytes = *v;
+  } else {
+    uint64_t cap = ram / 2;
+    o.memory_bytes = o.size_bytes == 0 ? cap : std::min(o.size_bytes, cap);
+    o.memory_bytes = std::max<uint64_t>(o.memory_bytes, 16 * o.page_size);
+  }
+  if (o.fuse_debug) o.foreground = true;
+
+  struct stat st;
+  if (stat(o.mountpoint.c_str(), &st) != 0)
+    return fail("mountpoint " + o.mountpoint + ": " + std::strerror(errno));
+  if (!S_ISDIR(st.st_mode)) return fail("mountpoint " + o.mountpoint + ": not a directory");
+  out.options = o;
+  return out;
+}
+
+}  // namespace tmpfsd

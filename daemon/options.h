@@ -1,0 +1,47 @@
+// Options: what `tmpfsd [options] MOUNTPOINT` was asked to do.
+//
+// Parsed with CLI11. The -o list mirrors tmpfs (size=, nr_inodes=, mode=,
+// uid=, gid=) and takes sizes the way tmpfs does: a number with an optional
+// k/m/g/t/p/e suffix (powers of 1024), or N% of physical memory. Parsing
+// is pure (no mounting, no files opened) so that tests can call it.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace tmpfsd {
+
+struct Options {
+  std::string mountpoint;
+  uint64_t size_bytes = 0;      // size=; 0 = unlimited (as on tmpfs)
+  uint64_t nr_inodes = 0;       // nr_inodes=; 0 = unlimited
+  mode_t mode = 01777;          // of the root directory
+  uid_t uid = 0;
+  gid_t gid = 0;
+  bool allow_other = false;
+  uint64_t memory_bytes = 0;    // --memory: the frame budget
+  size_t page_size = 4096;
+  bool foreground = false;
+  bool fuse_debug = false;
+  unsigned max_threads = 0;     // 0 = libfuse's default
+  std::string log_level = "info";
+};
+
+struct ParseOutcome {
+  std::optional<Options> options;  // set when the program should mount
+  int exit_code = 0;               // when it should not: 0 (--help) or 2
+  std::string message;             // what to print (help text or one-line error)
+};
+
+ParseOutcome parse_options(int argc, char** argv);
+
+// "16g", "512M", "50%", "0": bytes, or nullopt for a malformed size.
+// `ram` is the physical memory that % refers to.
+std::optional<uint64_t> parse_size(const std::string& text, uint64_t ram);
+uint64_t physical_memory();
+
+}  // namespace tmpfsd
