@@ -1,0 +1,224 @@
+// Namespace unit tests: names, links, rename rules, readdir offsets, lookup
+// counting and limits, without FUSE. tmpfs's numbers (20-byte directory
+// entries, one inode per extra hard link) are asserted where they show.
+#include <catch2/catch.hpp>
+
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/xattr.h>
+
+#include <set>
+#include <string>
+#include <vector>
+
+#include "core/namespace.h"
+#include "core/page_cache.h"
+
+using namespace tmpfsd;
+
+namespace {
+
+struct Fixture {
+  explicit Fixture(uint64_t max_inodes = 0, uint64_t max_pages = 0) {
+    PageCacheConfig pc;
+    pc.memory_bytes = 64 << 20;
+    pc.max_pages = max_pages;
+    cache = std::move(PageCache::create(pc).value());
+    NamespaceConfig nc;
+    nc.max_inodes = max_inodes;
+    ns = std::make_unique<Namespace>(nc, *cache);
+  }
+  uint64_t mkfile(uint64_t parent, const std::string& name) {
+    auto r = ns->mknod(parent, name, S_IFREG | 0644, 0, {});
+    REQUIRE(r.is_ok());
+    return r->ino;
+  }
+  uint64_t mkdir(uint64_t parent, const std::string& name) {
+    auto r = ns->mkdir(parent, name, 0755, {});
+    REQUIRE(r.is_ok());
+    return r->ino;
+  }
+  std::vector<std::string> list(uint64_t dir) {
+    std::vector<std::string> names;
+    uint64_t off = 0;
+    for (;;) {
+      size_t before = names.size();
+      REQUIRE(ns->readdir(dir, off, false, [&](const DirEntryView& d, const Attr*) {
+                   names.emplace_back(d.name);
+                   off = d.next;
+                   return names.size() - before < 3;  // small batches, like a small buffer
+                 }).is_ok());
+      if (names.size() == before) break;
+    }
+    return names;
+  }
+  std::unique_ptr<PageCache> cache;
+  std::unique_ptr<Namespace> ns;
+};
+
+}  // namespace
+
+TEST_CASE("directory link counts and sizes follow tmpfs", "[namespace]") {
+  Fixture f;
+  auto root = f.ns->getattr(kRootIno);
+  REQUIRE(root->nlink == 2);
+  REQUIRE(root->size == 40);
+  uint64_t d = f.mkdir(kRootIno, "d");
+  f.mkdir(d, "sub");
+  f.mkfile(d, "file");
+  CHECK(f.ns->getattr(kRootIno)->nlink == 3);
+  CHECK(f.ns->getattr(d)->nlink == 3);
+  CHECK(f.ns->getattr(d)->size == 80);
+  CHECK(f.ns->rmdir(kRootIno, "d").code() == ENOTEMPTY);
+  CHECK(f.ns->rmdir(d, "file").code() == ENOTDIR);
+  CHECK(f.ns->unlink(d, "sub").code() == EISDIR);
+  REQUIRE(f.ns->rmdir(d, "sub").is_ok());
+  CHECK(f.ns->getattr(d)->nlink == 2);
+}
+
+TEST_CASE("names longer than 255 bytes are ENAMETOOLONG", "[namespace]") {
+  Fixture f;
+  CHECK(f.ns->mknod(kRootIno, std::string(255, 'a'), S_IFREG | 0644, 0, {}).is_ok());
+  CHECK(f.ns->mknod(kRootIno, std::string(256, 'a'), S_IFREG | 0644, 0, {}).code() == ENAMETOOLONG);
+  CHECK(f.ns->lookup(kRootIno, std::string(256, 'a')).code() == ENAMETOOLONG);
+  CHECK(f.ns->mknod(kRootIno, std::string(255, 'a'), S_IFREG | 0644, 0, {}).code() == EEXIST);
+}
+
+TEST_CASE("hard links count and an unlinked open file lives until release and forget", "[namespace]") {
+  Fixture f;
+  uint64_t ino = f.mkfile(kRootIno, "a");
+  REQUIRE(f.ns->link(ino, kRootIno, "b").is_ok());
+  CHECK(f.ns->getattr(ino)->nlink == 2);
+  REQUIRE(f.ns->open(ino, O_RDWR).is_ok());
+  REQUIRE(f.ns->unlink(kRootIno, "a").is_ok());
+  REQUIRE(f.ns->unlink(kRootIno, "b").is_ok());
+  auto data = std::string("still here");
+  REQUIRE(f.ns->write(ino, 0, std::as_bytes(std::span(data)), false).is_ok());
+  CHECK(f.ns->getattr(ino)->nlink == 0);
+  f.ns->release(ino);
+  CHECK(f.ns->getattr(ino).is_ok());  // the kernel still holds two lookups
+  f.ns->forget(ino, 2);
+  CHECK(f.ns->getattr(ino).code() == ENOENT);
+  CHECK(f.ns->inode_count() == 1);
+}
+
+TEST_CASE("rename rules", "[namespace]") {
+  Fixture f;
+  uint64_t a = f.mkdir(kRootIno, "a");
+  uint64_t b = f.mkdir(a, "b");
+  f.mkfile(kRootIno, "f");
+  f.mkfile(kRootIno, "g");
+  f.mkdir(kRootIno, "empty");
+  uint64_t full = f.mkdir(kRootIno, "full");
+  f.mkfile(full, "x");
+
+  CHECK(f.ns->rename(kRootIno, "a", b, "inside", 0).code() == EINVAL);
+  CHECK(f.ns->rename(kRootIno, "a", a, "self", 0).code() == EINVAL);
+  CHECK(f.ns->rename(kRootIno, "f", kRootIno, "empty", 0).code() == EISDIR);
+  CHECK(f.ns->rename(kRootIno, "empty", kRootIno, "f", 0).code() == ENOTDIR);
+  CHECK(f.ns->rename(kRootIno, "a", kRootIno, "full", 0).code() == ENOTEMPTY);
+  CHECK(f.ns->rename(kRootIno, "f", kRootIno, "g", RENAME_NOREPLACE).code() == EEXIST);
+  CHECK(f.ns->rename(kRootIno, "f", kRootIno, "nope", RENAME_EXCHANGE).code() == ENOENT);
+  CHECK(f.ns->rename(kRootIno, "missing", kRootIno, "x", 0).code() == ENOENT);
+
+  // A directory moving between parents moves its ".." link.
+  REQUIRE(f.ns->rename(a, "b", kRootIno, "b", 0).is_ok());
+  CHECK(f.ns->getattr(a)->nlink == 2);
+  uint64_t parent_links = f.ns->getattr(kRootIno)->nlink;
+  CHECK(f.ns->lookup(b, "..")->ino == kRootIno);
+
+  // Exchange a file and a directory across directories.
+  REQUIRE(f.ns->rename(kRootIno, "f", a, "b2", 0).is_ok());
+  REQUIRE(f.ns->rename(a, "b2", kRootIno, "b", RENAME_EXCHANGE).is_ok());
+  CHECK(f.ns->lookup(a, "b2")->ino == b);
+  CHECK(f.ns->getattr(kRootIno)->nlink == parent_links - 1);
+  CHECK(f.ns->getattr(a)->nlink == 3);
+
+  // Replacing a file frees the replaced one once forgotten.
+  uint64_t g = f.ns->lookup(kRootIno, "g")->ino;
+  REQUIRE(f.ns->rename(kRootIno, "b", kRootIno, "g", 0).is_ok());
+  CHECK(f.ns->getattr(g)->nlink == 0);
+}
+
+TEST_CASE("readdir offsets survive insertions and removals", "[namespace]") {
+  Fixture f;
+  for (int i = 0; i < 50; ++i) f.mkfile(kRootIno, "f" + std::to_string(i));
+  std::set<std::string> seen;
+  uint64_t off = 0;
+  int added = 0;
+  for (;;) {
+    std::vector<std::pair<std::string, uint64_t>> batch;
+    REQUIRE(f.ns->readdir(kRootIno, off, false, [&](const DirEntryView& d, const Attr*) {
+                 batch.emplace_back(std::string(d.name), d.next);
+                 return batch.size() < 7;
+               }).is_ok());
+    if (batch.empty()) break;
+    for (auto& [name, next] : batch) {
+      CHECK(seen.insert(name).second);  // never twice
+      off = next;
+    }
+    // Churn between batches: remove odd entries not seen yet, add new ones.
+    for (int i = 1; i < 50; i += 2) {
+      std::string n = "f" + std::to_string(i);
+      if (!seen.count(n)) (void)f.ns->unlink(kRootIno, n);
+    }
+    if (added < 5) (void)f.ns->mknod(kRootIno, "new" + std::to_string(added++), S_IFREG | 0644, 0, {});
+  }
+  for (int i = 0; i < 50; i += 2) CHECK(seen.count("f" + std::to_string(i)) == 1);  // none skipped
+}
+
+TEST_CASE("readdirplus counts a lookup for every entry it returns", "[namespace]") {
+  Fixture f;
+  uint64_t ino = f.mkfile(kRootIno, "a");
+  f.ns->forget(ino, 1);
+  REQUIRE(f.ns->readdir(kRootIno, 0, true, [](const DirEntryView&, const Attr*) { return true; }).is_ok());
+  REQUIRE(f.ns->unlink(kRootIno, "a").is_ok());
+  CHECK(f.ns->getattr(ino).is_ok());
+  f.ns->forget(ino, 1);
+  CHECK(f.ns->getattr(ino).code() == ENOENT);
+}
+
+TEST_CASE("nr_inodes counts inodes and extra hard links like tmpfs", "[namespace]") {
+  Fixture f(4);  // the root takes one
+  uint64_t a = f.mkfile(kRootIno, "a");
+  CHECK(f.ns->statfs().files_free == 2);
+  REQUIRE(f.ns->link(a, kRootIno, "a2").is_ok());
+  f.mkfile(kRootIno, "b");
+  CHECK(f.ns->mknod(kRootIno, "c", S_IFREG | 0644, 0, {}).code() == ENOSPC);
+  CHECK(f.ns->link(a, kRootIno, "a3").code() == ENOSPC);
+  REQUIRE(f.ns->unlink(kRootIno, "a2").is_ok());
+  CHECK(f.ns->statfs().files_free == 1);
+}
+
+TEST_CASE("xattrs: flags, namespaces and limits", "[namespace]") {
+  Fixture f(10);
+  uint64_t a = f.mkfile(kRootIno, "a");
+  CHECK(f.ns->getxattr(a, "user.x").code() == ENODATA);
+  CHECK(f.ns->setxattr(a, "user.x", "1", XATTR_REPLACE).code() == ENODATA);
+  REQUIRE(f.ns->setxattr(a, "user.x", "1", XATTR_CREATE).is_ok());
+  CHECK(f.ns->setxattr(a, "user.x", "2", XATTR_CREATE).code() == EEXIST);
+  REQUIRE(f.ns->setxattr(a, "user.x", "22", XATTR_REPLACE).is_ok());
+  CHECK(*f.ns->getxattr(a, "user.x") == "22");
+  CHECK(f.ns->setxattr(a, "bogus.x", "1", 0).code() == EOPNOTSUPP);
+  REQUIRE(f.ns->setxattr(a, "trusted.t", std::string(kXattrSizeMax, 'v'), 0).is_ok());
+  CHECK(f.ns->setxattr(a, "trusted.t", std::string(kXattrSizeMax + 1, 'v'), 0).code() == E2BIG);
+  CHECK(*f.ns->listxattr(a) == std::string("trusted.t\0user.x\0", 17));
+  // user.* share nr_inodes' space: 10 KiB less 2 inodes' 1 KiB each.
+  CHECK(f.ns->setxattr(a, "user.big", std::string(9000, 'v'), 0).code() == ENOSPC);
+  REQUIRE(f.ns->removexattr(a, "user.x").is_ok());
+  CHECK(f.ns->removexattr(a, "user.x").code() == ENODATA);
+}
+
+TEST_CASE("setattr times: truncate to the same size moves nothing, ftruncate does", "[namespace]") {
+  Fixture f;
+  uint64_t a = f.mkfile(kRootIno, "a");
+  auto before = *f.ns->getattr(a);
+  SetAttr same;
+  same.size = 0;
+  auto after = *f.ns->setattr(a, same);
+  CHECK(after.ctime.tv_nsec == before.ctime.tv_nsec);
+  CHECK(after.ctime.tv_sec == before.ctime.tv_sec);
+  same.size_from_handle = true;
+  after = *f.ns->setattr(a, same);
+  CHECK((after.ctime.tv_sec != before.ctime.tv_sec || after.ctime.tv_nsec != before.ctime.tv_nsec));
+}
