@@ -200,7 +200,8 @@ Result<Attr> Namespace::setattr(uint64_t ino, const SetAttr& change) {
   else if (change.mtime) inode->mtime = *change.mtime;
   bool other = change.mode || change.uid || change.gid || change.atime || change.atime_now ||
                change.mtime || change.mtime_now;
-  if (touch_ctime || other) inode->ctime = t;
+  if (change.ctime) inode->ctime = *change.ctime;
+  else if (touch_ctime || other) inode->ctime = t;
   return attr_locked(*inode);
 }
 

@@ -59,7 +59,7 @@ struct SetAttr {
   std::optional<gid_t> gid;
   std::optional<uint64_t> size;
   bool size_from_handle = false;  // ftruncate / O_TRUNC: times move even if size does not
-  std::optional<timespec> atime, mtime;
+  std::optional<timespec> atime, mtime, ctime;
   bool atime_now = false, mtime_now = false;
 };
 

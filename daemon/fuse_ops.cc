@@ -87,7 +87,9 @@ void reply_status(fuse_req_t req, Status s) { fuse_reply_err(req, s.code()); }
 // ---- ops -------------------------------------------------------------------
 
 void op_init(void* userdata, fuse_conn_info* conn) {
-  (void)userdata;
+  Filesystem& fs = *static_cast<Filesystem*>(userdata);
+  if (fs.writeback_cache && (conn->capable & FUSE_CAP_WRITEBACK_CACHE)) conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+  else fs.writeback_cache = false;
   // Big requests: fewer round trips for large reads and writes.
   conn->max_write = 1 << 20;
   conn->max_readahead = 1 << 20;
@@ -143,6 +145,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, f
     else if (to_set & FUSE_SET_ATTR_ATIME) c.atime = attr->st_atim;
     if (to_set & FUSE_SET_ATTR_MTIME_NOW) c.mtime_now = true;
     else if (to_set & FUSE_SET_ATTR_MTIME) c.mtime = attr->st_mtim;
+    if (to_set & FUSE_SET_ATTR_CTIME) c.ctime = attr->st_ctim;  // the writeback cache's own ctime
     reply_attr(req, ns_of(req).setattr(ino, c));
   });
 }
@@ -186,7 +189,8 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
 
 void set_open_flags(fuse_file_info* fi) {
   fi->keep_cache = 1;
-  fi->noflush = 1;  // close() has nothing to flush: data is in the daemon already
+  // close() flushes the kernel's cached writes, so that what another process
+  // sees after it (st_blocks, the data) is what tmpfs would show.
 }
 
 void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
@@ -232,7 +236,9 @@ void op_write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_
   guarded(req, [&] {
     if (off < 0) return void(fuse_reply_err(req, EINVAL));
     auto data = std::span(reinterpret_cast<const std::byte*>(buf), size);
-    auto r = ns_of(req).write(ino, uint64_t(off), data, (fi->flags & O_APPEND) != 0);
+    // With the writeback cache the kernel has already turned O_APPEND into an offset.
+    bool append = !fs_of(req).writeback_cache && (fi->flags & O_APPEND);
+    auto r = ns_of(req).write(ino, uint64_t(off), data, append);
     if (!r) return void(fuse_reply_err(req, r.code()));
     fuse_reply_write(req, *r);
   });

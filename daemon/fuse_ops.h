@@ -16,6 +16,9 @@ struct Filesystem {
   Namespace* ns;
   double entry_timeout = 1.0;  // seconds the kernel may cache names and attributes
   double attr_timeout = 1.0;
+  // The kernel caches writes and sends them in large batches; it then owns
+  // the file size, O_APPEND offsets and mtime/ctime until it flushes them.
+  bool writeback_cache = true;
 };
 
 const fuse_lowlevel_ops& fuse_operations();

@@ -59,6 +59,7 @@ int serve(const Options& o) {
   nc.root_gid = o.gid;
   Namespace ns(nc, **cache);
   Filesystem fs{cache->get(), &ns};
+  fs.writeback_cache = o.writeback_cache;
 
   FuseArgs args;
   args.add("tmpfsd");

@@ -27,6 +27,7 @@ struct Options {
   size_t page_size = 4096;
   bool foreground = false;
   bool fuse_debug = false;
+  bool writeback_cache = true;  // --no-writeback-cache turns it off
   unsigned max_threads = 0;     // 0 = libfuse's default
   std::string log_level = "info";
 };
