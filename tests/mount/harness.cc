@@ -139,7 +139,20 @@ std::string tmpfsd_bin() {
   return b ? b : "";
 }
 bool testing_tmpfsd() { return !tmpfsd_bin().empty(); }
+namespace {
+// MT_IGNORE=blocks,mc: fields left out of stat records, to look past a known
+// difference for the next one. Never set by the registered meson test.
+bool ignored(const char* what) {
+  const char* v = std::getenv("MT_IGNORE");
+  if (!v) return false;
+  std::string list = std::string(",") + v + ",";
+  return list.find(std::string(",") + what + ",") != std::string::npos;
+}
+}  // namespace
+
 std::string mode_description() {
+  if (const char* v = std::getenv("MT_IGNORE"); v && *v)
+    return fmt::format("{}; MT_IGNORE={}", testing_tmpfsd() ? "tmpfs-vs-tmpfsd (" + tmpfsd_bin() + ")" : "tmpfs-vs-tmpfs", v);
   return testing_tmpfsd() ? fmt::format("tmpfs-vs-tmpfsd ({})", tmpfsd_bin())
                           : std::string("tmpfs-vs-tmpfs (TMPFSD_BIN unset: B is a second kernel tmpfs)");
 }
@@ -167,8 +180,12 @@ Mount::Mount(Kind kind, const MountOptions& opts) : kind_(kind) {
     uint64_t sz = parse_size(opts.size);
     memory = sz < (64ull << 20) ? std::string("64m") : opts.size;
   }
-  std::vector<std::string> args = {tmpfsd_bin(), "-f", "-o", opts.kernel_option_string(),
-                                   "--memory", memory, path_};
+  // allow_other: kernel tmpfs is reachable by every user; a FUSE mount only
+  // by its owner unless mounted with allow_other. MT_NO_ALLOW_OTHER=1 leaves
+  // it off (the non-root tests then see EACCES everywhere on B).
+  std::string o = opts.kernel_option_string();
+  if (const char* v = std::getenv("MT_NO_ALLOW_OTHER"); !(v && *v)) o += ",allow_other";
+  std::vector<std::string> args = {tmpfsd_bin(), "-f", "-o", o, "--memory", memory, path_};
   pid_ = ::fork();
   if (pid_ < 0) throw std::runtime_error("fork failed");
   if (pid_ == 0) {
@@ -404,7 +421,7 @@ void Side::record_stat(const std::string& op, const std::string& key, int ret, i
   out += fmt::format(" uid={} gid={}", st.st_uid, st.st_gid);
   if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode))
     out += fmt::format(" rdev={}:{}", major(st.st_rdev), minor(st.st_rdev));
-  if ((flags & kStatBlocks) && S_ISREG(st.st_mode)) out += fmt::format(" blocks={}", st.st_blocks);
+  if ((flags & kStatBlocks) && S_ISREG(st.st_mode) && !ignored("blocks")) out += fmt::format(" blocks={}", st.st_blocks);
   if (flags & kStatExactAM)
     out += fmt::format(" atime={}.{:09} mtime={}.{:09}", st.st_atim.tv_sec, st.st_atim.tv_nsec,
                        st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
@@ -417,7 +434,7 @@ void Side::record_stat(const std::string& op, const std::string& key, int ret, i
         out += fmt::format(" m:{} c:{}", moved(st.st_mtim, it->second.m), moved(st.st_ctim, it->second.c));
       if (flags & kStatAtime) out += fmt::format(" a:{}", moved(st.st_atim, it->second.a));
     }
-    if (flags & kStatTimes) {
+    if ((flags & kStatTimes) && !ignored("mc")) {
       int c = cmp_ts(st.st_mtim, st.st_ctim);
       out += c == 0 ? " m==c" : c < 0 ? " m<c" : " m>c";
     }
