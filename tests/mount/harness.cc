@@ -151,8 +151,12 @@ bool ignored(const char* what) {
 }  // namespace
 
 std::string mode_description() {
-  if (const char* v = std::getenv("MT_IGNORE"); v && *v)
-    return fmt::format("{}; MT_IGNORE={}", testing_tmpfsd() ? "tmpfs-vs-tmpfsd (" + tmpfsd_bin() + ")" : "tmpfs-vs-tmpfs", v);
+  std::string extra;
+  if (const char* v = std::getenv("MT_IGNORE"); v && *v) extra += fmt::format("; MT_IGNORE={}", v);
+  if (const char* v = std::getenv("MT_TMPFSD_ARGS"); v && *v && testing_tmpfsd())
+    extra += fmt::format("; MT_TMPFSD_ARGS={}", v);
+  if (!extra.empty())
+    return (testing_tmpfsd() ? "tmpfs-vs-tmpfsd (" + tmpfsd_bin() + ")" : "tmpfs-vs-tmpfs") + extra;
   return testing_tmpfsd() ? fmt::format("tmpfs-vs-tmpfsd ({})", tmpfsd_bin())
                           : std::string("tmpfs-vs-tmpfs (TMPFSD_BIN unset: B is a second kernel tmpfs)");
 }
@@ -185,7 +189,14 @@ Mount::Mount(Kind kind, const MountOptions& opts) : kind_(kind) {
   // it off (the non-root tests then see EACCES everywhere on B).
   std::string o = opts.kernel_option_string();
   if (const char* v = std::getenv("MT_NO_ALLOW_OTHER"); !(v && *v)) o += ",allow_other";
-  std::vector<std::string> args = {tmpfsd_bin(), "-f", "-o", o, "--memory", memory, path_};
+  std::vector<std::string> args = {tmpfsd_bin(), "-f", "-o", o, "--memory", memory};
+  // MT_TMPFSD_ARGS: extra daemon arguments, space-separated (exploration,
+  // e.g. "--no-writeback-cache").
+  if (const char* extra = std::getenv("MT_TMPFSD_ARGS")) {
+    std::istringstream in(extra);
+    for (std::string a; in >> a;) args.push_back(a);
+  }
+  args.push_back(path_);
   pid_ = ::fork();
   if (pid_ < 0) throw std::runtime_error("fork failed");
   if (pid_ == 0) {
