@@ -296,3 +296,44 @@ TEST_CASE("RLIMIT_FSIZE: EFBIG past the limit, short write across it", "[bigfile
     s.read_all("f");
   });
 }
+
+TEST_CASE("data read back cold, after the kernel's cache is dropped", "[data][cold]") {
+  mt::compare([](Side& s) {
+    int fd = REC_OK(s, ::open(s.p("f"), O_CREAT | O_RDWR, 0644));
+    std::string d = pattern(5 * kPage + 77, 21);
+    REC(s, ::pwrite(fd, d.data(), d.size(), 0));
+    s.pread(fd, 0, d.size() + 10, "all", true);
+    s.pread(fd, kPage - 3, 10, "across a page boundary", true);
+    // Overwrite parts of pages, extend, punch, truncate: each read cold.
+    REC(s, ::pwrite(fd, "XYZ", 3, 2 * kPage - 1));
+    s.pread(fd, 2 * kPage - 4, 10, "after small overwrite", true);
+    write_at(s, fd, 9 * kPage + 5, 100, 22);
+    s.pread(fd, 0, 10 * kPage, "after extend", true);
+    REC(s, ::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, kPage + 10, 2 * kPage));
+    s.pread(fd, 0, 10 * kPage, "after punch", true);
+    REC(s, ::ftruncate(fd, 3 * kPage + 1));
+    REC(s, ::ftruncate(fd, 6 * kPage));
+    s.pread(fd, 0, 10 * kPage, "after truncate down and up", true);
+    // Through a shared mapping.
+    void* m = ::mmap(nullptr, 2 * kPage, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (m != MAP_FAILED) {
+      std::memset(static_cast<char*>(m) + 100, 'M', 5000);
+      REC(s, ::msync(m, 2 * kPage, MS_SYNC));
+      REC(s, ::munmap(m, 2 * kPage));
+    }
+    s.pread(fd, 0, 3 * kPage, "after mmap write", true);
+    REC(s, ::close(fd));
+    // Many small appends.
+    int ap = REC_OK(s, ::open(s.p("log"), O_CREAT | O_WRONLY | O_APPEND, 0644));
+    for (int i = 0; i < 2000; ++i) {
+      std::string line = "line " + std::to_string(i) + "\n";
+      if (::write(ap, line.data(), line.size()) != static_cast<ssize_t>(line.size())) {
+        s.note("append", "failed at " + std::to_string(i));
+        break;
+      }
+    }
+    REC(s, ::close(ap));
+    s.read_all("log");
+    s.stat("log");
+  });
+}

@@ -490,6 +490,11 @@ void Side::read_all(std::string_view rel) {
     note(op, "open: -1 " + errno_name(errno));
     return;
   }
+  // Read cold: write back and drop this file's pages from the kernel's page
+  // cache first, so that on a FUSE mount the bytes come from the daemon and
+  // not from the kernel's own copy. (On tmpfs this changes nothing.)
+  ::fdatasync(fd);
+  ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
   std::string data;
   char buf[65536];
   for (;;) {
@@ -508,8 +513,12 @@ void Side::read_all(std::string_view rel) {
   blob(op, out, std::move(data));
 }
 
-void Side::pread(int fd, off_t off, size_t len, const std::string& label) {
+void Side::pread(int fd, off_t off, size_t len, const std::string& label, bool cold) {
   std::string data(len, '\0');
+  if (cold) {
+    ::fdatasync(fd);
+    ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+  }
   errno = 0;
   ssize_t n = ::pread(fd, data.data(), len, off);
   if (n < 0) {

@@ -157,10 +157,12 @@ class Side {
   void record_stat(const std::string& op, const std::string& key, int ret, int err,
                    const struct stat& st, unsigned flags);
 
-  // Whole contents through open+read (blob), or the errno.
+  // Whole contents through open+read (blob), or the errno. Reads cold: the
+  // file's pages are written back and dropped from the kernel's page cache
+  // first (fdatasync + POSIX_FADV_DONTNEED), so a FUSE daemon must serve them.
   void read_all(std::string_view rel);
-  // pread of up to len bytes at off (blob).
-  void pread(int fd, off_t off, size_t len, const std::string& label);
+  // pread of up to len bytes at off (blob); cold: as read_all.
+  void pread(int fd, off_t off, size_t len, const std::string& label, bool cold = false);
   // Directory listing (readdir) as a sorted set of "name:type".
   void readdir(std::string_view rel);
   void listxattr(std::string_view rel);
