@@ -800,10 +800,17 @@ bool compare(MountPair& pair, const Scenario& scenario) {
   remove_tree(pair.a->path() + "/" + sub);
   if (pair.b->daemon_alive()) remove_tree(pair.b->path() + "/" + sub);
   std::string d = diff_transcripts(ta, tb);
+  // MT_VERBOSE=1 prints A's transcript, MT_VERBOSE=2 both.
   if (const char* v = std::getenv("MT_VERBOSE"); v && *v) {
-    for (size_t i = 0; i < ta.size(); ++i)
-      std::printf("  [%zu] %s -> %s%s\n", i, ta[i].op.c_str(), ta[i].out.c_str(),
-                  ta[i].has_blob ? fmt::format(" [{} bytes]", ta[i].blob.size()).c_str() : "");
+    for (const auto* t : {&ta, &tb}) {
+      if (t == &tb && std::string(v) != "2") break;
+      std::printf("  --- %s\n", t == &ta ? "A (tmpfs)" : "B");
+      for (size_t i = 0; i < t->size(); ++i) {
+        const Entry& e = (*t)[i];
+        std::printf("  [%zu] %s -> %s%s\n", i, e.op.c_str(), e.out.c_str(),
+                    e.has_blob ? fmt::format(" [{} bytes]", e.blob.size()).c_str() : "");
+      }
+    }
   }
   INFO("mode: " << mode_description() << "; " << ta.size() << " steps");
   if (!d.empty()) {
