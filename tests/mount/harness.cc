@@ -826,11 +826,11 @@ bool compare(const Scenario& scenario) { return compare(shared_pair(), scenario)
 bool compare(const MountOptions& opts, const Scenario& scenario) {
   MountPair pair(opts);
   bool ok = compare(pair, scenario);
+  // The daemon's exit on SIGTERM is the subject of its own test
+  // ("[lifecycle]"); here a problem is recorded (and fails the run at the
+  // end) without hiding the scenario's own result.
   std::string p = pair.b->stop();
-  if (!p.empty()) {
-    FAIL_CHECK("stopping B: " << p);
-    ok = false;
-  }
+  if (!p.empty()) record_anomaly("stopping B after a scenario: " + p);
   return ok;
 }
 
