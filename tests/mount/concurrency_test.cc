@@ -13,6 +13,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <map>
 #include <optional>
@@ -274,4 +275,83 @@ TEST_CASE("concurrency: 4 threads in the same directories of B", "[concurrency]"
                        << " files verified, " << dups << " names returned twice within one readdir pass"
                        << (dups ? " (e.g." + dup_examples + ")" : std::string()) << " ("
                        << mt::mode_description() << ")");
+}
+
+TEST_CASE("concurrency: 4 threads write one file at interleaved offsets and append to another", "[concurrency]") {
+  auto& pair = mt::shared_pair();
+  std::string root = pair.b->path() + "/concurrency2";
+  mt::remove_tree(root);
+  REQUIRE(::mkdir(root.c_str(), 0755) == 0);
+  std::string shared = root + "/interleaved";
+  std::string log = root + "/appended";
+  int sfd = ::open(shared.c_str(), O_CREAT | O_RDWR, 0644);
+  int lfd = ::open(log.c_str(), O_CREAT | O_WRONLY | O_APPEND, 0644);
+  REQUIRE(sfd >= 0);
+  REQUIRE(lfd >= 0);
+  // Blocks of 3000 bytes: neighbouring blocks of different threads share
+  // pages, so the daemon sees concurrent partial writes to the same page.
+  constexpr size_t kBlock = 3000;
+  constexpr int kBlocks = 4000;
+  constexpr int kRecords = 3000;
+  constexpr size_t kRecord = 32;
+  auto block = [](int i, int round) {
+    std::string b(kBlock, static_cast<char>('a' + (i + round) % 26));
+    std::snprintf(b.data(), 32, "block %4d round %d", i % 10000, round % 10);
+    return b;
+  };
+  std::atomic<int> errors{0};
+  {
+    std::vector<std::jthread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        for (int round = 0; round < 2; ++round)
+          for (int i = t; i < kBlocks; i += kThreads) {
+            std::string b = block(i, round);
+            if (::pwrite(sfd, b.data(), b.size(), static_cast<off_t>(i) * kBlock) != static_cast<ssize_t>(kBlock)) ++errors;
+          }
+        for (int k = 0; k < kRecords; ++k) {
+          char rec[64];
+          std::snprintf(rec, sizeof rec, "thread %d record %8d ......\n", t, k);
+          if (::write(lfd, rec, kRecord) != static_cast<ssize_t>(kRecord)) ++errors;
+        }
+      });
+    }
+  }
+  CHECK(errors == 0);
+  CHECK(::close(sfd) == 0);
+  CHECK(::close(lfd) == 0);
+  REQUIRE(pair.b->daemon_alive());
+  // Read back cold.
+  auto cold = [](const std::string& path) {
+    int fd = ::open(path.c_str(), O_RDONLY);
+    ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    ::close(fd);
+    int err = 0;
+    return read_file(path, &err);
+  };
+  std::string got = cold(shared);
+  REQUIRE(got.size() == kBlock * kBlocks);
+  int bad = 0;
+  for (int i = 0; i < kBlocks; ++i)
+    if (got.compare(static_cast<size_t>(i) * kBlock, kBlock, block(i, 1)) != 0) {
+      if (bad++ == 0) FAIL_CHECK("block " << i << " differs: " << got.substr(static_cast<size_t>(i) * kBlock, 24));
+    }
+  CHECK(bad == 0);
+  std::string lg = cold(log);
+  CHECK(lg.size() == kThreads * kRecords * kRecord);
+  std::vector<int> next(kThreads, 0);
+  int torn = 0;
+  for (size_t off = 0; off + kRecord <= lg.size(); off += kRecord) {
+    int t = -1, k = -1;
+    if (std::sscanf(lg.c_str() + off, "thread %d record %d", &t, &k) != 2 || t < 0 || t >= kThreads ||
+        lg[off + kRecord - 1] != '\n') {
+      ++torn;
+      continue;
+    }
+    if (k != next[t]) ++torn;
+    next[t] = k + 1;
+  }
+  CHECK(torn == 0);
+  for (int t = 0; t < kThreads; ++t) CHECK(next[t] == kRecords);
+  mt::remove_tree(root);
 }

@@ -238,7 +238,7 @@ TEST_CASE("maximum file size: EFBIG, 250 GB sparse write, petabyte truncate", "[
     REC(s, ::pwrite(fd, "xy", 2, kMax - 1));  // pos + count overflows: EINVAL
     REC(s, ::pwrite(fd, "z", 1, kMax - 1));   // the very last byte a file can have
     s.fstat(fd, "f");
-    s.pread(fd, kMax - 1, 10, "last byte");
+    s.pread(fd, kMax - 1, 10, "last byte", true);
     REC(s, ::pwrite(fd, "x", 1, -1));
     REC(s, ::lseek(fd, kMax, SEEK_SET));
     REC(s, ::write(fd, "x", 1));
@@ -247,15 +247,15 @@ TEST_CASE("maximum file size: EFBIG, 250 GB sparse write, petabyte truncate", "[
     const off_t k250G = 250LL * 1000 * 1000 * 1000;
     REC(s, ::pwrite(fd, "far away", 8, k250G));
     s.fstat(fd, "f");
-    s.pread(fd, k250G - 4, 16, "250G");
-    s.pread(fd, k250G / 2, 16, "hole in the middle");
+    s.pread(fd, k250G - 4, 16, "250G", true);
+    s.pread(fd, k250G / 2, 16, "hole in the middle", true);
     REC(s, ::lseek(fd, 0, SEEK_DATA));
     REC(s, ::lseek(fd, 0, SEEK_HOLE));
     const off_t kPB = 1LL << 50;
     REC(s, ::ftruncate(fd, kPB));
     s.fstat(fd, "f");
-    s.pread(fd, kPB - 8, 16, "end of PB");
-    s.pread(fd, k250G, 8, "250G still there");
+    s.pread(fd, kPB - 8, 16, "end of PB", true);
+    s.pread(fd, k250G, 8, "250G still there", true);
     REC(s, ::ftruncate(fd, kMax));
     s.fstat(fd, "f");
     REC(s, ::ftruncate(fd, 10));
@@ -270,7 +270,7 @@ TEST_CASE("maximum file size: EFBIG, 250 GB sparse write, petabyte truncate", "[
     REC(s, ::pwrite(fd2, d.data(), 4096, kMax - 4096));
     REC(s, ::pwrite(fd2, d.data(), 4096, kMax - 4096 - 100));
     s.fstat(fd2, "g");
-    s.pread(fd2, kMax - 4200, 300, "tail");
+    s.pread(fd2, kMax - 4200, 300, "tail", true);
     REC(s, ::close(fd2));
     REC(s, ::unlink(s.p("g")));
   });

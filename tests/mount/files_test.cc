@@ -262,3 +262,23 @@ TEST_CASE("large file contents survive byte for byte", "[file][data]") {
     REC(s, ::unlink(s.p("big")));
   });
 }
+
+TEST_CASE("statx fields and masks; fsync on directories", "[file][statx]") {
+  mt::compare([](Side& s) {
+    REC(s, ::close(::open(s.p("f"), O_CREAT | O_WRONLY, 0640)));
+    struct statx sx {};
+    REC(s, ::statx(AT_FDCWD, s.p("f"), 0, STATX_ALL, &sx));
+    s.note("statx mask (basic stats)", std::to_string(sx.stx_mask & STATX_BASIC_STATS));
+    s.note("statx btime reported", (sx.stx_mask & STATX_BTIME) ? "yes" : "no");
+    s.note("statx attributes_mask", std::to_string(sx.stx_attributes_mask));
+    s.note("statx mode/nlink", std::to_string(sx.stx_mode) + " " + std::to_string(sx.stx_nlink));
+    REC(s, ::statx(AT_FDCWD, s.p("missing"), 0, STATX_BASIC_STATS, &sx));
+    REC(s, ::statx(AT_FDCWD, s.p("f"), AT_STATX_DONT_SYNC, STATX_SIZE, &sx));
+    REC(s, ::mkdir(s.p("d"), 0755));
+    int dfd = REC_OK(s, ::open(s.p("d"), O_RDONLY | O_DIRECTORY));
+    REC(s, ::fsync(dfd));
+    REC(s, ::fdatasync(dfd));
+    REC(s, ::syncfs(dfd));
+    REC(s, ::close(dfd));
+  });
+}

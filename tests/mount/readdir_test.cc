@@ -159,3 +159,33 @@ TEST_CASE("telldir/seekdir return to the same place; rewinddir sees changes", "[
     REC(s, ::close(ffd));
   });
 }
+
+TEST_CASE("a large directory: 5000 long names, listing, lookups, removal", "[readdir][bigdir]") {
+  mt::compare([](Side& s) {
+    REC(s, ::mkdir(s.p("big"), 0755));
+    int failed = 0;
+    for (int i = 0; i < 5000; ++i) {
+      std::string name = "big/" + std::to_string(i) + std::string(200, 'x');
+      if (i % 5 == 0) {
+        if (::mkdir(s.p(name), 0700) != 0) ++failed;
+      } else {
+        int fd = ::open(s.p(name), O_CREAT | O_WRONLY, 0600);
+        if (fd < 0) ++failed; else ::close(fd);
+      }
+    }
+    s.note("created", "failures=" + std::to_string(failed));
+    s.stat("big", mt::kStatDefault & ~mt::kStatTimes);
+    s.readdir("big");
+    s.stat("big/4999" + std::string(200, 'x'));
+    s.stat("big/5000" + std::string(200, 'x'));
+    failed = 0;
+    for (int i = 0; i < 5000; ++i) {
+      std::string name = "big/" + std::to_string(i) + std::string(200, 'x');
+      if ((i % 5 == 0 ? ::rmdir(s.p(name)) : ::unlink(s.p(name))) != 0) ++failed;
+    }
+    s.note("removed", "failures=" + std::to_string(failed));
+    s.stat("big", mt::kStatDefault & ~mt::kStatTimes);
+    s.readdir("big");
+    REC(s, ::rmdir(s.p("big")));
+  });
+}
