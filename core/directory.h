@@ -49,6 +49,8 @@ class Directory {
     by_name_.erase(it);
   }
   bool empty() const { return by_name_.empty(); }
+  // The cookie the next entry will get: a bound for one pass of readdir.
+  uint64_t next_cookie() const { return next_cookie_; }
   size_t size() const { return by_name_.size(); }
 
   // Entries with a cookie greater than `after`, in cookie order.

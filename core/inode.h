@@ -65,6 +65,7 @@ class Inode {
   timespec atime{}, mtime{}, ctime{};
   uint64_t lookups = 0;      // kernel references (lookup, create, readdirplus)
   uint32_t opens = 0;        // open file handles
+  bool ctime_queried = false; // getattr has shown ctime since it last changed (multigrain)
   std::string target;                        // symlinks
   std::map<std::string, std::string> xattrs; // name -> value
   size_t xattr_bytes = 0;                    // names + values, for limits

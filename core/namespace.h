@@ -49,6 +49,10 @@ struct NamespaceConfig {
 struct Caller {
   uid_t uid = 0;
   gid_t gid = 0;
+  // Supplementary groups, asked for only when a rule needs them (it costs
+  // the daemon a read of /proc). Null: the primary group only.
+  std::function<bool(gid_t)> in_group;
+  bool member_of(gid_t g) const { return g == gid || (in_group && in_group(g)); }
 };
 
 // setattr: which fields change. Times given as nullopt stay; `*_now` sets
@@ -58,7 +62,6 @@ struct SetAttr {
   std::optional<uid_t> uid;
   std::optional<gid_t> gid;
   std::optional<uint64_t> size;
-  bool size_from_handle = false;  // ftruncate / O_TRUNC: times move even if size does not
   std::optional<timespec> atime, mtime, ctime;
   bool atime_now = false, mtime_now = false;
 };
@@ -92,7 +95,7 @@ class Namespace {
   void forget(uint64_t ino, uint64_t nlookup);
 
   Result<Attr> getattr(uint64_t ino);
-  Result<Attr> setattr(uint64_t ino, const SetAttr& change);
+  Result<Attr> setattr(uint64_t ino, const SetAttr& change, const Caller& who = {});
 
   // mknod covers regular files, fifos, sockets and device nodes.
   Result<Attr> mknod(uint64_t parent, std::string_view name, mode_t mode, dev_t rdev, Caller who);
@@ -107,7 +110,7 @@ class Namespace {
   Result<std::string> readlink(uint64_t ino);
 
   // open/create of a regular file: counts an open handle. O_TRUNC truncates.
-  Result<Attr> open(uint64_t ino, int flags);
+  Result<Attr> open(uint64_t ino, int flags, const Caller& who = {});
   // create = mknod + open in one step (counts a lookup and an open).
   Result<Attr> create(uint64_t parent, std::string_view name, mode_t mode, int flags, Caller who);
   void release(uint64_t ino);
@@ -116,15 +119,20 @@ class Namespace {
   // Calls `sink` for entries after `offset` until it returns false (the
   // reply buffer is full). With `plus`, each entry the sink accepted counts
   // a lookup, as readdirplus requires.
-  Status readdir(uint64_t ino, uint64_t offset, bool plus,
+  //
+  // `*pass_end` bounds one pass over the directory, as tmpfs does: entries
+  // created after the pass began (offset 0, which sets it) are not
+  // returned, so a listing ends even while another process keeps adding.
+  Status readdir(uint64_t ino, uint64_t offset, bool plus, uint64_t* pass_end,
                  const std::function<bool(const DirEntryView&, const Attr*)>& sink);
 
   // Data. read() clamps to the size and calls done exactly once (maybe
   // from another thread) with iovecs over frame memory.
   void read(uint64_t ino, uint64_t off, size_t len, FilePages::ReadDone done);
   // Returns the bytes written; with `append` the offset is the size.
-  Result<size_t> write(uint64_t ino, uint64_t off, std::span<const std::byte> data, bool append);
-  Status fallocate(uint64_t ino, int mode, uint64_t off, uint64_t len);
+  Result<size_t> write(uint64_t ino, uint64_t off, std::span<const std::byte> data, bool append,
+                       const Caller& who = {});
+  Status fallocate(uint64_t ino, int mode, uint64_t off, uint64_t len, const Caller& who = {});
   Result<uint64_t> lseek(uint64_t ino, uint64_t off, int whence);  // SEEK_DATA / SEEK_HOLE
   // copy_file_range: copies through frames without a round trip to the kernel.
   Result<size_t> copy_range(uint64_t src, uint64_t src_off, uint64_t dst, uint64_t dst_off, size_t len);
@@ -132,7 +140,7 @@ class Namespace {
   // Extended attributes. flags: XATTR_CREATE / XATTR_REPLACE.
   Status setxattr(uint64_t ino, std::string_view name, std::string_view value, int flags);
   Result<std::string> getxattr(uint64_t ino, std::string_view name);
-  Result<std::string> listxattr(uint64_t ino);  // NUL-separated names
+  Result<std::string> listxattr(uint64_t ino, const Caller& who = {});  // NUL-separated names
   Status removexattr(uint64_t ino, std::string_view name);
 
   StatFs statfs();
@@ -152,6 +160,8 @@ class Namespace {
   void drop_name_locked(Inode& dir, std::string_view name, Inode& child);
   void maybe_free_locked(Inode& inode);
   bool is_ancestor_locked(uint64_t maybe_ancestor, uint64_t ino);
+  timespec stamp_locked(Inode& inode);
+  void kill_priv_locked(Inode& inode, const Caller& who);
   Status reserve_inode_locked();
   void release_inode_locked();
 

@@ -24,7 +24,15 @@ Namespace& ns_of(fuse_req_t req) { return *fs_of(req).ns; }
 
 Caller caller_of(fuse_req_t req) {
   const fuse_ctx* ctx = fuse_req_ctx(req);
-  return Caller{ctx->uid, ctx->gid};
+  Caller who{ctx->uid, ctx->gid, nullptr};
+  who.in_group = [req](gid_t g) {
+    gid_t groups[256];
+    int n = fuse_req_getgroups(req, 256, groups);
+    for (int i = 0; i < n && i < 256; ++i)
+      if (groups[i] == g) return true;
+    return false;
+  };
+  return who;
 }
 
 template <class F>
@@ -65,7 +73,10 @@ fuse_entry_param to_entry(fuse_req_t req, const Attr& a) {
   e.ino = a.ino;
   e.generation = a.generation;
   e.attr = to_stat(a, fs.cache->page_size());
-  e.attr_timeout = fs.attr_timeout;
+  // The attributes that come with a name expire at once, so that the next
+  // stat asks the daemon: that is how it learns a timestamp was looked at
+  // (Namespace::stamp_locked), as tmpfs's multigrain times need.
+  e.attr_timeout = 0;
   e.entry_timeout = fs.entry_timeout;
   return e;
 }
@@ -139,14 +150,14 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, f
     if (to_set & FUSE_SET_ATTR_SIZE) {
       if (attr->st_size < 0) return void(fuse_reply_err(req, EINVAL));
       c.size = uint64_t(attr->st_size);
-      c.size_from_handle = fi != nullptr;
     }
     if (to_set & FUSE_SET_ATTR_ATIME_NOW) c.atime_now = true;
     else if (to_set & FUSE_SET_ATTR_ATIME) c.atime = attr->st_atim;
     if (to_set & FUSE_SET_ATTR_MTIME_NOW) c.mtime_now = true;
     else if (to_set & FUSE_SET_ATTR_MTIME) c.mtime = attr->st_mtim;
     if (to_set & FUSE_SET_ATTR_CTIME) c.ctime = attr->st_ctim;  // the writeback cache's own ctime
-    reply_attr(req, ns_of(req).setattr(ino, c));
+    (void)fi;
+    reply_attr(req, ns_of(req).setattr(ino, c, caller_of(req)));
   });
 }
 
@@ -195,7 +206,7 @@ void set_open_flags(fuse_file_info* fi) {
 
 void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   guarded(req, [&] {
-    auto r = ns_of(req).open(ino, fi->flags);
+    auto r = ns_of(req).open(ino, fi->flags, caller_of(req));
     if (!r) return void(fuse_reply_err(req, r.code()));
     set_open_flags(fi);
     if (fuse_reply_open(req, fi) != 0) ns_of(req).release(ino);  // interrupted: no release will come
@@ -238,7 +249,7 @@ void op_write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_
     auto data = std::span(reinterpret_cast<const std::byte*>(buf), size);
     // With the writeback cache the kernel has already turned O_APPEND into an offset.
     bool append = !fs_of(req).writeback_cache && (fi->flags & O_APPEND);
-    auto r = ns_of(req).write(ino, uint64_t(off), data, append);
+    auto r = ns_of(req).write(ino, uint64_t(off), data, append, caller_of(req));
     if (!r) return void(fuse_reply_err(req, r.code()));
     fuse_reply_write(req, *r);
   });
@@ -247,15 +258,24 @@ void op_write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_
 void op_flush(fuse_req_t req, fuse_ino_t, fuse_file_info*) { fuse_reply_err(req, 0); }
 void op_fsync(fuse_req_t req, fuse_ino_t, int, fuse_file_info*) { fuse_reply_err(req, 0); }
 
+// One open directory: where the current readdir pass ends (see
+// Namespace::readdir). The kernel serialises readdir on one open file.
+struct DirHandle {
+  uint64_t pass_end = 0;
+};
+
 void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   guarded(req, [&] {
+    auto handle = std::make_unique<DirHandle>();
     if (auto s = ns_of(req).opendir(ino); !s) return void(fuse_reply_err(req, s.code()));
     fi->cache_readdir = 0;
-    if (fuse_reply_open(req, fi) != 0) ns_of(req).release(ino);
+    fi->fh = reinterpret_cast<uint64_t>(handle.get());
+    if (fuse_reply_open(req, fi) != 0) return ns_of(req).release(ino);
+    handle.release();  // owned by the kernel's open file until releasedir
   });
 }
 
-void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus) {
+void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus, fuse_file_info* fi) {
   guarded(req, [&] {
     std::vector<char> buf(size);
     size_t used = 0;
@@ -283,19 +303,21 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plu
       used += need;
       return true;
     };
-    Status s = ns_of(req).readdir(ino, uint64_t(off), plus, sink);
+    auto* handle = reinterpret_cast<DirHandle*>(fi->fh);
+    Status s = ns_of(req).readdir(ino, uint64_t(off), plus, &handle->pass_end, sink);
     if (!s) return void(fuse_reply_err(req, s.code()));
     fuse_reply_buf(req, buf.data(), used);
   });
 }
 
-void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
-  do_readdir(req, ino, size, off, false);
+void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  do_readdir(req, ino, size, off, false, fi);
 }
-void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
-  do_readdir(req, ino, size, off, true);
+void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  do_readdir(req, ino, size, off, true, fi);
 }
-void op_releasedir(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+void op_releasedir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  delete reinterpret_cast<DirHandle*>(fi->fh);
   ns_of(req).release(ino);
   fuse_reply_err(req, 0);
 }
@@ -334,7 +356,7 @@ void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) 
 }
 
 void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
-  guarded(req, [&] { reply_xattr_value(req, ns_of(req).listxattr(ino), size); });
+  guarded(req, [&] { reply_xattr_value(req, ns_of(req).listxattr(ino, caller_of(req)), size); });
 }
 
 void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
@@ -344,7 +366,7 @@ void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
 void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len, fuse_file_info*) {
   guarded(req, [&] {
     if (off < 0 || len <= 0) return void(fuse_reply_err(req, EINVAL));
-    reply_status(req, ns_of(req).fallocate(ino, mode, uint64_t(off), uint64_t(len)));
+    reply_status(req, ns_of(req).fallocate(ino, mode, uint64_t(off), uint64_t(len), caller_of(req)));
   });
 }
 

@@ -18,7 +18,7 @@ struct Filesystem {
   double attr_timeout = 1.0;
   // The kernel caches writes and sends them in large batches; it then owns
   // the file size, O_APPEND offsets and mtime/ctime until it flushes them.
-  bool writeback_cache = true;
+  bool writeback_cache = false;
 };
 
 const fuse_lowlevel_ops& fuse_operations();

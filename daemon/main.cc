@@ -6,6 +6,7 @@
 #include <fuse_lowlevel.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -88,7 +89,10 @@ int serve(const Options& o) {
       }
       fuse_loop_config* loop = fuse_loop_cfg_create();
       if (o.max_threads) fuse_loop_cfg_set_max_threads(loop, o.max_threads);
-      rc = fuse_session_loop_mt(se, loop) == 0 ? 0 : 1;
+      // libfuse reports the signal that ended the loop (SIGTERM: 15) as its
+      // result: that is the normal way to stop, not a failure.
+      int loop_rc = fuse_session_loop_mt(se, loop);
+      rc = (loop_rc == 0 || loop_rc == SIGTERM || loop_rc == SIGINT || loop_rc == SIGHUP) ? 0 : 1;
       fuse_loop_cfg_destroy(loop);
       fuse_session_unmount(se);
       PageCacheStats s = (*cache)->stats();

@@ -76,8 +76,8 @@ ParseOutcome parse_options(int argc, char** argv) {
       ->capture_default_str();
   app.add_flag("-f,--foreground", o.foreground, "Stay in the foreground and log to stderr");
   app.add_flag("-d,--debug", o.fuse_debug, "Log every FUSE request (implies -f)");
-  bool no_writeback = false;
-  app.add_flag("--no-writeback-cache", no_writeback, "Send every write() to the daemon at once instead of through the kernel's cache");
+  app.add_flag("--writeback-cache", o.writeback_cache,
+               "Let the kernel cache writes (faster small writes; a full file system then reports ENOSPC at close/fsync, not at write)");
   app.add_option("--threads", o.max_threads, "Most FUSE worker threads (default: libfuse's)");
   app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error or critical")
       ->capture_default_str()
@@ -150,7 +150,6 @@ ParseOutcome parse_options(int argc, char** argv) {
     o.memory_bytes = std::max<uint64_t>(o.memory_bytes, 16 * o.page_size);
   }
   if (o.fuse_debug) o.foreground = true;
-  o.writeback_cache = !no_writeback;
 
   struct stat st;
   if (stat(o.mountpoint.c_str(), &st) != 0)

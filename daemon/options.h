@@ -27,7 +27,9 @@ struct Options {
   size_t page_size = 4096;
   bool foreground = false;
   bool fuse_debug = false;
-  bool writeback_cache = true;  // --no-writeback-cache turns it off
+  // --writeback-cache: faster small writes, but ENOSPC then shows at close or
+  // fsync instead of write(), so it is off unless asked for.
+  bool writeback_cache = false;
   unsigned max_threads = 0;     // 0 = libfuse's default
   std::string log_level = "info";
 };

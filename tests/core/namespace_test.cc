@@ -38,20 +38,6 @@ struct Fixture {
     REQUIRE(r.is_ok());
     return r->ino;
   }
-  std::vector<std::string> list(uint64_t dir) {
-    std::vector<std::string> names;
-    uint64_t off = 0;
-    for (;;) {
-      size_t before = names.size();
-      REQUIRE(ns->readdir(dir, off, false, [&](const DirEntryView& d, const Attr*) {
-                   names.emplace_back(d.name);
-                   off = d.next;
-                   return names.size() - before < 3;  // small batches, like a small buffer
-                 }).is_ok());
-      if (names.size() == before) break;
-    }
-    return names;
-  }
   std::unique_ptr<PageCache> cache;
   std::unique_ptr<Namespace> ns;
 };
@@ -144,11 +130,11 @@ TEST_CASE("readdir offsets survive insertions and removals", "[namespace]") {
   Fixture f;
   for (int i = 0; i < 50; ++i) f.mkfile(kRootIno, "f" + std::to_string(i));
   std::set<std::string> seen;
-  uint64_t off = 0;
+  uint64_t off = 0, pass = 0;
   int added = 0;
   for (;;) {
     std::vector<std::pair<std::string, uint64_t>> batch;
-    REQUIRE(f.ns->readdir(kRootIno, off, false, [&](const DirEntryView& d, const Attr*) {
+    REQUIRE(f.ns->readdir(kRootIno, off, false, &pass, [&](const DirEntryView& d, const Attr*) {
                  batch.emplace_back(std::string(d.name), d.next);
                  return batch.size() < 7;
                }).is_ok());
@@ -171,7 +157,8 @@ TEST_CASE("readdirplus counts a lookup for every entry it returns", "[namespace]
   Fixture f;
   uint64_t ino = f.mkfile(kRootIno, "a");
   f.ns->forget(ino, 1);
-  REQUIRE(f.ns->readdir(kRootIno, 0, true, [](const DirEntryView&, const Attr*) { return true; }).is_ok());
+  uint64_t pass = 0;
+  REQUIRE(f.ns->readdir(kRootIno, 0, true, &pass, [](const DirEntryView&, const Attr*) { return true; }).is_ok());
   REQUIRE(f.ns->unlink(kRootIno, "a").is_ok());
   CHECK(f.ns->getattr(ino).is_ok());
   f.ns->forget(ino, 1);
@@ -209,16 +196,34 @@ TEST_CASE("xattrs: flags, namespaces and limits", "[namespace]") {
   CHECK(f.ns->removexattr(a, "user.x").code() == ENODATA);
 }
 
-TEST_CASE("setattr times: truncate to the same size moves nothing, ftruncate does", "[namespace]") {
+TEST_CASE("setattr times: truncate moves mtime and ctime even to the same size, as tmpfs", "[namespace]") {
   Fixture f;
   uint64_t a = f.mkfile(kRootIno, "a");
   auto before = *f.ns->getattr(a);
+  timespec pause{0, 2000000};
+  nanosleep(&pause, nullptr);
   SetAttr same;
   same.size = 0;
   auto after = *f.ns->setattr(a, same);
-  CHECK(after.ctime.tv_nsec == before.ctime.tv_nsec);
-  CHECK(after.ctime.tv_sec == before.ctime.tv_sec);
-  same.size_from_handle = true;
-  after = *f.ns->setattr(a, same);
   CHECK((after.ctime.tv_sec != before.ctime.tv_sec || after.ctime.tv_nsec != before.ctime.tv_nsec));
+  CHECK((after.mtime.tv_sec == after.ctime.tv_sec && after.mtime.tv_nsec == after.ctime.tv_nsec));
+}
+
+TEST_CASE("a write by another user clears set-user-ID and, without group execute, set-group-ID outside the group",
+          "[namespace]") {
+  Fixture f;
+  uint64_t a = f.mkfile(kRootIno, "a");
+  SetAttr m;
+  m.mode = 06666;
+  REQUIRE(f.ns->setattr(a, m).is_ok());
+  auto data = std::string("x");
+  Caller member{1000, 0, nullptr};  // in the file's group (gid 0)
+  REQUIRE(f.ns->write(a, 0, std::as_bytes(std::span(data)), false, member).is_ok());
+  CHECK((f.ns->getattr(a)->mode & 07777) == 02666);
+  Caller stranger{1000, 1000, nullptr};
+  REQUIRE(f.ns->write(a, 0, std::as_bytes(std::span(data)), false, stranger).is_ok());
+  CHECK((f.ns->getattr(a)->mode & 07777) == 0666);
+  REQUIRE(f.ns->setattr(a, m).is_ok());
+  REQUIRE(f.ns->write(a, 0, std::as_bytes(std::span(data)), false, Caller{}).is_ok());  // root keeps them
+  CHECK((f.ns->getattr(a)->mode & 07777) == 06666);
 }
