@@ -273,6 +273,7 @@ Result<Attr> Namespace::make_node_locked(uint64_t parent, std::string_view name,
     if (S_ISDIR(mode)) inode->mode |= S_ISGID;
   }
   timespec t = now();
+  if (before_or_equal(t, time_floor_)) t = time_floor_;
   inode->atime = inode->mtime = inode->ctime = t;
   init(*inode);
   add_link_locked(d, name, *inode);
@@ -381,8 +382,12 @@ void Namespace::kill_priv_locked(Inode& inode, const Caller& who) {
 // the coarse clock, unless the inode's ctime has been looked at since it
 // last changed and the coarse clock has not passed it; then a fine-grained
 // time, so that a change after a stat always shows as a change.
+// Like the kernel, every fine-grained time handed out raises a floor under
+// the coarse clock, so that times never go backwards from one change to the
+// next, on any inode.
 timespec Namespace::stamp_locked(Inode& inode) {
   timespec t = now();
+  if (before_or_equal(t, time_floor_)) t = time_floor_;
   if (inode.ctime_queried && before_or_equal(t, inode.ctime)) {
     t = fine_now();
     if (before_or_equal(t, inode.ctime)) {
@@ -392,6 +397,7 @@ timespec Namespace::stamp_locked(Inode& inode) {
         ++t.tv_sec;
       }
     }
+    time_floor_ = t;
   }
   inode.ctime_queried = false;
   return t;
@@ -522,7 +528,9 @@ Result<Attr> Namespace::open(uint64_t ino, int flags, const Caller& who) {
     if (inode->is_dir() && (flags & O_ACCMODE) != O_RDONLY) return Errno{EISDIR};
     ++inode->opens;
   }
-  if ((flags & O_TRUNC) && inode->is_reg() && (flags & O_ACCMODE) != O_RDONLY) {
+  // Linux truncates on O_TRUNC even with O_RDONLY (the kernel has already
+  // checked write permission).
+  if ((flags & O_TRUNC) && inode->is_reg()) {
     SetAttr trunc;
     trunc.size = 0;
     auto r = setattr(ino, trunc, who);

@@ -175,6 +175,7 @@ class Namespace {
   // guarded by mu_: tmpfs's free_ispace: nr_inodes KiB shared by inodes (1 KiB
   // each) and user.* xattrs; meaningless when nr_inodes is unlimited.
   uint64_t ispace_free_ = 0;
+  timespec time_floor_{};  // guarded by mu_: the latest fine-grained time (stamp_locked)
 };
 
 }  // namespace tmpfsd
