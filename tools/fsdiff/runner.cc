@@ -1,0 +1,91 @@
+// runner.cc — one run: prepare the subdirectories, step, compare, report.
+#include "runner.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <fmt/core.h>
+
+#include "gen.h"
+#include "side.h"
+
+namespace fsdiff {
+namespace {
+
+// Makes DIR/sub exist and be empty, with a fixed mode (so that the parent of
+// every top-level name compares equal whatever DIR itself looks like).
+bool fresh_subdir(const std::string& dir, const std::string& sub, std::string* err) {
+  std::string p = dir + "/" + sub;
+  struct stat st;
+  if (lstat(p.c_str(), &st) == 0) {
+    if (!S_ISDIR(st.st_mode)) {
+      *err = p + " exists and is not a directory";
+      return false;
+    }
+    if (!empty_dir(p, err)) return false;
+    if (rmdir(p.c_str()) < 0) {
+      *err = fmt::format("cannot remove {}: {}", p, strerror(errno));
+      return false;
+    }
+  }
+  if (mkdir(p.c_str(), 0755) < 0 || chmod(p.c_str(), 0755) < 0) {
+    *err = fmt::format("cannot create {}: {}", p, strerror(errno));
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+std::vector<Op> generate(uint64_t seed, size_t count) {
+  Generator g(seed);
+  std::vector<Op> ops;
+  ops.reserve(count);
+  for (size_t i = 0; i < count; i++) ops.push_back(g.next());
+  return ops;
+}
+
+RunResult run_ops(const RunConfig& cfg, const std::vector<Op>& ops) {
+  RunResult res;
+  if (!fresh_subdir(cfg.dir_a, cfg.sub, &res.error) || !fresh_subdir(cfg.dir_b, cfg.sub, &res.error)) {
+    res.ok = false;
+    return res;
+  }
+  Side a(cfg.dir_a + "/" + cfg.sub, cfg.ignore);
+  Side b(cfg.dir_b + "/" + cfg.sub, cfg.ignore);
+  if (!a.open(&res.error) || !b.open(&res.error)) {
+    res.ok = false;
+    return res;
+  }
+  const size_t walk_every = size_t(cfg.walk_every > 0 ? cfg.walk_every : 1);
+  for (size_t i = 0; i < ops.size(); i++) {
+    const Op& op = ops[i];
+    if (cfg.verbose) fmt::print("{:6} {}\n", i, to_text(op));
+    Outcome oa = a.apply(op);
+    Outcome ob = b.apply(op);
+    if ((i + 1) % walk_every == 0 || i + 1 == ops.size()) {
+      a.walk(&oa);
+      b.walk(&ob);
+    }
+    std::string diff = compare_outcomes(oa, ob);
+    if (diff.empty()) continue;
+
+    res.diverged = true;
+    res.step = i;
+    std::string r = fmt::format("DIVERGENCE {} step={}\n  op: {}\n{}", cfg.label, i, to_text(op), diff);
+    size_t from = i > 8 ? i - 8 : 0;
+    if (from < i) {
+      r += "  preceding ops:\n";
+      for (size_t j = from; j < i; j++) r += fmt::format("    {:6} {}\n", j, to_text(ops[j]));
+    }
+    res.report = r;
+    return res;
+  }
+  return res;
+}
+
+}  // namespace fsdiff
