@@ -69,17 +69,76 @@ std::string Generator::random_path() {
   return p;
 }
 
+std::string Generator::pick_existing(char type) {
+  std::vector<const std::string*> c;
+  for (const auto& [p, t] : tree_)
+    if (!type || t == type) c.push_back(&p);
+  return c.empty() ? random_path() : *c[below(c.size())];
+}
+
 std::string Generator::pick_path() {
-  if (!known_.empty() && chance(60)) return known_[below(known_.size())];
-  if (!dirs_.empty() && chance(40))
-    return dirs_[below(dirs_.size())] + "/" + kNames[below(std::size(kNames))];
+  uint64_t r = below(100);
+  if (r < 65) return pick_existing(0);
+  if (r < 80) return pick_new_path();
   return random_path();
 }
 
-std::string Generator::pick_dir_path() {
-  if (!dirs_.empty() && chance(50))
-    return dirs_[below(dirs_.size())] + "/" + kNames[below(std::size(kNames))];
+std::string Generator::pick_file_path() {
+  return chance(60) ? pick_existing('f') : pick_path();
+}
+
+std::string Generator::pick_new_path() {
+  if (chance(60)) {
+    std::string d = pick_existing('d');
+    if (tree_.count(d) && tree_[d] == 'd') return d + "/" + kNames[below(std::size(kNames))];
+  }
   return random_path();
+}
+
+void Generator::remove_tree(const std::string& p) {
+  tree_.erase(p);
+  auto it = tree_.lower_bound(p + "/");
+  while (it != tree_.end() && it->first.compare(0, p.size() + 1, p + "/") == 0) it = tree_.erase(it);
+}
+
+void Generator::move_tree(const std::string& from, const std::string& to) {
+  std::vector<std::pair<std::string, char>> moved;
+  for (const auto& [p, t] : tree_)
+    if (p == from || p.compare(0, from.size() + 1, from + "/") == 0)
+      moved.emplace_back(to + p.substr(from.size()), t);
+  remove_tree(from);
+  for (auto& [p, t] : moved) tree_[p] = t;
+}
+
+void Generator::feedback(const Op& op, int64_t ret) {
+  if (ret < 0) {
+    if (op.kind == OpKind::Open || op.kind == OpKind::Close) open_[op.fd] = false;
+    return;
+  }
+  switch (op.kind) {
+    case OpKind::Open:
+      open_[op.fd] = true;
+      if ((op.flags & O_CREAT) && !tree_.count(op.path)) tree_[op.path] = 'f';
+      break;
+    case OpKind::Close: open_[op.fd] = false; break;
+    case OpKind::Mkdir: tree_[op.path] = 'd'; break;
+    case OpKind::Symlink: tree_[op.path] = 'l'; break;
+    case OpKind::Mkfifo: tree_[op.path] = 'p'; break;
+    case OpKind::Link: tree_[op.path2] = tree_.count(op.path) ? tree_[op.path] : 'f'; break;
+    case OpKind::Unlink:
+    case OpKind::Rmdir: remove_tree(op.path); break;
+    case OpKind::Rename:
+      if (op.flags & RENAME_EXCHANGE) {
+        move_tree(op.path, "\x01tmp");
+        move_tree(op.path2, op.path);
+        move_tree("\x01tmp", op.path2);
+      } else if (op.path != op.path2) {
+        remove_tree(op.path2);
+        move_tree(op.path, op.path2);
+      }
+      break;
+    default: break;
+  }
 }
 
 int Generator::pick_slot() {
@@ -125,8 +184,6 @@ Op Generator::next() {
   op.dseed = rng_();
   switch (op.kind) {
     case OpKind::Open: {
-      op.path = pick_path();
-      op.fd = int(below(kSlots));
       static const uint32_t acc[] = {O_RDONLY, O_WRONLY, O_RDWR, O_RDWR};
       op.flags = acc[below(std::size(acc))];
       if (chance(60)) op.flags |= O_CREAT;
@@ -136,13 +193,14 @@ Op Generator::next() {
       if (chance(5)) op.flags |= O_DIRECTORY;
       if (chance(5)) op.flags |= O_NOFOLLOW;
       op.mode = chance(80) ? 0644 : pick_mode();
-      open_[op.fd] = true;
-      if (op.flags & O_CREAT) known_.push_back(op.path);
+      op.path = (op.flags & O_CREAT) && chance(40) ? pick_new_path() : pick_file_path();
+      // Prefer a free slot, so that descriptors accumulate (and outlive names).
+      op.fd = int(below(kSlots));
+      for (int i = 0; i < kSlots && open_[op.fd] && chance(70); i++) op.fd = (op.fd + 1) % kSlots;
       break;
     }
     case OpKind::Close:
       op.fd = pick_slot();
-      open_[op.fd] = false;
       break;
     case OpKind::Read:
       op.fd = pick_slot();
@@ -161,7 +219,7 @@ Op Generator::next() {
       op.len = pick_len();
       break;
     case OpKind::Truncate:
-      op.path = pick_path();
+      op.path = pick_file_path();
       op.len = chance(30) ? 0 : pick_off();
       break;
     case OpKind::Ftruncate:
@@ -188,45 +246,41 @@ Op Generator::next() {
     }
     case OpKind::Rename:
       op.path = pick_path();
-      op.path2 = pick_path();
+      op.path2 = chance(50) ? pick_path() : pick_new_path();
       op.flags = chance(60) ? 0 : chance(50) ? RENAME_NOREPLACE : RENAME_EXCHANGE;
-      known_.push_back(op.path2);
       break;
     case OpKind::Link:
-      op.path = pick_path();
-      op.path2 = pick_path();
-      known_.push_back(op.path2);
+      op.path = pick_file_path();
+      op.path2 = chance(70) ? pick_new_path() : pick_path();
       break;
     case OpKind::Unlink:
-    case OpKind::Rmdir:
     case OpKind::Statfs:
     case OpKind::Stat:
-    case OpKind::Readdir:
       op.path = pick_path();
+      break;
+    case OpKind::Rmdir:
+    case OpKind::Readdir:
+      op.path = chance(60) ? pick_existing('d') : pick_path();
       break;
     case OpKind::Mkdir:
-      op.path = pick_dir_path();
+      op.path = chance(85) ? pick_new_path() : pick_path();
       op.mode = chance(85) ? 0755 : pick_mode();
-      dirs_.push_back(op.path);
-      known_.push_back(op.path);
       break;
     case OpKind::Symlink:
-      op.path = pick_path();
+      op.path = chance(80) ? pick_new_path() : pick_path();
       // Targets are relative pool paths (never absolute, never ".."), so even a
       // followed link stays inside the run's directory.
       op.path2 = chance(20) ? std::string(kNames[below(std::size(kNames))]) + "/" +
                                   kNames[below(std::size(kNames))]
                             : random_path();
-      known_.push_back(op.path);
       break;
     case OpKind::Readlink:
-      op.path = pick_path();
+      op.path = chance(60) ? pick_existing('l') : pick_path();
       op.len = chance(80) ? 256 : int64_t(below(4));
       break;
     case OpKind::Mkfifo:
-      op.path = pick_path();
+      op.path = chance(80) ? pick_new_path() : pick_path();
       op.mode = 0644;
-      known_.push_back(op.path);
       break;
     case OpKind::Chmod:
       op.path = pick_path();
@@ -286,8 +340,6 @@ Op Generator::next() {
     case OpKind::Count_:
       break;
   }
-  if (known_.size() > 64) known_.erase(known_.begin(), known_.begin() + 16);
-  if (dirs_.size() > 32) dirs_.erase(dirs_.begin(), dirs_.begin() + 8);
   return op;
 }
 

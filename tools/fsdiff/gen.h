@@ -2,13 +2,16 @@
 //
 // The generator works over a small pool of names (six, up to three levels
 // deep) so that operations collide: creates hit existing names, renames land
-// on directories, unlinks race open descriptors. It keeps a rough guess of
-// what exists (paths it has tried to create, slots it has tried to open) only
-// to choose useful arguments more often; it never looks at real outcomes, so
-// a sequence depends on the seed alone and can be shrunk and replayed.
+// on directories, unlinks race open descriptors. To choose useful arguments
+// (paths that exist, slots that hold a descriptor) it is told the outcome of
+// each op on side A (feedback()) and keeps a rough model of the tree. So a
+// sequence depends on the seed and on A's answers; every run records the ops
+// it generated, and it is that record, not the seed, that --minimize shrinks
+// and --replay reads back.
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <random>
 #include <string>
 #include <vector>
@@ -21,22 +24,27 @@ class Generator {
  public:
   explicit Generator(uint64_t seed) : rng_(seed) {}
   Op next();
+  // The outcome of op on side A: ret (>= 0 success) only.
+  void feedback(const Op& op, int64_t ret);
 
  private:
   uint64_t below(uint64_t n) { return n ? rng_() % n : 0; }
   bool chance(int percent) { return below(100) < uint64_t(percent); }
   std::string random_path();
-  std::string pick_path();        // mostly a path that probably exists
-  std::string pick_dir_path();    // for mkdir: a parent that probably exists
+  std::string pick_existing(char type);  // type 0: any
+  std::string pick_path();        // mostly a path that exists
+  std::string pick_file_path();   // mostly an existing regular file
+  std::string pick_new_path();    // mostly a new name in an existing directory
+  void remove_tree(const std::string& p);
+  void move_tree(const std::string& from, const std::string& to);
   int pick_slot();
   int64_t pick_off();
   int64_t pick_len();
   uint32_t pick_mode();
 
   std::mt19937_64 rng_;
-  std::vector<std::string> known_;  // paths create ops have been generated for
-  std::vector<std::string> dirs_;   // paths mkdir ops have been generated for
-  bool open_[kSlots] = {};
+  std::map<std::string, char> tree_;  // path -> 'f' file, 'd' dir, 'l' link, 'p' fifo
+  bool open_[kSlots] = {};            // slot holds a descriptor on side A
 };
 
 }  // namespace fsdiff

@@ -17,6 +17,7 @@
 #include <fmt/core.h>
 
 #include "fsx.h"
+#include "gen.h"
 #include "runner.h"
 #include "side.h"
 
@@ -36,6 +37,7 @@ struct Args {
   std::string dir_a, dir_b;
   int walk_every = 16;
   bool verbose = false;
+  bool stats = false;
   int64_t fsx_max = 1 << 20;
 };
 
@@ -65,12 +67,14 @@ void print_block(const std::string& s) {
 }
 
 // Runs (or replays) one sequence on DIR/pK and reports; returns the exit status.
-int run_one(const Args& args, const RunConfig& base, int proc, std::vector<Op> ops) {
+// With gen, generates args.ops ops as it goes; else replays ops.
+int run_one(const Args& args, const RunConfig& base, int proc, std::vector<Op> ops,
+            Generator* gen = nullptr) {
   RunConfig cfg = base;
   cfg.sub = fmt::format("p{}", proc);
   cfg.label = args.replay.empty() ? fmt::format("seed={} proc={}", args.seed + uint64_t(proc), proc)
                                   : fmt::format("replay={}", args.replay);
-  RunResult r = run_ops(cfg, ops);
+  RunResult r = run_ops(cfg, &ops, gen, gen ? args.ops : 0);
   if (!r.ok) {
     print_block(fmt::format("fsdiff: {}\n", r.error));
     return 2;
@@ -83,7 +87,7 @@ int run_one(const Args& args, const RunConfig& base, int proc, std::vector<Op> o
   std::vector<Op> keep(ops.begin(), ops.begin() + long(r.step + 1));
   if (args.minimize) {
     keep = minimize(cfg, std::move(ops), r, args.any, args.minimize_budget);
-    RunResult again = run_ops(cfg, keep);
+    RunResult again = run_ops(cfg, &keep);
     std::string out = "minimized sequence (replay with --replay FILE):\n--- 8< ---\n";
     for (const Op& op : keep) out += to_text(op) + "\n";
     out += "--- >8 ---\n";
@@ -112,7 +116,8 @@ int run_procs(const Args& args, const RunConfig& cfg) {
     }
     if (pid == 0) {
       Args mine = args;
-      int rc = run_one(mine, cfg, k, generate(args.seed + uint64_t(k), args.ops));
+      Generator gen(args.seed + uint64_t(k));
+      int rc = run_one(mine, cfg, k, {}, &gen);
       fflush(stdout);
       _exit(rc);
     }
@@ -161,6 +166,7 @@ int main(int argc, char** argv) {
   app.add_option("--ignore", args.ignore,
                  "comma-separated fields not to compare: atime,mtime,ctime,dirsize,blocks,seekdata,xattr");
   app.add_flag("-v,--verbose", args.verbose, "print every op");
+  app.add_flag("--stats", args.stats, "print per-kind success counts after a run");
   app.add_option("--fsx", args.fsx_file, "fsx mode: exercise this one file against a model");
   app.add_option("--fsx-max", args.fsx_max, "fsx: largest offset of the dense region");
   app.add_option("dir_a", args.dir_a, "first directory (its contents are removed)");
@@ -207,6 +213,7 @@ int main(int argc, char** argv) {
   cfg.dir_b = args.dir_b;
   cfg.walk_every = args.walk_every;
   cfg.verbose = args.verbose;
+  cfg.stats = args.stats;
   // Modes of created files must not depend on the caller's umask.
   umask(022);
 
@@ -224,6 +231,9 @@ int main(int argc, char** argv) {
     return run_one(args, cfg, 0, std::move(ops));
   }
   fmt::print("fsdiff: seed={} ops={} procs={}\n", args.seed, args.ops, args.procs);
-  if (args.procs == 1) return run_one(args, cfg, 0, generate(args.seed, args.ops));
+  if (args.procs == 1) {
+    Generator gen(args.seed);
+    return run_one(args, cfg, 0, {}, &gen);
+  }
   return run_procs(args, cfg);
 }

@@ -28,7 +28,7 @@ std::vector<Op> minimize(const RunConfig& cfg, std::vector<Op> ops, const RunRes
   size_t tries = 0;
   auto still_fails = [&](std::vector<Op>* cand) {
     tries++;
-    RunResult r = run_ops(quiet, *cand);
+    RunResult r = run_ops(quiet, cand);
     if (!r.ok || !r.diverged) return false;
     if (!any_divergence && (*cand)[r.step].kind != kind) return false;
     cand->resize(r.step + 1);

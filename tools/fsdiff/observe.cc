@@ -52,6 +52,9 @@ bool ts_ge(const struct timespec& a, const struct timespec& b) {
   return a.tv_sec != b.tv_sec ? a.tv_sec > b.tv_sec : a.tv_nsec >= b.tv_nsec;
 }
 
+// More than one coarse tick at any HZ the kernel may be built with.
+constexpr long kTickSlackNs = 20 * 1000 * 1000;
+
 struct timespec coarse_now() {
   struct timespec t;
   clock_gettime(CLOCK_REALTIME_COARSE, &t);
@@ -107,7 +110,15 @@ std::string Side::summary(const struct stat& st) {
     };
     if (!ignore_.mtime) s += fmt::format(" m={}", mv(t.m, st.st_mtim));
     if (!ignore_.ctime) s += fmt::format(" c={}", mv(t.c, st.st_ctim));
-    if (!ignore_.atime) s += fmt::format(" a={}", mv(t.a, st.st_atim));
+    // relatime updates atime only while atime <= mtime or ctime; when those
+    // were stamped within a tick or so of each other, whether they compared
+    // equal was a matter of timing, so the answer is not evidence either way.
+    if (!ignore_.atime) {
+      const struct timespec& mc = ts_ge(t.m, t.c) ? t.m : t.c;
+      struct timespec lim = {mc.tv_sec, mc.tv_nsec + kTickSlackNs};
+      if (lim.tv_nsec >= 1000000000) lim = {lim.tv_sec + 1, lim.tv_nsec - 1000000000};
+      s += fmt::format(" a={}", ts_ge(lim, t.a) ? "any?" : mv(t.a, st.st_atim));
+    }
   }
   times_[st.st_ino] = Times{st.st_atim, st.st_mtim, st.st_ctim, now_};
   return s;

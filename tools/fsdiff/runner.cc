@@ -41,15 +41,9 @@ bool fresh_subdir(const std::string& dir, const std::string& sub, std::string* e
 
 }  // namespace
 
-std::vector<Op> generate(uint64_t seed, size_t count) {
-  Generator g(seed);
-  std::vector<Op> ops;
-  ops.reserve(count);
-  for (size_t i = 0; i < count; i++) ops.push_back(g.next());
-  return ops;
-}
-
-RunResult run_ops(const RunConfig& cfg, const std::vector<Op>& ops) {
+RunResult run_ops(const RunConfig& cfg, std::vector<Op>* opsp, Generator* gen, size_t count) {
+  std::vector<Op>& ops = *opsp;
+  if (gen) ops.reserve(ops.size() + count);
   RunResult res;
   if (!fresh_subdir(cfg.dir_a, cfg.sub, &res.error) || !fresh_subdir(cfg.dir_b, cfg.sub, &res.error)) {
     res.ok = false;
@@ -62,16 +56,35 @@ RunResult run_ops(const RunConfig& cfg, const std::vector<Op>& ops) {
     return res;
   }
   const size_t walk_every = size_t(cfg.walk_every > 0 ? cfg.walk_every : 1);
-  for (size_t i = 0; i < ops.size(); i++) {
+  // --stats: how many ops of each kind succeeded, and how many time answers
+  // were certain, to judge whether a seed exercises anything.
+  size_t total[size_t(OpKind::Count_)] = {}, okc[size_t(OpKind::Count_)] = {};
+  size_t sure_times = 0, unsure_times = 0;
+  const size_t n = gen ? ops.size() + count : ops.size();
+  for (size_t i = 0; i < n; i++) {
+    if (gen) ops.push_back(gen->next());
     const Op& op = ops[i];
     if (cfg.verbose) fmt::print("{:6} {}\n", i, to_text(op));
     Outcome oa = a.apply(op);
+    if (gen) gen->feedback(op, oa.ret);
     Outcome ob = b.apply(op);
-    if ((i + 1) % walk_every == 0 || i + 1 == ops.size()) {
+    if ((i + 1) % walk_every == 0 || i + 1 == n) {
       a.walk(&oa);
       b.walk(&ob);
     }
     std::string diff = compare_outcomes(oa, ob);
+    if (cfg.stats) {
+      total[size_t(op.kind)]++;
+      okc[size_t(op.kind)] += oa.ret >= 0;
+      for (const auto& [k, v] : oa.facts) {
+        for (const char* t : {"m=", "c=", "a="}) {
+          size_t p = v.find(std::string(" ") + t);
+          if (p == std::string::npos) continue;
+          (v.compare(p + 3, 4, "any?") == 0 || v.compare(p + 3, 5, "same?") == 0 ? unsure_times
+                                                                                  : sure_times)++;
+        }
+      }
+    }
     if (diff.empty()) continue;
 
     res.diverged = true;
@@ -84,6 +97,13 @@ RunResult run_ops(const RunConfig& cfg, const std::vector<Op>& ops) {
     }
     res.report = r;
     return res;
+  }
+  if (cfg.stats) {
+    std::string s = "stats: kind ok/total:";
+    for (size_t k = 0; k < size_t(OpKind::Count_); k++)
+      s += fmt::format(" {}={}/{}", kind_name(OpKind(k)), okc[k], total[k]);
+    s += fmt::format("\nstats: time answers certain={} uncertain={}\n", sure_times, unsure_times);
+    fmt::print("{}", s);
   }
   return res;
 }

@@ -22,6 +22,7 @@ struct RunConfig {
   Ignore ignore;
   int walk_every = 16;
   bool verbose = false;      // print every op as it runs
+  bool stats = false;        // print per-kind success counts at the end
   std::string label;         // "seed=N proc=K", for reports
 };
 
@@ -33,10 +34,12 @@ struct RunResult {
   std::string report;        // human-readable, multi-line
 };
 
-RunResult run_ops(const RunConfig& cfg, const std::vector<Op>& ops);
+class Generator;
 
-// Generates `count` ops from seed.
-std::vector<Op> generate(uint64_t seed, size_t count);
+// Runs *ops. With gen, first generates `count` ops one at a time (telling gen
+// each outcome on side A) and appends them to *ops as they run.
+RunResult run_ops(const RunConfig& cfg, std::vector<Op>* ops, Generator* gen = nullptr,
+                  size_t count = 0);
 
 // Delta debugging: returns a shorter sequence that still diverges at an op
 // of the same kind (or at any op if any_divergence). Gives up shrinking
