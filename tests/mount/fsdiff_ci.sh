@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# fsdiff_ci.sh FSDIFF_BIN DIR_A DIR_B [budget-scale]
+#
+# The differential part of the mount tests: DIR_A is a reference file system
+# (kernel tmpfs), DIR_B the one under test (a tmpfsd mount); both are mounted
+# by the caller, and their contents are removed. Runs
+#   - fsdiff, 20 seeds x 5,000 ops,
+#   - fsdiff --procs 2, 20,000 ops per process,
+#   - fsx, 100,000 ops on one file in DIR_B,
+# prints one line per run, then exactly "fsdiff: N passed, N failed", and
+# exits non-zero if any run failed. budget-scale (default 1) multiplies every
+# op count, e.g. 0.1 for a quick pass. Seeds are fixed (FSDIFF_SEED, default
+# 1, is the first), so a failure reproduces with the command it prints.
+# Fields listed in tools/fsdiff-known-divergences.md can be skipped with
+# FSDIFF_IGNORE (passed to --ignore).
+set -u
+
+if [ $# -lt 3 ] || [ $# -gt 4 ]; then
+  echo "usage: $0 FSDIFF_BIN DIR_A DIR_B [budget-scale]" >&2
+  exit 2
+fi
+bin=$1 dir_a=$2 dir_b=$3 scale=${4:-1}
+seed0=${FSDIFF_SEED:-1}
+ignore=${FSDIFF_IGNORE:-}
+for d in "$dir_a" "$dir_b"; do
+  [ -d "$d" ] || { echo "fsdiff_ci: $d is not a directory" >&2; exit 2; }
+done
+[ -x "$bin" ] || { echo "fsdiff_ci: $bin is not executable" >&2; exit 2; }
+
+scaled() { awk -v n="$1" -v s="$scale" 'BEGIN { v = int(n * s); print (v < 1 ? 1 : v) }'; }
+ops_seq=$(scaled 5000)
+ops_par=$(scaled 20000)
+ops_fsx=$(scaled 100000)
+extra=()
+[ -n "$ignore" ] && extra+=(--ignore "$ignore")
+save_dir=${TMPDIR:-/tmp}
+
+passed=0 failed=0
+start_all=$(date +%s.%N)
+
+# run NAME CMD...: runs one check, prints one line, and on failure its output.
+run() {
+  local name=$1; shift
+  local t0 t1 out rc
+  t0=$(date +%s.%N)
+  out=$("$@" 2>&1); rc=$?
+  t1=$(date +%s.%N)
+  local secs
+  secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
+  if [ $rc -eq 0 ]; then
+    passed=$((passed + 1))
+    echo "fsdiff: PASS $name (${secs}s)"
+  else
+    failed=$((failed + 1))
+    echo "fsdiff: FAIL $name (exit $rc, ${secs}s); reproduce: $*"
+    printf '%s\n' "$out" | sed 's/^/    /' | head -80
+  fi
+}
+
+for i in $(seq 0 19); do
+  s=$((seed0 + i))
+  run "seed=$s ops=$ops_seq" "$bin" --seed "$s" --ops "$ops_seq" "${extra[@]}" \
+    --save "$save_dir/fsdiff-ci-seed$s.ops" "$dir_a" "$dir_b"
+done
+run "procs=2 seed=$seed0 ops=$ops_par" "$bin" --procs 2 --seed "$seed0" --ops "$ops_par" \
+  "${extra[@]}" --save "$save_dir/fsdiff-ci-procs.ops" "$dir_a" "$dir_b"
+run "fsx seed=$seed0 ops=$ops_fsx" "$bin" --fsx "$dir_b/fsdiff-fsx.file" --seed "$seed0" --ops "$ops_fsx"
+
+end_all=$(date +%s.%N)
+echo "fsdiff: total $(awk -v a="$start_all" -v b="$end_all" 'BEGIN { printf "%.1f", b - a }')s"
+echo "fsdiff: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
