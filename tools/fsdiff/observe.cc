@@ -84,13 +84,36 @@ bool uses_fd(OpKind k) {
   return !uses_path(k) && k != OpKind::Close;
 }
 
+// Hash of the first 64 MiB of a file, read through a fresh descriptor.
+std::string content_hash(int dirfd, const std::string& name, off_t size) {
+  int fd = openat(dirfd, name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) return errno_name(errno);
+  XXH3_state_t* h = XXH3_createState();
+  XXH3_64bits_reset(h);
+  std::vector<char> buf(1 << 20);
+  off_t done = 0, limit = std::min<off_t>(size, 64 << 20);
+  std::string res;
+  while (done < limit) {
+    ssize_t r = pread(fd, buf.data(), size_t(std::min<off_t>(limit - done, off_t(buf.size()))), done);
+    if (r < 0) { res = errno_name(errno); break; }
+    if (r == 0) break;
+    XXH3_64bits_update(h, buf.data(), size_t(r));
+    done += r;
+  }
+  if (res.empty()) res = fmt::format("{}:{:016x}", done, XXH3_64bits_digest(h));
+  XXH3_freeState(h);
+  close(fd);
+  return res;
+}
+
 }  // namespace
 
 std::string Side::summary(const struct stat& st) {
   std::string s = fmt::format("{} mode={:04o} nlink={}", type_name(st.st_mode),
                               st.st_mode & 07777, st.st_nlink);
   if (!(S_ISDIR(st.st_mode) && ignore_.dirsize)) s += fmt::format(" size={}", st.st_size);
-  if (!ignore_.blocks) s += st.st_blocks ? " blocks>0" : " blocks=0";
+  if (!ignore_.blocks)
+    s += mmap_read(st.st_ino) ? " blocks=?" : st.st_blocks ? " blocks>0" : " blocks=0";
   s += fmt::format(" uid={} gid={}", st.st_uid, st.st_gid);
   if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) s += fmt::format(" rdev={:#x}", st.st_rdev);
 
@@ -165,17 +188,17 @@ void Side::observe(const Op& op, bool created, Outcome* out) {
   if (op.kind == OpKind::CopyRange && op.fd2 != op.fd) observe_fd(op.fd2, out);
 }
 
-void Side::walk(Outcome* out) {
+void Side::walk(Outcome* out, bool contents) {
   now_ = coarse_now();
   int dfd = openat(rootfd_, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd < 0) {
     out->facts["walk ."] = errno_name(errno);
     return;
   }
-  walk_dir(dfd, "", 0, out);  // closes dfd
+  walk_dir(dfd, "", 0, contents, out);  // closes dfd
 }
 
-void Side::walk_dir(int dirfd, const std::string& rel, int depth, Outcome* out) {
+void Side::walk_dir(int dirfd, const std::string& rel, int depth, bool contents, Outcome* out) {
   struct stat st;
   std::string here = rel.empty() ? "." : rel;
   if (fstat(dirfd, &st) == 0) out->facts["walk " + here] = summary(st);
@@ -196,7 +219,7 @@ void Side::walk_dir(int dirfd, const std::string& rel, int depth, Outcome* out) 
     }
     if (S_ISDIR(st.st_mode) && depth < 8) {
       int sub = openat(dirfd, n.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-      if (sub >= 0) walk_dir(sub, p, depth + 1, out);
+      if (sub >= 0) walk_dir(sub, p, depth + 1, contents, out);
       else out->facts["walk " + p] = "open: " + errno_name(errno);
       continue;
     }
@@ -206,6 +229,7 @@ void Side::walk_dir(int dirfd, const std::string& rel, int depth, Outcome* out) 
       ssize_t l = readlinkat(dirfd, n.c_str(), buf, sizeof buf);
       s += " -> " + (l < 0 ? errno_name(errno) : std::string(buf, size_t(l)));
     }
+    if (contents && S_ISREG(st.st_mode)) s += " data=" + content_hash(dirfd, n, st.st_size);
     if (!ignore_.xattr && !S_ISLNK(st.st_mode)) {
       // The l* calls need a path; /proc/self/fd keeps it relative to dirfd.
       std::string fp = fmt::format("/proc/self/fd/{}/{}", dirfd, n);

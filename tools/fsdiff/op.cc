@@ -226,6 +226,12 @@ std::optional<Op> parse_op(const std::string& line, std::string* err) {
     else if (k == "atime") ok = parse_time(v, &op.atime);
     else if (k == "mtime") ok = parse_time(v, &op.mtime);
     else if (k == "mode") { ok = parse_i64(v, &n); op.mode = uint32_t(n); }
+    else if (k == "dseed") {
+      char* end = nullptr;
+      errno = 0;
+      op.dseed = strtoull(v.c_str(), &end, 0);
+      ok = !v.empty() && !*end && !errno;
+    }
     else if (!(ok = parse_i64(v, &n))) {}
     else if (k == "fd") op.fd = int(n);
     else if (k == "fd2") op.fd2 = int(n);
@@ -234,7 +240,6 @@ std::optional<Op> parse_op(const std::string& line, std::string* err) {
     else if (k == "len") op.len = n;
     else if (k == "uid") op.uid = uint32_t(n);
     else if (k == "gid") op.gid = uint32_t(n);
-    else if (k == "dseed") op.dseed = uint64_t(n);
     else { *err = "unknown key '" + k + "'"; return std::nullopt; }
     if (!ok) { *err = "bad value for " + k + ": " + v; return std::nullopt; }
   }

@@ -25,6 +25,10 @@ struct Ignore {
   bool blocks = false;   // st_blocks == 0 or not
   bool seekdata = false; // SEEK_DATA / SEEK_HOLE answers
   bool xattr = false;    // xattr values and lists in tree walks
+  // st_blocks and SEEK_DATA/SEEK_HOLE of files that have been read through a
+  // shared mapping: tmpfs allocates a page for a read fault on a hole, which
+  // a FUSE daemon cannot tell from a read(2) (see fsdiff-known-divergences.md).
+  bool mmaphole = false;
 };
 
 struct Outcome {

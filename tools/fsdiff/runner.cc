@@ -69,8 +69,8 @@ RunResult run_ops(const RunConfig& cfg, std::vector<Op>* opsp, Generator* gen, s
     if (gen) gen->feedback(op, oa.ret);
     Outcome ob = b.apply(op);
     if ((i + 1) % walk_every == 0 || i + 1 == n) {
-      a.walk(&oa);
-      b.walk(&ob);
+      a.walk(&oa, i + 1 == n);
+      b.walk(&ob, i + 1 == n);
     }
     std::string diff = compare_outcomes(oa, ob);
     if (cfg.stats) {

@@ -152,7 +152,16 @@ Outcome Side::execute(const Op& op, bool* created) {
       break;
     case OpKind::Lseek:
       set_result(&o, lseek(fd, op.off, int(op.flags)));
-      if (ignore_.seekdata && (op.flags == SEEK_DATA || op.flags == SEEK_HOLE)) o = Outcome();
+      if (op.flags == SEEK_DATA || op.flags == SEEK_HOLE) {
+        struct stat st;
+        if (ignore_.seekdata ||
+            (ignore_.mmaphole && fstat(fd, &st) == 0 && mmap_read(st.st_ino))) {
+          // The answer is not compared, so it must not steer later reads and
+          // writes either: leave the position somewhere both sides agree on.
+          if (o.ret >= 0) lseek(fd, op.off, SEEK_SET);
+          o = Outcome();
+        }
+      }
       break;
     case OpKind::Rename:
       set_result(&o, renameat2(rootfd_, op.path.c_str(), rootfd_, op.path2.c_str(), op.flags));
@@ -249,6 +258,7 @@ Outcome Side::execute(const Op& op, bool* created) {
         set_result(&o, -1);
         break;
       }
+      if (ignore_.mmaphole && op.kind == OpKind::MmapRead) mmap_read_.insert(st.st_ino);
       int64_t end = std::min<int64_t>(op.off + op.len, st.st_size);
       if (!S_ISREG(st.st_mode) || end <= op.off) {
         o.ret = 0;

@@ -14,6 +14,7 @@
 
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "op.h"
 #include "outcome.h"
@@ -35,7 +36,9 @@ class Side {
 
   // Adds one fact per entry of the whole tree: type, mode, links, size,
   // times moved, link target, xattrs, plus the sorted names of each directory.
-  void walk(Outcome* out);
+  // With contents, also a hash of each regular file's data (its first 64 MiB):
+  // costly, so the runner asks for it only at the end of a run.
+  void walk(Outcome* out, bool contents);
 
  private:
   struct Times {
@@ -48,7 +51,8 @@ class Side {
   void observe_path(const std::string& rel, Outcome* out);
   void observe_fd(int slot, Outcome* out);
   std::string summary(const struct stat& st);
-  void walk_dir(int dirfd, const std::string& rel, int depth, Outcome* out);
+  void walk_dir(int dirfd, const std::string& rel, int depth, bool contents, Outcome* out);
+  bool mmap_read(ino_t ino) const { return mmap_read_.count(ino) != 0; }
 
   std::string root_;
   Ignore ignore_;
@@ -56,6 +60,7 @@ class Side {
   int fds_[kSlots] = {-1, -1, -1, -1, -1, -1};
   std::unordered_map<ino_t, Times> times_;  // last observed times, per inode
   struct timespec now_ = {};                 // coarse clock at the start of this observation
+  std::unordered_set<ino_t> mmap_read_;      // --ignore mmaphole: inodes read through mmap
 };
 
 // Removes everything inside dir (not dir itself), staying on dir's file system
