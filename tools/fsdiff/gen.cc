@@ -121,6 +121,7 @@ void Generator::feedback(const Op& op, int64_t ret) {
       if ((op.flags & O_CREAT) && !tree_.count(op.path)) tree_[op.path] = 'f';
       break;
     case OpKind::Close: open_[op.fd] = false; break;
+    case OpKind::Setxattr: xattr_path_ = op.path, xattr_name_ = op.name; break;
     case OpKind::Mkdir: tree_[op.path] = 'd'; break;
     case OpKind::Symlink: tree_[op.path] = 'l'; break;
     case OpKind::Mkfifo: tree_[op.path] = 'p'; break;
@@ -315,15 +316,17 @@ Op Generator::next() {
     case OpKind::Getxattr:
       op.path = pick_path();
       op.name = kXattrNames[below(std::size(kXattrNames))];
+      if (!xattr_path_.empty() && chance(60)) op.path = xattr_path_, op.name = xattr_name_;
       op.len = chance(80) ? 65536 : chance(50) ? 0 : int64_t(below(16));  // 0 asks for the size
       break;
     case OpKind::Listxattr:
-      op.path = pick_path();
+      op.path = !xattr_path_.empty() && chance(50) ? xattr_path_ : pick_path();
       op.len = chance(80) ? 65536 : chance(50) ? 0 : int64_t(below(16));
       break;
     case OpKind::Removexattr:
       op.path = pick_path();
       op.name = kXattrNames[below(std::size(kXattrNames))];
+      if (!xattr_path_.empty() && chance(60)) op.path = xattr_path_, op.name = xattr_name_;
       break;
     case OpKind::Fsync:
     case OpKind::Fdatasync:

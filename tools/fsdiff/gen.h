@@ -45,6 +45,7 @@ class Generator {
   std::mt19937_64 rng_;
   std::map<std::string, char> tree_;  // path -> 'f' file, 'd' dir, 'l' link, 'p' fifo
   bool open_[kSlots] = {};            // slot holds a descriptor on side A
+  std::string xattr_path_, xattr_name_;  // the last xattr set on side A
 };
 
 }  // namespace fsdiff
