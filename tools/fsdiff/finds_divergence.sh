@@ -16,14 +16,21 @@ mkdir "$mnt_a" "$mnt_b"
 disk=$(mktemp -d /var/tmp/fsdiff-test.XXXXXX) || exit 1
 mounted=()
 cleanup() {
-  local m
-  for m in "${mounted[@]}"; do umount "$m"; done
-  rm -rf "$work" "$disk"
+  local m i
+  for m in "${mounted[@]}"; do
+    # Another process briefly looking into the mount makes umount fail with
+    # EBUSY; retry, then detach it lazily rather than leave it mounted.
+    for i in 1 2 3 4 5; do umount "$m" 2>/dev/null && continue 2; sleep 0.3; done
+    umount -l "$m"
+  done
+  rmdir "$mnt_a" "$mnt_b" 2>/dev/null
+  rm -rf --one-file-system "$work" "$disk"
 }
 trap cleanup EXIT
 for m in "$mnt_a" "$mnt_b"; do
   mount -t tmpfs -o size=256m fsdiff-test "$m" || { echo "cannot mount tmpfs: skipping"; exit 77; }
   mounted+=("$m")
+  [ "$(stat -f -c %T "$m")" = tmpfs ] || { echo "FAIL: $m is not a tmpfs after mounting"; exit 1; }
 done
 if [ "$(stat -f -c %T "$disk")" = tmpfs ]; then
   echo "/var/tmp is tmpfs here; need a disk file system: skipping"
