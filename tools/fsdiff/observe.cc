@@ -84,6 +84,28 @@ bool uses_fd(OpKind k) {
   return !uses_path(k) && k != OpKind::Close;
 }
 
+// " name=len:hash ..." for each xattr, sorted: of fd if path is empty, else
+// of path itself (not following a final symlink).
+std::string xattr_text(int fd, const std::string& path) {
+  char list[65536];
+  ssize_t l = path.empty() ? flistxattr(fd, list, sizeof list) : llistxattr(path.c_str(), list, sizeof list);
+  if (l < 0) return " xattrs:" + errno_name(errno);
+  std::vector<std::string> xs;
+  std::vector<char> v(65536);
+  for (ssize_t i = 0; i < l;) {
+    std::string name(list + i);
+    i += ssize_t(name.size()) + 1;
+    ssize_t vl = path.empty() ? fgetxattr(fd, name.c_str(), v.data(), v.size())
+                              : lgetxattr(path.c_str(), name.c_str(), v.data(), v.size());
+    xs.push_back(vl < 0 ? name + "=" + errno_name(errno)
+                        : fmt::format("{}={}:{:016x}", name, vl, XXH3_64bits(v.data(), size_t(vl))));
+  }
+  std::sort(xs.begin(), xs.end());
+  std::string s;
+  for (const auto& x : xs) s += " " + x;
+  return s;
+}
+
 // Hash of the first 64 MiB of a file, read through a fresh descriptor.
 std::string content_hash(int dirfd, const std::string& name, off_t size) {
   int fd = openat(dirfd, name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
@@ -201,7 +223,8 @@ void Side::walk(Outcome* out, bool contents) {
 void Side::walk_dir(int dirfd, const std::string& rel, int depth, bool contents, Outcome* out) {
   struct stat st;
   std::string here = rel.empty() ? "." : rel;
-  if (fstat(dirfd, &st) == 0) out->facts["walk " + here] = summary(st);
+  if (fstat(dirfd, &st) == 0)
+    out->facts["walk " + here] = summary(st) + (ignore_.xattr ? "" : xattr_text(dirfd, ""));
   DIR* d = fdopendir(dirfd);
   if (!d) {
     close(dirfd);
@@ -230,27 +253,8 @@ void Side::walk_dir(int dirfd, const std::string& rel, int depth, bool contents,
       s += " -> " + (l < 0 ? errno_name(errno) : std::string(buf, size_t(l)));
     }
     if (contents && S_ISREG(st.st_mode)) s += " data=" + content_hash(dirfd, n, st.st_size);
-    if (!ignore_.xattr && !S_ISLNK(st.st_mode)) {
-      // The l* calls need a path; /proc/self/fd keeps it relative to dirfd.
-      std::string fp = fmt::format("/proc/self/fd/{}/{}", dirfd, n);
-      char list[65536];
-      ssize_t l = llistxattr(fp.c_str(), list, sizeof list);
-      if (l < 0) {
-        s += " xattrs:" + errno_name(errno);
-      } else {
-        std::vector<std::string> xs;
-        for (ssize_t i = 0; i < l;) {
-          std::string name(list + i);
-          i += ssize_t(name.size()) + 1;
-          std::vector<char> v(65536);
-          ssize_t vl = lgetxattr(fp.c_str(), name.c_str(), v.data(), v.size());
-          xs.push_back(vl < 0 ? name + "=" + errno_name(errno)
-                              : fmt::format("{}={}:{:016x}", name, vl, XXH3_64bits(v.data(), size_t(vl))));
-        }
-        std::sort(xs.begin(), xs.end());
-        for (const auto& x : xs) s += " " + x;
-      }
-    }
+    if (!ignore_.xattr && !S_ISLNK(st.st_mode))
+      s += xattr_text(-1, fmt::format("/proc/self/fd/{}/{}", dirfd, n));  // l* calls need a path
     out->facts["walk " + p] = s;
   }
   closedir(d);
