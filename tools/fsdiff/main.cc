@@ -241,16 +241,17 @@ int main(int argc, char** argv) {
   // Modes of created files must not depend on the caller's umask.
   umask(022);
 
+  // Read a replay file before removing anything: a typo must not cost data.
+  std::vector<Op> ops;
+  if (!args.replay.empty() && !read_ops_file(args.replay, &ops, &err)) {
+    fmt::print(stderr, "fsdiff: {}\n", err);
+    return 2;
+  }
   if (!empty_dir(args.dir_a, &err) || !empty_dir(args.dir_b, &err)) {
     fmt::print(stderr, "fsdiff: {}\n", err);
     return 2;
   }
   if (!args.replay.empty()) {
-    std::vector<Op> ops;
-    if (!read_ops_file(args.replay, &ops, &err)) {
-      fmt::print(stderr, "fsdiff: {}\n", err);
-      return 2;
-    }
     args.procs = 1;
     return run_one(args, cfg, 0, std::move(ops));
   }
