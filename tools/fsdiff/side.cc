@@ -158,7 +158,8 @@ Outcome Side::execute(const Op& op, bool* created) {
             (ignore_.mmaphole && fstat(fd, &st) == 0 && mmap_read(st.st_ino))) {
           // The answer is not compared, so it must not steer later reads and
           // writes either: leave the position somewhere both sides agree on.
-          if (o.ret >= 0) lseek(fd, op.off, SEEK_SET);
+          // (Also when one side failed: its position did not move.)
+          lseek(fd, std::max<int64_t>(op.off, 0), SEEK_SET);
           o = Outcome();
         }
       }
