@@ -2,7 +2,8 @@
 //
 // ddmin: split the sequence into n chunks and try dropping each; if the rest
 // still diverges keep it (and coarsen), otherwise split finer, down to single
-// ops. "Still diverges" means: diverges at an op of the same kind as the
+// ops. Then each remaining op's length and offsets are shrunk where the
+// divergence survives it. "Still diverges" means: diverges at an op of the same kind as the
 // original divergence (so shrinking does not wander off to an unrelated,
 // maybe shallower difference), or at any op if asked. Ops after the diverging
 // step are dropped after every success, since they never ran.
@@ -58,6 +59,29 @@ std::vector<Op> minimize(const RunConfig& cfg, std::vector<Op> ops, const RunRes
     if (!reduced) {
       if (n >= ops.size()) break;
       n = std::min(n * 2, ops.size());
+    }
+  }
+  // Then make the survivors smaller: lengths and offsets as small as still
+  // diverges, so the printed sequence reads like a hand-written test.
+  for (size_t i = 0; i < ops.size() && !timed_out; i++) {
+    for (int64_t Op::*field : {&Op::len, &Op::off, &Op::off2}) {
+      int64_t v = ops[i].*field;
+      if (v <= 0) continue;
+      for (int64_t t : {int64_t(0), int64_t(1), v / 64, v / 8, v / 2}) {
+        // A zero length on the diverging op itself would turn, say, a data
+        // difference into a different (size) one; keep at least a byte.
+        if (t >= v || (t == 0 && field == &Op::len && i + 1 == ops.size())) continue;
+        std::vector<Op> cand = ops;
+        cand[i].*field = t;
+        if (still_fails(&cand) && cand.size() == ops.size()) {
+          ops = std::move(cand);
+          break;
+        }
+      }
+      if (clock::now() > deadline) {
+        timed_out = true;
+        break;
+      }
     }
   }
   fmt::print("minimize: {} ops after {} runs{}\n", ops.size(), tries,
