@@ -12,7 +12,8 @@
 # op count, e.g. 0.1 for a quick pass. Seeds are fixed (FSDIFF_SEED, default
 # 1, is the first), so a failure reproduces with the command it prints.
 # Fields listed in tools/fsdiff-known-divergences.md can be skipped with
-# FSDIFF_IGNORE (passed to --ignore).
+# FSDIFF_IGNORE (passed to --ignore). Each run is killed after FSDIFF_TIMEOUT
+# seconds (default 600) and counts as failed.
 set -u
 
 if [ $# -lt 3 ] || [ $# -gt 4 ]; then
@@ -22,6 +23,7 @@ fi
 bin=$1 dir_a=$2 dir_b=$3 scale=${4:-1}
 seed0=${FSDIFF_SEED:-1}
 ignore=${FSDIFF_IGNORE:-}
+run_timeout=${FSDIFF_TIMEOUT:-600}
 for d in "$dir_a" "$dir_b"; do
   [ -d "$d" ] || { echo "fsdiff_ci: $d is not a directory" >&2; exit 2; }
 done
@@ -47,7 +49,10 @@ run() {
   local name=$1 saved=$2; shift 2
   local t0 t1 out rc
   t0=$(date +%s.%N)
-  out=$("$@" 2>&1); rc=$?
+  # A hung file system must fail the run, not hang CI.
+  out=$(timeout -k 10 "$run_timeout" "$@" 2>&1); rc=$?
+  [ $rc -eq 124 ] && out="$out
+fsdiff_ci: timed out after ${run_timeout}s (FSDIFF_TIMEOUT)"
   t1=$(date +%s.%N)
   local secs
   secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')

@@ -5,10 +5,12 @@
 //
 // Exit status: 0 no divergence, 1 divergence (or fsx failure), 2 usage or
 // setup error.
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdio>
 #include <random>
 #include <sstream>
@@ -116,6 +118,8 @@ int run_procs(const Args& args, const RunConfig& cfg) {
       return 2;
     }
     if (pid == 0) {
+      // A killed parent (a CI timeout) must not leave runs behind.
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
       Args mine = args;
       Generator gen(args.seed + uint64_t(k));
       int rc = run_one(mine, cfg, k, {}, &gen);
