@@ -140,7 +140,9 @@ std::string Side::summary(const struct stat& st) {
   if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) s += fmt::format(" rdev={:#x}", st.st_rdev);
 
   auto it = times_.find(st.st_ino);
-  if (it == times_.end()) {
+  if (S_ISFIFO(st.st_mode) && ignore_.fifotimes) {
+    s += " times=ignored";
+  } else if (it == times_.end()) {
     s += " times=new";
   } else {
     // The kernel stamps many changes with the coarse clock (one tick, 4 ms at

@@ -29,6 +29,9 @@ struct Ignore {
   // shared mapping: tmpfs allocates a page for a read fault on a hole, which
   // a FUSE daemon cannot tell from a read(2) (see fsdiff-known-divergences.md).
   bool mmaphole = false;
+  // Times of fifos: a pipe read or write stamps the fifo's inode on tmpfs;
+  // through FUSE the kernel stamps nothing and the daemon never hears of it.
+  bool fifotimes = false;
 };
 
 struct Outcome {
