@@ -56,8 +56,9 @@ bool parse_ignore(const std::string& list, Ignore* ig, std::string* err) {
     else if (f == "xattr") ig->xattr = true;
     else if (f == "mmaphole") ig->mmaphole = true;
     else if (f == "fifotimes") ig->fifotimes = true;
+    else if (f == "dirseek") ig->dirseek = true;
     else if (!f.empty()) {
-      *err = "unknown --ignore field '" + f + "' (atime,mtime,ctime,dirsize,blocks,seekdata,xattr,mmaphole,fifotimes)";
+      *err = "unknown --ignore field '" + f + "' (atime,mtime,ctime,dirsize,blocks,seekdata,xattr,mmaphole,fifotimes,dirseek)";
       return false;
     }
   }
@@ -189,7 +190,7 @@ int main(int argc, char** argv) {
   app.add_option("--walk-every", args.walk_every, "compare the whole tree every N ops")
       ->check(CLI::Range(1, 1000000));
   app.add_option("--ignore", args.ignore,
-                 "comma-separated fields not to compare: atime,mtime,ctime,dirsize,blocks,seekdata,xattr,mmaphole,fifotimes");
+                 "comma-separated fields not to compare: atime,mtime,ctime,dirsize,blocks,seekdata,xattr,mmaphole,fifotimes,dirseek");
   app.add_flag("-v,--verbose", args.verbose, "print every op");
   app.add_flag("--stats", args.stats, "print per-kind success counts after a run");
   app.add_option("--fsx", args.fsx_file, "fsx mode: exercise this one file against a model");

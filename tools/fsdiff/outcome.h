@@ -32,6 +32,9 @@ struct Ignore {
   // Times of fifos: a pipe read or write stamps the fifo's inode on tmpfs;
   // through FUSE the kernel stamps nothing and the daemon never hears of it.
   bool fifotimes = false;
+  // lseek on directories: tmpfs allows SEEK_SET/SEEK_CUR only; FUSE answers
+  // with generic_file_llseek in the kernel, without asking the daemon.
+  bool dirseek = false;
 };
 
 struct Outcome {

@@ -152,6 +152,14 @@ Outcome Side::execute(const Op& op, bool* created) {
       break;
     case OpKind::Lseek:
       set_result(&o, lseek(fd, op.off, int(op.flags)));
+      if (ignore_.dirseek) {
+        struct stat st;
+        if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+          lseek(fd, 0, SEEK_SET);  // both sides back to the start of the directory
+          o = Outcome();
+          break;
+        }
+      }
       if (op.flags == SEEK_DATA || op.flags == SEEK_HOLE) {
         struct stat st;
         if (ignore_.seekdata ||
