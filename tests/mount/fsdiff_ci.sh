@@ -86,7 +86,8 @@ f=$save_dir/fsdiff-ci-procs.ops
 rm -f "$f".p*
 run "procs=2 seed=$seed0 ops=$ops_par" "$f" "$bin" --procs 2 --seed "$seed0" --ops "$ops_par" \
   "${extra[@]}" --save "$f" "$dir_a" "$dir_b"
-run "fsx seed=$seed0 ops=$ops_fsx" "" "$bin" --fsx "$dir_b/fsdiff-fsx.file" --seed "$seed0" --ops "$ops_fsx"
+run "fsx seed=$seed0 ops=$ops_fsx" "" "$bin" --fsx "$dir_b/fsdiff-fsx.file" --seed "$seed0" --ops "$ops_fsx" \
+  "${extra[@]}"
 
 end_all=$(date +%s.%N)
 echo "fsdiff: total $(awk -v a="$start_all" -v b="$end_all" 'BEGIN { printf "%.1f", b - a }')s"

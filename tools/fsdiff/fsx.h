@@ -13,6 +13,7 @@ struct FsxOptions {
   size_t ops = 100000;
   uint64_t seed = 0;
   int64_t max_dense = 1 << 20;  // most offsets fall below this; a few land near 1 GiB
+  bool check_holes = true;      // SEEK_HOLE answers must read as zeros (off: --ignore seekdata)
 };
 
 // Returns 0 on success, 1 on a mismatch (after printing the last ops), 2 if

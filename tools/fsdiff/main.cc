@@ -213,17 +213,23 @@ int main(int argc, char** argv) {
   setvbuf(stdout, nullptr, _IOLBF, 0);
 
   if (selftest_ops) return selftest(args.seed, selftest_ops);
+  std::string err;
   if (!args.fsx_file.empty()) {
     FsxOptions fo;
     fo.file = args.fsx_file;
     fo.ops = app.count("--ops") ? args.ops : 100000;
     fo.seed = args.seed;
     fo.max_dense = args.fsx_max;
+    Ignore ig;
+    if (!parse_ignore(args.ignore, &ig, &err)) {
+      fmt::print(stderr, "fsdiff: {}\n", err);
+      return 2;
+    }
+    fo.check_holes = !ig.seekdata;
     return fsx_main(fo);
   }
 
   RunConfig cfg;
-  std::string err;
   if (args.dir_a.empty() || args.dir_b.empty()) {
     fmt::print(stderr, "fsdiff: need DIR_A and DIR_B (or --fsx FILE)\n{}", app.help());
     return 2;
