@@ -197,15 +197,27 @@ Result<Attr> Namespace::setattr(uint64_t ino, const SetAttr& change, const Calle
     data_lock = std::unique_lock(inode->data_mu);
   }
   std::lock_guard lock(mu_);
+  // tmpfs's times on truncate: ftruncate and O_TRUNC always move them;
+  // truncate(2) when the size changes, or when it keeps the size of a file
+  // that has pages (shmem_setattr goes through shmem_truncate_range, which
+  // stamps them).
+  bool size_moves_times = false;
+  if (change.size) {
+    uint64_t old_size = inode->size;
+    size_moves_times = change.size_from_handle || *change.size != old_size ||
+                       (*change.size < old_size || inode->pages->pages() > 0);
+  }
+  bool other = change.mode || change.uid || change.gid || change.atime || change.atime_now ||
+               change.mtime || change.mtime_now || change.ctime;
+  if (change.size && !size_moves_times && !other) return attr_locked(*inode);
   timespec t = stamp_locked(*inode);
   if (change.size) {
-    // tmpfs moves mtime and ctime on every truncate, even to the same size.
     uint64_t old_size = inode->size;
     if (*change.size != old_size) {
       inode->pages->truncate(old_size, *change.size);
       inode->size = *change.size;
     }
-    inode->mtime = t;
+    if (size_moves_times) inode->mtime = t;
     kill_priv_locked(*inode, who);
   }
   if (change.mode) inode->mode = (inode->mode & S_IFMT) | (*change.mode & 07777);
@@ -224,10 +236,8 @@ Result<Attr> Namespace::setattr(uint64_t ino, const SetAttr& change, const Calle
   else if (change.atime) inode->atime = *change.atime;
   if (change.mtime_now) inode->mtime = t;
   else if (change.mtime) inode->mtime = *change.mtime;
-  bool other = change.mode || change.uid || change.gid || change.atime || change.atime_now ||
-               change.mtime || change.mtime_now;
   if (change.ctime) inode->ctime = *change.ctime;
-  else if (change.size || other) inode->ctime = t;
+  else if (size_moves_times || other) inode->ctime = t;
   return attr_locked(*inode);
 }
 
@@ -533,6 +543,7 @@ Result<Attr> Namespace::open(uint64_t ino, int flags, const Caller& who) {
   if ((flags & O_TRUNC) && inode->is_reg()) {
     SetAttr trunc;
     trunc.size = 0;
+    trunc.size_from_handle = true;
     auto r = setattr(ino, trunc, who);
     if (!r) {
       release(ino);

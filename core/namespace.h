@@ -62,6 +62,7 @@ struct SetAttr {
   std::optional<uid_t> uid;
   std::optional<gid_t> gid;
   std::optional<uint64_t> size;
+  bool size_from_handle = false;  // ftruncate / O_TRUNC (the kernel's ATTR_MTIME|ATTR_CTIME)
   std::optional<timespec> atime, mtime, ctime;
   bool atime_now = false, mtime_now = false;
 };

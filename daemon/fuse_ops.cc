@@ -150,13 +150,13 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, f
     if (to_set & FUSE_SET_ATTR_SIZE) {
       if (attr->st_size < 0) return void(fuse_reply_err(req, EINVAL));
       c.size = uint64_t(attr->st_size);
+      c.size_from_handle = fi != nullptr;
     }
     if (to_set & FUSE_SET_ATTR_ATIME_NOW) c.atime_now = true;
     else if (to_set & FUSE_SET_ATTR_ATIME) c.atime = attr->st_atim;
     if (to_set & FUSE_SET_ATTR_MTIME_NOW) c.mtime_now = true;
     else if (to_set & FUSE_SET_ATTR_MTIME) c.mtime = attr->st_mtim;
     if (to_set & FUSE_SET_ATTR_CTIME) c.ctime = attr->st_ctim;  // the writeback cache's own ctime
-    (void)fi;
     reply_attr(req, ns_of(req).setattr(ino, c, caller_of(req)));
   });
 }
