@@ -73,10 +73,10 @@ fuse_entry_param to_entry(fuse_req_t req, const Attr& a) {
   e.ino = a.ino;
   e.generation = a.generation;
   e.attr = to_stat(a, fs.cache->page_size());
-  // The attributes that come with a name expire at once, so that the next
-  // stat asks the daemon: that is how it learns a timestamp was looked at
-  // (Namespace::stamp_locked), as tmpfs's multigrain times need.
-  e.attr_timeout = 0;
+  // Only GETATTR marks a timestamp as seen (Namespace::stamp_locked): the
+  // kernel also asks for attributes before some changes, which a stat
+  // served from these cached attributes would not do.
+  e.attr_timeout = fs.attr_timeout;
   e.entry_timeout = fs.entry_timeout;
   return e;
 }
