@@ -209,6 +209,8 @@ Result<Attr> Namespace::setattr(uint64_t ino, const SetAttr& change, const Calle
   }
   bool other = change.mode || change.uid || change.gid || change.atime || change.atime_now ||
                change.mtime || change.mtime_now || change.ctime;
+  // A setattr that changes nothing is chown(f, -1, -1): tmpfs moves ctime.
+  if (!change.size && !other) other = true;
   if (change.size && !size_moves_times && !other) return attr_locked(*inode);
   timespec t = stamp_locked(*inode);
   if (change.size) {
