@@ -117,6 +117,11 @@ class FramePool {
   // The whole region (for io_uring fixed buffers) and a frame's number in it.
   std::span<std::byte> region() const { return {base_, frame_size_ * frames_total_}; }
   uint32_t number(const Frame* f) const { return static_cast<uint32_t>(f - frames_.data()); }
+  // The frame whose memory contains `p` (a byte of the region), or nullptr.
+  Frame* frame_at(const std::byte* p) {
+    if (p < base_ || p >= base_ + frame_size_ * frames_total_) return nullptr;
+    return &frames_[static_cast<size_t>(p - base_) / frame_size_];
+  }
 
  private:
   FramePool(size_t frame_size, uint64_t frames_total, std::byte* base);

@@ -105,7 +105,11 @@ class Pmap {
 
   // Flags.
   bool referenced() const { return test(kReferenced); }
-  void set_referenced() { set(kReferenced); }
+  // Readers call this on every access: test first, so that concurrent
+  // readers of a hot page do not bounce its cache line with atomic writes.
+  void set_referenced() {
+    if (!test(kReferenced)) set(kReferenced);
+  }
   bool test_and_clear_referenced() {
     return (flags_.fetch_and(~kReferenced, std::memory_order_relaxed) & kReferenced) != 0;
   }
