@@ -318,22 +318,35 @@ Status FilePagesImpl::allocate(uint64_t off, uint64_t len) {
 
   std::unique_lock lock(mu_);
   const uint64_t missing = (last_excl - first) - index_.count_present(first, last_excl);
-  if (missing == 0) return Status::ok();
-  if (!st_.reserve_pages(missing)) return Errno{ENOSPC};
-  auto frames = st_.pool->reserve(missing);
-  if (!frames) {
-    st_.unreserve_pages(missing);
-    return Errno{ENOSPC};
+  FramePool::Reservation frames;
+  if (missing > 0) {
+    if (!st_.reserve_pages(missing)) return Errno{ENOSPC};
+    auto r = st_.pool->reserve(missing);
+    if (!r) {
+      st_.unreserve_pages(missing);
+      return Errno{ENOSPC};
+    }
+    frames = std::move(r).value();
   }
+  // Kernel tmpfs: a page fallocated by an earlier call and fallocated again
+  // becomes Uptodate (shmem_get_folio_gfp, SGP_FALLOC on an existing folio
+  // clears it and marks it uptodate), i.e. data for SEEK_DATA; pages new in
+  // this call stay !Uptodate. (On ENOSPC the kernel has already done this
+  // for the pages before the one that failed; we change nothing.)
+  index_.visit_range(first, last_excl, [](uint64_t, uint64_t w) {
+    if (FileIndex::is_pmap(w)) FileIndex::as_pmap(w)->set_uptodate();
+    return true;
+  });
+  if (missing == 0) return Status::ok();
   // Only `missing` pages are absent, and missing <= frames_total, so this
   // walk is bounded by memory, not by len.
   std::vector<Pmap*> fresh;
   fresh.reserve(missing);
-  for (uint64_t page = first; frames->left() > 0; ++page) {
+  for (uint64_t page = first; frames.left() > 0; ++page) {
     assert(page < last_excl);
     if (index_.get(page) != 0) continue;
     bool zeroed;
-    Pmap* p = new_pmap_locked(page, *frames, &zeroed);
+    Pmap* p = new_pmap_locked(page, frames, &zeroed);
     if (!zeroed) std::memset(p->frame()->bytes().data(), 0, page_size());
     fresh.push_back(p);  // clean, !uptodate: a zero page without a slot
   }

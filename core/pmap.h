@@ -46,7 +46,9 @@
 //     pages they reply from (FilePages::read).
 //   - !uptodate(): the page was only fallocated, never written: it exists
 //     (counts in pages() and against size=) but SEEK_DATA/SEEK_HOLE treat it
-//     as a hole, as kernel tmpfs does.
+//     as a hole, as kernel tmpfs does. write() makes it uptodate, and so does
+//     a second allocate() over it (shmem: SGP_FALLOC on an existing folio);
+//     read, truncate and punch_hole zeroing do not.
 //   - frame()->owner() == this while bound to a frame.
 //
 // Dirty blocks: a 64-bit bitmap, one bit per block of

@@ -92,7 +92,10 @@ struct Model {
     for (uint64_t p = fw; p < ew; ++p) { pages.erase(p); data.erase(p); }
   }
   void allocate(uint64_t off, uint64_t len, bool keep_size) {
-    for (uint64_t p = off / ps; p < (off + len + ps - 1) / ps; ++p) pages.insert(p);
+    // tmpfs: pages that existed before become data; new ones do not.
+    for (uint64_t p = off / ps; p < (off + len + ps - 1) / ps; ++p) {
+      if (!pages.insert(p).second) data.insert(p);
+    }
     if (!keep_size && off + len > size) { size = off + len; bytes.resize(size); }
   }
   std::optional<uint64_t> seek_data(uint64_t off) const {
@@ -262,9 +265,12 @@ TEST_CASE("PageCache: allocate creates zero pages that are holes for SEEK_DATA")
   CHECK(f.pages() == 4);  // no new page
   CHECK(f.seek_data(0, 4 * 4096) == std::optional<uint64_t>(4096));
   CHECK(f.seek_hole(4096, 4 * 4096) == std::optional<uint64_t>(2 * 4096));
-  // Allocating what exists costs nothing.
+  // Allocating what exists costs nothing, and (tmpfs) makes the pages data.
   REQUIRE(f.allocate(0, 4 * 4096).is_ok());
   CHECK(cache->stats().pages_allocated == 4);
+  CHECK(f.seek_data(0, 4 * 4096) == std::optional<uint64_t>(0));
+  CHECK(f.seek_hole(0, 4 * 4096) == std::optional<uint64_t>(4 * 4096));
+  CHECK(all_zero(read_bytes(f, 2 * 4096, 2 * 4096)));
 }
 
 TEST_CASE("PageCache: allocate past size= or memory fails and rolls back") {
