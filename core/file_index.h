@@ -75,6 +75,11 @@ class FileIndex {
       : chunks_(std::less<>(), Alloc(metadata)) {}
 
   static bool is_pmap(uint64_t w) { return w != 0 && (w & 1) == 0; }
+  // Compact entries (issue 5): a clean swapped page needs no Pmap, only its
+  // slot. Tag 0b11 is reserved (e.g. a fallocated zero page with no frame).
+  static uint64_t compact_swap(uint64_t slot) { return (slot << 2) | 1; }
+  static bool is_compact_swap(uint64_t w) { return (w & 3) == 1; }
+  static uint64_t swap_slot_of(uint64_t w) { return w >> 2; }
   static Pmap* as_pmap(uint64_t w) { return reinterpret_cast<Pmap*>(w); }
   static uint64_t of_pmap(Pmap* p) { return reinterpret_cast<uint64_t>(p); }
 

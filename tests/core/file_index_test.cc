@@ -62,3 +62,29 @@ TEST_CASE("FileIndex: a full chunk and the next one") {
 }
 
 }  // namespace tmpfsd
+
+namespace tmpfsd {
+
+TEST_CASE("FileIndex: a swapped page costs at most 16 bytes") {
+  std::atomic<uint64_t> meta{0};
+  {
+    FileIndex ix(&meta);
+    constexpr uint64_t kPages = 1 << 16;  // a dense 256 MiB file
+    for (uint64_t p = 0; p < kPages; ++p) ix.set(p, FileIndex::compact_swap(p + 1000));
+    const double per_page = double(meta.load()) / kPages;
+    WARN("index bytes per swapped page (dense): " << per_page);
+    CHECK(per_page <= 16);
+    CHECK(FileIndex::is_compact_swap(ix.get(77)));
+    CHECK_FALSE(FileIndex::is_pmap(ix.get(77)));
+    CHECK(FileIndex::swap_slot_of(ix.get(77)) == 1077);
+    // Sparse worst case: one page per chunk costs one chunk.
+    FileIndex sparse(&meta);
+    const uint64_t before = meta.load();
+    sparse.set(uint64_t{1} << 40, FileIndex::compact_swap(1));
+    WARN("index bytes for one isolated page: " << meta.load() - before);
+    CHECK(meta.load() - before <= 640);
+  }
+  CHECK(meta.load() == 0);
+}
+
+}  // namespace tmpfsd
