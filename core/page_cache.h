@@ -15,7 +15,7 @@
 // Threads: any FUSE worker may call any method concurrently. A FilePages is
 // internally locked (its own mutex); callers serialise size changes
 // themselves (the namespace holds the inode's lock around write/truncate so
-// that size and data agree). Lock order: Inode::mu -> FilePages mutex ->
+// that size and data agree). Lock order: Inode::data_mu -> FilePages mutex ->
 // PageCache internal locks.
 //
 // The size of the file is not stored here: it belongs to the inode. Methods
