@@ -278,7 +278,7 @@ void FilePagesImpl::free_range_locked(uint64_t first, uint64_t last) {
 }
 
 void FilePagesImpl::truncate(uint64_t old_size, uint64_t new_size) {
-  if (new_size >= old_size) return;
+  if (new_size > old_size) return;
   std::unique_lock lock(mu_);
   // Everything from the first page wholly past new_size, including pages
   // fallocated with KEEP_SIZE beyond old_size (as shmem_setattr does).

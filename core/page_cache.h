@@ -90,9 +90,10 @@ class FilePages {
   // writes (the kernel clamps before the request reaches the daemon).
   Status write(uint64_t off, std::span<const std::byte> data);
 
-  // The file's size changes from old_size to new_size. Shrinking frees the
-  // pages wholly past new_size and zeroes the tail of the last partial page
-  // (so a later extension reads zeros). Growing allocates nothing.
+  // The file's size changes from old_size to new_size. Shrinking (or keeping
+  // the size) frees every page wholly past new_size, fallocated ones beyond
+  // the end included, and zeroes the tail of the last partial page (so a
+  // later extension reads zeros). Growing allocates nothing.
   void truncate(uint64_t old_size, uint64_t new_size);
 
   // Makes [off, off + len) read as zeros: whole pages inside are freed,
