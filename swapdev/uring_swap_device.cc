@@ -248,16 +248,20 @@ bool UringSwapDevice::prep_locked(Unit* u) {
         if (base >= fixed_[b].base && base + u->remaining <= fixed_[b].base + fixed_[b].len)
           fixed = static_cast<int>(b);
     }
+    // Test hook: send half, as if the kernel had stopped early.
+    bool halve = u->remaining > page_size_ && short_inject_.take();
     if (fixed >= 0) {
+      size_t len = halve ? u->remaining / page_size_ / 2 * page_size_ : u->remaining;
       if (u->write)
         io_uring_prep_write_fixed(sqe, 0, reinterpret_cast<void*>(base),
-                                  static_cast<unsigned>(u->remaining), u->offset, fixed);
+                                  static_cast<unsigned>(len), u->offset, fixed);
       else
         io_uring_prep_read_fixed(sqe, 0, reinterpret_cast<void*>(base),
-                                 static_cast<unsigned>(u->remaining), u->offset, fixed);
+                                 static_cast<unsigned>(len), u->offset, fixed);
       DeviceStats::add(stats_.fixed_ios);
     } else {
       unsigned n = static_cast<unsigned>(u->iov.size() - u->iov_pos);
+      if (halve && n > 1) n /= 2;
       if (u->write)
         io_uring_prep_writev(sqe, 0, &u->iov[u->iov_pos], n, u->offset);
       else
@@ -396,8 +400,13 @@ void UringSwapDevice::completion_loop(std::stop_token st) {
       }
       submit_locked();
     }
-    for (auto& [u, res] : batch)
-      if (u) complete(u, res);
+    {
+      // I/O that callbacks submit is sent with one io_uring_enter after the
+      // whole batch, not one each.
+      IoBatch plug(*this);
+      for (auto& [u, res] : batch)
+        if (u) complete(u, res);
+    }
     std::lock_guard lk(sq_mu_);
     if (inflight_ == 0 && backlog_.empty()) {
       idle_cv_.notify_all();

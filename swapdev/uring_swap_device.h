@@ -100,6 +100,11 @@ class UringSwapDevice final : public SwapDevice {
   // Punches every cluster waiting for discard now and returns when done.
   void discard_now();
 
+  // Test hook: the next n I/Os of more than one page are sent with only half
+  // their length, so the kernel reports a short transfer and the resubmission
+  // path runs.
+  void inject_short_transfers(uint32_t n) { short_inject_.arm(n, 1); }
+
   int fd() const { return fd_; }          // test hook: corrupt behind our back
   bool direct_io() const { return direct_; }
   bool can_discard() const { return can_punch_.load(std::memory_order_relaxed); }
@@ -138,6 +143,7 @@ class UringSwapDevice final : public SwapDevice {
   ChecksumTable sums_;
   DeviceStats stats_;
   ErrorInjector inject_;
+  ErrorInjector short_inject_;
 
   io_uring ring_{};
   unsigned max_inflight_ = 0;
