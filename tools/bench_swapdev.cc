@@ -22,6 +22,7 @@
 #include <mutex>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "swapdev/uring_swap_device.h"
@@ -36,13 +37,17 @@ struct Row {
   bool write;
   bool sequential;
   uint32_t pages;  // per I/O
-  unsigned depth;
+  unsigned depth;  // in flight per submitting thread
+  unsigned threads = 0;  // 0: closed loop driven by the completion callbacks;
+                         // n: n threads submit, callbacks only hand back
 };
 
 const std::vector<Row> kRows = {
     {"randwrite-4k-qd1", true, false, 1, 1},    {"randread-4k-qd1", false, false, 1, 1},
     {"randwrite-4k-qd32", true, false, 1, 32},  {"randread-4k-qd32", false, false, 1, 32},
     {"seqwrite-1m-qd4", true, true, 256, 4},    {"seqread-1m-qd4", false, true, 256, 4},
+    // Many submitters at once (FUSE workers): the SQ lock under contention.
+    {"randwrite-4k-4x8", true, false, 1, 8, 4}, {"randread-4k-4x8", false, false, 1, 8, 4},
 };
 
 struct Result {
@@ -58,6 +63,7 @@ class Runner {
       : dev_(dev), runs_(std::move(runs)), mem_(mem), ppr_(pages_per_run) {}
 
   Result run(const Row& row, double seconds) {
+    if (row.threads) return run_threads(row, seconds);
     row_ = &row;
     stop_at_ = Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                   std::chrono::duration<double>(seconds));
@@ -73,6 +79,61 @@ class Runner {
     Result r;
     r.iops = static_cast<double>(done_ios_) / secs;
     r.mib_s = r.iops * row.pages * dev_.page_size() / (1024.0 * 1024.0);
+    return r;
+  }
+
+  // `threads` submitters, each keeping `depth` requests in flight; the
+  // callback returns the buffer and wakes the submitter.
+  Result run_threads(const Row& row, double seconds) {
+    auto stop = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                   std::chrono::duration<double>(seconds));
+    std::atomic<uint64_t> done{0}, errors{0};
+    size_t ps = dev_.page_size();
+    auto t0 = Clock::now();
+    std::vector<std::jthread> ts;
+    for (unsigned t = 0; t < row.threads; ++t)
+      ts.emplace_back([&, t] {
+        std::mutex mu;
+        std::condition_variable cv;
+        std::vector<unsigned> free_lanes;  // guarded by mu
+        for (unsigned k = 0; k < row.depth; ++k) free_lanes.push_back(t * row.depth + k);
+        std::mt19937_64 rng(t + 99);
+        uint64_t total = runs_.size() * ppr_;
+        while (Clock::now() < stop) {
+          unsigned lane;
+          {
+            std::unique_lock lk(mu);
+            cv.wait(lk, [&] { return !free_lanes.empty(); });
+            lane = free_lanes.back();
+            free_lanes.pop_back();
+          }
+          uint64_t page = rng() % total;
+          SwapSlot slot = runs_[page / ppr_] + page % ppr_;
+          std::byte* buf = mem_ + uint64_t{lane} * ppr_ * ps;
+          auto cb = [&, lane](int err) {
+            if (err) ++errors;
+            ++done;
+            std::lock_guard lk(mu);
+            free_lanes.push_back(lane);
+            cv.notify_one();
+          };
+          if (row.write) {
+            std::span<const std::byte> pg(buf, ps);
+            dev_.write(slot, {&pg, 1}, cb);
+          } else {
+            std::span<std::byte> pg(buf, ps);
+            dev_.read(slot, {&pg, 1}, cb);
+          }
+        }
+        std::unique_lock lk(mu);
+        cv.wait(lk, [&] { return free_lanes.size() == row.depth; });
+      });
+    ts.clear();  // joins
+    double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+    if (errors) spdlog::error("bench: {} I/O errors in {}", errors.load(), row.name);
+    Result r;
+    r.iops = static_cast<double>(done) / secs;
+    r.mib_s = r.iops * row.pages * ps / (1024.0 * 1024.0);
     return r;
   }
 
@@ -257,9 +318,12 @@ std::map<std::string, Result> run_fio(const std::string& file, uint64_t size, do
 }
 
 std::string fio_job(const Row& r) {
-  return fmt::format("[{}]\nrw={}\nbs={}\niodepth={}\n", r.name,
-                     r.sequential ? (r.write ? "write" : "read") : (r.write ? "randwrite" : "randread"),
-                     r.pages * 4096, r.depth);
+  std::string job = fmt::format(
+      "[{}]\nrw={}\nbs={}\niodepth={}\n", r.name,
+      r.sequential ? (r.write ? "write" : "read") : (r.write ? "randwrite" : "randread"),
+      r.pages * 4096, r.depth);
+  if (r.threads) job += fmt::format("numjobs={}\ngroup_reporting=1\n", r.threads);
+  return job;
 }
 
 uint64_t parse_size(const std::string& s) {
