@@ -4,12 +4,15 @@
 // inodes: a slot is just a number.
 //
 // Contract (all implementations):
-// - Every I/O completes asynchronously through its IoDone, exactly once, with
-//   0 or a negative errno. UringSwapDevice runs it on its completion thread;
-//   MemorySwapDevice runs it inline or from its own thread (see its header).
-//   A callback may submit new I/O, allocate and free; it must not block on
-//   another I/O of the same device (the completion thread would wait on
-//   itself).
+// - Every I/O completes through its IoDone, exactly once, with 0 or a
+//   negative errno. UringSwapDevice runs it on its ring (completion) thread,
+//   never inside write()/read(); MemorySwapDevice runs it inline, on demand or
+//   from its own thread (see its header). A callback may submit new I/O,
+//   allocate and free; it must not block on another I/O of the same device
+//   (the completion thread would wait on itself). write()/read() never block
+//   on I/O.
+// - Bad arguments (a slot not allocated, a span not page_size() long, more
+//   than 1024 pages) complete with -EINVAL and touch nothing.
 // - The page memory passed to write()/read() must stay valid and, for writes,
 //   unchanged until `done` runs. The span-of-spans itself is copied before
 //   write()/read() return, so it may be a temporary.

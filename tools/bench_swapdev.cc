@@ -344,8 +344,8 @@ int main(int argc, char** argv) {
   CLI::App app{"swapdev vs fio: random 4 KiB and sequential 1 MiB, O_DIRECT via io_uring"};
   std::string dir = "/var/tmp";
   std::string size_s = "1G";
-  double seconds = 1.25;
-  int rounds = 2;
+  double seconds = 0.8;
+  int rounds = 3;
   bool no_fio = false;
   std::string only;
   app.add_option("--dir", dir, "directory for the swap file and fio's file (not a tmpfs)");
