@@ -4,7 +4,6 @@
 #include "swapdev/uring_swap_device.h"
 
 #include <spdlog/spdlog.h>
-#include <sys/eventfd.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -63,11 +62,6 @@ UringSwapDevice::UringSwapDevice(const UringOptions& opt, int fd, bool direct, b
       sums_(opt.size_bytes / opt.page_size) {}
 
 int UringSwapDevice::init_ring(unsigned entries, std::string& error) {
-  kick_fd_ = ::eventfd(0, EFD_CLOEXEC);
-  if (kick_fd_ < 0) {
-    error = fmt::format("eventfd: {}", std::strerror(errno));
-    return -errno;
-  }
   io_uring_params p{};
   int r = io_uring_queue_init_params(entries, &ring_, &p);
   if (r < 0) {
@@ -75,15 +69,14 @@ int UringSwapDevice::init_ring(unsigned entries, std::string& error) {
     return r;
   }
   ring_ready_ = true;
-  // Stay under the CQ size so completions never overflow the ring; one CQE
-  // is kept for the kick read.
-  max_inflight_ = p.cq_entries - 1;
+  // Stay under the CQ size so completions never overflow the ring.
+  max_inflight_ = p.cq_entries;
   r = io_uring_register_files(&ring_, &fd_, 1);
   if (r < 0) {
     error = fmt::format("io_uring_register_files: {}", std::strerror(-r));
     return r;
   }
-  completer_ = std::jthread([this](std::stop_token st) { ring_loop(st); });
+  completer_ = std::jthread([this](std::stop_token st) { completion_loop(st); });
   discarder_ = std::jthread([this](std::stop_token st) { discard_loop(st); });
   return 0;
 }
@@ -94,17 +87,30 @@ UringSwapDevice::~UringSwapDevice() {
     {
       std::unique_lock lk(sq_mu_);
       idle_cv_.wait(lk, [&] { return inflight_ == 0 && backlog_.empty() && pending_.empty(); });
+      stopping_ = true;
     }
     if (discarder_.joinable()) {
       discarder_.request_stop();
       discarder_.join();
     }
     completer_.request_stop();
-    kick();
+    {
+      // Wake the completion thread out of io_uring_wait_cqe.
+      std::lock_guard lk(sq_mu_);
+      io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+      if (!sqe) {
+        io_uring_submit(&ring_);
+        sqe = io_uring_get_sqe(&ring_);
+      }
+      if (sqe) {
+        io_uring_prep_nop(sqe);
+        io_uring_sqe_set_data(sqe, nullptr);
+      }
+      io_uring_submit(&ring_);
+    }
     completer_.join();
   }
   if (ring_ready_) io_uring_queue_exit(&ring_);
-  if (kick_fd_ >= 0) ::close(kick_fd_);
   if (fd_ >= 0) ::close(fd_);
 }
 
@@ -165,27 +171,14 @@ void UringSwapDevice::read(SwapSlot first, MutablePages pages, IoDone done) {
 }
 
 void UringSwapDevice::enqueue(Request* r) {
-  {
-    std::lock_guard lk(sq_mu_);
-    pending_.push_back(r);
-  }
-  if (!IoBatch::plugged(this)) flush();
+  std::lock_guard lk(sq_mu_);
+  pending_.push_back(r);
+  if (!IoBatch::plugged(this)) flush_locked();
 }
 
 void UringSwapDevice::flush() {
-  // The ring thread drains pending_ at the top of every loop; others wake it.
-  if (std::this_thread::get_id() != ring_thread_.load(std::memory_order_relaxed)) kick();
-}
-
-void UringSwapDevice::kick() {
-  // One eventfd write per wake-up of the ring thread, however many
-  // requests are queued meanwhile. The ring thread clears kicked_ before it
-  // drains pending_, so a request queued before the clear is drained, and
-  // one queued after it kicks again.
-  if (kicked_.exchange(true, std::memory_order_acq_rel)) return;
-  uint64_t one = 1;
-  while (::write(kick_fd_, &one, sizeof one) < 0 && errno == EINTR) {
-  }
+  std::lock_guard lk(sq_mu_);
+  flush_locked();
 }
 
 void UringSwapDevice::flush_locked() {
@@ -222,16 +215,23 @@ void UringSwapDevice::flush_locked() {
   }
   if (u) push_locked(u);
   pending_.clear();
+  submit_locked();
 }
 
 void UringSwapDevice::push_locked(Unit* u) {
-  if (!backlog_.empty() || inflight_ >= max_inflight_ || !prep_locked(u)) backlog_.push_back(u);
+  if (!backlog_.empty() || inflight_ >= max_inflight_) {
+    backlog_.push_back(u);
+    return;
+  }
+  if (!prep_locked(u)) {
+    submit_locked();  // the SQ is full: make room
+    if (!prep_locked(u)) backlog_.push_back(u);
+  }
 }
 
 bool UringSwapDevice::prep_locked(Unit* u) {
-  // Keep one SQE for the kick read.
-  if (io_uring_sq_space_left(&ring_) <= 1) return false;
   io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+  if (!sqe) return false;
   if (u->err != 0) {
     io_uring_prep_nop(sqe);
   } else {
@@ -277,6 +277,18 @@ bool UringSwapDevice::prep_locked(Unit* u) {
   return true;
 }
 
+void UringSwapDevice::submit_locked() {
+  if (io_uring_sq_ready(&ring_) == 0) return;
+  int r;
+  do {
+    r = io_uring_submit(&ring_);
+  } while (r == -EINTR);
+  // -EAGAIN/-EBUSY: the kernel is short of room; the SQEs stay queued and the
+  // completion thread submits them after it has reaped.
+  if (r < 0 && r != -EAGAIN && r != -EBUSY)
+    spdlog::error("swapdev: io_uring_submit: {}", std::strerror(-r));
+}
+
 // Decides what a CQE means for its unit: finished (callbacks run) or sent
 // again (-EAGAIN, short transfer). Completion thread only.
 void UringSwapDevice::complete(Unit* u, int res) {
@@ -305,7 +317,8 @@ void UringSwapDevice::complete(Unit* u, int res) {
     }
   }
   std::lock_guard lk(sq_mu_);
-  push_locked(u);  // sent at the top of the next loop
+  push_locked(u);
+  submit_locked();
 }
 
 void UringSwapDevice::finish(Unit* u, int err) {
@@ -354,60 +367,51 @@ void UringSwapDevice::finish_request(Request* r, int err) {
   delete r;
 }
 
-void UringSwapDevice::ring_loop(std::stop_token st) {
-  ring_thread_.store(std::this_thread::get_id());
+void UringSwapDevice::completion_loop(std::stop_token st) {
   std::vector<std::pair<Unit*, int>> batch;
-  bool kick_armed = false;
   for (;;) {
-    {
-      std::lock_guard lk(sq_mu_);
-      // Backlog first (it is older), then what was queued since last time.
-      while (!backlog_.empty() && inflight_ < max_inflight_ && prep_locked(backlog_.front()))
-        backlog_.pop_front();
-      flush_locked();
-      if (inflight_ == 0 && backlog_.empty() && pending_.empty()) {
-        idle_cv_.notify_all();
-        if (st.stop_requested()) return;
-      }
+    io_uring_cqe* cqe = nullptr;
+    int r = io_uring_wait_cqe(&ring_, &cqe);
+    if (r < 0) {
+      if (r != -EINTR) spdlog::error("swapdev: io_uring_wait_cqe: {}", std::strerror(-r));
+      continue;
     }
-    if (!kick_armed) {
-      // Other threads wake this one by writing the eventfd this read waits on.
-      io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
-      if (sqe) {
-        io_uring_prep_read(sqe, kick_fd_, &kick_buf_, sizeof kick_buf_, 0);
-        io_uring_sqe_set_data(sqe, &kick_buf_);
-        kick_armed = true;
-      }
-    }
-    // One syscall sends everything prepared and waits for a completion.
-    int r = io_uring_submit_and_wait(&ring_, 1);
-    if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY && r != -ETIME)
-      spdlog::error("swapdev: io_uring_submit_and_wait: {}", std::strerror(-r));
     batch.clear();
     unsigned head;
     unsigned seen = 0;
-    io_uring_cqe* cqe;
     io_uring_for_each_cqe(&ring_, head, cqe) {
-      void* tag = io_uring_cqe_get_data(cqe);
-      if (tag == &kick_buf_) {
-        kick_armed = false;
-        kicked_.store(false, std::memory_order_seq_cst);
-      } else {
-        batch.emplace_back(static_cast<Unit*>(tag), cqe->res);
-      }
+      batch.emplace_back(static_cast<Unit*>(io_uring_cqe_get_data(cqe)), cqe->res);
       ++seen;
     }
     io_uring_cq_advance(&ring_, seen);
-    if (batch.empty()) continue;
+    unsigned units = 0;
+    for (auto& [u, res] : batch) units += u != nullptr;
     {
+      // Give the ring room first, so callbacks and resubmissions find it.
       std::lock_guard lk(sq_mu_);
-      inflight_ -= static_cast<unsigned>(batch.size());
-      stats_.io_finished(batch.size());
+      inflight_ -= units;
+      stats_.io_finished(units);
+      while (!backlog_.empty() && inflight_ < max_inflight_) {
+        if (!prep_locked(backlog_.front())) {
+          submit_locked();
+          if (!prep_locked(backlog_.front())) break;
+        }
+        backlog_.pop_front();
+      }
+      submit_locked();
     }
-    // I/O that callbacks submit waits in pending_ and leaves with the next
-    // io_uring_enter, together with everything else.
-    IoBatch plug(*this);
-    for (auto& [u, res] : batch) complete(u, res);
+    {
+      // I/O that callbacks submit is sent with one io_uring_enter after the
+      // whole batch, not one each.
+      IoBatch plug(*this);
+      for (auto& [u, res] : batch)
+        if (u) complete(u, res);
+    }
+    std::lock_guard lk(sq_mu_);
+    if (inflight_ == 0 && backlog_.empty()) {
+      idle_cv_.notify_all();
+      if (st.stop_requested() && stopping_) return;
+    }
   }
 }
 

@@ -3,29 +3,18 @@
 // The file is private (see swap_file.h): nameless, 0600, reserved up front,
 // O_DIRECT when possible. Requests travel like this:
 //
-//   write()/read() ──> pending_ ──kick (eventfd)──> ring thread: sorts, merges
-//   (any thread)       (sq_mu_)                     adjacent requests into one
-//                                                   readv/writev (or READ/
-//                                                   WRITE_FIXED) SQE per run
-//                                                      │ io_uring_submit_and_wait
-//                                                      v   (one syscall, batched)
-//   IoDone(err) <── ring thread: verifies checksums <── CQE; -EAGAIN and short
-//                   runs callbacks                       transfers go again
+//   write()/read() ──> pending_ ──flush──> sorted, adjacent requests merged
+//   (any thread)       (sq_mu_)            into one readv/writev (or
+//                                          READ/WRITE_FIXED) SQE per run
+//                                              │ io_uring_submit (batched)
+//                                              v
+//   IoDone(err) <── completion thread <── CQE: -EAGAIN and short transfers
+//                   (verifies checksums)       are resubmitted from here
 //
-// Only the ring thread touches the ring ("a submission queue handed to one
-// thread"). Measured against a lock around the SQ with submission from every
-// caller, it wins clearly with several submitting threads: io_uring delivers a
-// completion as task work to the task that submitted it, so with many
-// submitters each completion first had to wake its submitter, then the
-// completion thread, then (through the callback) the submitter again. Now the
-// ring thread submits, is woken by the kernel, and reaps in one place; a
-// caller pays one eventfd write per wake-up, shared by all requests queued
-// meanwhile (no write at all when the ring thread submits from a callback).
-//
-// A request is queued without a kick while the calling thread holds an
-// IoBatch on this device; otherwise write()/read() kick at once. When the
+// A request is queued rather than submitted while the calling thread holds an
+// IoBatch on this device; otherwise write()/read() submit at once. When the
 // ring is full (in-flight I/Os reach the CQ size) units wait on a backlog that
-// the ring thread drains, so submitters never block on the ring.
+// the completion thread drains, so submitters never block on the ring.
 //
 // Freed slots: a cluster whose slots are all free waits on the allocator's
 // discard list; the discard thread punches batches of them out of the file
@@ -33,14 +22,13 @@
 // allocatable again. A punched range is no longer reserved: writing it again
 // allocates disk blocks.
 //
-// Locks: sq_mu_ guards pending_, backlog_, inflight_ and the registered-buffer
-// table; it is held for list operations and SQE preparation only, never
-// across a syscall that waits or a callback.
+// Locks: sq_mu_ guards pending_, backlog_, the SQ side of the ring and the
+// registered-buffer table; it is never held while a callback runs.
 // disc_mu_ guards the discard thread's wake-up. Order: sq_mu_ and the
 // allocator's shard locks are never held together.
 //
 // Threads: any thread may call the public methods. Callbacks run on the
-// ring ("completion") thread. The destructor waits for every in-flight request (their
+// completion thread. The destructor waits for every in-flight request (their
 // callbacks run) and must not be called from a callback.
 #pragma once
 
@@ -130,14 +118,14 @@ class UringSwapDevice final : public SwapDevice {
   int init_ring(unsigned entries, std::string& error);
 
   void enqueue(Request* r);
-  void kick();                         // wakes the ring thread
-  void flush_locked();                 // ring thread: pending_ -> units -> SQEs
-  void push_locked(Unit* u);           // ring thread: into the SQ, or the backlog
-  bool prep_locked(Unit* u);           // ring thread: false when no SQE is free
-  void complete(Unit* u, int res);     // ring thread
+  void flush_locked();
+  void push_locked(Unit* u);           // into the ring, or the backlog
+  bool prep_locked(Unit* u);           // false: no SQE free
+  void submit_locked();
+  void complete(Unit* u, int res);     // completion thread
   void finish(Unit* u, int err);       // runs the callbacks, frees u
   void finish_request(Request* r, int err);
-  void ring_loop(std::stop_token st);
+  void completion_loop(std::stop_token st);
   void discard_loop(std::stop_token st);
   size_t discard_round(size_t max_clusters);
 
@@ -157,14 +145,10 @@ class UringSwapDevice final : public SwapDevice {
   ErrorInjector inject_;
   ErrorInjector short_inject_;
 
-  io_uring ring_{};                   // SQ and CQ touched by the ring thread only
+  io_uring ring_{};
   unsigned max_inflight_ = 0;
-  int kick_fd_ = -1;                   // eventfd the ring thread waits on
-  uint64_t kick_buf_ = 0;              // ring thread: target of the kick read
-  std::atomic<bool> kicked_{false};    // a kick is on its way
-  std::atomic<std::thread::id> ring_thread_{};  // set by the ring thread first thing
 
-  std::mutex sq_mu_;                 // short critical sections only, no syscalls
+  std::mutex sq_mu_;
   std::vector<Request*> pending_;    // guarded by sq_mu_: queued, not yet in units
   std::deque<Unit*> backlog_;        // guarded by sq_mu_: units waiting for ring room
   unsigned inflight_ = 0;            // guarded by sq_mu_: units in the kernel
@@ -173,6 +157,7 @@ class UringSwapDevice final : public SwapDevice {
     size_t len;
   };
   std::vector<FixedChunk> fixed_;    // guarded by sq_mu_: index = buffer index
+  bool stopping_ = false;            // guarded by sq_mu_
   std::condition_variable idle_cv_;  // inflight_ == 0 && backlog_ empty
 
   std::mutex disc_mu_;
