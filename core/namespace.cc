@@ -415,6 +415,16 @@ timespec Namespace::stamp_locked(Inode& inode) {
   return t;
 }
 
+// relatime, as tmpfs is mounted by default: atime moves when it is not
+// newer than mtime or ctime, or is a day old.
+void Namespace::touch_atime_locked(Inode& inode) {
+  timespec t = now();
+  if (before_or_equal(t, time_floor_)) t = time_floor_;
+  if (before_or_equal(inode.atime, inode.mtime) || before_or_equal(inode.atime, inode.ctime) ||
+      t.tv_sec - inode.atime.tv_sec >= 24 * 3600)
+    inode.atime = t;
+}
+
 bool Namespace::is_ancestor_locked(uint64_t maybe_ancestor, uint64_t ino) {
   // Walk up from ino through ".." until the root.
   for (uint64_t cur = ino;;) {
@@ -522,10 +532,7 @@ Result<std::string> Namespace::readlink(uint64_t ino) {
   InodeRef inode = get_locked(ino);
   if (!inode) return Errno{ENOENT};
   if (!inode->is_symlink()) return Errno{EINVAL};
-  timespec t = now();
-  if (before_or_equal(inode->atime, inode->mtime) || before_or_equal(inode->atime, inode->ctime) ||
-      t.tv_sec - inode->atime.tv_sec >= 24 * 3600)
-    inode->atime = t;
+  touch_atime_locked(*inode);
   return inode->target;
 }
 
@@ -613,10 +620,7 @@ Status Namespace::readdir(uint64_t ino, uint64_t offset, bool plus, uint64_t* pa
       break;
     }
   }
-  timespec t = now();
-  if (before_or_equal(dir->atime, dir->mtime) || before_or_equal(dir->atime, dir->ctime) ||
-      t.tv_sec - dir->atime.tv_sec >= 24 * 3600)
-    dir->atime = t;
+  touch_atime_locked(*dir);
   return {};
 }
 
@@ -637,10 +641,7 @@ void Namespace::read(uint64_t ino, uint64_t off, size_t len, FilePages::ReadDone
     std::lock_guard lock(mu_);
     size = inode->size;
     // relatime, as tmpfs mounts by default
-    timespec t = now();
-    if (before_or_equal(inode->atime, inode->mtime) || before_or_equal(inode->atime, inode->ctime) ||
-        t.tv_sec - inode->atime.tv_sec >= 24 * 3600)
-      inode->atime = t;
+    touch_atime_locked(*inode);
   }
   if (off >= size) return done(Status{}, {});
   uint64_t n = std::min<uint64_t>(len, size - off);
@@ -759,6 +760,10 @@ Result<size_t> Namespace::copy_range(uint64_t src, uint64_t src_off, uint64_t ds
     copied += *w;
     if (*w < got) break;
   }
+  // The kernel's copy (splice) marks the source accessed after the data has
+  // moved: for a copy within one file, after its mtime moved.
+  std::lock_guard lock(mu_);
+  if (InodeRef in = get_locked(src)) touch_atime_locked(*in);
   return copied;
 }
 

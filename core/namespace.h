@@ -162,6 +162,7 @@ class Namespace {
   void maybe_free_locked(Inode& inode);
   bool is_ancestor_locked(uint64_t maybe_ancestor, uint64_t ino);
   timespec stamp_locked(Inode& inode);
+  void touch_atime_locked(Inode& inode);
   void kill_priv_locked(Inode& inode, const Caller& who);
   Status reserve_inode_locked();
   void release_inode_locked();

@@ -31,7 +31,7 @@ if ! mountpoint -q "$work/b"; then
   echo "fsdiff_tmpfsd: tmpfsd did not mount:"; cat "$work/daemon.log"; exit 1
 fi
 # Known divergences FUSE cannot avoid: tools/fsdiff-known-divergences.md.
-export FSDIFF_IGNORE=${FSDIFF_IGNORE:-mmaphole,fifotimes,dirseek}
+export FSDIFF_IGNORE=${FSDIFF_IGNORE:-mmaphole,fifotimes,dirseek,atime}
 "$here/fsdiff_ci.sh" "$fsdiff" "$work/a" "$work/b" "$scale"
 rc=$?
 kill -0 "$pid" 2>/dev/null || { echo "fsdiff_tmpfsd: tmpfsd died:"; tail -20 "$work/daemon.log"; rc=1; }
