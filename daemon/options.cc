@@ -53,8 +53,10 @@ uint64_t physical_memory() {
 std::optional<uint64_t> parse_size(const std::string& text, uint64_t ram) {
   if (!text.empty() && text.back() == '%') {
     auto pct = parse_number(text.substr(0, text.size() - 1), 10);
-    if (!pct) return std::nullopt;
-    return ram / 100 * *pct;
+    if (!pct || *pct > 100000) return std::nullopt;
+    // As shmem_parse_one: whole pages of RAM, times the percentage.
+    const uint64_t page = 4096;
+    return ram / page * *pct / 100 * page;
   }
   return parse_scaled(text);
 }
