@@ -66,6 +66,13 @@ int serve(const Options& o) {
   args.add("tmpfsd");
   std::string fuse_opts = "default_permissions,fsname=tmpfsd,subtype=tmpfsd";
   if (o.allow_other) fuse_opts += ",allow_other";
+  // libfuse mounts nosuid,nodev unless told otherwise; tmpfs does not. Only
+  // root may lift them (fusermount3 refuses for other users).
+  if (geteuid() == 0) {
+    fuse_opts += o.nosuid ? ",nosuid" : ",suid";
+    fuse_opts += o.nodev ? ",nodev" : ",dev";
+  }
+  if (o.noexec) fuse_opts += ",noexec";
   args.add("-o");
   args.add(fuse_opts);
   if (o.fuse_debug) args.add("-d");

@@ -71,7 +71,8 @@ ParseOutcome parse_options(int argc, char** argv) {
   CLI::App app{"tmpfsd: a tmpfs served from user space, with a memory budget"};
   app.add_option("mountpoint", o.mountpoint, "Directory to mount on")->required();
   app.add_option("-o", mount_opts,
-                 "Mount options, comma-separated: size=SIZE, nr_inodes=N, mode=OCTAL, uid=N, gid=N, allow_other")
+                 "Mount options, comma-separated: size=SIZE, nr_inodes=N, mode=OCTAL, uid=N, gid=N, allow_other, "
+                 "nosuid, nodev, noexec")
       ->delimiter(',');
   app.add_option("--memory", memory, "Frame budget: SIZE or N% of RAM (default: size=, at most 50% of RAM)");
   app.add_option("--page-size", o.page_size, "Page size in bytes: a power of two, 4096 or more")
@@ -110,6 +111,10 @@ ParseOutcome parse_options(int argc, char** argv) {
     std::string value = eq == std::string::npos ? "" : opt.substr(eq + 1);
     if (key == "allow_other" && eq == std::string::npos) {
       o.allow_other = true;
+    } else if (opt == "nosuid" || opt == "nodev" || opt == "noexec") {
+      (opt == "nosuid" ? o.nosuid : opt == "nodev" ? o.nodev : o.noexec) = true;
+    } else if (opt == "suid" || opt == "dev" || opt == "exec") {
+      (opt == "suid" ? o.nosuid : opt == "dev" ? o.nodev : o.noexec) = false;
     } else if (eq == std::string::npos) {
       return fail("-o " + opt + ": unknown option");
     } else if (key == "size") {

@@ -23,6 +23,9 @@ struct Options {
   uid_t uid = 0;
   gid_t gid = 0;
   bool allow_other = false;
+  // Generic mount flags, as for tmpfs: set-ID bits and device nodes work
+  // unless nosuid/nodev are given; noexec forbids exec.
+  bool nosuid = false, nodev = false, noexec = false;
   uint64_t memory_bytes = 0;    // --memory: the frame budget
   size_t page_size = 4096;
   bool foreground = false;

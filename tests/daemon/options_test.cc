@@ -71,7 +71,7 @@ TEST_CASE("bad options give a one-line error naming the option and exit status 2
       {{"-o", "mode=999", "/tmp"}, "mode"},
       {{"-o", "uid=-3", "/tmp"}, "uid"},
       {{"-o", "bogus=1", "/tmp"}, "bogus"},
-      {{"-o", "noexec", "/tmp"}, "noexec"},
+      {{"-o", "noatime", "/tmp"}, "noatime"},
       {{"--memory", "lots", "/tmp"}, "--memory"},
       {{"--memory", "4k", "/tmp"}, "--memory"},
       {{"--page-size", "5000", "/tmp"}, "--page-size"},
