@@ -240,3 +240,70 @@ TEST_CASE("a write by another user clears set-user-ID and, without group execute
   REQUIRE(f.ns->write(a, 0, std::as_bytes(std::span(data)), false, Caller{}).is_ok());  // root keeps them
   CHECK((f.ns->getattr(a)->mode & 07777) == 06666);
 }
+
+// Regression tests for divergences fsdiff found against kernel tmpfs.
+
+namespace {
+bool same_time(const timespec& a, const timespec& b) { return a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec; }
+std::span<const std::byte> bytes(const std::string& s) { return std::as_bytes(std::span(s)); }
+}  // namespace
+
+TEST_CASE("fsdiff: open(O_RDONLY|O_TRUNC) truncates, as Linux does", "[namespace][fsdiff]") {
+  Fixture f;
+  uint64_t a = f.mkfile(kRootIno, "a");
+  REQUIRE(f.ns->write(a, 0, bytes(std::string(859, 'x')), false).is_ok());
+  auto r = f.ns->open(a, O_RDONLY | O_TRUNC);
+  REQUIRE(r.is_ok());
+  CHECK(r->size == 0);
+  CHECK(f.ns->getattr(a)->blocks == 0);
+  f.ns->release(a);
+}
+
+TEST_CASE("fsdiff: pages fallocated past the end go with a truncate to the same size and with a punch",
+          "[namespace][fsdiff]") {
+  Fixture f;
+  uint64_t a = f.mkfile(kRootIno, "a");
+  REQUIRE(f.ns->fallocate(a, FALLOC_FL_KEEP_SIZE, 0, 5 * 4096).is_ok());
+  CHECK(f.ns->getattr(a)->size == 0);
+  CHECK(f.ns->getattr(a)->blocks == 40);
+  SetAttr zero;
+  zero.size = 0;
+  REQUIRE(f.ns->setattr(a, zero).is_ok());
+  CHECK(f.ns->getattr(a)->blocks == 0);
+
+  REQUIRE(f.ns->write(a, 0, bytes(std::string(4096, 'y')), false).is_ok());
+  REQUIRE(f.ns->fallocate(a, FALLOC_FL_KEEP_SIZE, 4096, 100 * 4096).is_ok());
+  CHECK(f.ns->getattr(a)->blocks == 101 * 8);
+  REQUIRE(f.ns->fallocate(a, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 5 * 4096, 100 * 4096).is_ok());
+  CHECK(f.ns->getattr(a)->blocks == 5 * 8);  // pages 0..4 stay, the rest past EOF are punched
+}
+
+TEST_CASE("fsdiff: fallocate moves mtime and ctime in every mode, as tmpfs's file_modified", "[namespace][fsdiff]") {
+  Fixture f;
+  uint64_t a = f.mkfile(kRootIno, "a");
+  REQUIRE(f.ns->write(a, 0, bytes(std::string(10000, 'z')), false).is_ok());
+  for (int mode : {0, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE}) {
+    auto before = *f.ns->getattr(a);  // a stat: the change after it must show
+    REQUIRE(f.ns->fallocate(a, mode, 0, 4096).is_ok());
+    auto after = *f.ns->getattr(a);
+    CHECK_FALSE(same_time(after.ctime, before.ctime));
+    CHECK(same_time(after.mtime, after.ctime));
+    CHECK(after.size == 10000);
+  }
+}
+
+TEST_CASE("fsdiff: copy_file_range within one file moves its atime after the copy", "[namespace][fsdiff]") {
+  Fixture f;
+  uint64_t a = f.mkfile(kRootIno, "a");
+  REQUIRE(f.ns->write(a, 0, bytes(std::string(50000, 'q')), false).is_ok());
+  // A read first, so that relatime alone would leave atime where it is.
+  f.ns->read(a, 0, 10, [](Status, std::span<const iovec>) {});
+  auto before = *f.ns->getattr(a);
+  REQUIRE(before.atime.tv_sec >= before.mtime.tv_sec);
+  auto copied = f.ns->copy_range(a, 34185, a, 12288, 2459);
+  REQUIRE(copied.is_ok());
+  CHECK(*copied == 2459);
+  auto after = *f.ns->getattr(a);
+  CHECK_FALSE(same_time(after.mtime, before.mtime));
+  CHECK_FALSE(same_time(after.atime, before.atime));
+}
