@@ -184,11 +184,13 @@ void UringSwapDevice::flush() {
 void UringSwapDevice::flush_locked() {
   if (pending_.empty()) return;
   // Sort so that requests on adjacent slots meet, then cut into units.
-  std::stable_sort(pending_.begin(), pending_.end(), [](const Request* a, const Request* b) {
-    if ((a->err != 0) != (b->err != 0)) return a->err == 0;
-    if (a->write != b->write) return a->write;
-    return a->first < b->first;
-  });
+  // (stable_sort allocates a buffer: skip it for the common single request.)
+  if (pending_.size() > 1)
+    std::stable_sort(pending_.begin(), pending_.end(), [](const Request* a, const Request* b) {
+      if ((a->err != 0) != (b->err != 0)) return a->err == 0;
+      if (a->write != b->write) return a->write;
+      return a->first < b->first;
+    });
   Unit* u = nullptr;
   for (Request* r : pending_) {
     bool joins = u && u->err == 0 && r->err == 0 && u->write == r->write &&
