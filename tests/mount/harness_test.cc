@@ -56,3 +56,27 @@ TEST_CASE("harness: a fresh pair with options starts and stops cleanly", "[harne
     s.statfs("", true);
   });
 }
+
+TEST_CASE("harness: a known divergence excuses one step, only with B's documented outcome", "[harness]") {
+  const auto& k = mt::known_divergence(mt::Known::Tmpfile);
+  int id = static_cast<int>(mt::Known::Tmpfile);
+  std::vector<mt::Entry> a = {{"open(O_TMPFILE)", "ok", false, {}, id}, {"after", "ret=0", false, {}}};
+  std::vector<mt::Entry> b = {{"open(O_TMPFILE)", k.b_outcome, false, {}, id}, {"after", "ret=0", false, {}}};
+  CHECK(mt::diff_transcripts(a, b, true).empty());
+  // tmpfs-vs-tmpfs: nothing is excused.
+  CHECK(mt::diff_transcripts(a, b, false).find("step 0") != std::string::npos);
+  // B changed: the entry no longer describes tmpfsd.
+  b[0].out = "ok";
+  CHECK(mt::diff_transcripts(a, b, true).find("known divergence 8 (tmpfile)") != std::string::npos);
+  // Unmarked steps are still compared.
+  b[0].out = k.b_outcome;
+  b[1].out = "-1 EIO";
+  CHECK(mt::diff_transcripts(a, b, true).find("step 1") != std::string::npos);
+  // The table is in enum order and every step entry has a B outcome.
+  size_t n = 0;
+  const mt::KnownDivergence* t = mt::known_divergences(&n);
+  for (size_t i = 0; i < n; ++i) {
+    CHECK(&mt::known_divergence(t[i].id) == &t[i]);
+    CHECK((t[i].b_outcome != nullptr) == (t[i].scope != mt::KnownDivergence::Scope::Rule));
+  }
+}
