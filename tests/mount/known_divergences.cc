@@ -11,7 +11,7 @@ using S = KnownDivergence::Scope;
 // In enum order; known_divergence() checks that.
 constexpr KnownDivergence kTable[] = {
     {Known::Tmpfile, "tmpfile", 8, S::Step,
-     "FUSE 7.38 / libfuse 3.14 has no tmpfile op: the kernel answers O_TMPFILE with EOPNOTSUPP",
+     "libfuse 3.14 has no tmpfile op (FUSE_TMPFILE is 7.37): it answers ENOSYS, the kernel says EOPNOTSUPP",
      "-1 EOPNOTSUPP"},
     {Known::StatxBtime, "statx-btime", 9, S::Step,
      "FUSE 7.38 has no statx op: the kernel builds statx from GETATTR, which has no birth time",
