@@ -215,10 +215,10 @@ Result<Attr> Namespace::setattr(uint64_t ino, const SetAttr& change, const Calle
   timespec t = stamp_locked(*inode);
   if (change.size) {
     uint64_t old_size = inode->size;
-    if (*change.size != old_size) {
-      inode->pages->truncate(old_size, *change.size);
-      inode->size = *change.size;
-    }
+    // Shrinking or keeping the size drops every page past it, including
+    // pages fallocated with KEEP_SIZE beyond the end (shmem_setattr).
+    inode->pages->truncate(old_size, *change.size);
+    inode->size = *change.size;
     if (size_moves_times) inode->mtime = t;
     kill_priv_locked(*inode, who);
   }

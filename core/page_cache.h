@@ -15,7 +15,7 @@
 // Threads: any FUSE worker may call any method concurrently. A FilePages is
 // internally locked (its own mutex); callers serialise size changes
 // themselves (the namespace holds the inode's lock around write/truncate so
-// that size and data agree). Lock order: Inode::mu -> FilePages mutex ->
+// that size and data agree). Lock order: Inode::data_mu -> FilePages mutex ->
 // PageCache internal locks.
 //
 // The size of the file is not stored here: it belongs to the inode. Methods
@@ -73,18 +73,27 @@ class FilePages {
   // they point to are valid only for the duration of the callback (the
   // frames are pinned until it returns), so the callback replies straight
   // from frame memory: that is the zero-copy read of DESIGN.md.
+  // A synchronous `done` runs with this file's lock held shared (writers to
+  // the file wait until it returns): it must not call into the same
+  // FilePages nor take an Inode lock; replying (fuse_reply_iov) is what it
+  // is for. Holes are served from a shared read-only zero region, so one
+  // iovec covers up to 256 KiB of hole; adjacent frames are merged. A read
+  // of at most 1 MiB (FUSE max_read) needs at most ~260 iovecs, below
+  // IOV_MAX.
   using ReadDone = std::function<void(Status, std::span<const iovec>)>;
   void read(uint64_t off, size_t len, ReadDone done);
 
   // Copies data into the pages covering [off, off + data.size()), creating
   // pmaps and frames as needed and marking the touched blocks dirty.
   // All or nothing for limits: ENOSPC (size= or no frame) writes nothing.
-  // EFBIG when the range passes the largest supported offset.
+  // EFBIG when off + data.size() > 2^63 - 1 (MAX_LFS_FILESIZE); no short
+  // writes (the kernel clamps before the request reaches the daemon).
   Status write(uint64_t off, std::span<const std::byte> data);
 
-  // The file's size changes from old_size to new_size. Shrinking frees the
-  // pages wholly past new_size and zeroes the tail of the last partial page
-  // (so a later extension reads zeros). Growing allocates nothing.
+  // The file's size changes from old_size to new_size. Shrinking (or keeping
+  // the size) frees every page wholly past new_size, fallocated ones beyond
+  // the end included, and zeroes the tail of the last partial page (so a
+  // later extension reads zeros). Growing allocates nothing.
   void truncate(uint64_t old_size, uint64_t new_size);
 
   // Makes [off, off + len) read as zeros: whole pages inside are freed,
@@ -97,18 +106,23 @@ class FilePages {
   Status allocate(uint64_t off, uint64_t len);
 
   // lseek SEEK_DATA / SEEK_HOLE over a file of `size` bytes, with tmpfs's
-  // answers: data is any page that exists (written or fallocated); holes are
-  // pages that do not, and the end of the file is a hole. nullopt = ENXIO.
+  // answers: data is any page that has been written; holes are pages that do
+  // not exist AND pages that were only fallocated and never written (kernel
+  // tmpfs keeps those !Uptodate: lseek(SEEK_DATA) on a freshly fallocated
+  // tmpfs file gives ENXIO, checked on Linux 6.x); the end of the file is a
+  // hole. nullopt = ENXIO.
   std::optional<uint64_t> seek_data(uint64_t off, uint64_t size) const;
   std::optional<uint64_t> seek_hole(uint64_t off, uint64_t size) const;
 
-  // Pages that exist (for st_blocks: pages * page_size / 512).
+  // Pages that exist, written or fallocated (for st_blocks:
+  // pages * page_size / 512).
   uint64_t pages() const;
 
  private:
   std::unique_ptr<FilePagesImpl> impl_;
 };
 
+// Every FilePages must be destroyed before its PageCache.
 class PageCache {
  public:
   // Fails (EINVAL) for a page size that is not a power of two >= 4096, or

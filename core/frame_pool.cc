@@ -1,0 +1,142 @@
+#include "core/frame_pool.h"
+
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <cassert>
+#include <cerrno>
+
+#include <spdlog/spdlog.h>
+
+namespace tmpfsd {
+
+Result<std::unique_ptr<FramePool>> FramePool::create(size_t frame_size, uint64_t frames_total) {
+  if (frame_size == 0 || (frame_size & (frame_size - 1)) != 0) return Errno{EINVAL};
+  if (frames_total >= (uint64_t{1} << 32)) return Errno{EINVAL};
+  std::byte* base = nullptr;
+  if (frames_total > 0) {
+    void* p = mmap(nullptr, frame_size * frames_total, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) {
+      spdlog::error("FramePool: cannot reserve {} frames of {} bytes: errno {}", frames_total,
+                    frame_size, errno);
+      return Errno{ENOMEM};
+    }
+    base = static_cast<std::byte*>(p);
+  }
+  return std::unique_ptr<FramePool>(new FramePool(frame_size, frames_total, base));
+}
+
+FramePool::FramePool(size_t frame_size, uint64_t frames_total, std::byte* base)
+    : frame_size_(frame_size), frames_total_(frames_total), base_(base), frames_(frames_total) {
+  warm_.reserve(kWarmFrames);
+  cold_.reserve(frames_total);
+  // Frame 0 on top: the region fills from its start.
+  for (uint64_t i = frames_total; i-- > 0;) {
+    frames_[i].mem_ = {base_ + i * frame_size_, frame_size_};
+    cold_.push_back(static_cast<uint32_t>(i));
+  }
+}
+
+FramePool::~FramePool() {
+  assert(used_.load() == 0 && reserved_ == 0);
+  if (used_.load() != 0) spdlog::error("FramePool: {} frames still in use at exit", used_.load());
+  if (base_ != nullptr) munmap(base_, frame_size_ * frames_total_);
+}
+
+uint64_t FramePool::metadata_bytes() const {
+  return frames_.capacity() * sizeof(Frame) +
+         (cold_.capacity() + warm_.capacity()) * sizeof(uint32_t);
+}
+
+Result<FramePool::Reservation> FramePool::reserve(uint64_t n) {
+  std::lock_guard lock(mu_);
+  const uint64_t free = warm_.size() + cold_.size();
+  if (free - reserved_ < n) return Errno{ENOSPC};
+  reserved_ += n;
+  return Reservation(this, n);
+}
+
+void FramePool::unreserve(uint64_t n) {
+  std::lock_guard lock(mu_);
+  assert(reserved_ >= n);
+  reserved_ -= n;
+}
+
+FramePool::Reservation& FramePool::Reservation::operator=(Reservation&& o) noexcept {
+  if (this != &o) {
+    release();
+    pool_ = o.pool_;
+    left_ = o.left_;
+    o.left_ = 0;
+  }
+  return *this;
+}
+
+void FramePool::Reservation::release() {
+  if (left_ > 0) pool_->unreserve(left_);
+  left_ = 0;
+}
+
+FramePool::Taken FramePool::Reservation::take() {
+  assert(left_ > 0);
+  --left_;
+  FramePool& p = *pool_;
+  std::lock_guard lock(p.mu_);
+  assert(p.reserved_ > 0);
+  --p.reserved_;
+  p.used_.fetch_add(1, std::memory_order_relaxed);
+  uint32_t i;
+  bool zeroed;
+  if (!p.warm_.empty()) {
+    i = p.warm_.back();
+    p.warm_.pop_back();
+    zeroed = false;
+  } else {
+    assert(!p.cold_.empty());
+    i = p.cold_.back();
+    p.cold_.pop_back();
+    zeroed = true;
+  }
+  Frame* f = &p.frames_[i];
+  assert(f->owner_ == nullptr);
+  return {f, zeroed};
+}
+
+void FramePool::free(Frame* f) {
+  assert(f != nullptr && f->owner_ == nullptr);
+  assert(f >= frames_.data() && f < frames_.data() + frames_.size());
+  std::lock_guard lock(mu_);
+  assert(used_.load(std::memory_order_relaxed) > 0);
+  used_.fetch_sub(1, std::memory_order_relaxed);
+  if (warm_.size() == kWarmFrames) cool_warm_locked();
+  warm_.push_back(number(f));
+}
+
+void FramePool::trim() {
+  std::lock_guard lock(mu_);
+  cool_warm_locked();
+}
+
+// Gives the memory of every warm frame back to the OS, one madvise per run of
+// adjacent frames. Under mu_: the frames are free, so nobody else touches
+// them, and holding the lock keeps them counted as free for reserve().
+void FramePool::cool_warm_locked() {
+  if (warm_.empty()) return;
+  std::sort(warm_.begin(), warm_.end());
+  size_t run_start = 0;
+  for (size_t k = 1; k <= warm_.size(); ++k) {
+    if (k < warm_.size() && warm_[k] == warm_[k - 1] + 1) continue;
+    std::byte* p = base_ + uint64_t{warm_[run_start]} * frame_size_;
+    if (madvise(p, (k - run_start) * frame_size_, MADV_DONTNEED) != 0) {
+      spdlog::warn("FramePool: madvise(DONTNEED) failed: errno {}", errno);
+    }
+    madvise_calls_.fetch_add(1, std::memory_order_relaxed);
+    run_start = k;
+  }
+  // Highest numbers first onto the stack so that low frames are reused first.
+  for (auto it = warm_.rbegin(); it != warm_.rend(); ++it) cold_.push_back(*it);
+  warm_.clear();
+}
+
+}  // namespace tmpfsd

@@ -1,0 +1,145 @@
+// FramePool: the frames of one mount -- the only memory that counts against
+// --memory (DESIGN.md, "Memory and space").
+//
+// All frames are carved from ONE region reserved with mmap(MAP_PRIVATE |
+// MAP_ANONYMOUS | MAP_NORESERVE) of frames_total * frame_size bytes: one
+// contiguous region so that swapdev can register it as io_uring fixed
+// buffers, and so that a frame's number is its offset / frame_size. The
+// region costs nothing until a frame is touched; a freed frame's memory goes
+// back to the OS with madvise(MADV_DONTNEED), so the daemon's RSS follows
+// frames_used.
+//
+// Free frames sit on one of two stacks:
+//   warm  freed recently, memory still mapped, contents stale. At most
+//         kWarmFrames of them; reused first (no page fault, no zeroing by
+//         the kernel). When the stack is full, the whole batch is sorted and
+//         madvised in coalesced ranges and moves to `cold`: one syscall per
+//         run instead of one per frame (tests/core/frame_pool_test.cc
+//         measures both).
+//   cold  never touched or madvised: reads as zeros.
+// take() says whether the frame it returns is known to be zero.
+//
+// Reservation, not allocation, is the unit of the budget: a write first
+// reserves every frame it may need (all or nothing), then takes them one by
+// one; an untaken reservation is returned when it goes out of scope. So the
+// budget is never exceeded and a write never fails half way for lack of
+// frames.
+//
+// Invariants (mu_): warm_.size() + cold_.size() == frames_total - used_;
+// reserved_ <= warm_.size() + cold_.size(); a frame is in at most one stack;
+// a free frame has owner() == nullptr.
+//
+// Locks: mu_ is the innermost lock of core/ (LOCKING.md); nothing is called
+// out while holding it except madvise on frames that nobody owns.
+// Threads: any.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <vector>
+
+#include "core/result.h"
+
+namespace tmpfsd {
+
+class Pmap;
+
+// One page of frame memory. Lives in FramePool's descriptor array; its
+// address is its identity and never changes. `owner` points back to the Pmap
+// whose data it holds, so the contents can move to another frame by copying
+// and updating the Pmap's Binding and this pointer.
+class alignas(8) Frame {
+ public:
+  std::span<std::byte> bytes() const { return mem_; }
+  Pmap* owner() const { return owner_; }
+  void set_owner(Pmap* p) { owner_ = p; }  // by the owner's file, exclusive
+
+ private:
+  friend class FramePool;
+  std::span<std::byte> mem_;  // constant after construction
+  Pmap* owner_ = nullptr;     // nullptr while free
+};
+
+class FramePool {
+ public:
+  // Frames that may be freed but not yet madvised (see above).
+  static constexpr size_t kWarmFrames = 64;
+
+  // EINVAL for frames_total >= 2^32, ENOMEM when mmap fails. frames_total may
+  // be 0 (every reservation then fails).
+  static Result<std::unique_ptr<FramePool>> create(size_t frame_size, uint64_t frames_total);
+  ~FramePool();  // asserts every frame was freed
+  FramePool(const FramePool&) = delete;
+  FramePool& operator=(const FramePool&) = delete;
+
+  struct Taken {
+    Frame* frame;
+    bool zeroed;  // memory known to read as zeros
+  };
+
+  // Frames promised to one caller. Movable, not copyable.
+  class Reservation {
+   public:
+    Reservation() = default;
+    Reservation(Reservation&& o) noexcept : pool_(o.pool_), left_(o.left_) { o.left_ = 0; }
+    Reservation& operator=(Reservation&& o) noexcept;
+    ~Reservation() { release(); }
+    uint64_t left() const { return left_; }
+    // One of the reserved frames; left() must be > 0.
+    Taken take();
+    // Gives back what was not taken.
+    void release();
+
+   private:
+    friend class FramePool;
+    Reservation(FramePool* p, uint64_t n) : pool_(p), left_(n) {}
+    FramePool* pool_ = nullptr;
+    uint64_t left_ = 0;
+  };
+
+  // n frames or nothing (nullopt-like: ok() false).
+  Result<Reservation> reserve(uint64_t n);
+  // Returns a frame that was taken. Its owner must already be cleared.
+  void free(Frame* f);
+  // madvises every warm frame now (tests, and later the Reclaimer when idle).
+  void trim();
+
+  size_t frame_size() const { return frame_size_; }
+  uint64_t frames_total() const { return frames_total_; }
+  uint64_t frames_used() const { return used_.load(std::memory_order_relaxed); }
+  uint64_t madvise_calls() const { return madvise_calls_.load(std::memory_order_relaxed); }
+  // Bytes of descriptors and free stacks: fixed metadata of the pool.
+  uint64_t metadata_bytes() const;
+  // The whole region (for io_uring fixed buffers) and a frame's number in it.
+  std::span<std::byte> region() const { return {base_, frame_size_ * frames_total_}; }
+  uint32_t number(const Frame* f) const { return static_cast<uint32_t>(f - frames_.data()); }
+  // The frame whose memory contains `p` (a byte of the region), or nullptr.
+  Frame* frame_at(const std::byte* p) {
+    if (p < base_ || p >= base_ + frame_size_ * frames_total_) return nullptr;
+    return &frames_[static_cast<size_t>(p - base_) / frame_size_];
+  }
+
+ private:
+  FramePool(size_t frame_size, uint64_t frames_total, std::byte* base);
+  void unreserve(uint64_t n);
+  void cool_warm_locked();
+
+  // Constant after construction.
+  const size_t frame_size_;
+  const uint64_t frames_total_;
+  std::byte* const base_;
+  std::vector<Frame> frames_;
+
+  std::mutex mu_;
+  std::vector<uint32_t> warm_;  // guarded by mu_; capacity kWarmFrames
+  std::vector<uint32_t> cold_;  // guarded by mu_; capacity frames_total
+  uint64_t reserved_ = 0;       // guarded by mu_
+  std::atomic<uint64_t> used_{0};            // written under mu_
+  std::atomic<uint64_t> madvise_calls_{0};   // written under mu_
+};
+
+}  // namespace tmpfsd

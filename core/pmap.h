@@ -1,0 +1,161 @@
+// Pmap: the management record of one named page (DESIGN.md; the seed's
+// "pmap"). It is separate from the memory holding the page's data: its
+// Binding says where the data is now, and a Pmap stays in its file's index
+// (file_index.h) for as long as the page exists, wherever the data lives.
+// Nobody outside core/ sees this type.
+//
+// States an entry of a file's index can be in, and the calls that move it
+// (RocksDB lru_cache.h style). "word" is the entry's 8-byte word in the
+// index; a Pmap exists only where the table says so.
+//
+//   state             index word             Pmap: binding, flags
+//   ----------------  ---------------------  -------------------------------
+//   Hole              0                      no Pmap
+//   Resident clean    Pmap*                  Frame, dirty == 0
+//   Resident dirty    Pmap*                  Frame, dirty != 0
+//   Under writeback   Pmap*                  Frame, writeback(), io_count > 0
+//   Swapped           compact swap word      no Pmap (issue 5: 8 bytes/page)
+//                     or Pmap*               Swap slot (while a fault or an
+//                                            eviction is in progress)
+//   Remote            Pmap*                  Remote key (later)
+//
+//   Hole -> Resident dirty      FilePages::write
+//   Hole -> Resident clean      FilePages::allocate (zero page, !uptodate())
+//   Resident * -> Hole          FilePages::truncate, punch_hole, ~FilePages
+//   Resident clean -> dirty     FilePages::write; truncate/punch_hole zeroing
+//                               a partial page
+//   Resident dirty -> Under writeback -> Resident clean
+//                               Writeback (issue 5): io_count++ and
+//                               set_writeback() before the write is submitted;
+//                               on completion the slot is bound, dirty blocks
+//                               written are cleared, io_count--.
+//   Resident clean -> Swapped   Reclaimer (issue 5): slot valid, not
+//                               referenced, io_count == 0: frame freed; the
+//                               Pmap is replaced by the compact word.
+//   Swapped -> Resident clean   read/write fault (issue 5): frame taken,
+//                               slot read and verified; the slot is kept
+//                               (swap cache) until the page is dirtied.
+//   Swapped -> Hole             truncate, punch_hole, ~FilePages: slot freed.
+//
+// Invariants
+//   - Resident clean with no slot reads as zeros: `dirty` means "differs
+//     from the backing copy", and a page without a backing copy is zeros.
+//     So a clean, slotless page never needs writeback.
+//   - A Pmap with io_count() > 0 keeps its frame: nobody frees, moves or
+//     reclaims the frame until the count is back to zero. Readers pin the
+//     pages they reply from (FilePages::read).
+//   - !uptodate(): the page was only fallocated, never written: it exists
+//     (counts in pages() and against size=) but SEEK_DATA/SEEK_HOLE treat it
+//     as a hole, as kernel tmpfs does. write() makes it uptodate, and so does
+//     a second allocate() over it (shmem: SGP_FALLOC on an existing folio);
+//     read, truncate and punch_hole zeroing do not.
+//   - frame()->owner() == this while bound to a frame.
+//
+// Dirty blocks: a 64-bit bitmap, one bit per block of
+// max(512, page_size / 64) bytes. 512 B is the smallest unit O_DIRECT
+// swap I/O can write, so writeback of a small write never has to write more
+// than needed; for pages larger than 32 KiB the block grows so the bitmap
+// stays one word.
+//
+// Locks: binding, dirty, generation, file/index are written only under the
+// owning file's mutex held exclusive (read under it shared). The LRU links
+// and the list bits of flags are guarded by the PmapLists lock (lru.h).
+// flags and io_count are atomics: readers holding the file mutex shared set
+// referenced and pin concurrently.
+#pragma once
+
+#include <atomic>
+#include <cassert>
+#include <cstdint>
+
+#include "core/binding.h"
+#include "core/frame_pool.h"
+
+namespace tmpfsd {
+
+class FilePagesImpl;
+
+class Pmap {
+ public:
+  enum class List : uint8_t { kNone, kInactive, kActive };
+
+  Pmap(FilePagesImpl* file, uint64_t index) : file_(file), index_(index) {}
+  ~Pmap() { assert(io_count() == 0 && list() == List::kNone); }
+  Pmap(const Pmap&) = delete;
+  Pmap& operator=(const Pmap&) = delete;
+
+  FilePagesImpl* file() const { return file_; }
+  uint64_t index() const { return index_; }
+
+  // Where the data is.
+  Binding binding() const { return binding_; }
+  void set_binding(Binding b) { binding_ = b; }
+  bool resident() const { return binding_.is_frame(); }
+  Frame* frame() const { return binding_.frame(); }
+
+  // Dirty blocks (see above).
+  uint64_t dirty_blocks() const { return dirty_; }
+  bool dirty() const { return dirty_ != 0; }
+  void mark_dirty(uint64_t blocks) { dirty_ |= blocks; }
+  void clear_dirty(uint64_t blocks) { dirty_ &= ~blocks; }
+
+  // Bumped whenever the binding changes, so that code that drops the file
+  // lock (swap-in, writeback completion) can tell on return whether the
+  // Pmap still means what it did (shmem_confirm_swap).
+  uint32_t generation() const { return generation_; }
+  void bump_generation() { ++generation_; }
+
+  // Flags.
+  bool referenced() const { return test(kReferenced); }
+  // Readers call this on every access: test first, so that concurrent
+  // readers of a hot page do not bounce its cache line with atomic writes.
+  void set_referenced() {
+    if (!test(kReferenced)) set(kReferenced);
+  }
+  bool test_and_clear_referenced() {
+    return (flags_.fetch_and(~kReferenced, std::memory_order_relaxed) & kReferenced) != 0;
+  }
+  bool uptodate() const { return test(kUptodate); }
+  void set_uptodate() { set(kUptodate); }
+  bool writeback() const { return test(kWriteback); }
+  void set_writeback() { set(kWriteback); }
+  void clear_writeback() { clear(kWriteback); }
+  List list() const {
+    uint32_t f = flags_.load(std::memory_order_relaxed);
+    return (f & kOnActive) ? List::kActive : (f & kOnInactive) ? List::kInactive : List::kNone;
+  }
+
+  // Pins: I/O in flight or a reader replying from the frame.
+  void pin() { io_count_.fetch_add(1, std::memory_order_acquire); }
+  void unpin() {
+    [[maybe_unused]] uint32_t was = io_count_.fetch_sub(1, std::memory_order_release);
+    assert(was > 0);
+  }
+  uint32_t io_count() const { return io_count_.load(std::memory_order_acquire); }
+
+ private:
+  friend class PmapLists;
+  static constexpr uint32_t kReferenced = 1u << 0;  // used since the last scan
+  static constexpr uint32_t kUptodate = 1u << 1;    // written at least once
+  static constexpr uint32_t kWriteback = 1u << 2;   // a swap write is in flight
+  static constexpr uint32_t kOnInactive = 1u << 3;  // PmapLists lock
+  static constexpr uint32_t kOnActive = 1u << 4;    // PmapLists lock
+
+  bool test(uint32_t b) const { return (flags_.load(std::memory_order_relaxed) & b) != 0; }
+  void set(uint32_t b) { flags_.fetch_or(b, std::memory_order_relaxed); }
+  void clear(uint32_t b) { flags_.fetch_and(~b, std::memory_order_relaxed); }
+
+  Binding binding_;                    // file mutex
+  uint64_t dirty_ = 0;                 // file mutex; one bit per block
+  FilePagesImpl* const file_;          // constant
+  const uint64_t index_;               // constant: page number in the file
+  Pmap* lru_prev_ = nullptr;           // PmapLists lock
+  Pmap* lru_next_ = nullptr;           // PmapLists lock
+  std::atomic<uint32_t> io_count_{0};  // pins
+  std::atomic<uint32_t> flags_{0};     // see k* above
+  uint32_t generation_ = 0;            // file mutex
+};
+
+static_assert(sizeof(Pmap) <= 64, "a Pmap should fit one cache line");
+
+}  // namespace tmpfsd

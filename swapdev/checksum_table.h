@@ -1,0 +1,43 @@
+// ChecksumTable: the XXH3-64 of the last completed write of every slot, kept
+// in memory (8 bytes per slot) so a read can prove its bytes are the ones
+// written. Internal to swapdev.
+//
+// Invariant: sums_[s] == 0 iff slot s holds no completed write (never
+// written, freed, or its last write failed); otherwise it is encode(hash).
+// Threads: any; each entry is an atomic, and the device contract (no two
+// requests in flight on one slot) orders the accesses to one entry.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+
+namespace tmpfsd::swapdev {
+
+class ChecksumTable {
+ public:
+  explicit ChecksumTable(uint64_t slots);
+
+  static uint64_t hash(std::span<const std::byte> page);
+
+  void set(uint64_t slot, uint64_t hash) {
+    sums_[slot].store(encode(hash), std::memory_order_release);
+  }
+  void clear(uint64_t slot) { sums_[slot].store(0, std::memory_order_release); }
+  bool has_data(uint64_t slot) const { return sums_[slot].load(std::memory_order_acquire) != 0; }
+
+  // 0 when `page` is what was written to `slot`, -ENODATA when the slot
+  // holds nothing, -EIO on mismatch.
+  int verify(uint64_t slot, std::span<const std::byte> page) const;
+
+ private:
+  // 0 is reserved for "no data"; a real hash of 0 is stored as 1, which
+  // costs one value in 2^64 of detection power.
+  static uint64_t encode(uint64_t h) { return h == 0 ? 1 : h; }
+
+  std::unique_ptr<std::atomic<uint64_t>[]> sums_;
+};
+
+}  // namespace tmpfsd::swapdev

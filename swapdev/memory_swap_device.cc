@@ -1,0 +1,184 @@
+#include "swapdev/memory_swap_device.h"
+
+#include <spdlog/spdlog.h>
+
+#include <cerrno>
+#include <algorithm>
+#include <cstring>
+
+namespace tmpfsd::swapdev {
+
+MemorySwapDevice::MemorySwapDevice(const Options& opt)
+    : page_size_(opt.page_size),
+      mode_(opt.completion),
+      delay_(opt.delay),
+      alloc_({.total_slots = opt.slots, .cluster_slots = opt.cluster_slots, .shards = 0,
+              .discard = false}),
+      sums_(opt.slots),
+      data_(opt.slots) {
+  if (mode_ == Completion::Thread)
+    worker_ = std::jthread([this](std::stop_token st) { worker(st); });
+}
+
+MemorySwapDevice::~MemorySwapDevice() {
+  if (worker_.joinable()) {
+    worker_.request_stop();
+    worker_.join();
+  }
+  complete_pending();  // every callback runs exactly once, even at teardown
+}
+
+SlotRun MemorySwapDevice::allocate(uint32_t want, SwapSlot hint) {
+  return alloc_.allocate(want, hint);
+}
+
+void MemorySwapDevice::free(SwapSlot first, uint32_t count) {
+  if (first.valid() && first.value < data_.size()) {
+    // Drop the data of the slots really being freed before they can be
+    // handed out again; slots that are not allocated are left alone (the
+    // allocator reports them as a double free).
+    std::lock_guard lk(mu_);
+    uint64_t end = std::min<uint64_t>(data_.size(), first.value + count);
+    for (uint64_t s = first.value; s < end; ++s) {
+      if (!alloc_.allocated(SwapSlot(s))) continue;
+      sums_.clear(s);
+      data_[s].reset();
+    }
+  }
+  alloc_.free(first, count);
+}
+
+void MemorySwapDevice::write(SwapSlot first, ConstPages pages, IoDone done) {
+  DeviceStats::add(stats_.write_requests);
+  Op op;
+  op.write = true;
+  op.first = first.value;
+  op.done = std::move(done);
+  for (auto p : pages) op.pages.emplace_back(const_cast<std::byte*>(p.data()), p.size());
+  submit(std::move(op));
+}
+
+void MemorySwapDevice::read(SwapSlot first, MutablePages pages, IoDone done) {
+  DeviceStats::add(stats_.read_requests);
+  Op op;
+  op.first = first.value;
+  op.done = std::move(done);
+  op.pages.assign(pages.begin(), pages.end());
+  submit(std::move(op));
+}
+
+void MemorySwapDevice::submit(Op op) {
+  bool bad = op.pages.empty() || !alloc_.all_allocated(SwapSlot(op.first), op.pages.size());
+  for (auto p : op.pages) bad |= p.size() != page_size_;
+  if (bad) {
+    op.err = -EINVAL;
+  } else if (int e = inject_.take()) {
+    op.err = e;
+    DeviceStats::add(stats_.injected_errors);
+  } else if (op.write) {
+    for (auto p : op.pages) op.sums.push_back(ChecksumTable::hash(p));
+  }
+  DeviceStats::add(stats_.ios_submitted);
+  if (op.pages.size() > 1) DeviceStats::add(stats_.multi_page_ios);
+  stats_.io_started();
+  if (mode_ == Completion::Inline) {
+    perform(op);
+    op.done(op.err);
+    return;
+  }
+  {
+    std::lock_guard lk(mu_);
+    queue_.push_back(std::move(op));
+  }
+  cv_.notify_one();
+}
+
+void MemorySwapDevice::perform(Op& op) {
+  stats_.io_finished();
+  uint64_t bytes = op.pages.size() * page_size_;
+  if (op.err == 0) {
+    std::lock_guard lk(mu_);
+    for (size_t i = 0; i < op.pages.size(); ++i) {
+      uint64_t slot = op.first + i;
+      if (op.write) {
+        if (!data_[slot]) data_[slot] = std::make_unique<std::byte[]>(page_size_);
+        std::memcpy(data_[slot].get(), op.pages[i].data(), page_size_);
+        sums_.set(slot, op.sums[i]);
+      } else if (!data_[slot] || !sums_.has_data(slot)) {
+        op.err = -ENODATA;
+      } else {
+        std::memcpy(op.pages[i].data(), data_[slot].get(), page_size_);
+        int v = sums_.verify(slot, op.pages[i]);
+        if (v == -EIO) {
+          DeviceStats::add(stats_.checksum_failures);
+          spdlog::error("swapdev(mem): checksum mismatch at slot {}", slot);
+        }
+        if (v != 0 && op.err == 0) op.err = v;
+      }
+    }
+  } else if (op.write && op.err != -EINVAL) {
+    // A failed write leaves nothing trustworthy behind.
+    for (size_t i = 0; i < op.pages.size(); ++i) sums_.clear(op.first + i);
+  }
+  if (op.err != 0) {
+    // Never hand back bytes that failed verification.
+    if (!op.write && op.err != -EINVAL)
+      for (auto p : op.pages) std::memset(p.data(), 0, p.size());
+    DeviceStats::add(stats_.errors);
+  } else {
+    DeviceStats::add(op.write ? stats_.bytes_written : stats_.bytes_read, bytes);
+  }
+}
+
+size_t MemorySwapDevice::complete_pending() {
+  size_t n = 0;
+  for (;;) {
+    Op op;
+    {
+      std::lock_guard lk(mu_);
+      if (queue_.empty()) return n;
+      op = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    perform(op);
+    op.done(op.err);
+    ++n;
+  }
+}
+
+size_t MemorySwapDevice::pending() const {
+  std::lock_guard lk(mu_);
+  return queue_.size();
+}
+
+void MemorySwapDevice::worker(std::stop_token st) {
+  std::unique_lock lk(mu_);
+  while (!st.stop_requested()) {
+    if (!cv_.wait(lk, st, [&] { return !queue_.empty(); })) break;
+    Op op = std::move(queue_.front());
+    queue_.pop_front();
+    lk.unlock();
+    if (delay_.count() > 0) std::this_thread::sleep_for(delay_);
+    perform(op);
+    op.done(op.err);
+    lk.lock();
+  }
+}
+
+void MemorySwapDevice::corrupt(SwapSlot slot, size_t offset) {
+  std::lock_guard lk(mu_);
+  if (slot.value < data_.size() && data_[slot.value]) data_[slot.value][offset % page_size_] ^= std::byte{0x5a};
+}
+
+SwapCounters MemorySwapDevice::counters() const {
+  SwapCounters c;
+  stats_.snapshot(c);
+  c.total_slots = alloc_.total_slots();
+  c.slots_used = alloc_.used_slots();
+  c.slots_free = alloc_.allocatable_slots();
+  c.double_frees = alloc_.double_frees();
+  c.alloc_failures = alloc_.alloc_failures();
+  return c;
+}
+
+}  // namespace tmpfsd::swapdev

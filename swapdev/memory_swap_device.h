@@ -1,0 +1,99 @@
+// MemorySwapDevice: a SwapDevice whose slots live in process memory, for fast
+// unit tests of reclaim and writeback (the LevelDB MemEnv idea). Same
+// allocator, checksums, error injection and counters as the real device; no
+// disk, no io_uring.
+//
+// Completion modes let callers test races:
+//   Inline  - the I/O is done and `done` runs before write()/read() return.
+//   Manual  - requests queue; complete_pending() performs them and runs their
+//             callbacks on the calling thread, in submission order.
+//   Thread  - a worker thread performs them (after `delay`) and runs the
+//             callbacks, like the io_uring completion thread.
+// As on the real device, data moves at completion time (a write reads the
+// caller's page then, a read fills it then), and a write's checksum is taken
+// at submission, so changing a page while its write is in flight makes the
+// slot read back as -EIO — the bug the checksum exists to catch.
+//
+// Locks: mu_ guards the slot data and the pending queue; never held while a
+// callback runs. Threads: any thread may call anything; the destructor
+// completes whatever is still pending (callbacks run exactly once).
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "swapdev/checksum_table.h"
+#include "swapdev/device_stats.h"
+#include "swapdev/slot_allocator.h"
+#include "swapdev/swap_device.h"
+
+namespace tmpfsd::swapdev {
+
+class MemorySwapDevice final : public SwapDevice {
+ public:
+  enum class Completion { Inline, Manual, Thread };
+  struct Options {
+    uint64_t slots = 1024;
+    size_t page_size = 4096;
+    uint32_t cluster_slots = 256;
+    Completion completion = Completion::Inline;
+    std::chrono::microseconds delay{0};  // Thread mode: time before each completion
+  };
+
+  explicit MemorySwapDevice(const Options& opt);
+  ~MemorySwapDevice() override;
+
+  size_t page_size() const override { return page_size_; }
+  uint64_t total_slots() const override { return alloc_.total_slots(); }
+  SlotRun allocate(uint32_t want, SwapSlot hint = {}) override;
+  void free(SwapSlot first, uint32_t count = 1) override;
+  void write(SwapSlot first, ConstPages pages, IoDone done) override;
+  void read(SwapSlot first, MutablePages pages, IoDone done) override;
+  void flush() override {}
+  SwapCounters counters() const override;
+  void inject_errors(uint32_t n, int err) override { inject_.arm(n, err); }
+
+  // Manual mode: performs every queued request and runs its callback here.
+  // Returns how many ran. Harmless in the other modes (returns 0 or what the
+  // worker had not reached yet).
+  size_t complete_pending();
+  size_t pending() const;
+
+  // Test hook: flips one byte of the stored slot behind the checksum's back.
+  void corrupt(SwapSlot slot, size_t offset = 0);
+
+ private:
+  struct Op {
+    bool write = false;
+    uint64_t first = 0;
+    std::vector<std::span<std::byte>> pages;  // write: really const
+    std::vector<uint64_t> sums;               // write: taken at submission
+    int err = 0;                              // injected or argument error
+    IoDone done;
+  };
+
+  void submit(Op op);
+  void perform(Op& op);  // moves the bytes, settles the result in op.err
+  void worker(std::stop_token st);
+
+  const size_t page_size_;
+  const Completion mode_;
+  const std::chrono::microseconds delay_;
+  SlotAllocator alloc_;
+  ChecksumTable sums_;
+  DeviceStats stats_;
+  ErrorInjector inject_;
+
+  mutable std::mutex mu_;
+  std::vector<std::unique_ptr<std::byte[]>> data_;  // guarded by mu_; null = never written
+  std::deque<Op> queue_;                            // guarded by mu_
+  std::condition_variable_any cv_;                  // queue_ not empty
+  std::jthread worker_;                             // Thread mode only
+};
+
+}  // namespace tmpfsd::swapdev

@@ -1,0 +1,22 @@
+#include "swapdev/swap_device.h"
+
+namespace tmpfsd::swapdev {
+
+namespace {
+// The device this thread is plugged on (innermost IoBatch), or null.
+thread_local const SwapDevice* tl_plugged = nullptr;
+}  // namespace
+
+SwapDevice::~SwapDevice() = default;
+
+IoBatch::IoBatch(SwapDevice& dev) : dev_(dev), outer_(tl_plugged) { tl_plugged = &dev; }
+
+IoBatch::~IoBatch() {
+  tl_plugged = outer_;
+  // Nested batches on the same device flush only at the outermost one.
+  if (outer_ != &dev_) dev_.flush();
+}
+
+bool IoBatch::plugged(const SwapDevice* dev) { return dev != nullptr && tl_plugged == dev; }
+
+}  // namespace tmpfsd::swapdev

@@ -1,0 +1,143 @@
+// SwapDevice: where evicted pages go. A device is an array of page-sized
+// slots; the caller allocates runs of consecutive slots, writes whole pages to
+// them, reads them back, and frees them. swapdev knows nothing about files or
+// inodes: a slot is just a number.
+//
+// Contract (all implementations):
+// - Every I/O completes through its IoDone, exactly once, with 0 or a
+//   negative errno. UringSwapDevice runs it on its ring (completion) thread,
+//   never inside write()/read(); MemorySwapDevice runs it inline, on demand or
+//   from its own thread (see its header). A callback may submit new I/O,
+//   allocate and free; it must not block on another I/O of the same device
+//   (the completion thread would wait on itself). write()/read() never block
+//   on I/O.
+// - Bad arguments (a slot not allocated, a span not page_size() long, more
+//   than 1024 pages) complete with -EINVAL and touch nothing.
+// - The page memory passed to write()/read() must stay valid and, for writes,
+//   unchanged until `done` runs. The span-of-spans itself is copied before
+//   write()/read() return, so it may be a temporary.
+// - Writes record a checksum per slot (XXH3-64); a read whose bytes do not
+//   match gets -EIO and the checksum_failures counter moves. A read of a slot
+//   that holds no completed write gets -ENODATA. A failed write leaves its
+//   slots without data (reads get -ENODATA), never with stale bytes.
+// - No ordering between in-flight requests: the caller must not have two
+//   requests in flight on the same slot, nor free a slot with I/O in flight.
+// - free() of a slot that is not allocated is detected (logged, counted in
+//   double_frees) and ignored; it never corrupts the allocator.
+// - No exceptions leave this API (allocation failure of the process aside).
+//
+// Threads: any thread may call any method concurrently.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <span>
+
+namespace tmpfsd::swapdev {
+
+// A slot number. Default-constructed is invalid.
+struct SwapSlot {
+  static constexpr uint64_t kInvalid = UINT64_MAX;
+  uint64_t value = kInvalid;
+
+  constexpr SwapSlot() = default;
+  constexpr explicit SwapSlot(uint64_t v) : value(v) {}
+  constexpr bool valid() const { return value != kInvalid; }
+  constexpr SwapSlot operator+(uint64_t n) const { return SwapSlot(value + n); }
+  friend constexpr auto operator<=>(SwapSlot, SwapSlot) = default;
+};
+
+// Result of allocate(): `count` consecutive slots from `first`; count 0 with
+// err < 0 (-ENOSPC) when nothing could be allocated.
+struct SlotRun {
+  SwapSlot first;
+  uint32_t count = 0;
+  int err = 0;
+};
+
+// 0 on success or a negative errno. Runs exactly once.
+using IoDone = std::function<void(int err)>;
+
+using ConstPages = std::span<const std::span<const std::byte>>;
+using MutablePages = std::span<const std::span<std::byte>>;
+
+// Snapshot of the device's figures (monotonic counts unless noted).
+struct SwapCounters {
+  uint64_t total_slots = 0;       // constant
+  uint64_t slots_used = 0;        // gauge: allocated slots
+  uint64_t slots_free = 0;        // gauge: allocatable now (excludes discarding)
+  uint64_t bytes_written = 0;     // payload bytes of successful writes
+  uint64_t bytes_read = 0;        // payload bytes of successful reads
+  uint64_t write_requests = 0;    // write() calls
+  uint64_t read_requests = 0;     // read() calls
+  uint64_t ios_submitted = 0;     // I/Os sent to the backend (SQEs, incl. retries)
+  uint64_t ios_merged = 0;        // requests that rode in another request's I/O
+  uint64_t multi_page_ios = 0;    // I/Os that moved more than one page
+  uint64_t fixed_ios = 0;         // I/Os that used registered buffers
+  uint64_t queue_depth = 0;       // gauge: I/Os in flight now
+  uint64_t max_queue_depth = 0;   // high-water mark of queue_depth
+  uint64_t retries = 0;           // -EAGAIN and short-transfer resubmissions
+  uint64_t errors = 0;            // requests completed with an error (any cause)
+  uint64_t injected_errors = 0;   // of which injected by inject_errors()
+  uint64_t checksum_failures = 0; // reads whose bytes did not match
+  uint64_t double_frees = 0;      // free() of a slot that was not allocated
+  uint64_t alloc_failures = 0;    // allocate() that returned nothing
+  uint64_t discards = 0;          // discard operations (punch-hole calls)
+  uint64_t discarded_bytes = 0;   // bytes given back by them
+};
+
+class SwapDevice {
+ public:
+  SwapDevice() = default;
+  SwapDevice(const SwapDevice&) = delete;
+  SwapDevice& operator=(const SwapDevice&) = delete;
+  virtual ~SwapDevice();
+
+  virtual size_t page_size() const = 0;
+  virtual uint64_t total_slots() const = 0;
+
+  // Allocates up to `want` (>= 1) consecutive slots. If `hint` is valid and
+  // free (typically the slot after a neighbouring page's slot) the run starts
+  // there, so a file's neighbouring pages sit together; otherwise it comes
+  // from the calling thread's current cluster. Never blocks on I/O.
+  virtual SlotRun allocate(uint32_t want, SwapSlot hint = {}) = 0;
+  virtual void free(SwapSlot first, uint32_t count = 1) = 0;
+
+  // Writes/reads pages.size() pages at slots first, first+1, ... Each span is
+  // exactly page_size() bytes. The whole run is one I/O where the backend
+  // allows it; adjacent requests queued in one IoBatch are merged.
+  virtual void write(SwapSlot first, ConstPages pages, IoDone done) = 0;
+  virtual void read(SwapSlot first, MutablePages pages, IoDone done) = 0;
+
+  // Submits everything queued (see IoBatch). Cheap when nothing is queued.
+  virtual void flush() = 0;
+
+  virtual SwapCounters counters() const = 0;
+
+  // Test hook: the next n read/write requests fail with `err` (e.g. -EIO,
+  // -ENOSPC) without touching the medium; callbacks still run asynchronously.
+  virtual void inject_errors(uint32_t n, int err) = 0;
+};
+
+// Plugging, as in the block layer: while an IoBatch on `dev` lives on this
+// thread, write()/read() on `dev` from this thread only queue; the outermost
+// IoBatch's destructor flushes `dev`. (Another thread's unplugged request or
+// flush() may submit them earlier, which is harmless.) Use it to evict or read ahead many pages so that one
+// io_uring_enter carries them all and adjacent slots merge into one I/O.
+class IoBatch {
+ public:
+  explicit IoBatch(SwapDevice& dev);
+  ~IoBatch();
+  IoBatch(const IoBatch&) = delete;
+  IoBatch& operator=(const IoBatch&) = delete;
+
+  // True while the calling thread holds an IoBatch on `dev`.
+  static bool plugged(const SwapDevice* dev);
+
+ private:
+  SwapDevice& dev_;
+  const SwapDevice* outer_;  // the thread's previous plug, restored on exit
+};
+
+}  // namespace tmpfsd::swapdev

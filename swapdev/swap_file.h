@@ -1,0 +1,35 @@
+// SwapFile: creates the private backing file of a UringSwapDevice. Internal
+// to swapdev.
+//
+// The file has no name (O_TMPFILE, or create+unlink where that is missing),
+// mode 0600, so nobody else can open it and it vanishes with the process,
+// crash included. Its whole size is reserved with fallocate up front so the
+// swap cannot run out of disk mid-eviction. A tmpfs (or ramfs) directory is
+// refused: swapping memory into memory only doubles the cost. O_DIRECT is
+// used when the file system takes it, buffered I/O otherwise (with a
+// warning).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace tmpfsd::swapdev {
+
+struct SwapFileOptions {
+  std::string dir;
+  uint64_t size_bytes = 0;
+  bool direct_io = true;
+  bool allow_tmpfs = false;  // tests of the buffered fallback only
+};
+
+struct SwapFile {
+  int fd = -1;          // owned by the caller on success
+  bool direct = false;  // O_DIRECT in effect
+  bool can_punch = true;
+  int err = 0;          // 0 or -errno
+  std::string error;    // why, for a person, when err != 0
+};
+
+SwapFile create_swap_file(const SwapFileOptions& opt) noexcept;
+
+}  // namespace tmpfsd::swapdev

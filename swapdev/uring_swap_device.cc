@@ -1,0 +1,480 @@
+// Submission and completion of UringSwapDevice (see the header for the
+// picture). The factory and the discard thread live in uring_swap_open.cc and
+// uring_discard.cc.
+#include "swapdev/uring_swap_device.h"
+
+#include <spdlog/spdlog.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+
+namespace tmpfsd::swapdev {
+
+namespace {
+constexpr size_t kDioAlign = 4096;  // memory alignment O_DIRECT needs, at most
+constexpr size_t kMaxRequestPages = IOV_MAX;
+}  // namespace
+
+// One read() or write() call.
+struct UringSwapDevice::Request {
+  bool write = false;
+  uint64_t first = 0;
+  std::vector<iovec> pages;    // the caller's pages
+  std::vector<uint64_t> sums;  // write: XXH3 of each page, taken at submission
+  std::byte* bounce = nullptr; // O_DIRECT with unaligned caller memory
+  int err = 0;                 // decided before any I/O (-EINVAL, injected)
+  IoDone done;
+
+  ~Request() { std::free(bounce); }
+  uint32_t npages() const { return static_cast<uint32_t>(pages.size()); }
+};
+
+// One SQE's worth of work: adjacent requests of one direction, merged.
+struct UringSwapDevice::Unit {
+  bool write = false;
+  uint64_t first = 0;      // first slot
+  uint32_t npages = 0;
+  int err = 0;             // nonzero: a NOP that fails its requests
+  std::vector<Request*> reqs;
+  std::vector<iovec> iov;  // what the kernel moves; advanced on short transfers
+  size_t iov_pos = 0;      // first iovec not fully transferred
+  uint64_t offset = 0;     // file offset of iov[iov_pos] (+ partial progress)
+  size_t remaining = 0;    // bytes still to move
+};
+
+UringSwapDevice::UringSwapDevice(const UringOptions& opt, int fd, bool direct, bool can_punch)
+    : page_size_(opt.page_size),
+      max_merge_(std::clamp<uint32_t>(opt.max_merge_pages, 1, kMaxRequestPages)),
+      discard_batch_(std::max<uint32_t>(1, opt.discard_batch)),
+      discard_interval_(opt.discard_interval),
+      fd_(fd),
+      direct_(direct),
+      can_punch_(can_punch),
+      alloc_({.total_slots = opt.size_bytes / opt.page_size,
+               .cluster_slots = opt.cluster_slots,
+               .shards = 0,
+               .discard = can_punch}),
+      sums_(opt.size_bytes / opt.page_size) {}
+
+int UringSwapDevice::init_ring(unsigned entries, std::string& error) {
+  io_uring_params p{};
+  int r = io_uring_queue_init_params(entries, &ring_, &p);
+  if (r < 0) {
+    error = fmt::format("io_uring_queue_init({}): {}", entries, std::strerror(-r));
+    return r;
+  }
+  ring_ready_ = true;
+  // Stay under the CQ size so completions never overflow the ring.
+  max_inflight_ = p.cq_entries;
+  r = io_uring_register_files(&ring_, &fd_, 1);
+  if (r < 0) {
+    error = fmt::format("io_uring_register_files: {}", std::strerror(-r));
+    return r;
+  }
+  completer_ = std::jthread([this](std::stop_token st) { completion_loop(st); });
+  discarder_ = std::jthread([this](std::stop_token st) { discard_loop(st); });
+  return 0;
+}
+
+UringSwapDevice::~UringSwapDevice() {
+  if (completer_.joinable()) {
+    flush();
+    {
+      std::unique_lock lk(sq_mu_);
+      idle_cv_.wait(lk, [&] { return inflight_ == 0 && backlog_.empty() && pending_.empty(); });
+      stopping_ = true;
+    }
+    if (discarder_.joinable()) {
+      discarder_.request_stop();
+      discarder_.join();
+    }
+    completer_.request_stop();
+    {
+      // Wake the completion thread out of io_uring_wait_cqe.
+      std::lock_guard lk(sq_mu_);
+      io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+      if (!sqe) {
+        io_uring_submit(&ring_);
+        sqe = io_uring_get_sqe(&ring_);
+      }
+      if (sqe) {
+        io_uring_prep_nop(sqe);
+        io_uring_sqe_set_data(sqe, nullptr);
+      }
+      io_uring_submit(&ring_);
+    }
+    completer_.join();
+  }
+  if (ring_ready_) io_uring_queue_exit(&ring_);
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void UringSwapDevice::write(SwapSlot first, ConstPages pages, IoDone done) {
+  DeviceStats::add(stats_.write_requests);
+  auto* r = new Request;
+  r->write = true;
+  r->first = first.value;
+  r->done = std::move(done);
+  r->pages.reserve(pages.size());
+  bool bad = pages.empty() || pages.size() > kMaxRequestPages;
+  bool aligned = true;
+  for (auto p : pages) {
+    r->pages.push_back({const_cast<std::byte*>(p.data()), p.size()});
+    bad |= p.size() != page_size_;
+    aligned &= reinterpret_cast<uintptr_t>(p.data()) % kDioAlign == 0;
+  }
+  if (bad || !alloc_.all_allocated(first, pages.size())) {
+    r->err = -EINVAL;
+  } else if (int e = inject_.take()) {
+    r->err = e;
+    DeviceStats::add(stats_.injected_errors);
+  } else {
+    r->sums.reserve(pages.size());
+    for (auto p : pages) r->sums.push_back(ChecksumTable::hash(p));
+    if (direct_ && !aligned) {
+      // O_DIRECT needs aligned memory: copy into an aligned bounce buffer.
+      r->bounce = static_cast<std::byte*>(std::aligned_alloc(kDioAlign, pages.size() * page_size_));
+      for (size_t i = 0; i < pages.size(); ++i)
+        std::memcpy(r->bounce + i * page_size_, pages[i].data(), page_size_);
+    }
+  }
+  enqueue(r);
+}
+
+void UringSwapDevice::read(SwapSlot first, MutablePages pages, IoDone done) {
+  DeviceStats::add(stats_.read_requests);
+  auto* r = new Request;
+  r->first = first.value;
+  r->done = std::move(done);
+  r->pages.reserve(pages.size());
+  bool bad = pages.empty() || pages.size() > kMaxRequestPages;
+  bool aligned = true;
+  for (auto p : pages) {
+    r->pages.push_back({p.data(), p.size()});
+    bad |= p.size() != page_size_;
+    aligned &= reinterpret_cast<uintptr_t>(p.data()) % kDioAlign == 0;
+  }
+  if (bad || !alloc_.all_allocated(first, pages.size())) {
+    r->err = -EINVAL;
+  } else if (int e = inject_.take()) {
+    r->err = e;
+    DeviceStats::add(stats_.injected_errors);
+  } else if (direct_ && !aligned) {
+    r->bounce = static_cast<std::byte*>(std::aligned_alloc(kDioAlign, pages.size() * page_size_));
+  }
+  enqueue(r);
+}
+
+void UringSwapDevice::enqueue(Request* r) {
+  std::lock_guard lk(sq_mu_);
+  pending_.push_back(r);
+  if (!IoBatch::plugged(this)) flush_locked();
+}
+
+void UringSwapDevice::flush() {
+  std::lock_guard lk(sq_mu_);
+  flush_locked();
+}
+
+void UringSwapDevice::flush_locked() {
+  if (pending_.empty()) return;
+  // Sort so that requests on adjacent slots meet, then cut into units.
+  std::stable_sort(pending_.begin(), pending_.end(), [](const Request* a, const Request* b) {
+    if ((a->err != 0) != (b->err != 0)) return a->err == 0;
+    if (a->write != b->write) return a->write;
+    return a->first < b->first;
+  });
+  Unit* u = nullptr;
+  for (Request* r : pending_) {
+    bool joins = u && u->err == 0 && r->err == 0 && u->write == r->write &&
+                 u->first + u->npages == r->first && u->npages + r->npages() <= max_merge_;
+    if (!joins) {
+      if (u) push_locked(u);
+      u = new Unit;
+      u->write = r->write;
+      u->first = r->first;
+      u->err = r->err;
+      u->offset = r->first * page_size_;
+    } else {
+      DeviceStats::add(stats_.ios_merged);
+    }
+    u->reqs.push_back(r);
+    u->npages += r->npages();
+    if (r->err == 0) {
+      if (r->bounce)
+        u->iov.push_back({r->bounce, r->npages() * page_size_});
+      else
+        u->iov.insert(u->iov.end(), r->pages.begin(), r->pages.end());
+      u->remaining += r->npages() * page_size_;
+    }
+  }
+  if (u) push_locked(u);
+  pending_.clear();
+  submit_locked();
+}
+
+void UringSwapDevice::push_locked(Unit* u) {
+  if (!backlog_.empty() || inflight_ >= max_inflight_) {
+    backlog_.push_back(u);
+    return;
+  }
+  if (!prep_locked(u)) {
+    submit_locked();  // the SQ is full: make room
+    if (!prep_locked(u)) backlog_.push_back(u);
+  }
+}
+
+bool UringSwapDevice::prep_locked(Unit* u) {
+  io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+  if (!sqe) return false;
+  if (u->err != 0) {
+    io_uring_prep_nop(sqe);
+  } else {
+    // READ/WRITE_FIXED needs one contiguous range inside one registered
+    // buffer; frames usually are contiguous for a single page.
+    int fixed = -1;
+    uintptr_t base = reinterpret_cast<uintptr_t>(u->iov[u->iov_pos].iov_base);
+    if (!fixed_.empty()) {
+      bool contiguous = true;
+      for (size_t i = u->iov_pos + 1; i < u->iov.size() && contiguous; ++i)
+        contiguous = reinterpret_cast<uintptr_t>(u->iov[i].iov_base) ==
+                     reinterpret_cast<uintptr_t>(u->iov[i - 1].iov_base) + u->iov[i - 1].iov_len;
+      for (size_t b = 0; contiguous && b < fixed_.size(); ++b)
+        if (base >= fixed_[b].base && base + u->remaining <= fixed_[b].base + fixed_[b].len)
+          fixed = static_cast<int>(b);
+    }
+    // Test hook: send half, as if the kernel had stopped early.
+    bool halve = u->remaining > page_size_ && short_inject_.take();
+    if (fixed >= 0) {
+      size_t len = halve ? u->remaining / page_size_ / 2 * page_size_ : u->remaining;
+      if (u->write)
+        io_uring_prep_write_fixed(sqe, 0, reinterpret_cast<void*>(base),
+                                  static_cast<unsigned>(len), u->offset, fixed);
+      else
+        io_uring_prep_read_fixed(sqe, 0, reinterpret_cast<void*>(base),
+                                 static_cast<unsigned>(len), u->offset, fixed);
+      DeviceStats::add(stats_.fixed_ios);
+    } else {
+      unsigned n = static_cast<unsigned>(u->iov.size() - u->iov_pos);
+      if (halve && n > 1) n /= 2;
+      if (u->write)
+        io_uring_prep_writev(sqe, 0, &u->iov[u->iov_pos], n, u->offset);
+      else
+        io_uring_prep_readv(sqe, 0, &u->iov[u->iov_pos], n, u->offset);
+    }
+    sqe->flags |= IOSQE_FIXED_FILE;  // index 0 of the registered files
+    if (u->npages > 1) DeviceStats::add(stats_.multi_page_ios);
+  }
+  io_uring_sqe_set_data(sqe, u);
+  ++inflight_;
+  stats_.io_started();
+  DeviceStats::add(stats_.ios_submitted);
+  return true;
+}
+
+void UringSwapDevice::submit_locked() {
+  if (io_uring_sq_ready(&ring_) == 0) return;
+  int r;
+  do {
+    r = io_uring_submit(&ring_);
+  } while (r == -EINTR);
+  // -EAGAIN/-EBUSY: the kernel is short of room; the SQEs stay queued and the
+  // completion thread submits them after it has reaped.
+  if (r < 0 && r != -EAGAIN && r != -EBUSY)
+    spdlog::error("swapdev: io_uring_submit: {}", std::strerror(-r));
+}
+
+// Decides what a CQE means for its unit: finished (callbacks run) or sent
+// again (-EAGAIN, short transfer). Completion thread only.
+void UringSwapDevice::complete(Unit* u, int res) {
+  if (u->err != 0) return finish(u, u->err);
+  if (res == -EAGAIN || res == -EINTR) {
+    DeviceStats::add(stats_.retries);
+  } else if (res < 0) {
+    return finish(u, res);
+  } else if (static_cast<size_t>(res) >= u->remaining) {
+    return finish(u, 0);
+  } else if (res == 0) {
+    return finish(u, -EIO);  // the file is preallocated: no progress is an error
+  } else {
+    // Short transfer: skip what was moved and send the rest.
+    DeviceStats::add(stats_.retries);
+    size_t left = static_cast<size_t>(res);
+    u->offset += left;
+    u->remaining -= left;
+    while (left > 0) {
+      iovec& v = u->iov[u->iov_pos];
+      size_t take = std::min(left, v.iov_len);
+      v.iov_base = static_cast<char*>(v.iov_base) + take;
+      v.iov_len -= take;
+      left -= take;
+      if (v.iov_len == 0) ++u->iov_pos;
+    }
+  }
+  std::lock_guard lk(sq_mu_);
+  push_locked(u);
+  submit_locked();
+}
+
+void UringSwapDevice::finish(Unit* u, int err) {
+  for (Request* r : u->reqs) finish_request(r, err);
+  delete u;
+}
+
+void UringSwapDevice::finish_request(Request* r, int err) {
+  const uint32_t n = r->npages();
+  if (err == 0) err = r->err;
+  if (r->write) {
+    if (err == 0) {
+      for (uint32_t i = 0; i < n; ++i) sums_.set(r->first + i, r->sums[i]);
+      DeviceStats::add(stats_.bytes_written, uint64_t{n} * page_size_);
+    } else if (err != -EINVAL) {
+      // What is on the medium now is unknown: no read may trust it.
+      for (uint32_t i = 0; i < n; ++i) sums_.clear(r->first + i);
+    }
+  } else {
+    for (uint32_t i = 0; i < n && err == 0; ++i) {
+      std::byte* at = r->bounce ? r->bounce + i * page_size_
+                                : static_cast<std::byte*>(r->pages[i].iov_base);
+      int v = sums_.verify(r->first + i, {at, page_size_});
+      if (v == -EIO) {
+        DeviceStats::add(stats_.checksum_failures);
+        spdlog::error("swapdev: checksum mismatch reading slot {}", r->first + i);
+      }
+      err = v;
+    }
+    if (err == 0 && r->bounce)
+      for (uint32_t i = 0; i < n; ++i)
+        std::memcpy(r->pages[i].iov_base, r->bounce + i * page_size_, page_size_);
+    if (err == 0) DeviceStats::add(stats_.bytes_read, uint64_t{n} * page_size_);
+    // Never leave bytes that failed verification in the caller's page.
+    if (err != 0 && err != -EINVAL)
+      for (auto& p : r->pages) std::memset(p.iov_base, 0, page_size_);
+  }
+  if (err != 0) DeviceStats::add(stats_.errors);
+  try {
+    r->done(err);
+  } catch (const std::exception& e) {
+    spdlog::error("swapdev: an I/O callback threw: {}", e.what());
+  } catch (...) {
+    spdlog::error("swapdev: an I/O callback threw");
+  }
+  delete r;
+}
+
+void UringSwapDevice::completion_loop(std::stop_token st) {
+  std::vector<std::pair<Unit*, int>> batch;
+  for (;;) {
+    io_uring_cqe* cqe = nullptr;
+    int r = io_uring_wait_cqe(&ring_, &cqe);
+    if (r < 0) {
+      if (r != -EINTR) spdlog::error("swapdev: io_uring_wait_cqe: {}", std::strerror(-r));
+      continue;
+    }
+    batch.clear();
+    unsigned head;
+    unsigned seen = 0;
+    io_uring_for_each_cqe(&ring_, head, cqe) {
+      batch.emplace_back(static_cast<Unit*>(io_uring_cqe_get_data(cqe)), cqe->res);
+      ++seen;
+    }
+    io_uring_cq_advance(&ring_, seen);
+    unsigned units = 0;
+    for (auto& [u, res] : batch) units += u != nullptr;
+    {
+      // Give the ring room first, so callbacks and resubmissions find it.
+      std::lock_guard lk(sq_mu_);
+      inflight_ -= units;
+      stats_.io_finished(units);
+      while (!backlog_.empty() && inflight_ < max_inflight_) {
+        if (!prep_locked(backlog_.front())) {
+          submit_locked();
+          if (!prep_locked(backlog_.front())) break;
+        }
+        backlog_.pop_front();
+      }
+      submit_locked();
+    }
+    {
+      // I/O that callbacks submit is sent with one io_uring_enter after the
+      // whole batch, not one each.
+      IoBatch plug(*this);
+      for (auto& [u, res] : batch)
+        if (u) complete(u, res);
+    }
+    std::lock_guard lk(sq_mu_);
+    if (inflight_ == 0 && backlog_.empty()) {
+      idle_cv_.notify_all();
+      if (st.stop_requested() && stopping_) return;
+    }
+  }
+}
+
+SlotRun UringSwapDevice::allocate(uint32_t want, SwapSlot hint) {
+  SlotRun r = alloc_.allocate(want, hint);
+  if (r.count == 0 && r.err == -ENOSPC && alloc_.discarding() > 0) {
+    // Space is on its way back from a punch: wait for it rather than fail.
+    std::unique_lock lk(disc_mu_);
+    space_cv_.wait_for(lk, std::chrono::seconds(2), [&] { return alloc_.discarding() == 0; });
+    lk.unlock();
+    r = alloc_.allocate(want, hint);
+  }
+  return r;
+}
+
+void UringSwapDevice::free(SwapSlot first, uint32_t count) {
+  // Forget the checksums before the slots can be handed out again.
+  if (alloc_.all_allocated(first, count)) {
+    for (uint64_t s = first.value; s < first.value + count; ++s) sums_.clear(s);
+  } else if (first.valid()) {
+    uint64_t end = std::min<uint64_t>(alloc_.total_slots(), first.value + count);
+    for (uint64_t s = first.value; s < end; ++s)
+      if (alloc_.allocated(SwapSlot(s))) sums_.clear(s);
+  }
+  alloc_.free(first, count);
+  if (alloc_.discard_waiting() >= discard_batch_) {
+    std::lock_guard lk(disc_mu_);
+    disc_kick_ = true;
+    disc_cv_.notify_one();
+  }
+}
+
+int UringSwapDevice::register_memory(void* base, size_t len) {
+  if (!base || len == 0) return -EINVAL;
+  std::lock_guard lk(sq_mu_);
+  if (!fixed_.empty()) return -EBUSY;
+  // The kernel takes at most 1 GiB per registered buffer.
+  constexpr size_t kChunk = size_t{1} << 30;
+  std::vector<iovec> iov;
+  std::vector<FixedChunk> chunks;
+  for (size_t off = 0; off < len; off += kChunk) {
+    size_t n = std::min(kChunk, len - off);
+    iov.push_back({static_cast<char*>(base) + off, n});
+    chunks.push_back({reinterpret_cast<uintptr_t>(base) + off, n});
+  }
+  int r = io_uring_register_buffers(&ring_, iov.data(), static_cast<unsigned>(iov.size()));
+  if (r < 0) {
+    spdlog::warn("swapdev: cannot register {} bytes as fixed buffers: {}", len, std::strerror(-r));
+    return r;
+  }
+  fixed_ = std::move(chunks);
+  return 0;
+}
+
+SwapCounters UringSwapDevice::counters() const {
+  SwapCounters c;
+  stats_.snapshot(c);
+  c.total_slots = alloc_.total_slots();
+  c.slots_used = alloc_.used_slots();
+  c.slots_free = alloc_.allocatable_slots();
+  c.double_frees = alloc_.double_frees();
+  c.alloc_failures = alloc_.alloc_failures();
+  return c;
+}
+
+}  // namespace tmpfsd::swapdev

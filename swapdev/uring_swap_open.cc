@@ -1,0 +1,58 @@
+// The factory of UringSwapDevice: checks the options, creates the private
+// file, sets up the ring. Errors come back as values with a sentence.
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <bit>
+#include <cerrno>
+#include <new>
+
+#include "swapdev/swap_file.h"
+#include "swapdev/uring_swap_device.h"
+
+namespace tmpfsd::swapdev {
+
+namespace {
+UringOpenResult error(int err, std::string msg) {
+  UringOpenResult r;
+  r.err = err;
+  r.error = std::move(msg);
+  return r;
+}
+}  // namespace
+
+UringOpenResult open_uring_swap_device(const UringOptions& opt) noexcept {
+  try {
+    if (opt.page_size < 4096 || !std::has_single_bit(opt.page_size))
+      return error(-EINVAL, fmt::format("swap page size {} is not a power of two >= 4096",
+                                        opt.page_size));
+    uint64_t slots = opt.size_bytes / opt.page_size;
+    if (slots == 0)
+      return error(-EINVAL, fmt::format("swap size {} is smaller than one page ({})",
+                                        opt.size_bytes, opt.page_size));
+    if (opt.queue_depth == 0 || opt.cluster_slots == 0)
+      return error(-EINVAL, "swap queue depth and cluster size must be positive");
+
+    SwapFile f = create_swap_file({.dir = opt.dir,
+                                   .size_bytes = slots * opt.page_size,
+                                   .direct_io = opt.direct_io,
+                                   .allow_tmpfs = opt.allow_tmpfs});
+    if (f.err) return error(f.err, f.error);
+
+    std::unique_ptr<UringSwapDevice> dev(new UringSwapDevice(opt, f.fd, f.direct, f.can_punch));
+    std::string why;
+    if (int r = dev->init_ring(opt.queue_depth, why); r < 0)
+      return error(r, fmt::format("cannot set up io_uring for the swap file: {}", why));
+    spdlog::info("swapdev: {} slots of {} bytes in {} ({}, discard {})", slots, opt.page_size,
+                 opt.dir, f.direct ? "O_DIRECT" : "buffered", f.can_punch ? "on" : "off");
+    UringOpenResult r;
+    r.device = std::move(dev);
+    return r;
+  } catch (const std::bad_alloc&) {
+    return error(-ENOMEM, "out of memory setting up the swap device");
+  } catch (const std::exception& e) {
+    return error(-EIO, fmt::format("cannot set up the swap device: {}", e.what()));
+  }
+}
+
+}  // namespace tmpfsd::swapdev

@@ -1,0 +1,165 @@
+// Tests core/frame_pool.{h,cc}: the budget, reservations, zeroing and the
+// return of freed memory to the OS.
+#include "core/frame_pool.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <vector>
+
+#include <catch2/catch.hpp>
+#include <sys/mman.h>
+
+namespace tmpfsd {
+namespace {
+
+// Resident pages of [p, p + len), by mincore.
+size_t resident_pages(std::span<std::byte> r) {
+  const size_t ps = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  std::vector<unsigned char> v((r.size() + ps - 1) / ps);
+  REQUIRE(mincore(r.data(), r.size(), v.data()) == 0);
+  size_t n = 0;
+  for (unsigned char c : v) n += c & 1;
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("FramePool: reservations are all or nothing and never exceed the budget") {
+  auto pool = FramePool::create(4096, 8);
+  REQUIRE(pool);
+  FramePool& p = **pool;
+  CHECK(p.frames_total() == 8);
+  CHECK(p.region().size() == 8 * 4096);
+
+  auto r1 = p.reserve(5);
+  REQUIRE(r1);
+  CHECK_FALSE(p.reserve(4));  // 3 left
+  auto r2 = p.reserve(3);
+  REQUIRE(r2);
+  CHECK_FALSE(p.reserve(1));
+  r2->release();  // untaken frames come back
+  auto r3 = p.reserve(3);
+  REQUIRE(r3);
+
+  std::vector<Frame*> taken;
+  while (r1->left() > 0) {
+    auto t = r1->take();
+    CHECK(t.zeroed);  // fresh memory
+    CHECK(t.frame->owner() == nullptr);
+    CHECK(t.frame->bytes().size() == 4096);
+    // Inside the region, page aligned, distinct.
+    CHECK(t.frame->bytes().data() >= p.region().data());
+    CHECK(t.frame->bytes().data() + 4096 <= p.region().data() + p.region().size());
+    CHECK((t.frame->bytes().data() - p.region().data()) % 4096 == 0);
+    for (Frame* f : taken) CHECK(f != t.frame);
+    taken.push_back(t.frame);
+  }
+  CHECK(p.frames_used() == 5);
+  for (Frame* f : taken) p.free(f);
+  CHECK(p.frames_used() == 0);
+  r3->release();
+  CHECK(p.reserve(8));
+}
+
+TEST_CASE("FramePool: a reused frame is reported as not zeroed until madvised") {
+  auto pool = FramePool::create(4096, 4);
+  REQUIRE(pool);
+  FramePool& p = **pool;
+  auto r = p.reserve(1);
+  REQUIRE(r);
+  auto t = r->take();
+  std::memset(t.frame->bytes().data(), 0xab, 4096);
+  p.free(t.frame);
+
+  auto r2 = p.reserve(1);
+  REQUIRE(r2);
+  auto t2 = r2->take();
+  CHECK(t2.frame == t.frame);  // warm frames are reused first
+  CHECK_FALSE(t2.zeroed);
+  CHECK(t2.frame->bytes()[0] == std::byte{0xab});
+  p.free(t2.frame);
+
+  p.trim();
+  auto r3 = p.reserve(1);
+  REQUIRE(r3);
+  auto t3 = r3->take();
+  CHECK(t3.zeroed);
+  for (std::byte b : t3.frame->bytes()) REQUIRE(b == std::byte{0});
+  p.free(t3.frame);
+}
+
+TEST_CASE("FramePool: freed frames give their memory back to the OS") {
+  constexpr uint64_t kFrames = 4096;  // 16 MiB
+  auto pool = FramePool::create(4096, kFrames);
+  REQUIRE(pool);
+  FramePool& p = **pool;
+  CHECK(resident_pages(p.region()) == 0);  // MAP_NORESERVE: nothing touched yet
+  auto r = p.reserve(kFrames);
+  REQUIRE(r);
+  std::vector<Frame*> frames;
+  for (uint64_t i = 0; i < kFrames; ++i) {
+    Frame* f = r->take().frame;
+    std::memset(f->bytes().data(), 1, 4096);
+    frames.push_back(f);
+  }
+  CHECK(resident_pages(p.region()) == kFrames);
+  for (Frame* f : frames) p.free(f);
+  // All but at most kWarmFrames are madvised without an explicit trim.
+  CHECK(resident_pages(p.region()) <= FramePool::kWarmFrames);
+  // Batched: one madvise per run of adjacent frames, not one per frame.
+  CHECK(p.madvise_calls() <= kFrames / FramePool::kWarmFrames + 1);
+  p.trim();
+  CHECK(resident_pages(p.region()) == 0);
+}
+
+TEST_CASE("FramePool: batched madvise is cheaper than one call per frame", "[bench]") {
+  constexpr uint64_t kFrames = 16384;  // 64 MiB
+  auto pool = FramePool::create(4096, kFrames);
+  REQUIRE(pool);
+  FramePool& p = **pool;
+  auto fill = [&] {
+    auto r = p.reserve(kFrames);
+    REQUIRE(r);
+    std::vector<Frame*> v;
+    for (uint64_t i = 0; i < kFrames; ++i) {
+      Frame* f = r->take().frame;
+      std::memset(f->bytes().data(), 1, 4096);
+      v.push_back(f);
+    }
+    return v;
+  };
+  using clock = std::chrono::steady_clock;
+  auto v = fill();
+  auto t0 = clock::now();
+  for (Frame* f : v) p.free(f);
+  p.trim();
+  auto batched = clock::now() - t0;
+
+  v = fill();
+  t0 = clock::now();
+  for (Frame* f : v) {  // what an unbatched pool would do
+    madvise(f->bytes().data(), 4096, MADV_DONTNEED);
+  }
+  auto single = clock::now() - t0;
+  for (Frame* f : v) p.free(f);
+  p.trim();
+  using us = std::chrono::microseconds;
+  WARN("free+madvise of " << kFrames << " frames: batched "
+       << std::chrono::duration_cast<us>(batched).count() << " us, one call per frame "
+       << std::chrono::duration_cast<us>(single).count() << " us");
+  CHECK(p.frames_used() == 0);
+}
+
+TEST_CASE("FramePool: invalid sizes") {
+  CHECK(FramePool::create(4096, uint64_t{1} << 32).code() == EINVAL);
+  CHECK(FramePool::create(3000, 1).code() == EINVAL);
+  auto empty = FramePool::create(4096, 0);
+  REQUIRE(empty);
+  CHECK_FALSE((*empty)->reserve(1));
+  CHECK((*empty)->reserve(0));
+}
+
+}  // namespace tmpfsd

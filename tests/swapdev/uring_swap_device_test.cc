@@ -1,0 +1,275 @@
+// What only the io_uring device does: the private file, merging, fixed
+// buffers, bouncing, backlog, discard, teardown.
+#include <catch2/catch.hpp>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <random>
+#include <thread>
+
+#include "tests/swapdev/fixtures.h"
+
+using namespace tmpfsd::swapdev;
+using namespace tmpfsd::swapdev::test;
+
+TEST_CASE("uring: the swap file is nameless, private and reserved", "[uring]") {
+  auto dev = open_uring({.dir = "/var/tmp", .size_bytes = 8 << 20});
+  struct stat st {};
+  REQUIRE(::fstat(dev->fd(), &st) == 0);
+  CHECK(st.st_nlink == 0);
+  CHECK((st.st_mode & 0777) == 0600);
+  CHECK(st.st_size == 8 << 20);
+  CHECK(uint64_t(st.st_blocks) * 512 >= uint64_t(8 << 20));
+  CHECK(dev->total_slots() == 2048);
+  CHECK(dev->direct_io());
+}
+
+TEST_CASE("uring: refuses a tmpfs, a missing directory and a size that does not fit", "[uring]") {
+  UringOpenResult r = open_uring_swap_device({.dir = "/dev/shm", .size_bytes = 1 << 20});
+  CHECK(r.err == -EINVAL);
+  CHECK(!r.device);
+  CHECK_THAT(r.error, Catch::Contains("tmpfs"));
+
+  r = open_uring_swap_device({.dir = "/nonexistent/swapdir", .size_bytes = 1 << 20});
+  CHECK(r.err == -ENOENT);
+  CHECK_THAT(r.error, Catch::Contains("/nonexistent/swapdir"));
+
+  r = open_uring_swap_device({.dir = "/var/tmp", .size_bytes = uint64_t{1} << 50});
+  CHECK((r.err == -ENOSPC || r.err == -EFBIG));
+  CHECK_THAT(r.error, Catch::Contains("not enough room"));
+
+  r = open_uring_swap_device({.dir = "/var/tmp", .size_bytes = 100});
+  CHECK(r.err == -EINVAL);
+  r = open_uring_swap_device({.dir = "/var/tmp", .size_bytes = 1 << 20, .page_size = 6000});
+  CHECK(r.err == -EINVAL);
+}
+
+TEST_CASE("uring: pages evicted together go out as one merged I/O", "[uring]") {
+  auto dev = open_uring({.dir = "/var/tmp", .size_bytes = 16 << 20});
+  constexpr int kPages = 32;
+  // Clustered allocation: one page at a time, each continuing the last.
+  std::vector<SwapSlot> slots;
+  SwapSlot hint;
+  for (int i = 0; i < kPages; ++i) {
+    SlotRun r = dev->allocate(1, hint);
+    REQUIRE(r.count == 1);
+    slots.push_back(r.first);
+    hint = r.first + 1;
+  }
+  for (int i = 1; i < kPages; ++i) REQUIRE(slots[i] == slots[0] + i);
+
+  Pages src(kPages, 4096), dst(kPages, 4096);
+  for (int i = 0; i < kPages; ++i) src.fill_random(i, 31 * i);
+  SwapCounters before = dev->counters();
+  Latch wl;
+  {
+    IoBatch batch(*dev);
+    std::vector<int> order(kPages);
+    for (int i = 0; i < kPages; ++i) order[i] = i;
+    std::shuffle(order.begin(), order.end(), std::mt19937(3));
+    for (int i : order) dev->write(slots[i], src.const_spans(i, 1), wl.cb());
+    CHECK(dev->counters().ios_submitted == before.ios_submitted);  // plugged: nothing sent yet
+  }
+  REQUIRE(wl.wait(kPages));
+  for (int e : wl.errors()) CHECK(e == 0);
+  SwapCounters mid = dev->counters();
+  CHECK(mid.ios_submitted - before.ios_submitted == 1);
+  CHECK(mid.ios_merged - before.ios_merged == kPages - 1);
+  CHECK(mid.multi_page_ios - before.multi_page_ios == 1);
+
+  Latch rl;
+  {
+    IoBatch batch(*dev);
+    for (int i = 0; i < kPages; ++i) dev->read(slots[i], dst.spans(i, 1), rl.cb());
+  }
+  REQUIRE(rl.wait(kPages));
+  for (int e : rl.errors()) CHECK(e == 0);
+  CHECK(dev->counters().ios_submitted - mid.ios_submitted == 1);
+  CHECK(std::memcmp(src.data(), dst.data(), src.bytes()) == 0);
+}
+
+TEST_CASE("uring: pages inside registered memory use fixed buffers", "[uring]") {
+  auto dev = open_uring({.dir = "/var/tmp", .size_bytes = 16 << 20});
+  Pages frames(64, 4096);
+  REQUIRE(dev->register_memory(frames.data(), frames.bytes()) == 0);
+  CHECK(dev->register_memory(frames.data(), frames.bytes()) == -EBUSY);
+  SlotRun s = dev->allocate(8);
+  REQUIRE(s.count == 8);
+  for (int i = 0; i < 8; ++i) frames.fill_random(i, 500 + i);
+  REQUIRE(write_sync(*dev, s.first, frames.const_spans(0, 8)) == 0);
+  REQUIRE(read_sync(*dev, s.first, frames.spans(32, 8)) == 0);
+  CHECK(std::memcmp(frames.page(0).data(), frames.page(32).data(), 8 * 4096) == 0);
+  CHECK(dev->counters().fixed_ios == 2);
+  // Memory outside the region takes the vectored path.
+  Pages other(1, 4096);
+  REQUIRE(read_sync(*dev, s.first, other.spans(0, 1)) == 0);
+  CHECK(std::memcmp(other.data(), frames.data(), 4096) == 0);
+  CHECK(dev->counters().fixed_ios == 2);
+}
+
+TEST_CASE("uring: unaligned caller memory is bounced under O_DIRECT", "[uring]") {
+  auto dev = open_uring({.dir = "/var/tmp", .size_bytes = 4 << 20});
+  REQUIRE(dev->direct_io());
+  std::vector<std::byte> raw(3 * 4096 + 512);
+  std::byte* odd = raw.data() + 512 - reinterpret_cast<uintptr_t>(raw.data()) % 512 + 8;
+  std::span<std::byte> page(odd, 4096);
+  std::mt19937 rng(9);
+  for (auto& b : page) b = std::byte(rng());
+  std::vector<std::byte> copy(page.begin(), page.end());
+  SlotRun s = dev->allocate(1);
+  std::vector<std::span<const std::byte>> w{page};
+  REQUIRE(write_sync(*dev, s.first, w) == 0);
+  std::memset(odd, 0, 4096);
+  std::vector<std::span<std::byte>> r{page};
+  REQUIRE(read_sync(*dev, s.first, r) == 0);
+  CHECK(std::memcmp(odd, copy.data(), 4096) == 0);
+}
+
+TEST_CASE("uring: more requests than the ring holds wait in the backlog", "[uring][mt]") {
+  auto dev = open_uring({.dir = "/var/tmp", .size_bytes = 16 << 20, .queue_depth = 4});
+  constexpr int kThreads = 3, kEach = 300;
+  Latch l;
+  Pages src(kThreads * kEach, 4096);
+  std::vector<std::thread> ts;
+  std::vector<SwapSlot> slots(kThreads * kEach);
+  for (int t = 0; t < kThreads; ++t)
+    ts.emplace_back([&, t] {
+      for (int i = 0; i < kEach; ++i) {
+        int k = t * kEach + i;
+        SlotRun s = dev->allocate(1);
+        slots[k] = s.first;
+        src.fill_random(k, k);
+        dev->write(s.first, src.const_spans(k, 1), l.cb());
+      }
+    });
+  for (auto& t : ts) t.join();
+  REQUIRE(l.wait(kThreads * kEach));
+  for (int e : l.errors()) REQUIRE(e == 0);
+  SwapCounters c = dev->counters();
+  CHECK(c.max_queue_depth <= 8);  // CQ entries = 2 x queue depth
+  CHECK(c.queue_depth == 0);
+  Pages dst(1, 4096);
+  for (int k = 0; k < kThreads * kEach; k += 97) {
+    REQUIRE(read_sync(*dev, slots[k], dst.spans(0, 1)) == 0);
+    CHECK(std::memcmp(dst.data(), src.page(k).data(), 4096) == 0);
+  }
+}
+
+TEST_CASE("uring: callbacks may submit more I/O from the completion thread", "[uring]") {
+  auto dev = open_uring({.dir = "/var/tmp", .size_bytes = 4 << 20, .queue_depth = 2});
+  Pages p(2, 4096);
+  p.fill_random(0, 1);
+  SlotRun s = dev->allocate(1);
+  Latch l;
+  std::thread::id cb_thread;
+  dev->write(s.first, p.const_spans(0, 1), [&](int err) {
+    REQUIRE(err == 0);
+    cb_thread = std::this_thread::get_id();
+    dev->read(s.first, p.spans(1, 1), l.cb());  // chained from the callback
+  });
+  REQUIRE(l.wait(1));
+  CHECK(l.errors()[0] == 0);
+  CHECK(cb_thread != std::this_thread::get_id());
+  CHECK(std::memcmp(p.page(0).data(), p.page(1).data(), 4096) == 0);
+}
+
+TEST_CASE("uring: destruction waits for in-flight I/O and runs every callback", "[uring]") {
+  std::atomic<int> ran{0};
+  Pages src(64, 4096);
+  {
+    auto dev = open_uring({.dir = "/var/tmp", .size_bytes = 4 << 20});
+    for (int i = 0; i < 64; ++i) {
+      SlotRun s = dev->allocate(1);
+      dev->write(s.first, src.const_spans(i, 1), [&](int err) { ran += err == 0; });
+    }
+  }
+  CHECK(ran == 64);
+}
+
+TEST_CASE("uring: discard punches freed clusters and gives disk space back", "[uring]") {
+  constexpr uint64_t kSize = 32 << 20;
+  auto dev = open_uring({.dir = "/var/tmp", .size_bytes = kSize, .cluster_slots = 64});
+  REQUIRE(dev->can_discard());
+  auto blocks = [&] {
+    struct stat st {};
+    REQUIRE(::fstat(dev->fd(), &st) == 0);
+    return uint64_t(st.st_blocks) * 512;
+  };
+  CHECK(blocks() >= kSize);
+  // Fill half the device, in 1 MiB runs.
+  std::vector<SlotRun> runs;
+  Pages src(256, 4096);
+  for (int i = 0; i < 256; ++i) src.fill_random(i, i);
+  for (int i = 0; i < 16; ++i) {
+    SlotRun r = dev->allocate(256);
+    while (r.count < 64) r = dev->allocate(256);  // (never: clusters are 64)
+    REQUIRE(r.count == 64);
+    REQUIRE(write_sync(*dev, r.first, src.const_spans(0, 64)) == 0);
+    runs.push_back(r);
+  }
+  uint64_t before = blocks();
+  // Free 12 of the 16 runs: whole clusters.
+  for (int i = 0; i < 12; ++i) dev->free(runs[i].first, runs[i].count);
+  dev->discard_now();
+  uint64_t after = blocks();
+  CHECK(before - after >= 12 * 64 * 4096);
+  SwapCounters c = dev->counters();
+  CHECK(c.discards >= 1);
+  CHECK(c.discarded_bytes >= 12 * 64 * 4096);
+  // The surviving data is intact and the punched space is usable again.
+  Pages dst(64, 4096);
+  REQUIRE(read_sync(*dev, runs[13].first, dst.spans(0, 64)) == 0);
+  CHECK(std::memcmp(dst.data(), src.data(), 64 * 4096) == 0);
+  std::vector<SlotRun> again;
+  for (SlotRun r; (r = dev->allocate(64)).count;) again.push_back(r);
+  CHECK(dev->counters().slots_used == dev->total_slots());
+  REQUIRE(write_sync(*dev, again[0].first, src.const_spans(0, again[0].count)) == 0);
+  REQUIRE(read_sync(*dev, again[0].first, dst.spans(0, again[0].count)) == 0);
+  CHECK(std::memcmp(dst.data(), src.data(), again[0].count * 4096) == 0);
+}
+
+TEST_CASE("uring: the discard thread punches on its own once a batch is waiting", "[uring]") {
+  auto dev = open_uring({.dir = "/var/tmp",
+                         .size_bytes = 8 << 20,
+                         .cluster_slots = 16,
+                         .discard_batch = 4,
+                         .discard_interval = std::chrono::milliseconds(50)});
+  Pages src(16, 4096);
+  std::vector<SlotRun> runs;
+  for (int i = 0; i < 6; ++i) {
+    runs.push_back(dev->allocate(16));
+    REQUIRE(write_sync(*dev, runs.back().first, src.const_spans(0, 16)) == 0);
+  }
+  for (auto& r : runs) dev->free(r.first, r.count);
+  for (int i = 0; i < 200 && dev->counters().discarded_bytes < 5 * 16 * 4096; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  CHECK(dev->counters().discarded_bytes >= 5 * 16 * 4096);
+}
+
+TEST_CASE("uring: short transfers are resubmitted until complete", "[uring]") {
+  auto dev = open_uring({.dir = "/var/tmp", .size_bytes = 4 << 20});
+  Pages frames(16, 4096);
+  REQUIRE(dev->register_memory(frames.data(), frames.bytes()) == 0);
+  Pages src(8, 4096), dst(8, 4096);
+  for (int i = 0; i < 8; ++i) src.fill_random(i, 70 + i);
+  SlotRun s = dev->allocate(8);
+  REQUIRE(s.count == 8);
+
+  // Vectored path: 8 iovecs sent as 4, then 2, then the rest.
+  dev->inject_short_transfers(2);
+  REQUIRE(write_sync(*dev, s.first, src.const_spans(0, 8)) == 0);
+  CHECK(dev->counters().retries == 2);
+  REQUIRE(read_sync(*dev, s.first, dst.spans(0, 8)) == 0);
+  CHECK(std::memcmp(src.data(), dst.data(), src.bytes()) == 0);
+
+  // Fixed-buffer path: one contiguous range, sent in halves.
+  std::memset(dst.data(), 0, dst.bytes());
+  dev->inject_short_transfers(3);
+  REQUIRE(read_sync(*dev, s.first, frames.spans(0, 8)) == 0);
+  CHECK(dev->counters().retries == 5);
+  CHECK(std::memcmp(src.data(), frames.data(), src.bytes()) == 0);
+  CHECK(dev->counters().checksum_failures == 0);
+}
