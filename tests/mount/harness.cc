@@ -449,20 +449,32 @@ int64_t coarse_tick_ns() {
   }();
   return tick;
 }
-// The order of mtime and ctime, tolerant by one coarse clock tick: known
-// divergence McWithinTick (tools/fsdiff-known-divergences.md, entry 10).
-// Applied on both sides, so tmpfs-vs-tmpfs compares the same thing.
-// MT_MC_TICKS=n widens the tolerance to n ticks (exploration only: the
-// coarse clock can lag the fine one by more than one tick, see entry 10).
-std::string mc_relation(const timespec& m, const timespec& c) {
+}  // namespace
+
+// The tolerance of the mtime/ctime order: one coarse clock tick, inclusive
+// (two coarse stamps in adjacent ticks are one tick apart), plus 1 us (the
+// kernel's multigrain floor can put a stamp a nanosecond off the tick).
+// MT_MC_TICKS=n makes it n ticks (exploration only).
+int64_t mc_tolerance_ns() {
   static const int64_t tolerance = [] {
     const char* v = std::getenv("MT_MC_TICKS");
     long n = v && *v ? std::strtol(v, nullptr, 10) : 1;
-    return coarse_tick_ns() * (n > 0 ? n : 1);
+    return coarse_tick_ns() * (n > 0 ? n : 1) + 1000;
   }();
+  return tolerance;
+}
+
+namespace {
+// The order of mtime and ctime as "m<c:D", "m~c:D" or "m>c:D", D = m - c in
+// ns; "m~c" when |D| is within the tolerance. Known divergence McWithinTick
+// (tools/fsdiff-known-divergences.md, entry 10): two orders match when they
+// are the same and both beyond the tolerance, or when the two D are within
+// the tolerance of each other (see mc_compatible). Applied on both sides,
+// so tmpfs-vs-tmpfs compares the same thing.
+std::string mc_relation(const timespec& m, const timespec& c) {
   int64_t d = ns(m) - ns(c);
-  if (d > -tolerance && d < tolerance) return "m~c";
-  return d < 0 ? "m<c" : "m>c";
+  const char* r = (d >= -mc_tolerance_ns() && d <= mc_tolerance_ns()) ? "m~c" : d < 0 ? "m<c" : "m>c";
+  return fmt::format("{}:{}", r, d);
 }
 }  // namespace
 
@@ -791,6 +803,36 @@ std::string diff_transcripts(const std::vector<Entry>& a, const std::vector<Entr
   return diff_transcripts(a, b, testing_tmpfsd());
 }
 
+namespace {
+// Parses "m<c:D" (see mc_relation) into its order and D.
+bool parse_mc(const std::string& t, std::string& order, int64_t& d) {
+  if (t.size() < 5 || t[0] != 'm' || t[3] != ':' || (t.compare(0, 3, "m<c") && t.compare(0, 3, "m>c") && t.compare(0, 3, "m~c")))
+    return false;
+  order = t.substr(0, 3);
+  char* end = nullptr;
+  d = std::strtoll(t.c_str() + 4, &end, 10);
+  return end && *end == '\0';
+}
+// Two outcomes match when every token is the same except mtime/ctime
+// orders, which match when they are the same order beyond the tolerance, or
+// when their m - c are within the tolerance of each other.
+bool mc_compatible(const std::string& x, const std::string& y) {
+  std::istringstream xs(x), ys(y);
+  std::string tx, ty;
+  for (;;) {
+    bool gx = static_cast<bool>(xs >> tx), gy = static_cast<bool>(ys >> ty);
+    if (gx != gy) return false;
+    if (!gx) return true;
+    if (tx == ty) continue;
+    std::string ox, oy;
+    int64_t dx, dy;
+    if (!parse_mc(tx, ox, dx) || !parse_mc(ty, oy, dy)) return false;
+    if (ox == oy && ox != "m~c") continue;
+    if (dx - dy > mc_tolerance_ns() || dy - dx > mc_tolerance_ns()) return false;
+  }
+}
+}  // namespace
+
 std::string diff_transcripts(const std::vector<Entry>& a, const std::vector<Entry>& b, bool excuse_known) {
   std::string first;
   std::vector<std::string> more;
@@ -823,7 +865,8 @@ std::string diff_transcripts(const std::vector<Entry>& a, const std::vector<Entr
       else if (more.size() < 5) more.push_back(d);
       continue;
     }
-    bool same = x.op == y.op && x.out == y.out && x.has_blob == y.has_blob && x.blob == y.blob;
+    bool same = x.op == y.op && (x.out == y.out || mc_compatible(x.out, y.out)) &&
+                x.has_blob == y.has_blob && x.blob == y.blob;
     if (same) continue;
     ++ndiff;
     if (x.op != y.op) {

@@ -222,6 +222,10 @@ bool compare(MountPair& pair, const Scenario& scenario);
 // the daemon's exit status on SIGTERM is checked too).
 bool compare(const MountOptions& opts, const Scenario& scenario);
 
+// The tolerance (ns) of the mtime/ctime order in stat records: one coarse
+// clock tick (known divergence McWithinTick).
+int64_t mc_tolerance_ns();
+
 // Human-readable comparison; empty when the transcripts match. With
 // `excuse_known` (the default when B is tmpfsd), a step marked with a known
 // divergence matches when B's outcome is the table's b_outcome, whatever A's.

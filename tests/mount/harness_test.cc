@@ -6,6 +6,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <fmt/format.h>
+
 #include "harness.h"
 
 TEST_CASE("harness: transcripts that differ are reported", "[harness]") {
@@ -79,4 +81,23 @@ TEST_CASE("harness: a known divergence excuses one step, only with B's documente
     CHECK(&mt::known_divergence(t[i].id) == &t[i]);
     CHECK((t[i].b_outcome != nullptr) == (t[i].scope != mt::KnownDivergence::Scope::Rule));
   }
+}
+
+TEST_CASE("harness: mtime/ctime orders match within one coarse tick", "[harness]") {
+  const int64_t t = mt::mc_tolerance_ns();
+  auto rec = [](const char* order, int64_t d) {
+    return std::vector<mt::Entry>{{"stat(f)", fmt::format("type=reg m:moved c:moved {}:{}", order, d), false, {}}};
+  };
+  // tmpfs m==c, tmpfsd one tick apart: match, either way round.
+  CHECK(mt::diff_transcripts(rec("m~c", 0), rec("m<c", -t), false).empty());
+  CHECK(mt::diff_transcripts(rec("m<c", -t), rec("m~c", 0), false).empty());
+  // Same order beyond the tolerance, different distances: match.
+  CHECK(mt::diff_transcripts(rec("m<c", -8 * t), rec("m<c", -30 * t), false).empty());
+  // More than a tick between the two sides' m - c: a difference.
+  CHECK(!mt::diff_transcripts(rec("m~c", 0), rec("m<c", -2 * t), false).empty());
+  CHECK(!mt::diff_transcripts(rec("m>c", 3 * t), rec("m<c", -3 * t), false).empty());
+  // moved/same stays strict.
+  auto b = rec("m~c", 0);
+  b[0].out = "type=reg m:moved c:same m~c:0";
+  CHECK(!mt::diff_transcripts(rec("m~c", 0), b, false).empty());
 }
