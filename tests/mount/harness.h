@@ -36,6 +36,8 @@
 #include <string_view>
 #include <vector>
 
+#include "known_divergences.h"
+
 namespace mt {
 
 // Options for a pair of mounts; both sides get the same ones.
@@ -111,6 +113,7 @@ struct Entry {
   std::string out;   // the outcome, e.g. "ret=3" or "-1 ENOENT"
   bool has_blob = false;
   std::string blob;  // data compared byte for byte (file contents)
+  int known = -1;    // a Known marked on this step (see known_divergences.h), or -1
 };
 
 std::string errno_name(int e);
@@ -147,6 +150,16 @@ class Side {
   long rec_ok(const std::string& op, long ret, int err);
   void note(const std::string& op, const std::string& value);
   void blob(const std::string& op, const std::string& out, std::string data);
+
+  // Known divergences (known_divergences.h). known(id) marks the next step
+  // recorded (for a Times entry: the "moved / same" part of the next stat
+  // record) as the step where `id` shows; when B is tmpfsd, that step must
+  // give the table's b_outcome on B and is not compared with A.
+  void known(Known id);
+  // False on both sides when B is tmpfsd (the steps that depend on the
+  // divergent one are skipped, and a note says so); true in tmpfs-vs-tmpfs
+  // mode, where nothing is excused.
+  bool dependent_steps_run(Known id);
 
   // stat/lstat/fstat snapshot. `key` names the object for time tracking;
   // empty key: the path.
@@ -193,6 +206,9 @@ class Side {
   std::deque<std::string> paths_;  // storage for p()
   std::map<std::string, Times> snapshots_;
   std::vector<Entry> entries_;
+  int pending_known_ = -1;  // set by known(), taken by the next push()
+
+  void push(Entry e);
 };
 
 using Scenario = std::function<void(Side&)>;
@@ -206,8 +222,15 @@ bool compare(MountPair& pair, const Scenario& scenario);
 // the daemon's exit status on SIGTERM is checked too).
 bool compare(const MountOptions& opts, const Scenario& scenario);
 
-// Human-readable comparison; empty when the transcripts match.
+// The tolerance (ns) of the mtime/ctime order in stat records: one coarse
+// clock tick (known divergence McWithinTick).
+int64_t mc_tolerance_ns();
+
+// Human-readable comparison; empty when the transcripts match. With
+// `excuse_known` (the default when B is tmpfsd), a step marked with a known
+// divergence matches when B's outcome is the table's b_outcome, whatever A's.
 std::string diff_transcripts(const std::vector<Entry>& a, const std::vector<Entry>& b);
+std::string diff_transcripts(const std::vector<Entry>& a, const std::vector<Entry>& b, bool excuse_known);
 
 // Recursively removes a directory tree (best effort).
 void remove_tree(const std::string& path);

@@ -6,6 +6,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <fmt/format.h>
+
 #include "harness.h"
 
 TEST_CASE("harness: transcripts that differ are reported", "[harness]") {
@@ -55,4 +57,47 @@ TEST_CASE("harness: a fresh pair with options starts and stops cleanly", "[harne
     s.stat(std::string_view(".."), mt::kStatNoSize);
     s.statfs("", true);
   });
+}
+
+TEST_CASE("harness: a known divergence excuses one step, only with B's documented outcome", "[harness]") {
+  const auto& k = mt::known_divergence(mt::Known::Tmpfile);
+  int id = static_cast<int>(mt::Known::Tmpfile);
+  std::vector<mt::Entry> a = {{"open(O_TMPFILE)", "ok", false, {}, id}, {"after", "ret=0", false, {}}};
+  std::vector<mt::Entry> b = {{"open(O_TMPFILE)", k.b_outcome, false, {}, id}, {"after", "ret=0", false, {}}};
+  CHECK(mt::diff_transcripts(a, b, true).empty());
+  // tmpfs-vs-tmpfs: nothing is excused.
+  CHECK(mt::diff_transcripts(a, b, false).find("step 0") != std::string::npos);
+  // B changed: the entry no longer describes tmpfsd.
+  b[0].out = "ok";
+  CHECK(mt::diff_transcripts(a, b, true).find("known divergence 8 (tmpfile)") != std::string::npos);
+  // Unmarked steps are still compared.
+  b[0].out = k.b_outcome;
+  b[1].out = "-1 EIO";
+  CHECK(mt::diff_transcripts(a, b, true).find("step 1") != std::string::npos);
+  // The table is in enum order and every step entry has a B outcome.
+  size_t n = 0;
+  const mt::KnownDivergence* t = mt::known_divergences(&n);
+  for (size_t i = 0; i < n; ++i) {
+    CHECK(&mt::known_divergence(t[i].id) == &t[i]);
+    CHECK((t[i].b_outcome != nullptr) == (t[i].scope != mt::KnownDivergence::Scope::Rule));
+  }
+}
+
+TEST_CASE("harness: mtime/ctime orders match within one coarse tick", "[harness]") {
+  const int64_t t = mt::mc_tolerance_ns();
+  auto rec = [](const char* order, int64_t d) {
+    return std::vector<mt::Entry>{{"stat(f)", fmt::format("type=reg m:moved c:moved {}:{}", order, d), false, {}}};
+  };
+  // tmpfs m==c, tmpfsd one tick apart: match, either way round.
+  CHECK(mt::diff_transcripts(rec("m~c", 0), rec("m<c", -t), false).empty());
+  CHECK(mt::diff_transcripts(rec("m<c", -t), rec("m~c", 0), false).empty());
+  // Same order beyond the tolerance, different distances: match.
+  CHECK(mt::diff_transcripts(rec("m<c", -8 * t), rec("m<c", -30 * t), false).empty());
+  // More than a tick between the two sides' m - c: a difference.
+  CHECK(!mt::diff_transcripts(rec("m~c", 0), rec("m<c", -2 * t), false).empty());
+  CHECK(!mt::diff_transcripts(rec("m>c", 3 * t), rec("m<c", -3 * t), false).empty());
+  // moved/same stays strict.
+  auto b = rec("m~c", 0);
+  b[0].out = "type=reg m:moved c:same m~c:0";
+  CHECK(!mt::diff_transcripts(rec("m~c", 0), b, false).empty());
 }

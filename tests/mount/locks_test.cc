@@ -69,7 +69,19 @@ TEST_CASE("inode flags: FS_IOC_GETFLAGS/SETFLAGS append-only and immutable", "[c
     int fd = REC_OK(s, ::open(s.p("f"), O_CREAT | O_RDWR, 0644));
     REC(s, ::write(fd, "abc", 3));
     int flags = 0;
+    s.known(mt::Known::InodeFlags);
     REC(s, ::ioctl(fd, FS_IOC_GETFLAGS, &flags));
+    // Setting the flags a file already has changes nothing on A, so B's
+    // answer to SETFLAGS can be checked without the two diverging.
+    int same = flags;
+    s.known(mt::Known::InodeFlags);
+    REC(s, ::ioctl(fd, FS_IOC_SETFLAGS, &same));
+    if (!s.dependent_steps_run(mt::Known::InodeFlags)) {
+      REC(s, ::close(fd));
+      s.read_all("f");
+      REC(s, ::unlink(s.p("f")));
+      return;
+    }
     s.note("flags", std::to_string(flags));
     int ap = flags | FS_APPEND_FL;
     REC(s, ::ioctl(fd, FS_IOC_SETFLAGS, &ap));

@@ -1,0 +1,51 @@
+// The table of known divergences (see known_divergences.h and
+// tools/fsdiff-known-divergences.md).
+#include "known_divergences.h"
+
+#include <stdexcept>
+
+namespace mt {
+
+namespace {
+using S = KnownDivergence::Scope;
+// In enum order; known_divergence() checks that.
+constexpr KnownDivergence kTable[] = {
+    {Known::Tmpfile, "tmpfile", 8, S::Step,
+     "libfuse 3.14 has no tmpfile op (FUSE_TMPFILE is 7.37): it answers ENOSYS, the kernel says EOPNOTSUPP",
+     "-1 EOPNOTSUPP"},
+    {Known::StatxBtime, "statx-btime", 9, S::Step,
+     "FUSE 7.38 has no statx op: the kernel builds statx from GETATTR, which has no birth time",
+     "no"},
+    {Known::StatxAttrFlags, "statx-attr-flags", 9, S::Step,
+     "FUSE 7.38 has no statx op: the FUSE client fills no file-system STATX_ATTR_* bits",
+     "0"},
+    {Known::FifoTimes, "fifotimes", 6, S::Times,
+     "pipe I/O never reaches the daemon and FUSE marks fifos S_NOCMTIME: their times stay put",
+     "m:same c:same"},
+    {Known::DirSeek, "dirseek", 7, S::Step,
+     "the kernel seeks FUSE directories with generic_file_llseek without asking the daemon",
+     "ret=0"},
+    {Known::McWithinTick, "mc-tick", 10, S::Rule,
+     "tmpfsd sees the kernel's internal GETATTRs as queries of ctime, so it may stamp fine where "
+     "tmpfs stamps coarse",
+     nullptr},
+    {Known::InodeFlags, "inode-flags", 11, S::Step,
+     "not implemented yet: FUSE's kernel client does not enforce inode flags, so the daemon would "
+     "have to; planned",
+     "-1 ENOTTY"},
+};
+}  // namespace
+
+const KnownDivergence& known_divergence(Known id) {
+  size_t i = static_cast<size_t>(id);
+  if (i >= std::size(kTable) || kTable[i].id != id)
+    throw std::logic_error("known_divergences: table out of enum order");
+  return kTable[i];
+}
+
+const KnownDivergence* known_divergences(size_t* count) {
+  *count = std::size(kTable);
+  return kTable;
+}
+
+}  // namespace mt
