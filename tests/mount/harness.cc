@@ -451,14 +451,15 @@ int64_t coarse_tick_ns() {
 }
 }  // namespace
 
-// The tolerance of the mtime/ctime order: one coarse clock tick, inclusive
-// (two coarse stamps in adjacent ticks are one tick apart), plus 1 us (the
-// kernel's multigrain floor can put a stamp a nanosecond off the tick).
-// MT_MC_TICKS=n makes it n ticks (exploration only).
+// The tolerance of the mtime/ctime order: two coarse clock ticks, inclusive,
+// plus 1 us (the kernel's multigrain floor can put a stamp a nanosecond off
+// the tick). Two, because the coarse clock itself lags the fine one by up to
+// ~1.7 ticks on the test machines (known divergence 10). MT_MC_TICKS=n makes
+// it n ticks (exploration only).
 int64_t mc_tolerance_ns() {
   static const int64_t tolerance = [] {
     const char* v = std::getenv("MT_MC_TICKS");
-    long n = v && *v ? std::strtol(v, nullptr, 10) : 1;
+    long n = v && *v ? std::strtol(v, nullptr, 10) : 2;
     return coarse_tick_ns() * (n > 0 ? n : 1) + 1000;
   }();
   return tolerance;
