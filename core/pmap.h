@@ -128,7 +128,7 @@ class Pmap {
   // Pins: I/O in flight or a reader replying from the frame.
   void pin() { io_count_.fetch_add(1, std::memory_order_acquire); }
   void unpin() {
-    [[maybe_unused]] uint32_t was = io_count_.fetch_sub(1, std::memory_order_release);
+    [[maybe_unused]] uint32_t was = io_count_.fetch_sub(1, std::memory_order_acq_rel);
     assert(was > 0);
   }
   uint32_t io_count() const { return io_count_.load(std::memory_order_acquire); }
@@ -141,9 +141,12 @@ class Pmap {
   static constexpr uint32_t kOnInactive = 1u << 3;  // PmapLists lock
   static constexpr uint32_t kOnActive = 1u << 4;    // PmapLists lock
 
-  bool test(uint32_t b) const { return (flags_.load(std::memory_order_relaxed) & b) != 0; }
-  void set(uint32_t b) { flags_.fetch_or(b, std::memory_order_relaxed); }
-  void clear(uint32_t b) { flags_.fetch_and(~b, std::memory_order_relaxed); }
+  // acquire/release: the writeback completion hands dirty_ and the frame's
+  // slot back to the file mutex holders by clearing kWriteback (and by the
+  // final unpin).
+  bool test(uint32_t b) const { return (flags_.load(std::memory_order_acquire) & b) != 0; }
+  void set(uint32_t b) { flags_.fetch_or(b, std::memory_order_acq_rel); }
+  void clear(uint32_t b) { flags_.fetch_and(~b, std::memory_order_acq_rel); }
 
   Binding binding_;                    // file mutex
   uint64_t dirty_ = 0;                 // file mutex; one bit per block
