@@ -225,11 +225,17 @@ Status FilePagesImpl::fault_range_locked(std::unique_lock<std::shared_mutex>& lo
                                          uint64_t first, uint64_t last, uint64_t off,
                                          uint64_t end, uint64_t extra,
                                          FramePool::Reservation* extra_out) {
+  // A read leaves zero words alone (they read as zeros); a write needs a
+  // frame for them too.
+  const bool for_write = extra_out != nullptr;
+  auto wants = [for_write](uint64_t w) {
+    return for_write ? needs_fault(w) : FileIndex::is_compact_swap(w);
+  };
   FramePool::Reservation frames;
   for (int attempt = 0;; ++attempt) {
     uint64_t need = extra;
     index_.visit_range(first, last + 1, [&](uint64_t, uint64_t w) {
-      need += needs_fault(w);
+      need += wants(w);
       return true;
     });
     if (need == 0) return Status::ok();
@@ -258,30 +264,24 @@ Status FilePagesImpl::fault_range_locked(std::unique_lock<std::shared_mutex>& lo
   struct Fault {
     uint64_t page;
     Frame* frame;
-    uint64_t slot;
-    int err;
+    uint64_t slot;  // kNoSlot for a zero word
+    int err;        // 1 while a read is pending
+    bool whole;     // swapped, and about to be overwritten whole: not read
   };
   std::vector<Fault> reads;
   SmallVec<Pmap*, kInlineIovecs> fresh;
-  index_.update_range(first, last + 1, [&](uint64_t page, uint64_t w) -> uint64_t {
-    if (!needs_fault(w)) return w;
+  index_.visit_range(first, last + 1, [&](uint64_t page, uint64_t w) {
+    if (!wants(w)) return true;
     FramePool::Taken t = frames.take();
     if (is_zero_word(w)) {
       if (!t.zeroed) std::memset(t.frame->bytes().data(), 0, page_size());
-      reads.push_back({page, t.frame, Frame::kNoSlot, 0});
-      return w;  // bound below
+      reads.push_back({page, t.frame, Frame::kNoSlot, 0, false});
+      return true;
     }
-    const uint64_t slot = FileIndex::swap_slot_of(w);
     const uint64_t pstart = page << st_.page_shift;
-    const bool whole = extra_out != nullptr && off <= pstart && end >= pstart + page_size();
-    if (whole) {
-      // About to be overwritten entirely: no need to read it back.
-      st_.swap->free(swapdev::SwapSlot(slot));
-      reads.push_back({page, t.frame, Frame::kNoSlot, 0});
-    } else {
-      reads.push_back({page, t.frame, slot, 1});  // err 1: read pending
-    }
-    return w;
+    const bool whole = for_write && off <= pstart && end >= pstart + page_size();
+    reads.push_back({page, t.frame, FileIndex::swap_slot_of(w), whole ? 0 : 1, whole});
+    return true;
   });
 
   // Issue every read at once (one io_uring_enter, adjacent slots merged),
@@ -313,16 +313,26 @@ Status FilePagesImpl::fault_range_locked(std::unique_lock<std::shared_mutex>& lo
   }
 
   Status status;
+  for (const Fault& f : reads) {
+    if (f.err != 0) status = Errno{EIO};
+  }
   uint64_t swapped_gone = 0;
   for (Fault& f : reads) {
     const uint64_t w = index_.get(f.page);
-    if (f.err != 0) {
-      // EIO (checksum or disk) or ENODATA: the page stays swapped.
-      st_.swap_in_errors.fetch_add(1, std::memory_order_relaxed);
-      spdlog::warn("swap-in of slot {} failed: {}", f.slot, std::strerror(-f.err));
+    if (f.err != 0 || (f.whole && !status)) {
+      // EIO (checksum or disk) or ENODATA: the page stays swapped. A page
+      // that was only going to be overwritten stays swapped too, its slot
+      // untouched, since the write will not happen.
+      if (f.err != 0) {
+        st_.swap_in_errors.fetch_add(1, std::memory_order_relaxed);
+        spdlog::warn("swap-in of slot {} failed: {}", f.slot, std::strerror(-f.err));
+      }
       st_.pool->free(f.frame);
-      status = Errno{EIO};
       continue;
+    }
+    if (f.whole) {
+      st_.swap->free(swapdev::SwapSlot(f.slot));  // the write replaces it all
+      f.slot = Frame::kNoSlot;
     }
     auto* p = new Pmap(this, f.page);
     st_.metadata.fetch_add(sizeof(Pmap), std::memory_order_relaxed);

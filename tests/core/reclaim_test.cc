@@ -309,6 +309,13 @@ TEST_CASE("reclaim: a swap read error is EIO, and the page stays readable later"
   CHECK(pc.stats().swap_in_errors == 1);
   CHECK(pc.stats().pages_swapped == 4);
   CHECK(read_bytes(f, 0, 4 * kPage) == b);
+  // A write over two whole swapped pages and part of a third whose read
+  // fails: EIO, and nothing changes (the whole pages keep their slots).
+  pc.shrink(16);
+  REQUIRE(pc.stats().pages_swapped == 4);
+  rig.dev->inject_errors(1, -EIO);
+  CHECK(f.write(0, pattern(2 * kPage + 10, 77)).code() == EIO);
+  CHECK(read_bytes(f, 0, 4 * kPage) == b);
   // A checksum mismatch is EIO too, never wrong bytes.
   pc.shrink(16);
   for (uint64_t slot = 0; slot < 1024; ++slot) rig.dev->corrupt(swapdev::SwapSlot(slot));
@@ -374,7 +381,7 @@ TEST_CASE("reclaim: fallocated pages need neither frames nor slots", "[reclaim]"
   CHECK(pc.stats().frames_used == 0);
   CHECK(f.pages() == 60);
   CHECK_FALSE(f.seek_data(0, 60 * kPage).has_value());
-  Bytes got = read_bytes(f, 0, 60 * kPage);
+  Bytes got = read_bytes(f, 0, 60 * kPage);  // more than 16 frames of zero words
   for (std::byte x : got) REQUIRE(x == std::byte{0});
   REQUIRE(f.write(5 * kPage + 3, pattern(10, 1)).is_ok());
   CHECK(f.seek_data(0, 60 * kPage).value() == 5 * kPage);
