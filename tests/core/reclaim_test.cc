@@ -51,7 +51,8 @@ Rig make_rig(uint64_t frames, uint64_t slots, MemorySwapDevice::Completion mode 
   return r;
 }
 
-// Returns the status and the bytes read.
+// Returns the status and the bytes read. No Catch macros: called from
+// threads (Catch2 assertions are not thread-safe).
 std::pair<Status, Bytes> try_read(FilePages& f, uint64_t off, size_t len) {
   Bytes out;
   Status st;
@@ -64,7 +65,7 @@ std::pair<Status, Bytes> try_read(FilePages& f, uint64_t off, size_t len) {
       out.insert(out.end(), p, p + v.iov_len);
     }
   });
-  REQUIRE(calls == 1);
+  if (calls != 1) st = Errno{EPROTO};
   return {st, out};
 }
 
@@ -199,8 +200,9 @@ TEST_CASE("reclaim: a write during writeback waits and never changes the bytes i
   REQUIRE(rig.dev->pending() > 0);
   Bytes b = pattern(100, 2);
   std::atomic<bool> written{false};
+  Status wst;
   std::thread writer([&] {
-    REQUIRE(f.write(kPage + 10, b).is_ok());
+    wst = f.write(kPage + 10, b);
     written = true;
   });
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -208,6 +210,7 @@ TEST_CASE("reclaim: a write during writeback waits and never changes the bytes i
   rig.dev->complete_pending();  // checksums verify: the bytes did not change
   writer.join();
   CHECK(written.load());
+  CHECK(wst.is_ok());
   CHECK(pc.stats().writeback_waits >= 1);
   CHECK(pc.stats().writebacks == 4);
   // Page 1 is dirty again; the others are clean in the swap cache. Evict all
@@ -219,13 +222,13 @@ TEST_CASE("reclaim: a write during writeback waits and never changes the bytes i
   }
   CHECK(pc.stats().pages_swapped == 4);
   std::memcpy(a.data() + kPage + 10, b.data(), b.size());
-  std::thread reader([&] {
-    Bytes got = read_bytes(f, 0, 4 * kPage);
-    CHECK(got == a);
-  });
+  std::pair<Status, Bytes> got;
+  std::thread reader([&] { got = try_read(f, 0, 4 * kPage); });
   while (rig.dev->pending() == 0) std::this_thread::yield();
   rig.dev->complete_pending();
   reader.join();
+  CHECK(got.first.is_ok());
+  CHECK(got.second == a);
   CHECK(rig.dev->counters().checksum_failures == 0);
 }
 
@@ -262,17 +265,21 @@ TEST_CASE("reclaim: swap-in racing truncate, rewrite and unlink", "[reclaim]") {
     REQUIRE(f->write(0, b).is_ok());
     std::atomic<uint64_t> cur_size{size};
     std::atomic<bool> stop{false};
+    std::atomic<int> bad{0};
     std::thread reader([&] {
       std::mt19937 rng(round);
       while (!stop) {
         const uint64_t off = (rng() % 64) * kPage;
         auto [s, got] = try_read(*f, off, kPage);
-        REQUIRE(s.is_ok());
+        if (!s || got.size() != kPage) {
+          ++bad;
+          continue;
+        }
         // Either the original bytes or zeros (truncated and extended).
         const bool orig = std::memcmp(got.data(), b.data() + off, kPage) == 0;
         bool zero = true;
         for (std::byte x : got) zero = zero && x == std::byte{0};
-        REQUIRE((orig || zero));
+        if (!orig && !zero) ++bad;
       }
     });
     std::mt19937 rng(100 + round);
@@ -286,6 +293,7 @@ TEST_CASE("reclaim: swap-in racing truncate, rewrite and unlink", "[reclaim]") {
     }
     stop = true;
     reader.join();
+    CHECK(bad == 0);
     f.reset();  // unlink with pages swapped, cached and in flight
   }
   PageCacheStats s = pc.stats();
