@@ -232,7 +232,9 @@ Status FilePagesImpl::fault_range_locked(std::unique_lock<std::shared_mutex>& lo
     return for_write ? needs_fault(w) : FileIndex::is_compact_swap(w);
   };
   FramePool::Reservation frames;
-  for (int attempt = 0;; ++attempt) {
+  // The count is redone after every time the lock was dropped: reclaim may
+  // have evicted more pages of the range meanwhile.
+  for (int attempt = 0, gave_up = 0;; ++attempt) {
     uint64_t need = extra;
     index_.visit_range(first, last + 1, [&](uint64_t, uint64_t w) {
       need += wants(w);
@@ -244,18 +246,12 @@ Status FilePagesImpl::fault_range_locked(std::unique_lock<std::shared_mutex>& lo
       frames = std::move(r).value();
       break;
     }
-    if (!st_.swap || need > st_.pool->frames_total()) return Errno{ENOSPC};
+    if (!st_.swap || need > st_.pool->frames_total() || gave_up >= 2) return Errno{ENOSPC};
     if (attempt == 0) st_.frame_waits.fetch_add(1, std::memory_order_relaxed);
     if (st_.reclaimer) st_.reclaimer->kick();
     lock.unlock();
-    const bool ok = direct_reclaim(st_, need);
+    if (!direct_reclaim(st_, need)) ++gave_up;
     lock.lock();
-    if (!ok && attempt > 0) {
-      auto again = st_.pool->reserve(need);
-      if (!again) return Errno{ENOSPC};
-      frames = std::move(again).value();
-      break;
-    }
   }
   if (st_.reclaimer && st_.pool->frames_available() < st_.reclaimer->high()) {
     st_.reclaimer->kick();
