@@ -223,9 +223,17 @@ TEST_CASE("reclaim: a write during writeback waits and never changes the bytes i
   CHECK(pc.stats().pages_swapped == 4);
   std::memcpy(a.data() + kPage + 10, b.data(), b.size());
   std::pair<Status, Bytes> got;
-  std::thread reader([&] { got = try_read(f, 0, 4 * kPage); });
-  while (rig.dev->pending() == 0) std::this_thread::yield();
-  rig.dev->complete_pending();
+  std::atomic<bool> read_done{false};
+  std::thread reader([&] {
+    got = try_read(f, 0, 4 * kPage);
+    read_done = true;
+  });
+  // The reader may still be submitting when the first request shows up:
+  // keep completing until it is done.
+  while (!read_done) {
+    rig.dev->complete_pending();
+    std::this_thread::yield();
+  }
   reader.join();
   CHECK(got.first.is_ok());
   CHECK(got.second == a);
