@@ -58,10 +58,21 @@ class alignas(8) Frame {
   Pmap* owner() const { return owner_; }
   void set_owner(Pmap* p) { owner_ = p; }  // by the owner's file, exclusive
 
+  // The swap cache (issue 5): the slot that holds a copy of this frame's
+  // bytes, or kNoSlot. Valid only while the owner is clean: a write frees
+  // the slot first. Written under the owner's file mutex held exclusive,
+  // except while the owner is under writeback, when the write's completion
+  // owns it (pmap.h).
+  static constexpr uint64_t kNoSlot = UINT64_MAX;
+  uint64_t swap_slot() const { return slot_; }
+  bool has_slot() const { return slot_ != kNoSlot; }
+  void set_swap_slot(uint64_t s) { slot_ = s; }
+
  private:
   friend class FramePool;
   std::span<std::byte> mem_;  // constant after construction
   Pmap* owner_ = nullptr;     // nullptr while free
+  uint64_t slot_ = kNoSlot;   // see swap_slot()
 };
 
 class FramePool {
@@ -111,6 +122,12 @@ class FramePool {
   size_t frame_size() const { return frame_size_; }
   uint64_t frames_total() const { return frames_total_; }
   uint64_t frames_used() const { return used_.load(std::memory_order_relaxed); }
+  // Frames neither taken nor promised: what reserve() could hand out now
+  // (the Reclaimer's watermarks are on this).
+  uint64_t frames_available() {
+    std::lock_guard lock(mu_);
+    return warm_.size() + cold_.size() - reserved_;
+  }
   uint64_t madvise_calls() const { return madvise_calls_.load(std::memory_order_relaxed); }
   // Bytes of descriptors and free stacks: fixed metadata of the pool.
   uint64_t metadata_bytes() const;

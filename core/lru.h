@@ -1,9 +1,9 @@
 // PmapLists: the active and inactive chains of the seed's kswapd, one pair
-// per mount. The Reclaimer (issue 5) ages them: it takes pmaps from the
-// inactive tail, moves referenced ones to the active list, and evicts the
-// rest; it refills the inactive list from the active tail. Until then pages
-// are only put on (new pages at the inactive head) and taken off (pages
-// freed), so that issue 5 adds only the thread.
+// per mount. The Reclaimer (reclaimer.h) ages them: it isolates pmaps from
+// the inactive tail, moves referenced ones to the active list, and pages out
+// the rest; it refills the inactive list from the active tail. Only
+// resident pmaps are on a list; a pmap isolated by reclaim or under
+// writeback is on none and pinned, and comes back through putback_unpin().
 //
 // Invariants (mu_): a Pmap is on at most one list, and its list() flag says
 // which; counts equal list lengths.
@@ -42,6 +42,66 @@ class PmapLists {
     std::lock_guard lock(mu_);
     for (Pmap* p : pmaps) remove_locked(p);
   }
+  // Reclaim (issue 5), the isolate half of LOCKING.md's protocol. Refills
+  // the inactive list from the active tail (ageing: a page deactivated
+  // loses its referenced bit and gets one more chance on the inactive
+  // list), then walks up to `scan` pmaps from the inactive tail: referenced
+  // ones move to the active head (second chance), pinned ones (I/O,
+  // readers) rotate to the inactive head, the rest are pinned
+  // (io_count++), taken off the list and stored in `out`. Returns how many
+  // were isolated; *scanned counts the pmaps looked at. `out` is the
+  // caller's, allocated before: nothing is allocated here.
+  size_t isolate(std::span<Pmap*> out, size_t scan, uint64_t* scanned) {
+    std::lock_guard lock(mu_);
+    for (uint64_t n = 0; inactive_.count < active_.count && n < scan; ++n) {
+      Pmap* p = active_.tail;
+      remove_locked(p);
+      p->test_and_clear_referenced();
+      push_head_locked(inactive_, p, Pmap::kOnInactive);
+    }
+    size_t got = 0;
+    for (size_t n = 0; n < scan && got < out.size() && inactive_.tail; ++n) {
+      Pmap* p = inactive_.tail;
+      ++*scanned;
+      remove_locked(p);
+      if (p->test_and_clear_referenced()) {
+        push_head_locked(active_, p, Pmap::kOnActive);
+      } else if (p->io_count() != 0) {
+        push_head_locked(inactive_, p, Pmap::kOnInactive);
+      } else {
+        p->pin();
+        out[got++] = p;
+      }
+    }
+    return got;
+  }
+  // Gives back an isolated (or written-back) pmap: puts it on a list and
+  // drops the pin, in one critical section, so that remove_idle() never
+  // sees an unpinned pmap off the lists that someone will put back later.
+  enum class Where { kInactiveHead, kInactiveTail, kActiveHead };
+  void putback_unpin(Pmap* p, Where w) {
+    std::lock_guard lock(mu_);
+    putback_locked(p, w);
+  }
+  void putback_unpin(std::span<Pmap* const> pmaps, Where w) {
+    if (pmaps.empty()) return;
+    std::lock_guard lock(mu_);
+    for (Pmap* p : pmaps) putback_locked(p, w);
+  }
+  // Pages being freed (truncate, punch, ~FilePages) whose file mutex is
+  // held exclusive: takes them off the lists; true when all of them are
+  // unpinned, and then none can be pinned again (isolate pins only listed
+  // pmaps). False: some are isolated by reclaim or under I/O; wait, retry.
+  bool remove_idle(std::span<Pmap* const> pmaps) {
+    if (pmaps.empty()) return true;
+    std::lock_guard lock(mu_);
+    bool idle = true;
+    for (Pmap* p : pmaps) {
+      remove_locked(p);
+      if (p->io_count() != 0) idle = false;
+    }
+    return idle;
+  }
   uint64_t inactive_count() const {
     std::lock_guard lock(mu_);
     return inactive_.count;
@@ -66,6 +126,22 @@ class PmapLists {
     l.head = p;
     ++l.count;
     p->set(bit);
+  }
+  void putback_locked(Pmap* p, Where w) {
+    switch (w) {
+      case Where::kInactiveHead: push_head_locked(inactive_, p, Pmap::kOnInactive); break;
+      case Where::kActiveHead: push_head_locked(active_, p, Pmap::kOnActive); break;
+      case Where::kInactiveTail:
+        assert(p->list() == Pmap::List::kNone);
+        p->lru_next_ = nullptr;
+        p->lru_prev_ = inactive_.tail;
+        if (inactive_.tail) inactive_.tail->lru_next_ = p; else inactive_.head = p;
+        inactive_.tail = p;
+        ++inactive_.count;
+        p->set(Pmap::kOnInactive);
+        break;
+    }
+    p->unpin();
   }
   void remove_locked(Pmap* p) {
     List* l;

@@ -19,7 +19,9 @@
 #include "core/frame_pool.h"
 #include "core/page_cache_state.h"
 #include "core/pmap.h"
+#include "core/reclaimer.h"
 #include "core/small_vec.h"
+#include "swapdev/swap_device.h"
 
 namespace tmpfsd {
 
@@ -33,30 +35,55 @@ constexpr size_t kZeroRegionBytes = 256 * 1024;
 // iovecs held inline by read(): 64 covers a 256 KiB read of scattered pages.
 constexpr size_t kInlineIovecs = 64;
 
+// Compact index words of pages without a Pmap (file_index.h tag 0b11): a
+// fallocated page that was evicted reads as zeros and needs no frame and no
+// slot. kZeroUptodateWord: the same, but SEEK_DATA counts it as data (a
+// second fallocate over it, as shmem).
+constexpr uint64_t kZeroWord = 3;
+constexpr uint64_t kZeroUptodateWord = 7;
+bool is_zero_word(uint64_t w) { return (w & 3) == 3; }
+
+// Pages in writeback at once, at most (a quarter of the frames): the rest of
+// the frames stay available for faults and writers.
+uint64_t writeback_cap(const PageCache::State& st) {
+  return std::max<uint64_t>(8, st.pool->frames_total() / 4);
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------
 // PageCache::State
 
 PageCache::State::State(const PageCacheConfig& c, unsigned shift, std::unique_ptr<FramePool> p,
-                        std::span<const std::byte> zero_region)
+                        std::span<const std::byte> zero_region,
+                        std::unique_ptr<swapdev::SwapDevice> dev)
     : page_size(c.page_size),
       page_shift(shift),
       block_shift(std::max(9u, shift - 6)),
       max_pages(c.max_pages),
       pool(std::move(p)),
-      zeros(zero_region) {}
+      zeros(zero_region),
+      swap(std::move(dev)),
+      swap_slots(swap ? swap->total_slots() : 0) {}
 
 PageCache::State::~State() {
+  reclaimer.reset();  // first: it runs passes over everything below
   assert(files.load() == 0 && pages_allocated.load() == 0 && pages_resident.load() == 0);
+  assert(pages_swapped.load() == 0 && writeback_in_flight.load() == 0);
   munmap(const_cast<std::byte*>(zeros.data()), zeros.size());
 }
 
 bool PageCache::State::reserve_pages(uint64_t n) {
   if (n == 0) return true;
   uint64_t cur = pages_allocated.load(std::memory_order_relaxed);
+  // With swap, at most one page per slot: then every dirty page can always
+  // get a slot (slots in use <= pages - dirty pages), so reclaim can always
+  // free a frame and a read of a swapped page never waits forever behind a
+  // memory full of dirty pages. Frames are a cache; the slots are the space.
+  const uint64_t cap = swap ? swap_slots : 0;
   do {
     if (max_pages != 0 && (cur > max_pages || max_pages - cur < n)) return false;
+    if (cap != 0 && (cur > cap || cap - cur < n)) return false;
   } while (!pages_allocated.compare_exchange_weak(cur, cur + n, std::memory_order_relaxed));
   return true;
 }
@@ -67,8 +94,18 @@ bool PageCache::State::reserve_pages(uint64_t n) {
 // mu_ guards index_ and every Pmap in it (binding, dirty, generation) and the
 // bytes of their frames: write, truncate, punch_hole, allocate hold it
 // exclusive; read, seek_*, pages hold it shared. Readers pin the pmaps they
-// reply from for the duration of the callback (so the Reclaimer of issue 5,
-// which will not always hold mu_, cannot take the frames).
+// reply from for the duration of the callback. Reclaim try-locks it
+// exclusive (reclaimer.h). A read that must fault pages in takes it
+// exclusive and replies under it.
+//
+// Two hand-overs without mu_ (pmap.h):
+//   - a pmap under writeback (kWriteback set, pinned): its dirty bits and
+//     its frame's slot belong to the write's completion, which takes no file
+//     mutex; whoever holds mu_ and wants to change the page waits for
+//     kWriteback to clear (wait_writeback_locked): the "wait" choice of
+//     DESIGN.md, not "copy";
+//   - a pmap isolated by reclaim (pinned, on no list): freeing it waits
+//     until PmapLists::remove_idle() sees it unpinned.
 
 class FilePagesImpl {
  public:
@@ -97,6 +134,11 @@ class FilePagesImpl {
     return index_.size();
   }
 
+  // Reclaim (reclaim_pass): the file's mutex, try-locked, and the page-out
+  // of one isolated pmap under it.
+  std::shared_mutex& mutex() { return mu_; }
+  void page_out_locked(Pmap* p, ScanControl& sc);
+
  private:
   size_t page_size() const { return st_.page_size; }
   uint64_t page_mask() const { return st_.page_size - 1; }
@@ -110,11 +152,21 @@ class FilePagesImpl {
   // Data for SEEK_DATA: a page that was written (or is swapped, which
   // implies written); fallocated-only pages are holes, as on tmpfs.
   static bool is_data(uint64_t w) {
-    return !FileIndex::is_pmap(w) || FileIndex::as_pmap(w)->uptodate();
+    if (FileIndex::is_pmap(w)) return FileIndex::as_pmap(w)->uptodate();
+    return w != kZeroWord;
   }
+  // A present page without a frame: a compact swap word or a zero word.
+  static bool needs_fault(uint64_t w) { return w != 0 && !FileIndex::is_pmap(w); }
 
   Pmap* new_pmap_locked(uint64_t page, FramePool::Reservation& frames, bool* zeroed);
-  void zero_in_page_locked(uint64_t page, size_t from, size_t to);
+  void reply_locked(uint64_t off, size_t len, const FilePages::ReadDone& done);
+  Status fault_range_locked(std::unique_lock<std::shared_mutex>& lock, uint64_t first,
+                            uint64_t last, uint64_t off, uint64_t end, uint64_t extra,
+                            FramePool::Reservation* extra_out);
+  void wait_writeback_locked(uint64_t first, uint64_t last);
+  void drop_slot_locked(Pmap* p);
+  void zero_in_page_locked(std::unique_lock<std::shared_mutex>& lock, uint64_t page, size_t from,
+                           size_t to);
   void free_range_locked(uint64_t first, uint64_t last);
 
   PageCache::State& st_;
@@ -135,18 +187,187 @@ Pmap* FilePagesImpl::new_pmap_locked(uint64_t page, FramePool::Reservation& fram
   return p;
 }
 
-void FilePagesImpl::read(uint64_t off, size_t len, const FilePages::ReadDone& done) {
-  if (len == 0) {
-    done(Status::ok(), {});
-    return;
+// Waits until no pmap in [first, last] is under writeback. The completion
+// takes no file mutex, so waiting with mu_ held cannot deadlock.
+void FilePagesImpl::wait_writeback_locked(uint64_t first, uint64_t last) {
+  for (bool waited = false;;) {
+    bool busy = false;
+    index_.visit_range(first, last + 1, [&](uint64_t, uint64_t w) {
+      if (FileIndex::is_pmap(w) && FileIndex::as_pmap(w)->writeback()) busy = true;
+      return !busy;
+    });
+    if (!busy) return;
+    if (!waited) st_.writeback_waits.fetch_add(1, std::memory_order_relaxed);
+    waited = true;
+    st_.wait_progress();
   }
-  std::shared_lock lock(mu_);
+}
+
+// A page about to be changed loses its swap-cache slot: the copy there is
+// no longer the page's. No I/O is in flight on it (writeback waited for,
+// faults are synchronous under mu_).
+void FilePagesImpl::drop_slot_locked(Pmap* p) {
+  Frame* f = p->frame();
+  if (!f->has_slot()) return;
+  st_.swap->free(swapdev::SwapSlot(f->swap_slot()));
+  f->set_swap_slot(Frame::kNoSlot);
+  st_.swap_cached.fetch_sub(1, std::memory_order_relaxed);
+}
+
+// Makes every present page of [first, last] resident, and reserves `extra`
+// more frames into *extra_out (a write's new pages). Swapped pages are read
+// back (synchronously: the calling worker waits; see the report) unless
+// [off, end) covers them whole and this is a write. May drop and retake
+// `lock` to reclaim; everything is re-checked after. Errors: EIO (a swap
+// read failed: that page stays swapped and readable later, pages already
+// read stay resident), ENOSPC (no frames and nothing to reclaim).
+Status FilePagesImpl::fault_range_locked(std::unique_lock<std::shared_mutex>& lock,
+                                         uint64_t first, uint64_t last, uint64_t off,
+                                         uint64_t end, uint64_t extra,
+                                         FramePool::Reservation* extra_out) {
+  // A read leaves zero words alone (they read as zeros); a write needs a
+  // frame for them too.
+  const bool for_write = extra_out != nullptr;
+  auto wants = [for_write](uint64_t w) {
+    return for_write ? needs_fault(w) : FileIndex::is_compact_swap(w);
+  };
+  FramePool::Reservation frames;
+  // The count is redone after every time the lock was dropped: reclaim may
+  // have evicted more pages of the range meanwhile.
+  for (int attempt = 0, gave_up = 0;; ++attempt) {
+    uint64_t need = extra;
+    index_.visit_range(first, last + 1, [&](uint64_t, uint64_t w) {
+      need += wants(w);
+      return true;
+    });
+    if (need == 0) return Status::ok();
+    auto r = st_.pool->reserve(need);
+    if (r) {
+      frames = std::move(r).value();
+      break;
+    }
+    if (!st_.swap || need > st_.pool->frames_total() || gave_up >= 2) return Errno{ENOSPC};
+    if (attempt == 0) st_.frame_waits.fetch_add(1, std::memory_order_relaxed);
+    if (st_.reclaimer) st_.reclaimer->kick();
+    lock.unlock();
+    if (!direct_reclaim(st_, need)) ++gave_up;
+    lock.lock();
+  }
+  if (st_.reclaimer && st_.pool->frames_available() < st_.reclaimer->high()) {
+    st_.reclaimer->kick();
+  }
+
+  struct Fault {
+    uint64_t page;
+    Frame* frame;
+    uint64_t slot;  // kNoSlot for a zero word
+    int err;        // 1 while a read is pending
+    bool whole;     // swapped, and about to be overwritten whole: not read
+  };
+  std::vector<Fault> reads;
+  SmallVec<Pmap*, kInlineIovecs> fresh;
+  index_.visit_range(first, last + 1, [&](uint64_t page, uint64_t w) {
+    if (!wants(w)) return true;
+    FramePool::Taken t = frames.take();
+    if (is_zero_word(w)) {
+      if (!t.zeroed) std::memset(t.frame->bytes().data(), 0, page_size());
+      reads.push_back({page, t.frame, Frame::kNoSlot, 0, false});
+      return true;
+    }
+    const uint64_t pstart = page << st_.page_shift;
+    const bool whole = for_write && off <= pstart && end >= pstart + page_size();
+    reads.push_back({page, t.frame, FileIndex::swap_slot_of(w), whole ? 0 : 1, whole});
+    return true;
+  });
+
+  // Issue every read at once (one io_uring_enter, adjacent slots merged),
+  // then wait for all of them.
+  struct Waiter {
+    std::mutex mu;
+    std::condition_variable cv;
+    size_t pending = 0;
+  } waiter;
+  {
+    swapdev::IoBatch plug(*st_.swap);
+    for (Fault& f : reads) {
+      if (f.err != 1) continue;
+      {
+        std::lock_guard l(waiter.mu);
+        ++waiter.pending;
+      }
+      std::span<std::byte> page = f.frame->bytes();
+      st_.swap->read(swapdev::SwapSlot(f.slot), {&page, 1}, [&waiter, &f](int err) {
+        std::lock_guard l(waiter.mu);
+        f.err = err;
+        if (--waiter.pending == 0) waiter.cv.notify_all();
+      });
+    }
+  }
+  {
+    std::unique_lock l(waiter.mu);
+    waiter.cv.wait(l, [&] { return waiter.pending == 0; });
+  }
+
+  Status status;
+  for (const Fault& f : reads) {
+    if (f.err != 0) status = Errno{EIO};
+  }
+  uint64_t swapped_gone = 0;
+  for (Fault& f : reads) {
+    const uint64_t w = index_.get(f.page);
+    if (f.err != 0 || (f.whole && !status)) {
+      // EIO (checksum or disk) or ENODATA: the page stays swapped. A page
+      // that was only going to be overwritten stays swapped too, its slot
+      // untouched, since the write will not happen.
+      if (f.err != 0) {
+        st_.swap_in_errors.fetch_add(1, std::memory_order_relaxed);
+        spdlog::warn("swap-in of slot {} failed: {}", f.slot, std::strerror(-f.err));
+      }
+      st_.pool->free(f.frame);
+      continue;
+    }
+    if (f.whole) {
+      st_.swap->free(swapdev::SwapSlot(f.slot));  // the write replaces it all
+      f.slot = Frame::kNoSlot;
+    }
+    auto* p = new Pmap(this, f.page);
+    st_.metadata.fetch_add(sizeof(Pmap), std::memory_order_relaxed);
+    p->set_binding(Binding::frame(f.frame));
+    f.frame->set_owner(p);
+    if (is_zero_word(w)) {
+      if (w == kZeroUptodateWord) p->set_uptodate();
+    } else {
+      ++swapped_gone;
+      p->set_uptodate();
+      if (f.slot != Frame::kNoSlot) {
+        f.frame->set_swap_slot(f.slot);  // swap cache: clean, slot kept
+        st_.swap_cached.fetch_add(1, std::memory_order_relaxed);
+        st_.swap_ins.fetch_add(1, std::memory_order_relaxed);
+      } else {
+        // Overwritten whole by this write; slot already freed. Until the
+        // write copies in, the frame must not pass for zeros-and-clean.
+        p->mark_dirty(~uint64_t{0});
+      }
+    }
+    p->set_referenced();
+    index_.set(f.page, FileIndex::of_pmap(p));
+    st_.pages_resident.fetch_add(1, std::memory_order_relaxed);
+    fresh.push_back(p);
+  }
+  st_.pages_swapped.fetch_sub(swapped_gone, std::memory_order_relaxed);
+  st_.lists.add_new(fresh.span());
+  if (extra_out) *extra_out = std::move(frames);  // what is left: `extra`
+  return status;
+}
+
+void FilePagesImpl::reply_locked(uint64_t off, size_t len, const FilePages::ReadDone& done) {
   SmallVec<iovec, kInlineIovecs> iov;
   SmallVec<Pmap*, kInlineIovecs> pinned;
   const uint64_t end = off + len;
   const std::byte* zeros = st_.zeros.data();
   uint64_t chunk_no = UINT64_MAX;  // cache of the index chunk being read
   const FileIndex::Chunk* chunk = nullptr;
+  bool missing = false;
   for (uint64_t pos = off; pos < end;) {
     const uint64_t page = pos >> st_.page_shift;
     const size_t in = pos & page_mask();
@@ -157,9 +378,7 @@ void FilePagesImpl::read(uint64_t off, size_t len, const FilePages::ReadDone& do
     }
     const uint64_t w = chunk ? chunk->word[page & FileIndex::kMask] : 0;
     const std::byte* base;
-    if (w == 0 || !FileIndex::as_pmap(w)->resident()) {
-      // Hole (or, in issue 5, a swapped page: swap-in goes here).
-      assert(w == 0);
+    if (w == 0 || is_zero_word(w)) {
       if (!iov.empty() && iov.back().iov_base == zeros &&
           iov.back().iov_len + n <= st_.zeros.size()) {
         iov.back().iov_len += n;
@@ -167,6 +386,9 @@ void FilePagesImpl::read(uint64_t off, size_t len, const FilePages::ReadDone& do
         continue;
       }
       base = zeros;
+    } else if (!FileIndex::is_pmap(w)) {
+      missing = true;  // swapped: the caller faults first
+      break;
     } else {
       Pmap* p = FileIndex::as_pmap(w);
       p->pin();
@@ -188,7 +410,68 @@ void FilePagesImpl::read(uint64_t off, size_t len, const FilePages::ReadDone& do
       for (Pmap* p : pins.span()) p->unpin();
     }
   } unpin{pinned};
+  if (missing) {
+    assert(false && "reply_locked over a swapped page");
+    done(Errno{EIO}, {});
+    return;
+  }
   done(Status::ok(), iov.span());
+}
+
+void FilePagesImpl::read(uint64_t off, size_t len, const FilePages::ReadDone& done) {
+  if (len == 0) {
+    done(Status::ok(), {});
+    return;
+  }
+  const uint64_t first = off >> st_.page_shift;
+  const uint64_t last = (off + len - 1) >> st_.page_shift;
+  uint64_t swapped = 0;
+  {
+    std::shared_lock lock(mu_);
+    index_.visit_range(first, last + 1, [&](uint64_t, uint64_t w) {
+      swapped += needs_fault(w) && !is_zero_word(w);
+      return true;
+    });
+    if (swapped == 0) {
+      reply_locked(off, len, done);
+      return;
+    }
+  }
+  // Too many swapped pages to hold in frames at once: read in pieces into
+  // one buffer (a copy, only on this rare path: reads larger than a quarter
+  // of --memory).
+  const uint64_t max_fault = std::max<uint64_t>(1, st_.pool->frames_total() / 4);
+  if (swapped > max_fault) {
+    std::vector<std::byte> buf(len);
+    Status status;
+    const uint64_t end = off + len;
+    for (uint64_t pos = off; pos < end && status.is_ok();) {
+      const uint64_t next = std::min(end, ((pos >> st_.page_shift) + max_fault) << st_.page_shift);
+      read(pos, next - pos, [&](Status s, std::span<const iovec> iov) {
+        if (!s) {
+          status = s;
+          return;
+        }
+        std::byte* dst = buf.data() + (pos - off);
+        for (const iovec& v : iov) {
+          std::memcpy(dst, v.iov_base, v.iov_len);
+          dst += v.iov_len;
+        }
+      });
+      pos = next;
+    }
+    if (!status) return done(status, {});
+    const iovec v{buf.data(), buf.size()};
+    done(Status::ok(), {&v, 1});
+    return;
+  }
+  // Fault in under the exclusive lock and reply under it: nothing can be
+  // evicted in between (reclaim only try-locks).
+  std::unique_lock lock(mu_);
+  if (Status s = fault_range_locked(lock, first, last, off, off + len, 0, nullptr); !s) {
+    return done(s, {});
+  }
+  reply_locked(off, len, done);
 }
 
 Status FilePagesImpl::write(uint64_t off, std::span<const std::byte> data) {
@@ -197,15 +480,40 @@ Status FilePagesImpl::write(uint64_t off, std::span<const std::byte> data) {
   const uint64_t end = off + data.size();
   const uint64_t first = off >> st_.page_shift;
   const uint64_t last = (end - 1) >> st_.page_shift;  // inclusive
+  // A write must hold all its frames at once; one larger than a quarter of
+  // --memory goes in pieces (then ENOSPC, when the swap fills, may leave
+  // the pieces before it written: the only non-atomic case).
+  const uint64_t max_pages = std::max<uint64_t>(1, st_.pool->frames_total() / 4);
+  if (st_.swap && last - first + 1 > max_pages) {
+    for (uint64_t pos = off; pos < end;) {
+      const uint64_t next = std::min(end, ((pos >> st_.page_shift) + max_pages) << st_.page_shift);
+      if (Status s = write(pos, data.subspan(pos - off, next - pos)); !s) return s;
+      pos = next;
+    }
+    return Status::ok();
+  }
 
   std::unique_lock lock(mu_);
   // Reserve everything first: after this point the write cannot fail.
+  // (Callers serialise writers of one file, so `missing` cannot change while
+  // fault_range_locked drops the lock to reclaim: only reclaim runs then,
+  // and it never adds or removes pages.)
   const uint64_t missing = (last - first + 1) - index_.count_present(first, last + 1);
   if (!st_.reserve_pages(missing)) return Errno{ENOSPC};
-  auto frames = st_.pool->reserve(missing);
-  if (!frames) {
-    st_.unreserve_pages(missing);
-    return Errno{ENOSPC};
+  FramePool::Reservation frames;
+  if (st_.swap) {
+    if (Status s = fault_range_locked(lock, first, last, off, end, missing, &frames); !s) {
+      st_.unreserve_pages(missing);
+      return s;
+    }
+    wait_writeback_locked(first, last);
+  } else if (missing > 0) {
+    auto r = st_.pool->reserve(missing);
+    if (!r) {
+      st_.unreserve_pages(missing);
+      return Errno{ENOSPC};
+    }
+    frames = std::move(r).value();
   }
   SmallVec<Pmap*, kInlineIovecs> fresh;
   const std::byte* src = data.data();
@@ -216,7 +524,7 @@ Status FilePagesImpl::write(uint64_t off, std::span<const std::byte> data) {
     Pmap* p;
     if (w == 0) {
       bool zeroed;
-      p = new_pmap_locked(page, *frames, &zeroed);
+      p = new_pmap_locked(page, frames, &zeroed);
       fresh.push_back(p);
       if (!zeroed) {
         std::byte* f = p->frame()->bytes().data();
@@ -225,54 +533,81 @@ Status FilePagesImpl::write(uint64_t off, std::span<const std::byte> data) {
       }
     } else {
       p = FileIndex::as_pmap(w);
-      assert(p->resident());  // issue 5: fault in a swapped page here
+      assert(p->resident() && !p->writeback());
       p->set_referenced();
+      drop_slot_locked(p);
     }
     std::memcpy(p->frame()->bytes().data() + from, src, to - from);
     src += to - from;
     p->mark_dirty(block_bits(from, to));
     p->set_uptodate();
   }
-  assert(frames->left() == 0);
+  assert(frames.left() == 0);
   st_.lists.add_new(fresh.span());
   return Status::ok();
 }
 
-void FilePagesImpl::zero_in_page_locked(uint64_t page, size_t from, size_t to) {
+void FilePagesImpl::zero_in_page_locked(std::unique_lock<std::shared_mutex>& lock, uint64_t page,
+                                        size_t from, size_t to) {
   if (from >= to) return;
-  const uint64_t w = index_.get(page);
-  if (w == 0) return;
-  Pmap* p = FileIndex::as_pmap(w);
-  assert(p->resident());  // issue 5: a swapped page is faulted in first
+  uint64_t w = index_.get(page);
+  if (w == 0 || is_zero_word(w)) return;  // reads as zeros already
+  if (!FileIndex::is_pmap(w)) {
+    const uint64_t pstart = page << st_.page_shift;
+    if (Status s = fault_range_locked(lock, page, page, pstart, pstart, 0, nullptr); !s) {
+      // The tail stays in swap un-zeroed; a later extension of the file
+      // would show it. Only after a swap read error or total exhaustion.
+      spdlog::error("cannot fault in page {} to zero its tail: {}", page, std::strerror(s.code()));
+      return;
+    }
+    w = index_.get(page);
+    if (w == 0 || !FileIndex::is_pmap(w)) return;
+  }
+  wait_writeback_locked(page, page);
+  Pmap* p = FileIndex::as_pmap(index_.get(page));
+  drop_slot_locked(p);
   std::memset(p->frame()->bytes().data() + from, 0, to - from);
   p->mark_dirty(block_bits(from, to));
 }
 
-// Removes every page in [first, last). Victims are collected under mu_,
-// taken off the lists in one LRU critical section, then freed.
+// Removes every page in [first, last). Words are cleared from the index at
+// once; pmaps are then taken off the lists, waiting for any that reclaim has
+// isolated or that are under writeback (both finish without this file's
+// mutex), and freed with their frames and slots.
 void FilePagesImpl::free_range_locked(uint64_t first, uint64_t last) {
   std::vector<Pmap*> victims;
+  std::vector<uint64_t> slots;
   uint64_t removed = 0;
+  uint64_t swapped = 0;
   index_.update_range(first, last, [&](uint64_t, uint64_t w) -> uint64_t {
     ++removed;
-    if (FileIndex::is_pmap(w)) victims.push_back(FileIndex::as_pmap(w));
-    // else: a compact swap entry; issue 5 frees its slot here.
+    if (FileIndex::is_pmap(w)) {
+      victims.push_back(FileIndex::as_pmap(w));
+    } else if (FileIndex::is_compact_swap(w)) {
+      slots.push_back(FileIndex::swap_slot_of(w));
+      ++swapped;
+    }
     return 0;
   });
   if (removed == 0) return;
-  st_.lists.remove(victims);
+  while (!st_.lists.remove_idle(victims)) st_.wait_progress();
   for (Pmap* p : victims) {
-    // Readers pin under mu_ shared; we hold it exclusive, so only I/O
-    // (issue 5: writeback) could still hold a pin.
-    assert(p->io_count() == 0);
+    assert(p->io_count() == 0 && !p->writeback());
     if (p->resident()) {
       Frame* f = p->frame();
+      if (f->has_slot()) {
+        slots.push_back(f->swap_slot());
+        f->set_swap_slot(Frame::kNoSlot);
+        st_.swap_cached.fetch_sub(1, std::memory_order_relaxed);
+      }
       f->set_owner(nullptr);
       st_.pool->free(f);
       st_.pages_resident.fetch_sub(1, std::memory_order_relaxed);
     }
     delete p;
   }
+  for (uint64_t s : slots) st_.swap->free(swapdev::SwapSlot(s));
+  st_.pages_swapped.fetch_sub(swapped, std::memory_order_relaxed);
   st_.metadata.fetch_sub(victims.size() * sizeof(Pmap), std::memory_order_relaxed);
   st_.unreserve_pages(removed);
 }
@@ -285,7 +620,7 @@ void FilePagesImpl::truncate(uint64_t old_size, uint64_t new_size) {
   const uint64_t first_gone = (new_size + page_mask()) >> st_.page_shift;
   free_range_locked(first_gone, UINT64_MAX);
   if (const size_t tail = new_size & page_mask(); tail != 0) {
-    zero_in_page_locked(new_size >> st_.page_shift, tail, page_size());
+    zero_in_page_locked(lock, new_size >> st_.page_shift, tail, page_size());
   }
 }
 
@@ -301,11 +636,11 @@ void FilePagesImpl::punch_hole(uint64_t off, uint64_t len) {
   const size_t head = off & page_mask();
   const size_t tail = end & page_mask();
   if (head != 0) {
-    zero_in_page_locked(first_page, head,
+    zero_in_page_locked(lock, first_page, head,
                         first_page == last_page ? ((end - 1) & page_mask()) + 1 : page_size());
   }
   if (tail != 0 && (first_page != last_page || head == 0)) {
-    zero_in_page_locked(last_page, 0, tail);
+    zero_in_page_locked(lock, last_page, 0, tail);
   }
 }
 
@@ -321,23 +656,36 @@ Status FilePagesImpl::allocate(uint64_t off, uint64_t len) {
   FramePool::Reservation frames;
   if (missing > 0) {
     if (!st_.reserve_pages(missing)) return Errno{ENOSPC};
-    auto r = st_.pool->reserve(missing);
-    if (!r) {
-      st_.unreserve_pages(missing);
-      return Errno{ENOSPC};
+    if (!st_.swap) {
+      auto r = st_.pool->reserve(missing);
+      if (!r) {
+        st_.unreserve_pages(missing);
+        return Errno{ENOSPC};
+      }
+      frames = std::move(r).value();
     }
-    frames = std::move(r).value();
   }
   // Kernel tmpfs: a page fallocated by an earlier call and fallocated again
   // becomes Uptodate (shmem_get_folio_gfp, SGP_FALLOC on an existing folio
   // clears it and marks it uptodate), i.e. data for SEEK_DATA; pages new in
   // this call stay !Uptodate. (On ENOSPC the kernel has already done this
   // for the pages before the one that failed; we change nothing.)
-  index_.visit_range(first, last_excl, [](uint64_t, uint64_t w) {
+  index_.update_range(first, last_excl, [](uint64_t, uint64_t w) -> uint64_t {
     if (FileIndex::is_pmap(w)) FileIndex::as_pmap(w)->set_uptodate();
-    return true;
+    return w == kZeroWord ? kZeroUptodateWord : w;
   });
   if (missing == 0) return Status::ok();
+  if (st_.swap) {
+    // With swap, a fallocated page needs no frame until it is written: a
+    // zero word (costs its index word only; reads as zeros).
+    for (uint64_t page = first, left = missing; left > 0; ++page) {
+      assert(page < last_excl);
+      if (index_.get(page) != 0) continue;
+      index_.set(page, kZeroWord);
+      --left;
+    }
+    return Status::ok();
+  }
   // Only `missing` pages are absent, and missing <= frames_total, so this
   // walk is bounded by memory, not by len.
   std::vector<Pmap*> fresh;
@@ -371,6 +719,150 @@ std::optional<uint64_t> FilePagesImpl::seek_hole(uint64_t off, uint64_t size) co
 }
 
 // ---------------------------------------------------------------------------
+// Reclaim and writeback (policy: reclaimer.h)
+
+namespace {
+
+// Writeback completion, on the device's completion thread. Takes no file
+// mutex: it owns p's dirty bits and its frame's slot until it clears
+// kWriteback, and gives the pin back with the pmap on a list (putback_unpin)
+// as its last touch of p.
+void writeback_done(PageCache::State& st, Pmap* p, Frame* f, uint64_t slot, bool background,
+                    int err) {
+  if (err == 0) {
+    p->clear_dirty(~uint64_t{0});
+    f->set_swap_slot(slot);
+    st.swap_cached.fetch_add(1, std::memory_order_relaxed);
+    st.writebacks.fetch_add(1, std::memory_order_relaxed);
+    if (background) st.background_cleaned.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    // -EIO, -ENOSPC...: the slot holds nothing; the page stays dirty and
+    // resident, and goes to the active list so it is not retried at once.
+    st.swap->free(swapdev::SwapSlot(slot));
+    st.writeback_errors.fetch_add(1, std::memory_order_relaxed);
+    spdlog::warn("writeback to slot {} failed: {}", slot, std::strerror(-err));
+  }
+  p->clear_writeback();
+  st.writeback_in_flight.fetch_sub(1, std::memory_order_relaxed);
+  // Clean pages go to the inactive tail: the next pass drops them.
+  st.lists.putback_unpin(p, err == 0 ? PmapLists::Where::kInactiveTail
+                                     : PmapLists::Where::kActiveHead);
+  st.notify_progress();
+}
+
+}  // namespace
+
+// p is isolated and pinned by the caller; this file's mutex is held
+// exclusive. Every path ends with p put back, freed, or handed to I/O.
+void FilePagesImpl::page_out_locked(Pmap* p, ScanControl& sc) {
+  using Where = PmapLists::Where;
+  if (p->io_count() != 1) return st_.lists.putback_unpin(p, Where::kInactiveHead);
+  if (p->test_and_clear_referenced()) return st_.lists.putback_unpin(p, Where::kActiveHead);
+  Frame* f = p->frame();
+  if (!p->dirty()) {
+    if (!sc.evict) return st_.lists.putback_unpin(p, Where::kInactiveHead);
+    uint64_t word;
+    if (f->has_slot()) {
+      word = FileIndex::compact_swap(f->swap_slot());
+      f->set_swap_slot(Frame::kNoSlot);
+      st_.swap_cached.fetch_sub(1, std::memory_order_relaxed);
+      st_.pages_swapped.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      word = p->uptodate() ? kZeroUptodateWord : kZeroWord;  // clean, no slot: zeros
+    }
+    index_.set(p->index(), word);
+    f->set_owner(nullptr);
+    st_.pool->free(f);
+    st_.pages_resident.fetch_sub(1, std::memory_order_relaxed);
+    p->unpin();
+    delete p;
+    st_.metadata.fetch_sub(sizeof(Pmap), std::memory_order_relaxed);
+    st_.pages_evicted.fetch_add(1, std::memory_order_relaxed);
+    ++sc.freed;
+    return;
+  }
+  assert(!f->has_slot());  // a write frees the slot before dirtying
+  if (st_.writeback_in_flight.load(std::memory_order_relaxed) >= writeback_cap(st_)) {
+    return st_.lists.putback_unpin(p, Where::kInactiveHead);
+  }
+  swapdev::SwapSlot hint;
+  if (sc.last_file == this && sc.last_index + 1 == p->index()) {
+    hint = swapdev::SwapSlot(sc.last_slot + 1);
+  }
+  const swapdev::SlotRun run = st_.swap->allocate(1, hint);
+  if (run.count == 0) {
+    sc.swap_full = true;
+    return st_.lists.putback_unpin(p, Where::kActiveHead);
+  }
+  sc.last_file = this;
+  sc.last_index = p->index();
+  sc.last_slot = run.first.value;
+  ++sc.submitted;
+  // The pin is the I/O's now; writers of this page wait for kWriteback.
+  p->set_writeback();
+  st_.writeback_in_flight.fetch_add(1, std::memory_order_relaxed);
+  const std::span<const std::byte> bytes = f->bytes();
+  PageCache::State* st = &st_;
+  const uint64_t slot = run.first.value;
+  const bool background = sc.background;
+  st_.swap->write(run.first, {&bytes, 1}, [st, p, f, slot, background](int err) {
+    writeback_done(*st, p, f, slot, background, err);
+  });
+}
+
+void reclaim_pass(PageCache::State& st, ScanControl& sc) {
+  assert(st.swap);
+  std::vector<Pmap*> batch(sc.batch);  // allocated before the LRU lock
+  uint64_t scanned = 0;
+  const size_t n = st.lists.isolate(batch, sc.batch * 4, &scanned);
+  st.reclaim_scans.fetch_add(scanned, std::memory_order_relaxed);
+  if (n == 0) return;
+  swapdev::IoBatch plug(*st.swap);
+  FilePagesImpl* cur = nullptr;
+  std::unique_lock<std::shared_mutex> lock;
+  for (size_t i = 0; i < n; ++i) {
+    Pmap* p = batch[i];
+    // p is pinned, so its file cannot finish destruction (free_range_locked
+    // waits for the pin).
+    if (p->file() != cur) {
+      if (lock.owns_lock()) lock.unlock();
+      cur = p->file();
+      lock = std::unique_lock(cur->mutex(), std::try_to_lock);
+    }
+    if (!lock.owns_lock()) {
+      st.lists.putback_unpin(p, PmapLists::Where::kInactiveHead);
+      continue;
+    }
+    cur->page_out_locked(p, sc);
+  }
+}
+
+bool direct_reclaim(PageCache::State& st, uint64_t frames) {
+  if (!st.swap) return false;
+  for (int idle = 0; st.pool->frames_available() < frames;) {
+    ScanControl sc;
+    sc.batch = static_cast<size_t>(std::clamp<uint64_t>(frames, 32, 256));
+    reclaim_pass(st, sc);
+    if (sc.freed > 0) {
+      idle = 0;
+      continue;
+    }
+    if (st.writeback_in_flight.load(std::memory_order_relaxed) > 0) {
+      st.wait_progress();  // completions always come: wait, not give up
+      idle = 0;
+      continue;
+    }
+    if (sc.submitted > 0) continue;
+    // Nothing freed, nothing to wait for: ageing may still turn referenced
+    // pages into victims, or another thread may free frames. Give up after
+    // a while: every page is pinned, or dirty with the swap full.
+    if (++idle > 64) return st.pool->frames_available() >= frames;
+    st.wait_progress();
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------------------
 // FilePages
 
 FilePages::FilePages(PageCache& cache) : impl_(std::make_unique<FilePagesImpl>(cache.state())) {}
@@ -397,7 +889,13 @@ uint64_t FilePages::pages() const { return impl_->pages(); }
 // PageCache
 
 Result<std::unique_ptr<PageCache>> PageCache::create(const PageCacheConfig& config) {
+  return create(config, nullptr);
+}
+
+Result<std::unique_ptr<PageCache>> PageCache::create(const PageCacheConfig& config,
+                                                     std::unique_ptr<swapdev::SwapDevice> swap) {
   const size_t ps = config.page_size;
+  if (swap && swap->page_size() != ps) return Errno{EINVAL};
   if (ps < 4096 || (ps & (ps - 1)) != 0 || ps > (size_t{1} << 30)) return Errno{EINVAL};
   const auto shift = static_cast<unsigned>(std::countr_zero(ps));
   auto pool = FramePool::create(ps, config.memory_bytes / ps);
@@ -409,7 +907,10 @@ Result<std::unique_ptr<PageCache>> PageCache::create(const PageCacheConfig& conf
   if (z == MAP_FAILED) return Errno{ENOMEM};
   auto state = std::make_unique<State>(
       config, shift, std::move(pool).value(),
-      std::span<const std::byte>(static_cast<const std::byte*>(z), zero_bytes));
+      std::span<const std::byte>(static_cast<const std::byte*>(z), zero_bytes), std::move(swap));
+  if (state->swap && config.background_reclaim) {
+    state->reclaimer = std::make_unique<Reclaimer>(*state);
+  }
   return std::unique_ptr<PageCache>(new PageCache(std::move(state)));
 }
 
@@ -419,7 +920,7 @@ PageCache::~PageCache() = default;
 size_t PageCache::page_size() const { return state_->page_size; }
 
 PageCacheStats PageCache::stats() const {
-  const State& s = *state_;
+  State& s = *state_;
   PageCacheStats r;
   r.page_size = s.page_size;
   r.pages_allocated = s.pages_allocated.load(std::memory_order_relaxed);
@@ -430,7 +931,29 @@ PageCacheStats PageCache::stats() const {
   r.pages_swapped = s.pages_swapped.load(std::memory_order_relaxed);
   r.metadata_bytes = s.metadata.load(std::memory_order_relaxed) + s.pool->metadata_bytes() +
                      sizeof(State);
+  auto ld = [](const std::atomic<uint64_t>& a) { return a.load(std::memory_order_relaxed); };
+  r.frames_free = s.pool->frames_available();
+  if (s.swap) {
+    const swapdev::SwapCounters c = s.swap->counters();
+    r.swap_slots_total = c.total_slots;
+    r.swap_slots_used = c.slots_used;
+  }
+  r.swap_cached = ld(s.swap_cached);
+  r.swap_ins = ld(s.swap_ins);
+  r.swap_in_errors = ld(s.swap_in_errors);
+  r.writebacks = ld(s.writebacks);
+  r.writeback_errors = ld(s.writeback_errors);
+  r.background_cleaned = ld(s.background_cleaned);
+  r.reclaim_scans = ld(s.reclaim_scans);
+  r.pages_evicted = ld(s.pages_evicted);
+  r.writeback_waits = ld(s.writeback_waits);
+  r.frame_waits = ld(s.frame_waits);
   return r;
+}
+
+uint64_t PageCache::shrink(uint64_t frames) {
+  if (state_->swap) (void)direct_reclaim(*state_, frames);
+  return state_->pool->frames_available();
 }
 
 }  // namespace tmpfsd

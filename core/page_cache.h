@@ -7,10 +7,14 @@
 // core/ sees a Pmap; the namespace and the daemon use only this header.
 //
 // PageCache is one per mount. It owns the FramePool (the only memory that
-// counts against --memory) and enforces two limits:
+// counts against --memory), the swap device if there is one, and the
+// Reclaimer (reclaimer.h) that keeps frames free by paging out to it. Limits:
 //   - size=   : pages allocated in the whole file system (resident + swapped)
-//   - --memory: frames; until swap exists a write that needs a frame beyond
-//               the budget gets ENOSPC.
+//   - --memory: frames. With a swap device a write that finds no free frame
+//               waits for reclaim (it reclaims itself: direct reclaim) and
+//               gets ENOSPC only when nothing can be paged out (swap full,
+//               or every page unwritable); pages allocated are also bounded
+//               by frames + swap slots. Without one, ENOSPC at once.
 //
 // Threads: any FUSE worker may call any method concurrently. A FilePages is
 // internally locked (its own mutex); callers serialise size changes
@@ -35,6 +39,10 @@
 
 namespace tmpfsd {
 
+namespace swapdev {
+class SwapDevice;
+}
+
 class PageCache;
 class FilePagesImpl;
 
@@ -42,6 +50,7 @@ struct PageCacheConfig {
   size_t page_size = 4096;      // power of two, >= 4096, fixed per mount
   uint64_t memory_bytes = 0;    // frame budget (--memory); rounded down to pages
   uint64_t max_pages = 0;       // size= in pages; 0 = unlimited
+  bool background_reclaim = true;  // with swap: run the Reclaimer thread
 };
 
 // Figures for statfs and `tmpfsctl stats`.
@@ -54,6 +63,20 @@ struct PageCacheStats {
   uint64_t pages_resident = 0;
   uint64_t pages_swapped = 0;
   uint64_t metadata_bytes = 0;    // pmaps + indexes, not frames
+  // Swap and reclaim (issue 5); all zero without a swap device.
+  uint64_t frames_free = 0;       // neither used nor promised to a writer
+  uint64_t swap_slots_total = 0;
+  uint64_t swap_slots_used = 0;
+  uint64_t swap_cached = 0;       // resident pages that also have a valid slot
+  uint64_t swap_ins = 0;          // pages read back from swap
+  uint64_t swap_in_errors = 0;    // reads that failed (EIO to the reader)
+  uint64_t writebacks = 0;        // pages written to swap successfully
+  uint64_t writeback_errors = 0;  // page writes that failed (page kept dirty)
+  uint64_t background_cleaned = 0;  // of writebacks: by the cleaning watermark
+  uint64_t reclaim_scans = 0;     // pmaps looked at on the inactive tail
+  uint64_t pages_evicted = 0;     // frames dropped by reclaim
+  uint64_t writeback_waits = 0;   // writes that waited for a page under I/O
+  uint64_t frame_waits = 0;       // writes/faults that had to reclaim first
 };
 
 // The data of one regular file. Not copyable or movable: pmaps and frames
@@ -128,12 +151,21 @@ class PageCache {
   // Fails (EINVAL) for a page size that is not a power of two >= 4096, or
   // ENOMEM when the frame region cannot be reserved.
   static Result<std::unique_ptr<PageCache>> create(const PageCacheConfig& config);
+  // With a swap device (page_size must match): frames become a cache in
+  // front of it. The device is owned and destroyed after the last I/O.
+  static Result<std::unique_ptr<PageCache>> create(const PageCacheConfig& config,
+                                                   std::unique_ptr<swapdev::SwapDevice> swap);
   ~PageCache();
   PageCache(const PageCache&) = delete;
   PageCache& operator=(const PageCache&) = delete;
 
   size_t page_size() const;
   PageCacheStats stats() const;
+
+  // Reclaims on the calling thread until `frames` frames are free or
+  // nothing more can be paged out; returns the frames free. Without swap,
+  // returns at once. (Tests; the daemon relies on the Reclaimer thread.)
+  uint64_t shrink(uint64_t frames);
 
   // The implementation (FramePool, pmap lists, counters); defined in core/.
   struct State;

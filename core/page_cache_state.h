@@ -4,16 +4,20 @@
 //
 // Invariants: pages_allocated == sum over files of their pages() and
 // <= max_pages when max_pages != 0; pages_resident == frames owned by
-// Pmaps == pool->frames_used() (until swap exists); metadata counts every
-// byte of Pmaps, file indexes and pool descriptors.
+// Pmaps (== pool->frames_used() when no frame is in transit); pages_swapped
+// == compact swap words in all indexes; metadata counts every byte of Pmaps,
+// file indexes and pool descriptors.
 // Locks: counters are atomics (read without a lock for stats; size= is
 // reserved with a CAS loop, so two files cannot together exceed it).
 // Threads: any.
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <span>
 
 #include "core/frame_pool.h"
@@ -22,13 +26,28 @@
 
 namespace tmpfsd {
 
+class Reclaimer;
+
 struct PageCache::State {
   State(const PageCacheConfig& c, unsigned page_shift, std::unique_ptr<FramePool> p,
-        std::span<const std::byte> zero_region);
+        std::span<const std::byte> zero_region, std::unique_ptr<swapdev::SwapDevice> swap);
   ~State();
 
-  // Reserves n pages against size= (all or nothing).
+  // Reserves n pages against size= and, with swap, against frames + swap
+  // slots (all or nothing).
   bool reserve_pages(uint64_t n);
+  // Wakes whoever waits for I/O to finish or frames to come free.
+  void notify_progress() {
+    { std::lock_guard lock(progress_mu); ++progress_epoch; }
+    progress_cv.notify_all();
+  }
+  // Sleeps until notify_progress() or `ms` milliseconds. Callers loop on
+  // their own condition (a lost wake-up costs one timeout, never a hang).
+  void wait_progress(int ms = 1) {
+    std::unique_lock lock(progress_mu);
+    const uint64_t e = progress_epoch;
+    progress_cv.wait_for(lock, std::chrono::milliseconds(ms), [&] { return progress_epoch != e; });
+  }
   void unreserve_pages(uint64_t n) { pages_allocated.fetch_sub(n, std::memory_order_relaxed); }
 
   // Constant after construction.
@@ -46,6 +65,32 @@ struct PageCache::State {
   std::atomic<uint64_t> pages_swapped{0};
   std::atomic<uint64_t> metadata{0};  // Pmaps + indexes (pool descriptors added in stats)
   std::atomic<uint64_t> files{0};
+
+  // Reclaim and swap counters (PageCacheStats has their meaning).
+  std::atomic<uint64_t> swap_cached{0};
+  std::atomic<uint64_t> swap_ins{0};
+  std::atomic<uint64_t> swap_in_errors{0};
+  std::atomic<uint64_t> writebacks{0};
+  std::atomic<uint64_t> writeback_errors{0};
+  std::atomic<uint64_t> background_cleaned{0};
+  std::atomic<uint64_t> reclaim_scans{0};
+  std::atomic<uint64_t> pages_evicted{0};
+  std::atomic<uint64_t> writeback_waits{0};
+  std::atomic<uint64_t> frame_waits{0};
+  std::atomic<uint64_t> writeback_in_flight{0};  // pages
+
+  // progress_mu guards progress_epoch only; a leaf lock, taken by I/O
+  // completions and the reclaimer, never held while anything else is taken.
+  std::mutex progress_mu;
+  std::condition_variable progress_cv;
+  uint64_t progress_epoch = 0;  // guarded by progress_mu
+
+  // Declared late so that it is destroyed early: the device's destructor
+  // runs the last completions, which touch the members above.
+  const std::unique_ptr<swapdev::SwapDevice> swap;  // null: no swap
+  const uint64_t swap_slots;                        // 0 without swap
+  // Last: stopped first.
+  std::unique_ptr<Reclaimer> reclaimer;
 };
 
 }  // namespace tmpfsd

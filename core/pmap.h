@@ -14,28 +14,45 @@
 //   Resident clean    Pmap*                  Frame, dirty == 0
 //   Resident dirty    Pmap*                  Frame, dirty != 0
 //   Under writeback   Pmap*                  Frame, writeback(), io_count > 0
-//   Swapped           compact swap word      no Pmap (issue 5: 8 bytes/page)
-//                     or Pmap*               Swap slot (while a fault or an
-//                                            eviction is in progress)
+//   Swap cached       Pmap*                  Frame with a slot (Frame::
+//                                            swap_slot), dirty == 0
+//   Swapped           (slot << 2) | 1        no Pmap (8 bytes/page + chunk
+//                                            share: 8.75 B measured)
+//   Zero (evicted     3, or 7 if uptodate    no Pmap: a fallocated page,
+//     fallocated)                            reads as zeros
 //   Remote            Pmap*                  Remote key (later)
 //
 //   Hole -> Resident dirty      FilePages::write
-//   Hole -> Resident clean      FilePages::allocate (zero page, !uptodate())
+//   Hole -> Resident clean      FilePages::allocate without swap (zero page,
+//                               !uptodate())
+//   Hole -> Zero                FilePages::allocate with swap
 //   Resident * -> Hole          FilePages::truncate, punch_hole, ~FilePages
 //   Resident clean -> dirty     FilePages::write; truncate/punch_hole zeroing
 //                               a partial page
-//   Resident dirty -> Under writeback -> Resident clean
-//                               Writeback (issue 5): io_count++ and
-//                               set_writeback() before the write is submitted;
-//                               on completion the slot is bound, dirty blocks
-//                               written are cleared, io_count--.
-//   Resident clean -> Swapped   Reclaimer (issue 5): slot valid, not
-//                               referenced, io_count == 0: frame freed; the
-//                               Pmap is replaced by the compact word.
-//   Swapped -> Resident clean   read/write fault (issue 5): frame taken,
-//                               slot read and verified; the slot is kept
-//                               (swap cache) until the page is dirtied.
-//   Swapped -> Hole             truncate, punch_hole, ~FilePages: slot freed.
+//   Resident dirty -> Under writeback -> Swap cached
+//                               page_out_locked (reclaim): the isolating pin
+//                               becomes the I/O's, set_writeback(), whole
+//                               page written to a new slot. writeback_done
+//                               (completion thread, no file mutex): clears
+//                               dirty, sets the frame's slot, clears
+//                               writeback, puts it on the inactive tail and
+//                               unpins. On error: slot freed, stays dirty.
+//   Swap cached -> Resident dirty
+//                               write / truncate / punch zeroing: the slot
+//                               is freed first (drop_slot_locked).
+//   Swap cached -> Swapped      page_out_locked: not referenced, io_count
+//                               == 1 (our pin): frame freed, the Pmap
+//                               replaced by the compact word. No I/O.
+//   Resident clean, no slot -> Zero
+//                               page_out_locked (only fallocated pages).
+//   Swapped -> Swap cached      fault_range_locked (read, partial write,
+//                               partial zeroing): frame taken, slot read
+//                               and verified (swapdev: -EIO), Pmap made.
+//                               A failed read leaves the word as it was.
+//   Swapped -> Resident dirty   a write covering the whole page: no read,
+//                               slot freed.
+//   Zero -> Resident            a write (fault_range_locked).
+//   Swapped, Zero -> Hole       truncate, punch_hole, ~FilePages: slot freed.
 //
 // Invariants
 //   - Resident clean with no slot reads as zeros: `dirty` means "differs
@@ -58,7 +75,10 @@
 // stays one word.
 //
 // Locks: binding, dirty, generation, file/index are written only under the
-// owning file's mutex held exclusive (read under it shared). The LRU links
+// owning file's mutex held exclusive (read under it shared), except dirty
+// while writeback() is set: the completion owns it then (LOCKING.md).
+// generation is not used by reclaim: a pinned pmap cannot change binding
+// behind the pin's holder, and the index word is re-read under the mutex. The LRU links
 // and the list bits of flags are guarded by the PmapLists lock (lru.h).
 // flags and io_count are atomics: readers holding the file mutex shared set
 // referenced and pin concurrently.
@@ -128,7 +148,7 @@ class Pmap {
   // Pins: I/O in flight or a reader replying from the frame.
   void pin() { io_count_.fetch_add(1, std::memory_order_acquire); }
   void unpin() {
-    [[maybe_unused]] uint32_t was = io_count_.fetch_sub(1, std::memory_order_release);
+    [[maybe_unused]] uint32_t was = io_count_.fetch_sub(1, std::memory_order_acq_rel);
     assert(was > 0);
   }
   uint32_t io_count() const { return io_count_.load(std::memory_order_acquire); }
@@ -141,9 +161,12 @@ class Pmap {
   static constexpr uint32_t kOnInactive = 1u << 3;  // PmapLists lock
   static constexpr uint32_t kOnActive = 1u << 4;    // PmapLists lock
 
-  bool test(uint32_t b) const { return (flags_.load(std::memory_order_relaxed) & b) != 0; }
-  void set(uint32_t b) { flags_.fetch_or(b, std::memory_order_relaxed); }
-  void clear(uint32_t b) { flags_.fetch_and(~b, std::memory_order_relaxed); }
+  // acquire/release: the writeback completion hands dirty_ and the frame's
+  // slot back to the file mutex holders by clearing kWriteback (and by the
+  // final unpin).
+  bool test(uint32_t b) const { return (flags_.load(std::memory_order_acquire) & b) != 0; }
+  void set(uint32_t b) { flags_.fetch_or(b, std::memory_order_acq_rel); }
+  void clear(uint32_t b) { flags_.fetch_and(~b, std::memory_order_acq_rel); }
 
   Binding binding_;                    // file mutex
   uint64_t dirty_ = 0;                 // file mutex; one bit per block

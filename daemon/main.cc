@@ -20,6 +20,7 @@
 #include "core/page_cache.h"
 #include "daemon/fuse_ops.h"
 #include "daemon/options.h"
+#include "swapdev/uring_swap_device.h"
 
 namespace tmpfsd {
 namespace {
@@ -48,7 +49,26 @@ int serve(const Options& o) {
   pc.page_size = o.page_size;
   pc.memory_bytes = o.memory_bytes;
   pc.max_pages = (o.size_bytes + o.page_size - 1) / o.page_size;
-  auto cache = PageCache::create(pc);
+  std::unique_ptr<swapdev::SwapDevice> swap;
+  if (o.swap_bytes > 0) {
+    swapdev::UringOptions uo;
+    uo.dir = o.swap_dir;
+    uo.size_bytes = o.swap_bytes;
+    uo.page_size = o.page_size;
+    swapdev::UringOpenResult r = swapdev::open_uring_swap_device(uo);
+    if (!r.device) {
+      if (o.swap_given) {
+        spdlog::error("cannot make the swap file: {}", r.error);
+        return 1;
+      }
+      spdlog::warn("running without swap (frames are all the space there is): {}", r.error);
+    } else {
+      spdlog::info("swap: {} bytes in {} ({})", o.swap_bytes, o.swap_dir,
+                   r.device->direct_io() ? "O_DIRECT" : "buffered");
+      swap = std::move(r.device);
+    }
+  }
+  auto cache = swap ? PageCache::create(pc, std::move(swap)) : PageCache::create(pc);
   if (!cache) {
     spdlog::error("cannot set up the page cache: {}", std::strerror(cache.code()));
     return 1;
@@ -105,6 +125,15 @@ int serve(const Options& o) {
       PageCacheStats s = (*cache)->stats();
       spdlog::info("unmounted {}: {} pages allocated, {} frames used, {} bytes of metadata", o.mountpoint,
                    s.pages_allocated, s.frames_used, s.metadata_bytes);
+      spdlog::info(
+          "page cache: frames {} used / {} free / {} total; pages {} resident ({} also in swap), {} swapped; "
+          "swap slots {} / {}; swap-ins {} ({} errors); writebacks {} ({} background, {} errors); "
+          "evicted {}; reclaim scans {}; writes that waited for writeback {}, for frames {}; "
+          "metadata {} bytes",
+          s.frames_used, s.frames_free, s.frames_total, s.pages_resident, s.swap_cached, s.pages_swapped,
+          s.swap_slots_used, s.swap_slots_total, s.swap_ins, s.swap_in_errors, s.writebacks,
+          s.background_cleaned, s.writeback_errors, s.pages_evicted, s.reclaim_scans, s.writeback_waits,
+          s.frame_waits, s.metadata_bytes);
     } else {
       spdlog::error("cannot mount on {}", o.mountpoint);
     }

@@ -68,6 +68,7 @@ ParseOutcome parse_options(int argc, char** argv) {
   o.gid = getegid();
   std::vector<std::string> mount_opts;
   std::string memory;
+  std::string swap;
   CLI::App app{"tmpfsd: a tmpfs served from user space, with a memory budget"};
   app.add_option("mountpoint", o.mountpoint, "Directory to mount on")->required();
   app.add_option("-o", mount_opts,
@@ -75,6 +76,11 @@ ParseOutcome parse_options(int argc, char** argv) {
                  "nosuid, nodev, noexec")
       ->delimiter(',');
   app.add_option("--memory", memory, "Frame budget: SIZE or N% of RAM (default: size=, at most 50% of RAM)");
+  app.add_option("--swap", swap,
+                 "Swap file size: SIZE or N% of RAM; the most data the file system holds; 0 = no swap (default: size=)");
+  app.add_option("--swap-dir", o.swap_dir,
+                 "Directory of the private swap file (not a tmpfs; the file has no name)")
+      ->capture_default_str();
   app.add_option("--page-size", o.page_size, "Page size in bytes: a power of two, 4096 or more")
       ->capture_default_str();
   app.add_flag("-f,--foreground", o.foreground, "Stay in the foreground and log to stderr");
@@ -156,6 +162,16 @@ ParseOutcome parse_options(int argc, char** argv) {
     o.memory_bytes = o.size_bytes == 0 ? cap : std::min(o.size_bytes, cap);
     o.memory_bytes = std::max<uint64_t>(o.memory_bytes, 16 * o.page_size);
   }
+  if (!swap.empty()) {
+    auto v = parse_size(swap, ram);
+    if (!v) return fail("--swap " + swap + ": not a size (examples: 16g, 0)");
+    if (*v != 0 && *v < 16 * o.page_size) return fail("--swap " + swap + ": must be 0 or at least 16 pages");
+    o.swap_bytes = *v;
+    o.swap_given = true;
+  } else {
+    o.swap_bytes = o.size_bytes;
+  }
+  if (o.swap_dir.empty()) return fail("--swap-dir: empty");
   if (o.fuse_debug) o.foreground = true;
 
   struct stat st;

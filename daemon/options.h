@@ -27,6 +27,12 @@ struct Options {
   // unless nosuid/nodev are given; noexec forbids exec.
   bool nosuid = false, nodev = false, noexec = false;
   uint64_t memory_bytes = 0;    // --memory: the frame budget
+  // --swap: size of the private swap file; the file system holds at most
+  // this much data (frames are a cache in front of it). 0 = no swap. When
+  // not given: size=, and a swap file that cannot be made is only a warning.
+  uint64_t swap_bytes = 0;
+  bool swap_given = false;
+  std::string swap_dir = "/var/tmp";  // --swap-dir: where the swap file lives
   size_t page_size = 4096;
   bool foreground = false;
   bool fuse_debug = false;
