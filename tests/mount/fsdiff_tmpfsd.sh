@@ -16,6 +16,8 @@ cleanup() {
     for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
     kill -KILL "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
+    # The daemon's figures at unmount (frames, swap-ins, writebacks).
+    grep -h "unmounted\|reclaim\|swap" "$work/daemon.log" 2>/dev/null | tail -5
   fi
   mountpoint -q "$work/b" && umount -l "$work/b"
   mountpoint -q "$work/a" && umount "$work/a"
