@@ -18,6 +18,8 @@ namespace tmpfsd::swapdev {
 namespace {
 constexpr size_t kDioAlign = 4096;  // memory alignment O_DIRECT needs, at most
 constexpr size_t kMaxRequestPages = IOV_MAX;
+constexpr size_t kPoolMax = 4096;      // idle Requests (and Units) kept
+constexpr size_t kPoolKeepPages = 16;  // larger vectors are not kept
 }  // namespace
 
 // One read() or write() call.
@@ -32,6 +34,22 @@ struct UringSwapDevice::Request {
 
   ~Request() { std::free(bounce); }
   uint32_t npages() const { return static_cast<uint32_t>(pages.size()); }
+  // Back to the freshly constructed state, keeping small vectors' capacity.
+  void reset() {
+    write = false;
+    first = 0;
+    err = 0;
+    done = nullptr;
+    std::free(bounce);
+    bounce = nullptr;
+    if (pages.capacity() > kPoolKeepPages) {
+      std::vector<iovec>().swap(pages);
+      std::vector<uint64_t>().swap(sums);
+    } else {
+      pages.clear();
+      sums.clear();
+    }
+  }
 };
 
 // One SQE's worth of work: adjacent requests of one direction, merged.
@@ -45,7 +63,68 @@ struct UringSwapDevice::Unit {
   size_t iov_pos = 0;      // first iovec not fully transferred
   uint64_t offset = 0;     // file offset of iov[iov_pos] (+ partial progress)
   size_t remaining = 0;    // bytes still to move
+
+  void reset() {
+    write = false;
+    first = 0;
+    npages = 0;
+    err = 0;
+    iov_pos = 0;
+    offset = 0;
+    remaining = 0;
+    reqs.clear();
+    if (iov.capacity() > kPoolKeepPages)
+      std::vector<iovec>().swap(iov);
+    else
+      iov.clear();
+  }
 };
+
+UringSwapDevice::Request* UringSwapDevice::new_request() {
+  {
+    std::lock_guard lk(pool_mu_);
+    if (!free_reqs_.empty()) {
+      Request* r = free_reqs_.back();
+      free_reqs_.pop_back();
+      return r;
+    }
+  }
+  return new Request;
+}
+
+UringSwapDevice::Unit* UringSwapDevice::new_unit() {
+  {
+    std::lock_guard lk(pool_mu_);
+    if (!free_units_.empty()) {
+      Unit* u = free_units_.back();
+      free_units_.pop_back();
+      return u;
+    }
+  }
+  return new Unit;
+}
+
+void UringSwapDevice::recycle(Unit* u) {
+  // Reset outside the lock: it may free memory (bounce buffers, vectors).
+  for (Request* r : u->reqs) r->reset();
+  size_t nreq = u->reqs.size();
+  size_t kept = 0;
+  bool keep_unit = false;
+  {
+    std::lock_guard lk(pool_mu_);
+    for (; kept < nreq && free_reqs_.size() < kPoolMax; ++kept) free_reqs_.push_back(u->reqs[kept]);
+  }
+  for (size_t i = kept; i < nreq; ++i) delete u->reqs[i];
+  u->reset();
+  {
+    std::lock_guard lk(pool_mu_);
+    if (free_units_.size() < kPoolMax) {
+      free_units_.push_back(u);
+      keep_unit = true;
+    }
+  }
+  if (!keep_unit) delete u;
+}
 
 UringSwapDevice::UringSwapDevice(const UringOptions& opt, int fd, bool direct, bool can_punch)
     : page_size_(opt.page_size),
@@ -112,11 +191,13 @@ UringSwapDevice::~UringSwapDevice() {
   }
   if (ring_ready_) io_uring_queue_exit(&ring_);
   if (fd_ >= 0) ::close(fd_);
+  for (Request* r : free_reqs_) delete r;
+  for (Unit* u : free_units_) delete u;
 }
 
 void UringSwapDevice::write(SwapSlot first, ConstPages pages, IoDone done) {
   DeviceStats::add(stats_.write_requests);
-  auto* r = new Request;
+  Request* r = new_request();
   r->write = true;
   r->first = first.value;
   r->done = std::move(done);
@@ -148,7 +229,7 @@ void UringSwapDevice::write(SwapSlot first, ConstPages pages, IoDone done) {
 
 void UringSwapDevice::read(SwapSlot first, MutablePages pages, IoDone done) {
   DeviceStats::add(stats_.read_requests);
-  auto* r = new Request;
+  Request* r = new_request();
   r->first = first.value;
   r->done = std::move(done);
   r->pages.reserve(pages.size());
@@ -197,7 +278,7 @@ void UringSwapDevice::flush_locked() {
                  u->first + u->npages == r->first && u->npages + r->npages() <= max_merge_;
     if (!joins) {
       if (u) push_locked(u);
-      u = new Unit;
+      u = new_unit();
       u->write = r->write;
       u->first = r->first;
       u->err = r->err;
@@ -325,7 +406,7 @@ void UringSwapDevice::complete(Unit* u, int res) {
 
 void UringSwapDevice::finish(Unit* u, int err) {
   for (Request* r : u->reqs) finish_request(r, err);
-  delete u;
+  recycle(u);
 }
 
 void UringSwapDevice::finish_request(Request* r, int err) {
@@ -366,7 +447,7 @@ void UringSwapDevice::finish_request(Request* r, int err) {
   } catch (...) {
     spdlog::error("swapdev: an I/O callback threw");
   }
-  delete r;
+  r->done = nullptr;  // what it captured goes now, not when the Request is reused
 }
 
 void UringSwapDevice::completion_loop(std::stop_token st) {

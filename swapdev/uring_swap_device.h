@@ -138,6 +138,9 @@ class UringSwapDevice final : public SwapDevice {
   void complete(Unit* u, int res);     // completion thread
   void finish(Unit* u, int err);       // runs the callbacks, frees u
   void finish_request(Request* r, int err);
+  Request* new_request();             // from the pool, or the heap
+  Unit* new_unit();
+  void recycle(Unit* u);              // u and its requests back to the pool
   void completion_loop(std::stop_token st);
   void discard_loop(std::stop_token st);
   size_t discard_round(size_t max_clusters);
@@ -172,6 +175,12 @@ class UringSwapDevice final : public SwapDevice {
   std::vector<FixedChunk> fixed_;    // guarded by sq_mu_: index = buffer index
   bool stopping_ = false;            // guarded by sq_mu_
   std::condition_variable idle_cv_;  // inflight_ == 0 && backlog_ empty
+
+  // Finished Requests and Units, kept with their vectors' capacity so that
+  // an I/O costs no heap allocation in the steady state.
+  std::mutex pool_mu_;                // a leaf lock (taken under sq_mu_ too)
+  std::vector<Request*> free_reqs_;   // guarded by pool_mu_
+  std::vector<Unit*> free_units_;     // guarded by pool_mu_
 
   std::mutex disc_mu_;
   std::condition_variable_any disc_cv_;   // wakes the discard thread
