@@ -279,7 +279,6 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plu
   guarded(req, [&] {
     std::vector<char> buf(size);
     size_t used = 0;
-    const size_t page_size = fs_of(req).cache->page_size();
     auto sink = [&](const DirEntryView& d, const Attr* a) {
       std::string name(d.name);
       size_t need;
@@ -298,7 +297,6 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plu
         st.st_mode = d.mode;
         need = fuse_add_direntry(req, buf.data() + used, size - used, name.c_str(), &st, off_t(d.next));
       }
-      (void)page_size;
       if (need > size - used) return false;
       used += need;
       return true;
