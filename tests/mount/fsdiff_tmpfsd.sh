@@ -23,7 +23,8 @@ cleanup() {
   mountpoint -q "$work/a" && umount "$work/a"
   rm -rf "$work"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 1' INT TERM  # cleanup runs from EXIT
 mkdir "$work/a" "$work/b"
 mount -t tmpfs -o size=1g,nr_inodes=100000 none "$work/a" || exit 1
 "$tmpfsd" -f -o size=1g,nr_inodes=100000 "$@" "$work/b" 2>"$work/daemon.log" &
