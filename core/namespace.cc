@@ -745,14 +745,15 @@ Result<size_t> Namespace::copy_range(uint64_t src, uint64_t src_off, uint64_t ds
     Status rs;
     size_t got = 0;
     buf.resize(want);
-    read(src, src_off + copied, want, [&](Status s, std::span<const iovec> iov) {
-      rs = s;
-      if (!s) return;
-      for (const iovec& v : iov) {
-        std::memcpy(buf.data() + got, v.iov_base, v.iov_len);
-        got += v.iov_len;
-      }
-    });
+    read_and_wait([&](FilePages::ReadDone d) { read(src, src_off + copied, want, std::move(d)); },
+                  [&](Status s, std::span<const iovec> iov) {
+                    rs = s;
+                    if (!s) return;
+                    for (const iovec& v : iov) {
+                      std::memcpy(buf.data() + got, v.iov_base, v.iov_len);
+                      got += v.iov_len;
+                    }
+                  });
     if (!rs) return copied ? Result<size_t>(copied) : Errno{rs.code()};
     if (got == 0) break;
     auto w = write(dst, dst_off + copied, std::span(buf.data(), got), false);

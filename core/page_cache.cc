@@ -5,7 +5,9 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <atomic>
 #include <bit>
+#include <condition_variable>
 #include <cassert>
 #include <cerrno>
 #include <cstring>
@@ -122,7 +124,7 @@ class FilePagesImpl {
     st_.files.fetch_sub(1, std::memory_order_relaxed);
   }
 
-  void read(uint64_t off, size_t len, const FilePages::ReadDone& done);
+  void read(uint64_t off, size_t len, FilePages::ReadDone done);
   Status write(uint64_t off, std::span<const std::byte> data);
   void truncate(uint64_t old_size, uint64_t new_size);
   void punch_hole(uint64_t off, uint64_t len);
@@ -159,11 +161,21 @@ class FilePagesImpl {
   static bool needs_fault(uint64_t w) { return w != 0 && !FileIndex::is_pmap(w); }
 
   Pmap* new_pmap_locked(uint64_t page, FramePool::Reservation& frames, bool* zeroed);
-  void reply_locked(uint64_t off, size_t len, const FilePages::ReadDone& done);
+  template <class Wants>
+  Result<FramePool::Reservation> reserve_locked(std::unique_lock<std::shared_mutex>& lock,
+                                                uint64_t first, uint64_t last, uint64_t extra,
+                                                Wants&& wants);
   Status fault_range_locked(std::unique_lock<std::shared_mutex>& lock, uint64_t first,
                             uint64_t last, uint64_t off, uint64_t end, uint64_t extra,
                             FramePool::Reservation* extra_out);
-  void wait_writeback_locked(uint64_t first, uint64_t last);
+  void submit_swap_in_locked(Pmap* p);
+  Pmap* start_swap_in_locked(uint64_t page, Frame* frame, uint64_t slot);
+  bool await_locked(Pmap* p, ReadRequest* r);
+  void collect_locked(uint64_t off, size_t len, SmallVec<iovec, kInlineIovecs>& iov,
+                      SmallVec<Pmap*, kInlineIovecs>& pins, bool* ra_hit);
+  void readahead_locked(uint64_t from, uint64_t count);
+  uint64_t readahead_window(uint64_t pages) const;
+  void wait_busy_locked(uint64_t first, uint64_t last);
   void drop_slot_locked(Pmap* p);
   void zero_in_page_locked(std::unique_lock<std::shared_mutex>& lock, uint64_t page, size_t from,
                            size_t to);
@@ -172,6 +184,9 @@ class FilePagesImpl {
   PageCache::State& st_;
   mutable std::shared_mutex mu_;
   FileIndex index_;  // guarded by mu_
+  // Page after the last read's end: a read starting there is sequential
+  // (readahead). A hint only, hence no lock.
+  std::atomic<uint64_t> next_page_{0};
 };
 
 Pmap* FilePagesImpl::new_pmap_locked(uint64_t page, FramePool::Reservation& frames,
@@ -187,13 +202,21 @@ Pmap* FilePagesImpl::new_pmap_locked(uint64_t page, FramePool::Reservation& fram
   return p;
 }
 
-// Waits until no pmap in [first, last] is under writeback. The completion
-// takes no file mutex, so waiting with mu_ held cannot deadlock.
-void FilePagesImpl::wait_writeback_locked(uint64_t first, uint64_t last) {
+// Waits until no pmap in [first, last] is under writeback or swap-in or
+// pinned by a reply. The completions take no file mutex, so waiting with
+// mu_ held cannot deadlock.
+void FilePagesImpl::wait_busy_locked(uint64_t first, uint64_t last) {
   for (bool waited = false;;) {
     bool busy = false;
     index_.visit_range(first, last + 1, [&](uint64_t, uint64_t w) {
-      if (FileIndex::is_pmap(w) && FileIndex::as_pmap(w)->writeback()) busy = true;
+      if (FileIndex::is_pmap(w)) {
+        const Pmap* p = FileIndex::as_pmap(w);
+        // io_count: also a reply in flight from this page (an
+        // asynchronous read's pins): a write waits for it, so a reply
+        // never carries half-old, half-new bytes. Reclaim's pins are
+        // transient (it cannot take mu_ from us and puts the page back).
+        busy = p->writeback() || p->read_pending() || p->io_count() != 0;
+      }
       return !busy;
     });
     if (!busy) return;
@@ -214,12 +237,168 @@ void FilePagesImpl::drop_slot_locked(Pmap* p) {
   st_.swap_cached.fetch_sub(1, std::memory_order_relaxed);
 }
 
-// Makes every present page of [first, last] resident, and reserves `extra`
-// more frames into *extra_out (a write's new pages). Swapped pages are read
-// back (synchronously: the calling worker waits; see the report) unless
-// [off, end) covers them whole and this is a write. May drop and retake
-// `lock` to reclaim; everything is re-checked after. Errors: EIO (a swap
-// read failed: that page stays swapped and readable later, pages already
+// ---------------------------------------------------------------------------
+// Asynchronous swap-in
+//
+// A read that meets swapped pages does not wait for them. Under the file's
+// mutex (exclusive) it binds each one to a fresh frame as a pmap under
+// swap-in (kReadPending; pinned by its I/O; on the inactive list; the slot
+// kept as the frame's swap-cache slot), queues the slot reads in one batch,
+// pins every page of its range for the reply, registers in the page wait
+// table for the pages still in flight, and returns: the FUSE worker is free.
+// The reply (`done`) runs from the completion of the last read it waits
+// for, on the device's completion thread, straight from the frames.
+//
+// Writers, truncate and punch that meet a page under swap-in wait for it
+// with the mutex held (wait_busy_locked): completions take no file mutex.
+// A failed read leaves the pmap with kReadError (frame bytes garbage, slot
+// still the page's): the read that waited gets EIO, the next access reads
+// the slot again, and reclaim, finding it clean with a slot, turns it back
+// into a swap word.
+
+struct ReadRequest {
+  ReadRequest(PageCache::State& s, FilePages::ReadDone d) : st(s), done(std::move(d)) {}
+
+  // One awaited page is in (err: 0 or a negative errno). The last one
+  // replies.
+  void page_done(int e) {
+    if (e != 0) {
+      int none = 0;
+      err.compare_exchange_strong(none, e, std::memory_order_relaxed);
+    }
+    if (pending.fetch_sub(1, std::memory_order_acq_rel) == 1) finish();
+  }
+
+  PageCache::State& st;
+  FilePages::ReadDone done;
+  SmallVec<iovec, kInlineIovecs> iov;
+  SmallVec<Pmap*, kInlineIovecs> pins;  // every pmap of the range
+  std::atomic<uint32_t> pending{1};     // pages awaited, +1 until armed
+  std::atomic<int> err{0};
+
+ private:
+  void finish() {
+    const int e = err.load(std::memory_order_relaxed);
+    try {
+      if (e == 0) {
+        done(Status::ok(), iov.span());
+      } else {
+        done(Errno{EIO}, {});
+      }
+    } catch (const std::exception& ex) {
+      spdlog::error("read reply failed: {}", ex.what());
+    }
+    for (Pmap* p : pins.span()) p->unpin();
+    st.notify_progress();  // truncate and unlink wait for these pins
+    delete this;
+  }
+};
+
+namespace {
+
+// Completion of the slot read of p (swap-in or readahead), on the device's
+// completion thread; no file mutex. Clears kReadPending and takes the
+// page's waiters in one critical section of the wait table, then gives the
+// I/O's pin back: p may be freed after that.
+void swap_in_done(PageCache::State& st, Pmap* p, uint64_t slot, int err) {
+  if (err == 0) {
+    st.swap_ins.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    p->set_read_error();
+    st.swap_in_errors.fetch_add(1, std::memory_order_relaxed);
+    spdlog::warn("swap-in of slot {} failed: {}", slot, std::strerror(-err));
+  }
+  SmallVec<ReadRequest*, 8> wake;
+  {
+    std::lock_guard lock(st.read_wait_mu);
+    p->clear_read_pending();
+    auto [from, to] = st.read_waiters.equal_range(p);
+    for (auto it = from; it != to; ++it) wake.push_back(it->second);
+    st.read_waiters.erase(from, to);
+  }
+  p->unpin();
+  st.notify_progress();  // writers in wait_busy_locked
+  for (ReadRequest* r : wake.span()) r->page_done(err);
+}
+
+}  // namespace
+
+// Queues the read of p's slot into its frame (p's frame holds its slot).
+void FilePagesImpl::submit_swap_in_locked(Pmap* p) {
+  p->clear_read_error();
+  p->set_read_pending();
+  p->pin();  // the I/O's
+  Frame* f = p->frame();
+  const uint64_t slot = f->swap_slot();
+  std::span<std::byte> bytes = f->bytes();
+  PageCache::State* st = &st_;
+  st_.swap->read(swapdev::SwapSlot(slot), {&bytes, 1},
+                 [st, p, slot](int err) { swap_in_done(*st, p, slot, err); });
+}
+
+// A swapped page (its word is the compact word of `slot`) becomes a pmap
+// under swap-in bound to `frame`. The caller stores it in the index and adds
+// it to the lists.
+Pmap* FilePagesImpl::start_swap_in_locked(uint64_t page, Frame* frame, uint64_t slot) {
+  auto* p = new Pmap(this, page);
+  st_.metadata.fetch_add(sizeof(Pmap), std::memory_order_relaxed);
+  p->set_binding(Binding::frame(frame));
+  frame->set_owner(p);
+  frame->set_swap_slot(slot);  // swap cache: the page is clean
+  st_.swap_cached.fetch_add(1, std::memory_order_relaxed);
+  p->set_uptodate();  // swapped implies written
+  st_.pages_resident.fetch_add(1, std::memory_order_relaxed);
+  st_.pages_swapped.fetch_sub(1, std::memory_order_relaxed);
+  submit_swap_in_locked(p);
+  return p;
+}
+
+// Under mu_: r waits for p if p is still under swap-in; false when its read
+// has completed already.
+bool FilePagesImpl::await_locked(Pmap* p, ReadRequest* r) {
+  std::lock_guard lock(st_.read_wait_mu);
+  if (!p->read_pending()) return false;
+  st_.read_waiters.emplace(p, r);
+  r->pending.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+// Reserves frames for the pages of [first, last] that `wants`, plus
+// `extra`. May drop and retake `lock` to reclaim; the count is redone every
+// time. ENOSPC: no frames and nothing to reclaim.
+template <class Wants>
+Result<FramePool::Reservation> FilePagesImpl::reserve_locked(
+    std::unique_lock<std::shared_mutex>& lock, uint64_t first, uint64_t last, uint64_t extra,
+    Wants&& wants) {
+  for (int attempt = 0, gave_up = 0;; ++attempt) {
+    uint64_t need = extra;
+    index_.visit_range(first, last + 1, [&](uint64_t, uint64_t w) {
+      need += wants(w);
+      return true;
+    });
+    if (need == 0) return FramePool::Reservation{};
+    if (auto r = st_.pool->reserve(need)) {
+      if (st_.reclaimer && st_.pool->frames_available() < st_.reclaimer->high()) {
+        st_.reclaimer->kick();
+      }
+      return std::move(r).value();
+    }
+    if (!st_.swap || need > st_.pool->frames_total() || gave_up >= 2) return Errno{ENOSPC};
+    if (attempt == 0) st_.frame_waits.fetch_add(1, std::memory_order_relaxed);
+    if (st_.reclaimer) st_.reclaimer->kick();
+    lock.unlock();
+    if (!direct_reclaim(st_, need)) ++gave_up;
+    lock.lock();
+  }
+}
+
+// Makes every present page of [first, last] resident with valid bytes and
+// reserves `extra` more frames into *extra_out (a write's new pages). This
+// is the synchronous form, for writers and zeroing: the calling thread waits
+// for the slot reads, with `lock` held. A swapped page that [off, end)
+// covers whole and that is about to be written is not read. May drop and
+// retake `lock` to reclaim; everything is re-checked after. Errors: EIO (a
+// swap read failed: that page stays in swap, readable later; pages already
 // read stay resident), ENOSPC (no frames and nothing to reclaim).
 Status FilePagesImpl::fault_range_locked(std::unique_lock<std::shared_mutex>& lock,
                                          uint64_t first, uint64_t last, uint64_t off,
@@ -231,143 +410,114 @@ Status FilePagesImpl::fault_range_locked(std::unique_lock<std::shared_mutex>& lo
   auto wants = [for_write](uint64_t w) {
     return for_write ? needs_fault(w) : FileIndex::is_compact_swap(w);
   };
-  FramePool::Reservation frames;
-  // The count is redone after every time the lock was dropped: reclaim may
-  // have evicted more pages of the range meanwhile.
-  for (int attempt = 0, gave_up = 0;; ++attempt) {
-    uint64_t need = extra;
-    index_.visit_range(first, last + 1, [&](uint64_t, uint64_t w) {
-      need += wants(w);
-      return true;
-    });
-    if (need == 0) return Status::ok();
-    auto r = st_.pool->reserve(need);
-    if (r) {
-      frames = std::move(r).value();
-      break;
-    }
-    if (!st_.swap || need > st_.pool->frames_total() || gave_up >= 2) return Errno{ENOSPC};
-    if (attempt == 0) st_.frame_waits.fetch_add(1, std::memory_order_relaxed);
-    if (st_.reclaimer) st_.reclaimer->kick();
-    lock.unlock();
-    if (!direct_reclaim(st_, need)) ++gave_up;
-    lock.lock();
-  }
-  if (st_.reclaimer && st_.pool->frames_available() < st_.reclaimer->high()) {
-    st_.reclaimer->kick();
-  }
+  auto covered = [&](uint64_t page) {
+    const uint64_t pstart = page << st_.page_shift;
+    return for_write && off <= pstart && end >= pstart + page_size();
+  };
+  auto reserved = reserve_locked(lock, first, last, extra, wants);
+  if (!reserved) return reserved.status();
+  FramePool::Reservation frames = std::move(reserved).value();
 
-  struct Fault {
+  struct Whole {  // swapped, overwritten whole: bound only if nothing fails
     uint64_t page;
     Frame* frame;
-    uint64_t slot;  // kNoSlot for a zero word
-    int err;        // 1 while a read is pending
-    bool whole;     // swapped, and about to be overwritten whole: not read
+    uint64_t slot;
   };
-  std::vector<Fault> reads;
+  SmallVec<Whole, 16> wholes;
   SmallVec<Pmap*, kInlineIovecs> fresh;
-  index_.visit_range(first, last + 1, [&](uint64_t page, uint64_t w) {
-    if (!wants(w)) return true;
-    FramePool::Taken t = frames.take();
-    if (is_zero_word(w)) {
-      if (!t.zeroed) std::memset(t.frame->bytes().data(), 0, page_size());
-      reads.push_back({page, t.frame, Frame::kNoSlot, 0, false});
-      return true;
-    }
-    const uint64_t pstart = page << st_.page_shift;
-    const bool whole = for_write && off <= pstart && end >= pstart + page_size();
-    reads.push_back({page, t.frame, FileIndex::swap_slot_of(w), whole ? 0 : 1, whole});
-    return true;
-  });
-
-  // Issue every read at once (one io_uring_enter, adjacent slots merged),
-  // then wait for all of them.
-  struct Waiter {
-    std::mutex mu;
-    std::condition_variable cv;
-    size_t pending = 0;
-  } waiter;
   {
     swapdev::IoBatch plug(*st_.swap);
-    for (Fault& f : reads) {
-      if (f.err != 1) continue;
-      {
-        std::lock_guard l(waiter.mu);
-        ++waiter.pending;
+    index_.update_range(first, last + 1, [&](uint64_t page, uint64_t w) -> uint64_t {
+      if (FileIndex::is_pmap(w)) {
+        Pmap* p = FileIndex::as_pmap(w);
+        if (!p->read_pending() && p->read_error() && !covered(page)) submit_swap_in_locked(p);
+        return w;
       }
-      std::span<std::byte> page = f.frame->bytes();
-      st_.swap->read(swapdev::SwapSlot(f.slot), {&page, 1}, [&waiter, &f](int err) {
-        std::lock_guard l(waiter.mu);
-        f.err = err;
-        if (--waiter.pending == 0) waiter.cv.notify_all();
-      });
-    }
+      if (!wants(w)) return w;
+      FramePool::Taken t = frames.take();
+      if (is_zero_word(w)) {
+        if (!t.zeroed) std::memset(t.frame->bytes().data(), 0, page_size());
+        auto* p = new Pmap(this, page);
+        st_.metadata.fetch_add(sizeof(Pmap), std::memory_order_relaxed);
+        p->set_binding(Binding::frame(t.frame));
+        t.frame->set_owner(p);
+        if (w == kZeroUptodateWord) p->set_uptodate();
+        p->set_referenced();
+        st_.pages_resident.fetch_add(1, std::memory_order_relaxed);
+        fresh.push_back(p);
+        return FileIndex::of_pmap(p);
+      }
+      const uint64_t slot = FileIndex::swap_slot_of(w);
+      if (covered(page)) {
+        wholes.push_back({page, t.frame, slot});
+        return w;
+      }
+      Pmap* p = start_swap_in_locked(page, t.frame, slot);
+      p->set_referenced();
+      fresh.push_back(p);
+      return FileIndex::of_pmap(p);
+    });
   }
-  {
-    std::unique_lock l(waiter.mu);
-    waiter.cv.wait(l, [&] { return waiter.pending == 0; });
-  }
+  st_.lists.add_new(fresh.span());
+  wait_busy_locked(first, last);
 
   Status status;
-  for (const Fault& f : reads) {
-    if (f.err != 0) status = Errno{EIO};
+  index_.visit_range(first, last + 1, [&](uint64_t page, uint64_t w) {
+    if (FileIndex::is_pmap(w) && FileIndex::as_pmap(w)->read_error() && !covered(page)) {
+      status = Errno{EIO};
+    }
+    return status.is_ok();
+  });
+  if (!status) {
+    // The write will not happen: pages it would have overwritten whole
+    // stay as they are, in swap.
+    for (const Whole& h : wholes.span()) st_.pool->free(h.frame);
+    return status;
   }
-  uint64_t swapped_gone = 0;
-  for (Fault& f : reads) {
-    const uint64_t w = index_.get(f.page);
-    if (f.err != 0 || (f.whole && !status)) {
-      // EIO (checksum or disk) or ENODATA: the page stays swapped. A page
-      // that was only going to be overwritten stays swapped too, its slot
-      // untouched, since the write will not happen.
-      if (f.err != 0) {
-        st_.swap_in_errors.fetch_add(1, std::memory_order_relaxed);
-        spdlog::warn("swap-in of slot {} failed: {}", f.slot, std::strerror(-f.err));
-      }
-      st_.pool->free(f.frame);
-      continue;
-    }
-    if (f.whole) {
-      st_.swap->free(swapdev::SwapSlot(f.slot));  // the write replaces it all
-      f.slot = Frame::kNoSlot;
-    }
-    auto* p = new Pmap(this, f.page);
+  SmallVec<Pmap*, 16> bound;
+  for (const Whole& h : wholes.span()) {
+    st_.swap->free(swapdev::SwapSlot(h.slot));  // the write replaces it all
+    auto* p = new Pmap(this, h.page);
     st_.metadata.fetch_add(sizeof(Pmap), std::memory_order_relaxed);
-    p->set_binding(Binding::frame(f.frame));
-    f.frame->set_owner(p);
-    if (is_zero_word(w)) {
-      if (w == kZeroUptodateWord) p->set_uptodate();
-    } else {
-      ++swapped_gone;
-      p->set_uptodate();
-      if (f.slot != Frame::kNoSlot) {
-        f.frame->set_swap_slot(f.slot);  // swap cache: clean, slot kept
-        st_.swap_cached.fetch_add(1, std::memory_order_relaxed);
-        st_.swap_ins.fetch_add(1, std::memory_order_relaxed);
-      } else {
-        // Overwritten whole by this write; slot already freed. Until the
-        // write copies in, the frame must not pass for zeros-and-clean.
-        p->mark_dirty(~uint64_t{0});
-      }
-    }
+    p->set_binding(Binding::frame(h.frame));
+    h.frame->set_owner(p);
+    // Until the write copies in, the frame must not pass for zeros-and-clean.
+    p->mark_dirty(~uint64_t{0});
+    p->set_uptodate();
     p->set_referenced();
-    index_.set(f.page, FileIndex::of_pmap(p));
+    index_.set(h.page, FileIndex::of_pmap(p));
     st_.pages_resident.fetch_add(1, std::memory_order_relaxed);
-    fresh.push_back(p);
+    st_.pages_swapped.fetch_sub(1, std::memory_order_relaxed);
+    bound.push_back(p);
   }
-  st_.pages_swapped.fetch_sub(swapped_gone, std::memory_order_relaxed);
-  st_.lists.add_new(fresh.span());
+  st_.lists.add_new(bound.span());
+  // Pages that failed an earlier read and are now overwritten whole: the
+  // slot's copy is given up, the write supplies every byte.
+  index_.visit_range(first, last + 1, [&](uint64_t page, uint64_t w) {
+    if (!FileIndex::is_pmap(w) || !covered(page)) return true;
+    Pmap* p = FileIndex::as_pmap(w);
+    if (p->read_error()) {
+      p->clear_read_error();
+      drop_slot_locked(p);
+      p->mark_dirty(~uint64_t{0});
+    }
+    return true;
+  });
   if (extra_out) *extra_out = std::move(frames);  // what is left: `extra`
-  return status;
+  return Status::ok();
 }
 
-void FilePagesImpl::reply_locked(uint64_t off, size_t len, const FilePages::ReadDone& done) {
-  SmallVec<iovec, kInlineIovecs> iov;
-  SmallVec<Pmap*, kInlineIovecs> pinned;
+// Pins every pmap of [off, off + len) into `pins` and appends the iovecs of
+// a reply to `iov`: frame memory for pages with a pmap (valid or not yet:
+// the caller knows), the shared zero region for holes and zero words.
+// *ra_hit: a page read ahead was used. No swap words in the range (the
+// caller faulted them).
+void FilePagesImpl::collect_locked(uint64_t off, size_t len, SmallVec<iovec, kInlineIovecs>& iov,
+                                   SmallVec<Pmap*, kInlineIovecs>& pins, bool* ra_hit) {
   const uint64_t end = off + len;
   const std::byte* zeros = st_.zeros.data();
   uint64_t chunk_no = UINT64_MAX;  // cache of the index chunk being read
   const FileIndex::Chunk* chunk = nullptr;
-  bool missing = false;
   for (uint64_t pos = off; pos < end;) {
     const uint64_t page = pos >> st_.page_shift;
     const size_t in = pos & page_mask();
@@ -386,14 +536,16 @@ void FilePagesImpl::reply_locked(uint64_t off, size_t len, const FilePages::Read
         continue;
       }
       base = zeros;
-    } else if (!FileIndex::is_pmap(w)) {
-      missing = true;  // swapped: the caller faults first
-      break;
     } else {
+      assert(FileIndex::is_pmap(w) && "collect_locked over a swapped page");
       Pmap* p = FileIndex::as_pmap(w);
       p->pin();
       p->set_referenced();
-      pinned.push_back(p);
+      if (p->test_and_clear_readahead()) {
+        *ra_hit = true;
+        st_.readahead_hits.fetch_add(1, std::memory_order_relaxed);
+      }
+      pins.push_back(p);
       base = p->frame()->bytes().data() + in;
     }
     if (!iov.empty() && base != zeros &&
@@ -404,60 +556,106 @@ void FilePagesImpl::reply_locked(uint64_t off, size_t len, const FilePages::Read
     }
     pos += n;
   }
-  struct Unpin {
-    SmallVec<Pmap*, kInlineIovecs>& pins;
-    ~Unpin() {
-      for (Pmap* p : pins.span()) p->unpin();
-    }
-  } unpin{pinned};
-  if (missing) {
-    assert(false && "reply_locked over a swapped page");
-    done(Errno{EIO}, {});
-    return;
-  }
-  done(Status::ok(), iov.span());
 }
 
-void FilePagesImpl::read(uint64_t off, size_t len, const FilePages::ReadDone& done) {
+// Reads ahead: queues swap-ins of the swapped pages in [from, from + count)
+// into frames that are free now (never reclaims for it, and leaves the
+// reclaimer's watermark alone). The pages are marked kReadahead; a read
+// that uses one counts a hit and reads further ahead.
+void FilePagesImpl::readahead_locked(uint64_t from, uint64_t count) {
+  SmallVec<uint64_t, 64> pages;
+  index_.visit_range(from, from + count, [&](uint64_t page, uint64_t w) {
+    if (FileIndex::is_compact_swap(w)) pages.push_back(page);
+    return true;
+  });
+  if (pages.empty()) return;
+  const uint64_t avail = st_.pool->frames_available();
+  const uint64_t keep = st_.reclaimer ? st_.reclaimer->high() : 0;
+  const uint64_t n = std::min<uint64_t>(pages.size(), avail > keep ? avail - keep : 0);
+  if (n == 0) return;
+  auto r = st_.pool->reserve(n);
+  if (!r) return;
+  FramePool::Reservation frames = std::move(r).value();
+  SmallVec<Pmap*, 64> fresh;
+  for (uint64_t page : pages.span().first(n)) {
+    const uint64_t slot = FileIndex::swap_slot_of(index_.get(page));
+    Pmap* p = start_swap_in_locked(page, frames.take().frame, slot);
+    index_.set(page, FileIndex::of_pmap(p));
+    p->set_readahead();
+    fresh.push_back(p);
+  }
+  st_.lists.add_new(fresh.span());
+  st_.readahead_pages.fetch_add(n, std::memory_order_relaxed);
+}
+
+uint64_t FilePagesImpl::readahead_window(uint64_t pages) const {
+  const uint64_t cap = std::max<uint64_t>(1, st_.pool->frames_total() / 8);
+  return std::min(cap, std::clamp<uint64_t>(2 * pages, 32, 256));
+}
+
+void FilePagesImpl::read(uint64_t off, size_t len, FilePages::ReadDone done) {
   if (len == 0) {
     done(Status::ok(), {});
     return;
   }
   const uint64_t first = off >> st_.page_shift;
   const uint64_t last = (off + len - 1) >> st_.page_shift;
-  uint64_t swapped = 0;
+  // Sequential: this read starts where the previous one ended (or uses a
+  // page read ahead, below).
+  const bool sequential = next_page_.exchange(last + 1, std::memory_order_relaxed) == first;
+  uint64_t faults = 0;
   {
     std::shared_lock lock(mu_);
     index_.visit_range(first, last + 1, [&](uint64_t, uint64_t w) {
-      swapped += needs_fault(w) && !is_zero_word(w);
+      faults += FileIndex::is_compact_swap(w) ||
+                (FileIndex::is_pmap(w) && !FileIndex::as_pmap(w)->bytes_valid());
       return true;
     });
-    if (swapped == 0) {
-      reply_locked(off, len, done);
-      return;
+    if (faults == 0) {
+      // Everything resident: reply from the frames under the shared lock.
+      SmallVec<iovec, kInlineIovecs> iov;
+      SmallVec<Pmap*, kInlineIovecs> pins;
+      bool ra_hit = false;
+      collect_locked(off, len, iov, pins, &ra_hit);
+      struct Unpin {
+        SmallVec<Pmap*, kInlineIovecs>& pins;
+        ~Unpin() {
+          for (Pmap* p : pins.span()) p->unpin();
+        }
+      } unpin{pins};
+      done(Status::ok(), iov.span());
+      if (!ra_hit || !st_.swap) return;
     }
+  }
+  if (faults == 0) {
+    // A page read ahead was used: keep the window ahead of the reader.
+    std::unique_lock lock(mu_);
+    swapdev::IoBatch plug(*st_.swap);
+    readahead_locked(last + 1, readahead_window(last - first + 1));
+    return;
   }
   // Too many swapped pages to hold in frames at once: read in pieces into
   // one buffer (a copy, only on this rare path: reads larger than a quarter
   // of --memory).
   const uint64_t max_fault = std::max<uint64_t>(1, st_.pool->frames_total() / 4);
-  if (swapped > max_fault) {
+  if (faults > max_fault) {
     std::vector<std::byte> buf(len);
     Status status;
     const uint64_t end = off + len;
     for (uint64_t pos = off; pos < end && status.is_ok();) {
       const uint64_t next = std::min(end, ((pos >> st_.page_shift) + max_fault) << st_.page_shift);
-      read(pos, next - pos, [&](Status s, std::span<const iovec> iov) {
-        if (!s) {
-          status = s;
-          return;
-        }
-        std::byte* dst = buf.data() + (pos - off);
-        for (const iovec& v : iov) {
-          std::memcpy(dst, v.iov_base, v.iov_len);
-          dst += v.iov_len;
-        }
-      });
+      read_and_wait([&](FilePages::ReadDone d) { read(pos, next - pos, std::move(d)); },
+                    [&](Status s, std::span<const iovec> iov) {
+                      if (!s) {
+                        status = s;
+                        return;
+                      }
+                      std::byte* dst = buf.data() + (pos - off);
+                      for (const iovec& v : iov) {
+                        std::memcpy(dst, v.iov_base, v.iov_len);
+                        dst += v.iov_len;
+                      }
+                    });
       pos = next;
     }
     if (!status) return done(status, {});
@@ -465,13 +663,46 @@ void FilePagesImpl::read(uint64_t off, size_t len, const FilePages::ReadDone& do
     done(Status::ok(), {&v, 1});
     return;
   }
-  // Fault in under the exclusive lock and reply under it: nothing can be
-  // evicted in between (reclaim only try-locks).
+
   std::unique_lock lock(mu_);
-  if (Status s = fault_range_locked(lock, first, last, off, off + len, 0, nullptr); !s) {
-    return done(s, {});
+  auto reserved = reserve_locked(lock, first, last, 0, FileIndex::is_compact_swap);
+  if (!reserved) {
+    lock.unlock();
+    return done(reserved.status(), {});
   }
-  reply_locked(off, len, done);
+  FramePool::Reservation frames = std::move(reserved).value();
+  auto* r = new ReadRequest(st_, std::move(done));
+  bool ra_hit = false;
+  {
+    swapdev::IoBatch plug(*st_.swap);
+    SmallVec<Pmap*, kInlineIovecs> fresh;
+    index_.update_range(first, last + 1, [&](uint64_t page, uint64_t w) -> uint64_t {
+      if (FileIndex::is_compact_swap(w)) {
+        Pmap* p = start_swap_in_locked(page, frames.take().frame, FileIndex::swap_slot_of(w));
+        fresh.push_back(p);
+        return FileIndex::of_pmap(p);
+      }
+      if (FileIndex::is_pmap(w)) {
+        Pmap* p = FileIndex::as_pmap(w);
+        if (!p->read_pending() && p->read_error()) submit_swap_in_locked(p);  // retry
+      }
+      return w;
+    });
+    st_.lists.add_new(fresh.span());
+    collect_locked(off, len, r->iov, r->pins, &ra_hit);
+    uint32_t awaited = 0;
+    for (Pmap* p : r->pins.span()) {
+      if (await_locked(p, r)) {
+        ++awaited;
+      } else if (p->read_error()) {
+        r->err.store(-EIO, std::memory_order_relaxed);
+      }
+    }
+    if (awaited > 0) st_.reads_async.fetch_add(1, std::memory_order_relaxed);
+    if (sequential || ra_hit) readahead_locked(last + 1, readahead_window(last - first + 1));
+  }
+  lock.unlock();
+  r->page_done(0);  // armed: replies now if nothing is in flight any more
 }
 
 Status FilePagesImpl::write(uint64_t off, std::span<const std::byte> data) {
@@ -506,7 +737,7 @@ Status FilePagesImpl::write(uint64_t off, std::span<const std::byte> data) {
       st_.unreserve_pages(missing);
       return s;
     }
-    wait_writeback_locked(first, last);
+    wait_busy_locked(first, last);
   } else if (missing > 0) {
     auto r = st_.pool->reserve(missing);
     if (!r) {
@@ -533,7 +764,7 @@ Status FilePagesImpl::write(uint64_t off, std::span<const std::byte> data) {
       }
     } else {
       p = FileIndex::as_pmap(w);
-      assert(p->resident() && !p->writeback());
+      assert(p->resident() && !p->writeback() && p->bytes_valid());
       p->set_referenced();
       drop_slot_locked(p);
     }
@@ -563,7 +794,7 @@ void FilePagesImpl::zero_in_page_locked(std::unique_lock<std::shared_mutex>& loc
     w = index_.get(page);
     if (w == 0 || !FileIndex::is_pmap(w)) return;
   }
-  wait_writeback_locked(page, page);
+  wait_busy_locked(page, page);
   Pmap* p = FileIndex::as_pmap(index_.get(page));
   drop_slot_locked(p);
   std::memset(p->frame()->bytes().data() + from, 0, to - from);
@@ -868,7 +1099,26 @@ bool direct_reclaim(PageCache::State& st, uint64_t frames) {
 FilePages::FilePages(PageCache& cache) : impl_(std::make_unique<FilePagesImpl>(cache.state())) {}
 FilePages::~FilePages() = default;
 
-void FilePages::read(uint64_t off, size_t len, ReadDone done) { impl_->read(off, len, done); }
+void FilePages::read(uint64_t off, size_t len, ReadDone done) {
+  impl_->read(off, len, std::move(done));
+}
+
+void read_and_wait(const std::function<void(FilePages::ReadDone)>& start,
+                   const FilePages::ReadDone& done) {
+  struct {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool finished = false;
+  } sync;
+  start([&sync, &done](Status s, std::span<const iovec> iov) {
+    done(s, iov);
+    std::lock_guard lock(sync.mu);
+    sync.finished = true;
+    sync.cv.notify_all();
+  });
+  std::unique_lock lock(sync.mu);
+  sync.cv.wait(lock, [&] { return sync.finished; });
+}
 Status FilePages::write(uint64_t off, std::span<const std::byte> data) {
   return impl_->write(off, data);
 }
@@ -948,6 +1198,9 @@ PageCacheStats PageCache::stats() const {
   r.pages_evicted = ld(s.pages_evicted);
   r.writeback_waits = ld(s.writeback_waits);
   r.frame_waits = ld(s.frame_waits);
+  r.reads_async = ld(s.reads_async);
+  r.readahead_pages = ld(s.readahead_pages);
+  r.readahead_hits = ld(s.readahead_hits);
   return r;
 }
 

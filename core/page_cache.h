@@ -77,6 +77,9 @@ struct PageCacheStats {
   uint64_t pages_evicted = 0;     // frames dropped by reclaim
   uint64_t writeback_waits = 0;   // writes that waited for a page under I/O
   uint64_t frame_waits = 0;       // writes/faults that had to reclaim first
+  uint64_t reads_async = 0;       // reads replied from a swap-in completion
+  uint64_t readahead_pages = 0;   // swapped pages read ahead of a sequential reader
+  uint64_t readahead_hits = 0;    // of those, pages a read then used
 };
 
 // The data of one regular file. Not copyable or movable: pmaps and frames
@@ -89,20 +92,25 @@ class FilePages {
   FilePages& operator=(const FilePages&) = delete;
 
   // Reads [off, off + len). The caller has clamped the range to the file
-  // size. `done` is called exactly once, either before read() returns or
-  // later from another thread (swap-in completion), with either an error
-  // or iovecs that cover exactly len bytes in order: frame memory for
-  // resident pages, a shared zero page for holes. The iovecs and the memory
-  // they point to are valid only for the duration of the callback (the
-  // frames are pinned until it returns), so the callback replies straight
-  // from frame memory: that is the zero-copy read of DESIGN.md.
-  // A synchronous `done` runs with this file's lock held shared (writers to
-  // the file wait until it returns): it must not call into the same
-  // FilePages nor take an Inode lock; replying (fuse_reply_iov) is what it
-  // is for. Holes are served from a shared read-only zero region, so one
-  // iovec covers up to 256 KiB of hole; adjacent frames are merged. A read
-  // of at most 1 MiB (FUSE max_read) needs at most ~260 iovecs, below
-  // IOV_MAX.
+  // size. `done` is called exactly once with either an error or iovecs that
+  // cover exactly len bytes in order: frame memory for resident pages, a
+  // shared zero region for holes (one iovec covers up to 256 KiB of hole;
+  // adjacent frames are merged, so a 1 MiB read needs at most ~260 iovecs,
+  // below IOV_MAX). The iovecs and the memory they point to are valid only
+  // for the duration of the callback (the frames are pinned until it
+  // returns), so the callback replies straight from frame memory: the
+  // zero-copy read of DESIGN.md.
+  //   - All pages resident: `done` runs before read() returns, with this
+  //     file's lock held shared (writers to the file wait until it returns).
+  //   - Some pages swapped: read() queues their swap-in and returns at once;
+  //     `done` runs later on the swap device's completion thread, when the
+  //     last of them is in (EIO if one failed: that page stays in swap), or
+  //     on the calling thread if they were all in by the end of read().
+  // Either way `done` must not call into the same FilePages nor take an
+  // Inode lock, and must not block; replying (fuse_reply_iov) is what it is
+  // for. Callers that need the bytes before going on use read_and_wait().
+  // A sequential reader of swapped pages gets readahead of the following
+  // swapped pages, into frames that are free.
   using ReadDone = std::function<void(Status, std::span<const iovec>)>;
   void read(uint64_t off, size_t len, ReadDone done);
 
@@ -144,6 +152,14 @@ class FilePages {
  private:
   std::unique_ptr<FilePagesImpl> impl_;
 };
+
+// Calls `start` with a ReadDone that forwards to `done`, and returns once
+// `done` has returned: `start` calls one FilePages::read (or
+// Namespace::read). For callers that need the bytes before they go on
+// (copy_file_range, the piecewise large read, tests). Must not hold locks
+// of that file.
+void read_and_wait(const std::function<void(FilePages::ReadDone)>& start,
+                   const FilePages::ReadDone& done);
 
 // Every FilePages must be destroyed before its PageCache.
 class PageCache {

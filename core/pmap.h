@@ -140,6 +140,25 @@ class Pmap {
   bool writeback() const { return test(kWriteback); }
   void set_writeback() { set(kWriteback); }
   void clear_writeback() { clear(kWriteback); }
+  // Swap-in (page_cache.cc, "Asynchronous swap-in"): kReadPending while the
+  // slot is being read into the frame (the frame's bytes are the I/O's);
+  // kReadError after that read failed (the frame's bytes are garbage, the
+  // slot is still the page's: the next access reads it again, or reclaim
+  // turns the page back into a swap word). kReadahead: brought in by
+  // readahead and not yet read by anyone.
+  bool read_pending() const { return test(kReadPending); }
+  void set_read_pending() { set(kReadPending); }
+  void clear_read_pending() { clear(kReadPending); }
+  bool read_error() const { return test(kReadError); }
+  void set_read_error() { set(kReadError); }
+  void clear_read_error() { clear(kReadError); }
+  // Bytes of the frame are the page's: neither being read nor failed.
+  bool bytes_valid() const { return !test(kReadPending | kReadError); }
+  void set_readahead() { set(kReadahead); }
+  bool test_and_clear_readahead() {
+    if (!test(kReadahead)) return false;
+    return (flags_.fetch_and(~kReadahead, std::memory_order_acq_rel) & kReadahead) != 0;
+  }
   List list() const {
     uint32_t f = flags_.load(std::memory_order_relaxed);
     return (f & kOnActive) ? List::kActive : (f & kOnInactive) ? List::kInactive : List::kNone;
@@ -160,6 +179,9 @@ class Pmap {
   static constexpr uint32_t kWriteback = 1u << 2;   // a swap write is in flight
   static constexpr uint32_t kOnInactive = 1u << 3;  // PmapLists lock
   static constexpr uint32_t kOnActive = 1u << 4;    // PmapLists lock
+  static constexpr uint32_t kReadPending = 1u << 5;  // a swap read is in flight
+  static constexpr uint32_t kReadError = 1u << 6;    // the last swap read failed
+  static constexpr uint32_t kReadahead = 1u << 7;    // read ahead, not yet used
 
   // acquire/release: the writeback completion hands dirty_ and the frame's
   // slot back to the file mutex holders by clearing kWriteback (and by the

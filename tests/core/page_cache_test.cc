@@ -30,7 +30,8 @@ std::unique_ptr<PageCache> make_cache(uint64_t memory_bytes, uint64_t max_pages 
 Bytes read_bytes(FilePages& f, uint64_t off, size_t len) {
   Bytes out;
   int calls = 0;
-  f.read(off, len, [&](Status s, std::span<const iovec> iov) {
+  read_and_wait([&](FilePages::ReadDone d) { f.read(off, len, std::move(d)); },
+                [&](Status s, std::span<const iovec> iov) {
     ++calls;
     REQUIRE(s.is_ok());
     for (const iovec& v : iov) {

@@ -57,7 +57,8 @@ std::pair<Status, Bytes> try_read(FilePages& f, uint64_t off, size_t len) {
   Bytes out;
   Status st;
   int calls = 0;
-  f.read(off, len, [&](Status s, std::span<const iovec> iov) {
+  read_and_wait([&](FilePages::ReadDone d) { f.read(off, len, std::move(d)); },
+                [&](Status s, std::span<const iovec> iov) {
     ++calls;
     st = s;
     for (const iovec& v : iov) {
@@ -323,7 +324,10 @@ TEST_CASE("reclaim: a swap read error is EIO, and the page stays readable later"
   auto [s, got] = try_read(f, 0, kPage);
   CHECK(s.code() == EIO);
   CHECK(pc.stats().swap_in_errors == 1);
-  CHECK(pc.stats().pages_swapped == 4);
+  // Every page still has its slot: page 0 as a failed swap-in (kept for a
+  // retry), pages 1-3 swapped or read ahead into the swap cache.
+  CHECK(pc.stats().pages_swapped + pc.stats().swap_cached == 4);
+  CHECK(pc.stats().swap_slots_used == 4);
   CHECK(read_bytes(f, 0, 4 * kPage) == b);
   // A write over two whole swapped pages and part of a third whose read
   // fails: EIO, and nothing changes (the whole pages keep their slots).
@@ -445,6 +449,212 @@ TEST_CASE("reclaim: threads writing and reading their own files under pressure",
   CHECK(s.pages_allocated == 0);
   CHECK(s.frames_used == 0);
   CHECK(s.swap_slots_used == 0);
+}
+
+// ---- asynchronous swap-in and readahead ------------------------------------
+
+// A read callback that copies what it is given and counts its calls; safe to
+// run on another thread (no Catch macros).
+struct Capture {
+  std::atomic<int> calls{0};
+  Status status;
+  Bytes bytes;
+  FilePages::ReadDone done() {
+    return [this](Status s, std::span<const iovec> iov) {
+      status = s;
+      for (const iovec& v : iov) {
+        auto* p = static_cast<const std::byte*>(v.iov_base);
+        bytes.insert(bytes.end(), p, p + v.iov_len);
+      }
+      calls.fetch_add(1);
+    };
+  }
+};
+
+// A read on a manual-completion device: completes I/O until it replies.
+Bytes read_manual(Rig& rig, FilePages& f, uint64_t off, size_t len) {
+  Capture c;
+  f.read(off, len, c.done());
+  while (c.calls == 0) rig.dev->complete_pending();
+  REQUIRE(c.status.is_ok());
+  return c.bytes;
+}
+
+TEST_CASE("swap-in: a read of swapped pages returns at once and replies from the completion",
+          "[reclaim][async]") {
+  auto rig = make_rig(16, 1024, MemorySwapDevice::Completion::Manual, false);
+  PageCache& pc = *rig.cache;
+  FilePages f(pc);
+  Bytes a = pattern(4 * kPage, 3);
+  REQUIRE(f.write(0, a).is_ok());
+  for (int i = 0; i < 8 && pc.stats().pages_swapped < 4; ++i) {
+    ScanControl sc;
+    reclaim_pass(pc.state(), sc);
+    rig.dev->complete_pending();
+  }
+  REQUIRE(pc.stats().pages_swapped == 4);
+  // Two reads of overlapping ranges, neither waits: both are parked on the
+  // same pages under swap-in (the second through the page wait table).
+  Capture first, second;
+  f.read(kPage + 100, 2 * kPage, first.done());
+  f.read(2 * kPage, kPage, second.done());
+  CHECK(first.calls == 0);
+  CHECK(second.calls == 0);
+  CHECK(rig.dev->pending() > 0);
+  rig.dev->complete_pending();
+  REQUIRE(first.calls == 1);
+  REQUIRE(second.calls == 1);
+  CHECK(first.status.is_ok());
+  CHECK(first.bytes == Bytes(a.begin() + kPage + 100, a.begin() + 3 * kPage + 100));
+  CHECK(second.status.is_ok());
+  CHECK(second.bytes == Bytes(a.begin() + 2 * kPage, a.begin() + 3 * kPage));
+  CHECK(pc.stats().reads_async >= 1);
+  CHECK(pc.state().read_waiters.empty());
+  CHECK(read_manual(rig, f, 0, 4 * kPage) == a);
+}
+
+TEST_CASE("swap-in: truncate, punch and write wait for a swap-in in flight", "[reclaim][async]") {
+  auto rig = make_rig(16, 1024, MemorySwapDevice::Completion::Manual, false);
+  PageCache& pc = *rig.cache;
+  FilePages f(pc);
+  Bytes a = pattern(4 * kPage, 4);
+  REQUIRE(f.write(0, a).is_ok());
+  auto evict_all = [&] {
+    for (int i = 0; i < 8 && pc.stats().pages_swapped < pc.stats().pages_allocated; ++i) {
+      ScanControl sc;
+      reclaim_pass(pc.state(), sc);
+      rig.dev->complete_pending();
+    }
+    REQUIRE(pc.stats().pages_swapped == pc.stats().pages_allocated);
+  };
+  evict_all();
+
+  // truncate to 1 page while pages 2-3 are being read: it waits; the reader
+  // gets the bytes as they were (the read came first).
+  Capture r1;
+  f.read(2 * kPage, 2 * kPage, r1.done());
+  REQUIRE(r1.calls == 0);
+  std::atomic<bool> truncated{false};
+  std::thread t([&] {
+    f.truncate(4 * kPage, kPage + 10);
+    truncated = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  CHECK_FALSE(truncated.load());
+  while (!truncated) {
+    rig.dev->complete_pending();
+    std::this_thread::yield();
+  }
+  t.join();
+  REQUIRE(r1.calls == 1);
+  CHECK(r1.status.is_ok());
+  CHECK(r1.bytes == Bytes(a.begin() + 2 * kPage, a.end()));
+  Bytes want(a.begin(), a.begin() + kPage + 10);
+  want.resize(2 * kPage);  // the tail of page 1 reads as zeros
+  CHECK(read_manual(rig, f, 0, 2 * kPage) == want);
+
+  // A write into a page under swap-in waits for the read, then changes it.
+  evict_all();
+  Capture r2;
+  f.read(0, kPage, r2.done());
+  REQUIRE(r2.calls == 0);
+  std::atomic<bool> written{false};
+  Status wst;
+  std::thread w([&] {
+    wst = f.write(50, pattern(10, 8));
+    written = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  CHECK_FALSE(written.load());
+  while (!written) {
+    rig.dev->complete_pending();
+    std::this_thread::yield();
+  }
+  w.join();
+  CHECK(wst.is_ok());
+  REQUIRE(r2.calls == 1);
+  CHECK(r2.bytes == Bytes(want.begin(), want.begin() + kPage));
+  Bytes p8 = pattern(10, 8);
+  std::memcpy(want.data() + 50, p8.data(), p8.size());
+  CHECK(read_manual(rig, f, 0, 2 * kPage) == want);
+
+  // Destroying the file with a swap-in in flight waits for it too.
+  evict_all();
+  auto g = std::make_unique<FilePages>(pc);
+  REQUIRE(g->write(0, pattern(2 * kPage, 9)).is_ok());
+  evict_all();
+  Capture r3;
+  g->read(0, 2 * kPage, r3.done());
+  std::atomic<bool> gone{false};
+  std::thread u([&] {
+    g.reset();
+    gone = true;
+  });
+  while (!gone) {
+    rig.dev->complete_pending();
+    std::this_thread::yield();
+  }
+  u.join();
+  CHECK(r3.calls == 1);
+  CHECK(r3.bytes == pattern(2 * kPage, 9));
+}
+
+TEST_CASE("swap-in: a sequential reader gets readahead; a random one does not",
+          "[reclaim][async]") {
+  auto rig = make_rig(256, 4096);
+  PageCache& pc = *rig.cache;
+  FilePages f(pc);
+  const size_t pages = 512;  // twice the frames
+  Bytes a = pattern(pages * kPage, 5);
+  REQUIRE(f.write(0, a).is_ok());
+  pc.shrink(256);
+  REQUIRE(pc.stats().pages_swapped >= pages - 8);
+  const uint64_t ins_before = pc.stats().swap_ins;
+  for (size_t off = 0; off < a.size(); off += 4 * kPage) {
+    CHECK(read_bytes(f, off, 4 * kPage) == Bytes(a.begin() + off, a.begin() + off + 4 * kPage));
+  }
+  PageCacheStats s = pc.stats();
+  CHECK(s.readahead_pages > 0);
+  CHECK(s.readahead_hits > 0);
+  CHECK(s.readahead_hits <= s.readahead_pages);
+  CHECK(s.swap_ins - ins_before >= pages - 8);
+
+  // Random single-page reads: no new readahead.
+  pc.shrink(256);
+  const uint64_t ra = pc.stats().readahead_pages;
+  std::mt19937 rng(7);
+  for (int i = 0; i < 64; ++i) {
+    const uint64_t p = 1 + 2 * (rng() % (pages / 2 - 1));  // odd pages: never adjacent
+    CHECK(read_bytes(f, p * kPage, kPage) ==
+          Bytes(a.begin() + p * kPage, a.begin() + (p + 1) * kPage));
+  }
+  CHECK(pc.stats().readahead_pages == ra);
+}
+
+TEST_CASE("swap-in: many readers of one swapped file on threads", "[reclaim][async]") {
+  auto rig = make_rig(32, 4096, MemorySwapDevice::Completion::Thread);
+  PageCache& pc = *rig.cache;
+  FilePages f(pc);
+  const size_t pages = 256;
+  Bytes a = pattern(pages * kPage, 6);
+  REQUIRE(f.write(0, a).is_ok());
+  std::atomic<int> bad{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 4; ++t) {
+    ts.emplace_back([&, t] {
+      std::mt19937 rng(t);
+      for (int i = 0; i < 400; ++i) {
+        const uint64_t off = rng() % (a.size() - 3 * kPage);
+        const size_t len = 1 + rng() % (3 * kPage);
+        auto [s, got] = try_read(f, off, len);
+        if (!s.is_ok() || got != Bytes(a.begin() + off, a.begin() + off + len)) ++bad;
+      }
+    });
+  }
+  for (auto& t : ts) t.join();
+  CHECK(bad == 0);
+  CHECK(pc.stats().swap_ins > 0);
+  CHECK(pc.state().read_waiters.empty());
 }
 
 }  // namespace tmpfsd
