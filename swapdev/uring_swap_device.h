@@ -4,8 +4,10 @@
 // O_DIRECT when possible. Requests travel like this:
 //
 //   write()/read() ──> pending_ ──flush──> sorted, adjacent requests merged
-//   (any thread)       (sq_mu_)            into one readv/writev (or
-//                                          READ/WRITE_FIXED) SQE per run
+//   write_blocks()     (sq_mu_)            into one readv/writev (or
+//   (any thread)                           READ/WRITE_FIXED) SQE per run;
+//                                          write_blocks: one SQE per run of
+//                                          blocks, never merged
 //                                              │ io_uring_submit (batched)
 //                                              v
 //   IoDone(err) <── completion thread <── CQE: -EAGAIN and short transfers
@@ -99,6 +101,8 @@ class UringSwapDevice final : public SwapDevice {
   void free(SwapSlot first, uint32_t count = 1) override;
   void write(SwapSlot first, ConstPages pages, IoDone done) override;
   void read(SwapSlot first, MutablePages pages, IoDone done) override;
+  void write_blocks(SwapSlot slot, std::span<const std::byte> page, uint64_t block_mask,
+                    unsigned block_shift, IoDone done) override;
   void flush() override;
   SwapCounters counters() const override;
   void inject_errors(uint32_t n, int err) override { inject_.arm(n, err); }
@@ -133,6 +137,7 @@ class UringSwapDevice final : public SwapDevice {
   void enqueue(Request* r);
   void flush_locked();
   void push_locked(Unit* u);           // into the ring, or the backlog
+  void push_runs_locked(Request* r);   // write_blocks: a unit per run of blocks
   bool prep_locked(Unit* u);           // false: no SQE free
   void submit_locked();
   void complete(Unit* u, int res);     // completion thread
