@@ -5,7 +5,6 @@
 
 #include <spdlog/spdlog.h>
 #include <sys/uio.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,7 +13,6 @@
 #include <climits>
 #include <cstdlib>
 #include <cstring>
-#include <future>
 
 namespace tmpfsd::swapdev {
 
@@ -159,85 +157,56 @@ UringSwapDevice::UringSwapDevice(const UringOptions& opt, int fd, bool direct, b
                .discard = can_punch}),
       sums_(opt.size_bytes / opt.page_size) {}
 
-namespace {
-// The ring thread of each device, so that enqueue() and register_memory()
-// know when they run on it (callbacks).
-thread_local const UringSwapDevice* tl_ring_owner = nullptr;
-}  // namespace
-
-bool UringSwapDevice::on_ring_thread() const { return tl_ring_owner == this; }
-
-// The ring is created on the ring thread itself: with SINGLE_ISSUER only the
-// creating task may submit or register.
 int UringSwapDevice::init_ring(unsigned entries, std::string& error) {
-  wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (wake_fd_ < 0) {
-    int e = errno;
-    error = fmt::format("eventfd: {}", std::strerror(e));
-    return -e;
-  }
-  std::promise<int> ready;
-  std::future<int> result = ready.get_future();
-  completer_ = std::jthread([this, entries, &ready, &error] {
-    int r = setup_ring(entries, error);
-    ready.set_value(r);
-    if (r == 0) ring_loop();
-  });
-  int r = result.get();
-  if (r < 0) {
-    completer_.join();
-    return r;
-  }
-  discarder_ = std::jthread([this](std::stop_token st) { discard_loop(st); });
-  return 0;
-}
-
-// Ring thread.
-int UringSwapDevice::setup_ring(unsigned entries, std::string& error) {
-  tl_ring_owner = this;
   io_uring_params p{};
-  // Completions are then posted only when this thread asks for them, in one
-  // go, instead of as task work that interrupts it (or a sleeping submitter).
-  p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
   int r = io_uring_queue_init_params(entries, &ring_, &p);
-  if (r == -EINVAL) {  // a kernel older than 6.1
-    p = io_uring_params{};
-    r = io_uring_queue_init_params(entries, &ring_, &p);
-  }
-  defer_taskrun_ = r == 0 && (p.flags & IORING_SETUP_DEFER_TASKRUN) != 0;
   if (r < 0) {
     error = fmt::format("io_uring_queue_init({}): {}", entries, std::strerror(-r));
     return r;
   }
   ring_ready_ = true;
-  // Stay under the CQ size so completions never overflow the ring (one CQ
-  // entry is the wake-up read's).
-  max_inflight_ = p.cq_entries - 1;
+  // Stay under the CQ size so completions never overflow the ring.
+  max_inflight_ = p.cq_entries;
   r = io_uring_register_files(&ring_, &fd_, 1);
   if (r < 0) {
     error = fmt::format("io_uring_register_files: {}", std::strerror(-r));
     return r;
   }
+  completer_ = std::jthread([this](std::stop_token st) { completion_loop(st); });
+  discarder_ = std::jthread([this](std::stop_token st) { discard_loop(st); });
   return 0;
 }
 
 UringSwapDevice::~UringSwapDevice() {
   if (completer_.joinable()) {
+    flush();
+    {
+      std::unique_lock lk(sq_mu_);
+      idle_cv_.wait(lk, [&] { return inflight_ == 0 && backlog_.empty() && pending_.empty(); });
+      stopping_ = true;
+    }
     if (discarder_.joinable()) {
       discarder_.request_stop();
       discarder_.join();
     }
+    completer_.request_stop();
     {
-      // The ring thread finishes everything queued and in flight (their
-      // callbacks may queue more), then leaves.
+      // Wake the completion thread out of io_uring_wait_cqe.
       std::lock_guard lk(sq_mu_);
-      stopping_ = true;
-      wake_locked();
+      io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+      if (!sqe) {
+        io_uring_submit(&ring_);
+        sqe = io_uring_get_sqe(&ring_);
+      }
+      if (sqe) {
+        io_uring_prep_nop(sqe);
+        io_uring_sqe_set_data(sqe, nullptr);
+      }
+      io_uring_submit(&ring_);
     }
     completer_.join();
   }
   if (ring_ready_) io_uring_queue_exit(&ring_);
-  if (wake_fd_ >= 0) ::close(wake_fd_);
   if (fd_ >= 0) ::close(fd_);
   for (Request* r : free_reqs_) delete r;
   for (Unit* u : free_units_) delete u;
@@ -334,70 +303,40 @@ void UringSwapDevice::write_blocks(SwapSlot slot, std::span<const std::byte> pag
   enqueue(r);
 }
 
-// Requests wait in pending_ for the ring thread. It is woken only when it
-// sleeps (or is about to): while it runs, it picks pending_ up by itself, so
-// a busy device costs submitters no system call. On the ring thread itself
-// (callbacks) nothing needs waking: the loop flushes after the batch.
 void UringSwapDevice::enqueue(Request* r) {
   std::lock_guard lk(sq_mu_);
   pending_.push_back(r);
-  if (!IoBatch::plugged(this)) wake_locked();
+  if (!IoBatch::plugged(this)) flush_locked();
 }
 
 void UringSwapDevice::flush() {
   std::lock_guard lk(sq_mu_);
-  if (!pending_.empty()) wake_locked();
+  flush_locked();
 }
 
-void UringSwapDevice::wake_locked() {
-  if (!ring_asleep_) return;
-  ring_asleep_ = false;
-  uint64_t one = 1;
-  if (::write(wake_fd_, &one, sizeof one) < 0 && errno != EAGAIN)
-    spdlog::error("swapdev: waking the ring thread: {}", std::strerror(errno));
-}
-
-// Ring thread: queues an SQE that completes when wake_fd_ is written.
-void UringSwapDevice::arm_wake() {
-  io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
-  if (!sqe) {
-    submit();
-    sqe = io_uring_get_sqe(&ring_);
-  }
-  if (!sqe) return;  // cannot happen: a submit empties the SQ
-  io_uring_prep_read(sqe, wake_fd_, &wake_buf_, sizeof wake_buf_, 0);
-  io_uring_sqe_set_data(sqe, &wake_buf_);
-  wake_armed_ = true;
-}
-
-// Ring thread: turns what submitters queued into units and SQEs.
-void UringSwapDevice::take_pending() {
-  {
-    std::lock_guard lk(sq_mu_);
-    if (pending_.empty()) return;
-    taken_.swap(pending_);
-  }
+void UringSwapDevice::flush_locked() {
+  if (pending_.empty()) return;
   // Sort so that requests on adjacent slots meet, then cut into units.
   // (stable_sort allocates a buffer: skip it for the common single request.)
-  if (taken_.size() > 1)
-    std::stable_sort(taken_.begin(), taken_.end(), [](const Request* a, const Request* b) {
+  if (pending_.size() > 1)
+    std::stable_sort(pending_.begin(), pending_.end(), [](const Request* a, const Request* b) {
       if ((a->err != 0) != (b->err != 0)) return a->err == 0;
       if (a->write != b->write) return a->write;
       return a->first < b->first;
     });
   Unit* u = nullptr;
-  for (Request* r : taken_) {
+  for (Request* r : pending_) {
     if (r->partial && r->err == 0 && r->mask != 0) {
-      if (u) push(u);
+      if (u) push_locked(u);
       u = nullptr;
-      push_runs(r);
+      push_runs_locked(r);
       continue;
     }
     bool joins = u && !u->nop && !u->partial && !r->partial && r->err == 0 &&
                  u->write == r->write && u->first + u->npages == r->first &&
                  u->npages + r->npages() <= max_merge_;
     if (!joins) {
-      if (u) push(u);
+      if (u) push_locked(u);
       u = new_unit();
       u->write = r->write;
       u->first = r->first;
@@ -419,13 +358,14 @@ void UringSwapDevice::take_pending() {
       u->remaining += r->npages() * page_size_;
     }
   }
-  if (u) push(u);
-  taken_.clear();
+  if (u) push_locked(u);
+  pending_.clear();
+  submit_locked();
 }
 
 // One unit per run of consecutive set bits in r->mask, each writing its
 // blocks from the page (or its bounce copy) at their offset in the slot.
-void UringSwapDevice::push_runs(Request* r) {
+void UringSwapDevice::push_runs_locked(Request* r) {
   std::byte* page = r->bounce ? r->bounce : static_cast<std::byte*>(r->pages[0].iov_base);
   // Count first: the completion thread may finish the first unit before the
   // last is pushed, and must know it was not the last.
@@ -447,22 +387,22 @@ void UringSwapDevice::push_runs(Request* r) {
     u->remaining = len;
     u->iov.push_back({page + off, len});
     u->reqs.push_back(r);
-    push(u);
+    push_locked(u);
   }
 }
 
-void UringSwapDevice::push(Unit* u) {
+void UringSwapDevice::push_locked(Unit* u) {
   if (!backlog_.empty() || inflight_ >= max_inflight_) {
     backlog_.push_back(u);
     return;
   }
-  if (!prep(u)) {
-    submit();  // the SQ is full: make room
-    if (!prep(u)) backlog_.push_back(u);
+  if (!prep_locked(u)) {
+    submit_locked();  // the SQ is full: make room
+    if (!prep_locked(u)) backlog_.push_back(u);
   }
 }
 
-bool UringSwapDevice::prep(Unit* u) {
+bool UringSwapDevice::prep_locked(Unit* u) {
   io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
   if (!sqe) return false;
   if (u->nop) {
@@ -510,14 +450,14 @@ bool UringSwapDevice::prep(Unit* u) {
   return true;
 }
 
-void UringSwapDevice::submit() {
+void UringSwapDevice::submit_locked() {
   if (io_uring_sq_ready(&ring_) == 0) return;
   int r;
   do {
     r = io_uring_submit(&ring_);
   } while (r == -EINTR);
-  // -EAGAIN/-EBUSY: the kernel is short of room; the SQEs stay queued and
-  // go with the next submit, after the ring thread has reaped.
+  // -EAGAIN/-EBUSY: the kernel is short of room; the SQEs stay queued and the
+  // completion thread submits them after it has reaped.
   if (r < 0 && r != -EAGAIN && r != -EBUSY)
     spdlog::error("swapdev: io_uring_submit: {}", std::strerror(-r));
 }
@@ -549,7 +489,9 @@ void UringSwapDevice::complete(Unit* u, int res) {
       if (v.iov_len == 0) ++u->iov_pos;
     }
   }
-  push(u);
+  std::lock_guard lk(sq_mu_);
+  push_locked(u);
+  submit_locked();
 }
 
 void UringSwapDevice::finish(Unit* u, int err) {
@@ -618,76 +560,50 @@ void UringSwapDevice::finish_request(Request* r, int err) {
   r->done = nullptr;  // what it captured goes now, not when the Request is reused
 }
 
-// Moves units from the backlog into the ring while there is room.
-void UringSwapDevice::drain_backlog() {
-  while (!backlog_.empty() && inflight_ < max_inflight_) {
-    if (!prep(backlog_.front())) {
-      submit();
-      if (!prep(backlog_.front())) break;
-    }
-    backlog_.pop_front();
-  }
-}
-
-// The ring thread: the only one that touches the ring. Each turn sends what
-// was queued and waits for completions in one io_uring_enter, then runs
-// them; what their callbacks queue goes out with the next turn's enter.
-void UringSwapDevice::ring_loop() {
+void UringSwapDevice::completion_loop(std::stop_token st) {
   std::vector<std::pair<Unit*, int>> batch;
-  std::vector<std::function<void()>> calls;
   for (;;) {
-    take_pending();
-    bool more;
-    {
-      std::lock_guard lk(sq_mu_);
-      calls.swap(calls_);
-      more = !calls.empty() || !pending_.empty();
-      if (!more) {
-        if (stopping_ && inflight_ == 0 && backlog_.empty()) break;
-        // From here on a submitter must wake us: we are going to wait.
-        ring_asleep_ = true;
-      }
-    }
-    for (auto& c : calls) c();
-    calls.clear();
-    if (more) continue;
-    if (!wake_armed_) arm_wake();
-    int r = io_uring_submit_and_wait(&ring_, 1);
-    if (r < 0 && r != -EINTR && r != -ETIME) {
-      if (r != -EAGAIN && r != -EBUSY)
-        spdlog::error("swapdev: io_uring_submit_and_wait: {}", std::strerror(-r));
-      io_uring_cqe* cqe = nullptr;
-      io_uring_wait_cqe(&ring_, &cqe);  // reap, so that the SQEs find room
-    }
-    {
-      std::lock_guard lk(sq_mu_);
-      ring_asleep_ = false;
+    io_uring_cqe* cqe = nullptr;
+    int r = io_uring_wait_cqe(&ring_, &cqe);
+    if (r < 0) {
+      if (r != -EINTR) spdlog::error("swapdev: io_uring_wait_cqe: {}", std::strerror(-r));
+      continue;
     }
     batch.clear();
     unsigned head;
     unsigned seen = 0;
-    io_uring_cqe* cqe;
     io_uring_for_each_cqe(&ring_, head, cqe) {
-      void* tag = io_uring_cqe_get_data(cqe);
-      if (tag == &wake_buf_)
-        wake_armed_ = false;
-      else
-        batch.emplace_back(static_cast<Unit*>(tag), cqe->res);
+      batch.emplace_back(static_cast<Unit*>(io_uring_cqe_get_data(cqe)), cqe->res);
       ++seen;
     }
     io_uring_cq_advance(&ring_, seen);
-    inflight_ -= static_cast<unsigned>(batch.size());
-    stats_.io_finished(batch.size());
-    // Give the ring room first, and send what other threads queued in the
-    // meantime before spending time on checksums and callbacks.
-    drain_backlog();
-    take_pending();
-    submit();
+    unsigned units = 0;
+    for (auto& [u, res] : batch) units += u != nullptr;
+    {
+      // Give the ring room first, so callbacks and resubmissions find it.
+      std::lock_guard lk(sq_mu_);
+      inflight_ -= units;
+      stats_.io_finished(units);
+      while (!backlog_.empty() && inflight_ < max_inflight_) {
+        if (!prep_locked(backlog_.front())) {
+          submit_locked();
+          if (!prep_locked(backlog_.front())) break;
+        }
+        backlog_.pop_front();
+      }
+      submit_locked();
+    }
     {
       // I/O that callbacks submit is sent with one io_uring_enter after the
       // whole batch, not one each.
       IoBatch plug(*this);
-      for (auto& [u, res] : batch) complete(u, res);
+      for (auto& [u, res] : batch)
+        if (u) complete(u, res);
+    }
+    std::lock_guard lk(sq_mu_);
+    if (inflight_ == 0 && backlog_.empty()) {
+      idle_cv_.notify_all();
+      if (st.stop_requested() && stopping_) return;
     }
   }
 }
@@ -723,19 +639,7 @@ void UringSwapDevice::free(SwapSlot first, uint32_t count) {
 
 int UringSwapDevice::register_memory(void* base, size_t len) {
   if (!base || len == 0) return -EINVAL;
-  if (on_ring_thread()) return register_memory_here(base, len);
-  // SINGLE_ISSUER: only the ring thread may register.
-  std::promise<int> done;
-  std::future<int> result = done.get_future();
-  {
-    std::lock_guard lk(sq_mu_);
-    calls_.push_back([&] { done.set_value(register_memory_here(base, len)); });
-    wake_locked();
-  }
-  return result.get();
-}
-
-int UringSwapDevice::register_memory_here(void* base, size_t len) {
+  std::lock_guard lk(sq_mu_);
   if (!fixed_.empty()) return -EBUSY;
   // The kernel takes at most 1 GiB per registered buffer.
   constexpr size_t kChunk = size_t{1} << 30;

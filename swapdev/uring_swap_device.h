@@ -53,7 +53,6 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
-#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -125,7 +124,6 @@ class UringSwapDevice final : public SwapDevice {
 
   int fd() const { return fd_; }          // test hook: corrupt behind our back
   bool direct_io() const { return direct_; }
-  bool defer_taskrun() const { return defer_taskrun_; }  // the ring's completion mode
   bool can_discard() const { return can_punch_.load(std::memory_order_relaxed); }
 
  private:
@@ -136,27 +134,19 @@ class UringSwapDevice final : public SwapDevice {
   UringSwapDevice(const UringOptions& opt, int fd, bool direct, bool can_punch);
   int init_ring(unsigned entries, std::string& error);
 
-  bool on_ring_thread() const;
-  int setup_ring(unsigned entries, std::string& error);  // ring thread
-  int register_memory_here(void* base, size_t len);      // ring thread
-
   void enqueue(Request* r);
-  void wake_locked();                  // the ring thread, if it waits
-  // Ring thread only:
-  void ring_loop();
-  void arm_wake();
-  void take_pending();                 // pending_ -> sorted, merged units
-  void push(Unit* u);                  // into the ring, or the backlog
-  void push_runs(Request* r);          // write_blocks: a unit per run of blocks
-  bool prep(Unit* u);                  // false: no SQE free
-  void submit();
-  void drain_backlog();
-  void complete(Unit* u, int res);
+  void flush_locked();
+  void push_locked(Unit* u);           // into the ring, or the backlog
+  void push_runs_locked(Request* r);   // write_blocks: a unit per run of blocks
+  bool prep_locked(Unit* u);           // false: no SQE free
+  void submit_locked();
+  void complete(Unit* u, int res);     // completion thread
   void finish(Unit* u, int err);       // runs the callbacks, frees u
   void finish_request(Request* r, int err);
   Request* new_request();             // from the pool, or the heap
   Unit* new_unit();
   void recycle(Unit* u);              // u and its requests back to the pool
+  void completion_loop(std::stop_token st);
   void discard_loop(std::stop_token st);
   size_t discard_round(size_t max_clusters);
 
@@ -169,7 +159,6 @@ class UringSwapDevice final : public SwapDevice {
   const bool direct_;
   std::atomic<bool> can_punch_;  // cleared if punching starts failing
   bool ring_ready_ = false;      // io_uring_queue_init succeeded
-  bool defer_taskrun_ = false;   // SINGLE_ISSUER|DEFER_TASKRUN (kernel >= 6.1)
 
   SlotAllocator alloc_;
   ChecksumTable sums_;
@@ -177,27 +166,20 @@ class UringSwapDevice final : public SwapDevice {
   ErrorInjector inject_;
   ErrorInjector short_inject_;
 
-  int wake_fd_ = -1;  // eventfd: a submitter writes it to wake the ring thread
-
-  // Ring thread only (after setup).
   io_uring ring_{};
   unsigned max_inflight_ = 0;
-  std::deque<Unit*> backlog_;        // units waiting for ring room
-  unsigned inflight_ = 0;            // units in the kernel
-  std::vector<Request*> taken_;      // pending_, taken out to be cut into units
-  uint64_t wake_buf_ = 0;            // target of the wake-up read
-  bool wake_armed_ = false;          // a read of wake_fd_ is in the ring
+
+  std::mutex sq_mu_;
+  std::vector<Request*> pending_;    // guarded by sq_mu_: queued, not yet in units
+  std::deque<Unit*> backlog_;        // guarded by sq_mu_: units waiting for ring room
+  unsigned inflight_ = 0;            // guarded by sq_mu_: units in the kernel
   struct FixedChunk {
     uintptr_t base;
     size_t len;
   };
-  std::vector<FixedChunk> fixed_;    // registered buffers; index = buffer index
-
-  std::mutex sq_mu_;
-  std::vector<Request*> pending_;    // guarded by sq_mu_: queued for the ring thread
-  std::vector<std::function<void()>> calls_;  // guarded by sq_mu_: run on the ring thread
-  bool ring_asleep_ = false;         // guarded by sq_mu_: the ring thread waits (or will)
-  bool stopping_ = false;            // guarded by sq_mu_: the destructor runs
+  std::vector<FixedChunk> fixed_;    // guarded by sq_mu_: index = buffer index
+  bool stopping_ = false;            // guarded by sq_mu_
+  std::condition_variable idle_cv_;  // inflight_ == 0 && backlog_ empty
 
   // Finished Requests and Units, kept with their vectors' capacity so that
   // an I/O costs no heap allocation in the steady state.

@@ -43,9 +43,8 @@ UringOpenResult open_uring_swap_device(const UringOptions& opt) noexcept {
     std::string why;
     if (int r = dev->init_ring(opt.queue_depth, why); r < 0)
       return error(r, fmt::format("cannot set up io_uring for the swap file: {}", why));
-    spdlog::info("swapdev: {} slots of {} bytes in {} ({}, discard {}{})", slots, opt.page_size,
-                 opt.dir, f.direct ? "O_DIRECT" : "buffered", f.can_punch ? "on" : "off",
-                 dev->defer_taskrun() ? ", deferred task work" : "");
+    spdlog::info("swapdev: {} slots of {} bytes in {} ({}, discard {})", slots, opt.page_size,
+                 opt.dir, f.direct ? "O_DIRECT" : "buffered", f.can_punch ? "on" : "off");
     UringOpenResult r;
     r.device = std::move(dev);
     return r;
