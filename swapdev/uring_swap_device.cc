@@ -159,7 +159,18 @@ UringSwapDevice::UringSwapDevice(const UringOptions& opt, int fd, bool direct, b
 
 int UringSwapDevice::init_ring(unsigned entries, std::string& error) {
   io_uring_params p{};
+  // io_uring posts a completion as task work of the task that submitted the
+  // I/O. COOP_TASKRUN: a task that is running is not interrupted (IPI) for
+  // it; the work runs when it next enters or leaves the kernel (a system
+  // call, at the latest its next timer tick). A sleeping task is still woken
+  // at once. The completion thread, which submits most I/O itself, so runs
+  // its callbacks undisturbed and finds the completions posted together.
+  p.flags = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
   int r = io_uring_queue_init_params(entries, &ring_, &p);
+  if (r == -EINVAL) {  // a kernel older than 5.19
+    p = io_uring_params{};
+    r = io_uring_queue_init_params(entries, &ring_, &p);
+  }
   if (r < 0) {
     error = fmt::format("io_uring_queue_init({}): {}", entries, std::strerror(-r));
     return r;
