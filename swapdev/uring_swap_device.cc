@@ -477,6 +477,8 @@ void UringSwapDevice::submit_locked() {
 // again (-EAGAIN, short transfer). Completion thread only.
 void UringSwapDevice::complete(Unit* u, int res) {
   if (u->nop) return finish(u, u->err);
+  if (res >= 0)
+    if (int e = cqe_inject_.take()) res = e;
   if (res == -EAGAIN || res == -EINTR) {
     DeviceStats::add(stats_.retries);
   } else if (res < 0) {

@@ -77,6 +77,10 @@ struct UringOptions {
   bool allow_tmpfs = false;       // tests of the buffered fallback only
   uint32_t discard_batch = 16;    // clusters waiting before the discard thread runs
   std::chrono::milliseconds discard_interval{1000};  // ... or this long
+  // Tests only: see SwapFileOptions.
+  bool test_no_tmpfile = false;
+  bool test_refuse_direct_open = false;
+  bool test_refuse_direct_io = false;
 };
 
 class UringSwapDevice;
@@ -122,6 +126,11 @@ class UringSwapDevice final : public SwapDevice {
   // path runs.
   void inject_short_transfers(uint32_t n) { short_inject_.arm(n, 1); }
 
+  // Test hook: the next n I/Os that reach the kernel are done by it but
+  // their completions report `err`: -EAGAIN runs the resubmission path, -EIO
+  // a failure after the medium may have been written.
+  void inject_completion_errors(uint32_t n, int err) { cqe_inject_.arm(n, err); }
+
   int fd() const { return fd_; }          // test hook: corrupt behind our back
   bool direct_io() const { return direct_; }
   bool can_discard() const { return can_punch_.load(std::memory_order_relaxed); }
@@ -165,6 +174,7 @@ class UringSwapDevice final : public SwapDevice {
   DeviceStats stats_;
   ErrorInjector inject_;
   ErrorInjector short_inject_;
+  ErrorInjector cqe_inject_;
 
   io_uring ring_{};
   unsigned max_inflight_ = 0;

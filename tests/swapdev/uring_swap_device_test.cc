@@ -1,6 +1,9 @@
-// What only the io_uring device does: the private file, merging, fixed
-// buffers, bouncing, backlog, discard, teardown.
+// What only the io_uring device does: the private file (and its fallbacks
+// without O_TMPFILE or O_DIRECT), merging, fixed buffers, bouncing, backlog,
+// discard, teardown, -EAGAIN and short-transfer resubmission.
 #include <catch2/catch.hpp>
+#include <dirent.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -396,4 +399,114 @@ TEST_CASE("uring: write_blocks with 64 blocks a page, unaligned memory, and a ru
   CHECK(dev->counters().ios_submitted - before.ios_submitted == 1);
   REQUIRE(read_sync(*dev, s.first, p.spans(2, 1)) == 0);
   CHECK(std::memcmp(p.page(2).data(), p.page(1).data(), kPage) == 0);
+}
+
+namespace {
+// Names of create+unlink fallback files left in `dir` (there should be none).
+int named_swap_files(const std::string& dir) {
+  int n = 0;
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (dirent* e = ::readdir(d)) n += std::strncmp(e->d_name, ".tmpfsd-swap-", 13) == 0;
+    ::closedir(d);
+  }
+  return n;
+}
+
+void round_trip(UringSwapDevice& dev, uint64_t seed) {
+  Pages src(4, 4096), dst(4, 4096);
+  for (int i = 0; i < 4; ++i) src.fill_random(i, seed + i);
+  SlotRun s = dev.allocate(4);
+  REQUIRE(s.count == 4);
+  REQUIRE(write_sync(dev, s.first, src.const_spans(0, 4)) == 0);
+  REQUIRE(read_sync(dev, s.first, dst.spans(0, 4)) == 0);
+  CHECK(std::memcmp(src.data(), dst.data(), src.bytes()) == 0);
+  dev.free(s.first, 4);
+}
+}  // namespace
+
+TEST_CASE("uring: without O_TMPFILE the file is created, unlinked at once, and private",
+          "[uring]") {
+  int before = named_swap_files("/var/tmp");
+  auto dev = open_uring({.dir = "/var/tmp", .size_bytes = 4 << 20, .test_no_tmpfile = true});
+  struct stat st {};
+  REQUIRE(::fstat(dev->fd(), &st) == 0);
+  CHECK(st.st_nlink == 0);
+  CHECK((st.st_mode & 0777) == 0600);
+  CHECK(st.st_size == 4 << 20);
+  CHECK(named_swap_files("/var/tmp") == before);
+  CHECK(dev->direct_io());
+  round_trip(*dev, 100);
+}
+
+TEST_CASE("uring: O_DIRECT refused at open or at the first write falls back to buffered I/O",
+          "[uring]") {
+  SECTION("refused at open") {
+    auto dev = open_uring({.dir = "/var/tmp", .size_bytes = 4 << 20,
+                           .test_refuse_direct_open = true});
+    CHECK_FALSE(dev->direct_io());
+    CHECK((::fcntl(dev->fd(), F_GETFL) & O_DIRECT) == 0);
+    round_trip(*dev, 200);
+  }
+  SECTION("refused at I/O time") {
+    auto dev = open_uring({.dir = "/var/tmp", .size_bytes = 4 << 20,
+                           .test_refuse_direct_io = true});
+    CHECK_FALSE(dev->direct_io());
+    CHECK((::fcntl(dev->fd(), F_GETFL) & O_DIRECT) == 0);
+    round_trip(*dev, 300);
+  }
+  SECTION("both, without O_TMPFILE either") {
+    int before = named_swap_files("/var/tmp");
+    auto dev = open_uring({.dir = "/var/tmp", .size_bytes = 4 << 20, .test_no_tmpfile = true,
+                           .test_refuse_direct_open = true});
+    CHECK_FALSE(dev->direct_io());
+    CHECK(named_swap_files("/var/tmp") == before);
+    round_trip(*dev, 400);
+  }
+}
+
+TEST_CASE("uring: -EAGAIN completions are resubmitted until they succeed", "[uring]") {
+  auto dev = open_uring({.dir = "/var/tmp", .size_bytes = 4 << 20});
+  Pages src(8, 4096), dst(8, 4096);
+  for (int i = 0; i < 8; ++i) src.fill_random(i, 500 + i);
+  SlotRun s = dev->allocate(8);
+  REQUIRE(s.count == 8);
+  dev->inject_completion_errors(2, -EAGAIN);
+  REQUIRE(write_sync(*dev, s.first, src.const_spans(0, 8)) == 0);
+  CHECK(dev->counters().retries == 2);
+  dev->inject_completion_errors(3, -EAGAIN);
+  REQUIRE(read_sync(*dev, s.first, dst.spans(0, 8)) == 0);
+  CHECK(dev->counters().retries == 5);
+  CHECK(std::memcmp(src.data(), dst.data(), src.bytes()) == 0);
+  SwapCounters c = dev->counters();
+  CHECK(c.errors == 0);
+  CHECK(c.ios_submitted == 2 + 5);
+}
+
+TEST_CASE("uring: write_blocks: a run failing in the kernel poisons the slot; -EAGAIN retries",
+          "[uring][write_blocks]") {
+  auto dev = open_uring({.dir = "/var/tmp", .size_bytes = 4 << 20});
+  Pages p(3, 4096);
+  p.fill_random(0, 600);
+  SlotRun s = dev->allocate(1);
+  REQUIRE(write_sync(*dev, s.first, p.const_spans(0, 1)) == 0);
+  std::memcpy(p.page(1).data(), p.page(0).data(), 4096);
+  const uint64_t mask = 0b1011'0101;  // four runs
+  std::mt19937 rng(601);
+  for (size_t i = 0; i < 4096; ++i)
+    if (mask >> (i / 512) & 1) p.page(1)[i] = std::byte(rng());
+
+  // One of the four runs fails after reaching the kernel.
+  dev->inject_completion_errors(1, -EIO);
+  CHECK(write_blocks_sync(*dev, s.first, p.page(1), mask, 9) == -EIO);
+  CHECK(read_sync(*dev, s.first, p.spans(2, 1)) == -EIO);
+  CHECK(dev->counters().errors == 2);
+
+  // A whole write heals it; then -EAGAIN on two runs is retried.
+  REQUIRE(write_sync(*dev, s.first, p.const_spans(0, 1)) == 0);
+  uint64_t retries = dev->counters().retries;
+  dev->inject_completion_errors(2, -EAGAIN);
+  REQUIRE(write_blocks_sync(*dev, s.first, p.page(1), mask, 9) == 0);
+  CHECK(dev->counters().retries - retries == 2);
+  REQUIRE(read_sync(*dev, s.first, p.spans(2, 1)) == 0);
+  CHECK(std::memcmp(p.page(2).data(), p.page(1).data(), 4096) == 0);
 }
