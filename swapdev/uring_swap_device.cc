@@ -176,6 +176,9 @@ int UringSwapDevice::init_ring(unsigned entries, std::string& error) {
     return r;
   }
   ring_ready_ = true;
+  // publish_locked() relies on the identity mapping of SQ slots to SQEs
+  // (liburing sets it up too; this makes it explicit).
+  for (unsigned i = 0; i < ring_.sq.ring_entries; ++i) ring_.sq.array[i] = i;
   // Stay under the CQ size so completions never overflow the ring.
   max_inflight_ = p.cq_entries;
   r = io_uring_register_files(&ring_, &fd_, 1);
@@ -314,19 +317,33 @@ void UringSwapDevice::write_blocks(SwapSlot slot, std::span<const std::byte> pag
   enqueue(r);
 }
 
+// The SQEs are filled and published under sq_mu_; the system call that hands
+// them to the kernel runs after it is dropped, so other submitters and the
+// completion thread do not queue behind the kernel's submission work (ext4,
+// the block layer, the virtio doorbell: a VM exit). Concurrent
+// io_uring_enter calls are safe: each submits up to its count of what is
+// published, in ring order, and the counts add up to what was published.
 void UringSwapDevice::enqueue(Request* r) {
-  std::lock_guard lk(sq_mu_);
-  pending_.push_back(r);
-  if (!IoBatch::plugged(this)) flush_locked();
+  unsigned n = 0;
+  {
+    std::lock_guard lk(sq_mu_);
+    pending_.push_back(r);
+    if (!IoBatch::plugged(this)) n = flush_locked();
+  }
+  enter(n);
 }
 
 void UringSwapDevice::flush() {
-  std::lock_guard lk(sq_mu_);
-  flush_locked();
+  unsigned n;
+  {
+    std::lock_guard lk(sq_mu_);
+    n = flush_locked();
+  }
+  enter(n);
 }
 
-void UringSwapDevice::flush_locked() {
-  if (pending_.empty()) return;
+unsigned UringSwapDevice::flush_locked() {
+  if (pending_.empty()) return 0;
   // Sort so that requests on adjacent slots meet, then cut into units.
   // (stable_sort allocates a buffer: skip it for the common single request.)
   if (pending_.size() > 1)
@@ -371,7 +388,35 @@ void UringSwapDevice::flush_locked() {
   }
   if (u) push_locked(u);
   pending_.clear();
-  submit_locked();
+  return publish_locked();
+}
+
+unsigned UringSwapDevice::publish_locked() {
+  io_uring_sq& sq = ring_.sq;
+  unsigned tail = sq.sqe_tail;
+  unsigned n = tail - sq.sqe_head;
+  if (n != 0) {
+    sq.sqe_head = tail;
+    io_uring_smp_store_release(sq.ktail, tail);  // the SQEs before the tail
+  }
+  return n;
+}
+
+unsigned UringSwapDevice::unsubmitted_locked() {
+  publish_locked();
+  return ring_.sq.sqe_tail - io_uring_smp_load_acquire(ring_.sq.khead);
+}
+
+void UringSwapDevice::enter(unsigned n) {
+  if (n == 0) return;
+  int r;
+  do {
+    r = io_uring_enter(static_cast<unsigned>(ring_.ring_fd), n, 0, 0, nullptr);
+  } while (r == -EINTR);
+  // -EAGAIN/-EBUSY: the kernel is short of room; the SQEs stay published and
+  // the completion thread submits them after it has reaped.
+  if (r < 0 && r != -EAGAIN && r != -EBUSY)
+    spdlog::error("swapdev: io_uring_enter: {}", std::strerror(-r));
 }
 
 // One unit per run of consecutive set bits in r->mask, each writing its
@@ -502,9 +547,13 @@ void UringSwapDevice::complete(Unit* u, int res) {
       if (v.iov_len == 0) ++u->iov_pos;
     }
   }
-  std::lock_guard lk(sq_mu_);
-  push_locked(u);
-  submit_locked();
+  unsigned n;
+  {
+    std::lock_guard lk(sq_mu_);
+    push_locked(u);
+    n = publish_locked();
+  }
+  enter(n);
 }
 
 void UringSwapDevice::finish(Unit* u, int err) {
@@ -592,6 +641,7 @@ void UringSwapDevice::completion_loop(std::stop_token st) {
     io_uring_cq_advance(&ring_, seen);
     unsigned units = 0;
     for (auto& [u, res] : batch) units += u != nullptr;
+    unsigned n;
     {
       // Give the ring room first, so callbacks and resubmissions find it.
       std::lock_guard lk(sq_mu_);
@@ -604,8 +654,10 @@ void UringSwapDevice::completion_loop(std::stop_token st) {
         }
         backlog_.pop_front();
       }
-      submit_locked();
+      // Also whatever an earlier io_uring_enter left (-EAGAIN/-EBUSY).
+      n = unsubmitted_locked();
     }
+    enter(n);
     {
       // I/O that callbacks submit is sent with one io_uring_enter after the
       // whole batch, not one each.

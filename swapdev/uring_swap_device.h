@@ -25,11 +25,19 @@
 // IOPS, lock vs. handed-off): 4 KiB randwrite qd1 6450/8144, randread qd1
 // 11946/11125, randwrite qd32 36742/36844, randread qd32 45506/40778, 4
 // submitting threads x 8 deep randwrite 23801/22094, randread 44806/36692.
-// With the lock, the kernel's submission work (ext4 direct I/O, block layer,
-// virtio kick) runs on the submitters' CPUs; handed off, it all serialises on
-// the one ring thread, which also verifies checksums. The price of the lock
-// design is that io_uring delivers each completion as task work to the task
-// that submitted it, so a sleeping submitter is woken once to post it.
+// Handed off to a ring thread that owns an io_uring with
+// SINGLE_ISSUER|DEFER_TASKRUN (eventfd wake-up) measured no better at qd32
+// and worse with other submitting threads (medians of 6, IOPS, lock/ring
+// thread: randwrite 4x8 61296/47834, randread 4x8 44448/33782, randwrite
+// qd1 9690/6903). With the lock, the kernel's submission work (ext4 direct
+// I/O, block layer, virtio kick) runs on the submitters' CPUs; handed off,
+// it all serialises on the one ring thread, which also verifies checksums.
+// The lock only covers filling and publishing SQEs: io_uring_enter runs
+// after it is dropped (see enqueue()), else every submitter queues behind
+// one virtio doorbell (a VM exit). The price of the lock design is that
+// io_uring delivers each completion as task work to the task that submitted
+// it, so a sleeping submitter is woken once to post it; COOP_TASKRUN at
+// least keeps a running one from being interrupted for it.
 //
 // Freed slots: a cluster whose slots are all free waits on the allocator's
 // discard list; the discard thread punches batches of them out of the file
@@ -37,7 +45,8 @@
 // allocatable again. A punched range is no longer reserved: writing it again
 // allocates disk blocks.
 //
-// Locks: sq_mu_ guards pending_, backlog_, the SQ side of the ring and the
+// Locks: sq_mu_ guards pending_, backlog_, the SQ side of the ring (filling
+// and publishing SQEs, not the io_uring_enter that sends them) and the
 // registered-buffer table; it is never held while a callback runs.
 // disc_mu_ guards the discard thread's wake-up. Order: sq_mu_ and the
 // allocator's shard locks are never held together.
@@ -144,7 +153,10 @@ class UringSwapDevice final : public SwapDevice {
   int init_ring(unsigned entries, std::string& error);
 
   void enqueue(Request* r);
-  void flush_locked();
+  unsigned flush_locked();             // returns what enter() must send
+  unsigned publish_locked();           // makes prepared SQEs visible; how many
+  unsigned unsubmitted_locked();       // published, not yet taken by the kernel
+  void enter(unsigned n);              // hands n SQEs to the kernel; no lock held
   void push_locked(Unit* u);           // into the ring, or the backlog
   void push_runs_locked(Request* r);   // write_blocks: a unit per run of blocks
   bool prep_locked(Unit* u);           // false: no SQE free
