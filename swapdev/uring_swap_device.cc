@@ -658,12 +658,15 @@ void UringSwapDevice::completion_loop(std::stop_token st) {
       n = unsubmitted_locked();
     }
     enter(n);
-    {
-      // I/O that callbacks submit is sent with one io_uring_enter after the
-      // whole batch, not one each.
+    // What a callback submits leaves when that callback returns (all of it in
+    // one io_uring_enter), not after the whole batch: the disk would idle
+    // while the rest of the batch is verified and called back. Measured at
+    // 4 KiB qd32 (swapdev/fio IOPS ratio): plugged per batch 0.75x write,
+    // 0.84x read; per 4 completions 0.97x, 0.92x; per completion 1.00x, 0.97x.
+    for (auto& [u, res] : batch) {
+      if (!u) continue;
       IoBatch plug(*this);
-      for (auto& [u, res] : batch)
-        if (u) complete(u, res);
+      complete(u, res);
     }
     std::lock_guard lk(sq_mu_);
     if (inflight_ == 0 && backlog_.empty()) {

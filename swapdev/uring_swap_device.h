@@ -17,8 +17,8 @@
 // IoBatch on this device; otherwise write()/read() submit at once. When the
 // ring is full (in-flight I/Os reach the CQ size) units wait on a backlog that
 // the completion thread drains, so submitters never block on the ring. The
-// completion thread plugs itself while it runs a batch of callbacks, so the
-// I/O they submit leaves in one io_uring_enter.
+// completion thread plugs itself while it runs each callback, so the I/O one
+// callback submits leaves in one io_uring_enter, as soon as it returns.
 //
 // Why a lock around the SQ, and not the SQ handed to one thread: both were
 // built and measured (bench-swapdev, 2 vCPUs, median of 6 alternating runs,
