@@ -21,6 +21,7 @@ uint64_t ChecksumTable::hash(std::span<const std::byte> page) {
 int ChecksumTable::verify(uint64_t slot, std::span<const std::byte> page) const {
   uint64_t want = sums_[slot].load(std::memory_order_acquire);
   if (want == 0) return -ENODATA;
+  if (want == kPoisoned) return -EIO;
   return encode(hash(page)) == want ? 0 : -EIO;
 }
 

@@ -1,9 +1,11 @@
 // DeviceStats: the live counters behind SwapCounters, shared by the device
 // implementations. Internal to swapdev. Every field is a relaxed atomic:
-// they are statistics, read without a lock and never used to decide.
+// they are statistics, read without a lock and never used to decide. Also
+// the argument check of write_blocks() that both devices share.
 #pragma once
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 
 #include "swapdev/swap_device.h"
@@ -70,5 +72,14 @@ class ErrorInjector {
   std::atomic<uint32_t> left_{0};
   std::atomic<int> err_{0};
 };
+
+// The argument check of write_blocks(): blocks of at least 512 bytes, at
+// most 64 of them in a page, no bit set past the last one.
+inline bool valid_block_mask(size_t page_size, uint64_t mask, unsigned shift) {
+  if (shift < 9 || shift >= 64 || (size_t{1} << shift) > page_size) return false;
+  size_t blocks = page_size >> shift;
+  if (blocks > 64) return false;
+  return blocks == 64 || (mask >> blocks) == 0;
+}
 
 }  // namespace tmpfsd::swapdev

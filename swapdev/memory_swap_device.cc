@@ -2,8 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
-#include <cerrno>
 #include <algorithm>
+#include <bit>
+#include <cerrno>
 #include <cstring>
 
 namespace tmpfsd::swapdev {
@@ -67,11 +68,32 @@ void MemorySwapDevice::read(SwapSlot first, MutablePages pages, IoDone done) {
   submit(std::move(op));
 }
 
+void MemorySwapDevice::write_blocks(SwapSlot slot, std::span<const std::byte> page,
+                                    uint64_t block_mask, unsigned block_shift, IoDone done) {
+  DeviceStats::add(stats_.write_requests);
+  Op op;
+  op.write = true;
+  op.partial = true;
+  op.first = slot.value;
+  op.mask = block_mask;
+  op.shift = block_shift;
+  op.done = std::move(done);
+  op.pages.emplace_back(const_cast<std::byte*>(page.data()), page.size());
+  submit(std::move(op));
+}
+
 void MemorySwapDevice::submit(Op op) {
   bool bad = op.pages.empty() || !alloc_.all_allocated(SwapSlot(op.first), op.pages.size());
   for (auto p : op.pages) bad |= p.size() != page_size_;
+  if (op.partial) bad |= !valid_block_mask(page_size_, op.mask, op.shift);
   if (bad) {
     op.err = -EINVAL;
+    op.rejected = true;
+  } else if (op.partial && !sums_.has_data(op.first)) {
+    op.err = -ENODATA;
+    op.rejected = true;
+  } else if (op.partial && op.mask == 0) {
+    // Nothing to write: completes with 0 and leaves the slot alone.
   } else if (int e = inject_.take()) {
     op.err = e;
     DeviceStats::add(stats_.injected_errors);
@@ -96,7 +118,24 @@ void MemorySwapDevice::submit(Op op) {
 void MemorySwapDevice::perform(Op& op) {
   stats_.io_finished();
   uint64_t bytes = op.pages.size() * page_size_;
-  if (op.err == 0) {
+  if (op.partial) {
+    bytes = uint64_t(std::popcount(op.mask)) << op.shift;
+    if (op.err == 0 && op.mask != 0) {
+      std::lock_guard lk(mu_);
+      std::byte* to = data_[op.first].get();
+      if (!to) {
+        op.err = -ENODATA;  // freed since submission: the caller broke the contract
+      } else {
+        for (unsigned b = 0; b < 64; ++b)
+          if (op.mask >> b & 1)
+            std::memcpy(to + (size_t{b} << op.shift), op.pages[0].data() + (size_t{b} << op.shift),
+                        size_t{1} << op.shift);
+        sums_.set(op.first, op.sums[0]);
+      }
+    } else if (op.err != 0 && !op.rejected) {
+      sums_.poison(op.first);  // some blocks may have landed: trust none
+    }
+  } else if (op.err == 0) {
     std::lock_guard lk(mu_);
     for (size_t i = 0; i < op.pages.size(); ++i) {
       uint64_t slot = op.first + i;
@@ -109,20 +148,22 @@ void MemorySwapDevice::perform(Op& op) {
       } else {
         std::memcpy(op.pages[i].data(), data_[slot].get(), page_size_);
         int v = sums_.verify(slot, op.pages[i]);
-        if (v == -EIO) {
+        if (v == -EIO && sums_.poisoned(slot)) {
+          spdlog::error("swapdev(mem): slot {}: its last partial write failed", slot);
+        } else if (v == -EIO) {
           DeviceStats::add(stats_.checksum_failures);
           spdlog::error("swapdev(mem): checksum mismatch at slot {}", slot);
         }
         if (v != 0 && op.err == 0) op.err = v;
       }
     }
-  } else if (op.write && op.err != -EINVAL) {
+  } else if (op.write && !op.rejected) {
     // A failed write leaves nothing trustworthy behind.
     for (size_t i = 0; i < op.pages.size(); ++i) sums_.clear(op.first + i);
   }
   if (op.err != 0) {
     // Never hand back bytes that failed verification.
-    if (!op.write && op.err != -EINVAL)
+    if (!op.write && !op.rejected)
       for (auto p : op.pages) std::memset(p.data(), 0, p.size());
     DeviceStats::add(stats_.errors);
   } else {
@@ -168,6 +209,12 @@ void MemorySwapDevice::worker(std::stop_token st) {
 void MemorySwapDevice::corrupt(SwapSlot slot, size_t offset) {
   std::lock_guard lk(mu_);
   if (slot.value < data_.size() && data_[slot.value]) data_[slot.value][offset % page_size_] ^= std::byte{0x5a};
+}
+
+std::vector<std::byte> MemorySwapDevice::stored(SwapSlot slot) const {
+  std::lock_guard lk(mu_);
+  if (slot.value >= data_.size() || !data_[slot.value]) return {};
+  return {data_[slot.value].get(), data_[slot.value].get() + page_size_};
 }
 
 SwapCounters MemorySwapDevice::counters() const {

@@ -54,6 +54,8 @@ class MemorySwapDevice final : public SwapDevice {
   void free(SwapSlot first, uint32_t count = 1) override;
   void write(SwapSlot first, ConstPages pages, IoDone done) override;
   void read(SwapSlot first, MutablePages pages, IoDone done) override;
+  void write_blocks(SwapSlot slot, std::span<const std::byte> page, uint64_t block_mask,
+                    unsigned block_shift, IoDone done) override;
   void flush() override {}
   SwapCounters counters() const override;
   void inject_errors(uint32_t n, int err) override { inject_.arm(n, err); }
@@ -66,6 +68,8 @@ class MemorySwapDevice final : public SwapDevice {
 
   // Test hook: flips one byte of the stored slot behind the checksum's back.
   void corrupt(SwapSlot slot, size_t offset = 0);
+  // Test hook: the bytes the slot holds now (empty if it never held any).
+  std::vector<std::byte> stored(SwapSlot slot) const;
 
  private:
   struct Op {
@@ -73,7 +77,11 @@ class MemorySwapDevice final : public SwapDevice {
     uint64_t first = 0;
     std::vector<std::span<std::byte>> pages;  // write: really const
     std::vector<uint64_t> sums;               // write: taken at submission
+    uint64_t mask = 0;                        // write_blocks: the blocks to write
+    unsigned shift = 0;                       // write_blocks: log2 of the block size
+    bool partial = false;                     // a write_blocks()
     int err = 0;                              // injected or argument error
+    bool rejected = false;                    // err decided by the arguments: touch nothing
     IoDone done;
   };
 

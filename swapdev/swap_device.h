@@ -19,7 +19,8 @@
 // - Writes record a checksum per slot (XXH3-64); a read whose bytes do not
 //   match gets -EIO and the checksum_failures counter moves. A read of a slot
 //   that holds no completed write gets -ENODATA. A failed write leaves its
-//   slots without data (reads get -ENODATA), never with stale bytes.
+//   slots without data (reads get -ENODATA), never with stale bytes; a
+//   failed write_blocks() leaves its slot poisoned (reads get -EIO).
 // - No ordering between in-flight requests: the caller must not have two
 //   requests in flight on the same slot, nor free a slot with I/O in flight.
 // - free() of a slot that is not allocated is detected (logged, counted in
@@ -69,7 +70,7 @@ struct SwapCounters {
   uint64_t slots_free = 0;        // gauge: allocatable now (excludes discarding)
   uint64_t bytes_written = 0;     // payload bytes of successful writes
   uint64_t bytes_read = 0;        // payload bytes of successful reads
-  uint64_t write_requests = 0;    // write() calls
+  uint64_t write_requests = 0;    // write() and write_blocks() calls
   uint64_t read_requests = 0;     // read() calls
   uint64_t ios_submitted = 0;     // I/Os sent to the backend (SQEs, incl. retries)
   uint64_t ios_merged = 0;        // requests that rode in another request's I/O
@@ -109,6 +110,29 @@ class SwapDevice {
   // allows it; adjacent requests queued in one IoBatch are merged.
   virtual void write(SwapSlot first, ConstPages pages, IoDone done) = 0;
   virtual void read(SwapSlot first, MutablePages pages, IoDone done) = 0;
+
+  // Partial rewrite of a slot that holds a completed write: `page` is the
+  // whole new page (page_size() bytes, page-aligned memory such as a frame),
+  // and only the blocks whose bit is set in `block_mask` go to the medium,
+  // block i being bytes [i << block_shift, (i + 1) << block_shift). Each run
+  // of consecutive set bits is one I/O at its offset in the slot; all runs
+  // leave in one submission. On success the slot's checksum is that of the
+  // whole `page`, so the caller promises the blocks outside the mask equal
+  // what the slot holds. `done` runs once, after every run, with 0 or the
+  // first error. After a failure (injected ones included) the slot's bytes
+  // are undefined and it is poisoned: reads get -EIO, never wrong bytes,
+  // until a write() of the whole slot or free(). bytes_written counts only
+  // the blocks written.
+  // - mask 0: completes with 0 and touches nothing (slot and checksum).
+  // - -EINVAL, touching nothing: slot not allocated, page not page_size()
+  //   long, block_shift < 9, more than 64 blocks per page, or bits set past
+  //   the last block. -ENODATA, touching nothing: the slot holds no write.
+  // - Under O_DIRECT a block must also be a multiple of the file system's
+  //   direct I/O alignment (512 B on common disks); if not, the I/O fails.
+  // - Same rules as write() otherwise: `page` valid and unchanged until
+  //   `done`, no other request in flight on the slot.
+  virtual void write_blocks(SwapSlot slot, std::span<const std::byte> page, uint64_t block_mask,
+                            unsigned block_shift, IoDone done) = 0;
 
   // Submits everything queued (see IoBatch). Cheap when nothing is queued.
   virtual void flush() = 0;

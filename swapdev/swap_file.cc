@@ -36,9 +36,18 @@ std::string human(uint64_t b) {
 
 // O_TMPFILE first; where the file system lacks it, a random name that is
 // unlinked at once (the window in which it has a name is a few syscalls).
-int open_nameless(const std::string& dir, int flags, bool& used_tmpfile) {
+int open_nameless(const SwapFileOptions& opt, int flags, bool& used_tmpfile) {
+  const std::string& dir = opt.dir;
+  if ((flags & O_DIRECT) && opt.test_refuse_direct_open) {
+    errno = EINVAL;
+    return -1;
+  }
   used_tmpfile = true;
-  int fd = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC | flags, 0600);
+  int fd = -1;
+  if (opt.test_no_tmpfile)
+    errno = EOPNOTSUPP;
+  else
+    fd = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC | flags, 0600);
   if (fd >= 0 || (errno != EOPNOTSUPP && errno != EISDIR)) return fd;
   used_tmpfile = false;
   std::random_device rd;
@@ -71,10 +80,10 @@ SwapFile create_swap_file(const SwapFileOptions& opt) noexcept {
 
   bool direct = opt.direct_io;
   bool used_tmpfile = true;
-  int fd = open_nameless(dir, direct ? O_DIRECT : 0, used_tmpfile);
+  int fd = open_nameless(opt, direct ? O_DIRECT : 0, used_tmpfile);
   if (fd < 0 && direct && errno == EINVAL) {
     direct = false;
-    fd = open_nameless(dir, 0, used_tmpfile);
+    fd = open_nameless(opt, 0, used_tmpfile);
   }
   if (fd < 0) {
     int e = errno;
@@ -112,6 +121,7 @@ SwapFile create_swap_file(const SwapFileOptions& opt) noexcept {
     std::memset(buf, 0, kProbe);
     ssize_t n = ::pwrite(fd, buf, kProbe, 0);
     int e = errno;
+    if (opt.test_refuse_direct_io) n = -1, e = EINVAL;
     std::free(buf);
     if (n != static_cast<ssize_t>(kProbe)) {
       if (n < 0 && e != EINVAL)

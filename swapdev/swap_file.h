@@ -20,6 +20,11 @@ struct SwapFileOptions {
   uint64_t size_bytes = 0;
   bool direct_io = true;
   bool allow_tmpfs = false;  // tests of the buffered fallback only
+  // Tests only: behave as if the file system lacked O_TMPFILE, refused
+  // O_DIRECT at open, or accepted it at open and refused it at I/O time.
+  bool test_no_tmpfile = false;
+  bool test_refuse_direct_open = false;
+  bool test_refuse_direct_io = false;
 };
 
 struct SwapFile {

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
 #include <cerrno>
 #include <climits>
 #include <cstdlib>
@@ -22,10 +23,16 @@ constexpr size_t kPoolMax = 4096;      // idle Requests (and Units) kept
 constexpr size_t kPoolKeepPages = 16;  // larger vectors are not kept
 }  // namespace
 
-// One read() or write() call.
+// One read(), write() or write_blocks() call.
 struct UringSwapDevice::Request {
   bool write = false;
+  bool partial = false;        // write_blocks(): one unit per run of blocks
+  bool rejected = false;       // err comes from the arguments: touch nothing
   uint64_t first = 0;
+  uint64_t mask = 0;           // write_blocks: blocks to write
+  unsigned shift = 0;          // write_blocks: log2 of the block size
+  uint32_t parts = 0;          // write_blocks: units not yet completed
+  int part_err = 0;            // write_blocks: first error of a finished unit
   std::vector<iovec> pages;    // the caller's pages
   std::vector<uint64_t> sums;  // write: XXH3 of each page, taken at submission
   std::byte* bounce = nullptr; // O_DIRECT with unaligned caller memory
@@ -37,7 +44,13 @@ struct UringSwapDevice::Request {
   // Back to the freshly constructed state, keeping small vectors' capacity.
   void reset() {
     write = false;
+    partial = false;
+    rejected = false;
     first = 0;
+    mask = 0;
+    shift = 0;
+    parts = 0;
+    part_err = 0;
     err = 0;
     done = nullptr;
     std::free(bounce);
@@ -55,9 +68,11 @@ struct UringSwapDevice::Request {
 // One SQE's worth of work: adjacent requests of one direction, merged.
 struct UringSwapDevice::Unit {
   bool write = false;
+  bool nop = false;        // nothing to move: completes with `err`
+  bool partial = false;    // one run of a write_blocks(); never merged
   uint64_t first = 0;      // first slot
   uint32_t npages = 0;
-  int err = 0;             // nonzero: a NOP that fails its requests
+  int err = 0;             // the error a NOP completes with
   std::vector<Request*> reqs;
   std::vector<iovec> iov;  // what the kernel moves; advanced on short transfers
   size_t iov_pos = 0;      // first iovec not fully transferred
@@ -66,6 +81,8 @@ struct UringSwapDevice::Unit {
 
   void reset() {
     write = false;
+    nop = false;
+    partial = false;
     first = 0;
     npages = 0;
     err = 0;
@@ -142,12 +159,26 @@ UringSwapDevice::UringSwapDevice(const UringOptions& opt, int fd, bool direct, b
 
 int UringSwapDevice::init_ring(unsigned entries, std::string& error) {
   io_uring_params p{};
+  // io_uring posts a completion as task work of the task that submitted the
+  // I/O. COOP_TASKRUN: a task that is running is not interrupted (IPI) for
+  // it; the work runs when it next enters or leaves the kernel (a system
+  // call, at the latest its next timer tick). A sleeping task is still woken
+  // at once. The completion thread, which submits most I/O itself, so runs
+  // its callbacks undisturbed and finds the completions posted together.
+  p.flags = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
   int r = io_uring_queue_init_params(entries, &ring_, &p);
+  if (r == -EINVAL) {  // a kernel older than 5.19
+    p = io_uring_params{};
+    r = io_uring_queue_init_params(entries, &ring_, &p);
+  }
   if (r < 0) {
     error = fmt::format("io_uring_queue_init({}): {}", entries, std::strerror(-r));
     return r;
   }
   ring_ready_ = true;
+  // publish_locked() relies on the identity mapping of SQ slots to SQEs
+  // (liburing sets it up too; this makes it explicit).
+  for (unsigned i = 0; i < ring_.sq.ring_entries; ++i) ring_.sq.array[i] = i;
   // Stay under the CQ size so completions never overflow the ring.
   max_inflight_ = p.cq_entries;
   r = io_uring_register_files(&ring_, &fd_, 1);
@@ -211,6 +242,7 @@ void UringSwapDevice::write(SwapSlot first, ConstPages pages, IoDone done) {
   }
   if (bad || !alloc_.all_allocated(first, pages.size())) {
     r->err = -EINVAL;
+    r->rejected = true;
   } else if (int e = inject_.take()) {
     r->err = e;
     DeviceStats::add(stats_.injected_errors);
@@ -242,6 +274,7 @@ void UringSwapDevice::read(SwapSlot first, MutablePages pages, IoDone done) {
   }
   if (bad || !alloc_.all_allocated(first, pages.size())) {
     r->err = -EINVAL;
+    r->rejected = true;
   } else if (int e = inject_.take()) {
     r->err = e;
     DeviceStats::add(stats_.injected_errors);
@@ -251,19 +284,66 @@ void UringSwapDevice::read(SwapSlot first, MutablePages pages, IoDone done) {
   enqueue(r);
 }
 
+void UringSwapDevice::write_blocks(SwapSlot slot, std::span<const std::byte> page,
+                                   uint64_t block_mask, unsigned block_shift, IoDone done) {
+  DeviceStats::add(stats_.write_requests);
+  Request* r = new_request();
+  r->write = true;
+  r->partial = true;
+  r->first = slot.value;
+  r->mask = block_mask;
+  r->shift = block_shift;
+  r->done = std::move(done);
+  r->pages.push_back({const_cast<std::byte*>(page.data()), page.size()});
+  if (page.size() != page_size_ || !valid_block_mask(page_size_, block_mask, block_shift) ||
+      !alloc_.all_allocated(slot, 1)) {
+    r->err = -EINVAL;
+    r->rejected = true;
+  } else if (!sums_.has_data(slot.value)) {
+    r->err = -ENODATA;
+    r->rejected = true;
+  } else if (block_mask == 0) {
+    // Nothing to write: a NOP completes it with 0.
+  } else if (int e = inject_.take()) {
+    r->err = e;
+    DeviceStats::add(stats_.injected_errors);
+  } else {
+    r->sums.push_back(ChecksumTable::hash(page));
+    if (direct_ && reinterpret_cast<uintptr_t>(page.data()) % kDioAlign != 0) {
+      r->bounce = static_cast<std::byte*>(std::aligned_alloc(kDioAlign, page_size_));
+      std::memcpy(r->bounce, page.data(), page_size_);
+    }
+  }
+  enqueue(r);
+}
+
+// The SQEs are filled and published under sq_mu_; the system call that hands
+// them to the kernel runs after it is dropped, so other submitters and the
+// completion thread do not queue behind the kernel's submission work (ext4,
+// the block layer, the virtio doorbell: a VM exit). Concurrent
+// io_uring_enter calls are safe: each submits up to its count of what is
+// published, in ring order, and the counts add up to what was published.
 void UringSwapDevice::enqueue(Request* r) {
-  std::lock_guard lk(sq_mu_);
-  pending_.push_back(r);
-  if (!IoBatch::plugged(this)) flush_locked();
+  unsigned n = 0;
+  {
+    std::lock_guard lk(sq_mu_);
+    pending_.push_back(r);
+    if (!IoBatch::plugged(this)) n = flush_locked();
+  }
+  enter(n);
 }
 
 void UringSwapDevice::flush() {
-  std::lock_guard lk(sq_mu_);
-  flush_locked();
+  unsigned n;
+  {
+    std::lock_guard lk(sq_mu_);
+    n = flush_locked();
+  }
+  enter(n);
 }
 
-void UringSwapDevice::flush_locked() {
-  if (pending_.empty()) return;
+unsigned UringSwapDevice::flush_locked() {
+  if (pending_.empty()) return 0;
   // Sort so that requests on adjacent slots meet, then cut into units.
   // (stable_sort allocates a buffer: skip it for the common single request.)
   if (pending_.size() > 1)
@@ -274,21 +354,31 @@ void UringSwapDevice::flush_locked() {
     });
   Unit* u = nullptr;
   for (Request* r : pending_) {
-    bool joins = u && u->err == 0 && r->err == 0 && u->write == r->write &&
-                 u->first + u->npages == r->first && u->npages + r->npages() <= max_merge_;
+    if (r->partial && r->err == 0 && r->mask != 0) {
+      if (u) push_locked(u);
+      u = nullptr;
+      push_runs_locked(r);
+      continue;
+    }
+    bool joins = u && !u->nop && !u->partial && !r->partial && r->err == 0 &&
+                 u->write == r->write && u->first + u->npages == r->first &&
+                 u->npages + r->npages() <= max_merge_;
     if (!joins) {
       if (u) push_locked(u);
       u = new_unit();
       u->write = r->write;
       u->first = r->first;
+      u->nop = r->err != 0 || r->partial;  // a failed request, or write_blocks of mask 0
+      u->partial = r->partial;
       u->err = r->err;
       u->offset = r->first * page_size_;
+      if (r->partial) r->parts = 1;
     } else {
       DeviceStats::add(stats_.ios_merged);
     }
     u->reqs.push_back(r);
     u->npages += r->npages();
-    if (r->err == 0) {
+    if (!u->nop) {
       if (r->bounce)
         u->iov.push_back({r->bounce, r->npages() * page_size_});
       else
@@ -298,7 +388,63 @@ void UringSwapDevice::flush_locked() {
   }
   if (u) push_locked(u);
   pending_.clear();
-  submit_locked();
+  return publish_locked();
+}
+
+unsigned UringSwapDevice::publish_locked() {
+  io_uring_sq& sq = ring_.sq;
+  unsigned tail = sq.sqe_tail;
+  unsigned n = tail - sq.sqe_head;
+  if (n != 0) {
+    sq.sqe_head = tail;
+    io_uring_smp_store_release(sq.ktail, tail);  // the SQEs before the tail
+  }
+  return n;
+}
+
+unsigned UringSwapDevice::unsubmitted_locked() {
+  publish_locked();
+  return ring_.sq.sqe_tail - io_uring_smp_load_acquire(ring_.sq.khead);
+}
+
+void UringSwapDevice::enter(unsigned n) {
+  if (n == 0) return;
+  int r;
+  do {
+    r = io_uring_enter(static_cast<unsigned>(ring_.ring_fd), n, 0, 0, nullptr);
+  } while (r == -EINTR);
+  // -EAGAIN/-EBUSY: the kernel is short of room; the SQEs stay published and
+  // the completion thread submits them after it has reaped.
+  if (r < 0 && r != -EAGAIN && r != -EBUSY)
+    spdlog::error("swapdev: io_uring_enter: {}", std::strerror(-r));
+}
+
+// One unit per run of consecutive set bits in r->mask, each writing its
+// blocks from the page (or its bounce copy) at their offset in the slot.
+void UringSwapDevice::push_runs_locked(Request* r) {
+  std::byte* page = r->bounce ? r->bounce : static_cast<std::byte*>(r->pages[0].iov_base);
+  // Count first: the completion thread may finish the first unit before the
+  // last is pushed, and must know it was not the last.
+  r->parts = 0;
+  for (uint64_t m = r->mask; m != 0; m &= m + (m & -m)) ++r->parts;  // drops the lowest run
+  uint64_t m = r->mask;
+  while (m != 0) {
+    unsigned b = static_cast<unsigned>(std::countr_zero(m));
+    unsigned e = b + static_cast<unsigned>(std::countr_one(m >> b));
+    m = e >= 64 ? 0 : m & (~uint64_t{0} << e);
+    size_t off = size_t{b} << r->shift;
+    size_t len = size_t{e - b} << r->shift;
+    Unit* u = new_unit();
+    u->write = true;
+    u->partial = true;
+    u->first = r->first;
+    u->npages = 1;
+    u->offset = r->first * page_size_ + off;
+    u->remaining = len;
+    u->iov.push_back({page + off, len});
+    u->reqs.push_back(r);
+    push_locked(u);
+  }
 }
 
 void UringSwapDevice::push_locked(Unit* u) {
@@ -315,7 +461,7 @@ void UringSwapDevice::push_locked(Unit* u) {
 bool UringSwapDevice::prep_locked(Unit* u) {
   io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
   if (!sqe) return false;
-  if (u->err != 0) {
+  if (u->nop) {
     io_uring_prep_nop(sqe);
   } else {
     // READ/WRITE_FIXED needs one contiguous range inside one registered
@@ -375,7 +521,9 @@ void UringSwapDevice::submit_locked() {
 // Decides what a CQE means for its unit: finished (callbacks run) or sent
 // again (-EAGAIN, short transfer). Completion thread only.
 void UringSwapDevice::complete(Unit* u, int res) {
-  if (u->err != 0) return finish(u, u->err);
+  if (u->nop) return finish(u, u->err);
+  if (res >= 0)
+    if (int e = cqe_inject_.take()) res = e;
   if (res == -EAGAIN || res == -EINTR) {
     DeviceStats::add(stats_.retries);
   } else if (res < 0) {
@@ -399,12 +547,27 @@ void UringSwapDevice::complete(Unit* u, int res) {
       if (v.iov_len == 0) ++u->iov_pos;
     }
   }
-  std::lock_guard lk(sq_mu_);
-  push_locked(u);
-  submit_locked();
+  unsigned n;
+  {
+    std::lock_guard lk(sq_mu_);
+    push_locked(u);
+    n = publish_locked();
+  }
+  enter(n);
 }
 
 void UringSwapDevice::finish(Unit* u, int err) {
+  if (u->partial) {
+    // One run of a write_blocks(): the request finishes with its last unit.
+    Request* r = u->reqs[0];
+    if (err != 0 && r->part_err == 0) r->part_err = err;
+    if (--r->parts > 0) {
+      u->reqs.clear();  // the request lives on with its other units
+      recycle(u);
+      return;
+    }
+    err = r->part_err;
+  }
   for (Request* r : u->reqs) finish_request(r, err);
   recycle(u);
 }
@@ -412,11 +575,18 @@ void UringSwapDevice::finish(Unit* u, int err) {
 void UringSwapDevice::finish_request(Request* r, int err) {
   const uint32_t n = r->npages();
   if (err == 0) err = r->err;
-  if (r->write) {
+  if (r->partial) {
+    if (err == 0 && r->mask != 0) {
+      sums_.set(r->first, r->sums[0]);
+      DeviceStats::add(stats_.bytes_written, uint64_t(std::popcount(r->mask)) << r->shift);
+    } else if (err != 0 && !r->rejected) {
+      sums_.poison(r->first);  // some runs may have landed: trust none of it
+    }
+  } else if (r->write) {
     if (err == 0) {
       for (uint32_t i = 0; i < n; ++i) sums_.set(r->first + i, r->sums[i]);
       DeviceStats::add(stats_.bytes_written, uint64_t{n} * page_size_);
-    } else if (err != -EINVAL) {
+    } else if (!r->rejected) {
       // What is on the medium now is unknown: no read may trust it.
       for (uint32_t i = 0; i < n; ++i) sums_.clear(r->first + i);
     }
@@ -425,7 +595,9 @@ void UringSwapDevice::finish_request(Request* r, int err) {
       std::byte* at = r->bounce ? r->bounce + i * page_size_
                                 : static_cast<std::byte*>(r->pages[i].iov_base);
       int v = sums_.verify(r->first + i, {at, page_size_});
-      if (v == -EIO) {
+      if (v == -EIO && sums_.poisoned(r->first + i)) {
+        spdlog::error("swapdev: slot {}: its last partial write failed", r->first + i);
+      } else if (v == -EIO) {
         DeviceStats::add(stats_.checksum_failures);
         spdlog::error("swapdev: checksum mismatch reading slot {}", r->first + i);
       }
@@ -436,7 +608,7 @@ void UringSwapDevice::finish_request(Request* r, int err) {
         std::memcpy(r->pages[i].iov_base, r->bounce + i * page_size_, page_size_);
     if (err == 0) DeviceStats::add(stats_.bytes_read, uint64_t{n} * page_size_);
     // Never leave bytes that failed verification in the caller's page.
-    if (err != 0 && err != -EINVAL)
+    if (err != 0 && !r->rejected)
       for (auto& p : r->pages) std::memset(p.iov_base, 0, page_size_);
   }
   if (err != 0) DeviceStats::add(stats_.errors);
@@ -469,6 +641,7 @@ void UringSwapDevice::completion_loop(std::stop_token st) {
     io_uring_cq_advance(&ring_, seen);
     unsigned units = 0;
     for (auto& [u, res] : batch) units += u != nullptr;
+    unsigned n;
     {
       // Give the ring room first, so callbacks and resubmissions find it.
       std::lock_guard lk(sq_mu_);
@@ -481,14 +654,19 @@ void UringSwapDevice::completion_loop(std::stop_token st) {
         }
         backlog_.pop_front();
       }
-      submit_locked();
+      // Also whatever an earlier io_uring_enter left (-EAGAIN/-EBUSY).
+      n = unsubmitted_locked();
     }
-    {
-      // I/O that callbacks submit is sent with one io_uring_enter after the
-      // whole batch, not one each.
+    enter(n);
+    // What a callback submits leaves when that callback returns (all of it in
+    // one io_uring_enter), not after the whole batch: the disk would idle
+    // while the rest of the batch is verified and called back. Measured at
+    // 4 KiB qd32 (swapdev/fio IOPS ratio): plugged per batch 0.75x write,
+    // 0.84x read; per 4 completions 0.97x, 0.92x; per completion 1.00x, 0.97x.
+    for (auto& [u, res] : batch) {
+      if (!u) continue;
       IoBatch plug(*this);
-      for (auto& [u, res] : batch)
-        if (u) complete(u, res);
+      complete(u, res);
     }
     std::lock_guard lk(sq_mu_);
     if (inflight_ == 0 && backlog_.empty()) {

@@ -4,8 +4,10 @@
 // O_DIRECT when possible. Requests travel like this:
 //
 //   write()/read() ──> pending_ ──flush──> sorted, adjacent requests merged
-//   (any thread)       (sq_mu_)            into one readv/writev (or
-//                                          READ/WRITE_FIXED) SQE per run
+//   write_blocks()     (sq_mu_)            into one readv/writev (or
+//   (any thread)                           READ/WRITE_FIXED) SQE per run;
+//                                          write_blocks: one SQE per run of
+//                                          blocks, never merged
 //                                              │ io_uring_submit (batched)
 //                                              v
 //   IoDone(err) <── completion thread <── CQE: -EAGAIN and short transfers
@@ -15,19 +17,27 @@
 // IoBatch on this device; otherwise write()/read() submit at once. When the
 // ring is full (in-flight I/Os reach the CQ size) units wait on a backlog that
 // the completion thread drains, so submitters never block on the ring. The
-// completion thread plugs itself while it runs a batch of callbacks, so the
-// I/O they submit leaves in one io_uring_enter.
+// completion thread plugs itself while it runs each callback, so the I/O one
+// callback submits leaves in one io_uring_enter, as soon as it returns.
 //
 // Why a lock around the SQ, and not the SQ handed to one thread: both were
 // built and measured (bench-swapdev, 2 vCPUs, median of 6 alternating runs,
 // IOPS, lock vs. handed-off): 4 KiB randwrite qd1 6450/8144, randread qd1
 // 11946/11125, randwrite qd32 36742/36844, randread qd32 45506/40778, 4
 // submitting threads x 8 deep randwrite 23801/22094, randread 44806/36692.
-// With the lock, the kernel's submission work (ext4 direct I/O, block layer,
-// virtio kick) runs on the submitters' CPUs; handed off, it all serialises on
-// the one ring thread, which also verifies checksums. The price of the lock
-// design is that io_uring delivers each completion as task work to the task
-// that submitted it, so a sleeping submitter is woken once to post it.
+// Handed off to a ring thread that owns an io_uring with
+// SINGLE_ISSUER|DEFER_TASKRUN (eventfd wake-up) measured no better at qd32
+// and worse with other submitting threads (medians of 6, IOPS, lock/ring
+// thread: randwrite 4x8 61296/47834, randread 4x8 44448/33782, randwrite
+// qd1 9690/6903). With the lock, the kernel's submission work (ext4 direct
+// I/O, block layer, virtio kick) runs on the submitters' CPUs; handed off,
+// it all serialises on the one ring thread, which also verifies checksums.
+// The lock only covers filling and publishing SQEs: io_uring_enter runs
+// after it is dropped (see enqueue()), else every submitter queues behind
+// one virtio doorbell (a VM exit). The price of the lock design is that
+// io_uring delivers each completion as task work to the task that submitted
+// it, so a sleeping submitter is woken once to post it; COOP_TASKRUN at
+// least keeps a running one from being interrupted for it.
 //
 // Freed slots: a cluster whose slots are all free waits on the allocator's
 // discard list; the discard thread punches batches of them out of the file
@@ -35,7 +45,8 @@
 // allocatable again. A punched range is no longer reserved: writing it again
 // allocates disk blocks.
 //
-// Locks: sq_mu_ guards pending_, backlog_, the SQ side of the ring and the
+// Locks: sq_mu_ guards pending_, backlog_, the SQ side of the ring (filling
+// and publishing SQEs, not the io_uring_enter that sends them) and the
 // registered-buffer table; it is never held while a callback runs.
 // disc_mu_ guards the discard thread's wake-up. Order: sq_mu_ and the
 // allocator's shard locks are never held together.
@@ -75,6 +86,10 @@ struct UringOptions {
   bool allow_tmpfs = false;       // tests of the buffered fallback only
   uint32_t discard_batch = 16;    // clusters waiting before the discard thread runs
   std::chrono::milliseconds discard_interval{1000};  // ... or this long
+  // Tests only: see SwapFileOptions.
+  bool test_no_tmpfile = false;
+  bool test_refuse_direct_open = false;
+  bool test_refuse_direct_io = false;
 };
 
 class UringSwapDevice;
@@ -99,6 +114,8 @@ class UringSwapDevice final : public SwapDevice {
   void free(SwapSlot first, uint32_t count = 1) override;
   void write(SwapSlot first, ConstPages pages, IoDone done) override;
   void read(SwapSlot first, MutablePages pages, IoDone done) override;
+  void write_blocks(SwapSlot slot, std::span<const std::byte> page, uint64_t block_mask,
+                    unsigned block_shift, IoDone done) override;
   void flush() override;
   SwapCounters counters() const override;
   void inject_errors(uint32_t n, int err) override { inject_.arm(n, err); }
@@ -118,6 +135,11 @@ class UringSwapDevice final : public SwapDevice {
   // path runs.
   void inject_short_transfers(uint32_t n) { short_inject_.arm(n, 1); }
 
+  // Test hook: the next n I/Os that reach the kernel are done by it but
+  // their completions report `err`: -EAGAIN runs the resubmission path, -EIO
+  // a failure after the medium may have been written.
+  void inject_completion_errors(uint32_t n, int err) { cqe_inject_.arm(n, err); }
+
   int fd() const { return fd_; }          // test hook: corrupt behind our back
   bool direct_io() const { return direct_; }
   bool can_discard() const { return can_punch_.load(std::memory_order_relaxed); }
@@ -131,8 +153,12 @@ class UringSwapDevice final : public SwapDevice {
   int init_ring(unsigned entries, std::string& error);
 
   void enqueue(Request* r);
-  void flush_locked();
+  unsigned flush_locked();             // returns what enter() must send
+  unsigned publish_locked();           // makes prepared SQEs visible; how many
+  unsigned unsubmitted_locked();       // published, not yet taken by the kernel
+  void enter(unsigned n);              // hands n SQEs to the kernel; no lock held
   void push_locked(Unit* u);           // into the ring, or the backlog
+  void push_runs_locked(Request* r);   // write_blocks: a unit per run of blocks
   bool prep_locked(Unit* u);           // false: no SQE free
   void submit_locked();
   void complete(Unit* u, int res);     // completion thread
@@ -160,6 +186,7 @@ class UringSwapDevice final : public SwapDevice {
   DeviceStats stats_;
   ErrorInjector inject_;
   ErrorInjector short_inject_;
+  ErrorInjector cqe_inject_;
 
   io_uring ring_{};
   unsigned max_inflight_ = 0;

@@ -36,7 +36,10 @@ UringOpenResult open_uring_swap_device(const UringOptions& opt) noexcept {
     SwapFile f = create_swap_file({.dir = opt.dir,
                                    .size_bytes = slots * opt.page_size,
                                    .direct_io = opt.direct_io,
-                                   .allow_tmpfs = opt.allow_tmpfs});
+                                   .allow_tmpfs = opt.allow_tmpfs,
+                                   .test_no_tmpfile = opt.test_no_tmpfile,
+                                   .test_refuse_direct_open = opt.test_refuse_direct_open,
+                                   .test_refuse_direct_io = opt.test_refuse_direct_io});
     if (f.err) return error(f.err, f.error);
 
     std::unique_ptr<UringSwapDevice> dev(new UringSwapDevice(opt, f.fd, f.direct, f.can_punch));

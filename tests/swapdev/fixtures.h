@@ -1,12 +1,13 @@
 // Device fixtures for the behavioural tests every SwapDevice must pass. Each
 // builds a device of `slots` slots and knows how to corrupt a slot behind the
-// device's back.
+// device's back and what bytes a slot holds on its medium.
 #pragma once
 
 #include <catch2/catch.hpp>
 #include <unistd.h>
 
 #include <memory>
+#include <vector>
 
 #include "swapdev/memory_swap_device.h"
 #include "swapdev/uring_swap_device.h"
@@ -22,6 +23,7 @@ struct MemoryInline {
             .slots = slots, .page_size = 4096, .cluster_slots = cluster})) {}
   SwapDevice& d() { return *dev; }
   void corrupt(SwapSlot s) { dev->corrupt(s, 100); }
+  std::vector<std::byte> stored(SwapSlot s) { return dev->stored(s); }
 };
 
 struct MemoryThreaded {
@@ -36,6 +38,7 @@ struct MemoryThreaded {
             .delay = std::chrono::microseconds(20)})) {}
   SwapDevice& d() { return *dev; }
   void corrupt(SwapSlot s) { dev->corrupt(s, 100); }
+  std::vector<std::byte> stored(SwapSlot s) { return dev->stored(s); }
 };
 
 inline std::unique_ptr<UringSwapDevice> open_uring(UringOptions o) {
@@ -44,6 +47,14 @@ inline std::unique_ptr<UringSwapDevice> open_uring(UringOptions o) {
   REQUIRE(r.err == 0);
   REQUIRE(r.device);
   return std::move(r.device);
+}
+
+// The slot's bytes in the file, read through the device's descriptor.
+inline std::vector<std::byte> stored_in_file(UringSwapDevice& dev, SwapSlot s) {
+  Pages p(1, dev.page_size());
+  off_t off = static_cast<off_t>(s.value * dev.page_size());
+  REQUIRE(::pread(dev.fd(), p.data(), dev.page_size(), off) == static_cast<ssize_t>(dev.page_size()));
+  return {p.data(), p.data() + dev.page_size()};
 }
 
 // Flips a byte of the slot in the file through the device's descriptor.
@@ -64,6 +75,7 @@ struct UringDirect {
   }
   SwapDevice& d() { return *dev; }
   void corrupt(SwapSlot s) { corrupt_file(*dev, s); }
+  std::vector<std::byte> stored(SwapSlot s) { return stored_in_file(*dev, s); }
 };
 
 // Buffered I/O (the fallback where O_DIRECT is refused), on /dev/shm. The
@@ -81,6 +93,10 @@ struct UringBuffered {
   }
   SwapDevice& d() { return *dev; }
   void corrupt(SwapSlot s) { corrupt_file(*dev, s); }
+  std::vector<std::byte> stored(SwapSlot s) { return stored_in_file(*dev, s); }
 };
+
+// Every fixture above: the list behavioural TEMPLATE_TEST_CASEs run on.
+#define SWAPDEV_ALL_DEVICES MemoryInline, MemoryThreaded, UringDirect, UringBuffered
 
 }  // namespace tmpfsd::swapdev::test

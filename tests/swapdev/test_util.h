@@ -92,6 +92,13 @@ inline int write_sync(SwapDevice& d, SwapSlot first, std::vector<std::span<const
   if (!l.wait(1)) return -ETIMEDOUT;
   return l.errors()[0];
 }
+inline int write_blocks_sync(SwapDevice& d, SwapSlot slot, std::span<const std::byte> page,
+                             uint64_t mask, unsigned shift) {
+  Latch l;
+  d.write_blocks(slot, page, mask, shift, l.cb());
+  if (!l.wait(1)) return -ETIMEDOUT;
+  return l.errors()[0];
+}
 inline int read_sync(SwapDevice& d, SwapSlot first, std::vector<std::span<std::byte>> pages) {
   Latch l;
   d.read(first, pages, l.cb());

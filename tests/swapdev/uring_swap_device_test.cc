@@ -1,10 +1,14 @@
-// What only the io_uring device does: the private file, merging, fixed
-// buffers, bouncing, backlog, discard, teardown.
+// What only the io_uring device does: the private file (and its fallbacks
+// without O_TMPFILE or O_DIRECT), merging, fixed buffers, bouncing, backlog,
+// discard, teardown, -EAGAIN and short-transfer resubmission.
 #include <catch2/catch.hpp>
+#include <dirent.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
 #include <cerrno>
 #include <cstring>
 #include <random>
@@ -333,4 +337,176 @@ TEST_CASE("uring: recycled requests carry nothing over", "[uring]") {
   CHECK(read_sync(*dev, runs[2].first, dst.spans(0, 1)) == -ENODATA);
   SwapCounters c = dev->counters();
   CHECK(c.checksum_failures == 0);
+}
+
+TEST_CASE("uring: write_blocks from registered frames uses one fixed-buffer I/O per run",
+          "[uring][write_blocks]") {
+  auto dev = open_uring({.dir = "/var/tmp", .size_bytes = 4 << 20});
+  Pages frames(4, 4096);
+  REQUIRE(dev->register_memory(frames.data(), frames.bytes()) == 0);
+  SlotRun s = dev->allocate(1);
+  frames.fill_random(1, 60);
+  REQUIRE(write_sync(*dev, s.first, frames.const_spans(1, 1)) == 0);
+  std::vector<std::byte> old(frames.page(1).begin(), frames.page(1).end());
+  // 1 KiB blocks, mask 0b1011: two runs (blocks 0-1 and 3).
+  std::mt19937 rng(61);
+  for (size_t i = 0; i < 2048; ++i) frames.page(1)[i] = std::byte(rng());
+  for (size_t i = 3072; i < 4096; ++i) frames.page(1)[i] = std::byte(rng());
+  SwapCounters before = dev->counters();
+  REQUIRE(write_blocks_sync(*dev, s.first, frames.page(1), 0b1011, 10) == 0);
+  SwapCounters after = dev->counters();
+  CHECK(after.fixed_ios - before.fixed_ios == 2);
+  CHECK(after.ios_submitted - before.ios_submitted == 2);
+  CHECK(after.bytes_written - before.bytes_written == 3072);
+  CHECK(std::memcmp(stored_in_file(*dev, s.first).data(), frames.page(1).data(), 4096) == 0);
+  REQUIRE(read_sync(*dev, s.first, frames.spans(2, 1)) == 0);
+  CHECK(std::memcmp(frames.page(2).data(), frames.page(1).data(), 4096) == 0);
+  CHECK(std::memcmp(old.data() + 2048, frames.page(2).data() + 2048, 1024) == 0);
+}
+
+TEST_CASE("uring: write_blocks with 64 blocks a page, unaligned memory, and a run to the end",
+          "[uring][write_blocks]") {
+  constexpr size_t kPage = 32768;  // 64 blocks of 512 bytes
+  auto dev = open_uring({.dir = "/var/tmp", .size_bytes = 4 << 20, .page_size = kPage});
+  REQUIRE(dev->direct_io());
+  Pages p(3, kPage);
+  p.fill_random(0, 70);
+  SlotRun s = dev->allocate(1);
+  REQUIRE(write_sync(*dev, s.first, p.const_spans(0, 1)) == 0);
+  // Every other block below 56 (28 runs of one block), then blocks 56-63:
+  // a run that ends with the page.
+  const uint64_t mask = 0x5555'5555'5555'5555ull | (uint64_t{0xff} << 56);
+  std::memcpy(p.page(1).data(), p.page(0).data(), kPage);
+  std::mt19937 rng(71);
+  for (unsigned b = 0; b < 64; ++b)
+    if (mask >> b & 1)
+      for (size_t i = 0; i < 512; ++i) p.page(1)[b * 512 + i] = std::byte(rng());
+  // Unaligned under O_DIRECT: goes through a bounce copy.
+  std::vector<std::byte> raw(kPage + 64);
+  std::byte* odd = raw.data() + 8 + (reinterpret_cast<uintptr_t>(raw.data() + 8) % 4096 == 0 ? 8 : 0);
+  std::memcpy(odd, p.page(1).data(), kPage);
+  SwapCounters before = dev->counters();
+  REQUIRE(write_blocks_sync(*dev, s.first, {odd, kPage}, mask, 9) == 0);
+  SwapCounters after = dev->counters();
+  CHECK(after.ios_submitted - before.ios_submitted == 29);  // 28 single blocks + 56..63
+  CHECK(after.bytes_written - before.bytes_written == uint64_t(std::popcount(mask)) * 512);
+  REQUIRE(read_sync(*dev, s.first, p.spans(2, 1)) == 0);
+  CHECK(std::memcmp(p.page(2).data(), p.page(1).data(), kPage) == 0);
+  // All 64: one I/O of the whole page.
+  p.fill_random(1, 72);
+  before = dev->counters();
+  REQUIRE(write_blocks_sync(*dev, s.first, p.page(1), ~uint64_t{0}, 9) == 0);
+  CHECK(dev->counters().ios_submitted - before.ios_submitted == 1);
+  REQUIRE(read_sync(*dev, s.first, p.spans(2, 1)) == 0);
+  CHECK(std::memcmp(p.page(2).data(), p.page(1).data(), kPage) == 0);
+}
+
+namespace {
+// Names of create+unlink fallback files left in `dir` (there should be none).
+int named_swap_files(const std::string& dir) {
+  int n = 0;
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (dirent* e = ::readdir(d)) n += std::strncmp(e->d_name, ".tmpfsd-swap-", 13) == 0;
+    ::closedir(d);
+  }
+  return n;
+}
+
+void round_trip(UringSwapDevice& dev, uint64_t seed) {
+  Pages src(4, 4096), dst(4, 4096);
+  for (int i = 0; i < 4; ++i) src.fill_random(i, seed + i);
+  SlotRun s = dev.allocate(4);
+  REQUIRE(s.count == 4);
+  REQUIRE(write_sync(dev, s.first, src.const_spans(0, 4)) == 0);
+  REQUIRE(read_sync(dev, s.first, dst.spans(0, 4)) == 0);
+  CHECK(std::memcmp(src.data(), dst.data(), src.bytes()) == 0);
+  dev.free(s.first, 4);
+}
+}  // namespace
+
+TEST_CASE("uring: without O_TMPFILE the file is created, unlinked at once, and private",
+          "[uring]") {
+  int before = named_swap_files("/var/tmp");
+  auto dev = open_uring({.dir = "/var/tmp", .size_bytes = 4 << 20, .test_no_tmpfile = true});
+  struct stat st {};
+  REQUIRE(::fstat(dev->fd(), &st) == 0);
+  CHECK(st.st_nlink == 0);
+  CHECK((st.st_mode & 0777) == 0600);
+  CHECK(st.st_size == 4 << 20);
+  CHECK(named_swap_files("/var/tmp") == before);
+  CHECK(dev->direct_io());
+  round_trip(*dev, 100);
+}
+
+TEST_CASE("uring: O_DIRECT refused at open or at the first write falls back to buffered I/O",
+          "[uring]") {
+  SECTION("refused at open") {
+    auto dev = open_uring({.dir = "/var/tmp", .size_bytes = 4 << 20,
+                           .test_refuse_direct_open = true});
+    CHECK_FALSE(dev->direct_io());
+    CHECK((::fcntl(dev->fd(), F_GETFL) & O_DIRECT) == 0);
+    round_trip(*dev, 200);
+  }
+  SECTION("refused at I/O time") {
+    auto dev = open_uring({.dir = "/var/tmp", .size_bytes = 4 << 20,
+                           .test_refuse_direct_io = true});
+    CHECK_FALSE(dev->direct_io());
+    CHECK((::fcntl(dev->fd(), F_GETFL) & O_DIRECT) == 0);
+    round_trip(*dev, 300);
+  }
+  SECTION("both, without O_TMPFILE either") {
+    int before = named_swap_files("/var/tmp");
+    auto dev = open_uring({.dir = "/var/tmp", .size_bytes = 4 << 20, .test_no_tmpfile = true,
+                           .test_refuse_direct_open = true});
+    CHECK_FALSE(dev->direct_io());
+    CHECK(named_swap_files("/var/tmp") == before);
+    round_trip(*dev, 400);
+  }
+}
+
+TEST_CASE("uring: -EAGAIN completions are resubmitted until they succeed", "[uring]") {
+  auto dev = open_uring({.dir = "/var/tmp", .size_bytes = 4 << 20});
+  Pages src(8, 4096), dst(8, 4096);
+  for (int i = 0; i < 8; ++i) src.fill_random(i, 500 + i);
+  SlotRun s = dev->allocate(8);
+  REQUIRE(s.count == 8);
+  dev->inject_completion_errors(2, -EAGAIN);
+  REQUIRE(write_sync(*dev, s.first, src.const_spans(0, 8)) == 0);
+  CHECK(dev->counters().retries == 2);
+  dev->inject_completion_errors(3, -EAGAIN);
+  REQUIRE(read_sync(*dev, s.first, dst.spans(0, 8)) == 0);
+  CHECK(dev->counters().retries == 5);
+  CHECK(std::memcmp(src.data(), dst.data(), src.bytes()) == 0);
+  SwapCounters c = dev->counters();
+  CHECK(c.errors == 0);
+  CHECK(c.ios_submitted == 2 + 5);
+}
+
+TEST_CASE("uring: write_blocks: a run failing in the kernel poisons the slot; -EAGAIN retries",
+          "[uring][write_blocks]") {
+  auto dev = open_uring({.dir = "/var/tmp", .size_bytes = 4 << 20});
+  Pages p(3, 4096);
+  p.fill_random(0, 600);
+  SlotRun s = dev->allocate(1);
+  REQUIRE(write_sync(*dev, s.first, p.const_spans(0, 1)) == 0);
+  std::memcpy(p.page(1).data(), p.page(0).data(), 4096);
+  const uint64_t mask = 0b1011'0101;  // four runs
+  std::mt19937 rng(601);
+  for (size_t i = 0; i < 4096; ++i)
+    if (mask >> (i / 512) & 1) p.page(1)[i] = std::byte(rng());
+
+  // One of the four runs fails after reaching the kernel.
+  dev->inject_completion_errors(1, -EIO);
+  CHECK(write_blocks_sync(*dev, s.first, p.page(1), mask, 9) == -EIO);
+  CHECK(read_sync(*dev, s.first, p.spans(2, 1)) == -EIO);
+  CHECK(dev->counters().errors == 2);
+
+  // A whole write heals it; then -EAGAIN on two runs is retried.
+  REQUIRE(write_sync(*dev, s.first, p.const_spans(0, 1)) == 0);
+  uint64_t retries = dev->counters().retries;
+  dev->inject_completion_errors(2, -EAGAIN);
+  REQUIRE(write_blocks_sync(*dev, s.first, p.page(1), mask, 9) == 0);
+  CHECK(dev->counters().retries - retries == 2);
+  REQUIRE(read_sync(*dev, s.first, p.spans(2, 1)) == 0);
+  CHECK(std::memcmp(p.page(2).data(), p.page(1).data(), 4096) == 0);
 }
