@@ -45,10 +45,18 @@
 //                               replaced by the compact word. No I/O.
 //   Resident clean, no slot -> Zero
 //                               page_out_locked (only fallocated pages).
-//   Swapped -> Swap cached      fault_range_locked (read, partial write,
-//                               partial zeroing): frame taken, slot read
-//                               and verified (swapdev: -EIO), Pmap made.
-//                               A failed read leaves the word as it was.
+//   Swapped -> Under swap-in    start_swap_in_locked (a read, a partial
+//                               write, partial zeroing, readahead): frame
+//                               taken, Pmap made with kReadPending, pinned
+//                               by the I/O, the slot kept as the frame's.
+//   Under swap-in -> Swap cached
+//                               swap_in_done (completion thread, no file
+//                               mutex): clears kReadPending, wakes the
+//                               page's waiters, unpins.
+//   Under swap-in -> Read error swap_in_done on -EIO: kReadError, frame
+//                               bytes garbage, slot kept. The next access
+//                               reads the slot again; reclaim turns it back
+//                               into Swapped (clean, has a slot).
 //   Swapped -> Resident dirty   a write covering the whole page: no read,
 //                               slot freed.
 //   Zero -> Resident            a write (fault_range_locked).
