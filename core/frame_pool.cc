@@ -109,8 +109,14 @@ void FramePool::free(Frame* f) {
   std::lock_guard lock(mu_);
   assert(used_.load(std::memory_order_relaxed) > 0);
   used_.fetch_sub(1, std::memory_order_relaxed);
-  if (warm_.size() == kWarmFrames) cool_warm_locked();
+  if (warm_.size() >= warm_limit_) cool_warm_locked();
   warm_.push_back(number(f));
+}
+
+void FramePool::set_warm_limit(size_t n) {
+  std::lock_guard lock(mu_);
+  warm_limit_ = std::max<size_t>(1, n);
+  warm_.reserve(warm_limit_);  // push_back under mu_ never allocates
 }
 
 void FramePool::trim() {

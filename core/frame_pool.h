@@ -116,6 +116,12 @@ class FramePool {
   Result<Reservation> reserve(uint64_t n);
   // Returns a frame that was taken. Its owner must already be cleared.
   void free(Frame* f);
+  // How many free frames stay warm before a batch is madvised (default
+  // kWarmFrames). With a swap device the frames are a cache in constant
+  // churn: PageCache keeps them all warm, so a frame freed by reclaim is
+  // reused without a page fault and a zeroing by the kernel (RSS then
+  // follows the most frames ever used, never more than --memory).
+  void set_warm_limit(size_t n);
   // madvises every warm frame now (tests, and later the Reclaimer when idle).
   void trim();
 
@@ -152,7 +158,8 @@ class FramePool {
   std::vector<Frame> frames_;
 
   std::mutex mu_;
-  std::vector<uint32_t> warm_;  // guarded by mu_; capacity kWarmFrames
+  std::vector<uint32_t> warm_;  // guarded by mu_; capacity warm_limit_
+  size_t warm_limit_ = kWarmFrames;  // guarded by mu_
   std::vector<uint32_t> cold_;  // guarded by mu_; capacity frames_total
   uint64_t reserved_ = 0;       // guarded by mu_
   std::atomic<uint64_t> used_{0};            // written under mu_

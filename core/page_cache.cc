@@ -1158,6 +1158,7 @@ Result<std::unique_ptr<PageCache>> PageCache::create(const PageCacheConfig& conf
   auto state = std::make_unique<State>(
       config, shift, std::move(pool).value(),
       std::span<const std::byte>(static_cast<const std::byte*>(z), zero_bytes), std::move(swap));
+  if (state->swap) state->pool->set_warm_limit(state->pool->frames_total());
   if (state->swap && config.background_reclaim) {
     state->reclaimer = std::make_unique<Reclaimer>(*state);
   }
