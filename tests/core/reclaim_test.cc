@@ -480,6 +480,26 @@ Bytes read_manual(Rig& rig, FilePages& f, uint64_t off, size_t len) {
   return c.bytes;
 }
 
+// Runs `op` on a thread while reads are held on a manual-completion device:
+// true when `op` was still blocked after 30 ms (it waits for the I/O). Then
+// completes I/O until `op` has returned.
+template <class Op>
+bool blocks_until_completed(Rig& rig, Op&& op) {
+  std::atomic<bool> finished{false};
+  std::thread t([&] {
+    op();
+    finished = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  const bool blocked = !finished.load();
+  while (!finished) {
+    rig.dev->complete_pending();
+    std::this_thread::yield();
+  }
+  t.join();
+  return blocked;
+}
+
 TEST_CASE("swap-in: a read of swapped pages returns at once and replies from the completion",
           "[reclaim][async]") {
   auto rig = make_rig(16, 1024, MemorySwapDevice::Completion::Manual, false);
@@ -534,18 +554,7 @@ TEST_CASE("swap-in: truncate, punch and write wait for a swap-in in flight", "[r
   Capture r1;
   f.read(2 * kPage, 2 * kPage, r1.done());
   REQUIRE(r1.calls == 0);
-  std::atomic<bool> truncated{false};
-  std::thread t([&] {
-    f.truncate(4 * kPage, kPage + 10);
-    truncated = true;
-  });
-  std::this_thread::sleep_for(std::chrono::milliseconds(30));
-  CHECK_FALSE(truncated.load());
-  while (!truncated) {
-    rig.dev->complete_pending();
-    std::this_thread::yield();
-  }
-  t.join();
+  CHECK(blocks_until_completed(rig, [&] { f.truncate(4 * kPage, kPage + 10); }));
   REQUIRE(r1.calls == 1);
   CHECK(r1.status.is_ok());
   CHECK(r1.bytes == Bytes(a.begin() + 2 * kPage, a.end()));
@@ -558,19 +567,8 @@ TEST_CASE("swap-in: truncate, punch and write wait for a swap-in in flight", "[r
   Capture r2;
   f.read(0, kPage, r2.done());
   REQUIRE(r2.calls == 0);
-  std::atomic<bool> written{false};
   Status wst;
-  std::thread w([&] {
-    wst = f.write(50, pattern(10, 8));
-    written = true;
-  });
-  std::this_thread::sleep_for(std::chrono::milliseconds(30));
-  CHECK_FALSE(written.load());
-  while (!written) {
-    rig.dev->complete_pending();
-    std::this_thread::yield();
-  }
-  w.join();
+  CHECK(blocks_until_completed(rig, [&] { wst = f.write(50, pattern(10, 8)); }));
   CHECK(wst.is_ok());
   REQUIRE(r2.calls == 1);
   CHECK(r2.bytes == Bytes(want.begin(), want.begin() + kPage));
@@ -585,16 +583,7 @@ TEST_CASE("swap-in: truncate, punch and write wait for a swap-in in flight", "[r
   evict_all();
   Capture r3;
   g->read(0, 2 * kPage, r3.done());
-  std::atomic<bool> gone{false};
-  std::thread u([&] {
-    g.reset();
-    gone = true;
-  });
-  while (!gone) {
-    rig.dev->complete_pending();
-    std::this_thread::yield();
-  }
-  u.join();
+  CHECK(blocks_until_completed(rig, [&] { g.reset(); }));
   CHECK(r3.calls == 1);
   CHECK(r3.bytes == pattern(2 * kPage, 9));
 }
