@@ -257,7 +257,9 @@ void FilePagesImpl::drop_slot_locked(Pmap* p) {
 // into a swap word.
 
 struct ReadRequest {
-  ReadRequest(PageCache::State& s, FilePages::ReadDone d) : st(s), done(std::move(d)) {}
+  ReadRequest(PageCache::State& s, FilePages::ReadDone d) : st(s), done(std::move(d)) {
+    st.reads_in_flight.fetch_add(1, std::memory_order_relaxed);
+  }
 
   // One awaited page is in (err: 0 or a negative errno). The last one
   // replies.
@@ -289,8 +291,10 @@ struct ReadRequest {
       spdlog::error("read reply failed: {}", ex.what());
     }
     for (Pmap* p : pins.span()) p->unpin();
-    st.notify_progress();  // truncate and unlink wait for these pins
+    PageCache::State& state = st;
     delete this;
+    state.reads_in_flight.fetch_sub(1, std::memory_order_release);
+    state.notify_progress();  // truncate, unlink and drain_reads wait for this
   }
 };
 
@@ -1203,6 +1207,10 @@ PageCacheStats PageCache::stats() const {
   r.readahead_pages = ld(s.readahead_pages);
   r.readahead_hits = ld(s.readahead_hits);
   return r;
+}
+
+void PageCache::drain_reads() {
+  while (state_->reads_in_flight.load(std::memory_order_acquire) != 0) state_->wait_progress();
 }
 
 uint64_t PageCache::shrink(uint64_t frames) {

@@ -178,6 +178,11 @@ class PageCache {
   size_t page_size() const;
   PageCacheStats stats() const;
 
+  // Waits until every asynchronous read has replied (its `done` returned):
+  // the daemon calls it before the FUSE session those replies go to is
+  // destroyed.
+  void drain_reads();
+
   // Reclaims on the calling thread until `frames` frames are free or
   // nothing more can be paged out; returns the frames free. Without swap,
   // returns at once. (Tests; the daemon relies on the Reclaimer thread.)

@@ -81,6 +81,7 @@ struct PageCache::State {
   std::atomic<uint64_t> frame_waits{0};
   std::atomic<uint64_t> writeback_in_flight{0};  // pages
   std::atomic<uint64_t> reads_async{0};
+  std::atomic<uint64_t> reads_in_flight{0};  // ReadRequests not yet replied
   std::atomic<uint64_t> readahead_pages{0};
   std::atomic<uint64_t> readahead_hits{0};
 

@@ -121,6 +121,9 @@ int serve(const Options& o) {
       int loop_rc = fuse_session_loop_mt(se, loop);
       rc = (loop_rc == 0 || loop_rc == SIGTERM || loop_rc == SIGINT || loop_rc == SIGHUP) ? 0 : 1;
       fuse_loop_cfg_destroy(loop);
+      // Reads waiting for swap-in reply from the I/O completion: let them
+      // finish while the session they reply to still exists.
+      (*cache)->drain_reads();
       fuse_session_unmount(se);
       PageCacheStats s = (*cache)->stats();
       spdlog::info("unmounted {}: {} pages allocated, {} frames used, {} bytes of metadata", o.mountpoint,
