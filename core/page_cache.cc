@@ -161,6 +161,7 @@ class FilePagesImpl {
   static bool needs_fault(uint64_t w) { return w != 0 && !FileIndex::is_pmap(w); }
 
   Pmap* new_pmap_locked(uint64_t page, FramePool::Reservation& frames, bool* zeroed);
+  Pmap* bind_locked(uint64_t page, Frame* frame);
   template <class Wants>
   Result<FramePool::Reservation> reserve_locked(std::unique_lock<std::shared_mutex>& lock,
                                                 uint64_t first, uint64_t last, uint64_t extra,
@@ -192,13 +193,20 @@ class FilePagesImpl {
 Pmap* FilePagesImpl::new_pmap_locked(uint64_t page, FramePool::Reservation& frames,
                                      bool* zeroed) {
   FramePool::Taken t = frames.take();
+  Pmap* p = bind_locked(page, t.frame);
+  index_.set(page, FileIndex::of_pmap(p));
+  *zeroed = t.zeroed;
+  return p;
+}
+
+// A new Pmap for `page` bound to `frame` (resident). The caller stores it
+// in the index and adds it to the lists.
+Pmap* FilePagesImpl::bind_locked(uint64_t page, Frame* frame) {
   auto* p = new Pmap(this, page);
   st_.metadata.fetch_add(sizeof(Pmap), std::memory_order_relaxed);
-  p->set_binding(Binding::frame(t.frame));
-  t.frame->set_owner(p);
-  index_.set(page, FileIndex::of_pmap(p));
+  p->set_binding(Binding::frame(frame));
+  frame->set_owner(p);
   st_.pages_resident.fetch_add(1, std::memory_order_relaxed);
-  *zeroed = t.zeroed;
   return p;
 }
 
@@ -344,14 +352,10 @@ void FilePagesImpl::submit_swap_in_locked(Pmap* p) {
 // under swap-in bound to `frame`. The caller stores it in the index and adds
 // it to the lists.
 Pmap* FilePagesImpl::start_swap_in_locked(uint64_t page, Frame* frame, uint64_t slot) {
-  auto* p = new Pmap(this, page);
-  st_.metadata.fetch_add(sizeof(Pmap), std::memory_order_relaxed);
-  p->set_binding(Binding::frame(frame));
-  frame->set_owner(p);
+  Pmap* p = bind_locked(page, frame);
   frame->set_swap_slot(slot);  // swap cache: the page is clean
   st_.swap_cached.fetch_add(1, std::memory_order_relaxed);
   p->set_uptodate();  // swapped implies written
-  st_.pages_resident.fetch_add(1, std::memory_order_relaxed);
   st_.pages_swapped.fetch_sub(1, std::memory_order_relaxed);
   submit_swap_in_locked(p);
   return p;
@@ -441,13 +445,9 @@ Status FilePagesImpl::fault_range_locked(std::unique_lock<std::shared_mutex>& lo
       FramePool::Taken t = frames.take();
       if (is_zero_word(w)) {
         if (!t.zeroed) std::memset(t.frame->bytes().data(), 0, page_size());
-        auto* p = new Pmap(this, page);
-        st_.metadata.fetch_add(sizeof(Pmap), std::memory_order_relaxed);
-        p->set_binding(Binding::frame(t.frame));
-        t.frame->set_owner(p);
+        Pmap* p = bind_locked(page, t.frame);
         if (w == kZeroUptodateWord) p->set_uptodate();
         p->set_referenced();
-        st_.pages_resident.fetch_add(1, std::memory_order_relaxed);
         fresh.push_back(p);
         return FileIndex::of_pmap(p);
       }
@@ -481,16 +481,12 @@ Status FilePagesImpl::fault_range_locked(std::unique_lock<std::shared_mutex>& lo
   SmallVec<Pmap*, 16> bound;
   for (const Whole& h : wholes.span()) {
     st_.swap->free(swapdev::SwapSlot(h.slot));  // the write replaces it all
-    auto* p = new Pmap(this, h.page);
-    st_.metadata.fetch_add(sizeof(Pmap), std::memory_order_relaxed);
-    p->set_binding(Binding::frame(h.frame));
-    h.frame->set_owner(p);
+    Pmap* p = bind_locked(h.page, h.frame);
     // Until the write copies in, the frame must not pass for zeros-and-clean.
     p->mark_dirty(~uint64_t{0});
     p->set_uptodate();
     p->set_referenced();
     index_.set(h.page, FileIndex::of_pmap(p));
-    st_.pages_resident.fetch_add(1, std::memory_order_relaxed);
     st_.pages_swapped.fetch_sub(1, std::memory_order_relaxed);
     bound.push_back(p);
   }
