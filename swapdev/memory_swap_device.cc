@@ -11,6 +11,7 @@ namespace tmpfsd::swapdev {
 
 MemorySwapDevice::MemorySwapDevice(const Options& opt)
     : page_size_(opt.page_size),
+      min_block_shift_(opt.min_block_shift),
       mode_(opt.completion),
       delay_(opt.delay),
       alloc_({.total_slots = opt.slots, .cluster_slots = opt.cluster_slots, .shards = 0,

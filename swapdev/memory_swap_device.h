@@ -43,6 +43,7 @@ class MemorySwapDevice final : public SwapDevice {
     uint32_t cluster_slots = 256;
     Completion completion = Completion::Inline;
     std::chrono::microseconds delay{0};  // Thread mode: time before each completion
+    unsigned min_block_shift = 9;         // what min_block_shift() reports
   };
 
   explicit MemorySwapDevice(const Options& opt);
@@ -50,6 +51,7 @@ class MemorySwapDevice final : public SwapDevice {
 
   size_t page_size() const override { return page_size_; }
   uint64_t total_slots() const override { return alloc_.total_slots(); }
+  unsigned min_block_shift() const override { return min_block_shift_; }
   SlotRun allocate(uint32_t want, SwapSlot hint = {}) override;
   void free(SwapSlot first, uint32_t count = 1) override;
   void write(SwapSlot first, ConstPages pages, IoDone done) override;
@@ -90,6 +92,7 @@ class MemorySwapDevice final : public SwapDevice {
   void worker(std::stop_token st);
 
   const size_t page_size_;
+  const unsigned min_block_shift_;
   const Completion mode_;
   const std::chrono::microseconds delay_;
   SlotAllocator alloc_;

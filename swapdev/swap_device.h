@@ -97,6 +97,10 @@ class SwapDevice {
 
   virtual size_t page_size() const = 0;
   virtual uint64_t total_slots() const = 0;
+  // log2 of the smallest block write_blocks() can write on this medium
+  // (>= 9, <= log2(page_size())): the direct I/O alignment of the swap
+  // file's file system. Callers coarsen their block masks to it.
+  virtual unsigned min_block_shift() const = 0;
 
   // Allocates up to `want` (>= 1) consecutive slots. If `hint` is valid and
   // free (typically the slot after a neighbouring page's slot) the run starts

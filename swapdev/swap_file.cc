@@ -7,6 +7,7 @@
 #include <sys/statfs.h>
 #include <unistd.h>
 
+#include <bit>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -130,6 +131,20 @@ SwapFile create_swap_file(const SwapFileOptions& opt) noexcept {
       ::fcntl(fd, F_SETFL, fl & ~O_DIRECT);
       direct = false;
     }
+  }
+  // The smallest block O_DIRECT takes here (partial page writes,
+  // write_blocks): try 512 B and up inside the probe page, which is
+  // reserved and holds no slot's data yet.
+  if (direct) {
+    void* buf = std::aligned_alloc(kProbe, kProbe);
+    std::memset(buf, 0, kProbe);
+    for (size_t b = 512; b <= kProbe; b *= 2) {
+      if (::pwrite(fd, buf, b, static_cast<off_t>(kProbe - b)) == static_cast<ssize_t>(b)) {
+        f.dio_shift = static_cast<unsigned>(std::countr_zero(b));
+        break;
+      }
+    }
+    std::free(buf);
   }
   if (opt.direct_io && !direct)
     spdlog::warn("swapdev: {} does not support O_DIRECT; the swap file uses buffered I/O "

@@ -31,6 +31,7 @@ struct SwapFile {
   int fd = -1;          // owned by the caller on success
   bool direct = false;  // O_DIRECT in effect
   bool can_punch = true;
+  unsigned dio_shift = 12;  // O_DIRECT: log2 of the smallest aligned write
   int err = 0;          // 0 or -errno
   std::string error;    // why, for a person, when err != 0
 };

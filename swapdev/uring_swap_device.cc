@@ -143,8 +143,10 @@ void UringSwapDevice::recycle(Unit* u) {
   if (!keep_unit) delete u;
 }
 
-UringSwapDevice::UringSwapDevice(const UringOptions& opt, int fd, bool direct, bool can_punch)
+UringSwapDevice::UringSwapDevice(const UringOptions& opt, int fd, bool direct, bool can_punch,
+                                 unsigned min_block_shift)
     : page_size_(opt.page_size),
+      min_block_shift_(min_block_shift),
       max_merge_(std::clamp<uint32_t>(opt.max_merge_pages, 1, kMaxRequestPages)),
       discard_batch_(std::max<uint32_t>(1, opt.discard_batch)),
       discard_interval_(opt.discard_interval),

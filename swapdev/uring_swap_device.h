@@ -110,6 +110,7 @@ class UringSwapDevice final : public SwapDevice {
 
   size_t page_size() const override { return page_size_; }
   uint64_t total_slots() const override { return alloc_.total_slots(); }
+  unsigned min_block_shift() const override { return min_block_shift_; }
   SlotRun allocate(uint32_t want, SwapSlot hint = {}) override;
   void free(SwapSlot first, uint32_t count = 1) override;
   void write(SwapSlot first, ConstPages pages, IoDone done) override;
@@ -149,7 +150,8 @@ class UringSwapDevice final : public SwapDevice {
   struct Unit;
   friend UringOpenResult open_uring_swap_device(const UringOptions&) noexcept;
 
-  UringSwapDevice(const UringOptions& opt, int fd, bool direct, bool can_punch);
+  UringSwapDevice(const UringOptions& opt, int fd, bool direct, bool can_punch,
+                  unsigned min_block_shift);
   int init_ring(unsigned entries, std::string& error);
 
   void enqueue(Request* r);
@@ -173,6 +175,7 @@ class UringSwapDevice final : public SwapDevice {
 
   // Constant after construction.
   const size_t page_size_;
+  const unsigned min_block_shift_;
   const uint32_t max_merge_;
   const uint32_t discard_batch_;
   const std::chrono::milliseconds discard_interval_;

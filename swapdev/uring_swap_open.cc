@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <bit>
 #include <cerrno>
 #include <new>
@@ -42,12 +43,18 @@ UringOpenResult open_uring_swap_device(const UringOptions& opt) noexcept {
                                    .test_refuse_direct_io = opt.test_refuse_direct_io});
     if (f.err) return error(f.err, f.error);
 
-    std::unique_ptr<UringSwapDevice> dev(new UringSwapDevice(opt, f.fd, f.direct, f.can_punch));
+    // Buffered I/O writes any block; O_DIRECT the file system's alignment,
+    // never more than a page.
+    const unsigned page_shift = static_cast<unsigned>(std::countr_zero(opt.page_size));
+    const unsigned min_shift = f.direct ? std::min(f.dio_shift, page_shift) : 9;
+    std::unique_ptr<UringSwapDevice> dev(
+        new UringSwapDevice(opt, f.fd, f.direct, f.can_punch, min_shift));
     std::string why;
     if (int r = dev->init_ring(opt.queue_depth, why); r < 0)
       return error(r, fmt::format("cannot set up io_uring for the swap file: {}", why));
-    spdlog::info("swapdev: {} slots of {} bytes in {} ({}, discard {})", slots, opt.page_size,
-                 opt.dir, f.direct ? "O_DIRECT" : "buffered", f.can_punch ? "on" : "off");
+    spdlog::info("swapdev: {} slots of {} bytes in {} ({}, {}-byte blocks, discard {})", slots,
+                 opt.page_size, opt.dir, f.direct ? "O_DIRECT" : "buffered", 1u << min_shift,
+                 f.can_punch ? "on" : "off");
     UringOpenResult r;
     r.device = std::move(dev);
     return r;

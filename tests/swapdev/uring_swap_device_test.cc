@@ -401,6 +401,33 @@ TEST_CASE("uring: write_blocks with 64 blocks a page, unaligned memory, and a ru
   CHECK(std::memcmp(p.page(2).data(), p.page(1).data(), kPage) == 0);
 }
 
+TEST_CASE("uring: min_block_shift is the smallest block O_DIRECT writes; buffered says 512",
+          "[uring][write_blocks]") {
+  auto dev = open_uring({.dir = "/var/tmp", .size_bytes = 4 << 20});
+  REQUIRE(dev->direct_io());
+  const unsigned shift = dev->min_block_shift();
+  CHECK(shift >= 9);
+  CHECK(shift <= 12);
+  const size_t block = size_t{1} << shift;
+  Pages p(3, 4096);
+  p.fill_random(0, 80);
+  SlotRun s = dev->allocate(1);
+  REQUIRE(write_sync(*dev, s.first, p.const_spans(0, 1)) == 0);
+  // The last block of the page alone, at the reported size: the kernel takes it.
+  std::memcpy(p.page(1).data(), p.page(0).data(), 4096);
+  std::memset(p.page(1).data() + 4096 - block, 0x5a, block);
+  const uint64_t mask = uint64_t{1} << ((4096 >> shift) - 1);
+  SwapCounters before = dev->counters();
+  REQUIRE(write_blocks_sync(*dev, s.first, p.page(1), mask, shift) == 0);
+  CHECK(dev->counters().bytes_written - before.bytes_written == block);
+  REQUIRE(read_sync(*dev, s.first, p.spans(2, 1)) == 0);
+  CHECK(std::memcmp(p.page(2).data(), p.page(1).data(), 4096) == 0);
+
+  auto buffered = open_uring({.dir = "/var/tmp", .size_bytes = 4 << 20, .direct_io = false});
+  CHECK_FALSE(buffered->direct_io());
+  CHECK(buffered->min_block_shift() == 9);
+}
+
 namespace {
 // Names of create+unlink fallback files left in `dir` (there should be none).
 int named_swap_files(const std::string& dir) {
