@@ -104,7 +104,7 @@ bool PageCache::State::reserve_pages(uint64_t n) {
 //   - a pmap under writeback (kWriteback set, pinned): its dirty bits and
 //     its frame's slot belong to the write's completion, which takes no file
 //     mutex; whoever holds mu_ and wants to change the page waits for
-//     kWriteback to clear (wait_writeback_locked): the "wait" choice of
+//     kWriteback to clear (wait_busy_locked): the "wait" choice of
 //     DESIGN.md, not "copy";
 //   - a pmap isolated by reclaim (pinned, on no list): freeing it waits
 //     until PmapLists::remove_idle() sees it unpinned.
@@ -151,6 +151,8 @@ class FilePagesImpl {
     const unsigned n = b - a + 1;
     return (n >= 64 ? ~uint64_t{0} : ((uint64_t{1} << n) - 1)) << a;
   }
+  // Every block of a page.
+  uint64_t all_blocks() const { return block_bits(0, page_size()); }
   // Data for SEEK_DATA: a page that was written (or is swapped, which
   // implies written); fallocated-only pages are holes, as on tmpfs.
   static bool is_data(uint64_t w) {
@@ -178,6 +180,7 @@ class FilePagesImpl {
   uint64_t readahead_window(uint64_t pages) const;
   void wait_busy_locked(uint64_t first, uint64_t last);
   void drop_slot_locked(Pmap* p);
+  void dirty_locked(Pmap* p, uint64_t blocks);
   void zero_in_page_locked(std::unique_lock<std::shared_mutex>& lock, uint64_t page, size_t from,
                            size_t to);
   void free_range_locked(uint64_t first, uint64_t last);
@@ -234,15 +237,24 @@ void FilePagesImpl::wait_busy_locked(uint64_t first, uint64_t last) {
   }
 }
 
-// A page about to be changed loses its swap-cache slot: the copy there is
-// no longer the page's. No I/O is in flight on it (writeback waited for,
-// faults are synchronous under mu_).
+// The page gives up its swap-cache slot. No I/O is in flight on it
+// (writeback waited for, faults are synchronous under mu_).
 void FilePagesImpl::drop_slot_locked(Pmap* p) {
   Frame* f = p->frame();
   if (!f->has_slot()) return;
   st_.swap->free(swapdev::SwapSlot(f->swap_slot()));
   f->set_swap_slot(Frame::kNoSlot);
   st_.swap_cached.fetch_sub(1, std::memory_order_relaxed);
+}
+
+// The page changes in `blocks` (no I/O in flight on it). A swap-cached page
+// keeps its slot while part of it is still clean: the slot then holds every
+// block but the dirty ones, and writeback rewrites only those
+// (page_out_locked). Once every block is dirty the slot holds nothing of
+// use and is freed: the page goes to a fresh slot next to its neighbours.
+void FilePagesImpl::dirty_locked(Pmap* p, uint64_t blocks) {
+  p->mark_dirty(blocks);
+  if ((p->dirty_blocks() & all_blocks()) == all_blocks()) drop_slot_locked(p);
 }
 
 // ---------------------------------------------------------------------------
@@ -483,7 +495,7 @@ Status FilePagesImpl::fault_range_locked(std::unique_lock<std::shared_mutex>& lo
     st_.swap->free(swapdev::SwapSlot(h.slot));  // the write replaces it all
     Pmap* p = bind_locked(h.page, h.frame);
     // Until the write copies in, the frame must not pass for zeros-and-clean.
-    p->mark_dirty(~uint64_t{0});
+    p->mark_dirty(all_blocks());
     p->set_uptodate();
     p->set_referenced();
     index_.set(h.page, FileIndex::of_pmap(p));
@@ -499,7 +511,7 @@ Status FilePagesImpl::fault_range_locked(std::unique_lock<std::shared_mutex>& lo
     if (p->read_error()) {
       p->clear_read_error();
       drop_slot_locked(p);
-      p->mark_dirty(~uint64_t{0});
+      p->mark_dirty(all_blocks());
     }
     return true;
   });
@@ -766,11 +778,10 @@ Status FilePagesImpl::write(uint64_t off, std::span<const std::byte> data) {
       p = FileIndex::as_pmap(w);
       assert(p->resident() && !p->writeback() && p->bytes_valid());
       p->set_referenced();
-      drop_slot_locked(p);
     }
     std::memcpy(p->frame()->bytes().data() + from, src, to - from);
     src += to - from;
-    p->mark_dirty(block_bits(from, to));
+    dirty_locked(p, block_bits(from, to));
     p->set_uptodate();
   }
   assert(frames.left() == 0);
@@ -796,9 +807,8 @@ void FilePagesImpl::zero_in_page_locked(std::unique_lock<std::shared_mutex>& loc
   }
   wait_busy_locked(page, page);
   Pmap* p = FileIndex::as_pmap(index_.get(page));
-  drop_slot_locked(p);
   std::memset(p->frame()->bytes().data() + from, 0, to - from);
-  p->mark_dirty(block_bits(from, to));
+  dirty_locked(p, block_bits(from, to));
 }
 
 // Removes every page in [first, last). Words are cleared from the index at
@@ -954,21 +964,45 @@ std::optional<uint64_t> FilePagesImpl::seek_hole(uint64_t off, uint64_t size) co
 
 namespace {
 
+// `mask` with each group of 2^k bits folded into one bit: a block bitmap in
+// blocks 2^k times larger.
+uint64_t coarsen(uint64_t mask, unsigned k) {
+  if (k == 0) return mask;
+  const unsigned group = 1u << k;
+  const uint64_t ones = group >= 64 ? ~uint64_t{0} : (uint64_t{1} << group) - 1;
+  uint64_t out = 0;
+  for (unsigned i = 0; i * group < 64; ++i)
+    if ((mask >> (i * group)) & ones) out |= uint64_t{1} << i;
+  return out;
+}
+
 // Writeback completion, on the device's completion thread. Takes no file
 // mutex: it owns p's dirty bits and its frame's slot until it clears
 // kWriteback, and gives the pin back with the pmap on a list (putback_unpin)
-// as its last touch of p.
+// as its last touch of p. `partial`: the dirty blocks were rewritten in the
+// slot the frame already had (write_blocks).
 void writeback_done(PageCache::State& st, Pmap* p, Frame* f, uint64_t slot, bool background,
-                    int err) {
+                    bool partial, uint64_t all_blocks, int err) {
   if (err == 0) {
     p->clear_dirty(~uint64_t{0});
-    f->set_swap_slot(slot);
-    st.swap_cached.fetch_add(1, std::memory_order_relaxed);
+    if (!partial) {
+      f->set_swap_slot(slot);
+      st.swap_cached.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      st.partial_writebacks.fetch_add(1, std::memory_order_relaxed);
+    }
     st.writebacks.fetch_add(1, std::memory_order_relaxed);
     if (background) st.background_cleaned.fetch_add(1, std::memory_order_relaxed);
   } else {
-    // -EIO, -ENOSPC...: the slot holds nothing; the page stays dirty and
-    // resident, and goes to the active list so it is not retried at once.
+    // -EIO, -ENOSPC...: the slot holds nothing of use (a failed partial
+    // rewrite leaves it poisoned); the page stays resident and, with no
+    // slot, wholly dirty. It goes to the active list so it is not retried
+    // at once.
+    if (partial) {
+      f->set_swap_slot(Frame::kNoSlot);
+      st.swap_cached.fetch_sub(1, std::memory_order_relaxed);
+      p->mark_dirty(all_blocks);
+    }
     st.swap->free(swapdev::SwapSlot(slot));
     st.writeback_errors.fetch_add(1, std::memory_order_relaxed);
     spdlog::warn("writeback to slot {} failed: {}", slot, std::strerror(-err));
@@ -1012,9 +1046,26 @@ void FilePagesImpl::page_out_locked(Pmap* p, ScanControl& sc) {
     ++sc.freed;
     return;
   }
-  assert(!f->has_slot());  // a write frees the slot before dirtying
   if (st_.writeback_in_flight.load(std::memory_order_relaxed) >= writeback_cap(st_)) {
     return st_.lists.putback_unpin(p, Where::kInactiveHead);
+  }
+  PageCache::State* st = &st_;
+  const bool background = sc.background;
+  const uint64_t all = all_blocks();
+  if (f->has_slot()) {
+    // Swapped in, then partly rewritten (dirty_locked): the slot holds the
+    // rest, so only the dirty blocks go out, in the medium's block size.
+    const unsigned shift = std::max(st_.block_shift, st_.swap->min_block_shift());
+    const uint64_t mask = coarsen(p->dirty_blocks() & all, shift - st_.block_shift);
+    const uint64_t slot = f->swap_slot();
+    ++sc.submitted;
+    p->set_writeback();
+    st_.writeback_in_flight.fetch_add(1, std::memory_order_relaxed);
+    st_.swap->write_blocks(swapdev::SwapSlot(slot), f->bytes(), mask, shift,
+                           [st, p, f, slot, background, all](int err) {
+                             writeback_done(*st, p, f, slot, background, true, all, err);
+                           });
+    return;
   }
   swapdev::SwapSlot hint;
   if (sc.last_file == this && sc.last_index + 1 == p->index()) {
@@ -1033,11 +1084,9 @@ void FilePagesImpl::page_out_locked(Pmap* p, ScanControl& sc) {
   p->set_writeback();
   st_.writeback_in_flight.fetch_add(1, std::memory_order_relaxed);
   const std::span<const std::byte> bytes = f->bytes();
-  PageCache::State* st = &st_;
   const uint64_t slot = run.first.value;
-  const bool background = sc.background;
-  st_.swap->write(run.first, {&bytes, 1}, [st, p, f, slot, background](int err) {
-    writeback_done(*st, p, f, slot, background, err);
+  st_.swap->write(run.first, {&bytes, 1}, [st, p, f, slot, background, all](int err) {
+    writeback_done(*st, p, f, slot, background, false, all, err);
   });
 }
 
@@ -1193,6 +1242,7 @@ PageCacheStats PageCache::stats() const {
   r.swap_ins = ld(s.swap_ins);
   r.swap_in_errors = ld(s.swap_in_errors);
   r.writebacks = ld(s.writebacks);
+  r.partial_writebacks = ld(s.partial_writebacks);
   r.writeback_errors = ld(s.writeback_errors);
   r.background_cleaned = ld(s.background_cleaned);
   r.reclaim_scans = ld(s.reclaim_scans);

@@ -67,10 +67,13 @@ struct PageCacheStats {
   uint64_t frames_free = 0;       // neither used nor promised to a writer
   uint64_t swap_slots_total = 0;
   uint64_t swap_slots_used = 0;
-  uint64_t swap_cached = 0;       // resident pages that also have a valid slot
+  uint64_t swap_cached = 0;       // resident pages that also have a slot (holding
+                                  // all of a clean page, all but the dirty blocks
+                                  // of a dirty one)
   uint64_t swap_ins = 0;          // pages read back from swap
   uint64_t swap_in_errors = 0;    // reads that failed (EIO to the reader)
   uint64_t writebacks = 0;        // pages written to swap successfully
+  uint64_t partial_writebacks = 0;  // of writebacks: only the dirty blocks, into the page's slot
   uint64_t writeback_errors = 0;  // page writes that failed (page kept dirty)
   uint64_t background_cleaned = 0;  // of writebacks: by the cleaning watermark
   uint64_t reclaim_scans = 0;     // pmaps looked at on the inactive tail

@@ -73,6 +73,7 @@ struct PageCache::State {
   std::atomic<uint64_t> swap_ins{0};
   std::atomic<uint64_t> swap_in_errors{0};
   std::atomic<uint64_t> writebacks{0};
+  std::atomic<uint64_t> partial_writebacks{0};
   std::atomic<uint64_t> writeback_errors{0};
   std::atomic<uint64_t> background_cleaned{0};
   std::atomic<uint64_t> reclaim_scans{0};

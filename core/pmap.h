@@ -16,6 +16,9 @@
 //   Under writeback   Pmap*                  Frame, writeback(), io_count > 0
 //   Swap cached       Pmap*                  Frame with a slot (Frame::
 //                                            swap_slot), dirty == 0
+//   Swap cached,      Pmap*                  Frame with a slot that holds
+//     partly dirty                           every block but the dirty ones
+//                                            (dirty != all blocks)
 //   Swapped           (slot << 2) | 1        no Pmap (8 bytes/page + chunk
 //                                            share: 8.75 B measured)
 //   Zero (evicted     3, or 7 if uptodate    no Pmap: a fallocated page,
@@ -37,9 +40,17 @@
 //                               dirty, sets the frame's slot, clears
 //                               writeback, puts it on the inactive tail and
 //                               unpins. On error: slot freed, stays dirty.
-//   Swap cached -> Resident dirty
-//                               write / truncate / punch zeroing: the slot
-//                               is freed first (drop_slot_locked).
+//   Swap cached -> partly dirty write / truncate / punch zeroing of some
+//                               blocks (dirty_locked): the slot is kept.
+//   Swap cached, partly dirty -> Resident dirty
+//                               the last clean block dirtied: the slot is
+//                               freed (dirty_locked).
+//   Swap cached, partly dirty -> Under writeback -> Swap cached
+//                               page_out_locked: write_blocks() of the
+//                               dirty blocks (coarsened to the medium's
+//                               min_block_shift) into the same slot. On
+//                               error the slot (poisoned) is freed and the
+//                               page is wholly dirty.
 //   Swap cached -> Swapped      page_out_locked: not referenced, io_count
 //                               == 1 (our pin): frame freed, the Pmap
 //                               replaced by the compact word. No I/O.

@@ -30,9 +30,10 @@ struct Rig {
 
 Rig make_rig(uint64_t frames, uint64_t slots, MemorySwapDevice::Completion mode =
                                                   MemorySwapDevice::Completion::Inline,
-             bool background = true, uint64_t max_pages = 0) {
+             bool background = true, uint64_t max_pages = 0, unsigned min_block_shift = 9) {
   MemorySwapDevice::Options o;
   o.slots = slots;
+  o.min_block_shift = min_block_shift;
   o.page_size = kPage;
   o.cluster_slots = 64;
   o.completion = mode;
@@ -366,6 +367,117 @@ TEST_CASE("reclaim: a failed swap write keeps the page dirty and resident", "[re
     pc.shrink(16);
     CHECK(pc.stats().pages_swapped == 4);
     CHECK(read_bytes(f, 0, 4 * kPage) == b);
+  }
+}
+
+namespace {
+// 8 pages written, evicted and read back: every page clean in the swap
+// cache (a frame and the slot that holds it).
+void swap_cache_8_pages(PageCache& pc, FilePages& f, Model& m) {
+  Bytes b = pattern(8 * kPage, 21);
+  REQUIRE(f.write(0, b).is_ok());
+  m.write(0, b);
+  pc.shrink(16);
+  REQUIRE(pc.stats().pages_swapped == 8);
+  REQUIRE(read_bytes(f, 0, 8 * kPage) == b);
+  REQUIRE(pc.stats().swap_cached == 8);
+}
+}  // namespace
+
+TEST_CASE("reclaim: writeback of partial pages writes only dirty blocks", "[reclaim][partial]") {
+  auto rig = make_rig(16, 1024, MemorySwapDevice::Completion::Inline, false);
+  PageCache& pc = *rig.cache;
+  FilePages f(pc);
+  Model m;
+  swap_cache_8_pages(pc, f, m);
+  auto put = [&](uint64_t off, size_t len, uint32_t seed) {
+    Bytes b = pattern(len, seed);
+    REQUIRE(f.write(off, b).is_ok());
+    m.write(off, b);
+  };
+  put(0 * kPage + 10, 100, 1);          // page 0: block 0
+  put(1 * kPage + 1000, 600, 2);        // page 1: blocks 1..3
+  put(3 * kPage - 10, 20, 3);           // page 2 block 7, page 3 block 0
+  put(4 * kPage + 512, 512, 4);         // page 4: block 1 exactly
+  put(5 * kPage, kPage, 5);             // page 5: whole, a fresh slot
+  put(6 * kPage + 100, 10, 6);          // page 6: block 0, then...
+  put(6 * kPage + 3000, 10, 7);         // ...block 5: two runs
+  // Partly rewritten pages keep their slots; page 5 gave its slot up.
+  PageCacheStats s = pc.stats();
+  CHECK(s.swap_cached == 7);
+  CHECK(s.swap_slots_used == 7);
+  const swapdev::SwapCounters before = rig.dev->counters();
+  pc.shrink(16);
+  const swapdev::SwapCounters after = rig.dev->counters();
+  s = pc.stats();
+  CHECK(s.pages_swapped == 8);
+  CHECK(s.writebacks == 8 + 7);
+  CHECK(s.partial_writebacks == 6);
+  // 1 + 3 + 1 + 1 + 1 + 2 blocks of 512 bytes, and page 5 whole.
+  CHECK(after.bytes_written - before.bytes_written == 9 * 512 + kPage);
+  CHECK(after.write_requests - before.write_requests == 7);
+  CHECK(s.swap_slots_used == 8);
+  // The slots hold whole, verified pages: read back through swap-in.
+  check_file(f, m);
+  CHECK(rig.dev->counters().checksum_failures == 0);
+  CHECK(rig.dev->counters().errors == 0);
+  // A page rewritten bit by bit until every block is dirty goes whole to a
+  // fresh slot.
+  for (uint32_t b = 0; b < 8; ++b) put(7 * kPage + b * 512 + 7, 3, 100 + b);
+  const swapdev::SwapCounters before2 = rig.dev->counters();
+  pc.shrink(16);
+  CHECK(rig.dev->counters().bytes_written - before2.bytes_written == kPage);
+  CHECK(pc.stats().partial_writebacks == 6);
+  check_file(f, m);
+}
+
+TEST_CASE("reclaim: partial writeback in the swap file's block size", "[reclaim][partial]") {
+  // A file system whose O_DIRECT takes 1 KiB or 4 KiB blocks at least.
+  for (unsigned shift : {10u, 12u}) {
+    auto rig = make_rig(16, 1024, MemorySwapDevice::Completion::Inline, false, 0, shift);
+    PageCache& pc = *rig.cache;
+    FilePages f(pc);
+    Model m;
+    swap_cache_8_pages(pc, f, m);
+    Bytes b = pattern(10, 9);
+    REQUIRE(f.write(kPage + 600, b).is_ok());  // 512-byte block 1: 1 KiB block 0
+    m.write(kPage + 600, b);
+    REQUIRE(f.write(2 * kPage + 1020, b).is_ok());  // 512-byte blocks 1 and 2
+    m.write(2 * kPage + 1020, b);
+    const swapdev::SwapCounters before = rig.dev->counters();
+    pc.shrink(16);
+    const uint64_t written = rig.dev->counters().bytes_written - before.bytes_written;
+    CHECK(written == (shift == 10 ? 1024 + 2048 : 2 * kPage));
+    CHECK(pc.stats().partial_writebacks == 2);
+    check_file(f, m);
+    CHECK(rig.dev->counters().checksum_failures == 0);
+  }
+}
+
+TEST_CASE("reclaim: a failed partial writeback loses nothing; the page goes whole to a new slot",
+          "[reclaim][partial]") {
+  for (int err : {-EIO, -ENOSPC}) {
+    auto rig = make_rig(16, 1024, MemorySwapDevice::Completion::Inline, false);
+    PageCache& pc = *rig.cache;
+    FilePages f(pc);
+    Model m;
+    swap_cache_8_pages(pc, f, m);
+    Bytes b = pattern(50, 31);
+    REQUIRE(f.write(2 * kPage + 2000, b).is_ok());
+    m.write(2 * kPage + 2000, b);
+    rig.dev->inject_errors(1, err);
+    const swapdev::SwapCounters before = rig.dev->counters();
+    // The partial rewrite fails; reclaim goes on and writes the page whole
+    // to a new slot (the poisoned one is freed).
+    pc.shrink(16);
+    PageCacheStats s = pc.stats();
+    CHECK(s.writeback_errors == 1);
+    CHECK(s.partial_writebacks == 0);
+    CHECK(s.pages_swapped == 8);
+    CHECK(s.swap_slots_used == 8);
+    check_file(f, m);
+    CHECK(rig.dev->counters().bytes_written - before.bytes_written == kPage);
+    CHECK(rig.dev->counters().checksum_failures == 0);
   }
 }
 
