@@ -63,6 +63,7 @@ PageCache::State::State(const PageCacheConfig& c, unsigned shift, std::unique_pt
       page_shift(shift),
       block_shift(std::max(9u, shift - 6)),
       max_pages(c.max_pages),
+      writeback_copy(c.writeback_copy),
       pool(std::move(p)),
       zeros(zero_region),
       swap(std::move(dev)),
@@ -142,6 +143,9 @@ class FilePagesImpl {
   void page_out_locked(Pmap* p, ScanControl& sc);
 
  private:
+  // What a caller about to change pages does with one under writeback.
+  enum class OnWriteback { kWait, kCopy };
+
   size_t page_size() const { return st_.page_size; }
   uint64_t page_mask() const { return st_.page_size - 1; }
   // Bits of the dirty bitmap covering bytes [from, to) of a page (from < to).
@@ -170,7 +174,7 @@ class FilePagesImpl {
                                                 Wants&& wants);
   Status fault_range_locked(std::unique_lock<std::shared_mutex>& lock, uint64_t first,
                             uint64_t last, uint64_t off, uint64_t end, uint64_t extra,
-                            FramePool::Reservation* extra_out);
+                            FramePool::Reservation* extra_out, OnWriteback how);
   void submit_swap_in_locked(Pmap* p);
   Pmap* start_swap_in_locked(uint64_t page, Frame* frame, uint64_t slot);
   bool await_locked(Pmap* p, ReadRequest* r);
@@ -178,7 +182,8 @@ class FilePagesImpl {
                       SmallVec<Pmap*, kInlineIovecs>& pins, bool* ra_hit);
   void readahead_locked(uint64_t from, uint64_t count);
   uint64_t readahead_window(uint64_t pages) const;
-  void wait_busy_locked(uint64_t first, uint64_t last);
+  void wait_busy_locked(uint64_t first, uint64_t last, OnWriteback how = OnWriteback::kWait);
+  bool copy_under_writeback_locked(Pmap* p);
   void drop_slot_locked(Pmap* p);
   void dirty_locked(Pmap* p, uint64_t blocks);
   void zero_in_page_locked(std::unique_lock<std::shared_mutex>& lock, uint64_t page, size_t from,
@@ -215,26 +220,58 @@ Pmap* FilePagesImpl::bind_locked(uint64_t page, Frame* frame) {
 
 // Waits until no pmap in [first, last] is under writeback or swap-in or
 // pinned by a reply. The completions take no file mutex, so waiting with
-// mu_ held cannot deadlock.
-void FilePagesImpl::wait_busy_locked(uint64_t first, uint64_t last) {
+// mu_ held cannot deadlock. kCopy (writes, with writeback_copy): a page
+// under writeback is copied to a new frame instead when one is free now
+// (copy_under_writeback_locked); the caller then writes into the copy.
+void FilePagesImpl::wait_busy_locked(uint64_t first, uint64_t last, OnWriteback how) {
+  const bool copy = how == OnWriteback::kCopy && st_.writeback_copy;
   for (bool waited = false;;) {
     bool busy = false;
+    bool on_writeback = false;
     index_.visit_range(first, last + 1, [&](uint64_t, uint64_t w) {
       if (FileIndex::is_pmap(w)) {
-        const Pmap* p = FileIndex::as_pmap(w);
+        Pmap* p = FileIndex::as_pmap(w);
+        // Only the writeback's pin: nobody replies from the frame.
+        if (copy && p->writeback() && p->io_count() == 1 &&
+            (p->copied() || copy_under_writeback_locked(p))) {
+          return true;
+        }
         // io_count: also a reply in flight from this page (an
         // asynchronous read's pins): a write waits for it, so a reply
         // never carries half-old, half-new bytes. Reclaim's pins are
         // transient (it cannot take mu_ from us and puts the page back).
         busy = p->writeback() || p->read_pending() || p->io_count() != 0;
+        on_writeback = p->writeback();
       }
       return !busy;
     });
     if (!busy) return;
-    if (!waited) st_.writeback_waits.fetch_add(1, std::memory_order_relaxed);
+    if (!waited && on_writeback) st_.writeback_waits.fetch_add(1, std::memory_order_relaxed);
     waited = true;
     st_.wait_progress();
   }
+}
+
+// p is under writeback, pinned only by its I/O: copies its frame to a frame
+// free now and binds p to the copy, leaving the old frame to the I/O
+// (writeback_done frees it, with the slot, and marks p wholly dirty). The
+// copy is made before p is marked copied: until then the completion may
+// still free the old frame, and if it has begun, the copy is given up and
+// the caller waits. False: no frame free, or the completion has begun.
+bool FilePagesImpl::copy_under_writeback_locked(Pmap* p) {
+  auto r = st_.pool->reserve(1);
+  if (!r) return false;
+  FramePool::Taken t = r.value().take();
+  Frame* old = p->frame();
+  std::memcpy(t.frame->bytes().data(), old->bytes().data(), page_size());
+  if (!p->try_mark_copied()) {
+    st_.pool->free(t.frame);
+    return false;
+  }
+  t.frame->set_owner(p);
+  p->set_binding(Binding::frame(t.frame));
+  st_.writeback_copies.fetch_add(1, std::memory_order_relaxed);
+  return true;
 }
 
 // The page gives up its swap-cache slot. No I/O is in flight on it
@@ -253,6 +290,12 @@ void FilePagesImpl::drop_slot_locked(Pmap* p) {
 // (page_out_locked). Once every block is dirty the slot holds nothing of
 // use and is freed: the page goes to a fresh slot next to its neighbours.
 void FilePagesImpl::dirty_locked(Pmap* p, uint64_t blocks) {
+  // Copied during its writeback: the completion owns the dirty bits and
+  // marks the whole page dirty.
+  if (p->writeback()) {
+    assert(p->copied());
+    return;
+  }
   p->mark_dirty(blocks);
   if ((p->dirty_blocks() & all_blocks()) == all_blocks()) drop_slot_locked(p);
 }
@@ -423,7 +466,7 @@ Result<FramePool::Reservation> FilePagesImpl::reserve_locked(
 Status FilePagesImpl::fault_range_locked(std::unique_lock<std::shared_mutex>& lock,
                                          uint64_t first, uint64_t last, uint64_t off,
                                          uint64_t end, uint64_t extra,
-                                         FramePool::Reservation* extra_out) {
+                                         FramePool::Reservation* extra_out, OnWriteback how) {
   // A read leaves zero words alone (they read as zeros); a write needs a
   // frame for them too.
   const bool for_write = extra_out != nullptr;
@@ -475,7 +518,7 @@ Status FilePagesImpl::fault_range_locked(std::unique_lock<std::shared_mutex>& lo
     });
   }
   st_.lists.add_new(fresh.span());
-  wait_busy_locked(first, last);
+  wait_busy_locked(first, last, how);
 
   Status status;
   index_.visit_range(first, last + 1, [&](uint64_t page, uint64_t w) {
@@ -745,11 +788,13 @@ Status FilePagesImpl::write(uint64_t off, std::span<const std::byte> data) {
   if (!st_.reserve_pages(missing)) return Errno{ENOSPC};
   FramePool::Reservation frames;
   if (st_.swap) {
-    if (Status s = fault_range_locked(lock, first, last, off, end, missing, &frames); !s) {
+    if (Status s = fault_range_locked(lock, first, last, off, end, missing, &frames,
+                                      OnWriteback::kCopy);
+        !s) {
       st_.unreserve_pages(missing);
       return s;
     }
-    wait_busy_locked(first, last);
+    wait_busy_locked(first, last, OnWriteback::kCopy);
   } else if (missing > 0) {
     auto r = st_.pool->reserve(missing);
     if (!r) {
@@ -776,7 +821,7 @@ Status FilePagesImpl::write(uint64_t off, std::span<const std::byte> data) {
       }
     } else {
       p = FileIndex::as_pmap(w);
-      assert(p->resident() && !p->writeback() && p->bytes_valid());
+      assert(p->resident() && (!p->writeback() || p->copied()) && p->bytes_valid());
       p->set_referenced();
     }
     std::memcpy(p->frame()->bytes().data() + from, src, to - from);
@@ -796,7 +841,9 @@ void FilePagesImpl::zero_in_page_locked(std::unique_lock<std::shared_mutex>& loc
   if (w == 0 || is_zero_word(w)) return;  // reads as zeros already
   if (!FileIndex::is_pmap(w)) {
     const uint64_t pstart = page << st_.page_shift;
-    if (Status s = fault_range_locked(lock, page, page, pstart, pstart, 0, nullptr); !s) {
+    if (Status s = fault_range_locked(lock, page, page, pstart, pstart, 0, nullptr,
+                                      OnWriteback::kWait);
+        !s) {
       // The tail stays in swap un-zeroed; a later extension of the file
       // would show it. Only after a swap read error or total exhaustion.
       spdlog::error("cannot fault in page {} to zero its tail: {}", page, std::strerror(s.code()));
@@ -983,6 +1030,25 @@ uint64_t coarsen(uint64_t mask, unsigned k) {
 // slot the frame already had (write_blocks).
 void writeback_done(PageCache::State& st, Pmap* p, Frame* f, uint64_t slot, bool background,
                     bool partial, uint64_t all_blocks, int err) {
+  if (p->begin_writeback_completion()) {
+    // A writer copied the page to a new frame during the write
+    // (copy_under_writeback_locked): f is ours alone now, and neither it
+    // nor the slot holds the page any more.
+    if (partial) {
+      f->set_swap_slot(Frame::kNoSlot);
+      st.swap_cached.fetch_sub(1, std::memory_order_relaxed);
+    }
+    st.swap->free(swapdev::SwapSlot(slot));
+    f->set_owner(nullptr);
+    st.pool->free(f);
+    p->mark_dirty(all_blocks);
+    if (err != 0) st.writeback_errors.fetch_add(1, std::memory_order_relaxed);
+    st.writeback_in_flight.fetch_sub(1, std::memory_order_relaxed);
+    p->end_writeback();
+    st.lists.putback_unpin(p, PmapLists::Where::kActiveHead);
+    st.notify_progress();
+    return;
+  }
   if (err == 0) {
     p->clear_dirty(~uint64_t{0});
     if (!partial) {
@@ -1007,8 +1073,8 @@ void writeback_done(PageCache::State& st, Pmap* p, Frame* f, uint64_t slot, bool
     st.writeback_errors.fetch_add(1, std::memory_order_relaxed);
     spdlog::warn("writeback to slot {} failed: {}", slot, std::strerror(-err));
   }
-  p->clear_writeback();
   st.writeback_in_flight.fetch_sub(1, std::memory_order_relaxed);
+  p->end_writeback();
   // Clean pages go to the inactive tail: the next pass drops them.
   st.lists.putback_unpin(p, err == 0 ? PmapLists::Where::kInactiveTail
                                      : PmapLists::Where::kActiveHead);
@@ -1248,6 +1314,7 @@ PageCacheStats PageCache::stats() const {
   r.reclaim_scans = ld(s.reclaim_scans);
   r.pages_evicted = ld(s.pages_evicted);
   r.writeback_waits = ld(s.writeback_waits);
+  r.writeback_copies = ld(s.writeback_copies);
   r.frame_waits = ld(s.frame_waits);
   r.reads_async = ld(s.reads_async);
   r.readahead_pages = ld(s.readahead_pages);

@@ -51,6 +51,10 @@ struct PageCacheConfig {
   uint64_t memory_bytes = 0;    // frame budget (--memory); rounded down to pages
   uint64_t max_pages = 0;       // size= in pages; 0 = unlimited
   bool background_reclaim = true;  // with swap: run the Reclaimer thread
+  // A write to a page whose swap write is in flight: false waits for the
+  // I/O; true copies the page to a new frame (when one is free at once) and
+  // writes there, the I/O keeping the old frame (--writeback-copy).
+  bool writeback_copy = false;
 };
 
 // Figures for statfs and `tmpfsctl stats`.
@@ -78,7 +82,8 @@ struct PageCacheStats {
   uint64_t background_cleaned = 0;  // of writebacks: by the cleaning watermark
   uint64_t reclaim_scans = 0;     // pmaps looked at on the inactive tail
   uint64_t pages_evicted = 0;     // frames dropped by reclaim
-  uint64_t writeback_waits = 0;   // writes that waited for a page under I/O
+  uint64_t writeback_waits = 0;   // changes that waited for a page's swap write
+  uint64_t writeback_copies = 0;  // pages copied to a new frame instead (writeback_copy)
   uint64_t frame_waits = 0;       // writes/faults that had to reclaim first
   uint64_t reads_async = 0;       // reads replied from a swap-in completion
   uint64_t readahead_pages = 0;   // swapped pages read ahead of a sequential reader

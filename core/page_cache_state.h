@@ -57,6 +57,7 @@ struct PageCache::State {
   const unsigned page_shift;
   const unsigned block_shift;  // dirty-bitmap block: max(512, page_size / 64)
   const uint64_t max_pages;    // 0 = unlimited
+  const bool writeback_copy;   // PageCacheConfig::writeback_copy
   const std::unique_ptr<FramePool> pool;
   const std::span<const std::byte> zeros;  // read-only zeros, >= one page
 
@@ -79,6 +80,7 @@ struct PageCache::State {
   std::atomic<uint64_t> reclaim_scans{0};
   std::atomic<uint64_t> pages_evicted{0};
   std::atomic<uint64_t> writeback_waits{0};
+  std::atomic<uint64_t> writeback_copies{0};
   std::atomic<uint64_t> frame_waits{0};
   std::atomic<uint64_t> writeback_in_flight{0};  // pages
   std::atomic<uint64_t> reads_async{0};

@@ -158,7 +158,27 @@ class Pmap {
   void set_uptodate() { set(kUptodate); }
   bool writeback() const { return test(kWriteback); }
   void set_writeback() { set(kWriteback); }
-  void clear_writeback() { clear(kWriteback); }
+  // The end of a writeback, by its completion: clears kWriteback and the
+  // two flags below.
+  void end_writeback() { clear(kWriteback | kCopied | kCompleting); }
+  // Copy during writeback (PageCacheConfig::writeback_copy): a writer that
+  // copied the page to a new frame marks it copied, unless the completion
+  // has begun (then it waits instead); the completion marks that it has
+  // begun and learns whether the page was copied. Exactly one of the two
+  // wins, so the completion never frees the old frame under a copy and
+  // never cleans a page that a copy has changed.
+  bool copied() const { return test(kCopied); }
+  bool try_mark_copied() {
+    uint32_t f = flags_.load(std::memory_order_acquire);
+    do {
+      if ((f & kWriteback) == 0 || (f & kCompleting) != 0) return false;
+    } while (!flags_.compare_exchange_weak(f, f | kCopied, std::memory_order_acq_rel,
+                                           std::memory_order_acquire));
+    return true;
+  }
+  bool begin_writeback_completion() {
+    return (flags_.fetch_or(kCompleting, std::memory_order_acq_rel) & kCopied) != 0;
+  }
   // Swap-in (page_cache.cc, "Asynchronous swap-in"): kReadPending while the
   // slot is being read into the frame (the frame's bytes are the I/O's);
   // kReadError after that read failed (the frame's bytes are garbage, the
@@ -201,6 +221,8 @@ class Pmap {
   static constexpr uint32_t kReadPending = 1u << 5;  // a swap read is in flight
   static constexpr uint32_t kReadError = 1u << 6;    // the last swap read failed
   static constexpr uint32_t kReadahead = 1u << 7;    // read ahead, not yet used
+  static constexpr uint32_t kCopied = 1u << 8;       // copied to a new frame during writeback
+  static constexpr uint32_t kCompleting = 1u << 9;   // the writeback's completion has begun
 
   // acquire/release: the writeback completion hands dirty_ and the frame's
   // slot back to the file mutex holders by clearing kWriteback (and by the

@@ -49,6 +49,7 @@ int serve(const Options& o) {
   pc.page_size = o.page_size;
   pc.memory_bytes = o.memory_bytes;
   pc.max_pages = (o.size_bytes + o.page_size - 1) / o.page_size;
+  pc.writeback_copy = o.writeback_conflict == "copy";
   std::unique_ptr<swapdev::SwapDevice> swap;
   if (o.swap_bytes > 0) {
     swapdev::UringOptions uo;
@@ -132,13 +133,14 @@ int serve(const Options& o) {
           "page cache: frames {} used / {} free / {} total; pages {} resident ({} also in swap), {} swapped; "
           "swap slots {} / {}; swap-ins {} ({} errors; {} reads replied from the completion; "
           "readahead {} pages, {} used); writebacks {} ({} background, {} partial, {} errors); "
-          "evicted {}; reclaim scans {}; writes that waited for writeback {}, for frames {}; "
+          "evicted {}; reclaim scans {}; writes that waited for writeback {}, copied instead {}, "
+          "waited for frames {}; "
           "metadata {} bytes",
           s.frames_used, s.frames_free, s.frames_total, s.pages_resident, s.swap_cached, s.pages_swapped,
           s.swap_slots_used, s.swap_slots_total, s.swap_ins, s.swap_in_errors, s.reads_async,
           s.readahead_pages, s.readahead_hits, s.writebacks,
           s.background_cleaned, s.partial_writebacks, s.writeback_errors, s.pages_evicted, s.reclaim_scans, s.writeback_waits,
-          s.frame_waits, s.metadata_bytes);
+          s.writeback_copies, s.frame_waits, s.metadata_bytes);
     } else {
       spdlog::error("cannot mount on {}", o.mountpoint);
     }

@@ -87,6 +87,11 @@ ParseOutcome parse_options(int argc, char** argv) {
   app.add_flag("-d,--debug", o.fuse_debug, "Log every FUSE request (implies -f)");
   app.add_flag("--writeback-cache", o.writeback_cache,
                "Let the kernel cache writes (faster small writes; a full file system then reports ENOSPC at close/fsync, not at write)");
+  app.add_option("--writeback-conflict", o.writeback_conflict,
+                 "A write to a page being written to swap: wait for that I/O, or copy the page to a "
+                 "free frame and go on")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"wait", "copy"}));
   app.add_option("--threads", o.max_threads, "Most FUSE worker threads (default: libfuse's)");
   app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error or critical")
       ->capture_default_str()

@@ -39,6 +39,9 @@ struct Options {
   // --writeback-cache: faster small writes, but ENOSPC then shows at close or
   // fsync instead of write(), so it is off unless asked for.
   bool writeback_cache = false;
+  // --writeback-conflict: what a write does to a page whose swap write is
+  // in flight: "wait" for the I/O, or "copy" the page to a free frame.
+  std::string writeback_conflict = "wait";
   unsigned max_threads = 0;     // 0 = libfuse's default
   std::string log_level = "info";
 };

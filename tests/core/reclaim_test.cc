@@ -30,7 +30,8 @@ struct Rig {
 
 Rig make_rig(uint64_t frames, uint64_t slots, MemorySwapDevice::Completion mode =
                                                   MemorySwapDevice::Completion::Inline,
-             bool background = true, uint64_t max_pages = 0, unsigned min_block_shift = 9) {
+             bool background = true, uint64_t max_pages = 0, unsigned min_block_shift = 9,
+             bool writeback_copy = false) {
   MemorySwapDevice::Options o;
   o.slots = slots;
   o.min_block_shift = min_block_shift;
@@ -46,6 +47,7 @@ Rig make_rig(uint64_t frames, uint64_t slots, MemorySwapDevice::Completion mode 
   c.memory_bytes = frames * kPage;
   c.max_pages = max_pages;
   c.background_reclaim = background;
+  c.writeback_copy = writeback_copy;
   auto pc = PageCache::create(c, std::move(dev));
   REQUIRE(pc);
   r.cache = std::move(pc).value();
@@ -239,6 +241,99 @@ TEST_CASE("reclaim: a write during writeback waits and never changes the bytes i
   reader.join();
   CHECK(got.first.is_ok());
   CHECK(got.second == a);
+  CHECK(rig.dev->counters().checksum_failures == 0);
+}
+
+TEST_CASE("reclaim: writeback_copy: a write during writeback copies the page, not the bytes in flight",
+          "[reclaim][copy]") {
+  auto rig = make_rig(16, 1024, MemorySwapDevice::Completion::Manual, false, 0, 9, true);
+  PageCache& pc = *rig.cache;
+  FilePages f(pc);
+  Model m;
+  Bytes a = pattern(4 * kPage, 1);
+  REQUIRE(f.write(0, a).is_ok());
+  m.write(0, a);
+  ScanControl sc;
+  reclaim_pass(pc.state(), sc);
+  REQUIRE(sc.submitted == 4);
+  REQUIRE(rig.dev->pending() > 0);
+  // Same thread, I/O held: the write cannot wait for it, so it must copy.
+  Bytes b = pattern(100, 2);
+  REQUIRE(f.write(kPage + 10, b).is_ok());
+  m.write(kPage + 10, b);
+  Bytes c = pattern(50, 3);
+  REQUIRE(f.write(kPage + 3000, c).is_ok());  // the same page again: no second copy
+  m.write(kPage + 3000, c);
+  PageCacheStats s = pc.stats();
+  CHECK(s.writeback_copies == 1);
+  CHECK(s.writeback_waits == 0);
+  CHECK(s.frames_used == 5);  // the old frame stays with the I/O
+  CHECK(read_bytes(f, 0, 4 * kPage) == m.data);
+  // The swap writes carry the pages as they were when submitted: the
+  // device's checksums (taken at submission) verify and the slot of page 1
+  // holds the old bytes.
+  rig.dev->complete_pending();
+  s = pc.stats();
+  CHECK(s.frames_used == 4);
+  CHECK(pc.state().writeback_in_flight.load() == 0);
+  CHECK(s.swap_cached == 3);       // page 1 is dirty again, without a slot
+  CHECK(s.swap_slots_used == 3);   // its slot (old bytes) was freed
+  CHECK(rig.dev->counters().checksum_failures == 0);
+  // Out and back in: page 1 goes out whole, with the new bytes.
+  for (int i = 0; i < 10 && pc.stats().pages_swapped < 4; ++i) {
+    ScanControl s2;
+    reclaim_pass(pc.state(), s2);
+    rig.dev->complete_pending();
+  }
+  REQUIRE(pc.stats().pages_swapped == 4);
+  std::pair<Status, Bytes> got;
+  std::atomic<bool> read_done{false};
+  std::thread reader([&] {
+    got = try_read(f, 0, 4 * kPage);
+    read_done = true;
+  });
+  while (!read_done) {
+    rig.dev->complete_pending();
+    std::this_thread::yield();
+  }
+  reader.join();
+  CHECK(got.first.is_ok());
+  CHECK(got.second == m.data);
+  CHECK(rig.dev->counters().checksum_failures == 0);
+}
+
+TEST_CASE("reclaim: writeback_copy with no free frame waits for the I/O instead",
+          "[reclaim][copy]") {
+  auto rig = make_rig(16, 1024, MemorySwapDevice::Completion::Manual, false, 0, 9, true);
+  PageCache& pc = *rig.cache;
+  FilePages f(pc);
+  Model m;
+  Bytes a = pattern(16 * kPage, 4);
+  REQUIRE(f.write(0, a).is_ok());  // every frame
+  m.write(0, a);
+  ScanControl sc;
+  sc.evict = false;
+  reclaim_pass(pc.state(), sc);
+  REQUIRE(sc.submitted > 0);
+  REQUIRE(pc.stats().frames_free == 0);
+  // The first page sent: the inactive tail is the oldest page, page 0.
+  Bytes b = pattern(10, 5);
+  std::atomic<bool> written{false};
+  Status wst;
+  std::thread writer([&] {
+    wst = f.write(5, b);
+    written = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  CHECK_FALSE(written.load());
+  rig.dev->complete_pending();
+  writer.join();
+  REQUIRE(wst.is_ok());
+  m.write(5, b);
+  PageCacheStats s = pc.stats();
+  CHECK(s.writeback_copies == 0);
+  CHECK(s.writeback_waits >= 1);
+  CHECK(read_bytes(f, 0, 16 * kPage) == m.data);
   CHECK(rig.dev->counters().checksum_failures == 0);
 }
 
@@ -522,7 +617,9 @@ TEST_CASE("reclaim: fallocated pages need neither frames nor slots", "[reclaim]"
 
 TEST_CASE("reclaim: threads writing and reading their own files under pressure",
           "[reclaim][threads]") {
-  auto rig = make_rig(32, 16384, MemorySwapDevice::Completion::Thread);
+  const bool copy = GENERATE(false, true);
+  INFO("writeback_copy " << copy);
+  auto rig = make_rig(32, 16384, MemorySwapDevice::Completion::Thread, true, 0, 9, copy);
   PageCache& pc = *rig.cache;
   constexpr int kThreads = 4;
   std::vector<std::thread> ts;

@@ -77,6 +77,7 @@ TEST_CASE("bad options give a one-line error naming the option and exit status 2
       {{"--page-size", "5000", "/tmp"}, "--page-size"},
       {{"--page-size", "2048", "/tmp"}, "--page-size"},
       {{"--log-level", "loud", "/tmp"}, "log-level"},
+      {{"--writeback-conflict", "skip", "/tmp"}, "writeback-conflict"},
       {{"/nonexistent/mountpoint"}, "mountpoint"},
       {{"/etc/passwd"}, "not a directory"},
       {{}, "mountpoint"},
@@ -89,6 +90,15 @@ TEST_CASE("bad options give a one-line error naming the option and exit status 2
     CHECK(r.message.find(c.names) != std::string::npos);
     CHECK(r.message.find('\n') == std::string::npos);
   }
+}
+
+TEST_CASE("--writeback-conflict takes wait or copy", "[options]") {
+  auto def = parse({"/tmp"});
+  REQUIRE(def.options);
+  CHECK(def.options->writeback_conflict == "wait");
+  auto copy = parse({"--writeback-conflict", "copy", "/tmp"});
+  REQUIRE(copy.options);
+  CHECK(copy.options->writeback_conflict == "copy");
 }
 
 TEST_CASE("--help exits 0 with the usage", "[options]") {
