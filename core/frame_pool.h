@@ -59,8 +59,8 @@ class alignas(8) Frame {
   void set_owner(Pmap* p) { owner_ = p; }  // by the owner's file, exclusive
 
   // The swap cache (issue 5): the slot that holds a copy of this frame's
-  // bytes, or kNoSlot. Valid only while the owner is clean: a write frees
-  // the slot first. Written under the owner's file mutex held exclusive,
+  // bytes, or kNoSlot: all of them while the owner is clean, all but the
+  // dirty blocks while it is partly dirty (pmap.h). Written under the owner's file mutex held exclusive,
   // except while the owner is under writeback, when the write's completion
   // owns it (pmap.h).
   static constexpr uint64_t kNoSlot = UINT64_MAX;

@@ -40,6 +40,14 @@
 //                               dirty, sets the frame's slot, clears
 //                               writeback, puts it on the inactive tail and
 //                               unpins. On error: slot freed, stays dirty.
+//   Under writeback -> Under writeback, copied
+//                               a write with writeback_copy
+//                               (copy_under_writeback_locked): the pmap is
+//                               bound to a copy in a new frame, kCopied;
+//                               the I/O keeps the old frame.
+//   Under writeback, copied -> Resident dirty
+//                               writeback_done: old frame and slot freed,
+//                               the whole page dirty.
 //   Swap cached -> partly dirty write / truncate / punch zeroing of some
 //                               blocks (dirty_locked): the slot is kept.
 //   Swap cached, partly dirty -> Resident dirty
