@@ -10,8 +10,11 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <optional>
 
 #include <spdlog/spdlog.h>
 
@@ -650,32 +653,62 @@ void Namespace::read(uint64_t ino, uint64_t off, size_t len, FilePages::ReadDone
 
 Result<size_t> Namespace::write(uint64_t ino, uint64_t off, std::span<const std::byte> data, bool append,
                                 const Caller& who) {
-  InodeRef inode;
-  {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::optional<Result<size_t>> out;
+  write_async(ino, off, data, append, who, [&](Result<size_t> r) {
+    std::lock_guard lock(mu);
+    out = std::move(r);
+    cv.notify_one();
+  });
+  std::unique_lock lock(mu);
+  cv.wait(lock, [&] { return out.has_value(); });
+  return *out;
+}
+
+void Namespace::write_async(uint64_t ino, uint64_t off, std::span<const std::byte> data, bool append,
+                            const Caller& who, WriteReply done) {
+  // Everything up to the pages' answer, under the inode's data lock; the
+  // reply after it is dropped.
+  FilePages::PendingWrite* pending = nullptr;
+  Result<size_t> r = [&]() -> Result<size_t> {
+    InodeRef inode;
+    {
+      std::lock_guard lock(mu_);
+      inode = get_locked(ino);
+    }
+    if (!inode) return Errno{ENOENT};
+    if (inode->is_dir()) return Errno{EISDIR};
+    if (!inode->is_reg()) return Errno{EINVAL};
+    std::unique_lock data_lock(inode->data_mu);
+    if (append) {
+      std::lock_guard lock(mu_);
+      off = inode->size;
+    }
+    if (off > kMaxFileSize) return Errno{EFBIG};
+    size_t n = data.size();
+    if (n > kMaxFileSize - off) {
+      n = kMaxFileSize - off;  // a short write up to the limit, as the kernel does
+      if (n == 0) return Errno{EFBIG};
+    }
+    if (n == 0) return size_t{0};
+    auto w = inode->pages->start_write(off, data.first(n));
+    if (!w) return Errno{w.code()};
+    pending = *w;
     std::lock_guard lock(mu_);
-    inode = get_locked(ino);
-  }
-  if (!inode) return Errno{ENOENT};
-  if (inode->is_dir()) return Errno{EISDIR};
-  if (!inode->is_reg()) return Errno{EINVAL};
-  std::unique_lock data_lock(inode->data_mu);
-  if (append) {
-    std::lock_guard lock(mu_);
-    off = inode->size;
-  }
-  if (off > kMaxFileSize) return Errno{EFBIG};
-  size_t n = data.size();
-  if (n > kMaxFileSize - off) {
-    n = kMaxFileSize - off;  // a short write up to the limit, as the kernel does
-    if (n == 0) return Errno{EFBIG};
-  }
-  if (n == 0) return size_t{0};
-  if (auto s = inode->pages->write(off, data.first(n)); !s) return Errno{s.code()};
-  std::lock_guard lock(mu_);
-  inode->size = std::max<uint64_t>(inode->size, off + n);
-  inode->mtime = inode->ctime = stamp_locked(*inode);
-  kill_priv_locked(*inode, who);
-  return n;
+    inode->size = std::max<uint64_t>(inode->size, off + n);
+    inode->mtime = inode->ctime = stamp_locked(*inode);
+    kill_priv_locked(*inode, who);
+    return n;
+  }();
+  if (!pending) return done(std::move(r));
+  FilePages::when_written(pending, [n = *r, done = std::move(done)](Status s) {
+    if (s) {
+      done(n);
+    } else {
+      done(Errno{s.code()});
+    }
+  });
 }
 
 Status Namespace::fallocate(uint64_t ino, int mode, uint64_t off, uint64_t len, const Caller& who) {

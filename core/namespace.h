@@ -133,6 +133,15 @@ class Namespace {
   // Returns the bytes written; with `append` the offset is the size.
   Result<size_t> write(uint64_t ino, uint64_t off, std::span<const std::byte> data, bool append,
                        const Caller& who = {});
+  // The same for FUSE: `done` runs exactly once, with the bytes written or
+  // an error, before write_async returns, or -- a write into part of a page
+  // being read from swap (FilePages::start_write) -- from that read's
+  // completion, after the size and times are already updated (EIO there:
+  // the swap read failed; that page keeps its old bytes). `data` is copied
+  // before write_async returns. `done` takes no Inode lock.
+  using WriteReply = std::function<void(Result<size_t>)>;
+  void write_async(uint64_t ino, uint64_t off, std::span<const std::byte> data, bool append,
+                   const Caller& who, WriteReply done);
   Status fallocate(uint64_t ino, int mode, uint64_t off, uint64_t len, const Caller& who = {});
   Result<uint64_t> lseek(uint64_t ino, uint64_t off, int whence);  // SEEK_DATA / SEEK_HOLE
   // copy_file_range: copies through frames without a round trip to the kernel.

@@ -45,6 +45,12 @@ constexpr uint64_t kZeroWord = 3;
 constexpr uint64_t kZeroUptodateWord = 7;
 bool is_zero_word(uint64_t w) { return (w & 3) == 3; }
 
+}  // namespace
+
+static Status wait_for(FilePages::PendingWrite* w);
+
+namespace {
+
 // Pages in writeback at once, at most (a quarter of the frames): the rest of
 // the frames stay available for faults and writers.
 uint64_t writeback_cap(const PageCache::State& st) {
@@ -126,7 +132,7 @@ class FilePagesImpl {
   }
 
   void read(uint64_t off, size_t len, FilePages::ReadDone done);
-  Status write(uint64_t off, std::span<const std::byte> data);
+  Result<FilePages::PendingWrite*> write(uint64_t off, std::span<const std::byte> data);
   void truncate(uint64_t old_size, uint64_t new_size);
   void punch_hole(uint64_t off, uint64_t len);
   Status allocate(uint64_t off, uint64_t len);
@@ -145,6 +151,15 @@ class FilePagesImpl {
  private:
   // What a caller about to change pages does with one under writeback.
   enum class OnWriteback { kWait, kCopy };
+  // A write's offer to leave the pages it covers only in part, and that are
+  // under swap-in, to their completion (fault_range_locked): `pages` are
+  // those it registered bytes for, in `write`.
+  struct Deferral {
+    uint64_t off;
+    std::span<const std::byte> data;
+    SmallVec<Pmap*, 2> pages;
+    FilePages::PendingWrite* write = nullptr;
+  };
 
   size_t page_size() const { return st_.page_size; }
   uint64_t page_mask() const { return st_.page_size - 1; }
@@ -174,7 +189,9 @@ class FilePagesImpl {
                                                 Wants&& wants);
   Status fault_range_locked(std::unique_lock<std::shared_mutex>& lock, uint64_t first,
                             uint64_t last, uint64_t off, uint64_t end, uint64_t extra,
-                            FramePool::Reservation* extra_out, OnWriteback how);
+                            FramePool::Reservation* extra_out, OnWriteback how,
+                            Deferral* defer = nullptr);
+  bool defer_locked(std::span<Pmap* const> pages, Deferral& d);
   void submit_swap_in_locked(Pmap* p);
   Pmap* start_swap_in_locked(uint64_t page, Frame* frame, uint64_t slot);
   bool await_locked(Pmap* p, ReadRequest* r);
@@ -182,7 +199,8 @@ class FilePagesImpl {
                       SmallVec<Pmap*, kInlineIovecs>& pins, bool* ra_hit);
   void readahead_locked(uint64_t from, uint64_t count);
   uint64_t readahead_window(uint64_t pages) const;
-  void wait_busy_locked(uint64_t first, uint64_t last, OnWriteback how = OnWriteback::kWait);
+  void wait_busy_locked(uint64_t first, uint64_t last, OnWriteback how = OnWriteback::kWait,
+                        std::span<Pmap* const> skip = {});
   bool copy_under_writeback_locked(Pmap* p);
   void drop_slot_locked(Pmap* p);
   void dirty_locked(Pmap* p, uint64_t blocks);
@@ -223,7 +241,10 @@ Pmap* FilePagesImpl::bind_locked(uint64_t page, Frame* frame) {
 // mu_ held cannot deadlock. kCopy (writes, with writeback_copy): a page
 // under writeback is copied to a new frame instead when one is free now
 // (copy_under_writeback_locked); the caller then writes into the copy.
-void FilePagesImpl::wait_busy_locked(uint64_t first, uint64_t last, OnWriteback how) {
+// `skip`: pages under swap-in that the caller's write leaves to their
+// completion (Deferral).
+void FilePagesImpl::wait_busy_locked(uint64_t first, uint64_t last, OnWriteback how,
+                                     std::span<Pmap* const> skip) {
   const bool copy = how == OnWriteback::kCopy && st_.writeback_copy;
   for (bool waited = false;;) {
     bool busy = false;
@@ -231,6 +252,7 @@ void FilePagesImpl::wait_busy_locked(uint64_t first, uint64_t last, OnWriteback 
     index_.visit_range(first, last + 1, [&](uint64_t, uint64_t w) {
       if (FileIndex::is_pmap(w)) {
         Pmap* p = FileIndex::as_pmap(w);
+        if (std::find(skip.begin(), skip.end(), p) != skip.end()) return true;
         // Only the writeback's pin: nobody replies from the frame.
         if (copy && p->writeback() && p->io_count() == 1 &&
             (p->copied() || copy_under_writeback_locked(p))) {
@@ -361,12 +383,64 @@ struct ReadRequest {
   }
 };
 
+// A write that left its bytes for one or two pages under swap-in to their
+// completions (FilePagesImpl::write, "Deferral"). `pending` counts the
+// patches not yet put in, +1 until the caller arms it (when_written).
+class FilePages::PendingWrite {
+ public:
+  explicit PendingWrite(PageCache::State& s) : st(s) {
+    st.reads_in_flight.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  void page_done(int e) {
+    if (e != 0) {
+      int none = 0;
+      err.compare_exchange_strong(none, e, std::memory_order_relaxed);
+    }
+    if (pending.fetch_sub(1, std::memory_order_acq_rel) == 1) finish();
+  }
+
+  PageCache::State& st;
+  FilePages::WriteDone done;
+  std::atomic<uint32_t> pending{1};
+  std::atomic<int> err{0};
+
+ private:
+  void finish() {
+    const int e = err.load(std::memory_order_relaxed);
+    try {
+      done(e == 0 ? Status::ok() : Status(Errno{EIO}));
+    } catch (const std::exception& ex) {
+      spdlog::error("write reply failed: {}", ex.what());
+    }
+    PageCache::State& state = st;
+    delete this;
+    state.reads_in_flight.fetch_sub(1, std::memory_order_release);
+    state.notify_progress();
+  }
+};
+
+// A pending write's bytes for one page under swap-in, kept in the page wait
+// table (State::write_patches) until the page's completion copies them in.
+struct WritePatch {
+  FilePages::PendingWrite* write;
+  uint32_t from;    // bytes [from, to) of the page
+  uint32_t to;
+  uint64_t blocks;  // their dirty bits
+  std::unique_ptr<std::byte[]> bytes;
+};
+
 namespace {
 
 // Completion of the slot read of p (swap-in or readahead), on the device's
 // completion thread; no file mutex. Clears kReadPending and takes the
 // page's waiters in one critical section of the wait table, then gives the
 // I/O's pin back: p may be freed after that.
+//
+// A pending write's patch for p goes in first, in the same critical section:
+// the completion owns the frame, its slot and p's dirty bits until it clears
+// kReadPending, so nobody sees the page without the write's bytes. On a
+// failed read the patch is dropped and the write gets EIO.
 void swap_in_done(PageCache::State& st, Pmap* p, uint64_t slot, int err) {
   if (err == 0) {
     st.swap_ins.fetch_add(1, std::memory_order_relaxed);
@@ -376,16 +450,39 @@ void swap_in_done(PageCache::State& st, Pmap* p, uint64_t slot, int err) {
     spdlog::warn("swap-in of slot {} failed: {}", slot, std::strerror(-err));
   }
   SmallVec<ReadRequest*, 8> wake;
+  std::unique_ptr<WritePatch> patch;
+  bool drop_slot = false;
   {
     std::lock_guard lock(st.read_wait_mu);
+    if (auto it = st.write_patches.find(p); it != st.write_patches.end()) {
+      patch.reset(it->second);
+      st.write_patches.erase(it);
+      if (err == 0) {
+        Frame* f = p->frame();
+        std::memcpy(f->bytes().data() + patch->from, patch->bytes.get(), patch->to - patch->from);
+        p->mark_dirty(patch->blocks);
+        // Every block dirty: the slot holds nothing of use (dirty_locked).
+        const unsigned n = static_cast<unsigned>(st.page_size >> st.block_shift);
+        const uint64_t all = n >= 64 ? ~uint64_t{0} : (uint64_t{1} << n) - 1;
+        if ((p->dirty_blocks() & all) == all) {
+          f->set_swap_slot(Frame::kNoSlot);
+          drop_slot = true;
+        }
+      }
+    }
     p->clear_read_pending();
     auto [from, to] = st.read_waiters.equal_range(p);
     for (auto it = from; it != to; ++it) wake.push_back(it->second);
     st.read_waiters.erase(from, to);
   }
+  if (drop_slot) {
+    st.swap->free(swapdev::SwapSlot(slot));
+    st.swap_cached.fetch_sub(1, std::memory_order_relaxed);
+  }
   p->unpin();
   st.notify_progress();  // writers in wait_busy_locked
   for (ReadRequest* r : wake.span()) r->page_done(err);
+  if (patch) patch->write->page_done(err);
 }
 
 }  // namespace
@@ -466,7 +563,8 @@ Result<FramePool::Reservation> FilePagesImpl::reserve_locked(
 Status FilePagesImpl::fault_range_locked(std::unique_lock<std::shared_mutex>& lock,
                                          uint64_t first, uint64_t last, uint64_t off,
                                          uint64_t end, uint64_t extra,
-                                         FramePool::Reservation* extra_out, OnWriteback how) {
+                                         FramePool::Reservation* extra_out, OnWriteback how,
+                                         Deferral* defer) {
   // A read leaves zero words alone (they read as zeros); a write needs a
   // frame for them too.
   const bool for_write = extra_out != nullptr;
@@ -518,20 +616,37 @@ Status FilePagesImpl::fault_range_locked(std::unique_lock<std::shared_mutex>& lo
     });
   }
   st_.lists.add_new(fresh.span());
-  wait_busy_locked(first, last, how);
-
-  Status status;
-  index_.visit_range(first, last + 1, [&](uint64_t page, uint64_t w) {
-    if (FileIndex::is_pmap(w) && FileIndex::as_pmap(w)->read_error() && !covered(page)) {
-      status = Errno{EIO};
+  for (;;) {
+    // A write need not wait for the swap-in of a page it covers only in
+    // part (its first or last): it leaves its bytes for it to the
+    // completion. Those pages are not waited for.
+    SmallVec<Pmap*, 2> skip;
+    if (defer) {
+      for (uint64_t page : {first, last}) {
+        const uint64_t w = index_.get(page);
+        if (covered(page) || !FileIndex::is_pmap(w)) continue;
+        Pmap* p = FileIndex::as_pmap(w);
+        if (p->read_pending() && (skip.empty() || skip.back() != p)) skip.push_back(p);
+      }
     }
-    return status.is_ok();
-  });
-  if (!status) {
-    // The write will not happen: pages it would have overwritten whole
-    // stay as they are, in swap.
-    for (const Whole& h : wholes.span()) st_.pool->free(h.frame);
-    return status;
+    wait_busy_locked(first, last, how, skip.span());
+
+    Status status;
+    index_.visit_range(first, last + 1, [&](uint64_t page, uint64_t w) {
+      if (FileIndex::is_pmap(w) && FileIndex::as_pmap(w)->read_error() && !covered(page)) {
+        status = Errno{EIO};
+      }
+      return status.is_ok();
+    });
+    if (!status) {
+      // The write will not happen: pages it would have overwritten whole
+      // stay as they are, in swap.
+      for (const Whole& h : wholes.span()) st_.pool->free(h.frame);
+      return status;
+    }
+    // Nothing can fail after this: the bytes may be handed over.
+    if (skip.empty() || defer_locked(skip.span(), *defer)) break;
+    defer = nullptr;  // a read finished first: wait for every page instead
   }
   SmallVec<Pmap*, 16> bound;
   for (const Whole& h : wholes.span()) {
@@ -560,6 +675,41 @@ Status FilePagesImpl::fault_range_locked(std::unique_lock<std::shared_mutex>& lo
   });
   if (extra_out) *extra_out = std::move(frames);  // what is left: `extra`
   return Status::ok();
+}
+
+// Hands the write's bytes for `pages` (under swap-in, covered in part: at
+// most its first and last page) to their completions, all or none, in one
+// critical section of the page wait table. False when one of them is no
+// longer under swap-in (the caller then waits for it), or already holds
+// another write's bytes (their order must be kept: wait too).
+bool FilePagesImpl::defer_locked(std::span<Pmap* const> pages, Deferral& d) {
+  assert(!pages.empty() && pages.size() <= 2 && d.pages.empty() && !d.write);
+  const uint64_t end = d.off + d.data.size();
+  std::array<std::unique_ptr<WritePatch>, 2> made;
+  for (size_t i = 0; i < pages.size(); ++i) {
+    const uint64_t pstart = pages[i]->index() << st_.page_shift;
+    const size_t from = d.off > pstart ? static_cast<size_t>(d.off - pstart) : 0;
+    const size_t to = static_cast<size_t>(std::min<uint64_t>(end - pstart, page_size()));
+    made[i] = std::make_unique<WritePatch>();
+    made[i]->from = static_cast<uint32_t>(from);
+    made[i]->to = static_cast<uint32_t>(to);
+    made[i]->blocks = block_bits(from, to);
+    made[i]->bytes = std::make_unique_for_overwrite<std::byte[]>(to - from);
+    std::memcpy(made[i]->bytes.get(), d.data.data() + (pstart + from - d.off), to - from);
+  }
+  std::lock_guard lock(st_.read_wait_mu);
+  for (Pmap* p : pages) {
+    if (!p->read_pending() || st_.write_patches.contains(p)) return false;
+  }
+  d.write = new FilePages::PendingWrite(st_);
+  for (size_t i = 0; i < pages.size(); ++i) {
+    made[i]->write = d.write;
+    d.write->pending.fetch_add(1, std::memory_order_relaxed);
+    st_.write_patches.emplace(pages[i], made[i].release());
+    pages[i]->set_referenced();
+    d.pages.push_back(pages[i]);
+  }
+  return true;
 }
 
 // Pins every pmap of [off, off + len) into `pins` and appends the iovecs of
@@ -760,8 +910,9 @@ void FilePagesImpl::read(uint64_t off, size_t len, FilePages::ReadDone done) {
   r->page_done(0);  // armed: replies now if nothing is in flight any more
 }
 
-Status FilePagesImpl::write(uint64_t off, std::span<const std::byte> data) {
-  if (data.empty()) return Status::ok();
+Result<FilePages::PendingWrite*> FilePagesImpl::write(uint64_t off,
+                                                      std::span<const std::byte> data) {
+  if (data.empty()) return nullptr;
   if (off > kMaxFileBytes || data.size() > kMaxFileBytes - off) return Errno{EFBIG};
   const uint64_t end = off + data.size();
   const uint64_t first = off >> st_.page_shift;
@@ -770,13 +921,16 @@ Status FilePagesImpl::write(uint64_t off, std::span<const std::byte> data) {
   // --memory goes in pieces (then ENOSPC, when the swap fills, may leave
   // the pieces before it written: the only non-atomic case).
   const uint64_t max_pages = std::max<uint64_t>(1, st_.pool->frames_total() / 4);
+  // The pieces wait for their swap-ins (the worker blocks: rare).
   if (st_.swap && last - first + 1 > max_pages) {
     for (uint64_t pos = off; pos < end;) {
       const uint64_t next = std::min(end, ((pos >> st_.page_shift) + max_pages) << st_.page_shift);
-      if (Status s = write(pos, data.subspan(pos - off, next - pos)); !s) return s;
+      auto piece = write(pos, data.subspan(pos - off, next - pos));
+      if (!piece) return Errno{piece.code()};
+      if (Status s = wait_for(*piece); !s) return Errno{s.code()};
       pos = next;
     }
-    return Status::ok();
+    return nullptr;
   }
 
   std::unique_lock lock(mu_);
@@ -787,14 +941,15 @@ Status FilePagesImpl::write(uint64_t off, std::span<const std::byte> data) {
   const uint64_t missing = (last - first + 1) - index_.count_present(first, last + 1);
   if (!st_.reserve_pages(missing)) return Errno{ENOSPC};
   FramePool::Reservation frames;
+  Deferral defer{off, data, {}, nullptr};
   if (st_.swap) {
     if (Status s = fault_range_locked(lock, first, last, off, end, missing, &frames,
-                                      OnWriteback::kCopy);
+                                      OnWriteback::kCopy, &defer);
         !s) {
       st_.unreserve_pages(missing);
-      return s;
+      return Errno{s.code()};
     }
-    wait_busy_locked(first, last, OnWriteback::kCopy);
+    wait_busy_locked(first, last, OnWriteback::kCopy, defer.pages.span());
   } else if (missing > 0) {
     auto r = st_.pool->reserve(missing);
     if (!r) {
@@ -821,6 +976,11 @@ Status FilePagesImpl::write(uint64_t off, std::span<const std::byte> data) {
       }
     } else {
       p = FileIndex::as_pmap(w);
+      if (std::find(defer.pages.span().begin(), defer.pages.span().end(), p) !=
+          defer.pages.span().end()) {
+        src += to - from;  // its bytes wait in the page wait table
+        continue;
+      }
       assert(p->resident() && (!p->writeback() || p->copied()) && p->bytes_valid());
       p->set_referenced();
     }
@@ -831,7 +991,26 @@ Status FilePagesImpl::write(uint64_t off, std::span<const std::byte> data) {
   }
   assert(frames.left() == 0);
   st_.lists.add_new(fresh.span());
-  return Status::ok();
+  if (defer.write) st_.writes_async.fetch_add(1, std::memory_order_relaxed);
+  return defer.write;
+}
+
+// Waits for a pending write (nullptr: nothing to wait for).
+static Status wait_for(FilePages::PendingWrite* w) {
+  if (!w) return Status::ok();
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  Status result;
+  FilePages::when_written(w, [&](Status s) {
+    std::lock_guard lock(mu);
+    result = s;
+    done = true;
+    cv.notify_one();
+  });
+  std::unique_lock lock(mu);
+  cv.wait(lock, [&] { return done; });
+  return result;
 }
 
 void FilePagesImpl::zero_in_page_locked(std::unique_lock<std::shared_mutex>& lock, uint64_t page,
@@ -1234,8 +1413,20 @@ void read_and_wait(const std::function<void(FilePages::ReadDone)>& start,
   std::unique_lock lock(sync.mu);
   sync.cv.wait(lock, [&] { return sync.finished; });
 }
-Status FilePages::write(uint64_t off, std::span<const std::byte> data) {
+Result<FilePages::PendingWrite*> FilePages::start_write(uint64_t off,
+                                                        std::span<const std::byte> data) {
   return impl_->write(off, data);
+}
+
+void FilePages::when_written(PendingWrite* w, WriteDone done) {
+  w->done = std::move(done);
+  w->page_done(0);  // armed: runs `done` now if every page is in already
+}
+
+Status FilePages::write(uint64_t off, std::span<const std::byte> data) {
+  auto w = impl_->write(off, data);
+  if (!w) return w.status();
+  return wait_for(*w);
 }
 void FilePages::truncate(uint64_t old_size, uint64_t new_size) {
   impl_->truncate(old_size, new_size);
@@ -1317,6 +1508,7 @@ PageCacheStats PageCache::stats() const {
   r.writeback_copies = ld(s.writeback_copies);
   r.frame_waits = ld(s.frame_waits);
   r.reads_async = ld(s.reads_async);
+  r.writes_async = ld(s.writes_async);
   r.readahead_pages = ld(s.readahead_pages);
   r.readahead_hits = ld(s.readahead_hits);
   return r;

@@ -86,6 +86,7 @@ struct PageCacheStats {
   uint64_t writeback_copies = 0;  // pages copied to a new frame instead (writeback_copy)
   uint64_t frame_waits = 0;       // writes/faults that had to reclaim first
   uint64_t reads_async = 0;       // reads replied from a swap-in completion
+  uint64_t writes_async = 0;      // writes replied from a swap-in completion
   uint64_t readahead_pages = 0;   // swapped pages read ahead of a sequential reader
   uint64_t readahead_hits = 0;    // of those, pages a read then used
 };
@@ -127,6 +128,22 @@ class FilePages {
   // All or nothing for limits: ENOSPC (size= or no frame) writes nothing.
   // EFBIG when off + data.size() > 2^63 - 1 (MAX_LFS_FILESIZE); no short
   // writes (the kernel clamps before the request reaches the daemon).
+  // Returns an error (nothing written), or nullptr (written), or, when the
+  // write covers only part of a page that is being read from swap (its
+  // first or last page), a PendingWrite: every other page is written, and
+  // the bytes for those pages wait, copied, in the page wait table; the
+  // swap-in's completion puts them in before anyone sees the page. The FUSE
+  // worker does not wait for the read. The caller then calls
+  // when_written(), after its own bookkeeping (the file size): the `done`
+  // it gives runs once, on the completion thread or before when_written()
+  // returns, with ok or EIO (a swap read failed: that page is unchanged;
+  // the other pages hold the new bytes).
+  class PendingWrite;
+  using WriteDone = std::function<void(Status)>;
+  Result<PendingWrite*> start_write(uint64_t off, std::span<const std::byte> data);
+  static void when_written(PendingWrite* w, WriteDone done);
+  // start_write, and wait for a pending write's completion (tests,
+  // copy_file_range, the pieces of a write too large for memory).
   Status write(uint64_t off, std::span<const std::byte> data);
 
   // The file's size changes from old_size to new_size. Shrinking (or keeping
@@ -186,9 +203,9 @@ class PageCache {
   size_t page_size() const;
   PageCacheStats stats() const;
 
-  // Waits until every asynchronous read has replied (its `done` returned):
-  // the daemon calls it before the FUSE session those replies go to is
-  // destroyed.
+  // Waits until every asynchronous read and pending write has replied (its
+  // `done` returned): the daemon calls it before the FUSE session those
+  // replies go to is destroyed.
   void drain_reads();
 
   // Reclaims on the calling thread until `frames` frames are free or

@@ -29,6 +29,7 @@ namespace tmpfsd {
 
 class Reclaimer;
 struct ReadRequest;  // page_cache.cc: one asynchronous FilePages::read
+struct WritePatch;   // page_cache.cc: a pending write's bytes for one page
 
 struct PageCache::State {
   State(const PageCacheConfig& c, unsigned page_shift, std::unique_ptr<FramePool> p,
@@ -84,18 +85,21 @@ struct PageCache::State {
   std::atomic<uint64_t> frame_waits{0};
   std::atomic<uint64_t> writeback_in_flight{0};  // pages
   std::atomic<uint64_t> reads_async{0};
-  std::atomic<uint64_t> reads_in_flight{0};  // ReadRequests not yet replied
+  std::atomic<uint64_t> reads_in_flight{0};  // ReadRequests, PendingWrites not yet replied
+  std::atomic<uint64_t> writes_async{0};
   std::atomic<uint64_t> readahead_pages{0};
   std::atomic<uint64_t> readahead_hits{0};
 
   // Reads waiting for pages under swap-in (kReadPending): the page wait
-  // table (Linux's folio_wait_table). A swap-in completion clears
-  // kReadPending and takes the page's waiters in one critical section of
-  // read_wait_mu, so a reader that registers under it either is in the
-  // table before the flag clears or sees it cleared. A leaf lock: nothing
-  // else is taken under it.
+  // table (Linux's folio_wait_table), and the bytes of pending writes for
+  // such pages (at most one per page). A swap-in completion copies the
+  // page's patch into the frame, clears kReadPending and takes the page's
+  // waiters in one critical section of read_wait_mu, so a reader or writer
+  // that registers under it either is in the table before the flag clears
+  // or sees it cleared. A leaf lock: nothing else is taken under it.
   std::mutex read_wait_mu;
   std::unordered_multimap<const Pmap*, ReadRequest*> read_waiters;  // read_wait_mu
+  std::unordered_map<const Pmap*, WritePatch*> write_patches;       // read_wait_mu
 
   // progress_mu guards progress_epoch only; a leaf lock, taken by I/O
   // completions and the reclaimer, never held while anything else is taken.

@@ -260,9 +260,11 @@ void op_write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_
     auto data = std::span(reinterpret_cast<const std::byte*>(buf), size);
     // With the writeback cache the kernel has already turned O_APPEND into an offset.
     bool append = !fs_of(req).writeback_cache && (fi->flags & O_APPEND);
-    auto r = ns_of(req).write(ino, uint64_t(off), data, append, caller_of(req));
-    if (!r) return void(fuse_reply_err(req, r.code()));
-    fuse_reply_write(req, *r);
+    // Replied now, or from a swap read's completion (Namespace::write_async).
+    ns_of(req).write_async(ino, uint64_t(off), data, append, caller_of(req), [req](Result<size_t> r) {
+      if (!r) return void(fuse_reply_err(req, r.code()));
+      fuse_reply_write(req, *r);
+    });
   });
 }
 

@@ -131,13 +131,13 @@ int serve(const Options& o) {
                    s.pages_allocated, s.frames_used, s.metadata_bytes);
       spdlog::info(
           "page cache: frames {} used / {} free / {} total; pages {} resident ({} also in swap), {} swapped; "
-          "swap slots {} / {}; swap-ins {} ({} errors; {} reads replied from the completion; "
+          "swap slots {} / {}; swap-ins {} ({} errors; {} reads and {} writes replied from the completion; "
           "readahead {} pages, {} used); writebacks {} ({} background, {} partial, {} errors); "
           "evicted {}; reclaim scans {}; writes that waited for writeback {}, copied instead {}, "
           "waited for frames {}; "
           "metadata {} bytes",
           s.frames_used, s.frames_free, s.frames_total, s.pages_resident, s.swap_cached, s.pages_swapped,
-          s.swap_slots_used, s.swap_slots_total, s.swap_ins, s.swap_in_errors, s.reads_async,
+          s.swap_slots_used, s.swap_slots_total, s.swap_ins, s.swap_in_errors, s.reads_async, s.writes_async,
           s.readahead_pages, s.readahead_hits, s.writebacks,
           s.background_cleaned, s.partial_writebacks, s.writeback_errors, s.pages_evicted, s.reclaim_scans, s.writeback_waits,
           s.writeback_copies, s.frame_waits, s.metadata_bytes);
