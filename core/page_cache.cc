@@ -334,8 +334,14 @@ void FilePagesImpl::dirty_locked(Pmap* p, uint64_t blocks) {
 // The reply (`done`) runs from the completion of the last read it waits
 // for, on the device's completion thread, straight from the frames.
 //
-// Writers, truncate and punch that meet a page under swap-in wait for it
-// with the mutex held (wait_busy_locked): completions take no file mutex.
+// A write that covers such a page only in part (its first or last page)
+// does not wait either: it copies its bytes for the page into the page wait
+// table and writes the rest (defer_locked); the completion puts them in
+// before anyone can see the page, and replies the write (start_write). A
+// write covering a swapped page whole needs no read at all. Other writers
+// of the page (one whose bytes are already waiting there comes first),
+// truncate and punch wait for it with the mutex held (wait_busy_locked):
+// completions take no file mutex.
 // A failed read leaves the pmap with kReadError (frame bytes garbage, slot
 // still the page's): the read that waited gets EIO, the next access reads
 // the slot again, and reclaim, finding it clean with a slot, turns it back

@@ -68,10 +68,12 @@
 //                               write, partial zeroing, readahead): frame
 //                               taken, Pmap made with kReadPending, pinned
 //                               by the I/O, the slot kept as the frame's.
-//   Under swap-in -> Swap cached
+//   Under swap-in -> Swap cached (or partly dirty)
 //                               swap_in_done (completion thread, no file
-//                               mutex): clears kReadPending, wakes the
-//                               page's waiters, unpins.
+//                               mutex): copies in a pending write's bytes
+//                               (marking their blocks dirty), clears
+//                               kReadPending, wakes the page's waiters and
+//                               replies the write, unpins.
 //   Under swap-in -> Read error swap_in_done on -EIO: kReadError, frame
 //                               bytes garbage, slot kept. The next access
 //                               reads the slot again; reclaim turns it back
