@@ -202,6 +202,15 @@ def main():
     print("\n".join(l for l in log.splitlines() if "page cache:" in l or "error" in l)[:4000])
     if swap_ins <= 0:
         failures.append(f"no swap-in happened (swap-ins {swap_ins}): the test did not test reclaim")
+    # The overwrites land in part of swapped pages: the paths that leave a
+    # write's bytes to the swap-in and rewrite only dirty blocks must run.
+    m = re.search(r"(\d+) writes replied from the completion", log)
+    if not m or int(m.group(1)) == 0:
+        failures.append("no write was replied from a swap-in completion: the pending-write path "
+                        "went untested")
+    m = re.search(r"(\d+) partial,", log)
+    if not m or int(m.group(1)) == 0:
+        failures.append("no partial writeback happened: the per-block path went untested")
     if failures:
         print("FAIL:\n  " + "\n  ".join(failures[:20]))
         return 1
