@@ -1471,6 +1471,16 @@ Result<std::unique_ptr<PageCache>> PageCache::create(const PageCacheConfig& conf
       config, shift, std::move(pool).value(),
       std::span<const std::byte>(static_cast<const std::byte*>(z), zero_bytes), std::move(swap));
   if (state->swap) state->pool->set_warm_limit(state->pool->frames_total());
+  // The frame region is NOT registered with the swap device as io_uring
+  // fixed buffers (UringSwapDevice::register_memory), though DESIGN.md and
+  // issue 4 ask for it. Registration pins every page of the region: the
+  // kernel faults all of --memory in at mount (measured: registering a
+  // 1 GiB MAP_NORESERVE region took VmRSS from 3 MiB to 1,052 MiB), where
+  // the pool's memory otherwise follows the frames used, as tmpfs's does.
+  // And a pinned frame the pool gives back with MADV_DONTNEED keeps the
+  // ring on the old physical page while the mapping gets a new one: fixed
+  // I/O would then move bytes the page cache never sees. swapdev reaches
+  // fio's speed without it (bench-swapdev).
   if (state->swap && config.background_reclaim) {
     state->reclaimer = std::make_unique<Reclaimer>(*state);
   }
