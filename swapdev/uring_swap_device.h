@@ -39,6 +39,38 @@
 // it, so a sleeping submitter is woken once to post it; COOP_TASKRUN at
 // least keeps a running one from being interrupted for it.
 //
+// Where the 4 submitters x 8 deep rows lose to fio (0.73-0.85x, 2 vCPUs,
+// one virtio queue), measured with io_uring tracepoints on randread 4x8:
+// submit-to-CQE time is the same as fio's (~360-410 us), but the time a
+// request slot spends outside the kernel, from the CQE being posted to
+// the next submission in that slot, is 170-220 us against fio's ~28 us.
+// Completions come in clumps (the completion thread wakes every ~230 us
+// and finds ~15 CQEs, even when it spins instead of sleeping), and each
+// goes through three wake-ups in turn (the interrupt wakes the submitter
+// for its task work, which wakes the completion thread, whose callback
+// wakes the submitter) where a fio job wakes once. CPU per I/O is about
+// fio's (7-8 us). Tried and not kept (swapdev-only IOPS, randread 4x8,
+// alternating 3 s runs, same minutes; the disk drifts by 10-40% between
+// runs, so only large or consistent differences count):
+// - One ring per submitting thread (4 rings, or 2), each with its own
+//   completion thread: gets rid of the kernel ring-lock spinning
+//   (mutex_spin_on_owner, 9% of samples) but not the wake-ups. Medians
+//   of 4: lock 60.7k, 4 rings 62.7k, 2 rings 64.6k; randwrite lock 82.3k,
+//   4 rings 53.2k, 2 rings 76.8k; against fio (median pair, 5 rounds,
+//   two runs each) lock 0.80/0.76x write, 0.73/0.80x read, 2 rings
+//   0.83/0.81x, 0.80/0.80x. No gain worth the threads.
+// - One thread at a time in io_uring_enter, the others leaving their
+//   SQEs to it (combining, so several go in one call): 62.6k vs 60.7k.
+// - The completion thread as the issuer of submitters' SQEs whenever it
+//   is awake (task work then goes to it: two wake-ups, not three), with
+//   submitters entering themselves or kicking it through an eventfd when
+//   it sleeps, with and without 30-200 us of spinning: always worse,
+//   39-58k vs 56-67k, context switches per I/O 0.7-1.0 vs 0.35 (a
+//   submitter whose read() no longer enters the kernel goes back to sleep
+//   after each freed lane instead of taking several per wake-up).
+// - SQPOLL (2 ms idle): 38-50k, 28-33 us CPU per I/O. COOP_TASKRUN off:
+//   no change. No checksums at all: +0-10% read, nothing on writes.
+//
 // Freed slots: a cluster whose slots are all free waits on the allocator's
 // discard list; the discard thread punches batches of them out of the file
 // (FALLOC_FL_PUNCH_HOLE) so the disk space comes back, then makes them
