@@ -111,8 +111,12 @@ bool PageCache::State::reserve_pages(uint64_t n) {
 //   - a pmap under writeback (kWriteback set, pinned): its dirty bits and
 //     its frame's slot belong to the write's completion, which takes no file
 //     mutex; whoever holds mu_ and wants to change the page waits for
-//     kWriteback to clear (wait_busy_locked): the "wait" choice of
-//     DESIGN.md, not "copy";
+//     kWriteback to clear (wait_busy_locked: DESIGN.md's "wait"), or,
+//     with --writeback-conflict copy, writes into a copy of the page
+//     (copy_under_writeback_locked);
+//   - a pmap under swap-in (kReadPending, pinned by the read): its frame,
+//     slot and dirty bits belong to the read's completion; writers wait,
+//     or leave their bytes for it in the page wait table (defer_locked);
 //   - a pmap isolated by reclaim (pinned, on no list): freeing it waits
 //     until PmapLists::remove_idle() sees it unpinned.
 
