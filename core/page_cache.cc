@@ -351,31 +351,42 @@ void FilePagesImpl::dirty_locked(Pmap* p, uint64_t blocks) {
 // the slot again, and reclaim, finding it clean with a slot, turns it back
 // into a swap word.
 
+// The pages an asynchronous request (a read, a pending write) still waits
+// for, +1 until its starter arms it, and the first error among them.
+struct PageCountdown {
+  std::atomic<uint32_t> pending{1};
+  std::atomic<int> err{0};
+
+  void add() { pending.fetch_add(1, std::memory_order_relaxed); }
+  // One awaited page is in (e: 0 or a negative errno); true for the last.
+  bool arrive(int e) {
+    if (e != 0) {
+      int none = 0;
+      err.compare_exchange_strong(none, e, std::memory_order_relaxed);
+    }
+    return pending.fetch_sub(1, std::memory_order_acq_rel) == 1;
+  }
+};
+
 struct ReadRequest {
   ReadRequest(PageCache::State& s, FilePages::ReadDone d) : st(s), done(std::move(d)) {
     st.reads_in_flight.fetch_add(1, std::memory_order_relaxed);
   }
 
-  // One awaited page is in (err: 0 or a negative errno). The last one
-  // replies.
+  // The last awaited page replies.
   void page_done(int e) {
-    if (e != 0) {
-      int none = 0;
-      err.compare_exchange_strong(none, e, std::memory_order_relaxed);
-    }
-    if (pending.fetch_sub(1, std::memory_order_acq_rel) == 1) finish();
+    if (wait.arrive(e)) finish();
   }
 
   PageCache::State& st;
   FilePages::ReadDone done;
   SmallVec<iovec, kInlineIovecs> iov;
   SmallVec<Pmap*, kInlineIovecs> pins;  // every pmap of the range
-  std::atomic<uint32_t> pending{1};     // pages awaited, +1 until armed
-  std::atomic<int> err{0};
+  PageCountdown wait;
 
  private:
   void finish() {
-    const int e = err.load(std::memory_order_relaxed);
+    const int e = wait.err.load(std::memory_order_relaxed);
     try {
       if (e == 0) {
         done(Status::ok(), iov.span());
@@ -403,21 +414,16 @@ class FilePages::PendingWrite {
   }
 
   void page_done(int e) {
-    if (e != 0) {
-      int none = 0;
-      err.compare_exchange_strong(none, e, std::memory_order_relaxed);
-    }
-    if (pending.fetch_sub(1, std::memory_order_acq_rel) == 1) finish();
+    if (wait.arrive(e)) finish();
   }
 
   PageCache::State& st;
   FilePages::WriteDone done;
-  std::atomic<uint32_t> pending{1};
-  std::atomic<int> err{0};
+  PageCountdown wait;
 
  private:
   void finish() {
-    const int e = err.load(std::memory_order_relaxed);
+    const int e = wait.err.load(std::memory_order_relaxed);
     try {
       done(e == 0 ? Status::ok() : Status(Errno{EIO}));
     } catch (const std::exception& ex) {
@@ -529,7 +535,7 @@ bool FilePagesImpl::await_locked(Pmap* p, ReadRequest* r) {
   std::lock_guard lock(st_.read_wait_mu);
   if (!p->read_pending()) return false;
   st_.read_waiters.emplace(p, r);
-  r->pending.fetch_add(1, std::memory_order_relaxed);
+  r->wait.add();
   return true;
 }
 
@@ -714,7 +720,7 @@ bool FilePagesImpl::defer_locked(std::span<Pmap* const> pages, Deferral& d) {
   d.write = new FilePages::PendingWrite(st_);
   for (size_t i = 0; i < pages.size(); ++i) {
     made[i]->write = d.write;
-    d.write->pending.fetch_add(1, std::memory_order_relaxed);
+    d.write->wait.add();
     st_.write_patches.emplace(pages[i], made[i].release());
     pages[i]->set_referenced();
     d.pages.push_back(pages[i]);
@@ -910,7 +916,7 @@ void FilePagesImpl::read(uint64_t off, size_t len, FilePages::ReadDone done) {
       if (await_locked(p, r)) {
         ++awaited;
       } else if (p->read_error()) {
-        r->err.store(-EIO, std::memory_order_relaxed);
+        r->wait.err.store(-EIO, std::memory_order_relaxed);
       }
     }
     if (awaited > 0) st_.reads_async.fetch_add(1, std::memory_order_relaxed);

@@ -105,6 +105,43 @@ void check_file(FilePages& f, const Model& m, size_t chunk = 3 * kPage) {
   }
 }
 
+struct Capture {
+  std::atomic<int> calls{0};
+  Status status;
+  Bytes bytes;
+  FilePages::ReadDone done() {
+    return [this](Status s, std::span<const iovec> iov) {
+      status = s;
+      for (const iovec& v : iov) {
+        auto* p = static_cast<const std::byte*>(v.iov_base);
+        bytes.insert(bytes.end(), p, p + v.iov_len);
+      }
+      calls.fetch_add(1);
+    };
+  }
+};
+
+// A read on a manual-completion device: completes I/O until it replies.
+Bytes read_manual(Rig& rig, FilePages& f, uint64_t off, size_t len) {
+  Capture c;
+  f.read(off, len, c.done());
+  while (c.calls == 0) rig.dev->complete_pending();
+  REQUIRE(c.status.is_ok());
+  return c.bytes;
+}
+
+// Pages every page out on a manual-completion device (passes, completing
+// the writes each time) until all are in swap.
+void evict_all(Rig& rig) {
+  PageCache& pc = *rig.cache;
+  for (int i = 0; i < 10 && pc.stats().pages_swapped < pc.stats().pages_allocated; ++i) {
+    ScanControl sc;
+    reclaim_pass(pc.state(), sc);
+    rig.dev->complete_pending();
+  }
+  REQUIRE(pc.stats().pages_swapped == pc.stats().pages_allocated);
+}
+
 }  // namespace
 
 TEST_CASE("reclaim: 1000 pages through 16 frames read back byte for byte", "[reclaim]") {
@@ -219,28 +256,10 @@ TEST_CASE("reclaim: a write during writeback waits and never changes the bytes i
   CHECK(pc.stats().writebacks == 4);
   // Page 1 is dirty again; the others are clean in the swap cache. Evict all
   // (complete the rewrite of page 1) and read back.
-  for (int i = 0; i < 10 && pc.stats().pages_swapped < 4; ++i) {
-    ScanControl s2;
-    reclaim_pass(pc.state(), s2);
-    rig.dev->complete_pending();
-  }
+  evict_all(rig);
   CHECK(pc.stats().pages_swapped == 4);
   std::memcpy(a.data() + kPage + 10, b.data(), b.size());
-  std::pair<Status, Bytes> got;
-  std::atomic<bool> read_done{false};
-  std::thread reader([&] {
-    got = try_read(f, 0, 4 * kPage);
-    read_done = true;
-  });
-  // The reader may still be submitting when the first request shows up:
-  // keep completing until it is done.
-  while (!read_done) {
-    rig.dev->complete_pending();
-    std::this_thread::yield();
-  }
-  reader.join();
-  CHECK(got.first.is_ok());
-  CHECK(got.second == a);
+  CHECK(read_manual(rig, f, 0, 4 * kPage) == a);
   CHECK(rig.dev->counters().checksum_failures == 0);
 }
 
@@ -280,25 +299,9 @@ TEST_CASE("reclaim: writeback_copy: a write during writeback copies the page, no
   CHECK(s.swap_slots_used == 3);   // its slot (old bytes) was freed
   CHECK(rig.dev->counters().checksum_failures == 0);
   // Out and back in: page 1 goes out whole, with the new bytes.
-  for (int i = 0; i < 10 && pc.stats().pages_swapped < 4; ++i) {
-    ScanControl s2;
-    reclaim_pass(pc.state(), s2);
-    rig.dev->complete_pending();
-  }
+  evict_all(rig);
   REQUIRE(pc.stats().pages_swapped == 4);
-  std::pair<Status, Bytes> got;
-  std::atomic<bool> read_done{false};
-  std::thread reader([&] {
-    got = try_read(f, 0, 4 * kPage);
-    read_done = true;
-  });
-  while (!read_done) {
-    rig.dev->complete_pending();
-    std::this_thread::yield();
-  }
-  reader.join();
-  CHECK(got.first.is_ok());
-  CHECK(got.second == m.data);
+  CHECK(read_manual(rig, f, 0, 4 * kPage) == m.data);
   CHECK(rig.dev->counters().checksum_failures == 0);
 }
 
@@ -664,31 +667,6 @@ TEST_CASE("reclaim: threads writing and reading their own files under pressure",
 
 // A read callback that copies what it is given and counts its calls; safe to
 // run on another thread (no Catch macros).
-struct Capture {
-  std::atomic<int> calls{0};
-  Status status;
-  Bytes bytes;
-  FilePages::ReadDone done() {
-    return [this](Status s, std::span<const iovec> iov) {
-      status = s;
-      for (const iovec& v : iov) {
-        auto* p = static_cast<const std::byte*>(v.iov_base);
-        bytes.insert(bytes.end(), p, p + v.iov_len);
-      }
-      calls.fetch_add(1);
-    };
-  }
-};
-
-// A read on a manual-completion device: completes I/O until it replies.
-Bytes read_manual(Rig& rig, FilePages& f, uint64_t off, size_t len) {
-  Capture c;
-  f.read(off, len, c.done());
-  while (c.calls == 0) rig.dev->complete_pending();
-  REQUIRE(c.status.is_ok());
-  return c.bytes;
-}
-
 // Runs `op` on a thread while reads are held on a manual-completion device:
 // true when `op` was still blocked after 30 ms (it waits for the I/O). Then
 // completes I/O until `op` has returned.
@@ -716,11 +694,7 @@ TEST_CASE("swap-in: a read of swapped pages returns at once and replies from the
   FilePages f(pc);
   Bytes a = pattern(4 * kPage, 3);
   REQUIRE(f.write(0, a).is_ok());
-  for (int i = 0; i < 8 && pc.stats().pages_swapped < 4; ++i) {
-    ScanControl sc;
-    reclaim_pass(pc.state(), sc);
-    rig.dev->complete_pending();
-  }
+  evict_all(rig);
   REQUIRE(pc.stats().pages_swapped == 4);
   // Two reads of overlapping ranges, neither waits: both are parked on the
   // same pages under swap-in (the second through the page wait table).
@@ -748,15 +722,7 @@ TEST_CASE("swap-in: truncate, punch and write wait for a swap-in in flight", "[r
   FilePages f(pc);
   Bytes a = pattern(4 * kPage, 4);
   REQUIRE(f.write(0, a).is_ok());
-  auto evict_all = [&] {
-    for (int i = 0; i < 8 && pc.stats().pages_swapped < pc.stats().pages_allocated; ++i) {
-      ScanControl sc;
-      reclaim_pass(pc.state(), sc);
-      rig.dev->complete_pending();
-    }
-    REQUIRE(pc.stats().pages_swapped == pc.stats().pages_allocated);
-  };
-  evict_all();
+  evict_all(rig);
 
   // truncate to 1 page while pages 2-3 are being read: it waits; the reader
   // gets the bytes as they were (the read came first).
@@ -774,7 +740,7 @@ TEST_CASE("swap-in: truncate, punch and write wait for a swap-in in flight", "[r
   // A write into part of a page under swap-in leaves its bytes to the
   // read's completion (the blocking form, FilePages::write, waits for it):
   // the reader, concurrent with the write, gets the page with them.
-  evict_all();
+  evict_all(rig);
   Capture r2;
   f.read(0, kPage, r2.done());
   REQUIRE(r2.calls == 0);
@@ -788,10 +754,10 @@ TEST_CASE("swap-in: truncate, punch and write wait for a swap-in in flight", "[r
   CHECK(read_manual(rig, f, 0, 2 * kPage) == want);
 
   // Destroying the file with a swap-in in flight waits for it too.
-  evict_all();
+  evict_all(rig);
   auto g = std::make_unique<FilePages>(pc);
   REQUIRE(g->write(0, pattern(2 * kPage, 9)).is_ok());
-  evict_all();
+  evict_all(rig);
   Capture r3;
   g->read(0, 2 * kPage, r3.done());
   CHECK(blocks_until_completed(rig, [&] { g.reset(); }));
@@ -821,15 +787,7 @@ TEST_CASE("swap-in: a write into part of a swapped page does not wait for the re
   Bytes a = pattern(6 * kPage, 40);
   REQUIRE(f->write(0, a).is_ok());
   m.write(0, a);
-  auto evict_all = [&] {
-    for (int i = 0; i < 8 && pc.stats().pages_swapped < pc.stats().pages_allocated; ++i) {
-      ScanControl sc;
-      reclaim_pass(pc.state(), sc);
-      rig.dev->complete_pending();
-    }
-    REQUIRE(pc.stats().pages_swapped == pc.stats().pages_allocated);
-  };
-  evict_all();
+  evict_all(rig);
 
   // Pages 1 (from byte 100), 2 (whole: needs no read) and 3 (its first 100
   // bytes): returns at once, I/O held; the bytes of 1 and 3 wait.
@@ -852,12 +810,12 @@ TEST_CASE("swap-in: a write into part of a swapped page does not wait for the re
   REQUIRE(r.calls == 1);
   CHECK(r.bytes == m.data);
   // The pages are dirty with a slot (per-block writeback): out and back.
-  evict_all();
+  evict_all(rig);
   CHECK(read_manual(rig, *f, 0, 6 * kPage) == m.data);
 
   // A second write into a page that already holds a waiting write's bytes
   // waits for it (order kept); both land.
-  evict_all();
+  evict_all(rig);
   Bytes c = pattern(10, 42), d = pattern(20, 43);
   auto w1 = f->start_write(4 * kPage + 5, c);
   REQUIRE(w1);
@@ -874,7 +832,7 @@ TEST_CASE("swap-in: a write into part of a swapped page does not wait for the re
 
   // A swap read error: the write gets EIO, that page is unchanged, and it
   // reads back once the read succeeds.
-  evict_all();
+  evict_all(rig);
   rig.dev->inject_errors(1, -EIO);
   auto w2 = f->start_write(5 * kPage + 7, pattern(30, 44));
   REQUIRE(w2);
@@ -888,7 +846,7 @@ TEST_CASE("swap-in: a write into part of a swapped page does not wait for the re
 
   // Truncate and file destruction wait for a pending write's page; the
   // write is replied first.
-  evict_all();
+  evict_all(rig);
   Bytes e = pattern(40, 45);
   auto w3 = f->start_write(2 * kPage + 9, e);
   REQUIRE(w3);
@@ -902,7 +860,7 @@ TEST_CASE("swap-in: a write into part of a swapped page does not wait for the re
   m.data.resize(2 * kPage + 20);
   m.data.resize(3 * kPage);
   CHECK(read_manual(rig, *f, 0, 3 * kPage) == m.data);
-  evict_all();
+  evict_all(rig);
   auto w4 = f->start_write(kPage + 1, pattern(3, 46));
   REQUIRE(w4);
   REQUIRE(*w4 != nullptr);
