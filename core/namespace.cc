@@ -10,13 +10,12 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
-#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
-#include <mutex>
-#include <optional>
 
 #include <spdlog/spdlog.h>
+
+#include "core/await.h"
 
 namespace tmpfsd {
 namespace {
@@ -653,17 +652,8 @@ void Namespace::read(uint64_t ino, uint64_t off, size_t len, FilePages::ReadDone
 
 Result<size_t> Namespace::write(uint64_t ino, uint64_t off, std::span<const std::byte> data, bool append,
                                 const Caller& who) {
-  std::mutex mu;
-  std::condition_variable cv;
-  std::optional<Result<size_t>> out;
-  write_async(ino, off, data, append, who, [&](Result<size_t> r) {
-    std::lock_guard lock(mu);
-    out = std::move(r);
-    cv.notify_one();
-  });
-  std::unique_lock lock(mu);
-  cv.wait(lock, [&] { return out.has_value(); });
-  return *out;
+  return await_callback<Result<size_t>>(
+      [&](auto done) { write_async(ino, off, data, append, who, done); });
 }
 
 void Namespace::write_async(uint64_t ino, uint64_t off, std::span<const std::byte> data, bool append,

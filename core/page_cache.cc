@@ -17,6 +17,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "core/await.h"
 #include "core/file_index.h"
 #include "core/frame_pool.h"
 #include "core/page_cache_state.h"
@@ -45,11 +46,11 @@ constexpr uint64_t kZeroWord = 3;
 constexpr uint64_t kZeroUptodateWord = 7;
 bool is_zero_word(uint64_t w) { return (w & 3) == 3; }
 
-}  // namespace
-
-static Status wait_for(FilePages::PendingWrite* w);
-
-namespace {
+// Waits for a pending write (nullptr: nothing to wait for).
+Status wait_for(FilePages::PendingWrite* w) {
+  if (!w) return Status::ok();
+  return await_callback<Status>([w](auto done) { FilePages::when_written(w, done); });
+}
 
 // Pages in writeback at once, at most (a quarter of the frames): the rest of
 // the frames stay available for faults and writers.
@@ -68,6 +69,8 @@ PageCache::State::State(const PageCacheConfig& c, unsigned shift, std::unique_pt
     : page_size(c.page_size),
       page_shift(shift),
       block_shift(std::max(9u, shift - 6)),
+      all_blocks(block_shift + 6 <= shift ? ~uint64_t{0}
+                                          : (uint64_t{1} << (uint64_t{1} << (shift - block_shift))) - 1),
       max_pages(c.max_pages),
       writeback_copy(c.writeback_copy),
       pool(std::move(p)),
@@ -174,8 +177,6 @@ class FilePagesImpl {
     const unsigned n = b - a + 1;
     return (n >= 64 ? ~uint64_t{0} : ((uint64_t{1} << n) - 1)) << a;
   }
-  // Every block of a page.
-  uint64_t all_blocks() const { return block_bits(0, page_size()); }
   // Data for SEEK_DATA: a page that was written (or is swapped, which
   // implies written); fallocated-only pages are holes, as on tmpfs.
   static bool is_data(uint64_t w) {
@@ -256,7 +257,7 @@ void FilePagesImpl::wait_busy_locked(uint64_t first, uint64_t last, OnWriteback 
     index_.visit_range(first, last + 1, [&](uint64_t, uint64_t w) {
       if (FileIndex::is_pmap(w)) {
         Pmap* p = FileIndex::as_pmap(w);
-        if (std::find(skip.begin(), skip.end(), p) != skip.end()) return true;
+        if (std::ranges::find(skip, p) != skip.end()) return true;
         // Only the writeback's pin: nobody replies from the frame.
         if (copy && p->writeback() && p->io_count() == 1 &&
             (p->copied() || copy_under_writeback_locked(p))) {
@@ -323,7 +324,7 @@ void FilePagesImpl::dirty_locked(Pmap* p, uint64_t blocks) {
     return;
   }
   p->mark_dirty(blocks);
-  if ((p->dirty_blocks() & all_blocks()) == all_blocks()) drop_slot_locked(p);
+  if ((p->dirty_blocks() & st_.all_blocks) == st_.all_blocks) drop_slot_locked(p);
 }
 
 // ---------------------------------------------------------------------------
@@ -478,9 +479,7 @@ void swap_in_done(PageCache::State& st, Pmap* p, uint64_t slot, int err) {
         std::memcpy(f->bytes().data() + patch->from, patch->bytes.get(), patch->to - patch->from);
         p->mark_dirty(patch->blocks);
         // Every block dirty: the slot holds nothing of use (dirty_locked).
-        const unsigned n = static_cast<unsigned>(st.page_size >> st.block_shift);
-        const uint64_t all = n >= 64 ? ~uint64_t{0} : (uint64_t{1} << n) - 1;
-        if ((p->dirty_blocks() & all) == all) {
+        if ((p->dirty_blocks() & st.all_blocks) == st.all_blocks) {
           f->set_swap_slot(Frame::kNoSlot);
           drop_slot = true;
         }
@@ -669,7 +668,7 @@ Status FilePagesImpl::fault_range_locked(std::unique_lock<std::shared_mutex>& lo
     st_.swap->free(swapdev::SwapSlot(h.slot));  // the write replaces it all
     Pmap* p = bind_locked(h.page, h.frame);
     // Until the write copies in, the frame must not pass for zeros-and-clean.
-    p->mark_dirty(all_blocks());
+    p->mark_dirty(st_.all_blocks);
     p->set_uptodate();
     p->set_referenced();
     index_.set(h.page, FileIndex::of_pmap(p));
@@ -685,7 +684,7 @@ Status FilePagesImpl::fault_range_locked(std::unique_lock<std::shared_mutex>& lo
     if (p->read_error()) {
       p->clear_read_error();
       drop_slot_locked(p);
-      p->mark_dirty(all_blocks());
+      p->mark_dirty(st_.all_blocks);
     }
     return true;
   });
@@ -975,6 +974,7 @@ Result<FilePages::PendingWrite*> FilePagesImpl::write(uint64_t off,
     frames = std::move(r).value();
   }
   SmallVec<Pmap*, kInlineIovecs> fresh;
+  const std::span<Pmap*> deferred = defer.pages.span();
   const std::byte* src = data.data();
   for (uint64_t page = first; page <= last; ++page) {
     const size_t from = page == first ? (off & page_mask()) : 0;
@@ -992,8 +992,7 @@ Result<FilePages::PendingWrite*> FilePagesImpl::write(uint64_t off,
       }
     } else {
       p = FileIndex::as_pmap(w);
-      if (std::find(defer.pages.span().begin(), defer.pages.span().end(), p) !=
-          defer.pages.span().end()) {
+      if (std::ranges::find(deferred, p) != deferred.end()) {
         src += to - from;  // its bytes wait in the page wait table
         continue;
       }
@@ -1009,24 +1008,6 @@ Result<FilePages::PendingWrite*> FilePagesImpl::write(uint64_t off,
   st_.lists.add_new(fresh.span());
   if (defer.write) st_.writes_async.fetch_add(1, std::memory_order_relaxed);
   return defer.write;
-}
-
-// Waits for a pending write (nullptr: nothing to wait for).
-static Status wait_for(FilePages::PendingWrite* w) {
-  if (!w) return Status::ok();
-  std::mutex mu;
-  std::condition_variable cv;
-  bool done = false;
-  Status result;
-  FilePages::when_written(w, [&](Status s) {
-    std::lock_guard lock(mu);
-    result = s;
-    done = true;
-    cv.notify_one();
-  });
-  std::unique_lock lock(mu);
-  cv.wait(lock, [&] { return done; });
-  return result;
 }
 
 void FilePagesImpl::zero_in_page_locked(std::unique_lock<std::shared_mutex>& lock, uint64_t page,
@@ -1224,7 +1205,7 @@ uint64_t coarsen(uint64_t mask, unsigned k) {
 // as its last touch of p. `partial`: the dirty blocks were rewritten in the
 // slot the frame already had (write_blocks).
 void writeback_done(PageCache::State& st, Pmap* p, Frame* f, uint64_t slot, bool background,
-                    bool partial, uint64_t all_blocks, int err) {
+                    bool partial, int err) {
   if (p->begin_writeback_completion()) {
     // A writer copied the page to a new frame during the write
     // (copy_under_writeback_locked): f is ours alone now, and neither it
@@ -1236,7 +1217,7 @@ void writeback_done(PageCache::State& st, Pmap* p, Frame* f, uint64_t slot, bool
     st.swap->free(swapdev::SwapSlot(slot));
     f->set_owner(nullptr);
     st.pool->free(f);
-    p->mark_dirty(all_blocks);
+    p->mark_dirty(st.all_blocks);
     if (err != 0) st.writeback_errors.fetch_add(1, std::memory_order_relaxed);
     st.writeback_in_flight.fetch_sub(1, std::memory_order_relaxed);
     p->end_writeback();
@@ -1262,7 +1243,7 @@ void writeback_done(PageCache::State& st, Pmap* p, Frame* f, uint64_t slot, bool
     if (partial) {
       f->set_swap_slot(Frame::kNoSlot);
       st.swap_cached.fetch_sub(1, std::memory_order_relaxed);
-      p->mark_dirty(all_blocks);
+      p->mark_dirty(st.all_blocks);
     }
     st.swap->free(swapdev::SwapSlot(slot));
     st.writeback_errors.fetch_add(1, std::memory_order_relaxed);
@@ -1312,19 +1293,18 @@ void FilePagesImpl::page_out_locked(Pmap* p, ScanControl& sc) {
   }
   PageCache::State* st = &st_;
   const bool background = sc.background;
-  const uint64_t all = all_blocks();
   if (f->has_slot()) {
     // Swapped in, then partly rewritten (dirty_locked): the slot holds the
     // rest, so only the dirty blocks go out, in the medium's block size.
     const unsigned shift = std::max(st_.block_shift, st_.swap->min_block_shift());
-    const uint64_t mask = coarsen(p->dirty_blocks() & all, shift - st_.block_shift);
+    const uint64_t mask = coarsen(p->dirty_blocks() & st_.all_blocks, shift - st_.block_shift);
     const uint64_t slot = f->swap_slot();
     ++sc.submitted;
     p->set_writeback();
     st_.writeback_in_flight.fetch_add(1, std::memory_order_relaxed);
     st_.swap->write_blocks(swapdev::SwapSlot(slot), f->bytes(), mask, shift,
-                           [st, p, f, slot, background, all](int err) {
-                             writeback_done(*st, p, f, slot, background, true, all, err);
+                           [st, p, f, slot, background](int err) {
+                             writeback_done(*st, p, f, slot, background, true, err);
                            });
     return;
   }
@@ -1346,8 +1326,8 @@ void FilePagesImpl::page_out_locked(Pmap* p, ScanControl& sc) {
   st_.writeback_in_flight.fetch_add(1, std::memory_order_relaxed);
   const std::span<const std::byte> bytes = f->bytes();
   const uint64_t slot = run.first.value;
-  st_.swap->write(run.first, {&bytes, 1}, [st, p, f, slot, background, all](int err) {
-    writeback_done(*st, p, f, slot, background, false, all, err);
+  st_.swap->write(run.first, {&bytes, 1}, [st, p, f, slot, background](int err) {
+    writeback_done(*st, p, f, slot, background, false, err);
   });
 }
 
@@ -1429,6 +1409,7 @@ void read_and_wait(const std::function<void(FilePages::ReadDone)>& start,
   std::unique_lock lock(sync.mu);
   sync.cv.wait(lock, [&] { return sync.finished; });
 }
+
 Result<FilePages::PendingWrite*> FilePages::start_write(uint64_t off,
                                                         std::span<const std::byte> data) {
   return impl_->write(off, data);

@@ -57,6 +57,7 @@ struct PageCache::State {
   const size_t page_size;
   const unsigned page_shift;
   const unsigned block_shift;  // dirty-bitmap block: max(512, page_size / 64)
+  const uint64_t all_blocks;   // the dirty bits of a whole page
   const uint64_t max_pages;    // 0 = unlimited
   const bool writeback_copy;   // PageCacheConfig::writeback_copy
   const std::unique_ptr<FramePool> pool;

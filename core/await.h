@@ -1,0 +1,32 @@
+// await_callback: the blocking form of an asynchronous call that reports
+// through a callback (a pending write, Namespace::write_async). For tests,
+// copy_file_range and the few paths that must have the result before they
+// go on; never on a thread the callback may need.
+// Threads: the callback may run on any thread, before or after `start`
+// returns.
+#pragma once
+
+#include <condition_variable>
+#include <mutex>
+#include <optional>
+#include <utility>
+
+namespace tmpfsd {
+
+// Calls start(cb) and returns the value cb is called with, once it is.
+template <class T, class Start>
+T await_callback(Start&& start) {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::optional<T> out;
+  start([&](T v) {
+    std::lock_guard lock(mu);  // notified under the lock: the waiter cannot
+    out.emplace(std::move(v));  // return (and destroy cv) before we are done
+    cv.notify_one();
+  });
+  std::unique_lock lock(mu);
+  cv.wait(lock, [&] { return out.has_value(); });
+  return std::move(*out);
+}
+
+}  // namespace tmpfsd
