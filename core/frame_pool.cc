@@ -39,6 +39,10 @@ FramePool::FramePool(size_t frame_size, uint64_t frames_total, std::byte* base)
 }
 
 FramePool::~FramePool() {
+  if (prefault_thread_.joinable()) {
+    prefault_thread_.request_stop();
+    prefault_thread_.join();
+  }
   assert(used_.load() == 0 && reserved_ == 0);
   if (used_.load() != 0) spdlog::error("FramePool: {} frames still in use at exit", used_.load());
   if (base_ != nullptr) munmap(base_, frame_size_ * frames_total_);
@@ -100,6 +104,7 @@ FramePool::Taken FramePool::Reservation::take() {
   }
   Frame* f = &p.frames_[i];
   assert(f->owner_ == nullptr);
+  if (zeroed && p.prefault_due_locked()) p.prefault_cv_.notify_one();
   return {f, zeroed};
 }
 
@@ -143,6 +148,53 @@ void FramePool::cool_warm_locked() {
   // Highest numbers first onto the stack so that low frames are reused first.
   for (auto it = warm_.rbegin(); it != warm_.rend(); ++it) cold_.push_back(*it);
   warm_.clear();
+}
+
+void FramePool::start_prefault(uint64_t window) {
+  window = std::min(window, frames_total_);
+  if (window == 0 || prefault_thread_.joinable()) return;
+  // Probe once: an unknown advice is EINVAL, and the thread then never runs.
+  if (madvise(base_, frame_size_, MADV_POPULATE_WRITE) != 0) {
+    spdlog::info("FramePool: no MADV_POPULATE_WRITE (errno {}): frames are not prefaulted", errno);
+    return;
+  }
+  {
+    std::lock_guard lock(mu_);
+    prefault_window_ = window;
+  }
+  prefault_thread_ = std::jthread([this](std::stop_token st) { prefault_loop(st); });
+}
+
+// A whole run is missing from the window, or the last piece of the region.
+bool FramePool::prefault_due_locked() const {
+  if (prefault_window_ == 0) return false;
+  const uint64_t target = std::min(frames_total_, cold_taken_locked() + prefault_window_);
+  if (prefault_end_ >= target) return false;
+  return target - prefault_end_ >= std::min(kPrefaultRun, prefault_window_) || target == frames_total_;
+}
+
+void FramePool::prefault_loop(std::stop_token st) {
+  std::unique_lock lock(mu_);
+  while (!st.stop_requested()) {
+    const uint64_t target = std::min(frames_total_, cold_taken_locked() + prefault_window_);
+    if (prefault_end_ >= target) {
+      if (prefault_end_ >= frames_total_) return;  // the whole region is populated
+      prefault_cv_.wait(lock, st, [&] { return prefault_due_locked(); });
+      continue;
+    }
+    const uint64_t first = prefault_end_;
+    const uint64_t n = std::min(target - first, kPrefaultRun);
+    prefault_end_ = first + n;
+    lock.unlock();
+    // Without the lock: population never changes the frames' bytes, whoever
+    // owns them by now (see the header comment).
+    if (madvise(base_ + first * frame_size_, n * frame_size_, MADV_POPULATE_WRITE) != 0) {
+      spdlog::warn("FramePool: madvise(POPULATE_WRITE) failed: errno {}; prefaulting stops", errno);
+      return;
+    }
+    prefaulted_.fetch_add(n, std::memory_order_relaxed);
+    lock.lock();
+  }
 }
 
 }  // namespace tmpfsd

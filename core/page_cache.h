@@ -64,6 +64,7 @@ struct PageCacheStats {
   uint64_t max_pages = 0;         // size= in pages (0 = unlimited)
   uint64_t frames_total = 0;      // --memory in frames
   uint64_t frames_used = 0;
+  uint64_t frames_prefaulted = 0; // faulted in ahead of the writers (FramePool)
   uint64_t pages_resident = 0;
   uint64_t pages_swapped = 0;
   uint64_t metadata_bytes = 0;    // pmaps + indexes, not frames

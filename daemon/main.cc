@@ -4,6 +4,7 @@
 // SIGTERM, SIGINT and SIGHUP end the loop (libfuse's handlers); the mount is
 // then removed and the process exits 0.
 #include <fuse_lowlevel.h>
+#include <malloc.h>
 #include <unistd.h>
 
 #include <csignal>
@@ -130,13 +131,13 @@ int serve(const Options& o) {
       spdlog::info("unmounted {}: {} pages allocated, {} frames used, {} bytes of metadata", o.mountpoint,
                    s.pages_allocated, s.frames_used, s.metadata_bytes);
       spdlog::info(
-          "page cache: frames {} used / {} free / {} total; pages {} resident ({} also in swap), {} swapped; "
+          "page cache: frames {} used / {} free / {} total ({} prefaulted); pages {} resident ({} also in swap), {} swapped; "
           "swap slots {} / {}; swap-ins {} ({} errors; {} reads and {} writes replied from the completion; "
           "readahead {} pages, {} used); writebacks {} ({} background, {} partial, {} errors); "
           "evicted {}; reclaim scans {}; writes that waited for writeback {}, copied instead {}, "
           "waited for frames {}; "
           "metadata {} bytes",
-          s.frames_used, s.frames_free, s.frames_total, s.pages_resident, s.swap_cached, s.pages_swapped,
+          s.frames_used, s.frames_free, s.frames_total, s.frames_prefaulted, s.pages_resident, s.swap_cached, s.pages_swapped,
           s.swap_slots_used, s.swap_slots_total, s.swap_ins, s.swap_in_errors, s.reads_async, s.writes_async,
           s.readahead_pages, s.readahead_hits, s.writebacks,
           s.background_cleaned, s.partial_writebacks, s.writeback_errors, s.pages_evicted, s.reclaim_scans, s.writeback_waits,
@@ -154,6 +155,19 @@ int serve(const Options& o) {
 }  // namespace tmpfsd
 
 int main(int argc, char** argv) {
+  // One malloc arena that grows in 64 MiB steps. The page cache allocates a
+  // little metadata for every page it takes in (a Pmap, a share of an index
+  // chunk: ~22 KiB per MiB written), and glibc grows a thread's arena one
+  // 4 KiB mprotect at a time: 5,533 mprotect calls in 1 GiB of sequential
+  // writes, each taking the mmap lock for writing against the frame
+  // prefaulting and the FUSE copies. With these settings that run made 1
+  // call, and 1 MiB O_DIRECT writes into fresh frames went from 1,073 to
+  // 1,627 MB/s (medians of 4 alternating runs, --memory 2G). Large blocks
+  // (copy_file_range's bounce buffer, libfuse's request buffers) stay in the
+  // heap too instead of an mmap and 256 page faults each time.
+  mallopt(M_ARENA_MAX, 1);
+  mallopt(M_TOP_PAD, 64 << 20);
+  mallopt(M_MMAP_THRESHOLD, 4 << 20);
   tmpfsd::ParseOutcome parsed = tmpfsd::parse_options(argc, argv);
   if (!parsed.options) {
     std::fprintf(parsed.exit_code ? stderr : stdout, "%s\n", parsed.message.c_str());

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstring>
 #include <fstream>
+#include <thread>
 #include <vector>
 
 #include <catch2/catch.hpp>
@@ -113,6 +114,63 @@ TEST_CASE("FramePool: freed frames give their memory back to the OS") {
   CHECK(p.madvise_calls() <= kFrames / FramePool::kWarmFrames + 1);
   p.trim();
   CHECK(resident_pages(p.region()) == 0);
+}
+
+// Polls `cond` for up to 10 s: the prefault thread runs on its own time.
+template <class F>
+bool eventually(F cond) {
+  auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!cond()) {
+    if (std::chrono::steady_clock::now() > end) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
+
+TEST_CASE("FramePool: prefaulting keeps a window of cold frames faulted in ahead of take()") {
+  constexpr uint64_t kFrames = 4096, kWindow = 512;
+  auto pool = FramePool::create(4096, kFrames);
+  REQUIRE(pool);
+  FramePool& p = **pool;
+  auto frames = [&](uint64_t first, uint64_t n) { return p.region().subspan(first * 4096, n * 4096); };
+  p.start_prefault(kWindow);
+  // The first window is faulted in, and nothing beyond it.
+  REQUIRE(eventually([&] { return p.frames_prefaulted() >= kWindow; }));
+  CHECK(resident_pages(frames(0, kWindow)) == kWindow);
+  CHECK(resident_pages(frames(kWindow, kFrames - kWindow)) == 0);
+  CHECK(p.frames_prefaulted() == kWindow);
+
+  // Taking frames moves the window: 1000 taken, so [0, 1512) get faulted in,
+  // all but less than a run of it.
+  // The frames still read as zeros and say so, and keep what is written.
+  constexpr uint64_t kTaken = 1000;
+  auto r = p.reserve(kTaken);
+  REQUIRE(r);
+  std::vector<Frame*> taken;
+  for (uint64_t i = 0; i < kTaken; ++i) {
+    auto t = r->take();
+    CHECK(t.zeroed);
+    for (std::byte b : t.frame->bytes()) REQUIRE(b == std::byte{0});
+    std::memset(t.frame->bytes().data(), static_cast<int>(i & 0xff) | 1, 4096);
+    taken.push_back(t.frame);
+  }
+  constexpr uint64_t kAhead = kTaken + kWindow - FramePool::kPrefaultRun + 1;
+  REQUIRE(eventually([&] { return p.frames_prefaulted() >= kAhead; }));
+  CHECK(resident_pages(frames(0, kAhead)) == kAhead);
+  // Never past the window.
+  CHECK(p.frames_prefaulted() <= kTaken + kWindow);
+  CHECK(resident_pages(frames(kTaken + kWindow, kFrames - kTaken - kWindow)) == 0);
+  for (uint64_t i = 0; i < kTaken; ++i) {
+    for (std::byte b : taken[i]->bytes()) REQUIRE(b == std::byte(static_cast<int>(i & 0xff) | 1));
+  }
+
+  // To the end of the region and no further; the destructor stops the thread.
+  auto rest = p.reserve(kFrames - kTaken);
+  REQUIRE(rest);
+  while (rest->left() > 0) taken.push_back(rest->take().frame);
+  REQUIRE(eventually([&] { return p.frames_prefaulted() >= kFrames; }));
+  CHECK(p.frames_prefaulted() == kFrames);
+  for (Frame* f : taken) p.free(f);
 }
 
 TEST_CASE("FramePool: batched madvise is cheaper than one call per frame", "[bench]") {
