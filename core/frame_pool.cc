@@ -153,8 +153,9 @@ void FramePool::cool_warm_locked() {
 void FramePool::start_prefault(uint64_t window) {
   window = std::min(window, frames_total_);
   if (window == 0 || prefault_thread_.joinable()) return;
-  // Probe once: an unknown advice is EINVAL, and the thread then never runs.
-  if (madvise(base_, frame_size_, MADV_POPULATE_WRITE) != 0) {
+  // Probe once: the kernel rejects an unknown advice (EINVAL) before it
+  // looks at the length, so this populates nothing.
+  if (madvise(base_, 0, MADV_POPULATE_WRITE) != 0) {
     spdlog::info("FramePool: no MADV_POPULATE_WRITE (errno {}): frames are not prefaulted", errno);
     return;
   }
@@ -166,8 +167,9 @@ void FramePool::start_prefault(uint64_t window) {
 }
 
 // A whole run is missing from the window, or the last piece of the region.
+// Not before the first frame is taken: an idle mount costs no memory.
 bool FramePool::prefault_due_locked() const {
-  if (prefault_window_ == 0) return false;
+  if (prefault_window_ == 0 || cold_taken_locked() == 0) return false;
   const uint64_t target = std::min(frames_total_, cold_taken_locked() + prefault_window_);
   if (prefault_end_ >= target) return false;
   return target - prefault_end_ >= std::min(kPrefaultRun, prefault_window_) || target == frames_total_;
@@ -176,24 +178,26 @@ bool FramePool::prefault_due_locked() const {
 void FramePool::prefault_loop(std::stop_token st) {
   std::unique_lock lock(mu_);
   while (!st.stop_requested()) {
-    const uint64_t target = std::min(frames_total_, cold_taken_locked() + prefault_window_);
-    if (prefault_end_ >= target) {
-      if (prefault_end_ >= frames_total_) return;  // the whole region is populated
-      prefault_cv_.wait(lock, st, [&] { return prefault_due_locked(); });
-      continue;
+    if (prefault_end_ >= frames_total_) return;  // the whole region is populated
+    if (!prefault_cv_.wait(lock, st, [&] { return prefault_due_locked(); })) return;
+    // Fill the window, following take() while it moves.
+    for (;;) {
+      const uint64_t target = std::min(frames_total_, cold_taken_locked() + prefault_window_);
+      if (prefault_end_ >= target || st.stop_requested()) break;
+      const uint64_t first = prefault_end_;
+      const uint64_t n = std::min(target - first, kPrefaultRun);
+      prefault_end_ = first + n;
+      lock.unlock();
+      // Without the lock: population never changes the frames' bytes,
+      // whoever owns them by now (see the header comment).
+      if (madvise(base_ + first * frame_size_, n * frame_size_, MADV_POPULATE_WRITE) != 0) {
+        spdlog::warn("FramePool: madvise(POPULATE_WRITE) failed: errno {}; prefaulting stops",
+                     errno);
+        return;
+      }
+      prefaulted_.fetch_add(n, std::memory_order_relaxed);
+      lock.lock();
     }
-    const uint64_t first = prefault_end_;
-    const uint64_t n = std::min(target - first, kPrefaultRun);
-    prefault_end_ = first + n;
-    lock.unlock();
-    // Without the lock: population never changes the frames' bytes, whoever
-    // owns them by now (see the header comment).
-    if (madvise(base_ + first * frame_size_, n * frame_size_, MADV_POPULATE_WRITE) != 0) {
-      spdlog::warn("FramePool: madvise(POPULATE_WRITE) failed: errno {}; prefaulting stops", errno);
-      return;
-    }
-    prefaulted_.fetch_add(n, std::memory_order_relaxed);
-    lock.lock();
   }
 }
 

@@ -139,10 +139,10 @@ class FramePool {
   void set_warm_limit(size_t n);
   // madvises every warm frame now (tests, and later the Reclaimer when idle).
   void trim();
-  // Starts the prefault thread (see above): from now on the next `window`
-  // frames that take() will hand out from the cold stack are faulted in
-  // ahead (all but less than one run of them at any time, once the thread
-  // has caught up), in runs of at most kPrefaultRun frames. Call at most once. A
+  // Starts the prefault thread (see above): once the first frame has been
+  // taken, the next `window` frames that take() will hand out from the cold
+  // stack are faulted in ahead (all but less than one run of them, once the
+  // thread has caught up), in runs of at most kPrefaultRun frames. Call at most once. A
   // kernel without MADV_POPULATE_WRITE (before 5.14) leaves it off.
   void start_prefault(uint64_t window);
   static constexpr uint64_t kPrefaultRun = 256;

@@ -127,27 +127,35 @@ bool eventually(F cond) {
   return true;
 }
 
-TEST_CASE("FramePool: prefaulting keeps a window of cold frames faulted in ahead of take()") {
+TEST_CASE("FramePool: prefaulting keeps a window of cold frames faulted in ahead of take()", "[threads]") {
   constexpr uint64_t kFrames = 4096, kWindow = 512;
   auto pool = FramePool::create(4096, kFrames);
   REQUIRE(pool);
   FramePool& p = **pool;
   auto frames = [&](uint64_t first, uint64_t n) { return p.region().subspan(first * 4096, n * 4096); };
   p.start_prefault(kWindow);
-  // The first window is faulted in, and nothing beyond it.
-  REQUIRE(eventually([&] { return p.frames_prefaulted() >= kWindow; }));
-  CHECK(resident_pages(frames(0, kWindow)) == kWindow);
-  CHECK(resident_pages(frames(kWindow, kFrames - kWindow)) == 0);
-  CHECK(p.frames_prefaulted() == kWindow);
+  // Nothing until a frame is taken: an idle pool costs no memory.
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  CHECK(p.frames_prefaulted() == 0);
+  CHECK(resident_pages(p.region()) == 0);
+  // Then the window after it is faulted in, and nothing beyond.
+  auto first = p.reserve(1);
+  REQUIRE(first);
+  Frame* f0 = first->take().frame;
+  REQUIRE(eventually([&] { return p.frames_prefaulted() >= kWindow + 1; }));
+  CHECK(p.frames_prefaulted() == kWindow + 1);
+  CHECK(resident_pages(frames(0, kWindow + 1)) == kWindow + 1);
+  CHECK(resident_pages(frames(kWindow + 1, kFrames - kWindow - 1)) == 0);
 
   // Taking frames moves the window: 1000 taken, so [0, 1512) get faulted in,
   // all but less than a run of it.
   // The frames still read as zeros and say so, and keep what is written.
   constexpr uint64_t kTaken = 1000;
-  auto r = p.reserve(kTaken);
+  auto r = p.reserve(kTaken - 1);
   REQUIRE(r);
-  std::vector<Frame*> taken;
-  for (uint64_t i = 0; i < kTaken; ++i) {
+  std::vector<Frame*> taken{f0};
+  std::memset(f0->bytes().data(), 1, 4096);
+  for (uint64_t i = 1; i < kTaken; ++i) {
     auto t = r->take();
     CHECK(t.zeroed);
     for (std::byte b : t.frame->bytes()) REQUIRE(b == std::byte{0});
