@@ -1512,6 +1512,12 @@ PageCacheStats PageCache::stats() const {
     const swapdev::SwapCounters c = s.swap->counters();
     r.swap_slots_total = c.total_slots;
     r.swap_slots_used = c.slots_used;
+    r.swap_ios = c.ios_submitted;
+    r.swap_bytes_written = c.bytes_written;
+    r.swap_bytes_read = c.bytes_read;
+    r.swap_max_queue_depth = c.max_queue_depth;
+    r.swap_errors = c.errors;
+    r.swap_checksum_failures = c.checksum_failures;
   }
   r.swap_cached = ld(s.swap_cached);
   r.swap_ins = ld(s.swap_ins);

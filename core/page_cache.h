@@ -90,6 +90,13 @@ struct PageCacheStats {
   uint64_t writes_async = 0;      // writes replied from a swap-in completion
   uint64_t readahead_pages = 0;   // swapped pages read ahead of a sequential reader
   uint64_t readahead_hits = 0;    // of those, pages a read then used
+  // The swap device's own figures (swapdev::SwapCounters).
+  uint64_t swap_ios = 0;          // I/Os submitted (after merging)
+  uint64_t swap_bytes_written = 0;
+  uint64_t swap_bytes_read = 0;
+  uint64_t swap_max_queue_depth = 0;
+  uint64_t swap_errors = 0;       // requests that failed, checksum failures included
+  uint64_t swap_checksum_failures = 0;
 };
 
 // The data of one regular file. Not copyable or movable: pmaps and frames

@@ -142,6 +142,12 @@ int serve(const Options& o) {
           s.readahead_pages, s.readahead_hits, s.writebacks,
           s.background_cleaned, s.partial_writebacks, s.writeback_errors, s.pages_evicted, s.reclaim_scans, s.writeback_waits,
           s.writeback_copies, s.frame_waits, s.metadata_bytes);
+      if (s.swap_slots_total) {
+        spdlog::info("swap device: {} I/Os, {} MiB written, {} MiB read, at most {} in flight; "
+                     "{} errors ({} checksum failures)",
+                     s.swap_ios, s.swap_bytes_written >> 20, s.swap_bytes_read >> 20,
+                     s.swap_max_queue_depth, s.swap_errors, s.swap_checksum_failures);
+      }
     } else {
       spdlog::error("cannot mount on {}", o.mountpoint);
     }
