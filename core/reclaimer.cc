@@ -36,11 +36,13 @@ void Reclaimer::run(std::stop_token stop) {
     bool busy = false;
     if (avail < high_) {
       ScanControl sc;
+      sc.batch = kBatch;
       reclaim_pass(st_, sc);
       busy = sc.freed > 0 || sc.submitted > 0;
       if (!busy) st_.wait_progress(2);
     } else if (avail < clean_) {
       ScanControl sc;
+      sc.batch = kBatch;
       sc.evict = false;
       sc.background = true;
       reclaim_pass(st_, sc);
