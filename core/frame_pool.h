@@ -21,9 +21,10 @@
 //
 // Prefaulting (start_prefault): the first write to a cold frame takes a page
 // fault, in which the kernel allocates and zeroes a page. On the FUSE write
-// path that fault costs more than the copy itself (tools/bench-reclaim,
-// 1 GiB of 1 MiB O_DIRECT writes through --memory 2G: 1,127 MB/s into cold
-// frames, 2,950-3,475 MB/s into warm ones). So a PageCache with a swap
+// path that fault costs more than the copy itself (fio, 1 GiB of 1 MiB
+// O_DIRECT writes through --memory 2G: 1,127 MB/s into cold frames,
+// 2,950-3,475 MB/s into warm ones; the gain needs daemon/main.cc's malloc
+// settings as well, see there). So a PageCache with a swap
 // device, whose frames never go cold again once used, starts a thread that
 // keeps the next `window` frames the cold stack will hand out faulted in
 // ahead of the writers, with madvise(MADV_POPULATE_WRITE). That never
@@ -43,7 +44,8 @@
 //
 // Locks: mu_ is the innermost lock of core/ (LOCKING.md); nothing is called
 // out while holding it except madvise on frames that nobody owns.
-// Threads: any.
+// Threads: any; and the prefault thread, which holds mu_ only to pick its
+// next run, never while it populates.
 #pragma once
 
 #include <atomic>
@@ -142,8 +144,9 @@ class FramePool {
   // Starts the prefault thread (see above): once the first frame has been
   // taken, the next `window` frames that take() will hand out from the cold
   // stack are faulted in ahead (all but less than one run of them, once the
-  // thread has caught up), in runs of at most kPrefaultRun frames. Call at most once. A
-  // kernel without MADV_POPULATE_WRITE (before 5.14) leaves it off.
+  // thread has caught up), in runs of at most kPrefaultRun frames. Call at
+  // most once. A kernel without MADV_POPULATE_WRITE (before 5.14) leaves it
+  // off.
   void start_prefault(uint64_t window);
   static constexpr uint64_t kPrefaultRun = 256;
   // Frames the prefault thread has faulted in so far.
