@@ -150,6 +150,8 @@ class UringSwapDevice final : public SwapDevice {
   void write_blocks(SwapSlot slot, std::span<const std::byte> page, uint64_t block_mask,
                     unsigned block_shift, IoDone done) override;
   void flush() override;
+  // Reaps completions on the calling thread (see the header comment).
+  void wait_until(const std::function<bool()>& done) override;
   SwapCounters counters() const override;
   void inject_errors(uint32_t n, int err) override { inject_.arm(n, err); }
 
@@ -180,6 +182,12 @@ class UringSwapDevice final : public SwapDevice {
  private:
   struct Request;
   struct Unit;
+  struct Waker;
+  // What one reap() took from the CQ; kept per thread to reuse its capacity.
+  struct Reaped {
+    std::vector<std::pair<Unit*, int>> cqes;  // user_data, res
+    std::vector<uint64_t> owners;             // submitters of reaped requests, not ours
+  };
   friend UringOpenResult open_uring_swap_device(const UringOptions&) noexcept;
 
   UringSwapDevice(const UringOptions& opt, int fd, bool direct, bool can_punch,
@@ -195,7 +203,9 @@ class UringSwapDevice final : public SwapDevice {
   void push_runs_locked(Request* r);   // write_blocks: a unit per run of blocks
   bool prep_locked(Unit* u);           // false: no SQE free
   void submit_locked();
-  void complete(Unit* u, int res);     // completion thread
+  unsigned reap(Reaped& out);          // takes every CQE and completes it; how many
+  unsigned cq_ready() const;           // CQEs posted and not taken: a hint, no lock
+  void complete(Unit* u, int res);     // the reaping thread
   void finish(Unit* u, int err);       // runs the callbacks, frees u
   void finish_request(Request* r, int err);
   Request* new_request();             // from the pool, or the heap
@@ -237,6 +247,13 @@ class UringSwapDevice final : public SwapDevice {
   std::vector<FixedChunk> fixed_;    // guarded by sq_mu_: index = buffer index
   bool stopping_ = false;            // guarded by sq_mu_
   std::condition_variable idle_cv_;  // inflight_ == 0 && backlog_ empty
+
+  // Reaping: the completion thread and threads in wait_until() share the CQ.
+  std::mutex cq_mu_;                 // guards the CQ head: taking CQEs, advancing it
+  std::mutex wait_mu_;               // a leaf lock
+  std::vector<Waker*> waiting_;      // guarded by wait_mu_: threads in wait_until()
+  std::atomic<unsigned> waiting_count_{0};  // waiting_.size(), read without the lock
+  std::unique_ptr<Waker> ct_waker_;  // the completion thread's; null if no fds
 
   // Finished Requests and Units, kept with their vectors' capacity so that
   // an I/O costs no heap allocation in the steady state.
