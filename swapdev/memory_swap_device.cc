@@ -188,6 +188,15 @@ size_t MemorySwapDevice::complete_pending() {
   }
 }
 
+void MemorySwapDevice::wait_until(const std::function<bool()>& done) {
+  auto nap = std::chrono::microseconds(20);
+  while (!done()) {
+    if (complete_pending() > 0) continue;
+    std::this_thread::sleep_for(nap);
+    nap = std::min<std::chrono::microseconds>(nap * 2, std::chrono::milliseconds(1));
+  }
+}
+
 size_t MemorySwapDevice::pending() const {
   std::lock_guard lk(mu_);
   return queue_.size();

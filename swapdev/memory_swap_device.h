@@ -59,6 +59,9 @@ class MemorySwapDevice final : public SwapDevice {
   void write_blocks(SwapSlot slot, std::span<const std::byte> page, uint64_t block_mask,
                     unsigned block_shift, IoDone done) override;
   void flush() override {}
+  // Runs queued requests on the calling thread (complete_pending()) until
+  // done() is true; in Thread mode the worker may run some of them instead.
+  void wait_until(const std::function<bool()>& done) override;
   SwapCounters counters() const override;
   void inject_errors(uint32_t n, int err) override { inject_.arm(n, err); }
 

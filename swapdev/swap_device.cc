@@ -1,5 +1,9 @@
 #include "swapdev/swap_device.h"
 
+#include <algorithm>
+#include <chrono>
+#include <thread>
+
 namespace tmpfsd::swapdev {
 
 namespace {
@@ -8,6 +12,15 @@ thread_local const SwapDevice* tl_plugged = nullptr;
 }  // namespace
 
 SwapDevice::~SwapDevice() = default;
+
+void SwapDevice::wait_until(const std::function<bool()>& done) {
+  flush();
+  auto nap = std::chrono::microseconds(20);
+  while (!done()) {
+    std::this_thread::sleep_for(nap);
+    nap = std::min<std::chrono::microseconds>(nap * 2, std::chrono::milliseconds(1));
+  }
+}
 
 IoBatch::IoBatch(SwapDevice& dev) : dev_(dev), outer_(tl_plugged) { tl_plugged = &dev; }
 

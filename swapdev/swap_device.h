@@ -141,6 +141,24 @@ class SwapDevice {
   // Submits everything queued (see IoBatch). Cheap when nothing is queued.
   virtual void flush() = 0;
 
+  // Blocks the calling thread until done() returns true, for a thread that
+  // waits for I/O it submitted itself (a benchmark, a synchronous caller).
+  // Flushes first. A device may have the waiting thread reap completions and
+  // run their callbacks itself (UringSwapDevice does: one wake-up per
+  // completion instead of three), so callbacks of any request of this
+  // device, not only the caller's, may run on this thread, inside this
+  // call. done() runs on the calling thread, with no device lock held; it
+  // must read what the callbacks write through a mutex or seq_cst atomics.
+  // It is re-evaluated after every completion this thread reaps, at once
+  // when a callback of a request this thread submitted runs elsewhere, and
+  // otherwise at least every millisecond or so: a done() that turns true by
+  // other means is noticed late, not never. Must not be called from a
+  // callback (the completion thread would wait on itself), nor while this
+  // thread has I/O of this device queued under an IoBatch it expects to
+  // stay queued. The default just flushes and re-evaluates done() after
+  // short, growing sleeps (up to 1 ms).
+  virtual void wait_until(const std::function<bool()>& done);
+
   virtual SwapCounters counters() const = 0;
 
   // Test hook: the next n read/write requests fail with `err` (e.g. -EIO,

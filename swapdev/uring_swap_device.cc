@@ -4,6 +4,8 @@
 #include "swapdev/uring_swap_device.h"
 
 #include <spdlog/spdlog.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -21,7 +23,65 @@ constexpr size_t kDioAlign = 4096;  // memory alignment O_DIRECT needs, at most
 constexpr size_t kMaxRequestPages = IOV_MAX;
 constexpr size_t kPoolMax = 4096;      // idle Requests (and Units) kept
 constexpr size_t kPoolKeepPages = 16;  // larger vectors are not kept
+// How long a thread in wait_until() sleeps before it looks again without
+// being woken, and the completion thread while waiting threads reap.
+constexpr int kWaitSliceMs = 1;
+
+// A number per thread, recorded in each request so that whoever reaps it
+// can wake the thread that submitted it.
+std::atomic<uint64_t> g_next_thread_token{1};
+uint64_t thread_token() {
+  thread_local const uint64_t token = g_next_thread_token.fetch_add(1, std::memory_order_relaxed);
+  return token;
+}
 }  // namespace
+
+// A thread's way to sleep until one of three things: io_uring task work for
+// it arrives (its own I/O completed: the kernel wakes it to post the CQEs,
+// and epoll_wait, unlike a futex wait, then returns -EINTR to user space
+// instead of going back to sleep), another thread wake()s it, or a timeout.
+// Each thread that calls wait_until() gets one (thread_local, kept until the
+// thread exits); the completion thread has its own.
+struct UringSwapDevice::Waker {
+  int epfd = -1;
+  int efd = -1;
+  uint64_t token = 0;                 // thread_token() of its thread
+  std::atomic<bool> sleeping{false};  // set before sleep(): wake() is needed
+
+  Waker() : token(thread_token()) {
+    efd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    epfd = ::epoll_create1(EPOLL_CLOEXEC);
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    if (efd >= 0 && epfd >= 0 && ::epoll_ctl(epfd, EPOLL_CTL_ADD, efd, &ev) != 0) {
+      ::close(epfd);
+      epfd = -1;
+    }
+  }
+  ~Waker() {
+    if (epfd >= 0) ::close(epfd);
+    if (efd >= 0) ::close(efd);
+  }
+  Waker(const Waker&) = delete;
+  Waker& operator=(const Waker&) = delete;
+  bool ok() const { return epfd >= 0 && efd >= 0; }
+
+  void sleep(int timeout_ms) {
+    epoll_event ev;
+    if (::epoll_wait(epfd, &ev, 1, timeout_ms) > 0) {
+      uint64_t v;
+      [[maybe_unused]] ssize_t n = ::read(efd, &v, sizeof v);
+    }
+  }
+  void wake() {
+    uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = ::write(efd, &one, sizeof one);
+  }
+  // wake() if it sleeps or is about to (it re-checks after setting the flag).
+  void wake_if_sleeping() {
+    if (sleeping.exchange(false)) wake();
+  }
+};
 
 // One read(), write() or write_blocks() call.
 struct UringSwapDevice::Request {
@@ -31,8 +91,11 @@ struct UringSwapDevice::Request {
   uint64_t first = 0;
   uint64_t mask = 0;           // write_blocks: blocks to write
   unsigned shift = 0;          // write_blocks: log2 of the block size
-  uint32_t parts = 0;          // write_blocks: units not yet completed
-  int part_err = 0;            // write_blocks: first error of a finished unit
+  // write_blocks: units not yet completed, and the first error of a finished
+  // one. Atomic: two threads may reap two units of one request at once.
+  std::atomic<uint32_t> parts{0};
+  std::atomic<int> part_err{0};
+  uint64_t submitter = 0;      // thread_token() of the calling thread
   std::vector<iovec> pages;    // the caller's pages
   std::vector<uint64_t> sums;  // write: XXH3 of each page, taken at submission
   std::byte* bounce = nullptr; // O_DIRECT with unaligned caller memory
@@ -49,8 +112,9 @@ struct UringSwapDevice::Request {
     first = 0;
     mask = 0;
     shift = 0;
-    parts = 0;
-    part_err = 0;
+    parts.store(0, std::memory_order_relaxed);
+    part_err.store(0, std::memory_order_relaxed);
+    submitter = 0;
     err = 0;
     done = nullptr;
     std::free(bounce);
@@ -188,6 +252,8 @@ int UringSwapDevice::init_ring(unsigned entries, std::string& error) {
     error = fmt::format("io_uring_register_files: {}", std::strerror(-r));
     return r;
   }
+  ct_waker_ = std::make_unique<Waker>();
+  if (!ct_waker_->ok()) ct_waker_.reset();  // then it sleeps in io_uring_enter only
   completer_ = std::jthread([this](std::stop_token st) { completion_loop(st); });
   discarder_ = std::jthread([this](std::stop_token st) { discard_loop(st); });
   return 0;
@@ -220,6 +286,7 @@ UringSwapDevice::~UringSwapDevice() {
       }
       io_uring_submit(&ring_);
     }
+    if (ct_waker_) ct_waker_->wake();
     completer_.join();
   }
   if (ring_ready_) io_uring_queue_exit(&ring_);
@@ -231,6 +298,7 @@ UringSwapDevice::~UringSwapDevice() {
 void UringSwapDevice::write(SwapSlot first, ConstPages pages, IoDone done) {
   DeviceStats::add(stats_.write_requests);
   Request* r = new_request();
+  r->submitter = thread_token();
   r->write = true;
   r->first = first.value;
   r->done = std::move(done);
@@ -264,6 +332,7 @@ void UringSwapDevice::write(SwapSlot first, ConstPages pages, IoDone done) {
 void UringSwapDevice::read(SwapSlot first, MutablePages pages, IoDone done) {
   DeviceStats::add(stats_.read_requests);
   Request* r = new_request();
+  r->submitter = thread_token();
   r->first = first.value;
   r->done = std::move(done);
   r->pages.reserve(pages.size());
@@ -290,6 +359,7 @@ void UringSwapDevice::write_blocks(SwapSlot slot, std::span<const std::byte> pag
                                    uint64_t block_mask, unsigned block_shift, IoDone done) {
   DeviceStats::add(stats_.write_requests);
   Request* r = new_request();
+  r->submitter = thread_token();
   r->write = true;
   r->partial = true;
   r->first = slot.value;
@@ -374,7 +444,7 @@ unsigned UringSwapDevice::flush_locked() {
       u->partial = r->partial;
       u->err = r->err;
       u->offset = r->first * page_size_;
-      if (r->partial) r->parts = 1;
+      if (r->partial) r->parts.store(1, std::memory_order_relaxed);
     } else {
       DeviceStats::add(stats_.ios_merged);
     }
@@ -427,8 +497,9 @@ void UringSwapDevice::push_runs_locked(Request* r) {
   std::byte* page = r->bounce ? r->bounce : static_cast<std::byte*>(r->pages[0].iov_base);
   // Count first: the completion thread may finish the first unit before the
   // last is pushed, and must know it was not the last.
-  r->parts = 0;
-  for (uint64_t m = r->mask; m != 0; m &= m + (m & -m)) ++r->parts;  // drops the lowest run
+  uint32_t parts = 0;
+  for (uint64_t m = r->mask; m != 0; m &= m + (m & -m)) ++parts;  // drops the lowest run
+  r->parts.store(parts, std::memory_order_relaxed);
   uint64_t m = r->mask;
   while (m != 0) {
     unsigned b = static_cast<unsigned>(std::countr_zero(m));
@@ -521,7 +592,7 @@ void UringSwapDevice::submit_locked() {
 }
 
 // Decides what a CQE means for its unit: finished (callbacks run) or sent
-// again (-EAGAIN, short transfer). Completion thread only.
+// again (-EAGAIN, short transfer). The thread that reaped its CQE.
 void UringSwapDevice::complete(Unit* u, int res) {
   if (u->nop) return finish(u, u->err);
   if (res >= 0)
@@ -562,13 +633,14 @@ void UringSwapDevice::finish(Unit* u, int err) {
   if (u->partial) {
     // One run of a write_blocks(): the request finishes with its last unit.
     Request* r = u->reqs[0];
-    if (err != 0 && r->part_err == 0) r->part_err = err;
-    if (--r->parts > 0) {
+    int none = 0;
+    if (err != 0) r->part_err.compare_exchange_strong(none, err, std::memory_order_relaxed);
+    if (r->parts.fetch_sub(1, std::memory_order_acq_rel) > 1) {
       u->reqs.clear();  // the request lives on with its other units
       recycle(u);
       return;
     }
-    err = r->part_err;
+    err = r->part_err.load(std::memory_order_relaxed);
   }
   for (Request* r : u->reqs) finish_request(r, err);
   recycle(u);
@@ -624,58 +696,135 @@ void UringSwapDevice::finish_request(Request* r, int err) {
   r->done = nullptr;  // what it captured goes now, not when the Request is reused
 }
 
-void UringSwapDevice::completion_loop(std::stop_token st) {
-  std::vector<std::pair<Unit*, int>> batch;
-  for (;;) {
-    io_uring_cqe* cqe = nullptr;
-    int r = io_uring_wait_cqe(&ring_, &cqe);
-    if (r < 0) {
-      if (r != -EINTR) spdlog::error("swapdev: io_uring_wait_cqe: {}", std::strerror(-r));
-      continue;
-    }
-    batch.clear();
+unsigned UringSwapDevice::cq_ready() const {
+  return io_uring_smp_load_acquire(ring_.cq.ktail) - io_uring_smp_load_acquire(ring_.cq.khead);
+}
+
+unsigned UringSwapDevice::reap(Reaped& out) {
+  out.cqes.clear();
+  out.owners.clear();
+  {
+    std::lock_guard lk(cq_mu_);
     unsigned head;
     unsigned seen = 0;
+    io_uring_cqe* cqe;
     io_uring_for_each_cqe(&ring_, head, cqe) {
-      batch.emplace_back(static_cast<Unit*>(io_uring_cqe_get_data(cqe)), cqe->res);
+      out.cqes.emplace_back(static_cast<Unit*>(io_uring_cqe_get_data(cqe)), cqe->res);
       ++seen;
     }
+    if (seen == 0) return 0;
     io_uring_cq_advance(&ring_, seen);
-    unsigned units = 0;
-    for (auto& [u, res] : batch) units += u != nullptr;
-    unsigned n;
-    {
-      // Give the ring room first, so callbacks and resubmissions find it.
-      std::lock_guard lk(sq_mu_);
-      inflight_ -= units;
-      stats_.io_finished(units);
-      while (!backlog_.empty() && inflight_ < max_inflight_) {
-        if (!prep_locked(backlog_.front())) {
-          submit_locked();
-          if (!prep_locked(backlog_.front())) break;
-        }
-        backlog_.pop_front();
-      }
-      // Also whatever an earlier io_uring_enter left (-EAGAIN/-EBUSY).
-      n = unsubmitted_locked();
-    }
-    enter(n);
-    // What a callback submits leaves when that callback returns (all of it in
-    // one io_uring_enter), not after the whole batch: the disk would idle
-    // while the rest of the batch is verified and called back. Measured at
-    // 4 KiB qd32 (swapdev/fio IOPS ratio): plugged per batch 0.75x write,
-    // 0.84x read; per 4 completions 0.97x, 0.92x; per completion 1.00x, 0.97x.
-    for (auto& [u, res] : batch) {
-      if (!u) continue;
-      IoBatch plug(*this);
-      complete(u, res);
-    }
-    std::lock_guard lk(sq_mu_);
-    if (inflight_ == 0 && backlog_.empty()) {
-      idle_cv_.notify_all();
-      if (st.stop_requested() && stopping_) return;
-    }
   }
+  unsigned units = 0;
+  for (auto& [u, res] : out.cqes) units += u != nullptr;
+  unsigned n;
+  {
+    // Give the ring room first, so callbacks and resubmissions find it.
+    std::lock_guard lk(sq_mu_);
+    inflight_ -= units;
+    stats_.io_finished(units);
+    while (!backlog_.empty() && inflight_ < max_inflight_) {
+      if (!prep_locked(backlog_.front())) {
+        submit_locked();
+        if (!prep_locked(backlog_.front())) break;
+      }
+      backlog_.pop_front();
+    }
+    // Also whatever an earlier io_uring_enter left (-EAGAIN/-EBUSY).
+    n = unsubmitted_locked();
+  }
+  enter(n);
+  // Whose requests these are matters only while threads wait in
+  // wait_until(): a thread whose callback runs here must be woken.
+  const bool track = waiting_count_.load(std::memory_order_relaxed) > 0;
+  const uint64_t me = thread_token();
+  // What a callback submits leaves when that callback returns (all of it in
+  // one io_uring_enter), not after the whole batch: the disk would idle
+  // while the rest of the batch is verified and called back. Measured at
+  // 4 KiB qd32 (swapdev/fio IOPS ratio): plugged per batch 0.75x write,
+  // 0.84x read; per 4 completions 0.97x, 0.92x; per completion 1.00x, 0.97x.
+  for (auto& [u, res] : out.cqes) {
+    if (!u) continue;
+    if (track)
+      for (Request* r : u->reqs)
+        if (r->submitter != me) out.owners.push_back(r->submitter);
+    IoBatch plug(*this);
+    complete(u, res);
+  }
+  {
+    std::lock_guard lk(sq_mu_);
+    if (inflight_ == 0 && backlog_.empty()) idle_cv_.notify_all();
+  }
+  if (!out.owners.empty()) {
+    std::lock_guard lk(wait_mu_);
+    for (Waker* w : waiting_)
+      if (std::find(out.owners.begin(), out.owners.end(), w->token) != out.owners.end())
+        w->wake_if_sleeping();
+  }
+  return static_cast<unsigned>(out.cqes.size());
+}
+
+// While no thread waits in wait_until(), this thread sleeps in io_uring_enter
+// and reaps every completion, as it always did. While some do, they reap
+// their own (their task work wakes them, see Waker), and this thread keeps
+// out of io_uring_enter: a sleeper there is woken by every CQE posted, and
+// would take the waiters' completions from under them (a second and third
+// wake-up). It then wakes for its own task work (I/O its callbacks or
+// resubmissions sent), a kick when the last waiter leaves, or every
+// kWaitSliceMs for completions of threads that do not wait.
+void UringSwapDevice::completion_loop(std::stop_token st) {
+  Reaped batch;
+  for (;;) {
+    if (ct_waker_ && waiting_count_.load() > 0) {
+      ct_waker_->sleeping.store(true);
+      if (waiting_count_.load() > 0 && cq_ready() == 0) ct_waker_->sleep(kWaitSliceMs);
+      ct_waker_->sleeping.store(false, std::memory_order_relaxed);
+    } else if (cq_ready() == 0) {
+      int r = io_uring_enter(static_cast<unsigned>(ring_.ring_fd), 0, 1, IORING_ENTER_GETEVENTS,
+                             nullptr);
+      if (r < 0 && r != -EINTR) spdlog::error("swapdev: io_uring_enter(GETEVENTS): {}", std::strerror(-r));
+    }
+    reap(batch);
+    std::lock_guard lk(sq_mu_);
+    if (inflight_ == 0 && backlog_.empty() && st.stop_requested() && stopping_) return;
+  }
+}
+
+void UringSwapDevice::wait_until(const std::function<bool()>& done) {
+  flush();
+  if (done()) return;
+  thread_local std::unique_ptr<Waker> mine;
+  if (!mine) mine = std::make_unique<Waker>();
+  if (!mine->ok()) return SwapDevice::wait_until(done);  // no fds: the completion thread reaps
+  Waker* w = mine.get();
+  {
+    std::lock_guard lk(wait_mu_);
+    waiting_.push_back(w);
+    waiting_count_.store(static_cast<unsigned>(waiting_.size()));
+  }
+  thread_local Reaped batch;
+  const bool plugged = IoBatch::plugged(this);
+  for (;;) {
+    unsigned got = reap(batch);
+    if (plugged) flush();  // the callbacks' I/O, queued under our plug
+    if (done()) break;
+    if (got > 0) continue;
+    // Whoever runs our callback clears `sleeping` and wakes us; set it
+    // before the last look so that one of the two sees the other.
+    w->sleeping.store(true);
+    if (!done() && cq_ready() == 0) w->sleep(kWaitSliceMs);
+    w->sleeping.store(false, std::memory_order_relaxed);
+  }
+  bool last;
+  {
+    std::lock_guard lk(wait_mu_);
+    waiting_.erase(std::find(waiting_.begin(), waiting_.end(), w));
+    last = waiting_.empty();
+    waiting_count_.store(static_cast<unsigned>(waiting_.size()));
+  }
+  // Completions of threads that do not wait are the completion thread's
+  // again: back to io_uring_enter at once, not after its slice.
+  if (last && ct_waker_) ct_waker_->wake_if_sleeping();
 }
 
 SlotRun UringSwapDevice::allocate(uint32_t want, SwapSlot hint) {

@@ -12,11 +12,12 @@
 //                                              v
 //   IoDone(err) <── completion thread <── CQE: -EAGAIN and short transfers
 //                   (verifies checksums)       are resubmitted from here
+//                   or a thread in wait_until()
 //
 // A request is queued rather than submitted while the calling thread holds an
 // IoBatch on this device; otherwise write()/read() submit at once. When the
 // ring is full (in-flight I/Os reach the CQ size) units wait on a backlog that
-// the completion thread drains, so submitters never block on the ring. The
+// whoever reaps drains, so submitters never block on the ring. The
 // completion thread plugs itself while it runs each callback, so the I/O one
 // callback submits leaves in one io_uring_enter, as soon as it returns.
 //
@@ -71,6 +72,38 @@
 // - SQPOLL (2 ms idle): 38-50k, 28-33 us CPU per I/O. COOP_TASKRUN off:
 //   no change. No checksums at all: +0-10% read, nothing on writes.
 //
+// What removed two of the three wake-ups: wait_until(). A thread that waits
+// for its own I/O (bench-swapdev's threaded rows; not the page cache, whose
+// I/O is asynchronous) reaps completions itself and runs their callbacks,
+// as a fio job does. It sleeps in epoll_wait on its own eventfd (Waker),
+// not in io_uring_enter: the task work of its I/O wakes it, and epoll_wait,
+// unlike a futex wait, then returns -EINTR to user space after the task
+// work has posted the CQEs, so the one wake-up that io_uring costs anyway is
+// the only one. A sleeper in io_uring_enter(GETEVENTS) would be woken by
+// every CQE any thread posts, so while a thread waits the completion thread
+// keeps out of it too: it sleeps on its own Waker and wakes for its own task
+// work, for a kick when the last waiter leaves, or every kWaitSliceMs (for
+// completions of threads that do not wait). Every reaper takes CQEs under
+// cq_mu_ and completes them outside it, so each CQE is taken once; a
+// write_blocks() whose runs two reapers complete counts them atomically. A
+// waiter whose callback another thread ran (it took the CQEs first) is woken
+// through its Waker by that thread (requests record their submitting
+// thread), and any waiter looks again every kWaitSliceMs in any case.
+// Measured (bench-swapdev, the 4x8 rows waiting in wait_until() against the
+// branch-start binary waiting on a condition variable, alternating runs in
+// the same minutes, 10 runs each of 2-3 s rows, 2 rounds; medians of each
+// run's best IOPS, and of the per-round swapdev/fio pair ratios):
+// randwrite 4x8 99.9k -> 115.2k IOPS, 0.80x -> 0.95x fio; randread 4x8
+// 65.0k -> 70.0k, 0.82x -> 0.88x. Context switches per I/O (randread 4x8,
+// whole process) 0.16 against 0.35, involuntary ones a tenth. The rows
+// without waiters (qd1, qd32, 1 MiB) run through the completion thread as
+// before; swapdev-only medians of 4 alternating runs did not move beyond
+// the noise (1.00-1.20x of the old binary). Reads still trail fio: 15% of
+// the samples are the kernel spinning on the ring's uring_lock in
+// io_uring_enter (four submitters on one ring; fio has a ring per job).
+// Now that each waiter reaps its own completions, a ring per waiting
+// thread would no longer cost a completion thread per ring: the next step.
+//
 // Freed slots: a cluster whose slots are all free waits on the allocator's
 // discard list; the discard thread punches batches of them out of the file
 // (FALLOC_FL_PUNCH_HOLE) so the disk space comes back, then makes them
@@ -79,13 +112,17 @@
 //
 // Locks: sq_mu_ guards pending_, backlog_, the SQ side of the ring (filling
 // and publishing SQEs, not the io_uring_enter that sends them) and the
-// registered-buffer table; it is never held while a callback runs.
-// disc_mu_ guards the discard thread's wake-up. Order: sq_mu_ and the
-// allocator's shard locks are never held together.
+// registered-buffer table; it is never held while a callback runs. cq_mu_
+// guards the CQ head (taking CQEs and advancing past them), only for that.
+// wait_mu_ guards the list of threads in wait_until(). disc_mu_ guards the
+// discard thread's wake-up. Order: none of sq_mu_, cq_mu_, wait_mu_ and the
+// allocator's shard locks is held together with another (pool_mu_ is a leaf
+// under sq_mu_).
 //
 // Threads: any thread may call the public methods. Callbacks run on the
-// completion thread. The destructor waits for every in-flight request (their
-// callbacks run) and must not be called from a callback.
+// completion thread, or on a thread inside wait_until(). The destructor waits
+// for every in-flight request (their callbacks run) and must not be called
+// from a callback, nor while a thread is in wait_until().
 #pragma once
 
 #include <liburing.h>
@@ -150,6 +187,8 @@ class UringSwapDevice final : public SwapDevice {
   void write_blocks(SwapSlot slot, std::span<const std::byte> page, uint64_t block_mask,
                     unsigned block_shift, IoDone done) override;
   void flush() override;
+  // Reaps completions on the calling thread (see the header comment).
+  void wait_until(const std::function<bool()>& done) override;
   SwapCounters counters() const override;
   void inject_errors(uint32_t n, int err) override { inject_.arm(n, err); }
 
@@ -180,6 +219,12 @@ class UringSwapDevice final : public SwapDevice {
  private:
   struct Request;
   struct Unit;
+  struct Waker;
+  // What one reap() took from the CQ; kept per thread to reuse its capacity.
+  struct Reaped {
+    std::vector<std::pair<Unit*, int>> cqes;  // user_data, res
+    std::vector<uint64_t> owners;             // submitters of reaped requests, not ours
+  };
   friend UringOpenResult open_uring_swap_device(const UringOptions&) noexcept;
 
   UringSwapDevice(const UringOptions& opt, int fd, bool direct, bool can_punch,
@@ -195,7 +240,9 @@ class UringSwapDevice final : public SwapDevice {
   void push_runs_locked(Request* r);   // write_blocks: a unit per run of blocks
   bool prep_locked(Unit* u);           // false: no SQE free
   void submit_locked();
-  void complete(Unit* u, int res);     // completion thread
+  unsigned reap(Reaped& out);          // takes every CQE and completes it; how many
+  unsigned cq_ready() const;           // CQEs posted and not taken: a hint, no lock
+  void complete(Unit* u, int res);     // the reaping thread
   void finish(Unit* u, int err);       // runs the callbacks, frees u
   void finish_request(Request* r, int err);
   Request* new_request();             // from the pool, or the heap
@@ -237,6 +284,13 @@ class UringSwapDevice final : public SwapDevice {
   std::vector<FixedChunk> fixed_;    // guarded by sq_mu_: index = buffer index
   bool stopping_ = false;            // guarded by sq_mu_
   std::condition_variable idle_cv_;  // inflight_ == 0 && backlog_ empty
+
+  // Reaping: the completion thread and threads in wait_until() share the CQ.
+  std::mutex cq_mu_;                 // guards the CQ head: taking CQEs, advancing it
+  std::mutex wait_mu_;               // a leaf lock
+  std::vector<Waker*> waiting_;      // guarded by wait_mu_: threads in wait_until()
+  std::atomic<unsigned> waiting_count_{0};  // waiting_.size(), read without the lock
+  std::unique_ptr<Waker> ct_waker_;  // the completion thread's; null if no fds
 
   // Finished Requests and Units, kept with their vectors' capacity so that
   // an I/O costs no heap allocation in the steady state.

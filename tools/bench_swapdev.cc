@@ -84,7 +84,10 @@ class Runner {
   }
 
   // `threads` submitters, each keeping `depth` requests in flight; the
-  // callback returns the buffer and wakes the submitter.
+  // callback returns the buffer. A submitter waits for a free buffer in
+  // dev_.wait_until(), reaping completions itself as a fio job does, or
+  // (--wait cv) on a condition variable the callback notifies, the
+  // completion thread running every callback.
   Result run_threads(const Row& row, double seconds) {
     auto stop = Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                    std::chrono::duration<double>(seconds));
@@ -102,6 +105,12 @@ class Runner {
         uint64_t total = runs_.size() * ppr_;
         while (Clock::now() < stop) {
           unsigned lane;
+          if (reap_) {
+            dev_.wait_until([&] {
+              std::lock_guard lk(mu);
+              return !free_lanes.empty();
+            });
+          }
           {
             std::unique_lock lk(mu);
             cv.wait(lk, [&] { return !free_lanes.empty(); });
@@ -126,6 +135,12 @@ class Runner {
             dev_.read(slot, {&pg, 1}, cb);
           }
         }
+        if (reap_) {
+          dev_.wait_until([&] {
+            std::lock_guard lk(mu);
+            return free_lanes.size() == row.depth;
+          });
+        }
         std::unique_lock lk(mu);
         cv.wait(lk, [&] { return free_lanes.size() == row.depth; });
       });
@@ -137,6 +152,8 @@ class Runner {
     r.mib_s = r.iops * row.pages * ps / (1024.0 * 1024.0);
     return r;
   }
+
+  void set_reap(bool reap) { reap_ = reap; }
 
   // Writes every run once so reads find data and writes find allocated blocks.
   bool prefill() {
@@ -202,6 +219,7 @@ class Runner {
   std::mutex mu_;
   std::condition_variable cv_;
   unsigned inflight_ = 0;  // guarded by mu_
+  bool reap_ = true;       // run_threads waits in wait_until()
 };
 
 // --- fio side ----------------------------------------------------------------
@@ -349,12 +367,17 @@ int main(int argc, char** argv) {
   int rounds = 3;
   bool no_fio = false;
   std::string only;
+  std::string wait = "reap";
   app.add_option("--dir", dir, "directory for the swap file and fio's file (not a tmpfs)");
   app.add_option("--size", size_s, "bytes of each file, e.g. 512M, 1G");
   app.add_option("--runtime", seconds, "seconds per row, side and round");
   app.add_option("--rounds", rounds, "alternating runs per row; the best counts");
   app.add_flag("--no-fio", no_fio, "measure swapdev only");
   app.add_option("--only", only, "run only the rows whose name contains this");
+  app.add_option("--wait", wait,
+                 "how the threaded rows wait: reap (in wait_until, reaping) or cv (a "
+                 "condition variable; the completion thread runs the callbacks)")
+      ->check(CLI::IsMember({"reap", "cv"}));
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::warn);
 
@@ -376,6 +399,7 @@ int main(int argc, char** argv) {
     fmt::print(stderr, "bench-swapdev: no fixed buffers ({})\n", std::strerror(-r));
 
   Runner runner(dev, runs, mem, ppr);
+  runner.set_reap(wait == "reap");
   fmt::print("bench-swapdev: {} MiB in {} ({}), best of {} x {:.2f} s per row and side\n",
              size >> 20, dir, dev.direct_io() ? "O_DIRECT" : "buffered", rounds, seconds);
   if (!runner.prefill()) {
