@@ -12,7 +12,6 @@
 #include <algorithm>
 #include <bit>
 #include <cerrno>
-#include <csignal>
 #include <climits>
 #include <cstdlib>
 #include <cstring>
@@ -35,66 +34,7 @@ uint64_t thread_token() {
   thread_local const uint64_t token = g_next_thread_token.fetch_add(1, std::memory_order_relaxed);
   return token;
 }
-
-std::atomic<uint64_t> g_next_device_id{1};
-
-// A thread's hold on a thread ring. Shared by the ring and the thread's
-// table, so that either may go first: the thread's exit clears `held` (the
-// ring may go to another thread), the device's destructor sets `gone` (the
-// thread drops the entry when it next looks).
-struct RingLease {
-  std::atomic<bool> held{true};
-  std::atomic<bool> gone{false};
-};
-
-// The rings the calling thread holds, one per device (the ring is the
-// device's private type, hence void*; it is never touched once `gone`).
-struct ThreadRings {
-  struct Entry {
-    uint64_t device;
-    void* ring;
-    std::shared_ptr<RingLease> lease;
-  };
-  std::vector<Entry> held;
-  ~ThreadRings() {
-    for (Entry& e : held) e.lease->held.store(false, std::memory_order_release);
-  }
-};
-thread_local ThreadRings tl_rings;
 }  // namespace
-
-// One io_uring with its submission state. The shared ring carries the page
-// cache's I/O and its completions are the completion thread's; a thread ring
-// belongs to one thread at a time, which submits on it and, in wait_until(),
-// reaps it; the completion thread reaps it only when its owner has left CQEs
-// there for a whole slice (its owner stopped waiting, or exited).
-struct UringSwapDevice::Ring {
-  io_uring ring{};
-  bool ready = false;              // io_uring_queue_init succeeded
-  unsigned features = 0;           // IORING_FEAT_*
-  unsigned max_inflight = 0;       // the CQ size: completions never overflow
-
-  std::mutex sq_mu;                // never held while a callback runs
-  std::vector<Request*> pending;   // guarded by sq_mu: queued, not yet in units
-  std::deque<Unit*> backlog;       // guarded by sq_mu: units waiting for ring room
-  unsigned inflight = 0;           // guarded by sq_mu: units in the kernel
-  struct FixedChunk {
-    uintptr_t base;
-    size_t len;
-  };
-  std::vector<FixedChunk> fixed;   // guarded by sq_mu: index = buffer index
-  std::condition_variable idle_cv; // inflight == 0 && backlog empty
-
-  std::mutex cq_mu;                // guards the CQ head: taking CQEs, advancing it
-
-  // Thread rings only.
-  std::shared_ptr<RingLease> lease;        // guarded by the device's rings_mu_
-  std::atomic<bool> owner_waiting{false};  // its owner is in wait_until()
-  unsigned seen_head = 0;                  // completion thread only: CQ head at its last look
-  bool seen_ready = false;                 // completion thread only: CQEs were waiting then
-
-  bool idle_locked() const { return inflight == 0 && backlog.empty() && pending.empty(); }
-};
 
 // A thread's way to sleep until one of three things: io_uring task work for
 // it arrives (its own I/O completed: the kernel wakes it to post the CQEs,
@@ -191,7 +131,6 @@ struct UringSwapDevice::Request {
 
 // One SQE's worth of work: adjacent requests of one direction, merged.
 struct UringSwapDevice::Unit {
-  Ring* ring = nullptr;    // where it is sent (and sent again); set by push_locked
   bool write = false;
   bool nop = false;        // nothing to move: completes with `err`
   bool partial = false;    // one run of a write_blocks(); never merged
@@ -205,7 +144,6 @@ struct UringSwapDevice::Unit {
   size_t remaining = 0;    // bytes still to move
 
   void reset() {
-    ring = nullptr;
     write = false;
     nop = false;
     partial = false;
@@ -271,16 +209,13 @@ void UringSwapDevice::recycle(Unit* u) {
 
 UringSwapDevice::UringSwapDevice(const UringOptions& opt, int fd, bool direct, bool can_punch,
                                  unsigned min_block_shift)
-    : id_(g_next_device_id.fetch_add(1, std::memory_order_relaxed)),
-      page_size_(opt.page_size),
+    : page_size_(opt.page_size),
       min_block_shift_(min_block_shift),
       max_merge_(std::clamp<uint32_t>(opt.max_merge_pages, 1, kMaxRequestPages)),
       discard_batch_(std::max<uint32_t>(1, opt.discard_batch)),
       discard_interval_(opt.discard_interval),
       fd_(fd),
       direct_(direct),
-      queue_depth_(opt.queue_depth),
-      max_thread_rings_(std::min(opt.thread_rings, kMaxThreadRings)),
       can_punch_(can_punch),
       alloc_({.total_slots = opt.size_bytes / opt.page_size,
                .cluster_slots = opt.cluster_slots,
@@ -288,7 +223,7 @@ UringSwapDevice::UringSwapDevice(const UringOptions& opt, int fd, bool direct, b
                .discard = can_punch}),
       sums_(opt.size_bytes / opt.page_size) {}
 
-int UringSwapDevice::setup_ring(Ring& g, std::string& error) {
+int UringSwapDevice::init_ring(unsigned entries, std::string& error) {
   io_uring_params p{};
   // io_uring posts a completion as task work of the task that submitted the
   // I/O. COOP_TASKRUN: a task that is running is not interrupted (IPI) for
@@ -297,40 +232,28 @@ int UringSwapDevice::setup_ring(Ring& g, std::string& error) {
   // at once. The completion thread, which submits most I/O itself, so runs
   // its callbacks undisturbed and finds the completions posted together.
   p.flags = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
-  int r = io_uring_queue_init_params(queue_depth_, &g.ring, &p);
+  int r = io_uring_queue_init_params(entries, &ring_, &p);
   if (r == -EINVAL) {  // a kernel older than 5.19
     p = io_uring_params{};
-    r = io_uring_queue_init_params(queue_depth_, &g.ring, &p);
+    r = io_uring_queue_init_params(entries, &ring_, &p);
   }
   if (r < 0) {
-    error = fmt::format("io_uring_queue_init({}): {}", queue_depth_, std::strerror(-r));
+    error = fmt::format("io_uring_queue_init({}): {}", entries, std::strerror(-r));
     return r;
   }
-  g.ready = true;
+  ring_ready_ = true;
   // publish_locked() relies on the identity mapping of SQ slots to SQEs
   // (liburing sets it up too; this makes it explicit).
-  for (unsigned i = 0; i < g.ring.sq.ring_entries; ++i) g.ring.sq.array[i] = i;
+  for (unsigned i = 0; i < ring_.sq.ring_entries; ++i) ring_.sq.array[i] = i;
   // Stay under the CQ size so completions never overflow the ring.
-  g.max_inflight = p.cq_entries;
-  g.features = p.features;
-  r = io_uring_register_files(&g.ring, &fd_, 1);
+  max_inflight_ = p.cq_entries;
+  r = io_uring_register_files(&ring_, &fd_, 1);
   if (r < 0) {
     error = fmt::format("io_uring_register_files: {}", std::strerror(-r));
     return r;
   }
-  return 0;
-}
-
-int UringSwapDevice::init_ring(unsigned /*entries*/, std::string& error) {
-  shared_ = std::make_unique<Ring>();
-  if (int r = setup_ring(*shared_, error); r < 0) return r;
-  // The completion thread's timed waits (while thread rings exist) need it.
-  if (!(shared_->features & IORING_FEAT_EXT_ARG)) max_thread_rings_ = 0;
   ct_waker_ = std::make_unique<Waker>();
-  if (!ct_waker_->ok()) {
-    ct_waker_.reset();  // then it sleeps in io_uring_enter only
-    max_thread_rings_ = 0;
-  }
+  if (!ct_waker_->ok()) ct_waker_.reset();  // then it sleeps in io_uring_enter only
   completer_ = std::jthread([this](std::stop_token st) { completion_loop(st); });
   discarder_ = std::jthread([this](std::stop_token st) { discard_loop(st); });
   return 0;
@@ -338,130 +261,39 @@ int UringSwapDevice::init_ring(unsigned /*entries*/, std::string& error) {
 
 UringSwapDevice::~UringSwapDevice() {
   if (completer_.joinable()) {
-    // Every ring idle. A callback may submit on another ring than the one
-    // it completed on (the completion thread's go to the shared ring), so
-    // look again until one pass over all of them waited for nothing.
-    for (bool waited = true; waited;) {
-      waited = false;
-      std::vector<Ring*> all{shared_.get()};
-      {
-        std::lock_guard lk(rings_mu_);
-        for (auto& g : rings_) all.push_back(g.get());
-      }
-      for (Ring* g : all) {
-        flush_ring(*g);
-        std::unique_lock lk(g->sq_mu);
-        if (g->idle_locked()) continue;
-        waited = true;
-        g->idle_cv.wait(lk, [&] { return g->idle_locked(); });
-      }
+    flush();
+    {
+      std::unique_lock lk(sq_mu_);
+      idle_cv_.wait(lk, [&] { return inflight_ == 0 && backlog_.empty() && pending_.empty(); });
+      stopping_ = true;
     }
-    stopping_.store(true);
     if (discarder_.joinable()) {
       discarder_.request_stop();
       discarder_.join();
     }
     completer_.request_stop();
-    kick_completion_thread();
+    {
+      // Wake the completion thread out of io_uring_wait_cqe.
+      std::lock_guard lk(sq_mu_);
+      io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+      if (!sqe) {
+        io_uring_submit(&ring_);
+        sqe = io_uring_get_sqe(&ring_);
+      }
+      if (sqe) {
+        io_uring_prep_nop(sqe);
+        io_uring_sqe_set_data(sqe, nullptr);
+      }
+      io_uring_submit(&ring_);
+    }
     if (ct_waker_) ct_waker_->wake();
     completer_.join();
   }
-  for (auto& g : rings_) {
-    if (g->lease) g->lease->gone.store(true, std::memory_order_release);
-    if (g->ready) io_uring_queue_exit(&g->ring);
-  }
-  if (shared_ && shared_->ready) io_uring_queue_exit(&shared_->ring);
+  if (ring_ready_) io_uring_queue_exit(&ring_);
   if (fd_ >= 0) ::close(fd_);
   for (Request* r : free_reqs_) delete r;
   for (Unit* u : free_units_) delete u;
 }
-
-// A NOP on the shared ring (user_data null: reap() skips it) ends the
-// completion thread's wait in io_uring_enter.
-void UringSwapDevice::kick_completion_thread() {
-  Ring& g = *shared_;
-  unsigned n;
-  {
-    std::lock_guard lk(g.sq_mu);
-    io_uring_sqe* sqe = io_uring_get_sqe(&g.ring);
-    if (!sqe) {
-      submit_locked(g);
-      sqe = io_uring_get_sqe(&g.ring);
-    }
-    if (sqe) {
-      io_uring_prep_nop(sqe);
-      io_uring_sqe_set_data(sqe, nullptr);
-    }
-    n = unsubmitted_locked(g);
-  }
-  enter(g, n);
-}
-
-UringSwapDevice::Ring* UringSwapDevice::my_ring() {
-  auto& held = tl_rings.held;
-  for (size_t i = 0; i < held.size();) {
-    if (held[i].device == id_) return static_cast<Ring*>(held[i].ring);
-    if (held[i].lease->gone.load(std::memory_order_acquire)) {
-      held.erase(held.begin() + static_cast<ptrdiff_t>(i));  // its device is gone
-      continue;
-    }
-    ++i;
-  }
-  return nullptr;
-}
-
-UringSwapDevice::Ring& UringSwapDevice::submit_ring() {
-  Ring* g = tl_rings.held.empty() ? nullptr : my_ring();
-  return g ? *g : *shared_;
-}
-
-// Reuses a ring whose thread has exited, else creates one while there are
-// fewer than max_thread_rings_. Null when none is to be had: the thread then
-// stays on the shared ring.
-UringSwapDevice::Ring* UringSwapDevice::acquire_ring() {
-  Ring* g = nullptr;
-  bool created = false;
-  {
-    std::lock_guard lk(rings_mu_);
-    for (auto& r : rings_)
-      if (!r->lease->held.load(std::memory_order_acquire)) {
-        g = r.get();
-        break;
-      }
-    if (!g) {
-      if (rings_.size() >= max_thread_rings_ || rings_failed_) return nullptr;
-      auto r = std::make_unique<Ring>();
-      std::string why;
-      if (setup_ring(*r, why) < 0) {
-        spdlog::warn("swapdev: no ring for a waiting thread ({}); it shares the ring", why);
-        if (r->ready) io_uring_queue_exit(&r->ring);
-        rings_failed_ = true;
-        return nullptr;
-      }
-      if (!fixed_iov_.empty()) {
-        // Failure costs only the fixed-buffer path on this ring.
-        int e = io_uring_register_buffers(&r->ring, fixed_iov_.data(),
-                                          static_cast<unsigned>(fixed_iov_.size()));
-        if (e == 0)
-          for (const iovec& v : fixed_iov_)
-            r->fixed.push_back({reinterpret_cast<uintptr_t>(v.iov_base), v.iov_len});
-      }
-      g = r.get();
-      ring_list_[rings_.size()].store(g, std::memory_order_release);
-      rings_.push_back(std::move(r));
-      nrings_.store(static_cast<unsigned>(rings_.size()), std::memory_order_release);
-      created = true;
-    }
-    g->lease = std::make_shared<RingLease>();
-    tl_rings.held.push_back({id_, g, g->lease});
-  }
-  // The completion thread may sleep in io_uring_enter without a timeout,
-  // which it does only while no thread ring exists.
-  if (created) kick_completion_thread();
-  return g;
-}
-
-size_t UringSwapDevice::thread_rings() const { return nrings_.load(); }
 
 void UringSwapDevice::write(SwapSlot first, ConstPages pages, IoDone done) {
   DeviceStats::add(stats_.write_requests);
@@ -557,58 +389,54 @@ void UringSwapDevice::write_blocks(SwapSlot slot, std::span<const std::byte> pag
   enqueue(r);
 }
 
-// The SQEs are filled and published under the ring's sq_mu; the system call that hands
+// The SQEs are filled and published under sq_mu_; the system call that hands
 // them to the kernel runs after it is dropped, so other submitters and the
 // completion thread do not queue behind the kernel's submission work (ext4,
 // the block layer, the virtio doorbell: a VM exit). Concurrent
 // io_uring_enter calls are safe: each submits up to its count of what is
 // published, in ring order, and the counts add up to what was published.
 void UringSwapDevice::enqueue(Request* r) {
-  Ring& g = submit_ring();
   unsigned n = 0;
   {
-    std::lock_guard lk(g.sq_mu);
-    g.pending.push_back(r);
-    if (!IoBatch::plugged(this)) n = flush_locked(g);
+    std::lock_guard lk(sq_mu_);
+    pending_.push_back(r);
+    if (!IoBatch::plugged(this)) n = flush_locked();
   }
-  enter(g, n);
+  enter(n);
 }
 
-// What the calling thread queued is on its own ring (or the shared one).
-void UringSwapDevice::flush() { flush_ring(submit_ring()); }
-
-void UringSwapDevice::flush_ring(Ring& g) {
+void UringSwapDevice::flush() {
   unsigned n;
   {
-    std::lock_guard lk(g.sq_mu);
-    n = flush_locked(g);
+    std::lock_guard lk(sq_mu_);
+    n = flush_locked();
   }
-  enter(g, n);
+  enter(n);
 }
 
-unsigned UringSwapDevice::flush_locked(Ring& g) {
-  if (g.pending.empty()) return 0;
+unsigned UringSwapDevice::flush_locked() {
+  if (pending_.empty()) return 0;
   // Sort so that requests on adjacent slots meet, then cut into units.
   // (stable_sort allocates a buffer: skip it for the common single request.)
-  if (g.pending.size() > 1)
-    std::stable_sort(g.pending.begin(), g.pending.end(), [](const Request* a, const Request* b) {
+  if (pending_.size() > 1)
+    std::stable_sort(pending_.begin(), pending_.end(), [](const Request* a, const Request* b) {
       if ((a->err != 0) != (b->err != 0)) return a->err == 0;
       if (a->write != b->write) return a->write;
       return a->first < b->first;
     });
   Unit* u = nullptr;
-  for (Request* r : g.pending) {
+  for (Request* r : pending_) {
     if (r->partial && r->err == 0 && r->mask != 0) {
-      if (u) push_locked(g, u);
+      if (u) push_locked(u);
       u = nullptr;
-      push_runs_locked(g, r);
+      push_runs_locked(r);
       continue;
     }
     bool joins = u && !u->nop && !u->partial && !r->partial && r->err == 0 &&
                  u->write == r->write && u->first + u->npages == r->first &&
                  u->npages + r->npages() <= max_merge_;
     if (!joins) {
-      if (u) push_locked(g, u);
+      if (u) push_locked(u);
       u = new_unit();
       u->write = r->write;
       u->first = r->first;
@@ -630,13 +458,13 @@ unsigned UringSwapDevice::flush_locked(Ring& g) {
       u->remaining += r->npages() * page_size_;
     }
   }
-  if (u) push_locked(g, u);
-  g.pending.clear();
-  return publish_locked(g);
+  if (u) push_locked(u);
+  pending_.clear();
+  return publish_locked();
 }
 
-unsigned UringSwapDevice::publish_locked(Ring& g) {
-  io_uring_sq& sq = g.ring.sq;
+unsigned UringSwapDevice::publish_locked() {
+  io_uring_sq& sq = ring_.sq;
   unsigned tail = sq.sqe_tail;
   unsigned n = tail - sq.sqe_head;
   if (n != 0) {
@@ -646,16 +474,16 @@ unsigned UringSwapDevice::publish_locked(Ring& g) {
   return n;
 }
 
-unsigned UringSwapDevice::unsubmitted_locked(Ring& g) {
-  publish_locked(g);
-  return g.ring.sq.sqe_tail - io_uring_smp_load_acquire(g.ring.sq.khead);
+unsigned UringSwapDevice::unsubmitted_locked() {
+  publish_locked();
+  return ring_.sq.sqe_tail - io_uring_smp_load_acquire(ring_.sq.khead);
 }
 
-void UringSwapDevice::enter(Ring& g, unsigned n) {
+void UringSwapDevice::enter(unsigned n) {
   if (n == 0) return;
   int r;
   do {
-    r = io_uring_enter(static_cast<unsigned>(g.ring.ring_fd), n, 0, 0, nullptr);
+    r = io_uring_enter(static_cast<unsigned>(ring_.ring_fd), n, 0, 0, nullptr);
   } while (r == -EINTR);
   // -EAGAIN/-EBUSY: the kernel is short of room; the SQEs stay published and
   // the completion thread submits them after it has reaped.
@@ -665,7 +493,7 @@ void UringSwapDevice::enter(Ring& g, unsigned n) {
 
 // One unit per run of consecutive set bits in r->mask, each writing its
 // blocks from the page (or its bounce copy) at their offset in the slot.
-void UringSwapDevice::push_runs_locked(Ring& g, Request* r) {
+void UringSwapDevice::push_runs_locked(Request* r) {
   std::byte* page = r->bounce ? r->bounce : static_cast<std::byte*>(r->pages[0].iov_base);
   // Count first: the completion thread may finish the first unit before the
   // last is pushed, and must know it was not the last.
@@ -688,24 +516,23 @@ void UringSwapDevice::push_runs_locked(Ring& g, Request* r) {
     u->remaining = len;
     u->iov.push_back({page + off, len});
     u->reqs.push_back(r);
-    push_locked(g, u);
+    push_locked(u);
   }
 }
 
-void UringSwapDevice::push_locked(Ring& g, Unit* u) {
-  u->ring = &g;
-  if (!g.backlog.empty() || g.inflight >= g.max_inflight) {
-    g.backlog.push_back(u);
+void UringSwapDevice::push_locked(Unit* u) {
+  if (!backlog_.empty() || inflight_ >= max_inflight_) {
+    backlog_.push_back(u);
     return;
   }
-  if (!prep_locked(g, u)) {
-    submit_locked(g);  // the SQ is full: make room
-    if (!prep_locked(g, u)) g.backlog.push_back(u);
+  if (!prep_locked(u)) {
+    submit_locked();  // the SQ is full: make room
+    if (!prep_locked(u)) backlog_.push_back(u);
   }
 }
 
-bool UringSwapDevice::prep_locked(Ring& g, Unit* u) {
-  io_uring_sqe* sqe = io_uring_get_sqe(&g.ring);
+bool UringSwapDevice::prep_locked(Unit* u) {
+  io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
   if (!sqe) return false;
   if (u->nop) {
     io_uring_prep_nop(sqe);
@@ -714,13 +541,13 @@ bool UringSwapDevice::prep_locked(Ring& g, Unit* u) {
     // buffer; frames usually are contiguous for a single page.
     int fixed = -1;
     uintptr_t base = reinterpret_cast<uintptr_t>(u->iov[u->iov_pos].iov_base);
-    if (!g.fixed.empty()) {
+    if (!fixed_.empty()) {
       bool contiguous = true;
       for (size_t i = u->iov_pos + 1; i < u->iov.size() && contiguous; ++i)
         contiguous = reinterpret_cast<uintptr_t>(u->iov[i].iov_base) ==
                      reinterpret_cast<uintptr_t>(u->iov[i - 1].iov_base) + u->iov[i - 1].iov_len;
-      for (size_t b = 0; contiguous && b < g.fixed.size(); ++b)
-        if (base >= g.fixed[b].base && base + u->remaining <= g.fixed[b].base + g.fixed[b].len)
+      for (size_t b = 0; contiguous && b < fixed_.size(); ++b)
+        if (base >= fixed_[b].base && base + u->remaining <= fixed_[b].base + fixed_[b].len)
           fixed = static_cast<int>(b);
     }
     // Test hook: send half, as if the kernel had stopped early.
@@ -746,17 +573,17 @@ bool UringSwapDevice::prep_locked(Ring& g, Unit* u) {
     if (u->npages > 1) DeviceStats::add(stats_.multi_page_ios);
   }
   io_uring_sqe_set_data(sqe, u);
-  ++g.inflight;
+  ++inflight_;
   stats_.io_started();
   DeviceStats::add(stats_.ios_submitted);
   return true;
 }
 
-void UringSwapDevice::submit_locked(Ring& g) {
-  if (io_uring_sq_ready(&g.ring) == 0) return;
+void UringSwapDevice::submit_locked() {
+  if (io_uring_sq_ready(&ring_) == 0) return;
   int r;
   do {
-    r = io_uring_submit(&g.ring);
+    r = io_uring_submit(&ring_);
   } while (r == -EINTR);
   // -EAGAIN/-EBUSY: the kernel is short of room; the SQEs stay queued and the
   // completion thread submits them after it has reaped.
@@ -793,16 +620,13 @@ void UringSwapDevice::complete(Unit* u, int res) {
       if (v.iov_len == 0) ++u->iov_pos;
     }
   }
-  // Sent again on its own ring: the registered buffers it may use are that
-  // ring's.
-  Ring& g = *u->ring;
   unsigned n;
   {
-    std::lock_guard lk(g.sq_mu);
-    push_locked(g, u);
-    n = publish_locked(g);
+    std::lock_guard lk(sq_mu_);
+    push_locked(u);
+    n = publish_locked();
   }
-  enter(g, n);
+  enter(n);
 }
 
 void UringSwapDevice::finish(Unit* u, int err) {
@@ -872,44 +696,44 @@ void UringSwapDevice::finish_request(Request* r, int err) {
   r->done = nullptr;  // what it captured goes now, not when the Request is reused
 }
 
-unsigned UringSwapDevice::cq_ready(const Ring& g) {
-  return io_uring_smp_load_acquire(g.ring.cq.ktail) - io_uring_smp_load_acquire(g.ring.cq.khead);
+unsigned UringSwapDevice::cq_ready() const {
+  return io_uring_smp_load_acquire(ring_.cq.ktail) - io_uring_smp_load_acquire(ring_.cq.khead);
 }
 
-unsigned UringSwapDevice::reap(Ring& g, Reaped& out) {
+unsigned UringSwapDevice::reap(Reaped& out) {
   out.cqes.clear();
   out.owners.clear();
   {
-    std::lock_guard lk(g.cq_mu);
+    std::lock_guard lk(cq_mu_);
     unsigned head;
     unsigned seen = 0;
     io_uring_cqe* cqe;
-    io_uring_for_each_cqe(&g.ring, head, cqe) {
+    io_uring_for_each_cqe(&ring_, head, cqe) {
       out.cqes.emplace_back(static_cast<Unit*>(io_uring_cqe_get_data(cqe)), cqe->res);
       ++seen;
     }
     if (seen == 0) return 0;
-    io_uring_cq_advance(&g.ring, seen);
+    io_uring_cq_advance(&ring_, seen);
   }
   unsigned units = 0;
   for (auto& [u, res] : out.cqes) units += u != nullptr;
   unsigned n;
   {
     // Give the ring room first, so callbacks and resubmissions find it.
-    std::lock_guard lk(g.sq_mu);
-    g.inflight -= units;
+    std::lock_guard lk(sq_mu_);
+    inflight_ -= units;
     stats_.io_finished(units);
-    while (!g.backlog.empty() && g.inflight < g.max_inflight) {
-      if (!prep_locked(g, g.backlog.front())) {
-        submit_locked(g);
-        if (!prep_locked(g, g.backlog.front())) break;
+    while (!backlog_.empty() && inflight_ < max_inflight_) {
+      if (!prep_locked(backlog_.front())) {
+        submit_locked();
+        if (!prep_locked(backlog_.front())) break;
       }
-      g.backlog.pop_front();
+      backlog_.pop_front();
     }
     // Also whatever an earlier io_uring_enter left (-EAGAIN/-EBUSY).
-    n = unsubmitted_locked(g);
+    n = unsubmitted_locked();
   }
-  enter(g, n);
+  enter(n);
   // Whose requests these are matters only while threads wait in
   // wait_until(): a thread whose callback runs here must be woken.
   const bool track = waiting_count_.load(std::memory_order_relaxed) > 0;
@@ -928,8 +752,8 @@ unsigned UringSwapDevice::reap(Ring& g, Reaped& out) {
     complete(u, res);
   }
   {
-    std::lock_guard lk(g.sq_mu);
-    if (g.inflight == 0 && g.backlog.empty()) g.idle_cv.notify_all();
+    std::lock_guard lk(sq_mu_);
+    if (inflight_ == 0 && backlog_.empty()) idle_cv_.notify_all();
   }
   if (!out.owners.empty()) {
     std::lock_guard lk(wait_mu_);
@@ -940,82 +764,32 @@ unsigned UringSwapDevice::reap(Ring& g, Reaped& out) {
   return static_cast<unsigned>(out.cqes.size());
 }
 
-// A thread ring's completions are its owner's to reap, but an owner may stop
-// waiting with I/O in flight (or exit): CQEs that were already waiting at the
-// last look, with the head not moved since, are taken here. So an owner
-// between two waits keeps its completions, and orphans wait two slices at
-// most.
-void UringSwapDevice::reap_orphans(Reaped& out) {
-  const unsigned n = nrings_.load(std::memory_order_acquire);
-  for (unsigned i = 0; i < n; ++i) {
-    Ring& g = *ring_list_[i].load(std::memory_order_acquire);
-    const unsigned head = io_uring_smp_load_acquire(g.ring.cq.khead);
-    const bool ready = cq_ready(g) > 0;
-    const bool stale = g.seen_ready && head == g.seen_head;
-    if (ready && stale && !g.owner_waiting.load(std::memory_order_relaxed)) {
-      reap(g, out);
-      g.seen_head = io_uring_smp_load_acquire(g.ring.cq.khead);
-      g.seen_ready = false;
-    } else {
-      g.seen_head = head;
-      g.seen_ready = ready;
-    }
-  }
-}
-
-void UringSwapDevice::wait_cqe(Ring& g, int timeout_ms) {
-  int r;
-  if (timeout_ms < 0) {
-    r = io_uring_enter(static_cast<unsigned>(g.ring.ring_fd), 0, 1, IORING_ENTER_GETEVENTS,
-                       nullptr);
-  } else {
-    __kernel_timespec ts{};
-    ts.tv_nsec = int64_t{timeout_ms} * 1000000;
-    io_uring_getevents_arg arg{};
-    arg.sigmask_sz = _NSIG / 8;
-    arg.ts = reinterpret_cast<uint64_t>(&ts);
-    r = io_uring_enter2(static_cast<unsigned>(g.ring.ring_fd), 0, 1,
-                        IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG,
-                        reinterpret_cast<sigset_t*>(&arg), sizeof arg);
-  }
-  if (r < 0 && r != -EINTR && r != -ETIME)
-    spdlog::error("swapdev: io_uring_enter(GETEVENTS): {}", std::strerror(-r));
-}
-
-// While no thread waits in wait_until() on the shared ring, this thread
-// sleeps in io_uring_enter on it and reaps every completion there, as it
-// always did. While some do, they reap it (their task work wakes them, see
-// Waker), and this thread keeps out of io_uring_enter: a sleeper there is
-// woken by every CQE posted, and would take the waiters' completions from
-// under them (a second and third wake-up). It then wakes for its own task
-// work (I/O its callbacks or resubmissions sent), a kick when the last
-// waiter leaves, or every kWaitSliceMs for completions of threads that do
-// not wait. Once thread rings exist it never sleeps longer than
-// kWaitSliceMs, and looks for their orphaned completions each time.
+// While no thread waits in wait_until(), this thread sleeps in io_uring_enter
+// and reaps every completion, as it always did. While some do, they reap
+// their own (their task work wakes them, see Waker), and this thread keeps
+// out of io_uring_enter: a sleeper there is woken by every CQE posted, and
+// would take the waiters' completions from under them (a second and third
+// wake-up). It then wakes for its own task work (I/O its callbacks or
+// resubmissions sent), a kick when the last waiter leaves, or every
+// kWaitSliceMs for completions of threads that do not wait.
 void UringSwapDevice::completion_loop(std::stop_token st) {
   Reaped batch;
-  Ring& g = *shared_;
   for (;;) {
-    const bool rings = nrings_.load(std::memory_order_acquire) > 0;
-    if (ct_waker_ && shared_waiting_.load() > 0) {
+    if (ct_waker_ && waiting_count_.load() > 0) {
       ct_waker_->sleeping.store(true);
-      if (shared_waiting_.load() > 0 && cq_ready(g) == 0) ct_waker_->sleep(kWaitSliceMs);
+      if (waiting_count_.load() > 0 && cq_ready() == 0) ct_waker_->sleep(kWaitSliceMs);
       ct_waker_->sleeping.store(false, std::memory_order_relaxed);
-    } else if (cq_ready(g) == 0) {
-      wait_cqe(g, rings ? kWaitSliceMs : -1);
+    } else if (cq_ready() == 0) {
+      int r = io_uring_enter(static_cast<unsigned>(ring_.ring_fd), 0, 1, IORING_ENTER_GETEVENTS,
+                             nullptr);
+      if (r < 0 && r != -EINTR) spdlog::error("swapdev: io_uring_enter(GETEVENTS): {}", std::strerror(-r));
     }
-    reap(g, batch);
-    if (rings) reap_orphans(batch);
-    if (st.stop_requested() && stopping_.load()) {
-      std::lock_guard lk(g.sq_mu);
-      if (g.inflight == 0 && g.backlog.empty()) return;
-    }
+    reap(batch);
+    std::lock_guard lk(sq_mu_);
+    if (inflight_ == 0 && backlog_.empty() && st.stop_requested() && stopping_) return;
   }
 }
 
-// A thread's first wait gets it a ring of its own (while there are rings to
-// be had): from then on its I/O is submitted there and it reaps its own
-// completions, with no other thread's submissions or completions in the way.
 void UringSwapDevice::wait_until(const std::function<bool()>& done) {
   flush();
   if (done()) return;
@@ -1023,40 +797,34 @@ void UringSwapDevice::wait_until(const std::function<bool()>& done) {
   if (!mine) mine = std::make_unique<Waker>();
   if (!mine->ok()) return SwapDevice::wait_until(done);  // no fds: the completion thread reaps
   Waker* w = mine.get();
-  Ring* own = my_ring();
-  if (!own && max_thread_rings_ > 0) own = acquire_ring();
-  Ring& g = own ? *own : *shared_;
   {
     std::lock_guard lk(wait_mu_);
     waiting_.push_back(w);
     waiting_count_.store(static_cast<unsigned>(waiting_.size()));
-    if (!own) shared_waiting_.fetch_add(1);
   }
-  if (own) own->owner_waiting.store(true);
   thread_local Reaped batch;
   const bool plugged = IoBatch::plugged(this);
   for (;;) {
-    unsigned got = reap(g, batch);
+    unsigned got = reap(batch);
     if (plugged) flush();  // the callbacks' I/O, queued under our plug
     if (done()) break;
     if (got > 0) continue;
     // Whoever runs our callback clears `sleeping` and wakes us; set it
     // before the last look so that one of the two sees the other.
     w->sleeping.store(true);
-    if (!done() && cq_ready(g) == 0) w->sleep(kWaitSliceMs);
+    if (!done() && cq_ready() == 0) w->sleep(kWaitSliceMs);
     w->sleeping.store(false, std::memory_order_relaxed);
   }
-  if (own) own->owner_waiting.store(false);
-  bool last_shared = false;
+  bool last;
   {
     std::lock_guard lk(wait_mu_);
     waiting_.erase(std::find(waiting_.begin(), waiting_.end(), w));
+    last = waiting_.empty();
     waiting_count_.store(static_cast<unsigned>(waiting_.size()));
-    if (!own) last_shared = shared_waiting_.fetch_sub(1) == 1;
   }
   // Completions of threads that do not wait are the completion thread's
   // again: back to io_uring_enter at once, not after its slice.
-  if (last_shared && ct_waker_) ct_waker_->wake_if_sleeping();
+  if (last && ct_waker_) ct_waker_->wake_if_sleeping();
 }
 
 SlotRun UringSwapDevice::allocate(uint32_t want, SwapSlot hint) {
@@ -1090,34 +858,23 @@ void UringSwapDevice::free(SwapSlot first, uint32_t count) {
 
 int UringSwapDevice::register_memory(void* base, size_t len) {
   if (!base || len == 0) return -EINVAL;
-  std::lock_guard rl(rings_mu_);
-  if (!fixed_iov_.empty()) return -EBUSY;
+  std::lock_guard lk(sq_mu_);
+  if (!fixed_.empty()) return -EBUSY;
   // The kernel takes at most 1 GiB per registered buffer.
   constexpr size_t kChunk = size_t{1} << 30;
   std::vector<iovec> iov;
-  std::vector<Ring::FixedChunk> chunks;
+  std::vector<FixedChunk> chunks;
   for (size_t off = 0; off < len; off += kChunk) {
     size_t n = std::min(kChunk, len - off);
     iov.push_back({static_cast<char*>(base) + off, n});
     chunks.push_back({reinterpret_cast<uintptr_t>(base) + off, n});
   }
-  {
-    std::lock_guard lk(shared_->sq_mu);
-    int r = io_uring_register_buffers(&shared_->ring, iov.data(), static_cast<unsigned>(iov.size()));
-    if (r < 0) {
-      spdlog::warn("swapdev: cannot register {} bytes as fixed buffers: {}", len, std::strerror(-r));
-      return r;
-    }
-    shared_->fixed = chunks;
+  int r = io_uring_register_buffers(&ring_, iov.data(), static_cast<unsigned>(iov.size()));
+  if (r < 0) {
+    spdlog::warn("swapdev: cannot register {} bytes as fixed buffers: {}", len, std::strerror(-r));
+    return r;
   }
-  // Thread rings that exist already; later ones register in acquire_ring().
-  // A ring that cannot only does without READ/WRITE_FIXED.
-  for (auto& g : rings_) {
-    std::lock_guard lk(g->sq_mu);
-    if (io_uring_register_buffers(&g->ring, iov.data(), static_cast<unsigned>(iov.size())) == 0)
-      g->fixed = chunks;
-  }
-  fixed_iov_ = std::move(iov);
+  fixed_ = std::move(chunks);
   return 0;
 }
 

@@ -101,27 +101,27 @@
 // the noise (1.00-1.20x of the old binary). Reads still trail fio: 15% of
 // the samples are the kernel spinning on the ring's uring_lock in
 // io_uring_enter (four submitters on one ring; fio has a ring per job).
-// Now that each waiter reaps its own completions, a ring per waiting
-// thread would no longer cost a completion thread per ring: the next step.
-//
-// Thread rings. A thread's first wait_until() gives it an io_uring of its
-// own (made then, or one whose thread has exited; at most
-// UringOptions::thread_rings, after that it stays on the shared ring). From
-// then on everything the thread submits (its callbacks' I/O too) goes to its
-// ring, and in wait_until() it reaps only that ring: no other thread's
-// submissions queue on its uring_lock, no other thread's CQEs pass through
-// its hands. The shared ring and the completion thread carry everything else
-// as before: the page cache's asynchronous write()/read()/write_blocks(),
-// IoBatch plugging, the callbacks the completion thread runs (their I/O goes
-// to the shared ring). Each ring has the file registered, and the memory of
-// register_memory() when it could be registered there (else plain
-// readv/writev); a unit is resent (-EAGAIN, short transfer) on the ring it
-// went out on. A thread may stop waiting, or exit, with I/O in flight on its
-// ring: while thread rings exist the completion thread never sleeps longer
-// than kWaitSliceMs and takes the CQEs of a ring whose owner is not waiting
-// and has left them there for a whole slice. A ring lives as long as the
-// device; the thread's exit only frees it for the next thread that waits.
-//   RINGS-MEASURED
+// Tried and not kept: a ring per waiting thread (commit bb08438, branch
+// rings, reverted). A thread's first wait_until() gave it an io_uring of its
+// own (the file and register_memory()'s buffers registered there; at most 8
+// rings, a ring freed when its thread exited went to the next waiter); its
+// later I/O went there and it reaped only that ring. The page cache stayed
+// on the shared ring; while thread rings existed the completion thread slept
+// at most 1 ms and took the CQEs an owner had left for a whole slice (owner
+// stopped waiting or exited). The kernel's spinning on uring_lock went away
+// (perf, randread 4x8: mutex_spin_on_owner 14.5% of samples -> not in the
+// top entries) but the IOPS did not follow: that spinning burnt otherwise
+// idle CPU while the one virtio queue was the limit. Measured against the
+// branch-start binary, alternating runs in the same minutes, 9 each, 2 s
+// rows, 3 rounds with fio; medians of each run's best IOPS and of the
+// per-run median pair ratio: randread 4x8 76.3k 0.91x -> 78.8k 0.89x;
+// randwrite 4x8 125.5k 0.94x -> 126.7k 0.98x. One pass over all rows each
+// (1 s, 3 rounds): 4x8 read 0.91x -> 0.98x, write 0.94x -> 0.99x, the other
+// rows within the disk's drift (0.94-1.08x -> 0.91-1.23x). No clear win on
+// reads, the row it was for. What is left there is the virtio queue and the
+// wake-ups, not the ring. (That commit has the code and its tests,
+// tests/swapdev/thread_rings_test.cc; they passed, and TSan reported
+// nothing.)
 //
 // Freed slots: a cluster whose slots are all free waits on the allocator's
 // discard list; the discard thread punches batches of them out of the file
@@ -129,29 +129,23 @@
 // allocatable again. A punched range is no longer reserved: writing it again
 // allocates disk blocks.
 //
-// Locks: each ring's sq_mu guards its pending list, backlog, in-flight
-// count, the SQ side of the ring (filling and publishing SQEs, not the
-// io_uring_enter that sends them) and its registered-buffer table; it is
-// never held while a callback runs. Its cq_mu guards the CQ head (taking
-// CQEs and advancing past them), only for that. rings_mu_ guards the list
-// of thread rings and what register_memory() registered. wait_mu_ guards the
-// list of threads in wait_until(). disc_mu_ guards the discard thread's
-// wake-up. Order: rings_mu_ before a ring's sq_mu (register_memory); apart
-// from that none of the sq_mus, cq_mus, wait_mu_ and the allocator's shard
-// locks is held together with another (pool_mu_ is a leaf under sq_mu).
+// Locks: sq_mu_ guards pending_, backlog_, the SQ side of the ring (filling
+// and publishing SQEs, not the io_uring_enter that sends them) and the
+// registered-buffer table; it is never held while a callback runs. cq_mu_
+// guards the CQ head (taking CQEs and advancing past them), only for that.
+// wait_mu_ guards the list of threads in wait_until(). disc_mu_ guards the
+// discard thread's wake-up. Order: none of sq_mu_, cq_mu_, wait_mu_ and the
+// allocator's shard locks is held together with another (pool_mu_ is a leaf
+// under sq_mu_).
 //
 // Threads: any thread may call the public methods. Callbacks run on the
-// completion thread, or on a thread inside wait_until() (on a thread ring's
-// owner, or on any waiter of the shared ring). The destructor waits
+// completion thread, or on a thread inside wait_until(). The destructor waits
 // for every in-flight request (their callbacks run) and must not be called
 // from a callback, nor while a thread is in wait_until().
 #pragma once
 
 #include <liburing.h>
 
-#include <sys/uio.h>
-
-#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -173,12 +167,11 @@ struct UringOptions {
   std::string dir = "/var/tmp";   // --swap-dir
   uint64_t size_bytes = 0;        // --swap; rounded down to whole pages
   size_t page_size = 4096;        // power of two, >= 4096
-  unsigned queue_depth = 128;     // SQ entries per ring; in flight at most 2x this per ring
+  unsigned queue_depth = 128;     // SQ entries; in flight at most 2x this
   uint32_t cluster_slots = 256;   // slots per allocation cluster
   uint32_t max_merge_pages = 256; // cap of one merged I/O
   bool direct_io = true;          // false: buffered I/O from the start
   bool allow_tmpfs = false;       // tests of the buffered fallback only
-  unsigned thread_rings = 8;      // rings for threads in wait_until(); 0: one ring for all
   uint32_t discard_batch = 16;    // clusters waiting before the discard thread runs
   std::chrono::milliseconds discard_interval{1000};  // ... or this long
   // Tests only: see SwapFileOptions.
@@ -238,9 +231,6 @@ class UringSwapDevice final : public SwapDevice {
   // a failure after the medium may have been written.
   void inject_completion_errors(uint32_t n, int err) { cqe_inject_.arm(n, err); }
 
-  // Test hook: rings created for threads that wait (see the header comment).
-  size_t thread_rings() const;
-
   int fd() const { return fd_; }          // test hook: corrupt behind our back
   bool direct_io() const { return direct_; }
   bool can_discard() const { return can_punch_.load(std::memory_order_relaxed); }
@@ -249,38 +239,28 @@ class UringSwapDevice final : public SwapDevice {
   struct Request;
   struct Unit;
   struct Waker;
-  struct Ring;
   // What one reap() took from the CQ; kept per thread to reuse its capacity.
   struct Reaped {
     std::vector<std::pair<Unit*, int>> cqes;  // user_data, res
     std::vector<uint64_t> owners;             // submitters of reaped requests, not ours
   };
-  static constexpr unsigned kMaxThreadRings = 16;
   friend UringOpenResult open_uring_swap_device(const UringOptions&) noexcept;
 
   UringSwapDevice(const UringOptions& opt, int fd, bool direct, bool can_punch,
                   unsigned min_block_shift);
   int init_ring(unsigned entries, std::string& error);
-  int setup_ring(Ring& g, std::string& error);  // io_uring, its array, the fixed file
 
-  Ring* my_ring();                     // the calling thread's ring, or null
-  Ring& submit_ring();                 // my_ring(), else the shared ring
-  Ring* acquire_ring();                // a ring for the calling thread, or null
-  void kick_completion_thread();       // out of an untimed io_uring_enter
   void enqueue(Request* r);
-  void flush_ring(Ring& g);
-  unsigned flush_locked(Ring& g);      // returns what enter() must send
-  unsigned publish_locked(Ring& g);    // makes prepared SQEs visible; how many
-  unsigned unsubmitted_locked(Ring& g);  // published, not yet taken by the kernel
-  void enter(Ring& g, unsigned n);     // hands n SQEs to the kernel; no lock held
-  void push_locked(Ring& g, Unit* u);  // into the ring, or its backlog
-  void push_runs_locked(Ring& g, Request* r);  // write_blocks: a unit per run of blocks
-  bool prep_locked(Ring& g, Unit* u);  // false: no SQE free
-  void submit_locked(Ring& g);
-  unsigned reap(Ring& g, Reaped& out); // takes every CQE and completes it; how many
-  void reap_orphans(Reaped& out);      // thread rings whose owner has not reaped
-  static unsigned cq_ready(const Ring& g);  // CQEs posted and not taken: a hint, no lock
-  void wait_cqe(Ring& g, int timeout_ms);   // io_uring_enter(GETEVENTS); -1: no timeout
+  unsigned flush_locked();             // returns what enter() must send
+  unsigned publish_locked();           // makes prepared SQEs visible; how many
+  unsigned unsubmitted_locked();       // published, not yet taken by the kernel
+  void enter(unsigned n);              // hands n SQEs to the kernel; no lock held
+  void push_locked(Unit* u);           // into the ring, or the backlog
+  void push_runs_locked(Request* r);   // write_blocks: a unit per run of blocks
+  bool prep_locked(Unit* u);           // false: no SQE free
+  void submit_locked();
+  unsigned reap(Reaped& out);          // takes every CQE and completes it; how many
+  unsigned cq_ready() const;           // CQEs posted and not taken: a hint, no lock
   void complete(Unit* u, int res);     // the reaping thread
   void finish(Unit* u, int err);       // runs the callbacks, frees u
   void finish_request(Request* r, int err);
@@ -292,7 +272,6 @@ class UringSwapDevice final : public SwapDevice {
   size_t discard_round(size_t max_clusters);
 
   // Constant after construction.
-  const uint64_t id_;               // unique per device in the process: thread-local lookups
   const size_t page_size_;
   const unsigned min_block_shift_;
   const uint32_t max_merge_;
@@ -300,9 +279,8 @@ class UringSwapDevice final : public SwapDevice {
   const std::chrono::milliseconds discard_interval_;
   const int fd_;
   const bool direct_;
-  const unsigned queue_depth_;      // SQ entries of every ring
-  unsigned max_thread_rings_;       // set by init_ring (0 without EXT_ARG)
   std::atomic<bool> can_punch_;  // cleared if punching starts failing
+  bool ring_ready_ = false;      // io_uring_queue_init succeeded
 
   SlotAllocator alloc_;
   ChecksumTable sums_;
@@ -311,31 +289,31 @@ class UringSwapDevice final : public SwapDevice {
   ErrorInjector short_inject_;
   ErrorInjector cqe_inject_;
 
-  // The shared ring: the page cache's I/O, and any thread's without a ring
-  // of its own. Never null after init_ring.
-  std::unique_ptr<Ring> shared_;
-  std::atomic<bool> stopping_{false};  // every ring idle, the destructor runs
+  io_uring ring_{};
+  unsigned max_inflight_ = 0;
 
-  // Thread rings: created on a thread's first wait_until(), at most
-  // max_thread_rings_, kept until the device goes; a ring whose thread
-  // exited goes to the next thread that asks.
-  std::mutex rings_mu_;                          // before any ring's sq_mu
-  std::vector<std::unique_ptr<Ring>> rings_;     // guarded by rings_mu_
-  bool rings_failed_ = false;                    // guarded by rings_mu_: stop trying
-  std::vector<iovec> fixed_iov_;                 // guarded by rings_mu_: register_memory()'s
-  std::array<std::atomic<Ring*>, kMaxThreadRings> ring_list_{};  // rings_[i], read without the lock
-  std::atomic<unsigned> nrings_{0};              // rings_.size(), published after ring_list_
+  std::mutex sq_mu_;
+  std::vector<Request*> pending_;    // guarded by sq_mu_: queued, not yet in units
+  std::deque<Unit*> backlog_;        // guarded by sq_mu_: units waiting for ring room
+  unsigned inflight_ = 0;            // guarded by sq_mu_: units in the kernel
+  struct FixedChunk {
+    uintptr_t base;
+    size_t len;
+  };
+  std::vector<FixedChunk> fixed_;    // guarded by sq_mu_: index = buffer index
+  bool stopping_ = false;            // guarded by sq_mu_
+  std::condition_variable idle_cv_;  // inflight_ == 0 && backlog_ empty
 
-  // Reaping: the completion thread and threads in wait_until().
+  // Reaping: the completion thread and threads in wait_until() share the CQ.
+  std::mutex cq_mu_;                 // guards the CQ head: taking CQEs, advancing it
   std::mutex wait_mu_;               // a leaf lock
   std::vector<Waker*> waiting_;      // guarded by wait_mu_: threads in wait_until()
   std::atomic<unsigned> waiting_count_{0};  // waiting_.size(), read without the lock
-  std::atomic<unsigned> shared_waiting_{0};  // of which reaping the shared ring
   std::unique_ptr<Waker> ct_waker_;  // the completion thread's; null if no fds
 
   // Finished Requests and Units, kept with their vectors' capacity so that
   // an I/O costs no heap allocation in the steady state.
-  std::mutex pool_mu_;                // a leaf lock (taken under sq_mu too)
+  std::mutex pool_mu_;                // a leaf lock (taken under sq_mu_ too)
   std::vector<Request*> free_reqs_;   // guarded by pool_mu_
   std::vector<Unit*> free_units_;     // guarded by pool_mu_
 

@@ -368,7 +368,6 @@ int main(int argc, char** argv) {
   bool no_fio = false;
   std::string only;
   std::string wait = "reap";
-  unsigned thread_rings = UringOptions{}.thread_rings;
   app.add_option("--dir", dir, "directory for the swap file and fio's file (not a tmpfs)");
   app.add_option("--size", size_s, "bytes of each file, e.g. 512M, 1G");
   app.add_option("--runtime", seconds, "seconds per row, side and round");
@@ -379,14 +378,11 @@ int main(int argc, char** argv) {
                  "how the threaded rows wait: reap (in wait_until, reaping) or cv (a "
                  "condition variable; the completion thread runs the callbacks)")
       ->check(CLI::IsMember({"reap", "cv"}));
-  app.add_option("--thread-rings", thread_rings,
-                 "rings for threads that wait in wait_until (0: every thread on the shared ring)");
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::warn);
 
   uint64_t size = parse_size(size_s) / (1 << 20) * (1 << 20);
-  UringOpenResult o = open_uring_swap_device(
-      {.dir = dir, .size_bytes = size, .queue_depth = 64, .thread_rings = thread_rings});
+  UringOpenResult o = open_uring_swap_device({.dir = dir, .size_bytes = size, .queue_depth = 64});
   if (o.err) {
     fmt::print(stderr, "bench-swapdev: {}\n", o.error);
     return 1;
