@@ -1,5 +1,6 @@
 #include "core/frame_pool.h"
 
+#include <pthread.h>
 #include <sys/mman.h>
 
 #include <algorithm>
@@ -176,6 +177,7 @@ bool FramePool::prefault_due_locked() const {
 }
 
 void FramePool::prefault_loop(std::stop_token st) {
+  pthread_setname_np(pthread_self(), "prefault");  // how stack dumps and /proc/PID/task name it
   std::unique_lock lock(mu_);
   while (!st.stop_requested()) {
     if (prefault_end_ >= frames_total_) return;  // the whole region is populated

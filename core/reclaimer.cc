@@ -2,6 +2,7 @@
 // reclaimer.h; the pass is in page_cache.cc, next to the file's index.
 #include "core/reclaimer.h"
 
+#include <pthread.h>
 #include <algorithm>
 #include <chrono>
 
@@ -30,6 +31,7 @@ void Reclaimer::kick() {
 }
 
 void Reclaimer::run(std::stop_token stop) {
+  pthread_setname_np(pthread_self(), "reclaimer");  // how stack dumps and /proc/PID/task name it
   using namespace std::chrono_literals;
   while (!stop.stop_requested()) {
     const uint64_t avail = st_.pool->frames_available();

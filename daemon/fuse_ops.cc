@@ -122,6 +122,7 @@ void op_init(void* userdata, fuse_conn_info* conn) {
   // The kernel's own cache of the file's data is kept across opens: every
   // change to a file passes through this same kernel, so it cannot be stale.
   if (conn->capable & FUSE_CAP_AUTO_INVAL_DATA) conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+  if (fs.on_init) fs.on_init();
 }
 
 void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {

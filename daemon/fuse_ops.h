@@ -6,19 +6,24 @@
 
 #include <fuse_lowlevel.h>
 
+#include <functional>
+
 #include "core/namespace.h"
 #include "core/page_cache.h"
 
 namespace tmpfsd {
 
 struct Filesystem {
-  PageCache* cache;
-  Namespace* ns;
+  PageCache* cache = nullptr;
+  Namespace* ns = nullptr;
   double entry_timeout = 1.0;  // seconds the kernel may cache names and attributes
   double attr_timeout = 1.0;
   // The kernel caches writes and sends them in large batches; it then owns
   // the file size, O_APPEND offsets and mtime/ctime until it flushes them.
   bool writeback_cache = false;
+  // Called once INIT is answered-to-be: the mount serves requests from here
+  // on (Startup::ready). Must not throw.
+  std::function<void()> on_init;
 };
 
 const fuse_lowlevel_ops& fuse_operations();

@@ -1,18 +1,37 @@
-// tmpfsd: parse options, build the page cache and namespace, mount, serve
-// FUSE requests on a multithreaded loop until unmounted or signalled.
+// tmpfsd: parse options, daemonise, build the page cache and namespace,
+// mount, serve FUSE requests on a multithreaded loop until unmounted or
+// signalled.
+//
+// THE RULE: no thread, no io_uring ring and no swap file before
+// Startup::daemonise(). fork() keeps only the calling thread: a PageCache
+// made before it would have no Reclaimer, I/O completer, discarder or
+// prefault thread in the daemon, and writes beyond --memory would wait for
+// ever (issue 12; daemon/startup.h draws the start-up). Everything that
+// starts a thread lives in serve(), which runs in the daemon.
 //
 // SIGTERM, SIGINT and SIGHUP end the loop (libfuse's handlers); the mount is
-// then removed and the process exits 0.
+// then removed and the process exits 0. SIGUSR1 logs the page cache's
+// counters (what a hung test prints beside the thread stacks).
+#include <fuse_log.h>
 #include <fuse_lowlevel.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <unistd.h>
 
+#include <climits>
 #include <csignal>
+#include <cstdarg>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <memory>
+#include <mutex>
+#include <stop_token>
 #include <string>
+#include <thread>
 
+#include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/sinks/syslog_sink.h>
 #include <spdlog/spdlog.h>
@@ -21,6 +40,7 @@
 #include "core/page_cache.h"
 #include "daemon/fuse_ops.h"
 #include "daemon/options.h"
+#include "daemon/startup.h"
 #include "swapdev/uring_swap_device.h"
 
 namespace tmpfsd {
@@ -33,19 +53,128 @@ struct FuseArgs {
   void add(const std::string& a) { fuse_opt_add_arg(&args, a.c_str()); }
 };
 
-void log_to_stderr(const std::string& level) {
-  auto logger = spdlog::stderr_color_mt("tmpfsd");
-  logger->set_level(spdlog::level::from_str(level));
+// The log: a file when asked for, else stderr in the foreground and syslog
+// once daemonised (syslog(3) without /dev/log drops lines quietly).
+void set_logger(const Options& o, bool daemonised) {
+  std::shared_ptr<spdlog::logger> logger;
+  spdlog::drop_all();
+  if (!o.log_file.empty()) {
+    try {
+      logger = spdlog::basic_logger_mt("tmpfsd", o.log_file);
+    } catch (const spdlog::spdlog_ex&) {
+      logger.reset();  // unwritable: fall back below, and say so there
+    }
+  }
+  if (!logger) {
+    logger = daemonised ? spdlog::syslog_logger_mt("tmpfsd", "tmpfsd", LOG_PID, LOG_DAEMON)
+                        : spdlog::stderr_color_mt("tmpfsd");
+    if (!o.log_file.empty()) logger->warn("cannot write the log file {}; logging here", o.log_file);
+  }
+  logger->set_level(spdlog::level::from_str(o.log_level));
+  logger->flush_on(spdlog::level::info);
   spdlog::set_default_logger(logger);
 }
 
-void log_to_syslog(const std::string& level) {
-  auto logger = spdlog::syslog_logger_mt("tmpfsd-syslog", "tmpfsd", LOG_PID, LOG_DAEMON);
-  logger->set_level(spdlog::level::from_str(level));
-  spdlog::set_default_logger(logger);
+// libfuse's own messages (a refused mount says why here) go to the log; the
+// last error is kept for the one-line start-up failure.
+std::mutex g_fuse_error_mu;
+std::string g_fuse_error;
+
+void fuse_log_to_spdlog(enum fuse_log_level level, const char* fmt, va_list ap) {
+  char buf[1024];
+  std::vsnprintf(buf, sizeof buf, fmt, ap);
+  std::string line(buf);
+  while (!line.empty() && line.back() == '\n') line.pop_back();
+  if (level <= FUSE_LOG_ERR) {
+    std::lock_guard lk(g_fuse_error_mu);
+    g_fuse_error = line;
+  }
+  spdlog::log(level <= FUSE_LOG_ERR ? spdlog::level::err
+              : level <= FUSE_LOG_WARNING ? spdlog::level::warn
+              : level <= FUSE_LOG_INFO ? spdlog::level::info
+                                       : spdlog::level::debug,
+              "libfuse: {}", line);
 }
 
-int serve(const Options& o) {
+std::string last_fuse_error() {
+  std::lock_guard lk(g_fuse_error_mu);
+  return g_fuse_error.empty() ? std::string() : ": " + g_fuse_error;
+}
+
+void log_stats(const char* what, const std::string& mountpoint, const PageCacheStats& s) {
+  spdlog::info("{} {}: {} pages allocated, {} frames used, {} bytes of metadata", what, mountpoint,
+               s.pages_allocated, s.frames_used, s.metadata_bytes);
+  spdlog::info(
+      "page cache: frames {} used / {} free / {} total ({} prefaulted); pages {} resident ({} also in swap), {} swapped; "
+      "swap slots {} / {}; swap-ins {} ({} errors; {} reads and {} writes replied from the completion; "
+      "readahead {} pages, {} used); writebacks {} ({} background, {} partial, {} errors); "
+      "evicted {}; reclaim scans {}; writes that waited for writeback {}, copied instead {}, "
+      "waited for frames {}; "
+      "metadata {} bytes",
+      s.frames_used, s.frames_free, s.frames_total, s.frames_prefaulted, s.pages_resident, s.swap_cached, s.pages_swapped,
+      s.swap_slots_used, s.swap_slots_total, s.swap_ins, s.swap_in_errors, s.reads_async, s.writes_async,
+      s.readahead_pages, s.readahead_hits, s.writebacks,
+      s.background_cleaned, s.partial_writebacks, s.writeback_errors, s.pages_evicted, s.reclaim_scans, s.writeback_waits,
+      s.writeback_copies, s.frame_waits, s.metadata_bytes);
+  if (s.swap_slots_total) {
+    spdlog::info("swap device: {} I/Os, {} MiB written, {} MiB read, at most {} in flight; "
+                 "{} errors ({} checksum failures)",
+                 s.swap_ios, s.swap_bytes_written >> 20, s.swap_bytes_read >> 20,
+                 s.swap_max_queue_depth, s.swap_errors, s.swap_checksum_failures);
+  }
+}
+
+// The pid file: written when the daemon starts, removed when it ends (only
+// if it still names this process).
+class PidFile {
+ public:
+  explicit PidFile(std::string path) : path_(std::move(path)) {
+    if (path_.empty()) return;
+    std::ofstream out(path_, std::ios::trunc);
+    out << ::getpid() << "\n";
+    if (!out) spdlog::warn("cannot write the pid file {}", path_);
+  }
+  ~PidFile() {
+    if (path_.empty()) return;
+    std::ifstream in(path_);
+    long pid = 0;
+    if (in >> pid && pid == ::getpid()) ::unlink(path_.c_str());
+  }
+  PidFile(const PidFile&) = delete;
+  PidFile& operator=(const PidFile&) = delete;
+
+ private:
+  std::string path_;
+};
+
+// SIGUSR1 logs the counters. The signal is blocked in every thread (the
+// mask is set before the first one starts) and taken here with sigwait.
+class StatsOnSignal {
+ public:
+  StatsOnSignal(PageCache& cache, const std::string& mountpoint)
+      : thread_([&cache, mountpoint](std::stop_token stop) {
+          sigset_t set;
+          sigemptyset(&set);
+          sigaddset(&set, SIGUSR1);
+          const timespec tick{0, 200'000'000};
+          while (!stop.stop_requested()) {
+            if (sigtimedwait(&set, nullptr, &tick) == SIGUSR1) log_stats("counters of", mountpoint, cache.stats());
+          }
+        }) {}
+
+ private:
+  std::jthread thread_;
+};
+
+void block_stats_signal() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGUSR1);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
+int serve(const Options& o, Startup& startup) {
+  block_stats_signal();  // before the first thread, so that all inherit it
   PageCacheConfig pc;
   pc.page_size = o.page_size;
   pc.memory_bytes = o.memory_bytes;
@@ -60,7 +189,7 @@ int serve(const Options& o) {
     swapdev::UringOpenResult r = swapdev::open_uring_swap_device(uo);
     if (!r.device) {
       if (o.swap_given) {
-        spdlog::error("cannot make the swap file: {}", r.error);
+        startup.fail(1, "cannot make the swap file: " + r.error);
         return 1;
       }
       spdlog::warn("running without swap (frames are all the space there is): {}", r.error);
@@ -72,7 +201,7 @@ int serve(const Options& o) {
   }
   auto cache = swap ? PageCache::create(pc, std::move(swap)) : PageCache::create(pc);
   if (!cache) {
-    spdlog::error("cannot set up the page cache: {}", std::strerror(cache.code()));
+    startup.fail(1, std::string("cannot set up the page cache: ") + std::strerror(cache.code()));
     return 1;
   }
   NamespaceConfig nc;
@@ -81,8 +210,11 @@ int serve(const Options& o) {
   nc.root_uid = o.uid;
   nc.root_gid = o.gid;
   Namespace ns(nc, **cache);
-  Filesystem fs{cache->get(), &ns};
+  Filesystem fs;
+  fs.cache = cache->get();
+  fs.ns = &ns;
   fs.writeback_cache = o.writeback_cache;
+  fs.on_init = [&startup] { startup.ready(); };
 
   FuseArgs args;
   args.add("tmpfsd");
@@ -101,60 +233,52 @@ int serve(const Options& o) {
 
   fuse_session* se = fuse_session_new(&args.args, &fuse_operations(), sizeof(fuse_lowlevel_ops), &fs);
   if (!se) {
-    spdlog::error("cannot create the FUSE session");
+    startup.fail(1, "cannot create the FUSE session" + last_fuse_error());
     return 1;
   }
   int rc = 1;
-  if (fuse_set_signal_handlers(se) == 0) {
-    if (fuse_session_mount(se, o.mountpoint.c_str()) == 0) {
-      spdlog::info("mounted {} (size={} bytes, nr_inodes={}, memory={} bytes, page size {})", o.mountpoint,
-                   o.size_bytes, o.nr_inodes, o.memory_bytes, o.page_size);
-      if (!o.foreground) {
-        log_to_syslog(o.log_level);
-        fuse_daemonize(0);
-      } else {
-        std::fprintf(stderr, "tmpfsd: mounted on %s; unmount with: fusermount3 -u %s\n", o.mountpoint.c_str(),
-                     o.mountpoint.c_str());
-      }
-      fuse_loop_config* loop = fuse_loop_cfg_create();
-      if (o.max_threads) fuse_loop_cfg_set_max_threads(loop, o.max_threads);
-      // libfuse reports the signal that ended the loop (SIGTERM: 15) as its
-      // result: that is the normal way to stop, not a failure.
-      int loop_rc = fuse_session_loop_mt(se, loop);
-      rc = (loop_rc == 0 || loop_rc == SIGTERM || loop_rc == SIGINT || loop_rc == SIGHUP) ? 0 : 1;
-      fuse_loop_cfg_destroy(loop);
-      // Reads waiting for swap-in reply from the I/O completion: let them
-      // finish while the session they reply to still exists.
-      (*cache)->drain_reads();
-      fuse_session_unmount(se);
-      PageCacheStats s = (*cache)->stats();
-      spdlog::info("unmounted {}: {} pages allocated, {} frames used, {} bytes of metadata", o.mountpoint,
-                   s.pages_allocated, s.frames_used, s.metadata_bytes);
-      spdlog::info(
-          "page cache: frames {} used / {} free / {} total ({} prefaulted); pages {} resident ({} also in swap), {} swapped; "
-          "swap slots {} / {}; swap-ins {} ({} errors; {} reads and {} writes replied from the completion; "
-          "readahead {} pages, {} used); writebacks {} ({} background, {} partial, {} errors); "
-          "evicted {}; reclaim scans {}; writes that waited for writeback {}, copied instead {}, "
-          "waited for frames {}; "
-          "metadata {} bytes",
-          s.frames_used, s.frames_free, s.frames_total, s.frames_prefaulted, s.pages_resident, s.swap_cached, s.pages_swapped,
-          s.swap_slots_used, s.swap_slots_total, s.swap_ins, s.swap_in_errors, s.reads_async, s.writes_async,
-          s.readahead_pages, s.readahead_hits, s.writebacks,
-          s.background_cleaned, s.partial_writebacks, s.writeback_errors, s.pages_evicted, s.reclaim_scans, s.writeback_waits,
-          s.writeback_copies, s.frame_waits, s.metadata_bytes);
-      if (s.swap_slots_total) {
-        spdlog::info("swap device: {} I/Os, {} MiB written, {} MiB read, at most {} in flight; "
-                     "{} errors ({} checksum failures)",
-                     s.swap_ios, s.swap_bytes_written >> 20, s.swap_bytes_read >> 20,
-                     s.swap_max_queue_depth, s.swap_errors, s.swap_checksum_failures);
-      }
-    } else {
-      spdlog::error("cannot mount on {}", o.mountpoint);
+  if (fuse_set_signal_handlers(se) != 0) {
+    startup.fail(1, "cannot set the signal handlers" + last_fuse_error());
+  } else if (fuse_session_mount(se, o.mountpoint.c_str()) != 0) {
+    startup.fail(1, "cannot mount on " + o.mountpoint + last_fuse_error());
+  } else {
+    spdlog::info("mounted {} (size={} bytes, nr_inodes={}, memory={} bytes, page size {})", o.mountpoint,
+                 o.size_bytes, o.nr_inodes, o.memory_bytes, o.page_size);
+    if (!startup.daemonised()) {
+      std::fprintf(stderr, "tmpfsd: mounted on %s; unmount with: fusermount3 -u %s\n", o.mountpoint.c_str(),
+                   o.mountpoint.c_str());
     }
-    fuse_remove_signal_handlers(se);
+    StatsOnSignal stats_on_signal(**cache, o.mountpoint);
+    fuse_loop_config* loop = fuse_loop_cfg_create();
+    if (o.max_threads) fuse_loop_cfg_set_max_threads(loop, o.max_threads);
+    // libfuse reports the signal that ended the loop (SIGTERM: 15) as its
+    // result: that is the normal way to stop, not a failure.
+    int loop_rc = fuse_session_loop_mt(se, loop);
+    rc = (loop_rc == 0 || loop_rc == SIGTERM || loop_rc == SIGINT || loop_rc == SIGHUP) ? 0 : 1;
+    fuse_loop_cfg_destroy(loop);
+    // A loop that ended before INIT (the kernel aborted the connection):
+    // the parent must not wait for a ready that never comes.
+    startup.fail(1, "the FUSE session ended before it was initialised");
+    // Reads waiting for swap-in reply from the I/O completion: let them
+    // finish while the session they reply to still exists.
+    (*cache)->drain_reads();
+    fuse_session_unmount(se);
+    log_stats("unmounted", o.mountpoint, (*cache)->stats());
   }
+  fuse_remove_signal_handlers(se);
   fuse_session_destroy(se);
   return rc;
+}
+
+// Paths the daemon uses after chdir("/"), made absolute against the
+// directory tmpfsd was started in.
+std::string absolute(const std::string& path) {
+  if (path.empty() || path[0] == '/') return path;
+  char buf[PATH_MAX];
+  if (::realpath(path.c_str(), buf)) return buf;
+  char cwd[PATH_MAX];
+  if (!::getcwd(cwd, sizeof cwd)) return path;
+  return std::string(cwd) + "/" + path;
 }
 
 }  // namespace
@@ -179,11 +303,21 @@ int main(int argc, char** argv) {
     std::fprintf(parsed.exit_code ? stderr : stdout, "%s\n", parsed.message.c_str());
     return parsed.exit_code;
   }
-  tmpfsd::log_to_stderr(parsed.options->log_level);
+  tmpfsd::Options o = *parsed.options;
+  o.mountpoint = tmpfsd::absolute(o.mountpoint);
+  o.swap_dir = tmpfsd::absolute(o.swap_dir);
+  o.log_file = tmpfsd::absolute(o.log_file);
+  o.pid_file = tmpfsd::absolute(o.pid_file);
+  // From here on, see THE RULE at the top: daemonise before anything starts
+  // a thread.
+  tmpfsd::Startup startup = o.foreground ? tmpfsd::Startup::foreground() : tmpfsd::Startup::daemonise(o.mountpoint);
+  tmpfsd::set_logger(o, startup.daemonised());
+  fuse_set_log_func(tmpfsd::fuse_log_to_spdlog);
+  tmpfsd::PidFile pid_file(o.pid_file);
   try {
-    return tmpfsd::serve(*parsed.options);
+    return tmpfsd::serve(o, startup);
   } catch (const std::exception& e) {
-    spdlog::critical("tmpfsd: {}", e.what());
+    startup.fail(1, e.what());
     return 1;
   }
 }

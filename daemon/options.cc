@@ -93,6 +93,9 @@ ParseOutcome parse_options(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::IsMember({"wait", "copy"}));
   app.add_option("--threads", o.max_threads, "Most FUSE worker threads (default: libfuse's)");
+  app.add_option("--log-file", o.log_file,
+                 "Append the log to this file (default: syslog when daemonised, stderr with -f)");
+  app.add_option("--pid-file", o.pid_file, "Write the daemon's process ID to this file (removed at exit)");
   app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error or critical")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));

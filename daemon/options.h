@@ -44,6 +44,12 @@ struct Options {
   std::string writeback_conflict = "wait";
   unsigned max_threads = 0;     // 0 = libfuse's default
   std::string log_level = "info";
+  // --log-file: where the log goes instead of syslog (daemonised) or
+  // stderr (-f); appended to.
+  std::string log_file;
+  // --pid-file: the daemon's process ID, written by the daemon when it
+  // starts and removed when it exits.
+  std::string pid_file;
 };
 
 struct ParseOutcome {

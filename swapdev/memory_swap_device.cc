@@ -1,5 +1,6 @@
 #include "swapdev/memory_swap_device.h"
 
+#include <pthread.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -203,6 +204,7 @@ size_t MemorySwapDevice::pending() const {
 }
 
 void MemorySwapDevice::worker(std::stop_token st) {
+  pthread_setname_np(pthread_self(), "memswap-worker");  // how stack dumps and /proc/PID/task name it
   std::unique_lock lk(mu_);
   while (!st.stop_requested()) {
     if (!cv_.wait(lk, st, [&] { return !queue_.empty(); })) break;

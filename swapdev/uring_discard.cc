@@ -2,6 +2,7 @@
 // punched out of the file in batches, off the I/O path, so the disk space
 // comes back; only then does the allocator hand them out again (a punch that
 // landed after a new write would destroy data).
+#include <pthread.h>
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
 
@@ -40,6 +41,7 @@ size_t UringSwapDevice::discard_round(size_t max_clusters) {
 }
 
 void UringSwapDevice::discard_loop(std::stop_token st) {
+  pthread_setname_np(pthread_self(), "uring-discard");  // how stack dumps and /proc/PID/task name it
   std::unique_lock lk(disc_mu_);
   while (!st.stop_requested()) {
     disc_cv_.wait_for(lk, st, discard_interval_, [&] { return disc_kick_; });

@@ -3,6 +3,7 @@
 // uring_discard.cc.
 #include "swapdev/uring_swap_device.h"
 
+#include <pthread.h>
 #include <spdlog/spdlog.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -773,6 +774,7 @@ unsigned UringSwapDevice::reap(Reaped& out) {
 // resubmissions sent), a kick when the last waiter leaves, or every
 // kWaitSliceMs for completions of threads that do not wait.
 void UringSwapDevice::completion_loop(std::stop_token st) {
+  pthread_setname_np(pthread_self(), "uring-complete");  // how stack dumps and /proc/PID/task name it
   Reaped batch;
   for (;;) {
     if (ct_waker_ && waiting_count_.load() > 0) {
