@@ -13,9 +13,12 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#define CATCH_CONFIG_EXTERNAL_INTERFACES  // TestEventListenerBase, for the watchdog
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <atomic>
+#include <mutex>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -41,6 +44,7 @@ struct Slot {
   volatile sig_atomic_t used;
   pid_t pid;
   char path[256];
+  char log[300];  // the daemon's --log-file, for the watchdog's report
 };
 Slot g_slots[kSlots];
 
@@ -49,6 +53,7 @@ int register_slot(const std::string& path) {
     if (!g_slots[i].used) {
       std::snprintf(g_slots[i].path, sizeof g_slots[i].path, "%s", path.c_str());
       g_slots[i].pid = -1;
+      g_slots[i].log[0] = '\0';
       g_slots[i].used = 1;
       return i;
     }
@@ -181,6 +186,8 @@ Mount::Mount(Kind kind, const MountOptions& opts) : kind_(kind) {
   }
 
   log_path_ = path_ + ".log";
+  pid_path_ = path_ + ".pid";
+  std::snprintf(g_slots[slot_].log, sizeof g_slots[slot_].log, "%s", log_path_.c_str());
   std::string memory = opts.memory;
   if (memory.empty()) {
     uint64_t sz = parse_size(opts.size);
@@ -191,7 +198,10 @@ Mount::Mount(Kind kind, const MountOptions& opts) : kind_(kind) {
   // it off (the non-root tests then see EACCES everywhere on B).
   std::string o = opts.kernel_option_string();
   if (const char* v = std::getenv("MT_NO_ALLOW_OTHER"); !(v && *v)) o += ",allow_other";
-  std::vector<std::string> args = {tmpfsd_bin(), "-f", "-o", o, "--memory", memory};
+  std::vector<std::string> args = {tmpfsd_bin(), "-o", o, "--memory", memory, "--log-file", log_path_};
+  if (opts.foreground) args.push_back("-f");
+  else args.insert(args.end(), {"--pid-file", pid_path_});
+  for (const auto& a : opts.daemon_args) args.push_back(a);
   // MT_TMPFSD_ARGS: extra daemon arguments, space-separated (exploration,
   // e.g. "--no-writeback-cache").
   if (const char* extra = std::getenv("MT_TMPFSD_ARGS")) {
@@ -199,10 +209,12 @@ Mount::Mount(Kind kind, const MountOptions& opts) : kind_(kind) {
     for (std::string a; in >> a;) args.push_back(a);
   }
   args.push_back(path_);
-  pid_ = ::fork();
-  if (pid_ < 0) throw std::runtime_error("fork failed");
-  if (pid_ == 0) {
-    int fd = ::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  // What the starting command prints: nothing at all when it succeeds.
+  const std::string out_path = path_ + ".out";
+  pid_t starter = ::fork();
+  if (starter < 0) throw std::runtime_error("fork failed");
+  if (starter == 0) {
+    int fd = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd >= 0) {
       ::dup2(fd, 1);
       ::dup2(fd, 2);
@@ -217,39 +229,86 @@ Mount::Mount(Kind kind, const MountOptions& opts) : kind_(kind) {
     std::fprintf(stderr, "execv %s: %s\n", argv[0], std::strerror(errno));
     ::_exit(127);
   }
-  g_slots[slot_].pid = pid_;
+  auto read_file = [](const std::string& path) {
+    std::ifstream in(path);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  };
+  auto give_up = [&](const std::string& what) {
+    std::string out = read_file(out_path);
+    ::unlink(out_path.c_str());
+    std::string tail = log_tail();
+    if (is_mounted(path_)) ::umount2(path_.c_str(), MNT_DETACH);
+    g_slots[slot_].used = 0;
+    ::rmdir(path_.c_str());
+    return std::runtime_error(fmt::format("tmpfsd: {}; args: {}\noutput:\n{}\nlog:\n{}", what, fmt::join(args, " "),
+                                          out, tail));
+  };
 
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  if (opts.foreground) {
+    pid_ = starter;
+    g_slots[slot_].pid = pid_;
+  }
+  // Daemonised, the command returns once the mount answers; in the
+  // foreground the mount appears while the daemon runs.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   for (;;) {
-    struct stat st {};
-    if (::stat(path_.c_str(), &st) == 0 && st.st_dev != parent.st_dev) break;
     int status = 0;
-    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-      pid_ = -1;
-      g_slots[slot_].pid = -1;
-      std::string tail = log_tail();
-      if (is_mounted(path_)) ::umount2(path_.c_str(), MNT_DETACH);
-      g_slots[slot_].used = 0;
-      ::rmdir(path_.c_str());
-      throw std::runtime_error(fmt::format(
-          "tmpfsd exited before the mount was ready (status {:#x}); args: {}\nlog:\n{}", status,
-          fmt::join(args, " "), tail));
+    if (!opts.foreground && ::waitpid(starter, &status, WNOHANG) == starter) {
+      if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        throw give_up(fmt::format("the start command failed (status {:#x})", status));
+      std::ifstream in(pid_path_);
+      if (!(in >> pid_) || pid_ <= 0) {
+        pid_ = -1;
+        throw give_up("the start command succeeded but wrote no pid file");
+      }
+      g_slots[slot_].pid = pid_;
+      if (!is_mounted(path_)) {
+        std::string e = fmt::format("the start command returned before the mount was live");
+        stop();
+        throw std::runtime_error(e);
+      }
+      std::string out = read_file(out_path);
+      if (!out.empty()) record_anomaly(fmt::format("tmpfsd printed on success: {}", out));
+      break;
+    }
+    if (opts.foreground) {
+      struct stat st {};
+      if (::stat(path_.c_str(), &st) == 0 && st.st_dev != parent.st_dev) break;
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        g_slots[slot_].pid = -1;
+        throw give_up(fmt::format("exited before the mount was ready (status {:#x})", status));
+      }
     }
     if (std::chrono::steady_clock::now() > deadline) {
-      std::string tail = log_tail();
+      if (!opts.foreground) {
+        std::ifstream in(pid_path_);
+        pid_t daemon = -1;
+        if (in >> daemon && daemon > 0) {
+          pid_ = daemon;
+          g_slots[slot_].pid = pid_;
+        }
+        ::kill(starter, SIGKILL);
+        ::waitpid(starter, nullptr, 0);
+      }
+      if (pid_ > 0) hang_report(pid_, log_path_);
+      std::string e = fmt::format("tmpfsd mount not ready after 20 s; args: {}\nlog:\n{}", fmt::join(args, " "),
+                                  log_tail());
       stop();
-      throw std::runtime_error(fmt::format("tmpfsd mount not ready after 10 s; args: {}\nlog:\n{}",
-                                           fmt::join(args, " "), tail));
+      throw std::runtime_error(e);
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
+  ::unlink(out_path.c_str());
 }
 
 bool Mount::daemon_alive() {
   if (pid_ <= 0) return kind_ == Kind::KernelTmpfs;
   int status = 0;
   pid_t r = ::waitpid(pid_, &status, WNOHANG);
-  if (r == pid_) {
+  if (r == pid_ || (r < 0 && errno == ECHILD && ::kill(pid_, 0) != 0)) {
     record_anomaly(fmt::format("tmpfsd pid {} exited unexpectedly (status {:#x}) log:\n{}", pid_,
                                status, log_tail()));
     pid_ = -1;
@@ -279,7 +338,9 @@ std::string Mount::stop() {
     bool exited = false;
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
     while (std::chrono::steady_clock::now() < deadline) {
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_t r = ::waitpid(pid_, &status, WNOHANG);
+      // Not our child (no subreaper): exited, status unknown.
+      if (r == pid_ || (r < 0 && errno == ECHILD && ::kill(pid_, 0) != 0)) {
         exited = true;
         break;
       }
@@ -287,6 +348,7 @@ std::string Mount::stop() {
     }
     if (!exited) {
       problems += "tmpfsd did not exit within 10 s of SIGTERM (killed); ";
+      hang_report(pid_, log_path_);
       ::kill(pid_, SIGKILL);
       ::waitpid(pid_, &status, 0);
     } else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
@@ -309,12 +371,79 @@ std::string Mount::stop() {
   if (slot_ >= 0) g_slots[slot_].used = 0;
   ::rmdir(path_.c_str());
   if (!log_path_.empty() && problems.empty()) ::unlink(log_path_.c_str());
+  if (!pid_path_.empty()) ::unlink(pid_path_.c_str());
   return problems;
 }
 
 Mount::~Mount() {
   std::string p = stop();
   if (!p.empty()) record_anomaly(fmt::format("stopping {}: {}", path_, p));
+}
+
+void hang_report(pid_t pid, const std::string& log_path) {
+  const char* script = std::getenv("TMPFSD_HANG_REPORT");
+  std::fflush(stdout);
+  if (!script || !*script) {
+    std::fprintf(stderr, "mount tests: no hang report (TMPFSD_HANG_REPORT unset) for pid %d\n", int(pid));
+    return;
+  }
+  std::string cmd = fmt::format("'{}' {} '{}' 1>&2", script, pid, log_path);
+  if (std::system(cmd.c_str()) != 0) std::fprintf(stderr, "mount tests: %s failed\n", cmd.c_str());
+}
+
+namespace {
+std::atomic<int64_t> g_case_deadline{0};  // steady_clock seconds; 0: no case running
+std::mutex g_case_mu;
+std::string g_case_name;
+
+int64_t now_seconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+int case_timeout() {
+  const char* v = std::getenv("MT_CASE_TIMEOUT");
+  int t = v ? std::atoi(v) : 0;
+  return t > 0 ? t : 240;
+}
+
+struct CaseListener : Catch::TestEventListenerBase {
+  using TestEventListenerBase::TestEventListenerBase;
+  void testCaseStarting(const Catch::TestCaseInfo& info) override {
+    {
+      std::lock_guard lk(g_case_mu);
+      g_case_name = info.name;
+    }
+    g_case_deadline = now_seconds() + case_timeout();
+  }
+  void testCaseEnded(const Catch::TestCaseStats&) override { g_case_deadline = 0; }
+};
+}  // namespace
+CATCH_REGISTER_LISTENER(CaseListener)
+
+void start_watchdog() {
+  std::thread([] {
+    for (;;) {
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+      int64_t d = g_case_deadline;
+      if (d == 0 || now_seconds() < d) continue;
+      std::string name;
+      {
+        std::lock_guard lk(g_case_mu);
+        name = g_case_name;
+      }
+      std::fprintf(stderr, "mount tests: TIMEOUT: test case \"%s\" ran past %d s (MT_CASE_TIMEOUT)\n", name.c_str(),
+                   case_timeout());
+      for (int i = 0; i < kSlots; ++i)
+        if (g_slots[i].used && g_slots[i].pid > 0) hang_report(g_slots[i].pid, g_slots[i].log);
+      emergency_cleanup();
+      std::this_thread::sleep_for(std::chrono::seconds(2));
+      for (int i = 0; i < kSlots; ++i)
+        if (g_slots[i].used && g_slots[i].pid > 0) ::kill(g_slots[i].pid, SIGKILL);
+      std::fflush(nullptr);
+      ::_exit(1);
+    }
+  }).detach();
 }
 
 MountPair::MountPair(const MountOptions& o) : opts(o) {

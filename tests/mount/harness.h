@@ -48,9 +48,23 @@ struct MountOptions {
   std::optional<uid_t> uid;        // uid=
   std::optional<gid_t> gid;        // gid=
   std::string memory;              // tmpfsd --memory; empty: same as size, at least 64m
+  // tmpfsd is started as users start it: daemonised (no -f), and the mount
+  // is live when the command returns. foreground: -f, for a test that
+  // needs the daemon as its own child on purpose.
+  bool foreground = false;
+  std::vector<std::string> daemon_args;  // more tmpfsd arguments (--swap, ...)
 
   std::string kernel_option_string() const;  // "size=..,nr_inodes=..[,mode=..]..."
 };
+
+// Prints what tmpfsd `pid` is doing (thread stacks, counters: the script
+// hang_report.sh, TMPFSD_HANG_REPORT) to stderr. For a test out of time.
+void hang_report(pid_t pid, const std::string& log_path);
+
+// Every test case has a time bound (MT_CASE_TIMEOUT seconds, default 240):
+// past it, the watchdog prints the hang report of every daemon this process
+// started, stops them, and ends the run as a failure.
+void start_watchdog();
 
 // True when B is tmpfsd (TMPFSD_BIN set and non-empty).
 bool testing_tmpfsd();
@@ -80,11 +94,13 @@ class Mount {
   // gone), else a description of what went wrong. Idempotent.
   std::string stop();
   std::string log_tail() const;
+  const std::string& log_path() const { return log_path_; }
 
  private:
   Kind kind_;
   std::string path_;
   std::string log_path_;
+  std::string pid_path_;
   pid_t pid_ = -1;
   bool stopped_ = false;
   int slot_ = -1;  // index in the emergency table

@@ -3,6 +3,8 @@
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
+#include <sys/prctl.h>
+
 #include <cstdio>
 
 #include "harness.h"
@@ -10,6 +12,11 @@
 int main(int argc, char* argv[]) {
   std::printf("mount tests: mode = %s\n", mt::mode_description().c_str());
   std::fflush(stdout);
+  // A daemonised tmpfsd's parent exits once the mount is live; as the
+  // subreaper this process inherits the daemon and can wait for its exit
+  // status, as it would for a foreground one.
+  ::prctl(PR_SET_CHILD_SUBREAPER, 1);
+  mt::start_watchdog();
   int result = Catch::Session().run(argc, argv);
   int problems = mt::shutdown_all();
   if (problems) {
