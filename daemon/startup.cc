@@ -140,7 +140,8 @@ Startup Startup::daemonise(const std::string& mountpoint) {
   return Startup(p[1], true);
 }
 
-Startup::Startup(Startup&& o) noexcept : fd_(o.fd_.exchange(-1)), daemonised_(o.daemonised_) {}
+Startup::Startup(Startup&& o) noexcept
+    : fd_(o.fd_.exchange(-1)), reported_(o.reported_.load()), daemonised_(o.daemonised_) {}
 
 Startup::~Startup() {
   int fd = fd_.exchange(-1);
@@ -161,9 +162,13 @@ void Startup::report(const std::string& line) noexcept {
   ::close(fd);
 }
 
-void Startup::ready() noexcept { report("ready"); }
+void Startup::ready() noexcept {
+  reported_ = true;
+  report("ready");
+}
 
 void Startup::fail(int exit_code, const std::string& message) noexcept {
+  if (reported_.exchange(true)) return;
   try {
     spdlog::error("{}", message);
     std::string one_line = message.substr(0, message.find('\n'));

@@ -50,7 +50,7 @@ class Startup {
   // The mount answers requests: the parent exits 0.
   void ready() noexcept;
   // Start-up failed: logs `message` (one line) as an error and hands it and
-  // `exit_code` to the parent.
+  // `exit_code` to the parent. After ready() or fail(), does nothing.
   void fail(int exit_code, const std::string& message) noexcept;
   bool daemonised() const { return daemonised_; }
 
@@ -59,6 +59,7 @@ class Startup {
   void report(const std::string& line) noexcept;
 
   std::atomic<int> fd_;  // write end of the pipe to the parent; -1 once reported
+  std::atomic<bool> reported_{false};  // ready() or fail() was called
   bool daemonised_;
 };
 

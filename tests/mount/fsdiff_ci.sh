@@ -37,6 +37,11 @@ extra=()
 [ -n "$ignore" ] && extra+=(--ignore "$ignore")
 save_dir=${TMPDIR:-/tmp}
 
+# bounded (tests/mount/tmpfsd_lib.sh): past the bound, the hang report of
+# the daemon the caller named, then the kill.
+source "$(cd "$(dirname "$0")" && pwd)/tmpfsd_lib.sh"
+tmpfsd_pid=${FSDIFF_DAEMON_PID:-} tmpfsd_log=${FSDIFF_DAEMON_LOG:-}
+
 passed=0 failed=0
 start_all=$(date +%s.%N)
 
@@ -49,8 +54,10 @@ run() {
   local name=$1 saved=$2; shift 2
   local t0 t1 out rc
   t0=$(date +%s.%N)
-  # A hung file system must fail the run, not hang CI.
-  out=$(timeout -k 10 "$run_timeout" "$@" 2>&1); rc=$?
+  # A hung file system must fail the run with evidence, not hang CI: past
+  # the bound, the stacks and counters of the daemon under test
+  # (FSDIFF_DAEMON_PID, FSDIFF_DAEMON_LOG) are printed before the kill.
+  out=$(bounded "$run_timeout" "$@" 2>&1); rc=$?
   [ $rc -eq 124 ] && out="$out
 fsdiff_ci: timed out after ${run_timeout}s (FSDIFF_TIMEOUT)"
   t1=$(date +%s.%N)

@@ -33,56 +33,95 @@ ALLOWANCE_MIB = 32
 PAGE = 4096
 
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+TIME_LIMIT_S = 240  # past it: the daemon's stacks and counters, then failure
+
+
+def become_subreaper():
+    """A daemonised tmpfsd's parent exits at once; as subreaper this process
+    inherits the daemon and can wait for its exit status."""
+    import ctypes
+    PR_SET_CHILD_SUBREAPER = 36
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
 class Daemon:
+    """tmpfsd started as users start it: daemonised; the command returns
+    once the mount is live and prints nothing."""
+
     def __init__(self, binary):
         self.mnt = tempfile.mkdtemp(prefix="tmpfsd-pressure-mnt.")
         self.swapdir = tempfile.mkdtemp(prefix="tmpfsd-pressure-swap.", dir="/var/tmp")
         self.log_path = os.path.join(self.swapdir, "log")
-        self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(
-            [binary, "-f", "--memory", f"{MEMORY_MIB}M", "--swap", "1G", "--swap-dir",
-             self.swapdir, "-o", "size=1G", self.mnt],
-            stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 10
-        while not os.path.ismount(self.mnt):
-            if self.proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError("tmpfsd did not mount:\n" + self.read_log())
-            time.sleep(0.05)
+        self.pid_path = os.path.join(self.swapdir, "pid")
+        self.pid = None
+        self.status = None
+        become_subreaper()
+        start = subprocess.run(
+            [binary, "--memory", f"{MEMORY_MIB}M", "--swap", "1G", "--swap-dir",
+             self.swapdir, "-o", "size=1G", "--log-file", self.log_path, "--pid-file",
+             self.pid_path, self.mnt],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
+        if start.returncode != 0 or not os.path.ismount(self.mnt):
+            raise RuntimeError(f"tmpfsd did not mount (exit {start.returncode}): "
+                               f"{start.stdout.decode()}\n" + self.read_log())
+        if start.stdout:
+            raise RuntimeError(f"tmpfsd printed on success: {start.stdout.decode()!r}")
+        with open(self.pid_path) as f:
+            self.pid = int(f.read())
+        self.watchdog = threading.Timer(TIME_LIMIT_S, self.hung)
+        self.watchdog.daemon = True
+        self.watchdog.start()
+
+    def hung(self):
+        print(f"TIMEOUT: the pressure test ran past {TIME_LIMIT_S} s", flush=True)
+        subprocess.run([os.path.join(HERE, "hang_report.sh"), str(self.pid), self.log_path])
+        os.kill(self.pid, signal.SIGKILL)
+        subprocess.run(["umount", "-l", self.mnt], check=False)
+        print("FAIL: timed out", flush=True)
+        os._exit(1)
 
     def read_log(self):
-        self.log.flush()
-        with open(self.log_path) as f:
-            return f.read()
+        try:
+            with open(self.log_path) as f:
+                return f.read()
+        except OSError:
+            return ""
 
     def hwm_kib(self):
-        with open(f"/proc/{self.proc.pid}/status") as f:
+        with open(f"/proc/{self.pid}/status") as f:
             m = re.search(r"VmHWM:\s+(\d+) kB", f.read())
         return int(m.group(1))
 
     def stop(self):
+        """SIGTERM: the daemon unmounts and exits 0 within 10 s."""
+        if self.pid is not None:
+            self.watchdog.cancel()
+            os.kill(self.pid, signal.SIGTERM)
+            deadline = time.time() + 10
+            while self.status is None and time.time() < deadline:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+                if pid == self.pid:
+                    self.status = status
+                else:
+                    time.sleep(0.02)
+            if self.status is None:
+                subprocess.run([os.path.join(HERE, "hang_report.sh"), str(self.pid), self.log_path])
+                os.kill(self.pid, signal.SIGKILL)
+                os.waitpid(self.pid, 0)
         if os.path.ismount(self.mnt):
-            subprocess.run(["fusermount3", "-u", self.mnt], check=False)
-            if os.path.ismount(self.mnt):
-                subprocess.run(["umount", "-l", self.mnt], check=False)
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            subprocess.run(["umount", "-l", self.mnt], check=False)
         log = self.read_log()
-        self.log.close()
-        for d in (self.mnt,):
+        for f in (self.log_path, self.pid_path):
+            try:
+                os.unlink(f)
+            except OSError:
+                pass
+        for d in (self.mnt, self.swapdir):
             try:
                 os.rmdir(d)
             except OSError:
                 pass
-        try:
-            os.unlink(self.log_path)
-            os.rmdir(self.swapdir)
-        except OSError:
-            pass
         return log
 
 
@@ -197,6 +236,8 @@ def main():
         failures.append(f"exception: {e!r}")
     finally:
         log = d.stop()
+    if d.status != 0:
+        failures.append(f"tmpfsd's exit after SIGTERM: status {d.status} (want 0, within 10 s)")
     m = re.search(r"swap-ins (\d+)", log)
     swap_ins = int(m.group(1)) if m else -1
     print("\n".join(l for l in log.splitlines() if "page cache:" in l or "error" in l)[:4000])

@@ -113,6 +113,7 @@ int run_one(const Args& args, const RunConfig& base, int proc, std::vector<Op> o
 int run_procs(const Args& args, const RunConfig& cfg) {
   std::vector<pid_t> kids;
   fflush(stdout);
+  const pid_t parent = getpid();
   for (int k = 0; k < args.procs; k++) {
     pid_t pid = fork();
     if (pid < 0) {
@@ -122,6 +123,7 @@ int run_procs(const Args& args, const RunConfig& cfg) {
     if (pid == 0) {
       // A killed parent (a CI timeout) must not leave runs behind.
       prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (getppid() != parent) _exit(2);  // it died before the prctl
       Args mine = args;
       Generator gen(args.seed + uint64_t(k));
       int rc = run_one(mine, cfg, k, {}, &gen);
