@@ -5,6 +5,7 @@
 # (SIGUSR1 makes it log them; LOG is its --log-file). Prints to stdout and
 # never fails: it is called on the way to a failure.
 pid=$1 log=${2:-}
+[ "$log" = - ] && log=
 if ! kill -0 "$pid" 2>/dev/null; then
   echo "hang report: process $pid is gone"
   exit 0
@@ -21,7 +22,7 @@ for t in /proc/"$pid"/task/*; do
 done
 if command -v gdb >/dev/null; then
   echo "---- user-space stacks (gdb)"
-  timeout 60 gdb -batch -nx -p "$pid" -ex "set pagination off" -ex "thread apply all bt 30" 2>&1 |
+  timeout -s KILL 60 gdb -batch -nx -p "$pid" -ex "set pagination off" -ex "thread apply all bt 30" 2>&1 |
     grep -E '^(Thread|#)' | head -400
 else
   echo "---- gdb is not installed: no user-space stacks"

@@ -6,7 +6,9 @@
 #include <ftw.h>
 #include <grp.h>
 #include <signal.h>
+#include <poll.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/statfs.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
@@ -380,15 +382,69 @@ Mount::~Mount() {
   if (!p.empty()) record_anomaly(fmt::format("stopping {}: {}", path_, p));
 }
 
-void hang_report(pid_t pid, const std::string& log_path) {
+// The hang report runs in a process forked at start-up, before any test
+// opened a file on a mount. A process forked later would inherit the test's
+// descriptors on the hung mount, and closing them (at exec or exit) sends
+// FLUSH to the daemon that cannot answer: the report itself would hang.
+namespace {
+int g_report_request = -1;  // write end: "PID LOG\n"
+int g_report_done = -1;     // read end: one byte per finished report
+
+void reporter_loop(int requests, int done) {
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   const char* script = std::getenv("TMPFSD_HANG_REPORT");
-  std::fflush(stdout);
-  if (!script || !*script) {
-    std::fprintf(stderr, "mount tests: no hang report (TMPFSD_HANG_REPORT unset) for pid %d\n", int(pid));
+  FILE* in = ::fdopen(requests, "r");
+  char line[512];
+  while (in && std::fgets(line, sizeof line, in)) {
+    int pid = 0;
+    char log[400] = "";
+    if (std::sscanf(line, "%d %399s", &pid, log) >= 1 && script && *script) {
+      std::string cmd = fmt::format("'{}' {} '{}' 1>&2", script, pid, log);
+      if (std::system(cmd.c_str()) != 0) std::fprintf(stderr, "mount tests: %s failed\n", cmd.c_str());
+    } else if (!script || !*script) {
+      std::fprintf(stderr, "mount tests: no hang report (TMPFSD_HANG_REPORT unset) for pid %d\n", pid);
+    }
+    std::fflush(stderr);
+    if (::write(done, "x", 1) != 1) break;
+  }
+  ::_exit(0);
+}
+
+void start_reporter() {
+  int req[2], done[2];
+  if (::pipe2(req, O_CLOEXEC) != 0 || ::pipe2(done, O_CLOEXEC) != 0) return;
+  std::fflush(nullptr);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(req[1]);
+    ::close(done[0]);
+    reporter_loop(req[0], done[1]);
+  }
+  ::close(req[0]);
+  ::close(done[1]);
+  if (pid < 0) {
+    ::close(req[1]);
+    ::close(done[0]);
     return;
   }
-  std::string cmd = fmt::format("'{}' {} '{}' 1>&2", script, pid, log_path);
-  if (std::system(cmd.c_str()) != 0) std::fprintf(stderr, "mount tests: %s failed\n", cmd.c_str());
+  g_report_request = req[1];
+  g_report_done = done[0];
+}
+}  // namespace
+
+void hang_report(pid_t pid, const std::string& log_path) {
+  std::fflush(stdout);
+  std::fflush(stderr);
+  if (g_report_request < 0) {
+    std::fprintf(stderr, "mount tests: no hang reporter for pid %d\n", int(pid));
+    return;
+  }
+  std::string req = fmt::format("{} {}\n", pid, log_path.empty() ? "-" : log_path);
+  if (::write(g_report_request, req.data(), req.size()) != ssize_t(req.size())) return;
+  pollfd p{g_report_done, POLLIN, 0};
+  char c;
+  if (::poll(&p, 1, 150'000) == 1 && ::read(g_report_done, &c, 1) == 1) return;
+  std::fprintf(stderr, "mount tests: the hang report of pid %d did not finish in 150 s\n", int(pid));
 }
 
 namespace {
@@ -422,6 +478,7 @@ struct CaseListener : Catch::TestEventListenerBase {
 CATCH_REGISTER_LISTENER(CaseListener)
 
 void start_watchdog() {
+  start_reporter();
   std::thread([] {
     for (;;) {
       std::this_thread::sleep_for(std::chrono::seconds(1));

@@ -69,16 +69,22 @@ class Daemon:
             raise RuntimeError(f"tmpfsd printed on success: {start.stdout.decode()!r}")
         with open(self.pid_path) as f:
             self.pid = int(f.read())
-        self.watchdog = threading.Timer(TIME_LIMIT_S, self.hung)
-        self.watchdog.daemon = True
-        self.watchdog.start()
+        # The watchdog is a process forked now, before any file on the mount
+        # is open: one forked later would inherit those descriptors, and
+        # closing them sends FLUSH to the daemon that cannot answer.
+        sys.stdout.flush()
+        self.watchdog = os.fork()
+        if self.watchdog == 0:
+            self.hung(os.getppid())
 
-    def hung(self):
+    def hung(self, test_pid):
+        time.sleep(TIME_LIMIT_S)
         print(f"TIMEOUT: the pressure test ran past {TIME_LIMIT_S} s", flush=True)
         subprocess.run([os.path.join(HERE, "hang_report.sh"), str(self.pid), self.log_path])
         os.kill(self.pid, signal.SIGKILL)
         subprocess.run(["umount", "-l", self.mnt], check=False)
         print("FAIL: timed out", flush=True)
+        os.kill(test_pid, signal.SIGKILL)
         os._exit(1)
 
     def read_log(self):
@@ -96,7 +102,8 @@ class Daemon:
     def stop(self):
         """SIGTERM: the daemon unmounts and exits 0 within 10 s."""
         if self.pid is not None:
-            self.watchdog.cancel()
+            os.kill(self.watchdog, signal.SIGKILL)
+            os.waitpid(self.watchdog, 0)
             os.kill(self.pid, signal.SIGTERM)
             deadline = time.time() + 10
             while self.status is None and time.time() < deadline:
