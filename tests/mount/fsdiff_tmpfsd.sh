@@ -23,7 +23,7 @@ trap cleanup EXIT
 trap 'exit 1' INT TERM  # cleanup runs from EXIT
 mkdir "$work/a" "$work/b"
 mount -t tmpfs -o size=1g,nr_inodes=100000 none "$work/a" || exit 1
-tmpfsd_start "$tmpfsd" "$work" "$work/b" -o size=1g,nr_inodes=100000 "$@" || exit 1
+tmpfsd_start "$tmpfsd" "$work/daemon.log" "$work/b" -o size=1g,nr_inodes=100000 "$@" || exit 1
 # Known divergences FUSE cannot avoid: tools/fsdiff-known-divergences.md.
 export FSDIFF_IGNORE=${FSDIFF_IGNORE:-mmaphole,fifotimes,dirseek,atime}
 # fsdiff_ci.sh bounds each run and reports on this daemon when one hangs.

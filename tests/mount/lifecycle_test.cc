@@ -37,6 +37,31 @@ TEST_CASE("lifecycle: mounted while running, SIGTERM unmounts and exits 0", "[li
   CHECK(::stat(m.path().c_str(), &after) == -1);  // directory removed after unmount
 }
 
+TEST_CASE("lifecycle: in the foreground (-f) too, data in, SIGTERM unmounts and exits 0", "[lifecycle]") {
+  if (!mt::testing_tmpfsd()) {
+    SUCCEED("tmpfs-vs-tmpfs mode: no daemon");
+    return;
+  }
+  // Every other test starts tmpfsd daemonised, as users do; -f is a mode
+  // users run too (systemd Type=simple, debugging), so one test keeps it.
+  mt::MountOptions o;
+  o.size = "16m";
+  o.nr_inodes = 100;
+  o.foreground = true;
+  mt::Mount m(mt::Mount::Kind::Tmpfsd, o);
+  std::string f = m.path() + "/f";
+  std::string data(3 * 4096 + 5, 'q');
+  int fd = ::open(f.c_str(), O_CREAT | O_RDWR, 0644);
+  REQUIRE(fd >= 0);
+  CHECK(::pwrite(fd, data.data(), data.size(), 0) == ssize_t(data.size()));
+  std::string back(data.size(), '\0');
+  CHECK(::pread(fd, back.data(), back.size(), 0) == ssize_t(back.size()));
+  CHECK(back == data);
+  CHECK(::close(fd) == 0);
+  CHECK(m.daemon_alive());
+  CHECK(m.stop() == "");
+}
+
 TEST_CASE("lifecycle: a daemon that cannot mount fails the start clearly", "[lifecycle]") {
   if (!mt::testing_tmpfsd()) {
     SUCCEED("tmpfs-vs-tmpfs mode: kernel tmpfs rejects a bad size= at mount(2)");

@@ -42,7 +42,7 @@ hwm_mib() { awk '/^VmHWM:/ {print int($2 / 1024)}' "/proc/$tmpfsd_pid/status" 2>
 run() {
   local name=$1 memory=$2 ops=$3 limit=$4; shift 4
   rm -f "$work/daemon.log"
-  if ! tmpfsd_start "$tmpfsd" "$work" "$work/b" -o size=2g,nr_inodes=200000 --memory "$memory" \
+  if ! tmpfsd_start "$tmpfsd" "$work/daemon.log" "$work/b" -o size=2g,nr_inodes=200000 --memory "$memory" \
       --swap 2G --swap-dir "$swapdir"; then
     echo "soak: FAIL $name: no mount"; failed=$((failed + 1)); return
   fi

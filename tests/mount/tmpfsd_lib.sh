@@ -2,9 +2,10 @@
 # users do (daemonised: the command returns once the mount is live and
 # prints nothing), and bound a command's time with a hang report.
 #
-#   tmpfsd_start BIN WORKDIR MOUNTPOINT [tmpfsd options...]
-#       sets tmpfsd_pid and tmpfsd_log (WORKDIR/daemon.log); returns 1 with
-#       the reason on stdout if the start failed or printed anything.
+#   tmpfsd_start BIN LOG MOUNTPOINT [tmpfsd options...]
+#       the daemon logs to LOG (its pid file: LOG.pid); sets tmpfsd_pid and
+#       tmpfsd_log; returns 1 with the reason on stdout if the start failed
+#       or printed anything.
 #   tmpfsd_stop
 #       SIGTERM; the daemon must be gone and the mount with it within 10 s,
 #       else a hang report, SIGKILL, umount -l, and return 1. Idempotent.
@@ -15,12 +16,12 @@ tmpfsd_pid= tmpfsd_log= tmpfsd_mnt=
 tmpfsd_lib_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 tmpfsd_start() {
-  local bin=$1 work=$2 mnt=$3; shift 3
-  tmpfsd_log=$work/daemon.log tmpfsd_mnt=$mnt
+  local bin=$1 mnt=$3; shift 3
+  tmpfsd_log=$2 tmpfsd_mnt=$mnt
   local out
-  out=$(timeout 30 "$bin" --log-file "$tmpfsd_log" --pid-file "$work/daemon.pid" "$@" "$mnt" 2>&1)
+  out=$(timeout 30 "$bin" --log-file "$tmpfsd_log" --pid-file "$tmpfsd_log.pid" "$@" "$mnt" 2>&1)
   local rc=$?
-  tmpfsd_pid=$(cat "$work/daemon.pid" 2>/dev/null)
+  tmpfsd_pid=$(cat "$tmpfsd_log.pid" 2>/dev/null)
   if [ $rc -ne 0 ] || ! mountpoint -q "$mnt"; then
     echo "tmpfsd did not mount (exit $rc): $out"
     tail -20 "$tmpfsd_log" 2>/dev/null
