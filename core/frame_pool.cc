@@ -109,7 +109,7 @@ FramePool::Taken FramePool::Reservation::take() {
 }
 
 void FramePool::free(Frame* f) {
-  assert(f != nullptr && f->owner_ == nullptr && f->slot_ == Frame::kNoSlot);
+  assert(f != nullptr && f->owner_ == nullptr && !f->slot_.valid());
   assert(f >= frames_.data() && f < frames_.data() + frames_.size());
   std::lock_guard lock(mu_);
   assert(used_.load(std::memory_order_relaxed) > 0);

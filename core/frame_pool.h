@@ -60,6 +60,7 @@
 #include <vector>
 
 #include "core/result.h"
+#include "swapdev/swap_device.h"
 
 namespace tmpfsd {
 
@@ -68,7 +69,7 @@ class Pmap;
 // One page of frame memory. Lives in FramePool's descriptor array; its
 // address is its identity and never changes. `owner` points back to the Pmap
 // whose data it holds, so the contents can move to another frame by copying
-// and updating the Pmap's Binding and this pointer.
+// and updating the Pmap's frame and this pointer.
 class alignas(8) Frame {
  public:
   std::span<std::byte> bytes() const { return mem_; }
@@ -76,20 +77,20 @@ class alignas(8) Frame {
   void set_owner(Pmap* p) { owner_ = p; }  // by the owner's file, exclusive
 
   // The swap cache (issue 5): the slot that holds a copy of this frame's
-  // bytes, or kNoSlot: all of them while the owner is clean, all but the
+  // bytes, or an invalid SwapSlot: all of them while the owner is clean, all but the
   // dirty blocks while it is partly dirty (pmap.h). Written under the owner's file mutex held exclusive,
   // except while the owner is under writeback, when the write's completion
   // owns it (pmap.h).
-  static constexpr uint64_t kNoSlot = UINT64_MAX;
-  uint64_t swap_slot() const { return slot_; }
-  bool has_slot() const { return slot_ != kNoSlot; }
-  void set_swap_slot(uint64_t s) { slot_ = s; }
+  swapdev::SwapSlot swap_slot() const { return slot_; }
+  bool has_slot() const { return slot_.valid(); }
+  void set_swap_slot(swapdev::SwapSlot s) { slot_ = s; }
+  void clear_swap_slot() { slot_ = swapdev::SwapSlot(); }
 
  private:
   friend class FramePool;
   std::span<std::byte> mem_;  // constant after construction
   Pmap* owner_ = nullptr;     // nullptr while free
-  uint64_t slot_ = kNoSlot;   // see swap_slot()
+  swapdev::SwapSlot slot_;    // see swap_slot(); invalid: none
 };
 
 class FramePool {

@@ -38,14 +38,6 @@ constexpr size_t kZeroRegionBytes = 256 * 1024;
 // iovecs held inline by read(): 64 covers a 256 KiB read of scattered pages.
 constexpr size_t kInlineIovecs = 64;
 
-// Compact index words of pages without a Pmap (file_index.h tag 0b11): a
-// fallocated page that was evicted reads as zeros and needs no frame and no
-// slot. kZeroUptodateWord: the same, but SEEK_DATA counts it as data (a
-// second fallocate over it, as shmem).
-constexpr uint64_t kZeroWord = 3;
-constexpr uint64_t kZeroUptodateWord = 7;
-bool is_zero_word(uint64_t w) { return (w & 3) == 3; }
-
 // Waits for a pending write (nullptr: nothing to wait for).
 Status wait_for(FilePages::PendingWrite* w) {
   if (!w) return Status::ok();
@@ -103,7 +95,7 @@ bool PageCache::State::reserve_pages(uint64_t n) {
 // ---------------------------------------------------------------------------
 // FilePagesImpl
 //
-// mu_ guards index_ and every Pmap in it (binding, dirty, generation) and the
+// mu_ guards index_ and every Pmap in it (frame, dirty) and the
 // bytes of their frames: write, truncate, punch_hole, allocate hold it
 // exclusive; read, seek_*, pages hold it shared. Readers pin the pmaps they
 // reply from for the duration of the callback. Reclaim try-locks it
@@ -179,13 +171,11 @@ class FilePagesImpl {
   }
   // Data for SEEK_DATA: a page that was written (or is swapped, which
   // implies written); fallocated-only pages are holes, as on tmpfs.
-  static bool is_data(uint64_t w) {
-    if (FileIndex::is_pmap(w)) return FileIndex::as_pmap(w)->uptodate();
-    return w != kZeroWord;
+  static bool is_data(PagePlace w) {
+    if (w.is_pmap()) return w.pmap()->uptodate();
+    return w != PagePlace::zero();
   }
-  // A present page without a frame: a compact swap word or a zero word.
-  static bool needs_fault(uint64_t w) { return w != 0 && !FileIndex::is_pmap(w); }
-
+  
   Pmap* new_pmap_locked(uint64_t page, FramePool::Reservation& frames, bool* zeroed);
   Pmap* bind_locked(uint64_t page, Frame* frame);
   template <class Wants>
@@ -198,7 +188,7 @@ class FilePagesImpl {
                             Deferral* defer = nullptr);
   bool defer_locked(std::span<Pmap* const> pages, Deferral& d);
   void submit_swap_in_locked(Pmap* p);
-  Pmap* start_swap_in_locked(uint64_t page, Frame* frame, uint64_t slot);
+  Pmap* start_swap_in_locked(uint64_t page, Frame* frame, swapdev::SwapSlot slot);
   bool await_locked(Pmap* p, ReadRequest* r);
   void collect_locked(uint64_t off, size_t len, SmallVec<iovec, kInlineIovecs>& iov,
                       SmallVec<Pmap*, kInlineIovecs>& pins, bool* ra_hit);
@@ -225,7 +215,7 @@ Pmap* FilePagesImpl::new_pmap_locked(uint64_t page, FramePool::Reservation& fram
                                      bool* zeroed) {
   FramePool::Taken t = frames.take();
   Pmap* p = bind_locked(page, t.frame);
-  index_.set(page, FileIndex::of_pmap(p));
+  index_.set(page, PagePlace::resident(p));
   *zeroed = t.zeroed;
   return p;
 }
@@ -235,7 +225,7 @@ Pmap* FilePagesImpl::new_pmap_locked(uint64_t page, FramePool::Reservation& fram
 Pmap* FilePagesImpl::bind_locked(uint64_t page, Frame* frame) {
   auto* p = new Pmap(this, page);
   st_.metadata.fetch_add(sizeof(Pmap), std::memory_order_relaxed);
-  p->set_binding(Binding::frame(frame));
+  p->set_frame(frame);
   frame->set_owner(p);
   st_.pages_resident.fetch_add(1, std::memory_order_relaxed);
   return p;
@@ -254,9 +244,9 @@ void FilePagesImpl::wait_busy_locked(uint64_t first, uint64_t last, OnWriteback 
   for (bool waited = false;;) {
     bool busy = false;
     bool on_writeback = false;
-    index_.visit_range(first, last + 1, [&](uint64_t, uint64_t w) {
-      if (FileIndex::is_pmap(w)) {
-        Pmap* p = FileIndex::as_pmap(w);
+    index_.visit_range(first, last + 1, [&](uint64_t, PagePlace w) {
+      if (w.is_pmap()) {
+        Pmap* p = w.pmap();
         if (std::ranges::find(skip, p) != skip.end()) return true;
         // Only the writeback's pin: nobody replies from the frame.
         if (copy && p->writeback() && p->io_count() == 1 &&
@@ -296,7 +286,7 @@ bool FilePagesImpl::copy_under_writeback_locked(Pmap* p) {
     return false;
   }
   t.frame->set_owner(p);
-  p->set_binding(Binding::frame(t.frame));
+  p->set_frame(t.frame);
   st_.writeback_copies.fetch_add(1, std::memory_order_relaxed);
   return true;
 }
@@ -306,8 +296,8 @@ bool FilePagesImpl::copy_under_writeback_locked(Pmap* p) {
 void FilePagesImpl::drop_slot_locked(Pmap* p) {
   Frame* f = p->frame();
   if (!f->has_slot()) return;
-  st_.swap->free(swapdev::SwapSlot(f->swap_slot()));
-  f->set_swap_slot(Frame::kNoSlot);
+  st_.swap->free(f->swap_slot());
+  f->clear_swap_slot();
   st_.swap_cached.fetch_sub(1, std::memory_order_relaxed);
 }
 
@@ -458,13 +448,13 @@ namespace {
 // the completion owns the frame, its slot and p's dirty bits until it clears
 // kReadPending, so nobody sees the page without the write's bytes. On a
 // failed read the patch is dropped and the write gets EIO.
-void swap_in_done(PageCache::State& st, Pmap* p, uint64_t slot, int err) {
+void swap_in_done(PageCache::State& st, Pmap* p, swapdev::SwapSlot slot, int err) {
   if (err == 0) {
     st.swap_ins.fetch_add(1, std::memory_order_relaxed);
   } else {
     p->set_read_error();
     st.swap_in_errors.fetch_add(1, std::memory_order_relaxed);
-    spdlog::warn("swap-in of slot {} failed: {}", slot, std::strerror(-err));
+    spdlog::warn("swap-in of slot {} failed: {}", slot.value, std::strerror(-err));
   }
   SmallVec<ReadRequest*, 8> wake;
   std::unique_ptr<WritePatch> patch;
@@ -480,7 +470,7 @@ void swap_in_done(PageCache::State& st, Pmap* p, uint64_t slot, int err) {
         p->mark_dirty(patch->blocks);
         // Every block dirty: the slot holds nothing of use (dirty_locked).
         if ((p->dirty_blocks() & st.all_blocks) == st.all_blocks) {
-          f->set_swap_slot(Frame::kNoSlot);
+          f->clear_swap_slot();
           drop_slot = true;
         }
       }
@@ -491,7 +481,7 @@ void swap_in_done(PageCache::State& st, Pmap* p, uint64_t slot, int err) {
     st.read_waiters.erase(from, to);
   }
   if (drop_slot) {
-    st.swap->free(swapdev::SwapSlot(slot));
+    st.swap->free(slot);
     st.swap_cached.fetch_sub(1, std::memory_order_relaxed);
   }
   p->unpin();
@@ -508,17 +498,17 @@ void FilePagesImpl::submit_swap_in_locked(Pmap* p) {
   p->set_read_pending();
   p->pin();  // the I/O's
   Frame* f = p->frame();
-  const uint64_t slot = f->swap_slot();
+  const swapdev::SwapSlot slot = f->swap_slot();
   std::span<std::byte> bytes = f->bytes();
   PageCache::State* st = &st_;
-  st_.swap->read(swapdev::SwapSlot(slot), {&bytes, 1},
+  st_.swap->read(slot, {&bytes, 1},
                  [st, p, slot](int err) { swap_in_done(*st, p, slot, err); });
 }
 
 // A swapped page (its word is the compact word of `slot`) becomes a pmap
 // under swap-in bound to `frame`. The caller stores it in the index and adds
 // it to the lists.
-Pmap* FilePagesImpl::start_swap_in_locked(uint64_t page, Frame* frame, uint64_t slot) {
+Pmap* FilePagesImpl::start_swap_in_locked(uint64_t page, Frame* frame, swapdev::SwapSlot slot) {
   Pmap* p = bind_locked(page, frame);
   frame->set_swap_slot(slot);  // swap cache: the page is clean
   st_.swap_cached.fetch_add(1, std::memory_order_relaxed);
@@ -547,7 +537,7 @@ Result<FramePool::Reservation> FilePagesImpl::reserve_locked(
     Wants&& wants) {
   for (int attempt = 0, gave_up = 0;; ++attempt) {
     uint64_t need = extra;
-    index_.visit_range(first, last + 1, [&](uint64_t, uint64_t w) {
+    index_.visit_range(first, last + 1, [&](uint64_t, PagePlace w) {
       need += wants(w);
       return true;
     });
@@ -583,8 +573,8 @@ Status FilePagesImpl::fault_range_locked(std::unique_lock<std::shared_mutex>& lo
   // A read leaves zero words alone (they read as zeros); a write needs a
   // frame for them too.
   const bool for_write = extra_out != nullptr;
-  auto wants = [for_write](uint64_t w) {
-    return for_write ? needs_fault(w) : FileIndex::is_compact_swap(w);
+  auto wants = [for_write](PagePlace w) {
+    return for_write ? w.needs_fault() : w.is_swapped();
   };
   auto covered = [&](uint64_t page) {
     const uint64_t pstart = page << st_.page_shift;
@@ -597,29 +587,29 @@ Status FilePagesImpl::fault_range_locked(std::unique_lock<std::shared_mutex>& lo
   struct Whole {  // swapped, overwritten whole: bound only if nothing fails
     uint64_t page;
     Frame* frame;
-    uint64_t slot;
+    swapdev::SwapSlot slot;
   };
   SmallVec<Whole, 16> wholes;
   SmallVec<Pmap*, kInlineIovecs> fresh;
   {
     swapdev::IoBatch plug(*st_.swap);
-    index_.update_range(first, last + 1, [&](uint64_t page, uint64_t w) -> uint64_t {
-      if (FileIndex::is_pmap(w)) {
-        Pmap* p = FileIndex::as_pmap(w);
+    index_.update_range(first, last + 1, [&](uint64_t page, PagePlace w) -> PagePlace {
+      if (w.is_pmap()) {
+        Pmap* p = w.pmap();
         if (!p->read_pending() && p->read_error() && !covered(page)) submit_swap_in_locked(p);
         return w;
       }
       if (!wants(w)) return w;
       FramePool::Taken t = frames.take();
-      if (is_zero_word(w)) {
+      if (w.is_zero()) {
         if (!t.zeroed) std::memset(t.frame->bytes().data(), 0, page_size());
         Pmap* p = bind_locked(page, t.frame);
-        if (w == kZeroUptodateWord) p->set_uptodate();
+        if (w.zero_uptodate()) p->set_uptodate();
         p->set_referenced();
         fresh.push_back(p);
-        return FileIndex::of_pmap(p);
+        return PagePlace::resident(p);
       }
-      const uint64_t slot = FileIndex::swap_slot_of(w);
+      const swapdev::SwapSlot slot = w.slot();
       if (covered(page)) {
         wholes.push_back({page, t.frame, slot});
         return w;
@@ -627,7 +617,7 @@ Status FilePagesImpl::fault_range_locked(std::unique_lock<std::shared_mutex>& lo
       Pmap* p = start_swap_in_locked(page, t.frame, slot);
       p->set_referenced();
       fresh.push_back(p);
-      return FileIndex::of_pmap(p);
+      return PagePlace::resident(p);
     });
   }
   st_.lists.add_new(fresh.span());
@@ -638,17 +628,17 @@ Status FilePagesImpl::fault_range_locked(std::unique_lock<std::shared_mutex>& lo
     SmallVec<Pmap*, 2> skip;
     if (defer) {
       for (uint64_t page : {first, last}) {
-        const uint64_t w = index_.get(page);
-        if (covered(page) || !FileIndex::is_pmap(w)) continue;
-        Pmap* p = FileIndex::as_pmap(w);
+        const PagePlace w = index_.place(page);
+        if (covered(page) || !w.is_pmap()) continue;
+        Pmap* p = w.pmap();
         if (p->read_pending() && (skip.empty() || skip.back() != p)) skip.push_back(p);
       }
     }
     wait_busy_locked(first, last, how, skip.span());
 
     Status status;
-    index_.visit_range(first, last + 1, [&](uint64_t page, uint64_t w) {
-      if (FileIndex::is_pmap(w) && FileIndex::as_pmap(w)->read_error() && !covered(page)) {
+    index_.visit_range(first, last + 1, [&](uint64_t page, PagePlace w) {
+      if (w.is_pmap() && w.pmap()->read_error() && !covered(page)) {
         status = Errno{EIO};
       }
       return status.is_ok();
@@ -665,22 +655,22 @@ Status FilePagesImpl::fault_range_locked(std::unique_lock<std::shared_mutex>& lo
   }
   SmallVec<Pmap*, 16> bound;
   for (const Whole& h : wholes.span()) {
-    st_.swap->free(swapdev::SwapSlot(h.slot));  // the write replaces it all
+    st_.swap->free(h.slot);  // the write replaces it all
     Pmap* p = bind_locked(h.page, h.frame);
     // Until the write copies in, the frame must not pass for zeros-and-clean.
     p->mark_dirty(st_.all_blocks);
     p->set_uptodate();
     p->set_referenced();
-    index_.set(h.page, FileIndex::of_pmap(p));
+    index_.set(h.page, PagePlace::resident(p));
     st_.pages_swapped.fetch_sub(1, std::memory_order_relaxed);
     bound.push_back(p);
   }
   st_.lists.add_new(bound.span());
   // Pages that failed an earlier read and are now overwritten whole: the
   // slot's copy is given up, the write supplies every byte.
-  index_.visit_range(first, last + 1, [&](uint64_t page, uint64_t w) {
-    if (!FileIndex::is_pmap(w) || !covered(page)) return true;
-    Pmap* p = FileIndex::as_pmap(w);
+  index_.visit_range(first, last + 1, [&](uint64_t page, PagePlace w) {
+    if (!w.is_pmap() || !covered(page)) return true;
+    Pmap* p = w.pmap();
     if (p->read_error()) {
       p->clear_read_error();
       drop_slot_locked(p);
@@ -746,9 +736,9 @@ void FilePagesImpl::collect_locked(uint64_t off, size_t len, SmallVec<iovec, kIn
       chunk_no = page >> FileIndex::kChunkShift;
       chunk = index_.find_chunk(chunk_no);
     }
-    const uint64_t w = chunk ? chunk->word[page & FileIndex::kMask] : 0;
+    const PagePlace w = chunk ? chunk->place(page & FileIndex::kMask) : PagePlace::hole();
     const std::byte* base;
-    if (w == 0 || is_zero_word(w)) {
+    if (w.is_hole() || w.is_zero()) {
       if (!iov.empty() && iov.back().iov_base == zeros &&
           iov.back().iov_len + n <= st_.zeros.size()) {
         iov.back().iov_len += n;
@@ -757,8 +747,8 @@ void FilePagesImpl::collect_locked(uint64_t off, size_t len, SmallVec<iovec, kIn
       }
       base = zeros;
     } else {
-      assert(FileIndex::is_pmap(w) && "collect_locked over a swapped page");
-      Pmap* p = FileIndex::as_pmap(w);
+      assert(w.is_pmap() && "collect_locked over a swapped page");
+      Pmap* p = w.pmap();
       p->pin();
       p->set_referenced();
       if (p->test_and_clear_readahead()) {
@@ -784,8 +774,8 @@ void FilePagesImpl::collect_locked(uint64_t off, size_t len, SmallVec<iovec, kIn
 // that uses one counts a hit and reads further ahead.
 void FilePagesImpl::readahead_locked(uint64_t from, uint64_t count) {
   SmallVec<uint64_t, 64> pages;
-  index_.visit_range(from, from + count, [&](uint64_t page, uint64_t w) {
-    if (FileIndex::is_compact_swap(w)) pages.push_back(page);
+  index_.visit_range(from, from + count, [&](uint64_t page, PagePlace w) {
+    if (w.is_swapped()) pages.push_back(page);
     return true;
   });
   if (pages.empty()) return;
@@ -798,9 +788,9 @@ void FilePagesImpl::readahead_locked(uint64_t from, uint64_t count) {
   FramePool::Reservation frames = std::move(r).value();
   SmallVec<Pmap*, 64> fresh;
   for (uint64_t page : pages.span().first(n)) {
-    const uint64_t slot = FileIndex::swap_slot_of(index_.get(page));
+    const swapdev::SwapSlot slot = index_.place(page).slot();
     Pmap* p = start_swap_in_locked(page, frames.take().frame, slot);
-    index_.set(page, FileIndex::of_pmap(p));
+    index_.set(page, PagePlace::resident(p));
     p->set_readahead();
     fresh.push_back(p);
   }
@@ -826,9 +816,9 @@ void FilePagesImpl::read(uint64_t off, size_t len, FilePages::ReadDone done) {
   uint64_t faults = 0;
   {
     std::shared_lock lock(mu_);
-    index_.visit_range(first, last + 1, [&](uint64_t, uint64_t w) {
-      faults += FileIndex::is_compact_swap(w) ||
-                (FileIndex::is_pmap(w) && !FileIndex::as_pmap(w)->bytes_valid());
+    index_.visit_range(first, last + 1, [&](uint64_t, PagePlace w) {
+      faults += w.is_swapped() ||
+                (w.is_pmap() && !w.pmap()->bytes_valid());
       return true;
     });
     if (faults == 0) {
@@ -885,7 +875,7 @@ void FilePagesImpl::read(uint64_t off, size_t len, FilePages::ReadDone done) {
   }
 
   std::unique_lock lock(mu_);
-  auto reserved = reserve_locked(lock, first, last, 0, FileIndex::is_compact_swap);
+  auto reserved = reserve_locked(lock, first, last, 0, [](PagePlace w) { return w.is_swapped(); });
   if (!reserved) {
     lock.unlock();
     return done(reserved.status(), {});
@@ -896,14 +886,14 @@ void FilePagesImpl::read(uint64_t off, size_t len, FilePages::ReadDone done) {
   {
     swapdev::IoBatch plug(*st_.swap);
     SmallVec<Pmap*, kInlineIovecs> fresh;
-    index_.update_range(first, last + 1, [&](uint64_t page, uint64_t w) -> uint64_t {
-      if (FileIndex::is_compact_swap(w)) {
-        Pmap* p = start_swap_in_locked(page, frames.take().frame, FileIndex::swap_slot_of(w));
+    index_.update_range(first, last + 1, [&](uint64_t page, PagePlace w) -> PagePlace {
+      if (w.is_swapped()) {
+        Pmap* p = start_swap_in_locked(page, frames.take().frame, w.slot());
         fresh.push_back(p);
-        return FileIndex::of_pmap(p);
+        return PagePlace::resident(p);
       }
-      if (FileIndex::is_pmap(w)) {
-        Pmap* p = FileIndex::as_pmap(w);
+      if (w.is_pmap()) {
+        Pmap* p = w.pmap();
         if (!p->read_pending() && p->read_error()) submit_swap_in_locked(p);  // retry
       }
       return w;
@@ -979,9 +969,9 @@ Result<FilePages::PendingWrite*> FilePagesImpl::write(uint64_t off,
   for (uint64_t page = first; page <= last; ++page) {
     const size_t from = page == first ? (off & page_mask()) : 0;
     const size_t to = page == last ? ((end - 1) & page_mask()) + 1 : page_size();
-    const uint64_t w = index_.get(page);
+    const PagePlace w = index_.place(page);
     Pmap* p;
-    if (w == 0) {
+    if (w.is_hole()) {
       bool zeroed;
       p = new_pmap_locked(page, frames, &zeroed);
       fresh.push_back(p);
@@ -991,7 +981,7 @@ Result<FilePages::PendingWrite*> FilePagesImpl::write(uint64_t off,
         std::memset(f + to, 0, page_size() - to);
       }
     } else {
-      p = FileIndex::as_pmap(w);
+      p = w.pmap();
       if (std::ranges::find(deferred, p) != deferred.end()) {
         src += to - from;  // its bytes wait in the page wait table
         continue;
@@ -1013,9 +1003,9 @@ Result<FilePages::PendingWrite*> FilePagesImpl::write(uint64_t off,
 void FilePagesImpl::zero_in_page_locked(std::unique_lock<std::shared_mutex>& lock, uint64_t page,
                                         size_t from, size_t to) {
   if (from >= to) return;
-  uint64_t w = index_.get(page);
-  if (w == 0 || is_zero_word(w)) return;  // reads as zeros already
-  if (!FileIndex::is_pmap(w)) {
+  PagePlace w = index_.place(page);
+  if (w.is_hole() || w.is_zero()) return;  // reads as zeros already
+  if (!w.is_pmap()) {
     const uint64_t pstart = page << st_.page_shift;
     if (Status s = fault_range_locked(lock, page, page, pstart, pstart, 0, nullptr,
                                       OnWriteback::kWait);
@@ -1025,11 +1015,11 @@ void FilePagesImpl::zero_in_page_locked(std::unique_lock<std::shared_mutex>& loc
       spdlog::error("cannot fault in page {} to zero its tail: {}", page, std::strerror(s.code()));
       return;
     }
-    w = index_.get(page);
-    if (w == 0 || !FileIndex::is_pmap(w)) return;
+    w = index_.place(page);
+    if (w.is_hole() || !w.is_pmap()) return;
   }
   wait_busy_locked(page, page);
-  Pmap* p = FileIndex::as_pmap(index_.get(page));
+  Pmap* p = index_.place(page).pmap();
   std::memset(p->frame()->bytes().data() + from, 0, to - from);
   dirty_locked(p, block_bits(from, to));
 }
@@ -1040,18 +1030,18 @@ void FilePagesImpl::zero_in_page_locked(std::unique_lock<std::shared_mutex>& loc
 // mutex), and freed with their frames and slots.
 void FilePagesImpl::free_range_locked(uint64_t first, uint64_t last) {
   std::vector<Pmap*> victims;
-  std::vector<uint64_t> slots;
+  std::vector<swapdev::SwapSlot> slots;
   uint64_t removed = 0;
   uint64_t swapped = 0;
-  index_.update_range(first, last, [&](uint64_t, uint64_t w) -> uint64_t {
+  index_.update_range(first, last, [&](uint64_t, PagePlace w) -> PagePlace {
     ++removed;
-    if (FileIndex::is_pmap(w)) {
-      victims.push_back(FileIndex::as_pmap(w));
-    } else if (FileIndex::is_compact_swap(w)) {
-      slots.push_back(FileIndex::swap_slot_of(w));
+    if (w.is_pmap()) {
+      victims.push_back(w.pmap());
+    } else if (w.is_swapped()) {
+      slots.push_back(w.slot());
       ++swapped;
     }
-    return 0;
+    return PagePlace::hole();
   });
   if (removed == 0) return;
   while (!st_.lists.remove_idle(victims)) st_.wait_progress();
@@ -1061,7 +1051,7 @@ void FilePagesImpl::free_range_locked(uint64_t first, uint64_t last) {
       Frame* f = p->frame();
       if (f->has_slot()) {
         slots.push_back(f->swap_slot());
-        f->set_swap_slot(Frame::kNoSlot);
+        f->clear_swap_slot();
         st_.swap_cached.fetch_sub(1, std::memory_order_relaxed);
       }
       f->set_owner(nullptr);
@@ -1070,7 +1060,7 @@ void FilePagesImpl::free_range_locked(uint64_t first, uint64_t last) {
     }
     delete p;
   }
-  for (uint64_t s : slots) st_.swap->free(swapdev::SwapSlot(s));
+  for (swapdev::SwapSlot s : slots) st_.swap->free(s);
   st_.pages_swapped.fetch_sub(swapped, std::memory_order_relaxed);
   st_.metadata.fetch_sub(victims.size() * sizeof(Pmap), std::memory_order_relaxed);
   st_.unreserve_pages(removed);
@@ -1134,9 +1124,9 @@ Status FilePagesImpl::allocate(uint64_t off, uint64_t len) {
   // clears it and marks it uptodate), i.e. data for SEEK_DATA; pages new in
   // this call stay !Uptodate. (On ENOSPC the kernel has already done this
   // for the pages before the one that failed; we change nothing.)
-  index_.update_range(first, last_excl, [](uint64_t, uint64_t w) -> uint64_t {
-    if (FileIndex::is_pmap(w)) FileIndex::as_pmap(w)->set_uptodate();
-    return w == kZeroWord ? kZeroUptodateWord : w;
+  index_.update_range(first, last_excl, [](uint64_t, PagePlace w) -> PagePlace {
+    if (w.is_pmap()) w.pmap()->set_uptodate();
+    return w == PagePlace::zero() ? PagePlace::zero(true) : w;
   });
   if (missing == 0) return Status::ok();
   if (st_.swap) {
@@ -1144,8 +1134,8 @@ Status FilePagesImpl::allocate(uint64_t off, uint64_t len) {
     // zero word (costs its index word only; reads as zeros).
     for (uint64_t page = first, left = missing; left > 0; ++page) {
       assert(page < last_excl);
-      if (index_.get(page) != 0) continue;
-      index_.set(page, kZeroWord);
+      if (index_.place(page).present()) continue;
+      index_.set(page, PagePlace::zero());
       --left;
     }
     return Status::ok();
@@ -1156,7 +1146,7 @@ Status FilePagesImpl::allocate(uint64_t off, uint64_t len) {
   fresh.reserve(missing);
   for (uint64_t page = first; frames.left() > 0; ++page) {
     assert(page < last_excl);
-    if (index_.get(page) != 0) continue;
+    if (index_.place(page).present()) continue;
     bool zeroed;
     Pmap* p = new_pmap_locked(page, frames, &zeroed);
     if (!zeroed) std::memset(p->frame()->bytes().data(), 0, page_size());
@@ -1204,17 +1194,17 @@ uint64_t coarsen(uint64_t mask, unsigned k) {
 // kWriteback, and gives the pin back with the pmap on a list (putback_unpin)
 // as its last touch of p. `partial`: the dirty blocks were rewritten in the
 // slot the frame already had (write_blocks).
-void writeback_done(PageCache::State& st, Pmap* p, Frame* f, uint64_t slot, bool background,
+void writeback_done(PageCache::State& st, Pmap* p, Frame* f, swapdev::SwapSlot slot, bool background,
                     bool partial, int err) {
   if (p->begin_writeback_completion()) {
     // A writer copied the page to a new frame during the write
     // (copy_under_writeback_locked): f is ours alone now, and neither it
     // nor the slot holds the page any more.
     if (partial) {
-      f->set_swap_slot(Frame::kNoSlot);
+      f->clear_swap_slot();
       st.swap_cached.fetch_sub(1, std::memory_order_relaxed);
     }
-    st.swap->free(swapdev::SwapSlot(slot));
+    st.swap->free(slot);
     f->set_owner(nullptr);
     st.pool->free(f);
     p->mark_dirty(st.all_blocks);
@@ -1241,13 +1231,13 @@ void writeback_done(PageCache::State& st, Pmap* p, Frame* f, uint64_t slot, bool
     // slot, wholly dirty. It goes to the active list so it is not retried
     // at once.
     if (partial) {
-      f->set_swap_slot(Frame::kNoSlot);
+      f->clear_swap_slot();
       st.swap_cached.fetch_sub(1, std::memory_order_relaxed);
       p->mark_dirty(st.all_blocks);
     }
-    st.swap->free(swapdev::SwapSlot(slot));
+    st.swap->free(slot);
     st.writeback_errors.fetch_add(1, std::memory_order_relaxed);
-    spdlog::warn("writeback to slot {} failed: {}", slot, std::strerror(-err));
+    spdlog::warn("writeback to slot {} failed: {}", slot.value, std::strerror(-err));
   }
   st.writeback_in_flight.fetch_sub(1, std::memory_order_relaxed);
   p->end_writeback();
@@ -1268,14 +1258,14 @@ void FilePagesImpl::page_out_locked(Pmap* p, ScanControl& sc) {
   Frame* f = p->frame();
   if (!p->dirty()) {
     if (!sc.evict) return st_.lists.putback_unpin(p, Where::kInactiveHead);
-    uint64_t word;
+    PagePlace word;
     if (f->has_slot()) {
-      word = FileIndex::compact_swap(f->swap_slot());
-      f->set_swap_slot(Frame::kNoSlot);
+      word = PagePlace::swapped(f->swap_slot());
+      f->clear_swap_slot();
       st_.swap_cached.fetch_sub(1, std::memory_order_relaxed);
       st_.pages_swapped.fetch_add(1, std::memory_order_relaxed);
     } else {
-      word = p->uptodate() ? kZeroUptodateWord : kZeroWord;  // clean, no slot: zeros
+      word = PagePlace::zero(p->uptodate());  // clean, no slot: zeros
     }
     index_.set(p->index(), word);
     f->set_owner(nullptr);
@@ -1298,11 +1288,11 @@ void FilePagesImpl::page_out_locked(Pmap* p, ScanControl& sc) {
     // rest, so only the dirty blocks go out, in the medium's block size.
     const unsigned shift = std::max(st_.block_shift, st_.swap->min_block_shift());
     const uint64_t mask = coarsen(p->dirty_blocks() & st_.all_blocks, shift - st_.block_shift);
-    const uint64_t slot = f->swap_slot();
+    const swapdev::SwapSlot slot = f->swap_slot();
     ++sc.submitted;
     p->set_writeback();
     st_.writeback_in_flight.fetch_add(1, std::memory_order_relaxed);
-    st_.swap->write_blocks(swapdev::SwapSlot(slot), f->bytes(), mask, shift,
+    st_.swap->write_blocks(slot, f->bytes(), mask, shift,
                            [st, p, f, slot, background](int err) {
                              writeback_done(*st, p, f, slot, background, true, err);
                            });
@@ -1325,7 +1315,7 @@ void FilePagesImpl::page_out_locked(Pmap* p, ScanControl& sc) {
   p->set_writeback();
   st_.writeback_in_flight.fetch_add(1, std::memory_order_relaxed);
   const std::span<const std::byte> bytes = f->bytes();
-  const uint64_t slot = run.first.value;
+  const swapdev::SwapSlot slot = run.first;
   st_.swap->write(run.first, {&bytes, 1}, [st, p, f, slot, background](int err) {
     writeback_done(*st, p, f, slot, background, false, err);
   });

@@ -1,9 +1,10 @@
 // PageCache and FilePages: where every byte of every regular file lives.
 //
 // The whole of a file's data is one thing: its FilePages, an index from page
-// number to Pmap (DESIGN.md). A Pmap is the management record of one named
-// page; its Binding says where the bytes are now: a Frame from the FramePool,
-// (later) a swap slot, or nothing (a hole, reads as zeros). Nobody outside
+// number to where each page lives (a PagePlace, binding.h: DESIGN.md's
+// binding): a Pmap (the management record of a page in a Frame from the
+// FramePool), a swap slot, a zero page, or nothing (a hole, reads as
+// zeros). Nobody outside
 // core/ sees a Pmap; the namespace and the daemon use only this header.
 //
 // PageCache is one per mount. It owns the FramePool (the only memory that
