@@ -28,8 +28,8 @@
 namespace tmpfsd {
 
 class Reclaimer;
-struct ReadRequest;  // page_cache.cc: one asynchronous FilePages::read
-struct WritePatch;   // page_cache.cc: a pending write's bytes for one page
+struct ReadRequest;  // swap_in.h: one asynchronous FilePages::read
+struct WritePatch;   // swap_in.cc: a pending write's bytes for one page
 
 struct PageCache::State {
   State(const PageCacheConfig& c, unsigned page_shift, std::unique_ptr<FramePool> p,

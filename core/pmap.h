@@ -216,7 +216,7 @@ class Pmap {
   bool begin_writeback_completion() {
     return (flags_.fetch_or(kCompleting, std::memory_order_acq_rel) & kCopied) != 0;
   }
-  // Swap-in (page_cache.cc, "Asynchronous swap-in"): kReadPending while the
+  // Swap-in (swap_in.cc, "Asynchronous swap-in"): kReadPending while the
   // slot is being read into the frame (the frame's bytes are the I/O's);
   // kReadError after that read failed (the frame's bytes are garbage, the
   // slot is still the page's: the next access reads it again, or reclaim

@@ -72,7 +72,7 @@ struct ScanControl {
   uint64_t last_slot = 0;
 };
 
-// One pass over the inactive tail (page_cache.cc). Requires a swap device.
+// One pass over the inactive tail (reclaimer.cc). Requires a swap device.
 void reclaim_pass(PageCache::State& st, ScanControl& sc);
 // Reclaims until `frames` are available or nothing more can be done; false
 // in the latter case. Call with no core/ lock held.
