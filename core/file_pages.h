@@ -91,7 +91,7 @@ class FilePagesImpl {
   // Reclaim (reclaim_pass): the file's mutex, try-locked, and the page-out
   // of one isolated pmap under it.
   std::shared_mutex& mutex() { return mu_; }
-  void page_out_locked(Pmap* p, ScanControl& sc);
+  PageOut page_out_locked(Pmap* p, ScanControl& sc);
 
  private:
   // What a caller about to change pages does with one under writeback.

@@ -157,11 +157,7 @@ bool FilePagesImpl::copy_under_writeback_locked(Pmap* p) {
 // The page gives up its swap-cache slot. No I/O is in flight on it
 // (writeback waited for, faults are synchronous under mu_).
 void FilePagesImpl::drop_slot_locked(Pmap* p) {
-  Frame* f = p->frame();
-  if (!f->has_slot()) return;
-  st_.swap->free(f->swap_slot());
-  f->clear_swap_slot();
-  st_.swap_cached.fetch_sub(1, std::memory_order_relaxed);
+  if (p->frame()->has_slot()) st_.drop_slot(p->frame());
 }
 
 // The page changes in `blocks` (no I/O in flight on it). A swap-cached page

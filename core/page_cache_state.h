@@ -52,6 +52,16 @@ struct PageCache::State {
     progress_cv.wait_for(lock, std::chrono::milliseconds(ms), [&] { return progress_epoch != e; });
   }
   void unreserve_pages(uint64_t n) { pages_allocated.fetch_sub(n, std::memory_order_relaxed); }
+  // The frame's swap-cache slot leaves it (f has one; the caller owns it:
+  // the owner's file mutex held exclusive, or the I/O that owns the page).
+  // take_slot hands the slot to the caller, drop_slot frees it.
+  swapdev::SwapSlot take_slot(Frame* f) {
+    const swapdev::SwapSlot s = f->swap_slot();
+    f->clear_swap_slot();
+    swap_cached.fetch_sub(1, std::memory_order_relaxed);
+    return s;
+  }
+  void drop_slot(Frame* f) { swap->free(take_slot(f)); }
 
   // Constant after construction.
   const size_t page_size;

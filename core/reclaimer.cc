@@ -88,7 +88,13 @@ void reclaim_pass(PageCache::State& st, ScanControl& sc) {
       st.lists.putback_unpin(p, PmapLists::Where::kInactiveHead);
       continue;
     }
-    cur->page_out_locked(p, sc);
+    switch (cur->page_out_locked(p, sc)) {
+      case PageOut::kFreed: ++sc.freed; break;
+      case PageOut::kWriteback: ++sc.submitted; break;
+      case PageOut::kSwapFull: sc.swap_full = true; break;
+      case PageOut::kKept:
+      case PageOut::kActivated: break;
+    }
   }
 }
 

@@ -72,6 +72,17 @@ struct ScanControl {
   uint64_t last_slot = 0;
 };
 
+// What paging one isolated page out did with it, and so who owns it now
+// (Linux's pageout() result): FilePagesImpl::page_out_locked.
+enum class PageOut : uint8_t {
+  kKept,       // back on the inactive list: busy, clean-only pass, or
+               // writeback already at its cap
+  kActivated,  // referenced since the last scan: to the active head
+  kFreed,      // frame dropped: the page is swapped (or a zero page)
+  kWriteback,  // under writeback: the I/O owns the pin now
+  kSwapFull,   // dirty and no slot free: to the active head
+};
+
 // One pass over the inactive tail (reclaimer.cc). Requires a swap device.
 void reclaim_pass(PageCache::State& st, ScanControl& sc);
 // Reclaims until `frames` are available or nothing more can be done; false

@@ -82,7 +82,7 @@ void swap_in_done(PageCache::State& st, Pmap* p, swapdev::SwapSlot slot, int err
   }
   SmallVec<ReadRequest*, 8> wake;
   std::unique_ptr<WritePatch> patch;
-  bool drop_slot = false;
+  swapdev::SwapSlot dropped;  // invalid: none
   {
     std::lock_guard lock(st.read_wait_mu);
     if (auto it = st.write_patches.find(p); it != st.write_patches.end()) {
@@ -93,10 +93,7 @@ void swap_in_done(PageCache::State& st, Pmap* p, swapdev::SwapSlot slot, int err
         std::memcpy(f->bytes().data() + patch->from, patch->bytes.get(), patch->to - patch->from);
         p->mark_dirty(patch->blocks);
         // Every block dirty: the slot holds nothing of use (dirty_locked).
-        if ((p->dirty_blocks() & st.all_blocks) == st.all_blocks) {
-          f->clear_swap_slot();
-          drop_slot = true;
-        }
+        if ((p->dirty_blocks() & st.all_blocks) == st.all_blocks) dropped = st.take_slot(f);
       }
     }
     p->clear_read_pending();
@@ -104,10 +101,7 @@ void swap_in_done(PageCache::State& st, Pmap* p, swapdev::SwapSlot slot, int err
     for (auto it = from; it != to; ++it) wake.push_back(it->second);
     st.read_waiters.erase(from, to);
   }
-  if (drop_slot) {
-    st.swap->free(slot);
-    st.swap_cached.fetch_sub(1, std::memory_order_relaxed);
-  }
+  if (dropped.valid()) st.swap->free(dropped);
   p->unpin();
   st.notify_progress();  // writers in wait_busy_locked
   for (ReadRequest* r : wake.span()) r->page_done(err);

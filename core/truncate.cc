@@ -65,11 +65,7 @@ void FilePagesImpl::free_range_locked(uint64_t first, uint64_t last) {
     assert(p->io_count() == 0 && !p->writeback());
     if (p->resident()) {
       Frame* f = p->frame();
-      if (f->has_slot()) {
-        slots.push_back(f->swap_slot());
-        f->clear_swap_slot();
-        st_.swap_cached.fetch_sub(1, std::memory_order_relaxed);
-      }
+      if (f->has_slot()) slots.push_back(st_.take_slot(f));
       f->set_owner(nullptr);
       st_.pool->free(f);
       st_.pages_resident.fetch_sub(1, std::memory_order_relaxed);
