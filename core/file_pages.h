@@ -106,6 +106,25 @@ class FilePagesImpl {
     FilePages::PendingWrite* write = nullptr;
   };
 
+  // What fault_range_locked is to do (one object, where a null pointer
+  // among eight parameters used to change the behaviour).
+  struct FaultRequest {
+    uint64_t first = 0;  // pages [first, last]
+    uint64_t last = 0;
+    OnWriteback how = OnWriteback::kWait;
+    // A write's; zeroing leaves them. for_write: zero pages get frames too,
+    // and a swapped page that the bytes [off, end) cover whole is not read.
+    // `extra` frames more (for the write's new pages) are reserved into
+    // `frames`. `defer`: the write's offer of its bytes for pages under
+    // swap-in that it covers in part (null: wait for them).
+    bool for_write = false;
+    uint64_t off = 0;
+    uint64_t end = 0;
+    uint64_t extra = 0;
+    FramePool::Reservation frames;  // out, for_write only
+    Deferral* defer = nullptr;
+  };
+
   size_t page_size() const { return st_.page_size; }
   uint64_t page_mask() const { return st_.page_size - 1; }
   // Bits of the dirty bitmap covering bytes [from, to) of a page (from < to).
@@ -132,10 +151,7 @@ class FilePagesImpl {
   Result<FramePool::Reservation> reserve_locked(std::unique_lock<std::shared_mutex>& lock,
                                                 uint64_t first, uint64_t last, uint64_t extra,
                                                 bool for_write);
-  Status fault_range_locked(std::unique_lock<std::shared_mutex>& lock, uint64_t first,
-                            uint64_t last, uint64_t off, uint64_t end, uint64_t extra,
-                            FramePool::Reservation* extra_out, OnWriteback how,
-                            Deferral* defer = nullptr);
+  Status fault_range_locked(std::unique_lock<std::shared_mutex>& lock, FaultRequest& req);
   bool defer_locked(std::span<Pmap* const> pages, Deferral& d);
   void submit_swap_in_locked(Pmap* p);
   Pmap* start_swap_in_locked(uint64_t page, Frame* frame, swapdev::SwapSlot slot);

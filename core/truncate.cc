@@ -22,10 +22,10 @@ void FilePagesImpl::zero_in_page_locked(std::unique_lock<std::shared_mutex>& loc
   PagePlace w = index_.place(page);
   if (w.is_hole() || w.is_zero()) return;  // reads as zeros already
   if (!w.is_pmap()) {
-    const uint64_t pstart = page << st_.page_shift;
-    if (Status s = fault_range_locked(lock, page, page, pstart, pstart, 0, nullptr,
-                                      OnWriteback::kWait);
-        !s) {
+    FaultRequest req;  // zeroing: no write, wait for writeback
+    req.first = page;
+    req.last = page;
+    if (Status s = fault_range_locked(lock, req); !s) {
       // The tail stays in swap un-zeroed; a later extension of the file
       // would show it. Only after a swap read error or total exhaustion.
       spdlog::error("cannot fault in page {} to zero its tail: {}", page, std::strerror(s.code()));

@@ -43,8 +43,9 @@ Result<FramePool::Reservation> FilePagesImpl::reserve_locked(
   }
 }
 
-// Makes every present page of [first, last] resident with valid bytes and
-// reserves `extra` more frames into *extra_out (a write's new pages). This
+// Makes every present page of [first, last] resident with valid bytes and,
+// for a write, reserves `extra` more frames into req.frames (its new
+// pages). This
 // is the synchronous form, for writers and zeroing: the calling thread waits
 // for the slot reads, with `lock` held. A swapped page that [off, end)
 // covers whole and that is about to be written is not read. May drop and
@@ -52,16 +53,16 @@ Result<FramePool::Reservation> FilePagesImpl::reserve_locked(
 // swap read failed: that page stays in swap, readable later; pages already
 // read stay resident), ENOSPC (no frames and nothing to reclaim).
 Status FilePagesImpl::fault_range_locked(std::unique_lock<std::shared_mutex>& lock,
-                                         uint64_t first, uint64_t last, uint64_t off,
-                                         uint64_t end, uint64_t extra,
-                                         FramePool::Reservation* extra_out, OnWriteback how,
-                                         Deferral* defer) {
-  const bool for_write = extra_out != nullptr;
-  auto covered = [&](uint64_t page) {
+                                         FaultRequest& req) {
+  const uint64_t first = req.first;
+  const uint64_t last = req.last;
+  const bool for_write = req.for_write;
+  Deferral* defer = req.defer;
+  auto covered = [&req, this](uint64_t page) {
     const uint64_t pstart = page << st_.page_shift;
-    return for_write && off <= pstart && end >= pstart + page_size();
+    return req.for_write && req.off <= pstart && req.end >= pstart + page_size();
   };
-  auto reserved = reserve_locked(lock, first, last, extra, for_write);
+  auto reserved = reserve_locked(lock, first, last, req.extra, for_write);
   if (!reserved) return reserved.status();
   FramePool::Reservation frames = std::move(reserved).value();
 
@@ -115,7 +116,7 @@ Status FilePagesImpl::fault_range_locked(std::unique_lock<std::shared_mutex>& lo
         if (p->read_pending() && (skip.empty() || skip.back() != p)) skip.push_back(p);
       }
     }
-    wait_busy_locked(first, last, how, skip.span());
+    wait_busy_locked(first, last, req.how, skip.span());
 
     Status status;
     index_.visit_range(first, last + 1, [&](uint64_t page, PagePlace w) {
@@ -159,7 +160,7 @@ Status FilePagesImpl::fault_range_locked(std::unique_lock<std::shared_mutex>& lo
     }
     return true;
   });
-  if (extra_out) *extra_out = std::move(frames);  // what is left: `extra`
+  if (for_write) req.frames = std::move(frames);  // what is left: `extra`
   return Status::ok();
 }
 
@@ -197,12 +198,20 @@ Result<FilePages::PendingWrite*> FilePagesImpl::write(uint64_t off,
   FramePool::Reservation frames;
   Deferral defer{off, data, {}, nullptr};
   if (st_.swap) {
-    if (Status s = fault_range_locked(lock, first, last, off, end, missing, &frames,
-                                      OnWriteback::kCopy, &defer);
-        !s) {
+    FaultRequest req;
+    req.first = first;
+    req.last = last;
+    req.how = OnWriteback::kCopy;
+    req.for_write = true;
+    req.off = off;
+    req.end = end;
+    req.extra = missing;
+    req.defer = &defer;
+    if (Status s = fault_range_locked(lock, req); !s) {
       st_.unreserve_pages(missing);
       return Errno{s.code()};
     }
+    frames = std::move(req.frames);
     wait_busy_locked(first, last, OnWriteback::kCopy, defer.pages.span());
   } else if (missing > 0) {
     auto r = st_.pool->reserve(missing);
