@@ -289,17 +289,21 @@ size_t PageCache::page_size() const { return state_->page_size; }
 PageCacheStats PageCache::stats() const {
   State& s = *state_;
   PageCacheStats r;
+#define TMPFSD_STATS_COPY_counter(name) r.name = s.name.load(std::memory_order_relaxed);
+#define TMPFSD_STATS_COPY_figure(name)
+#define TMPFSD_STATS_COPY(name, source, what) TMPFSD_STATS_COPY_##source(name)
+  TMPFSD_PAGE_CACHE_STATS(TMPFSD_STATS_COPY)
+#undef TMPFSD_STATS_COPY
+#undef TMPFSD_STATS_COPY_figure
+#undef TMPFSD_STATS_COPY_counter
+  // The figures.
   r.page_size = s.page_size;
-  r.pages_allocated = s.pages_allocated.load(std::memory_order_relaxed);
   r.max_pages = s.max_pages;
   r.frames_total = s.pool->frames_total();
   r.frames_used = s.pool->frames_used();
   r.frames_prefaulted = s.pool->frames_prefaulted();
-  r.pages_resident = s.pages_resident.load(std::memory_order_relaxed);
-  r.pages_swapped = s.pages_swapped.load(std::memory_order_relaxed);
   r.metadata_bytes = s.metadata.load(std::memory_order_relaxed) + s.pool->metadata_bytes() +
                      sizeof(State);
-  auto ld = [](const std::atomic<uint64_t>& a) { return a.load(std::memory_order_relaxed); };
   r.frames_free = s.pool->frames_available();
   if (s.swap) {
     const swapdev::SwapCounters c = s.swap->counters();
@@ -312,22 +316,6 @@ PageCacheStats PageCache::stats() const {
     r.swap_errors = c.errors;
     r.swap_checksum_failures = c.checksum_failures;
   }
-  r.swap_cached = ld(s.swap_cached);
-  r.swap_ins = ld(s.swap_ins);
-  r.swap_in_errors = ld(s.swap_in_errors);
-  r.writebacks = ld(s.writebacks);
-  r.partial_writebacks = ld(s.partial_writebacks);
-  r.writeback_errors = ld(s.writeback_errors);
-  r.background_cleaned = ld(s.background_cleaned);
-  r.reclaim_scans = ld(s.reclaim_scans);
-  r.pages_evicted = ld(s.pages_evicted);
-  r.writeback_waits = ld(s.writeback_waits);
-  r.writeback_copies = ld(s.writeback_copies);
-  r.frame_waits = ld(s.frame_waits);
-  r.reads_async = ld(s.reads_async);
-  r.writes_async = ld(s.writes_async);
-  r.readahead_pages = ld(s.readahead_pages);
-  r.readahead_hits = ld(s.readahead_hits);
   return r;
 }
 

@@ -75,31 +75,20 @@ struct PageCache::State {
 
   PmapLists lists;
 
-  std::atomic<uint64_t> pages_allocated{0};
-  std::atomic<uint64_t> pages_resident{0};
-  std::atomic<uint64_t> pages_swapped{0};
+  // The counters of PageCacheStats (page_cache.h's table, source
+  // `counter`), each an atomic of the same name.
+#define TMPFSD_STATE_COUNTER_counter(name) std::atomic<uint64_t> name{0};
+#define TMPFSD_STATE_COUNTER_figure(name)
+#define TMPFSD_STATE_COUNTER(name, source, what) TMPFSD_STATE_COUNTER_##source(name)
+  TMPFSD_PAGE_CACHE_STATS(TMPFSD_STATE_COUNTER)
+#undef TMPFSD_STATE_COUNTER
+#undef TMPFSD_STATE_COUNTER_figure
+#undef TMPFSD_STATE_COUNTER_counter
+
   std::atomic<uint64_t> metadata{0};  // Pmaps + indexes (pool descriptors added in stats)
   std::atomic<uint64_t> files{0};
-
-  // Reclaim and swap counters (PageCacheStats has their meaning).
-  std::atomic<uint64_t> swap_cached{0};
-  std::atomic<uint64_t> swap_ins{0};
-  std::atomic<uint64_t> swap_in_errors{0};
-  std::atomic<uint64_t> writebacks{0};
-  std::atomic<uint64_t> partial_writebacks{0};
-  std::atomic<uint64_t> writeback_errors{0};
-  std::atomic<uint64_t> background_cleaned{0};
-  std::atomic<uint64_t> reclaim_scans{0};
-  std::atomic<uint64_t> pages_evicted{0};
-  std::atomic<uint64_t> writeback_waits{0};
-  std::atomic<uint64_t> writeback_copies{0};
-  std::atomic<uint64_t> frame_waits{0};
   std::atomic<uint64_t> writeback_in_flight{0};  // pages
-  std::atomic<uint64_t> reads_async{0};
   std::atomic<uint64_t> reads_in_flight{0};  // ReadRequests, PendingWrites not yet replied
-  std::atomic<uint64_t> writes_async{0};
-  std::atomic<uint64_t> readahead_pages{0};
-  std::atomic<uint64_t> readahead_hits{0};
 
   // Reads waiting for pages under swap-in (kReadPending): the page wait
   // table (Linux's folio_wait_table), and the bytes of pending writes for
