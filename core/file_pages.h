@@ -83,10 +83,9 @@ class FilePagesImpl {
   Status allocate(uint64_t off, uint64_t len);
   std::optional<uint64_t> seek_data(uint64_t off, uint64_t size) const;
   std::optional<uint64_t> seek_hole(uint64_t off, uint64_t size) const;
-  uint64_t pages() const {
-    std::shared_lock lock(mu_);
-    return index_.size();
-  }
+  // Lock-free (an atomic published under mu_ whenever pages come or go),
+  // so that the namespace may ask while it holds Namespace::mu_.
+  uint64_t pages() const { return pages_.load(std::memory_order_relaxed); }
 
   // Reclaim (reclaim_pass): the file's mutex, try-locked, and the page-out
   // of one isolated pmap under it.
@@ -175,6 +174,10 @@ class FilePagesImpl {
   // Page after the last read's end: a read starting there is sequential
   // (readahead). A hint only, hence no lock.
   std::atomic<uint64_t> next_page_{0};
+  // index_.size(), for pages(): stored under mu_ exclusive by every change
+  // that adds or removes pages (publish_pages_locked).
+  std::atomic<uint64_t> pages_{0};
+  void publish_pages_locked() { pages_.store(index_.size(), std::memory_order_relaxed); }
 };
 
 }  // namespace tmpfsd

@@ -8,7 +8,8 @@
 // Locks: every field below `data_mu` is guarded by Namespace::mu_.
 // `data_mu` orders data operations on a regular file: write, truncate and
 // fallocate hold it exclusively (so size and pages agree), read shares it.
-// Lock order: Inode::data_mu -> Namespace::mu_ -> FilePages' own lock.
+// Lock order (core/LOCKING.md): data_mu -> Namespace::mu_, and data_mu ->
+// FilePages' own lock; Namespace::mu_ is never held across a FilePages call.
 #pragma once
 
 #include <sys/stat.h>

@@ -36,12 +36,6 @@ class PmapLists {
     std::lock_guard lock(mu_);
     for (Pmap* p : pmaps) push_head_locked(inactive_, p, Pmap::kOnInactive);
   }
-  // Takes pages off whichever list they are on (pages being freed).
-  void remove(std::span<Pmap* const> pmaps) {
-    if (pmaps.empty()) return;
-    std::lock_guard lock(mu_);
-    for (Pmap* p : pmaps) remove_locked(p);
-  }
   // Reclaim (issue 5), the isolate half of LOCKING.md's protocol. Refills
   // the inactive list from the active tail (ageing: a page deactivated
   // loses its referenced bit and gets one more chance on the inactive

@@ -134,13 +134,17 @@ void Namespace::release_inode_locked() {
   if (config_.max_inodes != 0) ispace_free_ += kInodeSpace;
 }
 
-void Namespace::maybe_free_locked(Inode& inode) {
+void Namespace::maybe_free_locked(Inode& inode, InodeRef& victim) {
   if (inode.nlink != 0 || inode.lookups != 0 || inode.opens != 0) return;
   if (inode.ino == kRootIno) return;
   for (auto& [name, value] : inode.xattrs)
     if (is_user_xattr(name) && config_.max_inodes != 0) ispace_free_ += xattr_space(name, value.size());
   release_inode_locked();
-  inodes_.erase(inode.ino);  // may destroy `inode`: the last use
+  // The caller's `victim` keeps the Inode alive until mu_ is dropped:
+  // ~FilePages frees pages and waits for pins, never under mu_.
+  auto it = inodes_.find(inode.ino);
+  victim = std::move(it->second);
+  inodes_.erase(it);
 }
 
 // ---- lookup and attributes -------------------------------------------------
@@ -160,6 +164,7 @@ Result<Attr> Namespace::lookup(uint64_t parent, std::string_view name) {
 }
 
 void Namespace::forget(uint64_t ino, uint64_t nlookup) {
+  InodeRef victim;  // freed after mu_ is dropped (maybe_free_locked)
   std::lock_guard lock(mu_);
   InodeRef inode = get_locked(ino);
   if (!inode) {
@@ -172,7 +177,7 @@ void Namespace::forget(uint64_t ino, uint64_t nlookup) {
     std::abort();
   }
   inode->lookups -= nlookup;
-  maybe_free_locked(*inode);
+  maybe_free_locked(*inode, victim);
 }
 
 Result<Attr> Namespace::getattr(uint64_t ino) {
@@ -198,12 +203,13 @@ Result<Attr> Namespace::setattr(uint64_t ino, const SetAttr& change, const Calle
     if (*change.size > kMaxFileSize) return Errno{EFBIG};
     data_lock = std::unique_lock(inode->data_mu);
   }
-  std::lock_guard lock(mu_);
+  std::unique_lock lock(mu_);
   // tmpfs's times on truncate: ftruncate and O_TRUNC always move them;
   // truncate(2) when the size changes, or when it keeps the size of a file
   // that has pages (shmem_setattr goes through shmem_truncate_range, which
   // stamps them).
   bool size_moves_times = false;
+  std::optional<uint64_t> truncate_from;  // the old size, when the size is set
   if (change.size) {
     uint64_t old_size = inode->size;
     size_moves_times = change.size_from_handle || *change.size != old_size ||
@@ -217,9 +223,7 @@ Result<Attr> Namespace::setattr(uint64_t ino, const SetAttr& change, const Calle
   timespec t = stamp_locked(*inode);
   if (change.size) {
     uint64_t old_size = inode->size;
-    // Shrinking or keeping the size drops every page past it, including
-    // pages fallocated with KEEP_SIZE beyond the end (shmem_setattr).
-    inode->pages->truncate(old_size, *change.size);
+    truncate_from = old_size;
     inode->size = *change.size;
     if (size_moves_times) inode->mtime = t;
     kill_priv_locked(*inode, who);
@@ -242,6 +246,17 @@ Result<Attr> Namespace::setattr(uint64_t ino, const SetAttr& change, const Calle
   else if (change.mtime) inode->mtime = *change.mtime;
   if (change.ctime) inode->ctime = *change.ctime;
   else if (size_moves_times || other) inode->ctime = t;
+  if (truncate_from) {
+    // Shrinking or keeping the size drops every page past it, including
+    // pages fallocated with KEEP_SIZE beyond the end (shmem_setattr). Not
+    // under mu_ (LOCKING.md): it may fault a swapped tail page in and
+    // reclaim. data_mu, held exclusive, keeps every reader and writer of
+    // the pages out until it is done; getattr meanwhile may see the new
+    // size with the old page count.
+    lock.unlock();
+    inode->pages->truncate(*truncate_from, *change.size);
+    lock.lock();
+  }
   return attr_locked(*inode);
 }
 
@@ -349,6 +364,7 @@ Result<Attr> Namespace::link(uint64_t ino, uint64_t new_parent, std::string_view
 
 Status Namespace::unlink(uint64_t parent, std::string_view name) {
   if (name.size() > kNameMax) return Errno{ENAMETOOLONG};
+  InodeRef victim;  // freed after mu_ is dropped (maybe_free_locked)
   std::lock_guard lock(mu_);
   auto dir = dir_locked(parent);
   if (!dir) return Errno{dir.code()};
@@ -358,7 +374,7 @@ Status Namespace::unlink(uint64_t parent, std::string_view name) {
   drop_name_locked(**dir, name, *child);
   child->ctime = stamp_locked(*child);
   (*dir)->mtime = (*dir)->ctime = stamp_locked(**dir);
-  maybe_free_locked(*child);
+  maybe_free_locked(*child, victim);
   return {};
 }
 
@@ -366,6 +382,7 @@ Status Namespace::rmdir(uint64_t parent, std::string_view name) {
   if (name.size() > kNameMax) return Errno{ENAMETOOLONG};
   if (name == ".") return Errno{EINVAL};
   if (name == "..") return Errno{ENOTEMPTY};
+  InodeRef victim;  // freed after mu_ is dropped (maybe_free_locked)
   std::lock_guard lock(mu_);
   auto dir = dir_locked(parent);
   if (!dir) return Errno{dir.code()};
@@ -376,7 +393,7 @@ Status Namespace::rmdir(uint64_t parent, std::string_view name) {
   drop_name_locked(**dir, name, *child);
   child->ctime = stamp_locked(*child);
   (*dir)->mtime = (*dir)->ctime = stamp_locked(**dir);
-  maybe_free_locked(*child);
+  maybe_free_locked(*child, victim);
   return {};
 }
 
@@ -444,6 +461,7 @@ Status Namespace::rename(uint64_t parent, std::string_view name, uint64_t new_pa
   if ((flags & RENAME_EXCHANGE) && (flags & (RENAME_NOREPLACE | RENAME_WHITEOUT))) return Errno{EINVAL};
   if (name.size() > kNameMax || new_name.size() > kNameMax) return Errno{ENAMETOOLONG};
   if (auto s = check_name(new_name); !s) return s.code() == EINVAL ? Errno{EBUSY} : s;
+  InodeRef victim;  // freed after mu_ is dropped (maybe_free_locked)
   std::lock_guard lock(mu_);
   auto odir_r = dir_locked(parent);
   if (!odir_r) return Errno{odir_r.code()};
@@ -516,7 +534,7 @@ Status Namespace::rename(uint64_t parent, std::string_view name, uint64_t new_pa
   src->ctime = stamp_locked(*src);
   odir.mtime = odir.ctime = stamp_locked(odir);
   ndir.mtime = ndir.ctime = stamp_locked(ndir);
-  if (dst) maybe_free_locked(*dst);
+  if (dst) maybe_free_locked(*dst, victim);
   if (flags & RENAME_WHITEOUT) {
     // The old name becomes a whiteout: a character device 0:0 (overlayfs).
     auto w = std::make_shared<Inode>(next_ino_++, 0, S_IFCHR);
@@ -575,6 +593,7 @@ Result<Attr> Namespace::create(uint64_t parent, std::string_view name, mode_t mo
 }
 
 void Namespace::release(uint64_t ino) {
+  InodeRef victim;  // freed after mu_ is dropped (maybe_free_locked)
   std::lock_guard lock(mu_);
   InodeRef inode = get_locked(ino);
   if (!inode) return;
@@ -583,7 +602,7 @@ void Namespace::release(uint64_t ino) {
     std::abort();
   }
   --inode->opens;
-  maybe_free_locked(*inode);
+  maybe_free_locked(*inode, victim);
 }
 
 Status Namespace::opendir(uint64_t ino) {

@@ -10,7 +10,10 @@
 //
 // Threads: any FUSE worker calls any method. One mutex, mu_, guards the
 // tree, the inode table and all attributes; data I/O does not hold it
-// (see Inode::data_mu). Lock order: Inode::data_mu -> mu_ -> FilePages.
+// (see Inode::data_mu). Lock order (core/LOCKING.md): Inode::data_mu ->
+// mu_, and Inode::data_mu -> FilePages; mu_ is never held across a
+// FilePages call (an Inode freed under it is destroyed after it is
+// dropped; FilePages::pages() is lock-free and may be read under it).
 #pragma once
 
 #include <sys/statvfs.h>
@@ -168,7 +171,11 @@ class Namespace {
                                 const std::function<void(Inode&)>& init);
   void add_link_locked(Inode& dir, std::string_view name, Inode& child);
   void drop_name_locked(Inode& dir, std::string_view name, Inode& child);
-  void maybe_free_locked(Inode& inode);
+  // Erases an inode nothing refers to any more from the table, moving its
+  // last reference into `victim`, which the caller declares before taking
+  // mu_ so that the Inode (and its FilePages) is destroyed after mu_ is
+  // dropped.
+  void maybe_free_locked(Inode& inode, InodeRef& victim);
   bool is_ancestor_locked(uint64_t maybe_ancestor, uint64_t ino);
   timespec stamp_locked(Inode& inode);
   void touch_atime_locked(Inode& inode);

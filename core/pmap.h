@@ -19,11 +19,11 @@
 //   Resident dirty    Pmap       frame, dirty != 0       write, fault of a
 //                                                        zero page / page_out
 //   Under writeback   Pmap       frame, kWriteback,      page_out /
-//                                io_count > 0            writeback_done
+//                                io_count > 0            Writeback::done
 //   Under writeback,  Pmap       a copy's frame; the I/O copy_under_
 //     with a copy                keeps the old one;      writeback_locked /
-//                                kWriteback | kCopied    writeback_done
-//   Swap cached       Pmap       frame with a slot       writeback_done,
+//                                kWriteback | kCopied    Writeback::done
+//   Swap cached       Pmap       frame with a slot       Writeback::done,
 //                                (Frame::swap_slot),     swap_in_done /
 //                                dirty == 0              dirty_locked,
 //                                                        page_out
@@ -59,7 +59,7 @@
 //   Resident dirty -> Under writeback -> Swap cached
 //                               page_out_locked (reclaim): the isolating pin
 //                               becomes the I/O's, set_writeback(), whole
-//                               page written to a new slot. writeback_done
+//                               page written to a new slot. Writeback::done
 //                               (completion thread, no file mutex): clears
 //                               dirty, sets the frame's slot, clears
 //                               writeback, puts it on the inactive tail and
@@ -70,7 +70,7 @@
 //                               bound to a copy in a new frame, kCopied;
 //                               the I/O keeps the old frame.
 //   Under writeback, copied -> Resident dirty
-//                               writeback_done: old frame and slot freed,
+//                               Writeback::done: old frame and slot freed,
 //                               the whole page dirty.
 //   Swap cached -> partly dirty write / truncate / punch zeroing of some
 //                               blocks (dirty_locked): the slot is kept.

@@ -60,6 +60,7 @@ void FilePagesImpl::free_range_locked(uint64_t first, uint64_t last) {
     return PagePlace::hole();
   });
   if (removed == 0) return;
+  publish_pages_locked();
   while (!st_.lists.remove_idle(victims)) st_.wait_progress();
   for (Pmap* p : victims) {
     assert(p->io_count() == 0 && !p->writeback());
@@ -150,6 +151,7 @@ Status FilePagesImpl::allocate(uint64_t off, uint64_t len) {
       index_.set(page, PagePlace::zero());
       --left;
     }
+    publish_pages_locked();
     return Status::ok();
   }
   // Only `missing` pages are absent, and missing <= frames_total, so this
@@ -165,6 +167,7 @@ Status FilePagesImpl::allocate(uint64_t off, uint64_t len) {
     fresh.push_back(p);  // clean, !uptodate: a zero page without a slot
   }
   st_.lists.add_new(fresh);
+  publish_pages_locked();
   return Status::ok();
 }
 

@@ -254,6 +254,7 @@ Result<FilePages::PendingWrite*> FilePagesImpl::write(uint64_t off,
   }
   assert(frames.left() == 0);
   st_.lists.add_new(fresh.span());
+  publish_pages_locked();
   if (defer.write) st_.writes_async.fetch_add(1, std::memory_order_relaxed);
   return defer.write;
 }
