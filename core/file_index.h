@@ -36,6 +36,7 @@
 #include <type_traits>
 
 #include "core/binding.h"
+#include "swapdev/thread_annotations.h"
 
 namespace tmpfsd {
 
@@ -193,8 +194,11 @@ class FileIndex {
   using Alloc = CountingAllocator<std::pair<const uint64_t, Chunk>>;
 
   // Callbacks see a PagePlace where they take one, else the raw word.
+  // Not analysed for locks: a callback may REQUIRE its file's mutex, which
+  // the caller of update_range/visit_range holds (the index is guarded by
+  // it), but the analysis does not carry that through these templates.
   template <class F>
-  static uint64_t call_update(F& f, uint64_t page, uint64_t w) {
+  static uint64_t call_update(F& f, uint64_t page, uint64_t w) NO_THREAD_SAFETY_ANALYSIS {
     if constexpr (std::is_invocable_v<F&, uint64_t, PagePlace>) {
       return PagePlace(f(page, PagePlace::from_word(w))).word();
     } else {
@@ -202,7 +206,7 @@ class FileIndex {
     }
   }
   template <class F>
-  static bool call_visit(F& f, uint64_t page, uint64_t w) {
+  static bool call_visit(F& f, uint64_t page, uint64_t w) NO_THREAD_SAFETY_ANALYSIS {
     if constexpr (std::is_invocable_v<F&, uint64_t, PagePlace>) {
       return f(page, PagePlace::from_word(w));
     } else {
@@ -210,7 +214,7 @@ class FileIndex {
     }
   }
   template <class P>
-  static bool call_pred(P& pred, uint64_t w) {
+  static bool call_pred(P& pred, uint64_t w) NO_THREAD_SAFETY_ANALYSIS {
     if constexpr (std::is_invocable_v<P&, PagePlace>) {
       return pred(PagePlace::from_word(w));
     } else {

@@ -24,6 +24,7 @@
 #include "core/pmap.h"
 #include "core/reclaimer.h"
 #include "core/small_vec.h"
+#include "swapdev/thread_annotations.h"
 
 namespace tmpfsd {
 
@@ -69,7 +70,7 @@ class FilePagesImpl {
   }
   ~FilePagesImpl() {
     {
-      std::unique_lock lock(mu_);
+      WriterLock lock(mu_);
       free_range_locked(0, UINT64_MAX);
     }
     st_.metadata.fetch_sub(sizeof(*this), std::memory_order_relaxed);
@@ -89,8 +90,8 @@ class FilePagesImpl {
 
   // Reclaim (reclaim_pass): the file's mutex, try-locked, and the page-out
   // of one isolated pmap under it.
-  std::shared_mutex& mutex() { return mu_; }
-  PageOut page_out_locked(Pmap* p, ScanControl& sc);
+  SharedMutex& mutex() RETURN_CAPABILITY(mu_) { return mu_; }
+  PageOut page_out_locked(Pmap* p, ScanControl& sc) REQUIRES(mu_);
 
  private:
   // What a caller about to change pages does with one under writeback.
@@ -140,44 +141,43 @@ class FilePagesImpl {
     return w != PagePlace::zero();
   }
   
-  Pmap* new_pmap_locked(uint64_t page, FramePool::Reservation& frames, bool* zeroed);
-  Pmap* bind_locked(uint64_t page, Frame* frame);
+  Pmap* new_pmap_locked(uint64_t page, FramePool::Reservation& frames, bool* zeroed) REQUIRES(mu_);
+  Pmap* bind_locked(uint64_t page, Frame* frame) REQUIRES(mu_);
   // Pages that take a frame when faulted: a read leaves zero pages alone
   // (they read as zeros); a write needs a frame for them too.
   static bool wants_frame(PagePlace w, bool for_write) {
     return for_write ? w.needs_fault() : w.is_swapped();
   }
-  Result<FramePool::Reservation> reserve_locked(std::unique_lock<std::shared_mutex>& lock,
-                                                uint64_t first, uint64_t last, uint64_t extra,
-                                                bool for_write);
-  Status fault_range_locked(std::unique_lock<std::shared_mutex>& lock, FaultRequest& req);
-  bool defer_locked(std::span<Pmap* const> pages, Deferral& d);
-  void submit_swap_in_locked(Pmap* p);
-  Pmap* start_swap_in_locked(uint64_t page, Frame* frame, swapdev::SwapSlot slot);
-  bool await_locked(Pmap* p, ReadRequest* r);
+  // May drop and re-take mu_ (to reclaim): callers re-read the index.
+  Result<FramePool::Reservation> reserve_locked(uint64_t first, uint64_t last, uint64_t extra,
+                                                bool for_write) REQUIRES(mu_);
+  Status fault_range_locked(FaultRequest& req) REQUIRES(mu_);
+  bool defer_locked(std::span<Pmap* const> pages, Deferral& d) REQUIRES(mu_);
+  void submit_swap_in_locked(Pmap* p) REQUIRES(mu_);
+  Pmap* start_swap_in_locked(uint64_t page, Frame* frame, swapdev::SwapSlot slot) REQUIRES(mu_);
+  bool await_locked(Pmap* p, ReadRequest* r) REQUIRES(mu_);
   void collect_locked(uint64_t off, size_t len, SmallVec<iovec, kInlineIovecs>& iov,
-                      SmallVec<Pmap*, kInlineIovecs>& pins, bool* ra_hit);
-  void readahead_locked(uint64_t from, uint64_t count);
+                      SmallVec<Pmap*, kInlineIovecs>& pins, bool* ra_hit) REQUIRES_SHARED(mu_);
+  void readahead_locked(uint64_t from, uint64_t count) REQUIRES(mu_);
   uint64_t readahead_window(uint64_t pages) const;
   void wait_busy_locked(uint64_t first, uint64_t last, OnWriteback how = OnWriteback::kWait,
-                        std::span<Pmap* const> skip = {});
-  bool copy_under_writeback_locked(Pmap* p);
-  void drop_slot_locked(Pmap* p);
-  void dirty_locked(Pmap* p, uint64_t blocks);
-  void zero_in_page_locked(std::unique_lock<std::shared_mutex>& lock, uint64_t page, size_t from,
-                           size_t to);
-  void free_range_locked(uint64_t first, uint64_t last);
+                        std::span<Pmap* const> skip = {}) REQUIRES(mu_);
+  bool copy_under_writeback_locked(Pmap* p) REQUIRES(mu_);
+  void drop_slot_locked(Pmap* p) REQUIRES(mu_);
+  void dirty_locked(Pmap* p, uint64_t blocks) REQUIRES(mu_);
+  void zero_in_page_locked(uint64_t page, size_t from, size_t to) REQUIRES(mu_);
+  void free_range_locked(uint64_t first, uint64_t last) REQUIRES(mu_);
 
   PageCache::State& st_;
-  mutable std::shared_mutex mu_;
-  FileIndex index_;  // guarded by mu_
+  mutable SharedMutex mu_;
+  FileIndex index_ GUARDED_BY(mu_);
   // Page after the last read's end: a read starting there is sequential
   // (readahead). A hint only, hence no lock.
   std::atomic<uint64_t> next_page_{0};
   // index_.size(), for pages(): stored under mu_ exclusive by every change
   // that adds or removes pages (publish_pages_locked).
   std::atomic<uint64_t> pages_{0};
-  void publish_pages_locked() { pages_.store(index_.size(), std::memory_order_relaxed); }
+  void publish_pages_locked() REQUIRES(mu_) { pages_.store(index_.size(), std::memory_order_relaxed); }
 };
 
 }  // namespace tmpfsd

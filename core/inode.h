@@ -24,6 +24,7 @@
 
 #include "core/directory.h"
 #include "core/page_cache.h"
+#include "swapdev/thread_annotations.h"
 
 namespace tmpfsd {
 
@@ -54,7 +55,7 @@ class Inode {
   const uint64_t ino;
   const uint64_t generation;
 
-  std::shared_mutex data_mu;  // see above; regular files only
+  SharedMutex data_mu;  // see above; regular files only
 
   // Guarded by Namespace::mu_.
   mode_t mode;               // type and permission bits

@@ -107,7 +107,7 @@ void FilePagesImpl::wait_busy_locked(uint64_t first, uint64_t last, OnWriteback 
   for (bool waited = false;;) {
     bool busy = false;
     bool on_writeback = false;
-    index_.visit_range(first, last + 1, [&](uint64_t, PagePlace w) {
+    index_.visit_range(first, last + 1, [&](uint64_t, PagePlace w) REQUIRES(mu_) {
       if (w.is_pmap()) {
         Pmap* p = w.pmap();
         if (std::ranges::find(skip, p) != skip.end()) return true;
@@ -189,18 +189,18 @@ void FilePages::read(uint64_t off, size_t len, ReadDone done) {
 void read_and_wait(const std::function<void(FilePages::ReadDone)>& start,
                    const FilePages::ReadDone& done) {
   struct {
-    std::mutex mu;
+    Mutex mu;
     std::condition_variable cv;
-    bool finished = false;
+    bool finished = false;  // under mu
   } sync;
   start([&sync, &done](Status s, std::span<const iovec> iov) {
     done(s, iov);
-    std::lock_guard lock(sync.mu);
+    MutexLock lock(sync.mu);
     sync.finished = true;
     sync.cv.notify_all();
   });
-  std::unique_lock lock(sync.mu);
-  sync.cv.wait(lock, [&] { return sync.finished; });
+  UniqueLock lock(sync.mu);
+  sync.cv.wait(lock.native(), [&] { return sync.finished; });
 }
 
 Result<FilePages::PendingWrite*> FilePages::start_write(uint64_t off,

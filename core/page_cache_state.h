@@ -24,6 +24,7 @@
 #include "core/frame_pool.h"
 #include "core/lru.h"
 #include "core/page_cache.h"
+#include "swapdev/thread_annotations.h"
 
 namespace tmpfsd {
 
@@ -41,15 +42,19 @@ struct PageCache::State {
   bool reserve_pages(uint64_t n);
   // Wakes whoever waits for I/O to finish or frames to come free.
   void notify_progress() {
-    { std::lock_guard lock(progress_mu); ++progress_epoch; }
+    {
+      MutexLock lock(progress_mu);
+      ++progress_epoch;
+    }
     progress_cv.notify_all();
   }
   // Sleeps until notify_progress() or `ms` milliseconds. Callers loop on
   // their own condition (a lost wake-up costs one timeout, never a hang).
   void wait_progress(int ms = 1) {
-    std::unique_lock lock(progress_mu);
+    UniqueLock lock(progress_mu);
     const uint64_t e = progress_epoch;
-    progress_cv.wait_for(lock, std::chrono::milliseconds(ms), [&] { return progress_epoch != e; });
+    progress_cv.wait_for(lock.native(), std::chrono::milliseconds(ms),
+                         [&]() REQUIRES(progress_mu) { return progress_epoch != e; });
   }
   void unreserve_pages(uint64_t n) { pages_allocated.fetch_sub(n, std::memory_order_relaxed); }
   // The frame's swap-cache slot leaves it (f has one; the caller owns it:
@@ -97,15 +102,15 @@ struct PageCache::State {
   // waiters in one critical section of read_wait_mu, so a reader or writer
   // that registers under it either is in the table before the flag clears
   // or sees it cleared. A leaf lock: nothing else is taken under it.
-  std::mutex read_wait_mu;
-  std::unordered_multimap<const Pmap*, ReadRequest*> read_waiters;  // read_wait_mu
-  std::unordered_map<const Pmap*, WritePatch*> write_patches;       // read_wait_mu
+  Mutex read_wait_mu;
+  std::unordered_multimap<const Pmap*, ReadRequest*> read_waiters GUARDED_BY(read_wait_mu);
+  std::unordered_map<const Pmap*, WritePatch*> write_patches GUARDED_BY(read_wait_mu);
 
   // progress_mu guards progress_epoch only; a leaf lock, taken by I/O
   // completions and the reclaimer, never held while anything else is taken.
-  std::mutex progress_mu;
+  Mutex progress_mu;
   std::condition_variable progress_cv;
-  uint64_t progress_epoch = 0;  // guarded by progress_mu
+  uint64_t progress_epoch GUARDED_BY(progress_mu) = 0;
 
   // Declared late so that it is destroyed early: the device's destructor
   // runs the last completions, which touch the members above.

@@ -113,7 +113,7 @@ void FilePagesImpl::read(uint64_t off, size_t len, FilePages::ReadDone done) {
   const bool sequential = next_page_.exchange(last + 1, std::memory_order_relaxed) == first;
   uint64_t faults = 0;
   {
-    std::shared_lock lock(mu_);
+    ReaderLock lock(mu_);
     index_.visit_range(first, last + 1, [&](uint64_t, PagePlace w) {
       faults += w.is_swapped() ||
                 (w.is_pmap() && !w.pmap()->bytes_valid());
@@ -137,7 +137,7 @@ void FilePagesImpl::read(uint64_t off, size_t len, FilePages::ReadDone done) {
   }
   if (faults == 0) {
     // A page read ahead was used: keep the window ahead of the reader.
-    std::unique_lock lock(mu_);
+    WriterLock lock(mu_);
     swapdev::IoBatch plug(*st_.swap);
     readahead_locked(last + 1, readahead_window(last - first + 1));
     return;
@@ -172,8 +172,8 @@ void FilePagesImpl::read(uint64_t off, size_t len, FilePages::ReadDone done) {
     return;
   }
 
-  std::unique_lock lock(mu_);
-  auto reserved = reserve_locked(lock, first, last, 0, /*for_write=*/false);
+  WriterLock lock(mu_);
+  auto reserved = reserve_locked(first, last, 0, /*for_write=*/false);
   if (!reserved) {
     lock.unlock();
     return done(reserved.status(), {});
@@ -184,7 +184,7 @@ void FilePagesImpl::read(uint64_t off, size_t len, FilePages::ReadDone done) {
   {
     swapdev::IoBatch plug(*st_.swap);
     SmallVec<Pmap*, kInlineIovecs> fresh;
-    index_.update_range(first, last + 1, [&](uint64_t page, PagePlace w) -> PagePlace {
+    index_.update_range(first, last + 1, [&](uint64_t page, PagePlace w) REQUIRES(mu_) -> PagePlace {
       if (w.is_swapped()) {
         Pmap* p = start_swap_in_locked(page, frames.take().frame, w.slot());
         fresh.push_back(p);

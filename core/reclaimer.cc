@@ -29,7 +29,7 @@ Reclaimer::~Reclaimer() {
 
 void Reclaimer::kick() {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (kicked_) return;
     kicked_ = true;
   }
@@ -56,14 +56,40 @@ void Reclaimer::run(std::stop_token stop) {
       busy = sc.submitted > 0;
     }
     if (busy) continue;
-    std::unique_lock lock(mu_);
-    cv_.wait_for(lock, stop, avail < clean_ ? 2ms : 10ms, [&] { return kicked_; });
+    UniqueLock lock(mu_);
+    cv_.wait_for(lock.native(), stop, avail < clean_ ? 2ms : 10ms,
+                 [&]() REQUIRES(mu_) { return kicked_; });
     kicked_ = false;
   }
 }
 
 // ---------------------------------------------------------------------------
 // The reclaim pass
+
+namespace {
+
+// Pages out `run` (isolated pmaps of `file`) under the file's mutex, if it
+// can be had without waiting; else puts them back. Reclaim found them
+// through the LRU lock, the wrong order for blocking on a file mutex.
+void page_out_run(PageCache::State& st, ScanControl& sc, FilePagesImpl& file,
+                  std::span<Pmap* const> run) {
+  if (!file.mutex().try_lock()) {
+    for (Pmap* p : run) st.lists.putback_unpin(p, PmapLists::Where::kInactiveHead);
+    return;
+  }
+  for (Pmap* p : run) {
+    switch (file.page_out_locked(p, sc)) {
+      case PageOut::kFreed: ++sc.freed; break;
+      case PageOut::kWriteback: ++sc.submitted; break;
+      case PageOut::kSwapFull: sc.swap_full = true; break;
+      case PageOut::kKept:
+      case PageOut::kActivated: break;
+    }
+  }
+  file.mutex().unlock();
+}
+
+}  // namespace
 
 void reclaim_pass(PageCache::State& st, ScanControl& sc) {
   assert(st.swap);
@@ -73,28 +99,15 @@ void reclaim_pass(PageCache::State& st, ScanControl& sc) {
   st.reclaim_scans.fetch_add(scanned, std::memory_order_relaxed);
   if (n == 0) return;
   swapdev::IoBatch plug(*st.swap);
-  FilePagesImpl* cur = nullptr;
-  std::unique_lock<std::shared_mutex> lock;
-  for (size_t i = 0; i < n; ++i) {
-    Pmap* p = batch[i];
-    // p is pinned, so its file cannot finish destruction (free_range_locked
-    // waits for the pin).
-    if (p->file() != cur) {
-      if (lock.owns_lock()) lock.unlock();
-      cur = p->file();
-      lock = std::unique_lock(cur->mutex(), std::try_to_lock);
-    }
-    if (!lock.owns_lock()) {
-      st.lists.putback_unpin(p, PmapLists::Where::kInactiveHead);
-      continue;
-    }
-    switch (cur->page_out_locked(p, sc)) {
-      case PageOut::kFreed: ++sc.freed; break;
-      case PageOut::kWriteback: ++sc.submitted; break;
-      case PageOut::kSwapFull: sc.swap_full = true; break;
-      case PageOut::kKept:
-      case PageOut::kActivated: break;
-    }
+  // Runs of pmaps of one file are paged out under one try-lock of its mutex.
+  // A pinned pmap keeps its file alive (free_range_locked waits for pins).
+  const std::span<Pmap*> isolated = std::span(batch).first(n);
+  for (size_t i = 0; i < n;) {
+    FilePagesImpl* file = isolated[i]->file();
+    size_t j = i + 1;
+    while (j < n && isolated[j]->file() == file) ++j;
+    page_out_run(st, sc, *file, isolated.subspan(i, j - i));
+    i = j;
   }
 }
 

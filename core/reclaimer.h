@@ -54,6 +54,7 @@
 #include <thread>
 
 #include "core/page_cache.h"
+#include "swapdev/thread_annotations.h"
 
 namespace tmpfsd {
 
@@ -111,9 +112,9 @@ class Reclaimer {
   static constexpr size_t kBatch = 256;
   const uint64_t high_;   // keep at least this many frames available
   const uint64_t clean_;  // below this many available, write dirty pages back
-  std::mutex mu_;
+  Mutex mu_;
   std::condition_variable_any cv_;
-  bool kicked_ = false;  // guarded by mu_
+  bool kicked_ GUARDED_BY(mu_) = false;
   std::jthread thread_;  // last: started after everything above
 };
 

@@ -84,7 +84,7 @@ void swap_in_done(PageCache::State& st, Pmap* p, swapdev::SwapSlot slot, int err
   std::unique_ptr<WritePatch> patch;
   swapdev::SwapSlot dropped;  // invalid: none
   {
-    std::lock_guard lock(st.read_wait_mu);
+    MutexLock lock(st.read_wait_mu);
     if (auto it = st.write_patches.find(p); it != st.write_patches.end()) {
       patch.reset(it->second);
       st.write_patches.erase(it);
@@ -139,7 +139,7 @@ Pmap* FilePagesImpl::start_swap_in_locked(uint64_t page, Frame* frame, swapdev::
 // Under mu_: r waits for p if p is still under swap-in; false when its read
 // has completed already.
 bool FilePagesImpl::await_locked(Pmap* p, ReadRequest* r) {
-  std::lock_guard lock(st_.read_wait_mu);
+  MutexLock lock(st_.read_wait_mu);
   if (!p->read_pending()) return false;
   st_.read_waiters.emplace(p, r);
   r->wait.add();
@@ -165,7 +165,7 @@ bool FilePagesImpl::defer_locked(std::span<Pmap* const> pages, Deferral& d) {
     made[i]->bytes = std::make_unique_for_overwrite<std::byte[]>(to - from);
     std::memcpy(made[i]->bytes.get(), d.data.data() + (pstart + from - d.off), to - from);
   }
-  std::lock_guard lock(st_.read_wait_mu);
+  MutexLock lock(st_.read_wait_mu);
   for (Pmap* p : pages) {
     if (!p->read_pending() || st_.write_patches.contains(p)) return false;
   }

@@ -16,8 +16,7 @@
 
 namespace tmpfsd {
 
-void FilePagesImpl::zero_in_page_locked(std::unique_lock<std::shared_mutex>& lock, uint64_t page,
-                                        size_t from, size_t to) {
+void FilePagesImpl::zero_in_page_locked(uint64_t page, size_t from, size_t to) {
   if (from >= to) return;
   PagePlace w = index_.place(page);
   if (w.is_hole() || w.is_zero()) return;  // reads as zeros already
@@ -25,7 +24,7 @@ void FilePagesImpl::zero_in_page_locked(std::unique_lock<std::shared_mutex>& loc
     FaultRequest req;  // zeroing: no write, wait for writeback
     req.first = page;
     req.last = page;
-    if (Status s = fault_range_locked(lock, req); !s) {
+    if (Status s = fault_range_locked(req); !s) {
       // The tail stays in swap un-zeroed; a later extension of the file
       // would show it. Only after a swap read error or total exhaustion.
       spdlog::error("cannot fault in page {} to zero its tail: {}", page, std::strerror(s.code()));
@@ -81,20 +80,20 @@ void FilePagesImpl::free_range_locked(uint64_t first, uint64_t last) {
 
 void FilePagesImpl::truncate(uint64_t old_size, uint64_t new_size) {
   if (new_size > old_size) return;
-  std::unique_lock lock(mu_);
+  WriterLock lock(mu_);
   // Everything from the first page wholly past new_size, including pages
   // fallocated with KEEP_SIZE beyond old_size (as shmem_setattr does).
   const uint64_t first_gone = (new_size + page_mask()) >> st_.page_shift;
   free_range_locked(first_gone, UINT64_MAX);
   if (const size_t tail = new_size & page_mask(); tail != 0) {
-    zero_in_page_locked(lock, new_size >> st_.page_shift, tail, page_size());
+    zero_in_page_locked(new_size >> st_.page_shift, tail, page_size());
   }
 }
 
 void FilePagesImpl::punch_hole(uint64_t off, uint64_t len) {
   if (len == 0) return;
   const uint64_t end = len > UINT64_MAX - off ? UINT64_MAX : off + len;
-  std::unique_lock lock(mu_);
+  WriterLock lock(mu_);
   const uint64_t first_whole = (off >> st_.page_shift) + ((off & page_mask()) ? 1 : 0);
   const uint64_t end_whole = end >> st_.page_shift;
   if (first_whole < end_whole) free_range_locked(first_whole, end_whole);
@@ -103,11 +102,11 @@ void FilePagesImpl::punch_hole(uint64_t off, uint64_t len) {
   const size_t head = off & page_mask();
   const size_t tail = end & page_mask();
   if (head != 0) {
-    zero_in_page_locked(lock, first_page, head,
+    zero_in_page_locked(first_page, head,
                         first_page == last_page ? ((end - 1) & page_mask()) + 1 : page_size());
   }
   if (tail != 0 && (first_page != last_page || head == 0)) {
-    zero_in_page_locked(lock, last_page, 0, tail);
+    zero_in_page_locked(last_page, 0, tail);
   }
 }
 
@@ -118,7 +117,7 @@ Status FilePagesImpl::allocate(uint64_t off, uint64_t len) {
   const uint64_t first = off >> st_.page_shift;
   const uint64_t last_excl = (end + page_mask()) >> st_.page_shift;
 
-  std::unique_lock lock(mu_);
+  WriterLock lock(mu_);
   const uint64_t missing = (last_excl - first) - index_.count_present(first, last_excl);
   FramePool::Reservation frames;
   if (missing > 0) {
@@ -173,7 +172,7 @@ Status FilePagesImpl::allocate(uint64_t off, uint64_t len) {
 
 std::optional<uint64_t> FilePagesImpl::seek_data(uint64_t off, uint64_t size) const {
   if (off >= size) return std::nullopt;
-  std::shared_lock lock(mu_);
+  ReaderLock lock(mu_);
   const auto page = index_.next_matching(off >> st_.page_shift, is_data);
   if (!page || *page > ((size - 1) >> st_.page_shift)) return std::nullopt;
   return std::max(off, *page << st_.page_shift);
@@ -181,7 +180,7 @@ std::optional<uint64_t> FilePagesImpl::seek_data(uint64_t off, uint64_t size) co
 
 std::optional<uint64_t> FilePagesImpl::seek_hole(uint64_t off, uint64_t size) const {
   if (off >= size) return std::nullopt;
-  std::shared_lock lock(mu_);
+  ReaderLock lock(mu_);
   const uint64_t page = index_.next_not_matching(off >> st_.page_shift, is_data);
   if (page > ((size - 1) >> st_.page_shift)) return size;
   return std::min(size, std::max(off, page << st_.page_shift));

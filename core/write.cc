@@ -18,9 +18,8 @@ namespace tmpfsd {
 // Reserves frames for the pages of [first, last] that want one
 // (wants_frame), plus `extra`. May drop and retake `lock` to reclaim; the
 // count is redone every time. ENOSPC: no frames and nothing to reclaim.
-Result<FramePool::Reservation> FilePagesImpl::reserve_locked(
-    std::unique_lock<std::shared_mutex>& lock, uint64_t first, uint64_t last, uint64_t extra,
-    bool for_write) {
+Result<FramePool::Reservation> FilePagesImpl::reserve_locked(uint64_t first, uint64_t last,
+                                                             uint64_t extra, bool for_write) {
   for (int attempt = 0, gave_up = 0;; ++attempt) {
     uint64_t need = extra;
     index_.visit_range(first, last + 1, [&](uint64_t, PagePlace w) {
@@ -37,9 +36,10 @@ Result<FramePool::Reservation> FilePagesImpl::reserve_locked(
     if (!st_.swap || need > st_.pool->frames_total() || gave_up >= 2) return Errno{ENOSPC};
     if (attempt == 0) st_.frame_waits.fetch_add(1, std::memory_order_relaxed);
     if (st_.reclaimer) st_.reclaimer->kick();
-    lock.unlock();
+    // The caller's lock object still owns mu_: it is held again on return.
+    mu_.unlock();
     if (!direct_reclaim(st_, need)) ++gave_up;
-    lock.lock();
+    mu_.lock();
   }
 }
 
@@ -52,8 +52,7 @@ Result<FramePool::Reservation> FilePagesImpl::reserve_locked(
 // retake `lock` to reclaim; everything is re-checked after. Errors: EIO (a
 // swap read failed: that page stays in swap, readable later; pages already
 // read stay resident), ENOSPC (no frames and nothing to reclaim).
-Status FilePagesImpl::fault_range_locked(std::unique_lock<std::shared_mutex>& lock,
-                                         FaultRequest& req) {
+Status FilePagesImpl::fault_range_locked(FaultRequest& req) {
   const uint64_t first = req.first;
   const uint64_t last = req.last;
   const bool for_write = req.for_write;
@@ -62,7 +61,7 @@ Status FilePagesImpl::fault_range_locked(std::unique_lock<std::shared_mutex>& lo
     const uint64_t pstart = page << st_.page_shift;
     return req.for_write && req.off <= pstart && req.end >= pstart + page_size();
   };
-  auto reserved = reserve_locked(lock, first, last, req.extra, for_write);
+  auto reserved = reserve_locked(first, last, req.extra, for_write);
   if (!reserved) return reserved.status();
   FramePool::Reservation frames = std::move(reserved).value();
 
@@ -75,7 +74,7 @@ Status FilePagesImpl::fault_range_locked(std::unique_lock<std::shared_mutex>& lo
   SmallVec<Pmap*, kInlineIovecs> fresh;
   {
     swapdev::IoBatch plug(*st_.swap);
-    index_.update_range(first, last + 1, [&](uint64_t page, PagePlace w) -> PagePlace {
+    index_.update_range(first, last + 1, [&](uint64_t page, PagePlace w) REQUIRES(mu_) -> PagePlace {
       if (w.is_pmap()) {
         Pmap* p = w.pmap();
         if (!p->read_pending() && p->read_error() && !covered(page)) submit_swap_in_locked(p);
@@ -150,7 +149,7 @@ Status FilePagesImpl::fault_range_locked(std::unique_lock<std::shared_mutex>& lo
   st_.lists.add_new(bound.span());
   // Pages that failed an earlier read and are now overwritten whole: the
   // slot's copy is given up, the write supplies every byte.
-  index_.visit_range(first, last + 1, [&](uint64_t page, PagePlace w) {
+  index_.visit_range(first, last + 1, [&](uint64_t page, PagePlace w) REQUIRES(mu_) {
     if (!w.is_pmap() || !covered(page)) return true;
     Pmap* p = w.pmap();
     if (p->read_error()) {
@@ -188,7 +187,7 @@ Result<FilePages::PendingWrite*> FilePagesImpl::write(uint64_t off,
     return nullptr;
   }
 
-  std::unique_lock lock(mu_);
+  WriterLock lock(mu_);
   // Reserve everything first: after this point the write cannot fail.
   // (Callers serialise writers of one file, so `missing` cannot change while
   // fault_range_locked drops the lock to reclaim: only reclaim runs then,
@@ -207,7 +206,7 @@ Result<FilePages::PendingWrite*> FilePagesImpl::write(uint64_t off,
     req.end = end;
     req.extra = missing;
     req.defer = &defer;
-    if (Status s = fault_range_locked(lock, req); !s) {
+    if (Status s = fault_range_locked(req); !s) {
       st_.unreserve_pages(missing);
       return Errno{s.code()};
     }
