@@ -44,7 +44,8 @@ struct Attr {
 
 class Inode {
  public:
-  Inode(uint64_t ino, uint64_t generation, mode_t mode) : ino(ino), generation(generation), mode(mode) {}
+  Inode(uint64_t number, uint64_t gen, mode_t type_and_mode)
+      : ino(number), generation(gen), mode(type_and_mode) {}
   Inode(const Inode&) = delete;
   Inode& operator=(const Inode&) = delete;
 
