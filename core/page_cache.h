@@ -62,9 +62,10 @@ struct PageCacheConfig {
 // X(name, source, what it counts). source `counter`: an atomic of
 // PageCache::State with the same name, copied by stats(); `figure`:
 // computed by stats() (the frame pool, the swap device, sums). The stats
-// struct, State's counters, stats() and the daemon's unmount log line are
-// generated from this table; a JSON form should be too (PageCacheStats::
-// visit).
+// struct, State's counters and stats() are generated from this table, and
+// PageCacheStats::visit walks it for any printed form (JSON, a log line).
+// The daemon's unmount log is still written by hand: tests/mount/
+// pressure_test.py and tools/bench-* parse its wording.
 #define TMPFSD_PAGE_CACHE_STATS(X)                                                        \
   X(page_size, figure, "bytes per page")                                                  \
   X(pages_allocated, counter, "counted against size= (resident + swapped)")               \

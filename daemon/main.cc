@@ -130,12 +130,24 @@ int serve(const Options& o) {
       PageCacheStats s = (*cache)->stats();
       spdlog::info("unmounted {}: {} pages allocated, {} frames used, {} bytes of metadata", o.mountpoint,
                    s.pages_allocated, s.frames_used, s.metadata_bytes);
-      // Every figure, generated from page_cache.h's table (name=value).
-      std::string figures;
-      s.visit([&figures](const char* name, uint64_t value, const char*) {
-        figures += fmt::format(" {}={}", name, value);
-      });
-      spdlog::info("page cache:{}", figures);
+      spdlog::info(
+          "page cache: frames {} used / {} free / {} total ({} prefaulted); pages {} resident ({} also in swap), {} swapped; "
+          "swap slots {} / {}; swap-ins {} ({} errors; {} reads and {} writes replied from the completion; "
+          "readahead {} pages, {} used); writebacks {} ({} background, {} partial, {} errors); "
+          "evicted {}; reclaim scans {}; writes that waited for writeback {}, copied instead {}, "
+          "waited for frames {}; "
+          "metadata {} bytes",
+          s.frames_used, s.frames_free, s.frames_total, s.frames_prefaulted, s.pages_resident, s.swap_cached, s.pages_swapped,
+          s.swap_slots_used, s.swap_slots_total, s.swap_ins, s.swap_in_errors, s.reads_async, s.writes_async,
+          s.readahead_pages, s.readahead_hits, s.writebacks,
+          s.background_cleaned, s.partial_writebacks, s.writeback_errors, s.pages_evicted, s.reclaim_scans, s.writeback_waits,
+          s.writeback_copies, s.frame_waits, s.metadata_bytes);
+      if (s.swap_slots_total) {
+        spdlog::info("swap device: {} I/Os, {} MiB written, {} MiB read, at most {} in flight; "
+                     "{} errors ({} checksum failures)",
+                     s.swap_ios, s.swap_bytes_written >> 20, s.swap_bytes_read >> 20,
+                     s.swap_max_queue_depth, s.swap_errors, s.swap_checksum_failures);
+      }
     } else {
       spdlog::error("cannot mount on {}", o.mountpoint);
     }
