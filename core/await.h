@@ -11,21 +11,23 @@
 #include <optional>
 #include <utility>
 
+#include "swapdev/thread_annotations.h"
+
 namespace tmpfsd {
 
 // Calls start(cb) and returns the value cb is called with, once it is.
 template <class T, class Start>
 T await_callback(Start&& start) {
-  std::mutex mu;
+  Mutex mu;
   std::condition_variable cv;
-  std::optional<T> out;
+  std::optional<T> out;  // under mu
   start([&](T v) {
-    std::lock_guard lock(mu);  // notified under the lock: the waiter cannot
+    MutexLock lock(mu);  // notified under the lock: the waiter cannot
     out.emplace(std::move(v));  // return (and destroy cv) before we are done
     cv.notify_one();
   });
-  std::unique_lock lock(mu);
-  cv.wait(lock, [&] { return out.has_value(); });
+  UniqueLock lock(mu);
+  cv.wait(lock.native(), [&] { return out.has_value(); });
   return std::move(*out);
 }
 

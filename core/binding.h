@@ -1,81 +1,115 @@
-// Binding: where the data of one named page is now (DESIGN.md, "weak
-// binding"). One tagged machine word:
+// PagePlace: where one page of a file lives (DESIGN.md's "weak binding").
+// It is the 8-byte word a file's index (file_index.h) holds per page, and
+// the only code that knows how that word is encoded:
 //
-//   none    0                      no data: the page reads as zeros
-//   frame   Frame* (low bits 00)   resident in a frame of the FramePool
-//   swap    (slot << 2) | 01       in the swap file, slot = swapdev::SwapSlot::value
-//   remote  (key  << 2) | 10       remote memory (later)
+//   kind       word                      meaning
+//   ---------  ------------------------  ------------------------------------
+//   hole       0                         no page: reads as zeros
+//   resident   Pmap*       (bit 0 = 0)   a Pmap (resident, or with I/O in
+//                                        flight); its frame is Pmap::frame()
+//   swapped    (slot << 2) | 0b01        a clean page in the swap file and
+//                                        nothing else: no Pmap, no frame
+//   zero       0b0011                    a fallocated page evicted without a
+//                                        slot: reads as zeros, a hole for
+//                                        SEEK_DATA
+//   zero, up-  0b0111                    the same, fallocated twice (shmem
+//    to-date                             SGP_FALLOC): data for SEEK_DATA
+//   remote     (key << 4) | 0b1011       remote memory (the remote-tier
+//                                        issue); never passes is_pmap()
+//   (reserved) low bits 0b1111
 //
-// A Binding is a value; the Pmap that holds it decides when it changes
-// (pmap.h has the state table). Frames are at least 8-byte aligned
-// (FramePool allocates their descriptors in an array of 8-aligned structs),
-// so a frame pointer never has its low two bits set.
+// A Pmap is at least 8-byte aligned (it holds 8-byte members), so a Pmap
+// pointer never has its low bits set. Named constructors assert that the
+// value fits; tests/core/file_index_test.cc round-trips every kind.
 //
-// Threads: none of its own; guarded by whoever holds the Pmap.
+// Threads: none of its own; a value, guarded by whoever holds the index.
 #pragma once
 
 #include <cassert>
 #include <cstdint>
 
+#include "swapdev/swap_device.h"
+
 namespace tmpfsd {
 
-class Frame;
+class Pmap;
 
-class Binding {
+class PagePlace {
  public:
-  enum class Kind : uint8_t { kNone, kFrame, kSwap, kRemote };
+  enum class Kind : uint8_t { kHole, kResident, kSwapped, kZero, kRemote };
 
-  constexpr Binding() = default;
-  static Binding none() { return Binding(); }
-  static Binding frame(Frame* f) {
-    auto w = reinterpret_cast<uintptr_t>(f);
-    assert(f != nullptr && (w & kTagMask) == 0);
-    return Binding(w);
+  static constexpr uint64_t kMaxSlot = (uint64_t{1} << 62) - 1;
+  static constexpr uint64_t kMaxRemoteKey = (uint64_t{1} << 60) - 1;
+
+  constexpr PagePlace() = default;  // a hole
+  static constexpr PagePlace hole() { return PagePlace(); }
+  static PagePlace resident(Pmap* p) {
+    const auto w = reinterpret_cast<uintptr_t>(p);
+    assert(p != nullptr && (w & 7) == 0);
+    return PagePlace(w);
   }
-  // `slot` is a swapdev::SwapSlot::value; at most 2^62 - 1.
-  static Binding swap(uint64_t slot) {
-    assert(slot < (uint64_t{1} << 62));
-    return Binding((slot << 2) | kSwapTag);
+  static constexpr PagePlace swapped(swapdev::SwapSlot s) {
+    assert(s.valid() && s.value <= kMaxSlot);
+    return PagePlace((s.value << 2) | kSwapTag);
   }
-  static Binding remote(uint64_t key) {
-    assert(key < (uint64_t{1} << 62));
-    return Binding((key << 2) | kRemoteTag);
+  static constexpr PagePlace zero(bool uptodate = false) {
+    return PagePlace(uptodate ? kZeroUptodateWord : kZeroWord);
+  }
+  static constexpr PagePlace remote(uint64_t key) {
+    assert(key <= kMaxRemoteKey);
+    return PagePlace((key << 4) | kRemoteTag);
+  }
+  // The index's raw word back as a place (FileIndex only).
+  static constexpr PagePlace from_word(uint64_t w) { return PagePlace(w); }
+  constexpr uint64_t word() const { return word_; }
+
+  constexpr Kind kind() const {
+    if (word_ == 0) return Kind::kHole;
+    if ((word_ & 1) == 0) return Kind::kResident;
+    if ((word_ & 3) == kSwapTag) return Kind::kSwapped;
+    if ((word_ & 15) == kRemoteTag) return Kind::kRemote;
+    assert(word_ == kZeroWord || word_ == kZeroUptodateWord);
+    return Kind::kZero;
+  }
+  constexpr bool is_hole() const { return word_ == 0; }
+  constexpr bool present() const { return word_ != 0; }
+  constexpr bool is_pmap() const { return word_ != 0 && (word_ & 1) == 0; }
+  constexpr bool is_swapped() const { return (word_ & 3) == kSwapTag; }
+  constexpr bool is_zero() const { return word_ == kZeroWord || word_ == kZeroUptodateWord; }
+  constexpr bool is_remote() const { return (word_ & 15) == kRemoteTag; }
+  // Reads as zeros without a frame: a hole or a zero page.
+  constexpr bool reads_as_zeros() const { return word_ == 0 || is_zero(); }
+  // Present but with no Pmap: swapped, zero or remote (a fault makes it one).
+  constexpr bool needs_fault() const { return word_ != 0 && (word_ & 1) != 0; }
+
+  Pmap* pmap() const {
+    assert(is_pmap());
+    return reinterpret_cast<Pmap*>(static_cast<uintptr_t>(word_));
+  }
+  constexpr swapdev::SwapSlot slot() const {
+    assert(is_swapped());
+    return swapdev::SwapSlot(word_ >> 2);
+  }
+  constexpr bool zero_uptodate() const {
+    assert(is_zero());
+    return word_ == kZeroUptodateWord;
+  }
+  constexpr uint64_t remote_key() const {
+    assert(is_remote());
+    return word_ >> 4;
   }
 
-  Kind kind() const {
-    if (word_ == 0) return Kind::kNone;
-    switch (word_ & kTagMask) {
-      case 0: return Kind::kFrame;
-      case kSwapTag: return Kind::kSwap;
-      default: return Kind::kRemote;
-    }
-  }
-  bool is_none() const { return word_ == 0; }
-  bool is_frame() const { return kind() == Kind::kFrame; }
-  Frame* frame() const {
-    assert(is_frame());
-    return reinterpret_cast<Frame*>(word_);
-  }
-  uint64_t swap_slot() const {
-    assert(kind() == Kind::kSwap);
-    return word_ >> 2;
-  }
-  uint64_t remote_key() const {
-    assert(kind() == Kind::kRemote);
-    return word_ >> 2;
-  }
-  uintptr_t raw() const { return word_; }
-
-  friend bool operator==(Binding, Binding) = default;
+  friend constexpr bool operator==(PagePlace, PagePlace) = default;
 
  private:
-  static constexpr uintptr_t kTagMask = 3;
-  static constexpr uintptr_t kSwapTag = 1;
-  static constexpr uintptr_t kRemoteTag = 2;
-  constexpr explicit Binding(uintptr_t w) : word_(w) {}
-  uintptr_t word_ = 0;
+  static constexpr uint64_t kSwapTag = 0b01;
+  static constexpr uint64_t kZeroWord = 0b0011;
+  static constexpr uint64_t kZeroUptodateWord = 0b0111;
+  static constexpr uint64_t kRemoteTag = 0b1011;
+  constexpr explicit PagePlace(uint64_t w) : word_(w) {}
+  uint64_t word_ = 0;
 };
 
-static_assert(sizeof(Binding) == 8);
+static_assert(sizeof(PagePlace) == 8);
 
 }  // namespace tmpfsd

@@ -12,12 +12,12 @@
 // bytes). Lookups are O(log chunks); seeks skip absent chunks with one map
 // step and absent pages with the bitmap, never page by page through a hole.
 //
-// A word is tagged (pmap.h has the states):
-//   0                 hole: no page
-//   Pmap* (bit 0 = 0) a page with a Pmap (resident, or with I/O in flight)
-//   bit 0 = 1         compact entry of a page without a Pmap (issue 5:
-//                     (slot << 2) | 1 for a clean swapped page)
-// so a swapped page costs its word plus its share of the chunk:
+// A word is a PagePlace (binding.h has the encoding, pmap.h the states):
+// a hole (0), a Pmap, or a compact entry of a page without a Pmap (swapped,
+// zero, remote). The index stores raw words; callers see PagePlaces: every
+// callback that takes a PagePlace (instead of a raw uint64_t, as the
+// index's own tests use) gets one, and returns one where it returns a word.
+// A swapped page costs its word plus its share of the chunk:
 // (sizeof(map node) ~ 560 B) / 64 ~ 8.8 bytes in a dense file.
 //
 // Every byte the index allocates is added to *metadata (an atomic counter
@@ -33,6 +33,10 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <type_traits>
+
+#include "core/binding.h"
+#include "swapdev/thread_annotations.h"
 
 namespace tmpfsd {
 
@@ -69,19 +73,19 @@ class FileIndex {
   struct Chunk {
     uint64_t present = 0;           // bit i: word[i] != 0
     uint64_t word[kChunkPages] = {};
+    PagePlace place(uint64_t i) const { return PagePlace::from_word(word[i]); }
   };
 
   explicit FileIndex(std::atomic<uint64_t>* metadata)
       : chunks_(std::less<>(), Alloc(metadata)) {}
 
-  static bool is_pmap(uint64_t w) { return w != 0 && (w & 1) == 0; }
-  // Compact entries (issue 5): a clean swapped page needs no Pmap, only its
-  // slot. Tag 0b11 is reserved (e.g. a fallocated zero page with no frame).
-  static uint64_t compact_swap(uint64_t slot) { return (slot << 2) | 1; }
-  static bool is_compact_swap(uint64_t w) { return (w & 3) == 1; }
-  static uint64_t swap_slot_of(uint64_t w) { return w >> 2; }
-  static Pmap* as_pmap(uint64_t w) { return reinterpret_cast<Pmap*>(w); }
-  static uint64_t of_pmap(Pmap* p) { return reinterpret_cast<uint64_t>(p); }
+  // Raw-word views of PagePlace, for the index's own tests.
+  static bool is_pmap(uint64_t w) { return PagePlace::from_word(w).is_pmap(); }
+  static uint64_t compact_swap(uint64_t slot) {
+    return PagePlace::swapped(swapdev::SwapSlot(slot)).word();
+  }
+  static bool is_compact_swap(uint64_t w) { return PagePlace::from_word(w).is_swapped(); }
+  static uint64_t swap_slot_of(uint64_t w) { return PagePlace::from_word(w).slot().value; }
 
   uint64_t size() const { return present_; }  // pages present
   bool empty() const { return present_ == 0; }
@@ -90,6 +94,7 @@ class FileIndex {
     auto it = chunks_.find(page >> kChunkShift);
     return it == chunks_.end() ? 0 : it->second.word[page & kMask];
   }
+  PagePlace place(uint64_t page) const { return PagePlace::from_word(get(page)); }
 
   // The chunk holding pages [n << kChunkShift, (n + 1) << kChunkShift), or
   // nullptr. Valid until the index is next modified.
@@ -106,6 +111,7 @@ class FileIndex {
     c.present |= bit;
     c.word[page & kMask] = w;
   }
+  void set(uint64_t page, PagePlace p) { set(page, p.word()); }
 
   // Present pages in [first, last).
   uint64_t count_present(uint64_t first, uint64_t last) const {
@@ -129,7 +135,7 @@ class FileIndex {
         const unsigned i = std::countr_zero(bits);
         bits &= bits - 1;
         const uint64_t page = (it->first << kChunkShift) | i;
-        const uint64_t w = f(page, c.word[i]);
+        const uint64_t w = call_update(f, page, c.word[i]);
         c.word[i] = w;
         if (w == 0) {
           c.present &= ~(uint64_t{1} << i);
@@ -150,7 +156,7 @@ class FileIndex {
       while (bits) {
         const unsigned i = std::countr_zero(bits);
         bits &= bits - 1;
-        if (!f((it->first << kChunkShift) | i, it->second.word[i])) return;
+        if (!call_visit(f, (it->first << kChunkShift) | i, it->second.word[i])) return;
       }
     }
   }
@@ -160,7 +166,7 @@ class FileIndex {
   std::optional<uint64_t> next_matching(uint64_t from, P&& pred) const {
     std::optional<uint64_t> found;
     visit_range(from, UINT64_MAX, [&](uint64_t page, uint64_t w) {
-      if (!pred(w)) return true;
+      if (!call_pred(pred, w)) return true;
       found = page;
       return false;
     });
@@ -176,7 +182,7 @@ class FileIndex {
       if (base > expect) return expect;  // a whole absent chunk (or its start)
       const Chunk& c = it->second;
       for (uint64_t i = expect - base; i < kChunkPages; ++i) {
-        if (!(c.present & (uint64_t{1} << i)) || !pred(c.word[i])) return base + i;
+        if (!(c.present & (uint64_t{1} << i)) || !call_pred(pred, c.word[i])) return base + i;
       }
       expect = base + kChunkPages;
       if (expect == 0) return UINT64_MAX;  // wrapped: the index is full to the top
@@ -186,6 +192,35 @@ class FileIndex {
 
  private:
   using Alloc = CountingAllocator<std::pair<const uint64_t, Chunk>>;
+
+  // Callbacks see a PagePlace where they take one, else the raw word.
+  // Not analysed for locks: a callback may REQUIRE its file's mutex, which
+  // the caller of update_range/visit_range holds (the index is guarded by
+  // it), but the analysis does not carry that through these templates.
+  template <class F>
+  static uint64_t call_update(F& f, uint64_t page, uint64_t w) NO_THREAD_SAFETY_ANALYSIS {
+    if constexpr (std::is_invocable_v<F&, uint64_t, PagePlace>) {
+      return PagePlace(f(page, PagePlace::from_word(w))).word();
+    } else {
+      return f(page, w);
+    }
+  }
+  template <class F>
+  static bool call_visit(F& f, uint64_t page, uint64_t w) NO_THREAD_SAFETY_ANALYSIS {
+    if constexpr (std::is_invocable_v<F&, uint64_t, PagePlace>) {
+      return f(page, PagePlace::from_word(w));
+    } else {
+      return f(page, w);
+    }
+  }
+  template <class P>
+  static bool call_pred(P& pred, uint64_t w) NO_THREAD_SAFETY_ANALYSIS {
+    if constexpr (std::is_invocable_v<P&, PagePlace>) {
+      return pred(PagePlace::from_word(w));
+    } else {
+      return pred(w);
+    }
+  }
 
   // Bits of chunk `chunk` that fall in pages [first, last).
   static uint64_t range_mask(uint64_t chunk, uint64_t first, uint64_t last) {

@@ -49,13 +49,16 @@ FramePool::~FramePool() {
   if (base_ != nullptr) munmap(base_, frame_size_ * frames_total_);
 }
 
-uint64_t FramePool::metadata_bytes() const {
+// Without mu_: the stacks' capacities are fixed at construction
+// (set_warm_limit reserves before the pool is shared), and push_back never
+// reallocates them.
+uint64_t FramePool::metadata_bytes() const NO_THREAD_SAFETY_ANALYSIS {
   return frames_.capacity() * sizeof(Frame) +
          (cold_.capacity() + warm_.capacity()) * sizeof(uint32_t);
 }
 
 Result<FramePool::Reservation> FramePool::reserve(uint64_t n) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   const uint64_t free = warm_.size() + cold_.size();
   if (free - reserved_ < n) return Errno{ENOSPC};
   reserved_ += n;
@@ -63,7 +66,7 @@ Result<FramePool::Reservation> FramePool::reserve(uint64_t n) {
 }
 
 void FramePool::unreserve(uint64_t n) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   assert(reserved_ >= n);
   reserved_ -= n;
 }
@@ -87,7 +90,7 @@ FramePool::Taken FramePool::Reservation::take() {
   assert(left_ > 0);
   --left_;
   FramePool& p = *pool_;
-  std::lock_guard lock(p.mu_);
+  MutexLock lock(p.mu_);
   assert(p.reserved_ > 0);
   --p.reserved_;
   p.used_.fetch_add(1, std::memory_order_relaxed);
@@ -110,9 +113,9 @@ FramePool::Taken FramePool::Reservation::take() {
 }
 
 void FramePool::free(Frame* f) {
-  assert(f != nullptr && f->owner_ == nullptr && f->slot_ == Frame::kNoSlot);
+  assert(f != nullptr && f->owner_ == nullptr && !f->slot_.valid());
   assert(f >= frames_.data() && f < frames_.data() + frames_.size());
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   assert(used_.load(std::memory_order_relaxed) > 0);
   used_.fetch_sub(1, std::memory_order_relaxed);
   if (warm_.size() >= warm_limit_) cool_warm_locked();
@@ -120,13 +123,13 @@ void FramePool::free(Frame* f) {
 }
 
 void FramePool::set_warm_limit(size_t n) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   warm_limit_ = std::max<size_t>(1, n);
   warm_.reserve(warm_limit_);  // push_back under mu_ never allocates
 }
 
 void FramePool::trim() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   cool_warm_locked();
 }
 
@@ -161,7 +164,7 @@ void FramePool::start_prefault(uint64_t window) {
     return;
   }
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     prefault_window_ = window;
   }
   prefault_thread_ = std::jthread([this](std::stop_token st) { prefault_loop(st); });
@@ -178,10 +181,12 @@ bool FramePool::prefault_due_locked() const {
 
 void FramePool::prefault_loop(std::stop_token st) {
   pthread_setname_np(pthread_self(), "prefault");  // how stack dumps and /proc/PID/task name it
-  std::unique_lock lock(mu_);
+  UniqueLock lock(mu_);
   while (!st.stop_requested()) {
     if (prefault_end_ >= frames_total_) return;  // the whole region is populated
-    if (!prefault_cv_.wait(lock, st, [&] { return prefault_due_locked(); })) return;
+    if (!prefault_cv_.wait(lock.native(), st, [&]() REQUIRES(mu_) { return prefault_due_locked(); })) {
+      return;
+    }
     // Fill the window, following take() while it moves.
     for (;;) {
       const uint64_t target = std::min(frames_total_, cold_taken_locked() + prefault_window_);

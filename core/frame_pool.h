@@ -60,6 +60,8 @@
 #include <vector>
 
 #include "core/result.h"
+#include "swapdev/swap_device.h"
+#include "swapdev/thread_annotations.h"
 
 namespace tmpfsd {
 
@@ -68,7 +70,7 @@ class Pmap;
 // One page of frame memory. Lives in FramePool's descriptor array; its
 // address is its identity and never changes. `owner` points back to the Pmap
 // whose data it holds, so the contents can move to another frame by copying
-// and updating the Pmap's Binding and this pointer.
+// and updating the Pmap's frame and this pointer.
 class alignas(8) Frame {
  public:
   std::span<std::byte> bytes() const { return mem_; }
@@ -76,20 +78,20 @@ class alignas(8) Frame {
   void set_owner(Pmap* p) { owner_ = p; }  // by the owner's file, exclusive
 
   // The swap cache (issue 5): the slot that holds a copy of this frame's
-  // bytes, or kNoSlot: all of them while the owner is clean, all but the
+  // bytes, or an invalid SwapSlot: all of them while the owner is clean, all but the
   // dirty blocks while it is partly dirty (pmap.h). Written under the owner's file mutex held exclusive,
   // except while the owner is under writeback, when the write's completion
   // owns it (pmap.h).
-  static constexpr uint64_t kNoSlot = UINT64_MAX;
-  uint64_t swap_slot() const { return slot_; }
-  bool has_slot() const { return slot_ != kNoSlot; }
-  void set_swap_slot(uint64_t s) { slot_ = s; }
+  swapdev::SwapSlot swap_slot() const { return slot_; }
+  bool has_slot() const { return slot_.valid(); }
+  void set_swap_slot(swapdev::SwapSlot s) { slot_ = s; }
+  void clear_swap_slot() { slot_ = swapdev::SwapSlot(); }
 
  private:
   friend class FramePool;
   std::span<std::byte> mem_;  // constant after construction
   Pmap* owner_ = nullptr;     // nullptr while free
-  uint64_t slot_ = kNoSlot;   // see swap_slot()
+  swapdev::SwapSlot slot_;    // see swap_slot(); invalid: none
 };
 
 class FramePool {
@@ -158,7 +160,7 @@ class FramePool {
   // Frames neither taken nor promised: what reserve() could hand out now
   // (the Reclaimer's watermarks are on this).
   uint64_t frames_available() {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     return warm_.size() + cold_.size() - reserved_;
   }
   uint64_t madvise_calls() const { return madvise_calls_.load(std::memory_order_relaxed); }
@@ -176,13 +178,13 @@ class FramePool {
  private:
   FramePool(size_t frame_size, uint64_t frames_total, std::byte* base);
   void unreserve(uint64_t n);
-  void cool_warm_locked();
+  void cool_warm_locked() REQUIRES(mu_);
   void prefault_loop(std::stop_token st);
-  bool prefault_due_locked() const;
+  bool prefault_due_locked() const REQUIRES(mu_);
   // Frames ever taken from the cold stack while none went back to it: the
   // next cold frame is frames_total_ - cold_.size() (the stack holds the
   // untouched end of the region, lowest on top).
-  uint64_t cold_taken_locked() const { return frames_total_ - cold_.size(); }
+  uint64_t cold_taken_locked() const REQUIRES(mu_) { return frames_total_ - cold_.size(); }
 
   // Constant after construction.
   const size_t frame_size_;
@@ -190,18 +192,18 @@ class FramePool {
   std::byte* const base_;
   std::vector<Frame> frames_;
 
-  std::mutex mu_;
-  std::vector<uint32_t> warm_;  // guarded by mu_; capacity warm_limit_
-  size_t warm_limit_ = kWarmFrames;  // guarded by mu_
-  std::vector<uint32_t> cold_;  // guarded by mu_; capacity frames_total
-  uint64_t reserved_ = 0;       // guarded by mu_
+  Mutex mu_;
+  std::vector<uint32_t> warm_ GUARDED_BY(mu_);  // capacity warm_limit_
+  size_t warm_limit_ GUARDED_BY(mu_) = kWarmFrames;
+  std::vector<uint32_t> cold_ GUARDED_BY(mu_);  // capacity frames_total
+  uint64_t reserved_ GUARDED_BY(mu_) = 0;
   std::atomic<uint64_t> used_{0};            // written under mu_
   std::atomic<uint64_t> madvise_calls_{0};   // written under mu_
   // Prefaulting: frames [0, prefault_end_) have been populated; the thread
   // waits on prefault_cv_ (with mu_) until take() moves the window a whole
   // run past it (prefault_due_locked), then fills the window.
-  uint64_t prefault_window_ = 0;  // guarded by mu_; 0: no prefault thread
-  uint64_t prefault_end_ = 0;     // guarded by mu_
+  uint64_t prefault_window_ GUARDED_BY(mu_) = 0;  // 0: no prefault thread
+  uint64_t prefault_end_ GUARDED_BY(mu_) = 0;
   std::condition_variable_any prefault_cv_;
   std::atomic<uint64_t> prefaulted_{0};
   std::jthread prefault_thread_;  // stopped and joined first in ~FramePool

@@ -8,7 +8,8 @@
 // Locks: every field below `data_mu` is guarded by Namespace::mu_.
 // `data_mu` orders data operations on a regular file: write, truncate and
 // fallocate hold it exclusively (so size and pages agree), read shares it.
-// Lock order: Inode::data_mu -> Namespace::mu_ -> FilePages' own lock.
+// Lock order (core/LOCKING.md): data_mu -> Namespace::mu_, and data_mu ->
+// FilePages' own lock; Namespace::mu_ is never held across a FilePages call.
 #pragma once
 
 #include <sys/stat.h>
@@ -23,6 +24,7 @@
 
 #include "core/directory.h"
 #include "core/page_cache.h"
+#include "swapdev/thread_annotations.h"
 
 namespace tmpfsd {
 
@@ -42,7 +44,8 @@ struct Attr {
 
 class Inode {
  public:
-  Inode(uint64_t ino, uint64_t generation, mode_t mode) : ino(ino), generation(generation), mode(mode) {}
+  Inode(uint64_t number, uint64_t gen, mode_t type_and_mode)
+      : ino(number), generation(gen), mode(type_and_mode) {}
   Inode(const Inode&) = delete;
   Inode& operator=(const Inode&) = delete;
 
@@ -53,7 +56,7 @@ class Inode {
   const uint64_t ino;
   const uint64_t generation;
 
-  std::shared_mutex data_mu;  // see above; regular files only
+  SharedMutex data_mu;  // see above; regular files only
 
   // Guarded by Namespace::mu_.
   mode_t mode;               // type and permission bits

@@ -20,6 +20,7 @@
 #include <span>
 
 #include "core/pmap.h"
+#include "swapdev/thread_annotations.h"
 
 namespace tmpfsd {
 
@@ -33,14 +34,8 @@ class PmapLists {
   // New pages go to the inactive head.
   void add_new(std::span<Pmap* const> pmaps) {
     if (pmaps.empty()) return;
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     for (Pmap* p : pmaps) push_head_locked(inactive_, p, Pmap::kOnInactive);
-  }
-  // Takes pages off whichever list they are on (pages being freed).
-  void remove(std::span<Pmap* const> pmaps) {
-    if (pmaps.empty()) return;
-    std::lock_guard lock(mu_);
-    for (Pmap* p : pmaps) remove_locked(p);
   }
   // Reclaim (issue 5), the isolate half of LOCKING.md's protocol. Refills
   // the inactive list from the active tail (ageing: a page deactivated
@@ -52,7 +47,7 @@ class PmapLists {
   // were isolated; *scanned counts the pmaps looked at. `out` is the
   // caller's, allocated before: nothing is allocated here.
   size_t isolate(std::span<Pmap*> out, size_t scan, uint64_t* scanned) {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     for (uint64_t n = 0; inactive_.count < active_.count && n < scan; ++n) {
       Pmap* p = active_.tail;
       remove_locked(p);
@@ -80,12 +75,12 @@ class PmapLists {
   // sees an unpinned pmap off the lists that someone will put back later.
   enum class Where { kInactiveHead, kInactiveTail, kActiveHead };
   void putback_unpin(Pmap* p, Where w) {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     putback_locked(p, w);
   }
   void putback_unpin(std::span<Pmap* const> pmaps, Where w) {
     if (pmaps.empty()) return;
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     for (Pmap* p : pmaps) putback_locked(p, w);
   }
   // Pages being freed (truncate, punch, ~FilePages) whose file mutex is
@@ -94,7 +89,7 @@ class PmapLists {
   // pmaps). False: some are isolated by reclaim or under I/O; wait, retry.
   bool remove_idle(std::span<Pmap* const> pmaps) {
     if (pmaps.empty()) return true;
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     bool idle = true;
     for (Pmap* p : pmaps) {
       remove_locked(p);
@@ -103,11 +98,11 @@ class PmapLists {
     return idle;
   }
   uint64_t inactive_count() const {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     return inactive_.count;
   }
   uint64_t active_count() const {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     return active_.count;
   }
 
@@ -118,7 +113,7 @@ class PmapLists {
     uint64_t count = 0;
   };
 
-  void push_head_locked(List& l, Pmap* p, uint32_t bit) {
+  void push_head_locked(List& l, Pmap* p, uint32_t bit) REQUIRES(mu_) {
     assert(p->list() == Pmap::List::kNone);
     p->lru_prev_ = nullptr;
     p->lru_next_ = l.head;
@@ -127,7 +122,7 @@ class PmapLists {
     ++l.count;
     p->set(bit);
   }
-  void putback_locked(Pmap* p, Where w) {
+  void putback_locked(Pmap* p, Where w) REQUIRES(mu_) {
     switch (w) {
       case Where::kInactiveHead: push_head_locked(inactive_, p, Pmap::kOnInactive); break;
       case Where::kActiveHead: push_head_locked(active_, p, Pmap::kOnActive); break;
@@ -143,7 +138,7 @@ class PmapLists {
     }
     p->unpin();
   }
-  void remove_locked(Pmap* p) {
+  void remove_locked(Pmap* p) REQUIRES(mu_) {
     List* l;
     uint32_t bit;
     switch (p->list()) {
@@ -158,9 +153,9 @@ class PmapLists {
     p->clear(bit);
   }
 
-  mutable std::mutex mu_;
-  List inactive_;  // guarded by mu_
-  List active_;    // guarded by mu_
+  mutable Mutex mu_;
+  List inactive_ GUARDED_BY(mu_);
+  List active_ GUARDED_BY(mu_);
 };
 
 }  // namespace tmpfsd

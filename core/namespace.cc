@@ -134,20 +134,24 @@ void Namespace::release_inode_locked() {
   if (config_.max_inodes != 0) ispace_free_ += kInodeSpace;
 }
 
-void Namespace::maybe_free_locked(Inode& inode) {
+void Namespace::maybe_free_locked(Inode& inode, InodeRef& victim) {
   if (inode.nlink != 0 || inode.lookups != 0 || inode.opens != 0) return;
   if (inode.ino == kRootIno) return;
   for (auto& [name, value] : inode.xattrs)
     if (is_user_xattr(name) && config_.max_inodes != 0) ispace_free_ += xattr_space(name, value.size());
   release_inode_locked();
-  inodes_.erase(inode.ino);  // may destroy `inode`: the last use
+  // The caller's `victim` keeps the Inode alive until mu_ is dropped:
+  // ~FilePages frees pages and waits for pins, never under mu_.
+  auto it = inodes_.find(inode.ino);
+  victim = std::move(it->second);
+  inodes_.erase(it);
 }
 
 // ---- lookup and attributes -------------------------------------------------
 
 Result<Attr> Namespace::lookup(uint64_t parent, std::string_view name) {
   if (name.size() > kNameMax) return Errno{ENAMETOOLONG};
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto dir = dir_locked(parent);
   if (!dir) return dir.status().code() == ENOENT ? Errno{ENOENT} : Errno{dir.code()};
   InodeRef child;
@@ -160,7 +164,8 @@ Result<Attr> Namespace::lookup(uint64_t parent, std::string_view name) {
 }
 
 void Namespace::forget(uint64_t ino, uint64_t nlookup) {
-  std::lock_guard lock(mu_);
+  InodeRef victim;  // freed after mu_ is dropped (maybe_free_locked)
+  MutexLock lock(mu_);
   InodeRef inode = get_locked(ino);
   if (!inode) {
     spdlog::critical("forget of unknown inode {}", ino);
@@ -172,11 +177,11 @@ void Namespace::forget(uint64_t ino, uint64_t nlookup) {
     std::abort();
   }
   inode->lookups -= nlookup;
-  maybe_free_locked(*inode);
+  maybe_free_locked(*inode, victim);
 }
 
 Result<Attr> Namespace::getattr(uint64_t ino) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   InodeRef inode = get_locked(ino);
   if (!inode) return Errno{ENOENT};
   inode->ctime_queried = true;
@@ -186,24 +191,25 @@ Result<Attr> Namespace::getattr(uint64_t ino) {
 Result<Attr> Namespace::setattr(uint64_t ino, const SetAttr& change, const Caller& who) {
   InodeRef inode;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     inode = get_locked(ino);
     if (!inode) return Errno{ENOENT};
   }
   // A size change holds data_mu so that it cannot interleave with a write.
-  std::unique_lock<std::shared_mutex> data_lock;
+  std::unique_lock<SharedMutex> data_lock;  // conditional: not analysed
   if (change.size) {
     if (inode->is_dir()) return Errno{EISDIR};
     if (!inode->is_reg()) return Errno{EINVAL};
     if (*change.size > kMaxFileSize) return Errno{EFBIG};
     data_lock = std::unique_lock(inode->data_mu);
   }
-  std::lock_guard lock(mu_);
+  UniqueLock lock(mu_);
   // tmpfs's times on truncate: ftruncate and O_TRUNC always move them;
   // truncate(2) when the size changes, or when it keeps the size of a file
   // that has pages (shmem_setattr goes through shmem_truncate_range, which
   // stamps them).
   bool size_moves_times = false;
+  std::optional<uint64_t> truncate_from;  // the old size, when the size is set
   if (change.size) {
     uint64_t old_size = inode->size;
     size_moves_times = change.size_from_handle || *change.size != old_size ||
@@ -217,9 +223,7 @@ Result<Attr> Namespace::setattr(uint64_t ino, const SetAttr& change, const Calle
   timespec t = stamp_locked(*inode);
   if (change.size) {
     uint64_t old_size = inode->size;
-    // Shrinking or keeping the size drops every page past it, including
-    // pages fallocated with KEEP_SIZE beyond the end (shmem_setattr).
-    inode->pages->truncate(old_size, *change.size);
+    truncate_from = old_size;
     inode->size = *change.size;
     if (size_moves_times) inode->mtime = t;
     kill_priv_locked(*inode, who);
@@ -242,6 +246,17 @@ Result<Attr> Namespace::setattr(uint64_t ino, const SetAttr& change, const Calle
   else if (change.mtime) inode->mtime = *change.mtime;
   if (change.ctime) inode->ctime = *change.ctime;
   else if (size_moves_times || other) inode->ctime = t;
+  if (truncate_from) {
+    // Shrinking or keeping the size drops every page past it, including
+    // pages fallocated with KEEP_SIZE beyond the end (shmem_setattr). Not
+    // under mu_ (LOCKING.md): it may fault a swapped tail page in and
+    // reclaim. data_mu, held exclusive, keeps every reader and writer of
+    // the pages out until it is done; getattr meanwhile may see the new
+    // size with the old page count.
+    lock.unlock();
+    inode->pages->truncate(*truncate_from, *change.size);
+    lock.lock();
+  }
   return attr_locked(*inode);
 }
 
@@ -303,7 +318,7 @@ Result<Attr> Namespace::mknod(uint64_t parent, std::string_view name, mode_t mod
   if (type == 0) mode |= S_IFREG;
   else if (type != S_IFREG && type != S_IFIFO && type != S_IFSOCK && type != S_IFCHR && type != S_IFBLK)
     return Errno{EINVAL};
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return make_node_locked(parent, name, mode, who, [&](Inode& n) {
     if (S_ISREG(n.mode)) n.pages = std::make_unique<FilePages>(cache_);
     if (S_ISCHR(n.mode) || S_ISBLK(n.mode)) n.rdev = rdev;
@@ -311,7 +326,7 @@ Result<Attr> Namespace::mknod(uint64_t parent, std::string_view name, mode_t mod
 }
 
 Result<Attr> Namespace::mkdir(uint64_t parent, std::string_view name, mode_t mode, Caller who) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return make_node_locked(parent, name, S_IFDIR | (mode & 07777), who, [&](Inode& n) {
     n.dir = std::make_unique<Directory>();
     n.nlink = 1;  // "."; the name adds the second
@@ -322,7 +337,7 @@ Result<Attr> Namespace::mkdir(uint64_t parent, std::string_view name, mode_t mod
 Result<Attr> Namespace::symlink(uint64_t parent, std::string_view name, std::string_view target, Caller who) {
   if (target.empty()) return Errno{ENOENT};
   if (target.size() >= PATH_MAX) return Errno{ENAMETOOLONG};
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return make_node_locked(parent, name, S_IFLNK | 0777, who, [&](Inode& n) {
     n.target = std::string(target);
     n.size = target.size();
@@ -331,7 +346,7 @@ Result<Attr> Namespace::symlink(uint64_t parent, std::string_view name, std::str
 
 Result<Attr> Namespace::link(uint64_t ino, uint64_t new_parent, std::string_view new_name) {
   if (auto s = check_name(new_name); !s) return Errno{s.code()};
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   InodeRef inode = get_locked(ino);
   if (!inode) return Errno{ENOENT};
   if (inode->is_dir()) return Errno{EPERM};
@@ -349,7 +364,8 @@ Result<Attr> Namespace::link(uint64_t ino, uint64_t new_parent, std::string_view
 
 Status Namespace::unlink(uint64_t parent, std::string_view name) {
   if (name.size() > kNameMax) return Errno{ENAMETOOLONG};
-  std::lock_guard lock(mu_);
+  InodeRef victim;  // freed after mu_ is dropped (maybe_free_locked)
+  MutexLock lock(mu_);
   auto dir = dir_locked(parent);
   if (!dir) return Errno{dir.code()};
   InodeRef child = get_locked((*dir)->dir->find(name));
@@ -358,7 +374,7 @@ Status Namespace::unlink(uint64_t parent, std::string_view name) {
   drop_name_locked(**dir, name, *child);
   child->ctime = stamp_locked(*child);
   (*dir)->mtime = (*dir)->ctime = stamp_locked(**dir);
-  maybe_free_locked(*child);
+  maybe_free_locked(*child, victim);
   return {};
 }
 
@@ -366,7 +382,8 @@ Status Namespace::rmdir(uint64_t parent, std::string_view name) {
   if (name.size() > kNameMax) return Errno{ENAMETOOLONG};
   if (name == ".") return Errno{EINVAL};
   if (name == "..") return Errno{ENOTEMPTY};
-  std::lock_guard lock(mu_);
+  InodeRef victim;  // freed after mu_ is dropped (maybe_free_locked)
+  MutexLock lock(mu_);
   auto dir = dir_locked(parent);
   if (!dir) return Errno{dir.code()};
   InodeRef child = get_locked((*dir)->dir->find(name));
@@ -376,7 +393,7 @@ Status Namespace::rmdir(uint64_t parent, std::string_view name) {
   drop_name_locked(**dir, name, *child);
   child->ctime = stamp_locked(*child);
   (*dir)->mtime = (*dir)->ctime = stamp_locked(**dir);
-  maybe_free_locked(*child);
+  maybe_free_locked(*child, victim);
   return {};
 }
 
@@ -444,7 +461,8 @@ Status Namespace::rename(uint64_t parent, std::string_view name, uint64_t new_pa
   if ((flags & RENAME_EXCHANGE) && (flags & (RENAME_NOREPLACE | RENAME_WHITEOUT))) return Errno{EINVAL};
   if (name.size() > kNameMax || new_name.size() > kNameMax) return Errno{ENAMETOOLONG};
   if (auto s = check_name(new_name); !s) return s.code() == EINVAL ? Errno{EBUSY} : s;
-  std::lock_guard lock(mu_);
+  InodeRef victim;  // freed after mu_ is dropped (maybe_free_locked)
+  MutexLock lock(mu_);
   auto odir_r = dir_locked(parent);
   if (!odir_r) return Errno{odir_r.code()};
   auto ndir_r = dir_locked(new_parent);
@@ -516,7 +534,7 @@ Status Namespace::rename(uint64_t parent, std::string_view name, uint64_t new_pa
   src->ctime = stamp_locked(*src);
   odir.mtime = odir.ctime = stamp_locked(odir);
   ndir.mtime = ndir.ctime = stamp_locked(ndir);
-  if (dst) maybe_free_locked(*dst);
+  if (dst) maybe_free_locked(*dst, victim);
   if (flags & RENAME_WHITEOUT) {
     // The old name becomes a whiteout: a character device 0:0 (overlayfs).
     auto w = std::make_shared<Inode>(next_ino_++, 0, S_IFCHR);
@@ -530,7 +548,7 @@ Status Namespace::rename(uint64_t parent, std::string_view name, uint64_t new_pa
 }
 
 Result<std::string> Namespace::readlink(uint64_t ino) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   InodeRef inode = get_locked(ino);
   if (!inode) return Errno{ENOENT};
   if (!inode->is_symlink()) return Errno{EINVAL};
@@ -543,7 +561,7 @@ Result<std::string> Namespace::readlink(uint64_t ino) {
 Result<Attr> Namespace::open(uint64_t ino, int flags, const Caller& who) {
   InodeRef inode;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     inode = get_locked(ino);
     if (!inode) return Errno{ENOENT};
     if (inode->is_dir() && (flags & O_ACCMODE) != O_RDONLY) return Errno{EISDIR};
@@ -562,12 +580,12 @@ Result<Attr> Namespace::open(uint64_t ino, int flags, const Caller& who) {
     }
     return r;
   }
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return attr_locked(*inode);
 }
 
 Result<Attr> Namespace::create(uint64_t parent, std::string_view name, mode_t mode, int /*flags*/, Caller who) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto r = make_node_locked(parent, name, S_IFREG | (mode & 07777), who,
                             [&](Inode& n) { n.pages = std::make_unique<FilePages>(cache_); });
   if (r) ++get_locked(r->ino)->opens;
@@ -575,7 +593,8 @@ Result<Attr> Namespace::create(uint64_t parent, std::string_view name, mode_t mo
 }
 
 void Namespace::release(uint64_t ino) {
-  std::lock_guard lock(mu_);
+  InodeRef victim;  // freed after mu_ is dropped (maybe_free_locked)
+  MutexLock lock(mu_);
   InodeRef inode = get_locked(ino);
   if (!inode) return;
   if (inode->opens == 0) {
@@ -583,11 +602,11 @@ void Namespace::release(uint64_t ino) {
     std::abort();
   }
   --inode->opens;
-  maybe_free_locked(*inode);
+  maybe_free_locked(*inode, victim);
 }
 
 Status Namespace::opendir(uint64_t ino) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   InodeRef inode = get_locked(ino);
   if (!inode) return Errno{ENOENT};
   if (!inode->is_dir()) return Errno{ENOTDIR};
@@ -597,7 +616,7 @@ Status Namespace::opendir(uint64_t ino) {
 
 Status Namespace::readdir(uint64_t ino, uint64_t offset, bool plus, uint64_t* pass_end,
                           const std::function<bool(const DirEntryView&, const Attr*)>& sink) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   InodeRef dir = get_locked(ino);
   if (!dir) return Errno{ENOENT};
   if (!dir->is_dir()) return Errno{ENOTDIR};
@@ -631,16 +650,16 @@ Status Namespace::readdir(uint64_t ino, uint64_t offset, bool plus, uint64_t* pa
 void Namespace::read(uint64_t ino, uint64_t off, size_t len, FilePages::ReadDone done) {
   InodeRef inode;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     inode = get_locked(ino);
   }
   if (!inode) return done(Errno{ENOENT}, {});
   if (inode->is_dir()) return done(Errno{EISDIR}, {});
   if (!inode->is_reg()) return done(Errno{EINVAL}, {});
-  std::shared_lock data_lock(inode->data_mu);
+  ReaderLock data_lock(inode->data_mu);
   uint64_t size;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     size = inode->size;
     // relatime, as tmpfs mounts by default
     touch_atime_locked(*inode);
@@ -664,15 +683,15 @@ void Namespace::write_async(uint64_t ino, uint64_t off, std::span<const std::byt
   Result<size_t> r = [&]() -> Result<size_t> {
     InodeRef inode;
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       inode = get_locked(ino);
     }
     if (!inode) return Errno{ENOENT};
     if (inode->is_dir()) return Errno{EISDIR};
     if (!inode->is_reg()) return Errno{EINVAL};
-    std::unique_lock data_lock(inode->data_mu);
+    WriterLock data_lock(inode->data_mu);
     if (append) {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       off = inode->size;
     }
     if (off > kMaxFileSize) return Errno{EFBIG};
@@ -685,7 +704,7 @@ void Namespace::write_async(uint64_t ino, uint64_t off, std::span<const std::byt
     auto w = inode->pages->start_write(off, data.first(n));
     if (!w) return Errno{w.code()};
     pending = *w;
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     inode->size = std::max<uint64_t>(inode->size, off + n);
     inode->mtime = inode->ctime = stamp_locked(*inode);
     kill_priv_locked(*inode, who);
@@ -704,7 +723,7 @@ void Namespace::write_async(uint64_t ino, uint64_t off, std::span<const std::byt
 Status Namespace::fallocate(uint64_t ino, int mode, uint64_t off, uint64_t len, const Caller& who) {
   InodeRef inode;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     inode = get_locked(ino);
   }
   if (!inode) return Errno{ENOENT};
@@ -714,10 +733,10 @@ Status Namespace::fallocate(uint64_t ino, int mode, uint64_t off, uint64_t len, 
   if ((mode & FALLOC_FL_PUNCH_HOLE) && !(mode & FALLOC_FL_KEEP_SIZE)) return Errno{EOPNOTSUPP};
   if (len == 0) return Errno{EINVAL};
   if (off > kMaxFileSize || len > kMaxFileSize - off) return Errno{EFBIG};
-  std::unique_lock data_lock(inode->data_mu);
+  WriterLock data_lock(inode->data_mu);
   uint64_t size;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     size = inode->size;
   }
   (void)size;
@@ -727,7 +746,7 @@ Status Namespace::fallocate(uint64_t ino, int mode, uint64_t off, uint64_t len, 
   } else if (auto s = inode->pages->allocate(off, len); !s) {
     return s;
   }
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   if (!(mode & (FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE)) && off + len > inode->size) inode->size = off + len;
   // tmpfs's fallocate starts with file_modified(): the times always move.
   inode->mtime = inode->ctime = stamp_locked(*inode);
@@ -738,15 +757,15 @@ Status Namespace::fallocate(uint64_t ino, int mode, uint64_t off, uint64_t len, 
 Result<uint64_t> Namespace::lseek(uint64_t ino, uint64_t off, int whence) {
   InodeRef inode;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     inode = get_locked(ino);
   }
   if (!inode) return Errno{ENOENT};
   if (!inode->is_reg()) return Errno{EINVAL};
-  std::shared_lock data_lock(inode->data_mu);
+  ReaderLock data_lock(inode->data_mu);
   uint64_t size;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     size = inode->size;
   }
   if (off >= size) return Errno{ENXIO};
@@ -786,7 +805,7 @@ Result<size_t> Namespace::copy_range(uint64_t src, uint64_t src_off, uint64_t ds
   }
   // The kernel's copy (splice) marks the source accessed after the data has
   // moved: for a copy within one file, after its mtime moved.
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   if (InodeRef in = get_locked(src)) touch_atime_locked(*in);
   return copied;
 }
@@ -797,7 +816,7 @@ Status Namespace::setxattr(uint64_t ino, std::string_view name, std::string_view
   if (auto s = check_xattr_name(name); !s) return s;
   if (name.size() > XATTR_NAME_MAX) return Errno{ERANGE};
   if (value.size() > kXattrSizeMax) return Errno{E2BIG};
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   InodeRef inode = get_locked(ino);
   if (!inode) return Errno{ENOENT};
   auto it = inode->xattrs.find(std::string(name));
@@ -817,7 +836,7 @@ Status Namespace::setxattr(uint64_t ino, std::string_view name, std::string_view
 
 Result<std::string> Namespace::getxattr(uint64_t ino, std::string_view name) {
   if (auto s = check_xattr_name(name); !s) return Errno{is_acl_xattr(name) ? ENODATA : s.code()};
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   InodeRef inode = get_locked(ino);
   if (!inode) return Errno{ENOENT};
   auto it = inode->xattrs.find(std::string(name));
@@ -826,7 +845,7 @@ Result<std::string> Namespace::getxattr(uint64_t ino, std::string_view name) {
 }
 
 Result<std::string> Namespace::listxattr(uint64_t ino, const Caller& who) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   InodeRef inode = get_locked(ino);
   if (!inode) return Errno{ENOENT};
   std::string out;
@@ -841,7 +860,7 @@ Result<std::string> Namespace::listxattr(uint64_t ino, const Caller& who) {
 
 Status Namespace::removexattr(uint64_t ino, std::string_view name) {
   if (auto s = check_xattr_name(name); !s) return is_acl_xattr(name) ? Status{Errno{ENODATA}} : s;
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   InodeRef inode = get_locked(ino);
   if (!inode) return Errno{ENOENT};
   auto it = inode->xattrs.find(std::string(name));
@@ -860,7 +879,7 @@ StatFs Namespace::statfs() {
   s.block_size = ps.page_size;
   s.blocks = ps.max_pages;
   s.blocks_free = ps.max_pages > ps.pages_allocated ? ps.max_pages - ps.pages_allocated : 0;
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   s.files = config_.max_inodes;
   s.files_free = config_.max_inodes ? ispace_free_ / kInodeSpace : 0;
   s.name_max = kNameMax;
@@ -868,7 +887,7 @@ StatFs Namespace::statfs() {
 }
 
 size_t Namespace::inode_count() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return inodes_.size();
 }
 

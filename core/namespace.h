@@ -10,7 +10,10 @@
 //
 // Threads: any FUSE worker calls any method. One mutex, mu_, guards the
 // tree, the inode table and all attributes; data I/O does not hold it
-// (see Inode::data_mu). Lock order: Inode::data_mu -> mu_ -> FilePages.
+// (see Inode::data_mu). Lock order (core/LOCKING.md): Inode::data_mu ->
+// mu_, and Inode::data_mu -> FilePages; mu_ is never held across a
+// FilePages call (an Inode freed under it is destroyed after it is
+// dropped; FilePages::pages() is lock-free and may be read under it).
 #pragma once
 
 #include <sys/statvfs.h>
@@ -28,6 +31,7 @@
 #include "core/inode.h"
 #include "core/page_cache.h"
 #include "core/result.h"
+#include "swapdev/thread_annotations.h"
 
 namespace tmpfsd {
 
@@ -161,32 +165,36 @@ class Namespace {
  private:
   using InodeRef = std::shared_ptr<Inode>;
 
-  InodeRef get_locked(uint64_t ino);
-  Result<InodeRef> dir_locked(uint64_t ino);
-  Attr attr_locked(const Inode& inode) const;
+  InodeRef get_locked(uint64_t ino) REQUIRES(mu_);
+  Result<InodeRef> dir_locked(uint64_t ino) REQUIRES(mu_);
+  Attr attr_locked(const Inode& inode) const REQUIRES(mu_);
   Result<Attr> make_node_locked(uint64_t parent, std::string_view name, mode_t mode, Caller who,
-                                const std::function<void(Inode&)>& init);
-  void add_link_locked(Inode& dir, std::string_view name, Inode& child);
-  void drop_name_locked(Inode& dir, std::string_view name, Inode& child);
-  void maybe_free_locked(Inode& inode);
-  bool is_ancestor_locked(uint64_t maybe_ancestor, uint64_t ino);
-  timespec stamp_locked(Inode& inode);
-  void touch_atime_locked(Inode& inode);
-  void kill_priv_locked(Inode& inode, const Caller& who);
-  Status reserve_inode_locked();
-  void release_inode_locked();
+                                const std::function<void(Inode&)>& init) REQUIRES(mu_);
+  void add_link_locked(Inode& dir, std::string_view name, Inode& child) REQUIRES(mu_);
+  void drop_name_locked(Inode& dir, std::string_view name, Inode& child) REQUIRES(mu_);
+  // Erases an inode nothing refers to any more from the table, moving its
+  // last reference into `victim`, which the caller declares before taking
+  // mu_ so that the Inode (and its FilePages) is destroyed after mu_ is
+  // dropped.
+  void maybe_free_locked(Inode& inode, InodeRef& victim) REQUIRES(mu_);
+  bool is_ancestor_locked(uint64_t maybe_ancestor, uint64_t ino) REQUIRES(mu_);
+  timespec stamp_locked(Inode& inode) REQUIRES(mu_);
+  void touch_atime_locked(Inode& inode) REQUIRES(mu_);
+  void kill_priv_locked(Inode& inode, const Caller& who) REQUIRES(mu_);
+  Status reserve_inode_locked() REQUIRES(mu_);
+  void release_inode_locked() REQUIRES(mu_);
 
   const NamespaceConfig config_;
   PageCache& cache_;
 
-  std::mutex mu_;
-  std::unordered_map<uint64_t, InodeRef> inodes_;  // guarded by mu_
-  uint64_t next_ino_ = kRootIno + 1;               // guarded by mu_
-  uint64_t inodes_used_ = 0;  // guarded by mu_; tmpfs counts each extra hard link too
-  // guarded by mu_: tmpfs's free_ispace: nr_inodes KiB shared by inodes (1 KiB
+  Mutex mu_;
+  std::unordered_map<uint64_t, InodeRef> inodes_ GUARDED_BY(mu_);
+  uint64_t next_ino_ GUARDED_BY(mu_) = kRootIno + 1;
+  uint64_t inodes_used_ GUARDED_BY(mu_) = 0;  // tmpfs counts each extra hard link too
+  // tmpfs's free_ispace: nr_inodes KiB shared by inodes (1 KiB
   // each) and user.* xattrs; meaningless when nr_inodes is unlimited.
-  uint64_t ispace_free_ = 0;
-  timespec time_floor_{};  // guarded by mu_: the latest fine-grained time (stamp_locked)
+  uint64_t ispace_free_ GUARDED_BY(mu_) = 0;
+  timespec time_floor_ GUARDED_BY(mu_){};  // the latest fine-grained time (stamp_locked)
 };
 
 }  // namespace tmpfsd

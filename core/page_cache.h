@@ -1,9 +1,10 @@
 // PageCache and FilePages: where every byte of every regular file lives.
 //
 // The whole of a file's data is one thing: its FilePages, an index from page
-// number to Pmap (DESIGN.md). A Pmap is the management record of one named
-// page; its Binding says where the bytes are now: a Frame from the FramePool,
-// (later) a swap slot, or nothing (a hole, reads as zeros). Nobody outside
+// number to where each page lives (a PagePlace, binding.h: DESIGN.md's
+// binding): a Pmap (the management record of a page in a Frame from the
+// FramePool), a swap slot, a zero page, or nothing (a hole, reads as
+// zeros). Nobody outside
 // core/ sees a Pmap; the namespace and the daemon use only this header.
 //
 // PageCache is one per mount. It owns the FramePool (the only memory that
@@ -57,46 +58,66 @@ struct PageCacheConfig {
   bool writeback_copy = false;
 };
 
-// Figures for statfs and `tmpfsctl stats`.
+// Figures for statfs and `tmpfsctl stats`, listed once. Each row:
+// X(name, source, what it counts). source `counter`: an atomic of
+// PageCache::State with the same name, copied by stats(); `figure`:
+// computed by stats() (the frame pool, the swap device, sums). The stats
+// struct, State's counters and stats() are generated from this table, and
+// PageCacheStats::visit walks it for any printed form (JSON, a log line).
+// The daemon's unmount log is still written by hand: tests/mount/
+// pressure_test.py and tools/bench-* parse its wording.
+#define TMPFSD_PAGE_CACHE_STATS(X)                                                        \
+  X(page_size, figure, "bytes per page")                                                  \
+  X(pages_allocated, counter, "counted against size= (resident + swapped)")               \
+  X(max_pages, figure, "size= in pages (0 = unlimited)")                                  \
+  X(frames_total, figure, "--memory in frames")                                           \
+  X(frames_used, figure, "frames holding pages")                                          \
+  X(frames_prefaulted, figure, "faulted in ahead of the writers (FramePool)")             \
+  X(pages_resident, counter, "pages in a frame")                                          \
+  X(pages_swapped, counter, "pages in swap only (a compact index word)")                  \
+  X(metadata_bytes, figure, "pmaps + indexes + pool descriptors, not frames")             \
+  /* Swap and reclaim (issue 5); all zero without a swap device. */                       \
+  X(frames_free, figure, "neither used nor promised to a writer")                         \
+  X(swap_slots_total, figure, "slots of the swap device")                                 \
+  X(swap_slots_used, figure, "slots in use")                                              \
+  X(swap_cached, counter,                                                                 \
+    "resident pages that also have a slot (all of a clean page, all but the dirty "       \
+    "blocks of a dirty one)")                                                             \
+  X(swap_ins, counter, "pages read back from swap")                                       \
+  X(swap_in_errors, counter, "reads that failed (EIO to the reader)")                     \
+  X(writebacks, counter, "pages written to swap successfully")                            \
+  X(partial_writebacks, counter, "of writebacks: only the dirty blocks, into the slot")   \
+  X(writeback_errors, counter, "page writes that failed (page kept dirty)")               \
+  X(background_cleaned, counter, "of writebacks: by the cleaning watermark")              \
+  X(reclaim_scans, counter, "pmaps looked at on the inactive tail")                       \
+  X(pages_evicted, counter, "frames dropped by reclaim")                                  \
+  X(writeback_waits, counter, "changes that waited for a page's swap write")              \
+  X(writeback_copies, counter, "pages copied to a new frame instead (writeback_copy)")    \
+  X(frame_waits, counter, "writes/faults that had to reclaim first")                      \
+  X(reads_async, counter, "reads replied from a swap-in completion")                      \
+  X(writes_async, counter, "writes replied from a swap-in completion")                    \
+  X(readahead_pages, counter, "swapped pages read ahead of a sequential reader")          \
+  X(readahead_hits, counter, "of those, pages a read then used")                          \
+  /* The swap device's own figures (swapdev::SwapCounters). */                            \
+  X(swap_ios, figure, "I/Os submitted (after merging)")                                   \
+  X(swap_bytes_written, figure, "bytes written to the swap device")                       \
+  X(swap_bytes_read, figure, "bytes read from the swap device")                           \
+  X(swap_max_queue_depth, figure, "most I/Os in flight at once")                          \
+  X(swap_errors, figure, "requests that failed, checksum failures included")              \
+  X(swap_checksum_failures, figure, "reads whose checksum did not match")
+
 struct PageCacheStats {
-  uint64_t page_size = 0;
-  uint64_t pages_allocated = 0;   // counted against size= (resident + swapped)
-  uint64_t max_pages = 0;         // size= in pages (0 = unlimited)
-  uint64_t frames_total = 0;      // --memory in frames
-  uint64_t frames_used = 0;
-  uint64_t frames_prefaulted = 0; // faulted in ahead of the writers (FramePool)
-  uint64_t pages_resident = 0;
-  uint64_t pages_swapped = 0;
-  uint64_t metadata_bytes = 0;    // pmaps + indexes, not frames
-  // Swap and reclaim (issue 5); all zero without a swap device.
-  uint64_t frames_free = 0;       // neither used nor promised to a writer
-  uint64_t swap_slots_total = 0;
-  uint64_t swap_slots_used = 0;
-  uint64_t swap_cached = 0;       // resident pages that also have a slot (holding
-                                  // all of a clean page, all but the dirty blocks
-                                  // of a dirty one)
-  uint64_t swap_ins = 0;          // pages read back from swap
-  uint64_t swap_in_errors = 0;    // reads that failed (EIO to the reader)
-  uint64_t writebacks = 0;        // pages written to swap successfully
-  uint64_t partial_writebacks = 0;  // of writebacks: only the dirty blocks, into the page's slot
-  uint64_t writeback_errors = 0;  // page writes that failed (page kept dirty)
-  uint64_t background_cleaned = 0;  // of writebacks: by the cleaning watermark
-  uint64_t reclaim_scans = 0;     // pmaps looked at on the inactive tail
-  uint64_t pages_evicted = 0;     // frames dropped by reclaim
-  uint64_t writeback_waits = 0;   // changes that waited for a page's swap write
-  uint64_t writeback_copies = 0;  // pages copied to a new frame instead (writeback_copy)
-  uint64_t frame_waits = 0;       // writes/faults that had to reclaim first
-  uint64_t reads_async = 0;       // reads replied from a swap-in completion
-  uint64_t writes_async = 0;      // writes replied from a swap-in completion
-  uint64_t readahead_pages = 0;   // swapped pages read ahead of a sequential reader
-  uint64_t readahead_hits = 0;    // of those, pages a read then used
-  // The swap device's own figures (swapdev::SwapCounters).
-  uint64_t swap_ios = 0;          // I/Os submitted (after merging)
-  uint64_t swap_bytes_written = 0;
-  uint64_t swap_bytes_read = 0;
-  uint64_t swap_max_queue_depth = 0;
-  uint64_t swap_errors = 0;       // requests that failed, checksum failures included
-  uint64_t swap_checksum_failures = 0;
+#define TMPFSD_STATS_FIELD(name, source, what) uint64_t name = 0;
+  TMPFSD_PAGE_CACHE_STATS(TMPFSD_STATS_FIELD)
+#undef TMPFSD_STATS_FIELD
+
+  // Calls f(name, value, what) for every figure, in the table's order.
+  template <class F>
+  void visit(F&& f) const {
+#define TMPFSD_STATS_VISIT(name, source, what) f(#name, name, what);
+    TMPFSD_PAGE_CACHE_STATS(TMPFSD_STATS_VISIT)
+#undef TMPFSD_STATS_VISIT
+  }
 };
 
 // The data of one regular file. Not copyable or movable: pmaps and frames

@@ -24,12 +24,13 @@
 #include "core/frame_pool.h"
 #include "core/lru.h"
 #include "core/page_cache.h"
+#include "swapdev/thread_annotations.h"
 
 namespace tmpfsd {
 
 class Reclaimer;
-struct ReadRequest;  // page_cache.cc: one asynchronous FilePages::read
-struct WritePatch;   // page_cache.cc: a pending write's bytes for one page
+struct ReadRequest;  // swap_in.h: one asynchronous FilePages::read
+struct WritePatch;   // swap_in.cc: a pending write's bytes for one page
 
 struct PageCache::State {
   State(const PageCacheConfig& c, unsigned page_shift, std::unique_ptr<FramePool> p,
@@ -41,17 +42,31 @@ struct PageCache::State {
   bool reserve_pages(uint64_t n);
   // Wakes whoever waits for I/O to finish or frames to come free.
   void notify_progress() {
-    { std::lock_guard lock(progress_mu); ++progress_epoch; }
+    {
+      MutexLock lock(progress_mu);
+      ++progress_epoch;
+    }
     progress_cv.notify_all();
   }
   // Sleeps until notify_progress() or `ms` milliseconds. Callers loop on
   // their own condition (a lost wake-up costs one timeout, never a hang).
   void wait_progress(int ms = 1) {
-    std::unique_lock lock(progress_mu);
+    UniqueLock lock(progress_mu);
     const uint64_t e = progress_epoch;
-    progress_cv.wait_for(lock, std::chrono::milliseconds(ms), [&] { return progress_epoch != e; });
+    progress_cv.wait_for(lock.native(), std::chrono::milliseconds(ms),
+                         [&]() REQUIRES(progress_mu) { return progress_epoch != e; });
   }
   void unreserve_pages(uint64_t n) { pages_allocated.fetch_sub(n, std::memory_order_relaxed); }
+  // The frame's swap-cache slot leaves it (f has one; the caller owns it:
+  // the owner's file mutex held exclusive, or the I/O that owns the page).
+  // take_slot hands the slot to the caller, drop_slot frees it.
+  swapdev::SwapSlot take_slot(Frame* f) {
+    const swapdev::SwapSlot s = f->swap_slot();
+    f->clear_swap_slot();
+    swap_cached.fetch_sub(1, std::memory_order_relaxed);
+    return s;
+  }
+  void drop_slot(Frame* f) { swap->free(take_slot(f)); }
 
   // Constant after construction.
   const size_t page_size;
@@ -65,31 +80,20 @@ struct PageCache::State {
 
   PmapLists lists;
 
-  std::atomic<uint64_t> pages_allocated{0};
-  std::atomic<uint64_t> pages_resident{0};
-  std::atomic<uint64_t> pages_swapped{0};
+  // The counters of PageCacheStats (page_cache.h's table, source
+  // `counter`), each an atomic of the same name.
+#define TMPFSD_STATE_COUNTER_counter(name) std::atomic<uint64_t> name{0};
+#define TMPFSD_STATE_COUNTER_figure(name)
+#define TMPFSD_STATE_COUNTER(name, source, what) TMPFSD_STATE_COUNTER_##source(name)
+  TMPFSD_PAGE_CACHE_STATS(TMPFSD_STATE_COUNTER)
+#undef TMPFSD_STATE_COUNTER
+#undef TMPFSD_STATE_COUNTER_figure
+#undef TMPFSD_STATE_COUNTER_counter
+
   std::atomic<uint64_t> metadata{0};  // Pmaps + indexes (pool descriptors added in stats)
   std::atomic<uint64_t> files{0};
-
-  // Reclaim and swap counters (PageCacheStats has their meaning).
-  std::atomic<uint64_t> swap_cached{0};
-  std::atomic<uint64_t> swap_ins{0};
-  std::atomic<uint64_t> swap_in_errors{0};
-  std::atomic<uint64_t> writebacks{0};
-  std::atomic<uint64_t> partial_writebacks{0};
-  std::atomic<uint64_t> writeback_errors{0};
-  std::atomic<uint64_t> background_cleaned{0};
-  std::atomic<uint64_t> reclaim_scans{0};
-  std::atomic<uint64_t> pages_evicted{0};
-  std::atomic<uint64_t> writeback_waits{0};
-  std::atomic<uint64_t> writeback_copies{0};
-  std::atomic<uint64_t> frame_waits{0};
   std::atomic<uint64_t> writeback_in_flight{0};  // pages
-  std::atomic<uint64_t> reads_async{0};
   std::atomic<uint64_t> reads_in_flight{0};  // ReadRequests, PendingWrites not yet replied
-  std::atomic<uint64_t> writes_async{0};
-  std::atomic<uint64_t> readahead_pages{0};
-  std::atomic<uint64_t> readahead_hits{0};
 
   // Reads waiting for pages under swap-in (kReadPending): the page wait
   // table (Linux's folio_wait_table), and the bytes of pending writes for
@@ -98,15 +102,15 @@ struct PageCache::State {
   // waiters in one critical section of read_wait_mu, so a reader or writer
   // that registers under it either is in the table before the flag clears
   // or sees it cleared. A leaf lock: nothing else is taken under it.
-  std::mutex read_wait_mu;
-  std::unordered_multimap<const Pmap*, ReadRequest*> read_waiters;  // read_wait_mu
-  std::unordered_map<const Pmap*, WritePatch*> write_patches;       // read_wait_mu
+  Mutex read_wait_mu;
+  std::unordered_multimap<const Pmap*, ReadRequest*> read_waiters GUARDED_BY(read_wait_mu);
+  std::unordered_map<const Pmap*, WritePatch*> write_patches GUARDED_BY(read_wait_mu);
 
   // progress_mu guards progress_epoch only; a leaf lock, taken by I/O
   // completions and the reclaimer, never held while anything else is taken.
-  std::mutex progress_mu;
+  Mutex progress_mu;
   std::condition_variable progress_cv;
-  uint64_t progress_epoch = 0;  // guarded by progress_mu
+  uint64_t progress_epoch GUARDED_BY(progress_mu) = 0;
 
   // Declared late so that it is destroyed early: the device's destructor
   // runs the last completions, which touch the members above.

@@ -1,29 +1,53 @@
 // Pmap: the management record of one named page (DESIGN.md; the seed's
-// "pmap"). It is separate from the memory holding the page's data: its
-// Binding says where the data is now, and a Pmap stays in its file's index
-// (file_index.h) for as long as the page exists, wherever the data lives.
-// Nobody outside core/ sees this type.
+// "pmap"). It is separate from the memory holding the page's data: the
+// page's PagePlace (binding.h) in its file's index says where the data is
+// now, and a page with a Pmap keeps it for as long as its data is in a
+// frame. Nobody outside core/ sees this type.
 //
 // States an entry of a file's index can be in, and the calls that move it
-// (RocksDB lru_cache.h style). "word" is the entry's 8-byte word in the
-// index; a Pmap exists only where the table says so.
+// (RocksDB lru_cache.h style). "place" is the entry's PagePlace; a Pmap
+// exists only where the table says so. Every state is entered and left by
+// the calls named in its row (details in the transitions below).
 //
-//   state             index word             Pmap: binding, flags
-//   ----------------  ---------------------  -------------------------------
-//   Hole              0                      no Pmap
-//   Resident clean    Pmap*                  Frame, dirty == 0
-//   Resident dirty    Pmap*                  Frame, dirty != 0
-//   Under writeback   Pmap*                  Frame, writeback(), io_count > 0
-//   Swap cached       Pmap*                  Frame with a slot (Frame::
-//                                            swap_slot), dirty == 0
-//   Swap cached,      Pmap*                  Frame with a slot that holds
-//     partly dirty                           every block but the dirty ones
-//                                            (dirty != all blocks)
-//   Swapped           (slot << 2) | 1        no Pmap (8 bytes/page + chunk
-//                                            share: 8.75 B measured)
-//   Zero (evicted     3, or 7 if uptodate    no Pmap: a fallocated page,
-//     fallocated)                            reads as zeros
-//   Remote            Pmap*                  Remote key (later)
+//   state             place      Pmap: frame, flags      entered by / left by
+//   ----------------  ---------  ----------------------  --------------------
+//   Hole              hole       no Pmap                 truncate, punch,
+//                                                        ~FilePages / write,
+//                                                        allocate
+//   Resident clean    Pmap       frame, dirty == 0,      allocate (no swap) /
+//                                no slot                 write, page_out
+//   Resident dirty    Pmap       frame, dirty != 0       write, fault of a
+//                                                        zero page / page_out
+//   Under writeback   Pmap       frame, kWriteback,      page_out /
+//                                io_count > 0            Writeback::done
+//   Under writeback,  Pmap       a copy's frame; the I/O copy_under_
+//     with a copy                keeps the old one;      writeback_locked /
+//                                kWriteback | kCopied    Writeback::done
+//   Swap cached       Pmap       frame with a slot       Writeback::done,
+//                                (Frame::swap_slot),     swap_in_done /
+//                                dirty == 0              dirty_locked,
+//                                                        page_out
+//   Swap cached,      Pmap       frame with a slot that  dirty_locked,
+//     partly dirty               holds every block but   swap_in_done (a
+//                                the dirty ones          patch) / page_out,
+//                                                        dirty_locked
+//   Under swap-in     Pmap       frame, kReadPending,    start_swap_in_locked,
+//                                the slot kept, pinned   submit_swap_in_locked
+//                                by the read             / swap_in_done
+//   Read error        Pmap       frame (garbage bytes),  swap_in_done on error
+//                                kReadError, slot kept   / submit_swap_in_
+//                                                        locked (retry), a
+//                                                        whole overwrite
+//                                                        (fault_range_locked),
+//                                                        page_out
+//   Swapped           swapped    no Pmap (8 bytes/page   page_out / start_
+//                     (slot)     + chunk share: 8.75 B   swap_in_locked, a
+//                                measured)               whole overwrite
+//   Zero (evicted     zero, or   no Pmap: a fallocated   allocate (swap),
+//     fallocated)     zero up-   page, reads as zeros    page_out / fault
+//                     to-date                            (write), free
+//   Remote            remote     no Pmap (the remote-    (later)
+//                     (key)      tier issue)
 //
 //   Hole -> Resident dirty      FilePages::write
 //   Hole -> Resident clean      FilePages::allocate without swap (zero page,
@@ -35,7 +59,7 @@
 //   Resident dirty -> Under writeback -> Swap cached
 //                               page_out_locked (reclaim): the isolating pin
 //                               becomes the I/O's, set_writeback(), whole
-//                               page written to a new slot. writeback_done
+//                               page written to a new slot. Writeback::done
 //                               (completion thread, no file mutex): clears
 //                               dirty, sets the frame's slot, clears
 //                               writeback, puts it on the inactive tail and
@@ -46,7 +70,7 @@
 //                               bound to a copy in a new frame, kCopied;
 //                               the I/O keeps the old frame.
 //   Under writeback, copied -> Resident dirty
-//                               writeback_done: old frame and slot freed,
+//                               Writeback::done: old frame and slot freed,
 //                               the whole page dirty.
 //   Swap cached -> partly dirty write / truncate / punch zeroing of some
 //                               blocks (dirty_locked): the slot is kept.
@@ -76,8 +100,11 @@
 //                               replies the write, unpins.
 //   Under swap-in -> Read error swap_in_done on -EIO: kReadError, frame
 //                               bytes garbage, slot kept. The next access
-//                               reads the slot again; reclaim turns it back
-//                               into Swapped (clean, has a slot).
+//                               reads the slot again (submit_swap_in_locked
+//                               from read or fault_range_locked); a write
+//                               covering the page whole drops the slot and
+//                               makes it Resident dirty; reclaim turns it
+//                               back into Swapped (clean, has a slot).
 //   Swapped -> Resident dirty   a write covering the whole page: no read,
 //                               slot freed.
 //   Zero -> Resident            a write (fault_range_locked).
@@ -103,11 +130,15 @@
 // than needed; for pages larger than 32 KiB the block grows so the bitmap
 // stays one word.
 //
-// Locks: binding, dirty, generation, file/index are written only under the
-// owning file's mutex held exclusive (read under it shared), except dirty
-// while writeback() is set: the completion owns it then (LOCKING.md).
-// generation is not used by reclaim: a pinned pmap cannot change binding
-// behind the pin's holder, and the index word is re-read under the mutex. The LRU links
+// Locks: frame, dirty, file/index are written only under the owning file's
+// mutex held exclusive (read under it shared), except dirty while
+// writeback() is set: the completion owns it then (LOCKING.md). There is no
+// generation number (shmem_confirm_swap's check): nobody re-takes the file
+// mutex expecting a Pmap to be unchanged. Reclaim pins a pmap before it
+// drops the LRU lock, and a pinned pmap cannot be freed or rebound behind
+// the pin's holder; swap-in and writeback completions own the fields they
+// touch until they clear their flag; a fault that drops the mutex to
+// reclaim (reserve_locked) re-reads every place after re-taking it. The LRU links
 // and the list bits of flags are guarded by the PmapLists lock (lru.h).
 // flags and io_count are atomics: readers holding the file mutex shared set
 // referenced and pin concurrently.
@@ -117,7 +148,6 @@
 #include <cassert>
 #include <cstdint>
 
-#include "core/binding.h"
 #include "core/frame_pool.h"
 
 namespace tmpfsd {
@@ -136,23 +166,20 @@ class Pmap {
   FilePagesImpl* file() const { return file_; }
   uint64_t index() const { return index_; }
 
-  // Where the data is.
-  Binding binding() const { return binding_; }
-  void set_binding(Binding b) { binding_ = b; }
-  bool resident() const { return binding_.is_frame(); }
-  Frame* frame() const { return binding_.frame(); }
+  // The frame holding the data (the index's PagePlace of a page with a Pmap
+  // is the Pmap; its data is always in a frame while the Pmap exists).
+  bool resident() const { return frame_ != nullptr; }
+  Frame* frame() const {
+    assert(frame_ != nullptr);
+    return frame_;
+  }
+  void set_frame(Frame* f) { frame_ = f; }
 
   // Dirty blocks (see above).
   uint64_t dirty_blocks() const { return dirty_; }
   bool dirty() const { return dirty_ != 0; }
   void mark_dirty(uint64_t blocks) { dirty_ |= blocks; }
   void clear_dirty(uint64_t blocks) { dirty_ &= ~blocks; }
-
-  // Bumped whenever the binding changes, so that code that drops the file
-  // lock (swap-in, writeback completion) can tell on return whether the
-  // Pmap still means what it did (shmem_confirm_swap).
-  uint32_t generation() const { return generation_; }
-  void bump_generation() { ++generation_; }
 
   // Flags.
   bool referenced() const { return test(kReferenced); }
@@ -189,7 +216,7 @@ class Pmap {
   bool begin_writeback_completion() {
     return (flags_.fetch_or(kCompleting, std::memory_order_acq_rel) & kCopied) != 0;
   }
-  // Swap-in (page_cache.cc, "Asynchronous swap-in"): kReadPending while the
+  // Swap-in (swap_in.cc, "Asynchronous swap-in"): kReadPending while the
   // slot is being read into the frame (the frame's bytes are the I/O's);
   // kReadError after that read failed (the frame's bytes are garbage, the
   // slot is still the page's: the next access reads it again, or reclaim
@@ -241,7 +268,7 @@ class Pmap {
   void set(uint32_t b) { flags_.fetch_or(b, std::memory_order_acq_rel); }
   void clear(uint32_t b) { flags_.fetch_and(~b, std::memory_order_acq_rel); }
 
-  Binding binding_;                    // file mutex
+  Frame* frame_ = nullptr;             // file mutex
   uint64_t dirty_ = 0;                 // file mutex; one bit per block
   FilePagesImpl* const file_;          // constant
   const uint64_t index_;               // constant: page number in the file
@@ -249,7 +276,6 @@ class Pmap {
   Pmap* lru_next_ = nullptr;           // PmapLists lock
   std::atomic<uint32_t> io_count_{0};  // pins
   std::atomic<uint32_t> flags_{0};     // see k* above
-  uint32_t generation_ = 0;            // file mutex
 };
 
 static_assert(sizeof(Pmap) <= 64, "a Pmap should fit one cache line");

@@ -1,12 +1,19 @@
-// The Reclaimer thread. The policy and the pass itself are described in
-// reclaimer.h; the pass is in page_cache.cc, next to the file's index.
+// The Reclaimer thread and the reclaim pass it and direct reclaim run. The
+// policy is described in reclaimer.h; paging one page out is Writeback's
+// (writeback.cc, FilePagesImpl::page_out_locked).
 #include "core/reclaimer.h"
 
 #include <pthread.h>
 #include <algorithm>
+#include <cassert>
 #include <chrono>
+#include <mutex>
+#include <shared_mutex>
+#include <vector>
 
+#include "core/file_pages.h"
 #include "core/page_cache_state.h"
+#include "swapdev/swap_device.h"
 
 namespace tmpfsd {
 
@@ -23,7 +30,7 @@ Reclaimer::~Reclaimer() {
 
 void Reclaimer::kick() {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (kicked_) return;
     kicked_ = true;
   }
@@ -51,10 +58,84 @@ void Reclaimer::run(std::stop_token stop) {
       busy = sc.submitted > 0;
     }
     if (busy) continue;
-    std::unique_lock lock(mu_);
-    cv_.wait_for(lock, stop, avail < clean_ ? 2ms : 10ms, [&] { return kicked_; });
+    UniqueLock lock(mu_);
+    cv_.wait_for(lock.native(), stop, avail < clean_ ? 2ms : 10ms,
+                 [&]() REQUIRES(mu_) { return kicked_; });
     kicked_ = false;
   }
+}
+
+// ---------------------------------------------------------------------------
+// The reclaim pass
+
+namespace {
+
+// Pages out `run` (isolated pmaps of `file`) under the file's mutex, if it
+// can be had without waiting; else puts them back. Reclaim found them
+// through the LRU lock, the wrong order for blocking on a file mutex.
+void page_out_run(PageCache::State& st, ScanControl& sc, FilePagesImpl& file,
+                  std::span<Pmap* const> run) {
+  if (!file.mutex().try_lock()) {
+    for (Pmap* p : run) st.lists.putback_unpin(p, PmapLists::Where::kInactiveHead);
+    return;
+  }
+  for (Pmap* p : run) {
+    switch (file.page_out_locked(p, sc)) {
+      case PageOut::kFreed: ++sc.freed; break;
+      case PageOut::kWriteback: ++sc.submitted; break;
+      case PageOut::kSwapFull: sc.swap_full = true; break;
+      case PageOut::kKept:
+      case PageOut::kActivated: break;
+    }
+  }
+  file.mutex().unlock();
+}
+
+}  // namespace
+
+void reclaim_pass(PageCache::State& st, ScanControl& sc) {
+  assert(st.swap);
+  std::vector<Pmap*> batch(sc.batch);  // allocated before the LRU lock
+  uint64_t scanned = 0;
+  const size_t n = st.lists.isolate(batch, sc.batch * 4, &scanned);
+  st.reclaim_scans.fetch_add(scanned, std::memory_order_relaxed);
+  if (n == 0) return;
+  swapdev::IoBatch plug(*st.swap);
+  // Runs of pmaps of one file are paged out under one try-lock of its mutex.
+  // A pinned pmap keeps its file alive (free_range_locked waits for pins).
+  const std::span<Pmap*> isolated = std::span(batch).first(n);
+  for (size_t i = 0; i < n;) {
+    FilePagesImpl* file = isolated[i]->file();
+    size_t j = i + 1;
+    while (j < n && isolated[j]->file() == file) ++j;
+    page_out_run(st, sc, *file, isolated.subspan(i, j - i));
+    i = j;
+  }
+}
+
+bool direct_reclaim(PageCache::State& st, uint64_t frames) {
+  if (!st.swap) return false;
+  for (int idle = 0; st.pool->frames_available() < frames;) {
+    ScanControl sc;
+    sc.batch = static_cast<size_t>(std::clamp<uint64_t>(frames, 32, 256));
+    reclaim_pass(st, sc);
+    if (sc.freed > 0) {
+      idle = 0;
+      continue;
+    }
+    if (st.writeback_in_flight.load(std::memory_order_relaxed) > 0) {
+      st.wait_progress();  // completions always come: wait, not give up
+      idle = 0;
+      continue;
+    }
+    if (sc.submitted > 0) continue;
+    // Nothing freed, nothing to wait for: ageing may still turn referenced
+    // pages into victims, or another thread may free frames. Give up after
+    // a while: every page is pinned, or dirty with the swap full.
+    if (++idle > 64) return st.pool->frames_available() >= frames;
+    st.wait_progress();
+  }
+  return true;
 }
 
 }  // namespace tmpfsd

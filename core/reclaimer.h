@@ -54,6 +54,7 @@
 #include <thread>
 
 #include "core/page_cache.h"
+#include "swapdev/thread_annotations.h"
 
 namespace tmpfsd {
 
@@ -72,7 +73,18 @@ struct ScanControl {
   uint64_t last_slot = 0;
 };
 
-// One pass over the inactive tail (page_cache.cc). Requires a swap device.
+// What paging one isolated page out did with it, and so who owns it now
+// (Linux's pageout() result): FilePagesImpl::page_out_locked.
+enum class PageOut : uint8_t {
+  kKept,       // back on the inactive list: busy, clean-only pass, or
+               // writeback already at its cap
+  kActivated,  // referenced since the last scan: to the active head
+  kFreed,      // frame dropped: the page is swapped (or a zero page)
+  kWriteback,  // under writeback: the I/O owns the pin now
+  kSwapFull,   // dirty and no slot free: to the active head
+};
+
+// One pass over the inactive tail (reclaimer.cc). Requires a swap device.
 void reclaim_pass(PageCache::State& st, ScanControl& sc);
 // Reclaims until `frames` are available or nothing more can be done; false
 // in the latter case. Call with no core/ lock held.
@@ -100,9 +112,9 @@ class Reclaimer {
   static constexpr size_t kBatch = 256;
   const uint64_t high_;   // keep at least this many frames available
   const uint64_t clean_;  // below this many available, write dirty pages back
-  std::mutex mu_;
+  Mutex mu_;
   std::condition_variable_any cv_;
-  bool kicked_ = false;  // guarded by mu_
+  bool kicked_ GUARDED_BY(mu_) = false;
   std::jthread thread_;  // last: started after everything above
 };
 

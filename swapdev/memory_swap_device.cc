@@ -36,11 +36,12 @@ SlotRun MemorySwapDevice::allocate(uint32_t want, SwapSlot hint) {
 }
 
 void MemorySwapDevice::free(SwapSlot first, uint32_t count) {
-  if (first.valid() && first.value < data_.size()) {
+  // data_ has total_slots() entries for good (sized at construction).
+  if (first.valid() && first.value < total_slots()) {
     // Drop the data of the slots really being freed before they can be
     // handed out again; slots that are not allocated are left alone (the
     // allocator reports them as a double free).
-    std::lock_guard lk(mu_);
+    MutexLock lk(mu_);
     uint64_t end = std::min<uint64_t>(data_.size(), first.value + count);
     for (uint64_t s = first.value; s < end; ++s) {
       if (!alloc_.allocated(SwapSlot(s))) continue;
@@ -111,7 +112,7 @@ void MemorySwapDevice::submit(Op op) {
     return;
   }
   {
-    std::lock_guard lk(mu_);
+    MutexLock lk(mu_);
     queue_.push_back(std::move(op));
   }
   cv_.notify_one();
@@ -123,7 +124,7 @@ void MemorySwapDevice::perform(Op& op) {
   if (op.partial) {
     bytes = uint64_t(std::popcount(op.mask)) << op.shift;
     if (op.err == 0 && op.mask != 0) {
-      std::lock_guard lk(mu_);
+      MutexLock lk(mu_);
       std::byte* to = data_[op.first].get();
       if (!to) {
         op.err = -ENODATA;  // freed since submission: the caller broke the contract
@@ -138,7 +139,7 @@ void MemorySwapDevice::perform(Op& op) {
       sums_.poison(op.first);  // some blocks may have landed: trust none
     }
   } else if (op.err == 0) {
-    std::lock_guard lk(mu_);
+    MutexLock lk(mu_);
     for (size_t i = 0; i < op.pages.size(); ++i) {
       uint64_t slot = op.first + i;
       if (op.write) {
@@ -178,7 +179,7 @@ size_t MemorySwapDevice::complete_pending() {
   for (;;) {
     Op op;
     {
-      std::lock_guard lk(mu_);
+      MutexLock lk(mu_);
       if (queue_.empty()) return n;
       op = std::move(queue_.front());
       queue_.pop_front();
@@ -199,15 +200,15 @@ void MemorySwapDevice::wait_until(const std::function<bool()>& done) {
 }
 
 size_t MemorySwapDevice::pending() const {
-  std::lock_guard lk(mu_);
+  MutexLock lk(mu_);
   return queue_.size();
 }
 
 void MemorySwapDevice::worker(std::stop_token st) {
   pthread_setname_np(pthread_self(), "memswap-worker");  // how stack dumps and /proc/PID/task name it
-  std::unique_lock lk(mu_);
+  UniqueLock lk(mu_);
   while (!st.stop_requested()) {
-    if (!cv_.wait(lk, st, [&] { return !queue_.empty(); })) break;
+    if (!cv_.wait(lk.native(), st, [&]() REQUIRES(mu_) { return !queue_.empty(); })) break;
     Op op = std::move(queue_.front());
     queue_.pop_front();
     lk.unlock();
@@ -219,12 +220,12 @@ void MemorySwapDevice::worker(std::stop_token st) {
 }
 
 void MemorySwapDevice::corrupt(SwapSlot slot, size_t offset) {
-  std::lock_guard lk(mu_);
+  MutexLock lk(mu_);
   if (slot.value < data_.size() && data_[slot.value]) data_[slot.value][offset % page_size_] ^= std::byte{0x5a};
 }
 
 std::vector<std::byte> MemorySwapDevice::stored(SwapSlot slot) const {
-  std::lock_guard lk(mu_);
+  MutexLock lk(mu_);
   if (slot.value >= data_.size() || !data_[slot.value]) return {};
   return {data_[slot.value].get(), data_[slot.value].get() + page_size_};
 }

@@ -31,6 +31,7 @@
 #include "swapdev/device_stats.h"
 #include "swapdev/slot_allocator.h"
 #include "swapdev/swap_device.h"
+#include "swapdev/thread_annotations.h"
 
 namespace tmpfsd::swapdev {
 
@@ -103,9 +104,9 @@ class MemorySwapDevice final : public SwapDevice {
   DeviceStats stats_;
   ErrorInjector inject_;
 
-  mutable std::mutex mu_;
-  std::vector<std::unique_ptr<std::byte[]>> data_;  // guarded by mu_; null = never written
-  std::deque<Op> queue_;                            // guarded by mu_
+  mutable Mutex mu_;
+  std::vector<std::unique_ptr<std::byte[]>> data_ GUARDED_BY(mu_);  // null = never written
+  std::deque<Op> queue_ GUARDED_BY(mu_);
   std::condition_variable_any cv_;                  // queue_ not empty
   std::jthread worker_;                             // Thread mode only
 };

@@ -1,5 +1,7 @@
 #include "swapdev/slot_allocator.h"
 
+#include "swapdev/thread_annotations.h"
+
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -61,23 +63,23 @@ struct SlotAllocator::Shard {
   uint32_t cluster_slots = 0;
   bool discard = false;
 
-  std::mutex mu;  // guards everything below
-  std::vector<uint64_t> bits;      // 1 = allocated
-  std::vector<Cluster> clusters;   // local cluster index -> record
-  List free_list, partial_list, discard_list;
-  uint32_t current = kNone;        // the cluster being filled front to back
-  uint32_t cursor = 0;             // local slot offset inside `current`
+  Mutex mu;  // guards everything below
+  std::vector<uint64_t> bits GUARDED_BY(mu);     // 1 = allocated
+  std::vector<Cluster> clusters GUARDED_BY(mu);  // local cluster index -> record
+  List free_list GUARDED_BY(mu), partial_list GUARDED_BY(mu), discard_list GUARDED_BY(mu);
+  uint32_t current GUARDED_BY(mu) = kNone;  // the cluster being filled front to back
+  uint32_t cursor GUARDED_BY(mu) = 0;       // local slot offset inside `current`
 
   // Written under mu, read without it for statistics.
   std::atomic<uint64_t> free_slots{0};     // clear bits, whatever the cluster state
   std::atomic<uint64_t> discard_slots{0};  // clear bits in DiscardWait/Discarding
 
-  bool test(uint64_t local) const { return bits[local / 64] >> (local % 64) & 1; }
-  void set(uint64_t local) { bits[local / 64] |= uint64_t{1} << (local % 64); }
-  void clear(uint64_t local) { bits[local / 64] &= ~(uint64_t{1} << (local % 64)); }
+  bool test(uint64_t local) const REQUIRES(mu) { return bits[local / 64] >> (local % 64) & 1; }
+  void set(uint64_t local) REQUIRES(mu) { bits[local / 64] |= uint64_t{1} << (local % 64); }
+  void clear(uint64_t local) REQUIRES(mu) { bits[local / 64] &= ~(uint64_t{1} << (local % 64)); }
 
   // First clear bit in [from, end), or end.
-  uint64_t find_clear(uint64_t from, uint64_t end) const {
+  uint64_t find_clear(uint64_t from, uint64_t end) const REQUIRES(mu) {
     while (from < end) {
       uint64_t w = ~bits[from / 64] >> (from % 64);
       if (w != 0) return std::min(end, from + std::countr_zero(w));
@@ -86,7 +88,7 @@ struct SlotAllocator::Shard {
     return end;
   }
   // Length of the run of clear bits at `from`, capped at end-from and want.
-  uint64_t clear_run(uint64_t from, uint64_t end, uint64_t want) const {
+  uint64_t clear_run(uint64_t from, uint64_t end, uint64_t want) const REQUIRES(mu) {
     uint64_t n = 0;
     while (from + n < end && n < want && !test(from + n)) ++n;
     return n;
@@ -95,14 +97,14 @@ struct SlotAllocator::Shard {
   uint64_t cluster_begin(uint32_t c) const { return uint64_t{c} * cluster_slots; }
 
   // Takes [local, local+n) in cluster c. Does not change c's state.
-  void take(uint32_t c, uint64_t local, uint64_t n) {
+  void take(uint32_t c, uint64_t local, uint64_t n) REQUIRES(mu) {
     for (uint64_t i = 0; i < n; ++i) set(local + i);
     clusters[c].free -= static_cast<uint32_t>(n);
     free_slots.fetch_sub(n, std::memory_order_relaxed);
   }
 
   // Where a non-current cluster goes after its free count changed.
-  void settle(uint32_t c, SlotAllocator& a) {
+  void settle(uint32_t c, SlotAllocator& a) REQUIRES(mu) {
     Cluster& cl = clusters[c];
     if (cl.state == State::Current || cl.state == State::Discarding) return;
     State want;
@@ -120,7 +122,7 @@ struct SlotAllocator::Shard {
       a.discard_waiting_.fetch_add(1, std::memory_order_relaxed);
     }
   }
-  void unlink(uint32_t c, SlotAllocator& a) {
+  void unlink(uint32_t c, SlotAllocator& a) REQUIRES(mu) {
     Cluster& cl = clusters[c];
     switch (cl.state) {
       case State::Free: free_list.remove(clusters, c); break;
@@ -134,7 +136,7 @@ struct SlotAllocator::Shard {
     }
   }
 
-  void retire_current(SlotAllocator& a) {
+  void retire_current(SlotAllocator& a) REQUIRES(mu) {
     uint32_t c = current;
     current = kNone;
     // Not Current any more: classify as if its count had just changed. A
@@ -146,7 +148,7 @@ struct SlotAllocator::Shard {
   // A new current cluster: clean ones first (contiguity), then partial ones
   // (fragmentation is reused), then ones waiting for discard (no point
   // punching what is about to be rewritten).
-  bool pick_current(SlotAllocator& a) {
+  bool pick_current(SlotAllocator& a) REQUIRES(mu) {
     uint32_t c = free_list.pop_front(clusters);
     if (c == kNone) c = partial_list.pop_front(clusters);
     if (c == kNone && discard_list.head != kNone) {
@@ -160,7 +162,7 @@ struct SlotAllocator::Shard {
     return true;
   }
 
-  SlotRun alloc_hint(uint64_t local, uint32_t want, SlotAllocator& a) {
+  SlotRun alloc_hint(uint64_t local, uint32_t want, SlotAllocator& a) REQUIRES(mu) {
     uint32_t c = static_cast<uint32_t>(local / cluster_slots);
     Cluster& cl = clusters[c];
     if (cl.state == State::Discarding || test(local)) return {};
@@ -179,7 +181,7 @@ struct SlotAllocator::Shard {
     return {SwapSlot(first_slot + local), static_cast<uint32_t>(n), 0};
   }
 
-  SlotRun alloc(uint32_t want, SlotAllocator& a) {
+  SlotRun alloc(uint32_t want, SlotAllocator& a) REQUIRES(mu) {
     for (;;) {
       if (current == kNone && !pick_current(a)) return {SwapSlot(), 0, -ENOSPC};
       uint64_t begin = cluster_begin(current);
@@ -198,7 +200,7 @@ struct SlotAllocator::Shard {
   }
 
   // Frees [local, local+n) inside one cluster; returns how many were set.
-  uint32_t release(uint64_t local, uint64_t n, SlotAllocator& a) {
+  uint32_t release(uint64_t local, uint64_t n, SlotAllocator& a) REQUIRES(mu) {
     uint32_t c = static_cast<uint32_t>(local / cluster_slots);
     uint32_t freed = 0;
     for (uint64_t i = 0; i < n; ++i) {
@@ -225,6 +227,7 @@ SlotAllocator::SlotAllocator(const Options& opt)
   nshards = std::max<uint64_t>(1, (nclusters + clusters_per_shard_ - 1) / clusters_per_shard_);
   for (uint64_t i = 0; i < nshards; ++i) {
     auto s = std::make_unique<Shard>();
+    MutexLock lk(s->mu);  // not shared yet: only for the analysis
     s->first_slot = i * clusters_per_shard_ * cluster_slots_;
     s->nslots = std::min<uint64_t>(total_ - std::min(total_, s->first_slot),
                                    clusters_per_shard_ * cluster_slots_);
@@ -259,7 +262,7 @@ SlotRun SlotAllocator::allocate(uint32_t want, SwapSlot hint) {
   if (want == 0) return {SwapSlot(), 0, -EINVAL};
   if (hint.valid() && hint.value < total_) {
     Shard& s = shard_of(hint.value);
-    std::lock_guard lk(s.mu);
+    MutexLock lk(s.mu);
     SlotRun r = s.alloc_hint(hint.value - s.first_slot, want, *this);
     if (r.count) return r;
   }
@@ -267,7 +270,7 @@ SlotRun SlotAllocator::allocate(uint32_t want, SwapSlot hint) {
   for (size_t i = 0; i < shards_.size(); ++i) {
     Shard& s = *shards_[(home + i) % shards_.size()];
     if (s.free_slots.load(std::memory_order_relaxed) == 0) continue;
-    std::lock_guard lk(s.mu);
+    MutexLock lk(s.mu);
     SlotRun r = s.alloc(want, *this);
     if (r.count) return r;
   }
@@ -291,7 +294,7 @@ uint32_t SlotAllocator::free(SwapSlot first, uint32_t count) {
     uint64_t cluster_end = (local / cluster_slots_ + 1) * cluster_slots_;
     uint64_t n = std::min(end - slot, cluster_end - local);
     {
-      std::lock_guard lk(s.mu);
+      MutexLock lk(s.mu);
       freed += s.release(local, n, *this);
     }
     slot += n;
@@ -307,7 +310,7 @@ uint32_t SlotAllocator::free(SwapSlot first, uint32_t count) {
 bool SlotAllocator::allocated(SwapSlot slot) const {
   if (!slot.valid() || slot.value >= total_) return false;
   auto& s = const_cast<SlotAllocator*>(this)->shard_of(slot.value);
-  std::lock_guard lk(s.mu);
+  MutexLock lk(s.mu);
   return s.test(slot.value - s.first_slot);
 }
 
@@ -320,7 +323,7 @@ bool SlotAllocator::all_allocated(SwapSlot first, uint64_t count) const {
     Shard& s = self->shard_of(slot);
     uint64_t local = slot - s.first_slot;
     uint64_t n = std::min(end - slot, s.nslots - local);
-    std::lock_guard lk(s.mu);
+    MutexLock lk(s.mu);
     for (uint64_t i = 0; i < n; ++i)
       if (!s.test(local + i)) return false;
     slot += n;
@@ -346,7 +349,7 @@ std::vector<SlotRange> SlotAllocator::take_discard_batch(size_t max_clusters) {
   size_t total_taken = 0;
   for (auto& sp : shards_) {
     Shard& s = *sp;
-    std::lock_guard lk(s.mu);
+    MutexLock lk(s.mu);
     std::vector<uint32_t> taken;
     while (total_taken < max_clusters && s.discard_list.head != kNone) {
       uint32_t c = s.discard_list.head;
@@ -377,7 +380,7 @@ void SlotAllocator::finish_discard(const std::vector<SlotRange>& ranges) {
     while (slot < r.first + r.count) {
       Shard& s = shard_of(slot);
       uint32_t c = static_cast<uint32_t>((slot - s.first_slot) / cluster_slots_);
-      std::lock_guard lk(s.mu);
+      MutexLock lk(s.mu);
       Cluster& cl = s.clusters[c];
       assert(cl.state == State::Discarding);
       cl.state = State::Free;

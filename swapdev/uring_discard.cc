@@ -34,7 +34,7 @@ size_t UringSwapDevice::discard_round(size_t max_clusters) {
   }
   alloc_.finish_discard(ranges);
   {
-    std::lock_guard lk(disc_mu_);  // pairs with the wait in allocate()
+    MutexLock lk(disc_mu_);  // pairs with the wait in allocate()
   }
   space_cv_.notify_all();
   return clusters;
@@ -42,9 +42,9 @@ size_t UringSwapDevice::discard_round(size_t max_clusters) {
 
 void UringSwapDevice::discard_loop(std::stop_token st) {
   pthread_setname_np(pthread_self(), "uring-discard");  // how stack dumps and /proc/PID/task name it
-  std::unique_lock lk(disc_mu_);
+  UniqueLock lk(disc_mu_);
   while (!st.stop_requested()) {
-    disc_cv_.wait_for(lk, st, discard_interval_, [&] { return disc_kick_; });
+    disc_cv_.wait_for(lk.native(), st, discard_interval_, [&]() REQUIRES(disc_mu_) { return disc_kick_; });
     if (st.stop_requested()) break;
     disc_kick_ = false;
     lk.unlock();
@@ -58,8 +58,8 @@ void UringSwapDevice::discard_now() {
   while (discard_round(SIZE_MAX) > 0) {
   }
   // A round the discard thread started may still be running.
-  std::unique_lock lk(disc_mu_);
-  space_cv_.wait_for(lk, std::chrono::seconds(10), [&] { return alloc_.discarding() == 0; });
+  UniqueLock lk(disc_mu_);
+  space_cv_.wait_for(lk.native(), std::chrono::seconds(10), [&] { return alloc_.discarding() == 0; });
 }
 
 }  // namespace tmpfsd::swapdev

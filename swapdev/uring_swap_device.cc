@@ -164,7 +164,7 @@ struct UringSwapDevice::Unit {
 
 UringSwapDevice::Request* UringSwapDevice::new_request() {
   {
-    std::lock_guard lk(pool_mu_);
+    MutexLock lk(pool_mu_);
     if (!free_reqs_.empty()) {
       Request* r = free_reqs_.back();
       free_reqs_.pop_back();
@@ -176,7 +176,7 @@ UringSwapDevice::Request* UringSwapDevice::new_request() {
 
 UringSwapDevice::Unit* UringSwapDevice::new_unit() {
   {
-    std::lock_guard lk(pool_mu_);
+    MutexLock lk(pool_mu_);
     if (!free_units_.empty()) {
       Unit* u = free_units_.back();
       free_units_.pop_back();
@@ -193,13 +193,13 @@ void UringSwapDevice::recycle(Unit* u) {
   size_t kept = 0;
   bool keep_unit = false;
   {
-    std::lock_guard lk(pool_mu_);
+    MutexLock lk(pool_mu_);
     for (; kept < nreq && free_reqs_.size() < kPoolMax; ++kept) free_reqs_.push_back(u->reqs[kept]);
   }
   for (size_t i = kept; i < nreq; ++i) delete u->reqs[i];
   u->reset();
   {
-    std::lock_guard lk(pool_mu_);
+    MutexLock lk(pool_mu_);
     if (free_units_.size() < kPoolMax) {
       free_units_.push_back(u);
       keep_unit = true;
@@ -264,8 +264,8 @@ UringSwapDevice::~UringSwapDevice() {
   if (completer_.joinable()) {
     flush();
     {
-      std::unique_lock lk(sq_mu_);
-      idle_cv_.wait(lk, [&] { return inflight_ == 0 && backlog_.empty() && pending_.empty(); });
+      UniqueLock lk(sq_mu_);
+      idle_cv_.wait(lk.native(), [&]() REQUIRES(sq_mu_) { return inflight_ == 0 && backlog_.empty() && pending_.empty(); });
       stopping_ = true;
     }
     if (discarder_.joinable()) {
@@ -275,7 +275,7 @@ UringSwapDevice::~UringSwapDevice() {
     completer_.request_stop();
     {
       // Wake the completion thread out of io_uring_wait_cqe.
-      std::lock_guard lk(sq_mu_);
+      MutexLock lk(sq_mu_);
       io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
       if (!sqe) {
         io_uring_submit(&ring_);
@@ -399,7 +399,7 @@ void UringSwapDevice::write_blocks(SwapSlot slot, std::span<const std::byte> pag
 void UringSwapDevice::enqueue(Request* r) {
   unsigned n = 0;
   {
-    std::lock_guard lk(sq_mu_);
+    MutexLock lk(sq_mu_);
     pending_.push_back(r);
     if (!IoBatch::plugged(this)) n = flush_locked();
   }
@@ -409,7 +409,7 @@ void UringSwapDevice::enqueue(Request* r) {
 void UringSwapDevice::flush() {
   unsigned n;
   {
-    std::lock_guard lk(sq_mu_);
+    MutexLock lk(sq_mu_);
     n = flush_locked();
   }
   enter(n);
@@ -623,7 +623,7 @@ void UringSwapDevice::complete(Unit* u, int res) {
   }
   unsigned n;
   {
-    std::lock_guard lk(sq_mu_);
+    MutexLock lk(sq_mu_);
     push_locked(u);
     n = publish_locked();
   }
@@ -705,7 +705,7 @@ unsigned UringSwapDevice::reap(Reaped& out) {
   out.cqes.clear();
   out.owners.clear();
   {
-    std::lock_guard lk(cq_mu_);
+    MutexLock lk(cq_mu_);
     unsigned head;
     unsigned seen = 0;
     io_uring_cqe* cqe;
@@ -721,7 +721,7 @@ unsigned UringSwapDevice::reap(Reaped& out) {
   unsigned n;
   {
     // Give the ring room first, so callbacks and resubmissions find it.
-    std::lock_guard lk(sq_mu_);
+    MutexLock lk(sq_mu_);
     inflight_ -= units;
     stats_.io_finished(units);
     while (!backlog_.empty() && inflight_ < max_inflight_) {
@@ -753,11 +753,11 @@ unsigned UringSwapDevice::reap(Reaped& out) {
     complete(u, res);
   }
   {
-    std::lock_guard lk(sq_mu_);
+    MutexLock lk(sq_mu_);
     if (inflight_ == 0 && backlog_.empty()) idle_cv_.notify_all();
   }
   if (!out.owners.empty()) {
-    std::lock_guard lk(wait_mu_);
+    MutexLock lk(wait_mu_);
     for (Waker* w : waiting_)
       if (std::find(out.owners.begin(), out.owners.end(), w->token) != out.owners.end())
         w->wake_if_sleeping();
@@ -787,7 +787,7 @@ void UringSwapDevice::completion_loop(std::stop_token st) {
       if (r < 0 && r != -EINTR) spdlog::error("swapdev: io_uring_enter(GETEVENTS): {}", std::strerror(-r));
     }
     reap(batch);
-    std::lock_guard lk(sq_mu_);
+    MutexLock lk(sq_mu_);
     if (inflight_ == 0 && backlog_.empty() && st.stop_requested() && stopping_) return;
   }
 }
@@ -800,7 +800,7 @@ void UringSwapDevice::wait_until(const std::function<bool()>& done) {
   if (!mine->ok()) return SwapDevice::wait_until(done);  // no fds: the completion thread reaps
   Waker* w = mine.get();
   {
-    std::lock_guard lk(wait_mu_);
+    MutexLock lk(wait_mu_);
     waiting_.push_back(w);
     waiting_count_.store(static_cast<unsigned>(waiting_.size()));
   }
@@ -819,7 +819,7 @@ void UringSwapDevice::wait_until(const std::function<bool()>& done) {
   }
   bool last;
   {
-    std::lock_guard lk(wait_mu_);
+    MutexLock lk(wait_mu_);
     waiting_.erase(std::find(waiting_.begin(), waiting_.end(), w));
     last = waiting_.empty();
     waiting_count_.store(static_cast<unsigned>(waiting_.size()));
@@ -833,8 +833,8 @@ SlotRun UringSwapDevice::allocate(uint32_t want, SwapSlot hint) {
   SlotRun r = alloc_.allocate(want, hint);
   if (r.count == 0 && r.err == -ENOSPC && alloc_.discarding() > 0) {
     // Space is on its way back from a punch: wait for it rather than fail.
-    std::unique_lock lk(disc_mu_);
-    space_cv_.wait_for(lk, std::chrono::seconds(2), [&] { return alloc_.discarding() == 0; });
+    UniqueLock lk(disc_mu_);
+    space_cv_.wait_for(lk.native(), std::chrono::seconds(2), [&] { return alloc_.discarding() == 0; });
     lk.unlock();
     r = alloc_.allocate(want, hint);
   }
@@ -852,7 +852,7 @@ void UringSwapDevice::free(SwapSlot first, uint32_t count) {
   }
   alloc_.free(first, count);
   if (alloc_.discard_waiting() >= discard_batch_) {
-    std::lock_guard lk(disc_mu_);
+    MutexLock lk(disc_mu_);
     disc_kick_ = true;
     disc_cv_.notify_one();
   }
@@ -860,7 +860,7 @@ void UringSwapDevice::free(SwapSlot first, uint32_t count) {
 
 int UringSwapDevice::register_memory(void* base, size_t len) {
   if (!base || len == 0) return -EINVAL;
-  std::lock_guard lk(sq_mu_);
+  MutexLock lk(sq_mu_);
   if (!fixed_.empty()) return -EBUSY;
   // The kernel takes at most 1 GiB per registered buffer.
   constexpr size_t kChunk = size_t{1} << 30;

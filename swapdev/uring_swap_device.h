@@ -160,6 +160,7 @@
 #include "swapdev/device_stats.h"
 #include "swapdev/slot_allocator.h"
 #include "swapdev/swap_device.h"
+#include "swapdev/thread_annotations.h"
 
 namespace tmpfsd::swapdev {
 
@@ -251,14 +252,14 @@ class UringSwapDevice final : public SwapDevice {
   int init_ring(unsigned entries, std::string& error);
 
   void enqueue(Request* r);
-  unsigned flush_locked();             // returns what enter() must send
-  unsigned publish_locked();           // makes prepared SQEs visible; how many
-  unsigned unsubmitted_locked();       // published, not yet taken by the kernel
+  unsigned flush_locked() REQUIRES(sq_mu_);             // returns what enter() must send
+  unsigned publish_locked() REQUIRES(sq_mu_);           // makes prepared SQEs visible; how many
+  unsigned unsubmitted_locked() REQUIRES(sq_mu_);       // published, not yet taken by the kernel
   void enter(unsigned n);              // hands n SQEs to the kernel; no lock held
-  void push_locked(Unit* u);           // into the ring, or the backlog
-  void push_runs_locked(Request* r);   // write_blocks: a unit per run of blocks
-  bool prep_locked(Unit* u);           // false: no SQE free
-  void submit_locked();
+  void push_locked(Unit* u) REQUIRES(sq_mu_);           // into the ring, or the backlog
+  void push_runs_locked(Request* r) REQUIRES(sq_mu_);   // write_blocks: a unit per run of blocks
+  bool prep_locked(Unit* u) REQUIRES(sq_mu_);           // false: no SQE free
+  void submit_locked() REQUIRES(sq_mu_);
   unsigned reap(Reaped& out);          // takes every CQE and completes it; how many
   unsigned cq_ready() const;           // CQEs posted and not taken: a hint, no lock
   void complete(Unit* u, int res);     // the reaping thread
@@ -292,35 +293,35 @@ class UringSwapDevice final : public SwapDevice {
   io_uring ring_{};
   unsigned max_inflight_ = 0;
 
-  std::mutex sq_mu_;
-  std::vector<Request*> pending_;    // guarded by sq_mu_: queued, not yet in units
-  std::deque<Unit*> backlog_;        // guarded by sq_mu_: units waiting for ring room
-  unsigned inflight_ = 0;            // guarded by sq_mu_: units in the kernel
+  Mutex sq_mu_;
+  std::vector<Request*> pending_ GUARDED_BY(sq_mu_);  // queued, not yet in units
+  std::deque<Unit*> backlog_ GUARDED_BY(sq_mu_);  // units waiting for ring room
+  unsigned inflight_ GUARDED_BY(sq_mu_) = 0;  // units in the kernel
   struct FixedChunk {
     uintptr_t base;
     size_t len;
   };
-  std::vector<FixedChunk> fixed_;    // guarded by sq_mu_: index = buffer index
-  bool stopping_ = false;            // guarded by sq_mu_
+  std::vector<FixedChunk> fixed_ GUARDED_BY(sq_mu_);  // index = buffer index
+  bool stopping_ GUARDED_BY(sq_mu_) = false;
   std::condition_variable idle_cv_;  // inflight_ == 0 && backlog_ empty
 
   // Reaping: the completion thread and threads in wait_until() share the CQ.
-  std::mutex cq_mu_;                 // guards the CQ head: taking CQEs, advancing it
-  std::mutex wait_mu_;               // a leaf lock
-  std::vector<Waker*> waiting_;      // guarded by wait_mu_: threads in wait_until()
+  Mutex cq_mu_;                      // guards the CQ head: taking CQEs, advancing it
+  Mutex wait_mu_;                    // a leaf lock
+  std::vector<Waker*> waiting_ GUARDED_BY(wait_mu_);  // threads in wait_until()
   std::atomic<unsigned> waiting_count_{0};  // waiting_.size(), read without the lock
   std::unique_ptr<Waker> ct_waker_;  // the completion thread's; null if no fds
 
   // Finished Requests and Units, kept with their vectors' capacity so that
   // an I/O costs no heap allocation in the steady state.
-  std::mutex pool_mu_;                // a leaf lock (taken under sq_mu_ too)
-  std::vector<Request*> free_reqs_;   // guarded by pool_mu_
-  std::vector<Unit*> free_units_;     // guarded by pool_mu_
+  Mutex pool_mu_;                     // a leaf lock (taken under sq_mu_ too)
+  std::vector<Request*> free_reqs_ GUARDED_BY(pool_mu_);
+  std::vector<Unit*> free_units_ GUARDED_BY(pool_mu_);
 
-  std::mutex disc_mu_;
+  Mutex disc_mu_;
   std::condition_variable_any disc_cv_;   // wakes the discard thread
   std::condition_variable_any space_cv_;  // a discard round finished
-  bool disc_kick_ = false;                // guarded by disc_mu_
+  bool disc_kick_ GUARDED_BY(disc_mu_) = false;
 
   std::jthread completer_;
   std::jthread discarder_;

@@ -16,8 +16,9 @@ tmpfsd_pid= tmpfsd_log= tmpfsd_mnt=
 tmpfsd_lib_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 tmpfsd_start() {
-  local bin=$1 mnt=$3; shift 3
-  tmpfsd_log=$2 tmpfsd_mnt=$mnt
+  local bin=$1 mnt=$3
+  tmpfsd_log=$2 tmpfsd_mnt=$3
+  shift 3
   local out
   out=$(timeout 30 "$bin" --log-file "$tmpfsd_log" --pid-file "$tmpfsd_log.pid" "$@" "$mnt" 2>&1)
   local rc=$?

@@ -151,16 +151,16 @@ TEST_CASE("wait_until: callbacks run exactly once with several reapers and the c
       dev->write(slots[lane], src.const_spans(lane * 2, 2), [&, base, lane](int err) {
         if (calls[base].fetch_add(1) != 0 || err != 0) ++bad;
         on_waiters += waiter;
-        dev->read(slots[lane], dst.spans(lane * 2, 2), [&, base, lane](int err) {
-          if (calls[base + 1].fetch_add(1) != 0 || err != 0 ||
+        dev->read(slots[lane], dst.spans(lane * 2, 2), [&, base, lane](int read_err) {
+          if (calls[base + 1].fetch_add(1) != 0 || read_err != 0 ||
               std::memcmp(src.page(lane * 2).data(), dst.page(lane * 2).data(), 2 * 4096) != 0)
             ++bad;
           // Blocks 0, 4 and 5 change; the rest is what the slot holds.
           std::memset(src.page(lane * 2).data(), lane, 512);
           std::memset(src.page(lane * 2).data() + 2048, lane + 1, 1024);
           dev->write_blocks(slots[lane], src.page(lane * 2), 0b0011'0001, 9,
-                            [&, base, lane](int err) {
-                              if (calls[base + 2].fetch_add(1) != 0 || err != 0) ++bad;
+                            [&, base, lane](int blocks_err) {
+                              if (calls[base + 2].fetch_add(1) != 0 || blocks_err != 0) ++bad;
                               ++lanes[lane].round;
                               lanes[lane].next();
                             });

@@ -1,0 +1,262 @@
+// Write, fault and reserve (FilePagesImpl, file_pages.h): making pages
+// resident with valid bytes for a writer, and writing into them.
+#include "core/file_pages.h"
+
+#include <algorithm>
+#include <cassert>
+#include <cerrno>
+#include <cstring>
+#include <mutex>
+#include <shared_mutex>
+
+#include "core/swap_in.h"
+#include "swapdev/swap_device.h"
+
+namespace tmpfsd {
+
+
+// Reserves frames for the pages of [first, last] that want one
+// (wants_frame), plus `extra`. May drop and retake `lock` to reclaim; the
+// count is redone every time. ENOSPC: no frames and nothing to reclaim.
+Result<FramePool::Reservation> FilePagesImpl::reserve_locked(uint64_t first, uint64_t last,
+                                                             uint64_t extra, bool for_write) {
+  for (int attempt = 0, gave_up = 0;; ++attempt) {
+    uint64_t need = extra;
+    index_.visit_range(first, last + 1, [&](uint64_t, PagePlace w) {
+      need += wants_frame(w, for_write);
+      return true;
+    });
+    if (need == 0) return FramePool::Reservation{};
+    if (auto r = st_.pool->reserve(need)) {
+      if (st_.reclaimer && st_.pool->frames_available() < st_.reclaimer->high()) {
+        st_.reclaimer->kick();
+      }
+      return std::move(r).value();
+    }
+    if (!st_.swap || need > st_.pool->frames_total() || gave_up >= 2) return Errno{ENOSPC};
+    if (attempt == 0) st_.frame_waits.fetch_add(1, std::memory_order_relaxed);
+    if (st_.reclaimer) st_.reclaimer->kick();
+    // The caller's lock object still owns mu_: it is held again on return.
+    mu_.unlock();
+    if (!direct_reclaim(st_, need)) ++gave_up;
+    mu_.lock();
+  }
+}
+
+// Makes every present page of [first, last] resident with valid bytes and,
+// for a write, reserves `extra` more frames into req.frames (its new
+// pages). This
+// is the synchronous form, for writers and zeroing: the calling thread waits
+// for the slot reads, with `lock` held. A swapped page that [off, end)
+// covers whole and that is about to be written is not read. May drop and
+// retake `lock` to reclaim; everything is re-checked after. Errors: EIO (a
+// swap read failed: that page stays in swap, readable later; pages already
+// read stay resident), ENOSPC (no frames and nothing to reclaim).
+Status FilePagesImpl::fault_range_locked(FaultRequest& req) {
+  const uint64_t first = req.first;
+  const uint64_t last = req.last;
+  const bool for_write = req.for_write;
+  Deferral* defer = req.defer;
+  auto covered = [&req, this](uint64_t page) {
+    const uint64_t pstart = page << st_.page_shift;
+    return req.for_write && req.off <= pstart && req.end >= pstart + page_size();
+  };
+  auto reserved = reserve_locked(first, last, req.extra, for_write);
+  if (!reserved) return reserved.status();
+  FramePool::Reservation frames = std::move(reserved).value();
+
+  struct Whole {  // swapped, overwritten whole: bound only if nothing fails
+    uint64_t page;
+    Frame* frame;
+    swapdev::SwapSlot slot;
+  };
+  SmallVec<Whole, 16> wholes;
+  SmallVec<Pmap*, kInlineIovecs> fresh;
+  {
+    swapdev::IoBatch plug(*st_.swap);
+    index_.update_range(first, last + 1, [&](uint64_t page, PagePlace w) REQUIRES(mu_) -> PagePlace {
+      if (w.is_pmap()) {
+        Pmap* p = w.pmap();
+        if (!p->read_pending() && p->read_error() && !covered(page)) submit_swap_in_locked(p);
+        return w;
+      }
+      if (!wants_frame(w, for_write)) return w;
+      FramePool::Taken t = frames.take();
+      if (w.is_zero()) {
+        if (!t.zeroed) std::memset(t.frame->bytes().data(), 0, page_size());
+        Pmap* p = bind_locked(page, t.frame);
+        if (w.zero_uptodate()) p->set_uptodate();
+        p->set_referenced();
+        fresh.push_back(p);
+        return PagePlace::resident(p);
+      }
+      const swapdev::SwapSlot slot = w.slot();
+      if (covered(page)) {
+        wholes.push_back({page, t.frame, slot});
+        return w;
+      }
+      Pmap* p = start_swap_in_locked(page, t.frame, slot);
+      p->set_referenced();
+      fresh.push_back(p);
+      return PagePlace::resident(p);
+    });
+  }
+  st_.lists.add_new(fresh.span());
+  for (;;) {
+    // A write need not wait for the swap-in of a page it covers only in
+    // part (its first or last): it leaves its bytes for it to the
+    // completion. Those pages are not waited for.
+    SmallVec<Pmap*, 2> skip;
+    if (defer) {
+      for (uint64_t page : {first, last}) {
+        const PagePlace w = index_.place(page);
+        if (covered(page) || !w.is_pmap()) continue;
+        Pmap* p = w.pmap();
+        if (p->read_pending() && (skip.empty() || skip.back() != p)) skip.push_back(p);
+      }
+    }
+    wait_busy_locked(first, last, req.how, skip.span());
+
+    Status status;
+    index_.visit_range(first, last + 1, [&](uint64_t page, PagePlace w) {
+      if (w.is_pmap() && w.pmap()->read_error() && !covered(page)) {
+        status = Errno{EIO};
+      }
+      return status.is_ok();
+    });
+    if (!status) {
+      // The write will not happen: pages it would have overwritten whole
+      // stay as they are, in swap.
+      for (const Whole& h : wholes.span()) st_.pool->free(h.frame);
+      return status;
+    }
+    // Nothing can fail after this: the bytes may be handed over.
+    if (skip.empty() || defer_locked(skip.span(), *defer)) break;
+    defer = nullptr;  // a read finished first: wait for every page instead
+  }
+  SmallVec<Pmap*, 16> bound;
+  for (const Whole& h : wholes.span()) {
+    st_.swap->free(h.slot);  // the write replaces it all
+    Pmap* p = bind_locked(h.page, h.frame);
+    // Until the write copies in, the frame must not pass for zeros-and-clean.
+    p->mark_dirty(st_.all_blocks);
+    p->set_uptodate();
+    p->set_referenced();
+    index_.set(h.page, PagePlace::resident(p));
+    st_.pages_swapped.fetch_sub(1, std::memory_order_relaxed);
+    bound.push_back(p);
+  }
+  st_.lists.add_new(bound.span());
+  // Pages that failed an earlier read and are now overwritten whole: the
+  // slot's copy is given up, the write supplies every byte.
+  index_.visit_range(first, last + 1, [&](uint64_t page, PagePlace w) REQUIRES(mu_) {
+    if (!w.is_pmap() || !covered(page)) return true;
+    Pmap* p = w.pmap();
+    if (p->read_error()) {
+      p->clear_read_error();
+      drop_slot_locked(p);
+      p->mark_dirty(st_.all_blocks);
+    }
+    return true;
+  });
+  if (for_write) req.frames = std::move(frames);  // what is left: `extra`
+  return Status::ok();
+}
+
+
+Result<FilePages::PendingWrite*> FilePagesImpl::write(uint64_t off,
+                                                      std::span<const std::byte> data) {
+  if (data.empty()) return nullptr;
+  if (off > kMaxFileBytes || data.size() > kMaxFileBytes - off) return Errno{EFBIG};
+  const uint64_t end = off + data.size();
+  const uint64_t first = off >> st_.page_shift;
+  const uint64_t last = (end - 1) >> st_.page_shift;  // inclusive
+  // A write must hold all its frames at once; one larger than a quarter of
+  // --memory goes in pieces (then ENOSPC, when the swap fills, may leave
+  // the pieces before it written: the only non-atomic case).
+  const uint64_t max_pages = std::max<uint64_t>(1, st_.pool->frames_total() / 4);
+  // The pieces wait for their swap-ins (the worker blocks: rare).
+  if (st_.swap && last - first + 1 > max_pages) {
+    for (uint64_t pos = off; pos < end;) {
+      const uint64_t next = std::min(end, ((pos >> st_.page_shift) + max_pages) << st_.page_shift);
+      auto piece = write(pos, data.subspan(pos - off, next - pos));
+      if (!piece) return Errno{piece.code()};
+      if (Status s = wait_for(*piece); !s) return Errno{s.code()};
+      pos = next;
+    }
+    return nullptr;
+  }
+
+  WriterLock lock(mu_);
+  // Reserve everything first: after this point the write cannot fail.
+  // (Callers serialise writers of one file, so `missing` cannot change while
+  // fault_range_locked drops the lock to reclaim: only reclaim runs then,
+  // and it never adds or removes pages.)
+  const uint64_t missing = (last - first + 1) - index_.count_present(first, last + 1);
+  if (!st_.reserve_pages(missing)) return Errno{ENOSPC};
+  FramePool::Reservation frames;
+  Deferral defer{off, data, {}, nullptr};
+  if (st_.swap) {
+    FaultRequest req;
+    req.first = first;
+    req.last = last;
+    req.how = OnWriteback::kCopy;
+    req.for_write = true;
+    req.off = off;
+    req.end = end;
+    req.extra = missing;
+    req.defer = &defer;
+    if (Status s = fault_range_locked(req); !s) {
+      st_.unreserve_pages(missing);
+      return Errno{s.code()};
+    }
+    frames = std::move(req.frames);
+    wait_busy_locked(first, last, OnWriteback::kCopy, defer.pages.span());
+  } else if (missing > 0) {
+    auto r = st_.pool->reserve(missing);
+    if (!r) {
+      st_.unreserve_pages(missing);
+      return Errno{ENOSPC};
+    }
+    frames = std::move(r).value();
+  }
+  SmallVec<Pmap*, kInlineIovecs> fresh;
+  const std::span<Pmap*> deferred = defer.pages.span();
+  const std::byte* src = data.data();
+  for (uint64_t page = first; page <= last; ++page) {
+    const size_t from = page == first ? (off & page_mask()) : 0;
+    const size_t to = page == last ? ((end - 1) & page_mask()) + 1 : page_size();
+    const PagePlace w = index_.place(page);
+    Pmap* p;
+    if (w.is_hole()) {
+      bool zeroed;
+      p = new_pmap_locked(page, frames, &zeroed);
+      fresh.push_back(p);
+      if (!zeroed) {
+        std::byte* f = p->frame()->bytes().data();
+        std::memset(f, 0, from);
+        std::memset(f + to, 0, page_size() - to);
+      }
+    } else {
+      p = w.pmap();
+      if (std::ranges::find(deferred, p) != deferred.end()) {
+        src += to - from;  // its bytes wait in the page wait table
+        continue;
+      }
+      assert(p->resident() && (!p->writeback() || p->copied()) && p->bytes_valid());
+      p->set_referenced();
+    }
+    std::memcpy(p->frame()->bytes().data() + from, src, to - from);
+    src += to - from;
+    dirty_locked(p, block_bits(from, to));
+    p->set_uptodate();
+  }
+  assert(frames.left() == 0);
+  st_.lists.add_new(fresh.span());
+  publish_pages_locked();
+  if (defer.write) st_.writes_async.fetch_add(1, std::memory_order_relaxed);
+  return defer.write;
+}
+
+
+}  // namespace tmpfsd
