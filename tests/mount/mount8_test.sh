@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# mount8_test.sh TMPFSD: tmpfsd mounted the way mount(8) and fstab mount it
+# mount8_test.sh TMPFSD [BUILDDIR]: tmpfsd mounted the way mount(8) and fstab mount it
 # (issue 14): `mount -t fuse.tmpfsd SOURCE DIR -o OPTS` runs mount.fuse3,
 # which runs `tmpfsd SOURCE DIR -o OPTS` through /bin/sh.
 #
@@ -15,12 +15,14 @@
 # byte for byte, df size, the daemon gone within 10 s of umount); a bad
 # option (non-zero, one line naming it, nothing mounted or running);
 # mount(8)'s generic options (ro gives EROFS; the rest accepted); an fstab
-# line through `mount -T FSTAB DIR`. Needs root. Mounts only under its own
+# line through `mount -T FSTAB DIR`; with BUILDDIR, `meson install
+# --destdir` and a mount(8) that runs the installed tmpfsd. Needs root. Mounts only under its own
 # mktemp directory, unmounts in every exit path, kills only daemons it
 # started (found by their pid file or their command line naming its
 # directory).
 set -u
-tmpfsd_bin=$(realpath "${1:?usage: mount8_test.sh TMPFSD}")
+tmpfsd_bin=$(realpath "${1:?usage: mount8_test.sh TMPFSD [BUILDDIR]}")
+build_dir=${2:-}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 if [ "$(id -u)" -ne 0 ]; then echo "SKIP: needs root"; exit 77; fi
@@ -60,6 +62,7 @@ cleanup() {
   for pid in $(daemons_on "$mnt"); do kill -KILL "$pid" 2>/dev/null; done
   while mountpoint -q "$mnt"; do umount -l "$mnt" || break; done
   umount /usr/local/sbin 2>/dev/null
+  [ -n "${bin_bound:-}" ] && umount "$bin_bound" 2>/dev/null
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -183,6 +186,46 @@ else
   echo fstab > "$mnt/f" && [ "$(cat "$mnt/f")" = fstab ] || fail "fstab mount: write/read failed"
   unmount_and_wait "$tmpfsd_pid" "fstab"
   [ -e "$work/fstab.pid" ] && fail "the pid file outlived the daemon"
+fi
+
+# ---- 5. meson install --destdir puts tmpfsd where mount.fuse3 finds it:
+# bindir must be on the path the helper's shell searches (mount(8) clears
+# PATH), and a mount(8) run with the installed file there must use it.
+if [ -n "$build_dir" ]; then
+  read -r prefix bindir < <(meson introspect "$build_dir" --buildoptions |
+    python3 -c "import json,sys; d={o['name']:o['value'] for o in json.load(sys.stdin)}; print(d['prefix'], d['bindir'])")
+  case $bindir in /*) ;; *) bindir=$prefix/$bindir ;; esac
+  dest=$work/dest
+  if ! out=$(meson install -C "$build_dir" --destdir "$dest" --no-rebuild --quiet 2>&1); then
+    fail "meson install --destdir: $out"
+  elif [ ! -x "$dest$bindir/tmpfsd" ]; then
+    fail "meson install --destdir put no tmpfsd in $dest$bindir: $(find "$dest" -type f)"
+  else
+    pass "meson install --destdir $dest: $bindir/tmpfsd"
+    shell_path=$(env -u PATH /bin/sh -c 'echo "$PATH"')
+    case ":$shell_path:" in *:"$bindir":*) pass "$bindir is on the helper shell's path ($shell_path)" ;;
+      *) fail "$bindir is not on the path mount.fuse3's shell searches: $shell_path" ;; esac
+    # Only the installed copy may answer now: no symlink in /usr/local/sbin.
+    umount /usr/local/sbin
+    if [ -d "$bindir" ] && mount --bind "$dest$bindir" "$bindir"; then
+      bin_bound=$bindir
+      out=$(timeout 30 mount -t fuse.tmpfsd installed "$mnt" -o size=16m 2>&1)
+      rc=$?
+      tmpfsd_pid=$(daemons_on "$mnt" | head -1)
+      exe=$(readlink "/proc/$tmpfsd_pid/exe" 2>/dev/null)
+      if [ $rc -ne 0 ] || [ -n "$out" ] || ! mountpoint -q "$mnt"; then
+        fail "mount with the installed tmpfsd: exit $rc, output: $out"
+      elif [ "$exe" != "$bindir/tmpfsd" ]; then
+        fail "the daemon runs $exe, not the installed $bindir/tmpfsd"
+      else
+        pass "mount(8) ran the installed $exe"
+      fi
+      mountpoint -q "$mnt" && unmount_and_wait "$tmpfsd_pid" "installed"
+      umount "$bindir" && bin_bound=
+    else
+      fail "cannot bind $dest$bindir over $bindir"
+    fi
+  fi
 fi
 
 if [ $failures -ne 0 ]; then echo "mount8: $failures failed"; exit 1; fi
