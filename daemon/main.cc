@@ -209,6 +209,10 @@ int serve(const Options& o, Startup& startup) {
   nc.root_mode = o.mode;
   nc.root_uid = o.uid;
   nc.root_gid = o.gid;
+  nc.atime = o.atime == "noatime"       ? NamespaceConfig::Atime::Noatime
+             : o.atime == "strictatime" ? NamespaceConfig::Atime::Strictatime
+                                        : NamespaceConfig::Atime::Relatime;
+  nc.nodiratime = o.nodiratime;
   Namespace ns(nc, **cache);
   Filesystem fs;
   fs.cache = cache->get();
@@ -231,7 +235,7 @@ int serve(const Options& o, Startup& startup) {
   if (o.read_only) fuse_opts += ",ro";
   if (o.sync) fuse_opts += ",sync";
   if (o.dirsync) fuse_opts += ",dirsync";
-  if (o.noatime) fuse_opts += ",noatime";
+  if (o.atime == "noatime") fuse_opts += ",noatime";
   if (!o.ignored.empty()) {
     std::string list;
     for (const std::string& i : o.ignored) list += (list.empty() ? "" : ",") + i;

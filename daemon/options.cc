@@ -63,13 +63,11 @@ std::optional<uint64_t> parse_size(const std::string& text, uint64_t ram) {
 
 namespace {
 
-// Options mount(8) handles or that mean nothing to a FUSE mount tmpfsd can
-// make: accepted so that fstab lines and mount(8) work, without effect.
-// relatime is the kernel's default; libfuse 3.14 cannot pass the others.
+// Options for mount(8) and fstab, and lazytime (no disk to write times
+// to): accepted so that fstab lines and mount(8) work, without effect.
 bool ignored_generic(const std::string& opt) {
   static const char* const names[] = {
-      "relatime", "norelatime", "strictatime", "nostrictatime", "diratime", "nodiratime", "lazytime",
-      "nolazytime", "defaults", "nofail", "noauto", "auto", "user", "nouser", "users", "owner", "group",
+      "lazytime", "nolazytime", "defaults", "nofail", "noauto", "auto", "user", "nouser", "users", "owner", "group",
       "_netdev"};
   for (const char* n : names)
     if (opt == n) return true;
@@ -96,10 +94,11 @@ ParseOutcome parse_options(int argc, char** argv) {
       ->expected(0, 64);
   app.add_option("-o", mount_opts,
                  "Mount options, comma-separated: size=SIZE, nr_inodes=N, mode=OCTAL, uid=N, gid=N, allow_other, "
-                 "nosuid, nodev, noexec, ro, rw, sync, async, dirsync, atime, noatime; memory=, swap=, swap_dir=, "
+                 "nosuid, nodev, noexec, ro, rw, sync, async, dirsync, noatime, atime, relatime, strictatime, nodiratime, "
+                 "diratime; memory=, swap=, swap_dir=, "
                  "page_size=, writeback_cache, writeback_conflict=, threads=, log_level=, log_file=, pid_file= "
-                 "(the daemon options below); relatime, strictatime, lazytime, nodiratime, defaults, nofail, "
-                 "noauto, _netdev, x-* ... are accepted and ignored")
+                 "(the daemon options below); lazytime, defaults, nofail, noauto, _netdev, x-* ... are accepted "
+                 "and ignored")
       ->delimiter(',')
       ->allow_extra_args(false);  // one list per -o: what follows may be SOURCE or MOUNTPOINT
   app.add_option("--memory", memory, "Frame budget: SIZE or N% of RAM (default: size=, at most 50% of RAM)");
@@ -173,8 +172,14 @@ ParseOutcome parse_options(int argc, char** argv) {
       o.sync = opt == "sync";
     } else if (opt == "dirsync") {
       o.dirsync = true;
-    } else if (opt == "noatime" || opt == "atime") {
-      o.noatime = opt == "noatime";
+    } else if (opt == "noatime") {
+      o.atime = "noatime";
+    } else if (opt == "atime" || opt == "relatime" || opt == "nostrictatime") {
+      o.atime = "relatime";  // the kernel's default since 2.6.30
+    } else if (opt == "strictatime" || opt == "norelatime") {
+      o.atime = "strictatime";
+    } else if (opt == "nodiratime" || opt == "diratime") {
+      o.nodiratime = opt == "nodiratime";
     } else if (ignored_generic(opt)) {
       o.ignored.push_back(opt);
     } else if (opt == "writeback_cache") {

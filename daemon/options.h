@@ -11,11 +11,13 @@
 // writeback_cache, ...); giving both forms of one option is an error (exit
 // 2), giving the -o form twice keeps the last, as mount(8) does. mount(8)'s
 // generic options are passed to the kernel mount where libfuse 3.14 can
-// (ro/rw, sync/async, dirsync, atime/noatime, nosuid/nodev/noexec), and
-// accepted and ignored where it cannot (relatime, the FUSE default;
-// strictatime, nodiratime, diratime, lazytime and their no- forms) or where
-// they are for mount(8) and fstab only (defaults, nofail, noauto, auto,
-// user, nouser, users, owner, group, _netdev, comment=, x-*).
+// (ro/rw, sync/async, dirsync, noatime, nosuid/nodev/noexec); the atime
+// family (noatime, atime, relatime, strictatime, nodiratime, diratime and
+// the no- forms) sets when the daemon moves atime, since the FUSE kernel
+// client leaves that to the daemon; lazytime/nolazytime (no disk to write
+// times to) and the options for mount(8) and fstab only (defaults, nofail,
+// noauto, auto, user, nouser, users, owner, group, _netdev, comment=, x-*)
+// are accepted and ignored.
 #pragma once
 
 #include <sys/types.h>
@@ -45,7 +47,11 @@ struct Options {
   bool read_only = false;  // ro (rw: false)
   bool sync = false;       // sync (async: false)
   bool dirsync = false;
-  bool noatime = false;    // noatime (atime: false)
+  // When reads move atime (the daemon keeps it; noatime also goes to the
+  // kernel mount): "relatime" (relatime, atime, nostrictatime; the
+  // default), "noatime", "strictatime" (strictatime, norelatime).
+  std::string atime = "relatime";
+  bool nodiratime = false;  // nodiratime (diratime: false)
   // Generic or fstab-only options accepted without effect (logged once the
   // daemon runs), in the order given.
   std::vector<std::string> ignored;

@@ -147,7 +147,7 @@ TEST_CASE("SOURCE before MOUNTPOINT is the fsname; without it, tmpfsd", "[option
   CHECK(helper.options->mountpoint == "/tmp");
   CHECK(helper.options->size_bytes == 64ull << 20);
   CHECK(helper.options->memory_bytes == 16ull << 20);
-  CHECK(helper.options->noatime);
+  CHECK(helper.options->atime == "noatime");
   CHECK_FALSE(helper.options->read_only);
   auto flags_first = parse({"--memory", "32m", "scratch,x", "/tmp"});
   REQUIRE(flags_first.options);
@@ -205,14 +205,34 @@ TEST_CASE("mount(8)'s generic options: passed on or accepted", "[options]") {
   CHECK(ro.options->read_only);
   CHECK(ro.options->sync);
   CHECK(ro.options->dirsync);
-  CHECK(ro.options->noatime);
+  CHECK(ro.options->atime == "noatime");
   CHECK(ro.options->ignored.empty());
   // The later of a pair wins.
   auto back = parse({"-o", "ro,sync,noatime,rw,async,atime", "/tmp"});
   REQUIRE(back.options);
   CHECK_FALSE(back.options->read_only);
   CHECK_FALSE(back.options->sync);
-  CHECK_FALSE(back.options->noatime);
+  CHECK(back.options->atime == "relatime");
+  // The atime family: when the daemon moves atime.
+  struct Atime {
+    std::string opts, mode;
+    bool nodiratime;
+  };
+  const std::vector<Atime> atimes = {
+      {"size=1m", "relatime", false},          {"noatime", "noatime", false},
+      {"strictatime", "strictatime", false},   {"norelatime", "strictatime", false},
+      {"noatime,relatime", "relatime", false}, {"strictatime,nostrictatime", "relatime", false},
+      {"noatime,atime", "relatime", false},    {"nodiratime", "relatime", true},
+      {"nodiratime,diratime", "relatime", false}, {"strictatime,nodiratime", "strictatime", true},
+  };
+  for (const Atime& a : atimes) {
+    auto r = parse({"-o", a.opts, "/tmp"});
+    INFO(a.opts << ": " << r.message);
+    REQUIRE(r.options);
+    CHECK(r.options->atime == a.mode);
+    CHECK(r.options->nodiratime == a.nodiratime);
+    CHECK(r.options->ignored.empty());
+  }
   auto sec = parse({"-o", "nosuid,nodev,noexec", "/tmp"});
   REQUIRE(sec.options);
   CHECK(sec.options->nosuid);
@@ -224,8 +244,7 @@ TEST_CASE("mount(8)'s generic options: passed on or accepted", "[options]") {
   CHECK_FALSE(unsec.options->nodev);
   CHECK_FALSE(unsec.options->noexec);
   const std::vector<std::string> accepted = {
-      "relatime", "norelatime", "strictatime", "nostrictatime", "diratime", "nodiratime", "lazytime",
-      "nolazytime", "defaults", "nofail", "noauto", "auto", "user", "nouser", "users", "owner", "group",
+      "lazytime", "nolazytime", "defaults", "nofail", "noauto", "auto", "user", "nouser", "users", "owner", "group",
       "_netdev", "x-systemd.automount", "x-systemd.requires=foo.service", "X-mount.mode=0755", "comment=fstab"};
   for (const std::string& a : accepted) {
     auto r = parse({"-o", "size=64m," + a, "/tmp"});

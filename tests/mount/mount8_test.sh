@@ -14,7 +14,8 @@
 # Cases: a mount with options (quiet success, findmnt SOURCE/FSTYPE, data
 # byte for byte, df size, the daemon gone within 10 s of umount); a bad
 # option (non-zero, one line naming it, nothing mounted or running);
-# mount(8)'s generic options (ro gives EROFS; the rest accepted); an fstab
+# mount(8)'s generic options (ro gives EROFS; the rest accepted; noatime,
+# strictatime and nodiratime change when reads move atime); an fstab
 # line through `mount -T FSTAB DIR`; with BUILDDIR, `meson install
 # --destdir` and a mount(8) that runs the installed tmpfsd. Needs root. Mounts only under its own
 # mktemp directory, unmounts in every exit path, kills only daemons it
@@ -122,6 +123,12 @@ if mountpoint -q "$mnt"; then
   else
     fail "data through the mount differs or the copy failed"
   fi
+  # noatime is the daemon's to keep (the FUSE kernel client leaves atime
+  # to it): a read that reaches the daemon leaves an old atime alone.
+  touch -a -d 2001-01-01 "$mnt/file"
+  bounded 30 dd if="$mnt/file" of=/dev/null bs=64k iflag=direct status=none
+  year=$(date -d "@$(stat -c %X "$mnt/file")" +%Y)
+  [ "$year" = 2001 ] && pass "noatime: a read left atime at 2001" || fail "noatime: a read moved atime to $year"
   size=$(df -B1 --output=size "$mnt" | tail -1 | tr -d ' ')
   [ "$size" = $((64 << 20)) ] && pass "df: size 64 MiB" || fail "df size $size, wanted $((64 << 20))"
   src=$(df --output=source "$mnt" | tail -1 | tr -d ' ')
@@ -161,6 +168,28 @@ else
   else fail "ro mount: touch failed otherwise: $(cat "$work/err")"; fi
 fi
 mountpoint -q "$mnt" && unmount_and_wait "$tmpfsd_pid" "generic options"
+
+# ---- 3b. strictatime,nodiratime through mount(8): every read moves a
+# file's atime (even one in the future), no readdir moves a directory's.
+out=$(timeout 30 mount -t fuse.tmpfsd atimesrc "$mnt" -o size=8m,strictatime,nodiratime 2>&1)
+rc=$?
+tmpfsd_pid=$(daemons_on "$mnt" | head -1)
+if [ $rc -ne 0 ] || [ -n "$out" ] || ! mountpoint -q "$mnt"; then
+  fail "strictatime,nodiratime: exit $rc, output: $out"
+else
+  echo data > "$mnt/f" && mkdir "$mnt/d" && touch "$mnt/d/x"
+  touch -a -d 2030-01-01 "$mnt/f"
+  touch -a -d 2001-01-01 "$mnt/d"
+  bounded 30 dd if="$mnt/f" of=/dev/null iflag=direct status=none
+  ls "$mnt/d" > /dev/null
+  fyear=$(date -d "@$(stat -c %X "$mnt/f")" +%Y) dyear=$(date -d "@$(stat -c %X "$mnt/d")" +%Y)
+  if [ "$fyear" = "$(date +%Y)" ] && [ "$dyear" = 2001 ]; then
+    pass "strictatime,nodiratime: a read moved the file's atime from 2030 to $fyear; ls left the directory's at 2001"
+  else
+    fail "strictatime,nodiratime: file atime year $fyear (want $(date +%Y)), directory $dyear (want 2001)"
+  fi
+fi
+mountpoint -q "$mnt" && unmount_and_wait "$tmpfsd_pid" "strictatime,nodiratime"
 
 # ---- 4. an fstab line, through mount -T FSTAB DIR (mount(8) reads the
 # options from the line, as for /etc/fstab)
