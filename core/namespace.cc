@@ -435,10 +435,17 @@ timespec Namespace::stamp_locked(Inode& inode) {
 }
 
 // relatime, as tmpfs is mounted by default: atime moves when it is not
-// newer than mtime or ctime, or is a day old.
+// newer than mtime or ctime, or is a day old. noatime, strictatime and
+// nodiratime as the mount was asked for (config_.atime, .nodiratime).
 void Namespace::touch_atime_locked(Inode& inode) {
+  if (config_.atime == NamespaceConfig::Atime::Noatime) return;
+  if (config_.nodiratime && S_ISDIR(inode.mode)) return;
   timespec t = now();
   if (before_or_equal(t, time_floor_)) t = time_floor_;
+  if (config_.atime == NamespaceConfig::Atime::Strictatime) {
+    inode.atime = t;
+    return;
+  }
   if (before_or_equal(inode.atime, inode.mtime) || before_or_equal(inode.atime, inode.ctime) ||
       t.tv_sec - inode.atime.tv_sec >= 24 * 3600)
     inode.atime = t;

@@ -47,6 +47,13 @@ struct NamespaceConfig {
   mode_t root_mode = 01777;
   uid_t root_uid = 0;
   gid_t root_gid = 0;
+  // When a read or a readdir moves atime, as the mount flags say on a kernel
+  // file system (the FUSE kernel client leaves atime to the daemon):
+  // relatime (the default, tmpfs's), noatime (never), strictatime (always);
+  // nodiratime: never for directories.
+  enum class Atime { Relatime, Noatime, Strictatime };
+  Atime atime = Atime::Relatime;
+  bool nodiratime = false;
 };
 
 // Who is asking (from the FUSE request).

@@ -209,6 +209,10 @@ int serve(const Options& o, Startup& startup) {
   nc.root_mode = o.mode;
   nc.root_uid = o.uid;
   nc.root_gid = o.gid;
+  nc.atime = o.atime == "noatime"       ? NamespaceConfig::Atime::Noatime
+             : o.atime == "strictatime" ? NamespaceConfig::Atime::Strictatime
+                                        : NamespaceConfig::Atime::Relatime;
+  nc.nodiratime = o.nodiratime;
   Namespace ns(nc, **cache);
   Filesystem fs;
   fs.cache = cache->get();
@@ -218,8 +222,25 @@ int serve(const Options& o, Startup& startup) {
 
   FuseArgs args;
   args.add("tmpfsd");
-  std::string fuse_opts = "default_permissions,fsname=tmpfsd,subtype=tmpfsd";
+  // SOURCE is the fsname (findmnt, df); libfuse splits -o at commas and
+  // takes a backslash as an escape.
+  std::string fsname;
+  for (char c : o.source) {
+    if (c == ',' || c == '\\') fsname += '\\';
+    fsname += c;
+  }
+  std::string fuse_opts = "default_permissions,fsname=" + fsname + ",subtype=tmpfsd";
   if (o.allow_other) fuse_opts += ",allow_other";
+  // mount(8)'s generic flags that libfuse 3.14 passes to mount(2).
+  if (o.read_only) fuse_opts += ",ro";
+  if (o.sync) fuse_opts += ",sync";
+  if (o.dirsync) fuse_opts += ",dirsync";
+  if (o.atime == "noatime") fuse_opts += ",noatime";
+  if (!o.ignored.empty()) {
+    std::string list;
+    for (const std::string& i : o.ignored) list += (list.empty() ? "" : ",") + i;
+    spdlog::info("mount options accepted without effect: {}", list);
+  }
   // libfuse mounts nosuid,nodev unless told otherwise; tmpfs does not. Only
   // root may lift them (fusermount3 refuses for other users).
   if (geteuid() == 0) {
@@ -242,7 +263,7 @@ int serve(const Options& o, Startup& startup) {
   } else if (fuse_session_mount(se, o.mountpoint.c_str()) != 0) {
     startup.fail(1, "cannot mount on " + o.mountpoint + last_fuse_error());
   } else {
-    spdlog::info("mounted {} (size={} bytes, nr_inodes={}, memory={} bytes, page size {})", o.mountpoint,
+    spdlog::info("mounted {} on {} (size={} bytes, nr_inodes={}, memory={} bytes, page size {})", o.source, o.mountpoint,
                  o.size_bytes, o.nr_inodes, o.memory_bytes, o.page_size);
     if (!startup.daemonised()) {
       std::fprintf(stderr, "tmpfsd: mounted on %s; unmount with: fusermount3 -u %s\n", o.mountpoint.c_str(),

@@ -61,28 +61,53 @@ std::optional<uint64_t> parse_size(const std::string& text, uint64_t ram) {
   return parse_scaled(text);
 }
 
+namespace {
+
+// Options for mount(8) and fstab, and lazytime (no disk to write times
+// to): accepted so that fstab lines and mount(8) work, without effect.
+bool ignored_generic(const std::string& opt) {
+  static const char* const names[] = {
+      "lazytime", "nolazytime", "defaults", "nofail", "noauto", "auto", "user", "nouser", "users", "owner", "group",
+      "_netdev"};
+  for (const char* n : names)
+    if (opt == n) return true;
+  return opt.rfind("x-", 0) == 0 || opt.rfind("X-", 0) == 0 || opt.rfind("comment=", 0) == 0;
+}
+
+}  // namespace
+
 ParseOutcome parse_options(int argc, char** argv) {
   ParseOutcome out;
   Options o;
   o.uid = geteuid();  // tmpfs's root belongs to whoever mounts it
   o.gid = getegid();
   std::vector<std::string> mount_opts;
+  std::vector<std::string> positionals;
   std::string memory;
   std::string swap;
-  CLI::App app{"tmpfsd: a tmpfs served from user space, with a memory budget"};
-  app.add_option("mountpoint", o.mountpoint, "Directory to mount on")->required();
+  std::string page_size;
+  std::string threads;
+  CLI::App app{"tmpfsd: a tmpfs served from user space, with a memory budget\n"
+               "Usage: tmpfsd [options] [SOURCE] MOUNTPOINT   (mount(8): mount -t fuse.tmpfsd SOURCE MOUNTPOINT -o OPTS)"};
+  app.add_option("SOURCE MOUNTPOINT", positionals,
+                 "SOURCE (optional): the name findmnt and df show (default: tmpfsd); MOUNTPOINT: directory to mount on")
+      ->expected(0, 64);
   app.add_option("-o", mount_opts,
                  "Mount options, comma-separated: size=SIZE, nr_inodes=N, mode=OCTAL, uid=N, gid=N, allow_other, "
-                 "nosuid, nodev, noexec")
-      ->delimiter(',');
+                 "nosuid, nodev, noexec, ro, rw, sync, async, dirsync, noatime, atime, relatime, strictatime, nodiratime, "
+                 "diratime; memory=, swap=, swap_dir=, "
+                 "page_size=, writeback_cache, writeback_conflict=, threads=, log_level=, log_file=, pid_file= "
+                 "(the daemon options below); lazytime, defaults, nofail, noauto, _netdev, x-* ... are accepted "
+                 "and ignored")
+      ->delimiter(',')
+      ->allow_extra_args(false);  // one list per -o: what follows may be SOURCE or MOUNTPOINT
   app.add_option("--memory", memory, "Frame budget: SIZE or N% of RAM (default: size=, at most 50% of RAM)");
   app.add_option("--swap", swap,
                  "Swap file size: SIZE or N% of RAM; the most data the file system holds; 0 = no swap (default: size=)");
   app.add_option("--swap-dir", o.swap_dir,
                  "Directory of the private swap file (not a tmpfs; the file has no name)")
       ->capture_default_str();
-  app.add_option("--page-size", o.page_size, "Page size in bytes: a power of two, 4096 or more")
-      ->capture_default_str();
+  app.add_option("--page-size", page_size, "Page size in bytes: a power of two, 4096 or more (default: 4096)");
   app.add_flag("-f,--foreground", o.foreground, "Stay in the foreground and log to stderr");
   app.add_flag("-d,--debug", o.fuse_debug, "Log every FUSE request (implies -f)");
   app.add_flag("--writeback-cache", o.writeback_cache,
@@ -92,7 +117,7 @@ ParseOutcome parse_options(int argc, char** argv) {
                  "free frame and go on")
       ->capture_default_str()
       ->check(CLI::IsMember({"wait", "copy"}));
-  app.add_option("--threads", o.max_threads, "Most FUSE worker threads (default: libfuse's)");
+  app.add_option("--threads", threads, "Most FUSE worker threads (default: libfuse's)");
   app.add_option("--log-file", o.log_file,
                  "Append the log to this file (default: syslog when daemonised, stderr with -f)");
   app.add_option("--pid-file", o.pid_file, "Write the daemon's process ID to this file (removed at exit)");
@@ -115,7 +140,23 @@ ParseOutcome parse_options(int argc, char** argv) {
     out.message = "tmpfsd: " + msg;
     return out;
   };
+  if (positionals.empty()) return fail("a mountpoint is required (usage: tmpfsd [options] [SOURCE] MOUNTPOINT)");
+  if (positionals.size() > 2)
+    return fail("unexpected argument " + positionals[2] + " (usage: tmpfsd [options] [SOURCE] MOUNTPOINT)");
+  o.mountpoint = positionals.back();
+  if (positionals.size() == 2) {
+    if (positionals[0].empty()) return fail("SOURCE: empty");
+    o.source = positionals[0];
+  }
 
+  // The daemon options' -o forms. Each names the flag it stands for; both
+  // forms of one option is an error, so that which one counts never
+  // depends on the order.
+  std::string page_size_label = "--page-size", memory_label = "--memory", swap_label = "--swap",
+              threads_label = "--threads";
+  auto both = [&](const std::string& key, const std::string& flag) {
+    return fail("-o " + key + "= and " + flag + " both given: give one of them");
+  };
   const uint64_t ram = physical_memory();
   bool size_given = false;
   for (const std::string& opt : mount_opts) {
@@ -125,10 +166,66 @@ ParseOutcome parse_options(int argc, char** argv) {
     std::string value = eq == std::string::npos ? "" : opt.substr(eq + 1);
     if (key == "allow_other" && eq == std::string::npos) {
       o.allow_other = true;
+    } else if (opt == "ro" || opt == "rw") {
+      o.read_only = opt == "ro";
+    } else if (opt == "sync" || opt == "async") {
+      o.sync = opt == "sync";
+    } else if (opt == "dirsync") {
+      o.dirsync = true;
+    } else if (opt == "noatime") {
+      o.atime = "noatime";
+    } else if (opt == "atime" || opt == "relatime" || opt == "nostrictatime") {
+      o.atime = "relatime";  // the kernel's default since 2.6.30
+    } else if (opt == "strictatime" || opt == "norelatime") {
+      o.atime = "strictatime";
+    } else if (opt == "nodiratime" || opt == "diratime") {
+      o.nodiratime = opt == "nodiratime";
+    } else if (ignored_generic(opt)) {
+      o.ignored.push_back(opt);
+    } else if (opt == "writeback_cache") {
+      if (app.count("--writeback-cache")) return fail("-o writeback_cache and --writeback-cache both given: give one of them");
+      o.writeback_cache = true;
     } else if (opt == "nosuid" || opt == "nodev" || opt == "noexec") {
       (opt == "nosuid" ? o.nosuid : opt == "nodev" ? o.nodev : o.noexec) = true;
     } else if (opt == "suid" || opt == "dev" || opt == "exec") {
       (opt == "suid" ? o.nosuid : opt == "dev" ? o.nodev : o.noexec) = false;
+    } else if (key == "memory" || key == "swap" || key == "swap_dir" || key == "page_size" ||
+               key == "writeback_conflict" || key == "threads" || key == "log_level" || key == "log_file" ||
+               key == "pid_file") {
+      if (value.empty()) return fail("-o " + key + ": needs a value (" + key + "=...)");
+      if (key == "memory") {
+        if (app.count("--memory")) return both(key, "--memory");
+        memory = value, memory_label = "-o memory=";
+      } else if (key == "swap") {
+        if (app.count("--swap")) return both(key, "--swap");
+        swap = value, swap_label = "-o swap=";
+      } else if (key == "swap_dir") {
+        if (app.count("--swap-dir")) return both(key, "--swap-dir");
+        o.swap_dir = value;
+      } else if (key == "page_size") {
+        if (app.count("--page-size")) return both(key, "--page-size");
+        page_size = value, page_size_label = "-o page_size=";
+      } else if (key == "writeback_conflict") {
+        if (app.count("--writeback-conflict")) return both(key, "--writeback-conflict");
+        if (value != "wait" && value != "copy") return fail("-o writeback_conflict=" + value + ": must be wait or copy");
+        o.writeback_conflict = value;
+      } else if (key == "threads") {
+        if (app.count("--threads")) return both(key, "--threads");
+        threads = value, threads_label = "-o threads=";
+      } else if (key == "log_level") {
+        if (app.count("--log-level")) return both(key, "--log-level");
+        static const char* const levels[] = {"trace", "debug", "info", "warn", "error", "critical", "off"};
+        bool ok = false;
+        for (const char* l : levels) ok = ok || value == l;
+        if (!ok) return fail("-o log_level=" + value + ": must be trace, debug, info, warn, error, critical or off");
+        o.log_level = value;
+      } else if (key == "log_file") {
+        if (app.count("--log-file")) return both(key, "--log-file");
+        o.log_file = value;
+      } else {
+        if (app.count("--pid-file")) return both(key, "--pid-file");
+        o.pid_file = value;
+      }
     } else if (eq == std::string::npos) {
       return fail("-o " + opt + ": unknown option");
     } else if (key == "size") {
@@ -158,12 +255,24 @@ ParseOutcome parse_options(int argc, char** argv) {
   }
   if (!size_given) o.size_bytes = ram / 2;  // tmpfs's default
 
-  if (o.page_size < 4096 || (o.page_size & (o.page_size - 1)) != 0)
-    return fail("--page-size " + std::to_string(o.page_size) + ": must be a power of two, 4096 or more");
+  auto sep = [](const std::string& label) { return label.back() == '=' ? "" : " "; };
+  if (!threads.empty()) {
+    auto v = parse_number(threads, 10);
+    if (!v || *v > 100000)
+      return fail(threads_label + sep(threads_label) + threads + ": not a number of threads (0: libfuse's default)");
+    o.max_threads = unsigned(*v);
+  }
+  if (!page_size.empty()) {
+    auto v = parse_number(page_size, 10);
+    if (!v || *v < 4096 || (*v & (*v - 1)) != 0 || *v > (1ull << 30))
+      return fail(page_size_label + sep(page_size_label) + page_size + ": must be a power of two, 4096 or more");
+    o.page_size = size_t(*v);
+  }
   if (!memory.empty()) {
     auto v = parse_size(memory, ram);
-    if (!v) return fail("--memory " + memory + ": not a size (examples: 256m, 2g, 25%)");
-    if (*v < 16 * o.page_size) return fail("--memory " + memory + ": must be at least 16 pages");
+    const std::string m = memory_label + sep(memory_label) + memory;
+    if (!v) return fail(m + ": not a size (examples: 256m, 2g, 25%)");
+    if (*v < 16 * o.page_size) return fail(m + ": must be at least 16 pages");
     o.memory_bytes = *v;
   } else {
     uint64_t cap = ram / 2;
@@ -172,8 +281,9 @@ ParseOutcome parse_options(int argc, char** argv) {
   }
   if (!swap.empty()) {
     auto v = parse_size(swap, ram);
-    if (!v) return fail("--swap " + swap + ": not a size (examples: 16g, 0)");
-    if (*v != 0 && *v < 16 * o.page_size) return fail("--swap " + swap + ": must be 0 or at least 16 pages");
+    const std::string m = swap_label + sep(swap_label) + swap;
+    if (!v) return fail(m + ": not a size (examples: 16g, 0)");
+    if (*v != 0 && *v < 16 * o.page_size) return fail(m + ": must be 0 or at least 16 pages");
     o.swap_bytes = *v;
     o.swap_given = true;
   } else {

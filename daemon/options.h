@@ -1,9 +1,23 @@
-// Options: what `tmpfsd [options] MOUNTPOINT` was asked to do.
+// Options: what `tmpfsd [options] [SOURCE] MOUNTPOINT` was asked to do.
 //
 // Parsed with CLI11. The -o list mirrors tmpfs (size=, nr_inodes=, mode=,
 // uid=, gid=) and takes sizes the way tmpfs does: a number with an optional
 // k/m/g/t/p/e suffix (powers of 1024), or N% of physical memory. Parsing
 // is pure (no mounting, no files opened) so that tests can call it.
+//
+// mount(8): `mount -t fuse.tmpfsd SOURCE DIR -o OPTS` makes mount.fuse3 run
+// `tmpfsd SOURCE DIR -o OPTS`. So every daemon option also has a -o form
+// (--memory: memory=, --swap-dir: swap_dir=, --writeback-cache:
+// writeback_cache, ...); giving both forms of one option is an error (exit
+// 2), giving the -o form twice keeps the last, as mount(8) does. mount(8)'s
+// generic options are passed to the kernel mount where libfuse 3.14 can
+// (ro/rw, sync/async, dirsync, noatime, nosuid/nodev/noexec); the atime
+// family (noatime, atime, relatime, strictatime, nodiratime, diratime and
+// the no- forms) sets when the daemon moves atime, since the FUSE kernel
+// client leaves that to the daemon; lazytime/nolazytime (no disk to write
+// times to) and the options for mount(8) and fstab only (defaults, nofail,
+// noauto, auto, user, nouser, users, owner, group, _netdev, comment=, x-*)
+// are accepted and ignored.
 #pragma once
 
 #include <sys/types.h>
@@ -17,6 +31,9 @@ namespace tmpfsd {
 
 struct Options {
   std::string mountpoint;
+  // SOURCE: the mount's fsname, shown by findmnt and df ("tmpfsd" when not
+  // given).
+  std::string source = "tmpfsd";
   uint64_t size_bytes = 0;      // size=; 0 = unlimited (as on tmpfs)
   uint64_t nr_inodes = 0;       // nr_inodes=; 0 = unlimited
   mode_t mode = 01777;          // of the root directory
@@ -26,6 +43,18 @@ struct Options {
   // Generic mount flags, as for tmpfs: set-ID bits and device nodes work
   // unless nosuid/nodev are given; noexec forbids exec.
   bool nosuid = false, nodev = false, noexec = false;
+  // mount(8)'s generic flags that libfuse passes to the kernel mount.
+  bool read_only = false;  // ro (rw: false)
+  bool sync = false;       // sync (async: false)
+  bool dirsync = false;
+  // When reads move atime (the daemon keeps it; noatime also goes to the
+  // kernel mount): "relatime" (relatime, atime, nostrictatime; the
+  // default), "noatime", "strictatime" (strictatime, norelatime).
+  std::string atime = "relatime";
+  bool nodiratime = false;  // nodiratime (diratime: false)
+  // Generic or fstab-only options accepted without effect (logged once the
+  // daemon runs), in the order given.
+  std::vector<std::string> ignored;
   uint64_t memory_bytes = 0;    // --memory: the frame budget
   // --swap: size of the private swap file; the file system holds at most
   // this much data (frames are a cache in front of it). 0 = no swap. When

@@ -19,12 +19,11 @@ using namespace tmpfsd;
 namespace {
 
 struct Fixture {
-  explicit Fixture(uint64_t max_inodes = 0, uint64_t max_pages = 0) {
+  explicit Fixture(uint64_t max_inodes = 0, uint64_t max_pages = 0, NamespaceConfig nc = {}) {
     PageCacheConfig pc;
     pc.memory_bytes = 64 << 20;
     pc.max_pages = max_pages;
     cache = std::move(PageCache::create(pc).value());
-    NamespaceConfig nc;
     nc.max_inodes = max_inodes;
     ns = std::make_unique<Namespace>(nc, *cache);
   }
@@ -306,4 +305,48 @@ TEST_CASE("fsdiff: copy_file_range within one file moves its atime after the cop
   auto after = *f.ns->getattr(a);
   CHECK_FALSE(same_time(after.mtime, before.mtime));
   CHECK_FALSE(same_time(after.atime, before.atime));
+}
+
+TEST_CASE("atime follows the mount's atime options: relatime, noatime, strictatime, nodiratime", "[namespace]") {
+  using A = NamespaceConfig::Atime;
+  struct Case {
+    A atime;
+    bool nodiratime;
+    bool past_moves, future_moves, dir_moves;
+  };
+  const std::vector<Case> cases = {
+      {A::Relatime, false, true, false, true},
+      {A::Noatime, false, false, false, false},
+      {A::Strictatime, false, true, true, true},
+      {A::Relatime, true, true, false, false},
+      {A::Strictatime, true, true, true, false},
+  };
+  const timespec past{978307200, 0};     // 2001
+  const timespec future{1893456000, 0};  // 2030
+  for (const Case& c : cases) {
+    NamespaceConfig nc;
+    nc.atime = c.atime;
+    nc.nodiratime = c.nodiratime;
+    Fixture f(0, 0, nc);
+    INFO("atime mode " << int(c.atime) << ", nodiratime " << c.nodiratime);
+    uint64_t a = f.mkfile(kRootIno, "a");
+    uint64_t b = f.mkfile(kRootIno, "b");
+    uint64_t d = f.mkdir(kRootIno, "d");
+    f.mkfile(d, "x");
+    std::string data(100, 'z');
+    for (uint64_t ino : {a, b}) REQUIRE(f.ns->write(ino, 0, std::as_bytes(std::span(data)), false).is_ok());
+    SetAttr old_atime, new_atime;
+    old_atime.atime = past;
+    new_atime.atime = future;
+    REQUIRE(f.ns->setattr(a, old_atime).is_ok());
+    REQUIRE(f.ns->setattr(b, new_atime).is_ok());
+    REQUIRE(f.ns->setattr(d, old_atime).is_ok());
+    f.ns->read(a, 0, 10, [](Status, std::span<const iovec>) {});
+    f.ns->read(b, 0, 10, [](Status, std::span<const iovec>) {});
+    uint64_t pass_end = 0;
+    REQUIRE(f.ns->readdir(d, 0, false, &pass_end, [](const DirEntryView&, const Attr*) { return true; }).is_ok());
+    CHECK((f.ns->getattr(a)->atime.tv_sec != past.tv_sec) == c.past_moves);
+    CHECK((f.ns->getattr(b)->atime.tv_sec != future.tv_sec) == c.future_moves);
+    CHECK((f.ns->getattr(d)->atime.tv_sec != past.tv_sec) == c.dir_moves);
+  }
 }

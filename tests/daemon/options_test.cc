@@ -71,7 +71,34 @@ TEST_CASE("bad options give a one-line error naming the option and exit status 2
       {{"-o", "mode=999", "/tmp"}, "mode"},
       {{"-o", "uid=-3", "/tmp"}, "uid"},
       {{"-o", "bogus=1", "/tmp"}, "bogus"},
-      {{"-o", "noatime", "/tmp"}, "noatime"},
+      {{"-o", "nonsense", "/tmp"}, "nonsense"},
+      {{"-o", "size=1g,bogus=1", "mysrc", "/tmp"}, "bogus"},
+      {{"-o", "memory=lots", "/tmp"}, "-o memory=lots"},
+      {{"-o", "memory=4k", "/tmp"}, "memory="},
+      {{"-o", "memory", "/tmp"}, "memory"},
+      {{"-o", "swap=x", "/tmp"}, "swap="},
+      {{"-o", "swap_dir=", "/tmp"}, "swap_dir"},
+      {{"-o", "page_size=5000", "/tmp"}, "page_size="},
+      {{"-o", "writeback_conflict=skip", "/tmp"}, "writeback_conflict"},
+      {{"-o", "threads=many", "/tmp"}, "threads="},
+      {{"-o", "log_level=loud", "/tmp"}, "log_level"},
+      {{"-o", "log_file=", "/tmp"}, "log_file"},
+      {{"-o", "pid_file=", "/tmp"}, "pid_file"},
+      {{"-o", "writeback_cache=1", "/tmp"}, "writeback_cache"},
+      {{"-o", "rw=1", "/tmp"}, "rw"},
+      {{"-o", "memory=16m", "--memory", "16m", "/tmp"}, "both given"},
+      {{"--swap", "0", "-o", "swap=0", "/tmp"}, "both given"},
+      {{"-o", "swap_dir=/var/tmp", "--swap-dir", "/var/tmp", "/tmp"}, "both given"},
+      {{"-o", "page_size=8192", "--page-size", "8192", "/tmp"}, "both given"},
+      {{"-o", "writeback_cache", "--writeback-cache", "/tmp"}, "both given"},
+      {{"-o", "writeback_conflict=copy", "--writeback-conflict", "copy", "/tmp"}, "both given"},
+      {{"-o", "threads=2", "--threads", "2", "/tmp"}, "both given"},
+      {{"-o", "log_level=warn", "--log-level", "warn", "/tmp"}, "both given"},
+      {{"-o", "log_file=/tmp/l", "--log-file", "/tmp/l", "/tmp"}, "both given"},
+      {{"-o", "pid_file=/tmp/p", "--pid-file", "/tmp/p", "/tmp"}, "both given"},
+      {{"a", "/tmp", "extra"}, "unexpected argument extra"},
+      {{"", "/tmp"}, "SOURCE"},
+      {{"mysrc", "/nonexistent/mountpoint"}, "mountpoint"},
       {{"--memory", "lots", "/tmp"}, "--memory"},
       {{"--memory", "4k", "/tmp"}, "--memory"},
       {{"--page-size", "5000", "/tmp"}, "--page-size"},
@@ -106,4 +133,131 @@ TEST_CASE("--help exits 0 with the usage", "[options]") {
   CHECK_FALSE(r.options);
   CHECK(r.exit_code == 0);
   CHECK(r.message.find("--memory") != std::string::npos);
+}
+
+TEST_CASE("SOURCE before MOUNTPOINT is the fsname; without it, tmpfsd", "[options]") {
+  auto plain = parse({"/tmp"});
+  REQUIRE(plain.options);
+  CHECK(plain.options->source == "tmpfsd");
+  CHECK(plain.options->mountpoint == "/tmp");
+  // As mount.fuse3 runs it: SOURCE DIR -o OPTS, options after the positionals.
+  auto helper = parse({"mysrc", "/tmp", "-o", "rw,noatime,size=64m,memory=16m,dev,suid"});
+  REQUIRE(helper.options);
+  CHECK(helper.options->source == "mysrc");
+  CHECK(helper.options->mountpoint == "/tmp");
+  CHECK(helper.options->size_bytes == 64ull << 20);
+  CHECK(helper.options->memory_bytes == 16ull << 20);
+  CHECK(helper.options->atime == "noatime");
+  CHECK_FALSE(helper.options->read_only);
+  auto flags_first = parse({"--memory", "32m", "scratch,x", "/tmp"});
+  REQUIRE(flags_first.options);
+  CHECK(flags_first.options->source == "scratch,x");
+  CHECK(flags_first.options->memory_bytes == 32ull << 20);
+}
+
+TEST_CASE("every daemon option has a mount-option form", "[options]") {
+  auto r = parse({"-o",
+                  "size=1g,memory=64m,swap=128m,swap_dir=/srv,page_size=8192,writeback_cache,"
+                  "writeback_conflict=copy,threads=3,log_level=warn,log_file=/tmp/t.log,pid_file=/tmp/t.pid",
+                  "/tmp"});
+  INFO(r.message);
+  REQUIRE(r.options);
+  const Options& o = *r.options;
+  CHECK(o.memory_bytes == 64ull << 20);
+  CHECK(o.swap_bytes == 128ull << 20);
+  CHECK(o.swap_given);
+  CHECK(o.swap_dir == "/srv");
+  CHECK(o.page_size == 8192u);
+  CHECK(o.writeback_cache);
+  CHECK(o.writeback_conflict == "copy");
+  CHECK(o.max_threads == 3u);
+  CHECK(o.log_level == "warn");
+  CHECK(o.log_file == "/tmp/t.log");
+  CHECK(o.pid_file == "/tmp/t.pid");
+  // The flags still work and mean the same.
+  auto f = parse({"--memory", "64m", "--swap", "128m", "--swap-dir", "/srv", "--page-size", "8192",
+                  "--writeback-cache", "--writeback-conflict", "copy", "--threads", "3", "--log-level", "warn",
+                  "--log-file", "/tmp/t.log", "--pid-file", "/tmp/t.pid", "-o", "size=1g", "/tmp"});
+  REQUIRE(f.options);
+  CHECK(f.options->memory_bytes == o.memory_bytes);
+  CHECK(f.options->swap_bytes == o.swap_bytes);
+  CHECK(f.options->swap_dir == o.swap_dir);
+  CHECK(f.options->page_size == o.page_size);
+  CHECK(f.options->writeback_cache);
+  CHECK(f.options->writeback_conflict == "copy");
+  CHECK(f.options->max_threads == 3u);
+  CHECK(f.options->log_level == "warn");
+  CHECK(f.options->log_file == o.log_file);
+  CHECK(f.options->pid_file == o.pid_file);
+  // page_size= counts before memory='s 16-page minimum, wherever it stands.
+  auto order = parse({"-o", "memory=100k,page_size=8192", "/tmp"});
+  CHECK_FALSE(order.options);
+  CHECK(order.message.find("-o memory=100k: must be at least 16 pages") != std::string::npos);
+  // The same -o key twice: the last one counts, as with mount(8).
+  auto twice = parse({"-o", "memory=16m,size=1g", "-o", "memory=32m", "/tmp"});
+  REQUIRE(twice.options);
+  CHECK(twice.options->memory_bytes == 32ull << 20);
+}
+
+TEST_CASE("mount(8)'s generic options: passed on or accepted", "[options]") {
+  auto ro = parse({"-o", "ro,sync,dirsync,noatime", "/tmp"});
+  REQUIRE(ro.options);
+  CHECK(ro.options->read_only);
+  CHECK(ro.options->sync);
+  CHECK(ro.options->dirsync);
+  CHECK(ro.options->atime == "noatime");
+  CHECK(ro.options->ignored.empty());
+  // The later of a pair wins.
+  auto back = parse({"-o", "ro,sync,noatime,rw,async,atime", "/tmp"});
+  REQUIRE(back.options);
+  CHECK_FALSE(back.options->read_only);
+  CHECK_FALSE(back.options->sync);
+  CHECK(back.options->atime == "relatime");
+  // The atime family: when the daemon moves atime.
+  struct Atime {
+    std::string opts, mode;
+    bool nodiratime;
+  };
+  const std::vector<Atime> atimes = {
+      {"size=1m", "relatime", false},          {"noatime", "noatime", false},
+      {"strictatime", "strictatime", false},   {"norelatime", "strictatime", false},
+      {"noatime,relatime", "relatime", false}, {"strictatime,nostrictatime", "relatime", false},
+      {"noatime,atime", "relatime", false},    {"nodiratime", "relatime", true},
+      {"nodiratime,diratime", "relatime", false}, {"strictatime,nodiratime", "strictatime", true},
+  };
+  for (const Atime& a : atimes) {
+    auto r = parse({"-o", a.opts, "/tmp"});
+    INFO(a.opts << ": " << r.message);
+    REQUIRE(r.options);
+    CHECK(r.options->atime == a.mode);
+    CHECK(r.options->nodiratime == a.nodiratime);
+    CHECK(r.options->ignored.empty());
+  }
+  auto sec = parse({"-o", "nosuid,nodev,noexec", "/tmp"});
+  REQUIRE(sec.options);
+  CHECK(sec.options->nosuid);
+  CHECK(sec.options->nodev);
+  CHECK(sec.options->noexec);
+  auto unsec = parse({"-o", "nosuid,nodev,noexec,suid,dev,exec", "/tmp"});
+  REQUIRE(unsec.options);
+  CHECK_FALSE(unsec.options->nosuid);
+  CHECK_FALSE(unsec.options->nodev);
+  CHECK_FALSE(unsec.options->noexec);
+  const std::vector<std::string> accepted = {
+      "lazytime", "nolazytime", "defaults", "nofail", "noauto", "auto", "user", "nouser", "users", "owner", "group",
+      "_netdev", "x-systemd.automount", "x-systemd.requires=foo.service", "X-mount.mode=0755", "comment=fstab"};
+  for (const std::string& a : accepted) {
+    auto r = parse({"-o", "size=64m," + a, "/tmp"});
+    INFO(a << ": " << r.message);
+    REQUIRE(r.options);
+    CHECK(r.options->ignored == std::vector<std::string>{a});
+    CHECK(r.options->size_bytes == 64ull << 20);
+  }
+  // The issue's fstab line, as mount.fuse3 hands it on (nofail stripped)
+  // and as given directly.
+  auto fstab = parse({"scratch", "/tmp", "-o", "rw,size=2G,memory=256M,nofail"});
+  REQUIRE(fstab.options);
+  CHECK(fstab.options->source == "scratch");
+  CHECK(fstab.options->size_bytes == 2ull << 30);
+  CHECK(fstab.options->memory_bytes == 256ull << 20);
 }
