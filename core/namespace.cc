@@ -85,6 +85,11 @@ Namespace::Namespace(const NamespaceConfig& config, PageCache& cache) : config_(
 
 Namespace::~Namespace() = default;
 
+// The inode `name` in directory `dir` names, or null.
+Namespace::InodeRef Namespace::child_locked(const Inode& dir, std::string_view name) {
+  return get_locked(dir.dir->find(name));
+}
+
 Namespace::InodeRef Namespace::get_locked(uint64_t ino) {
   auto it = inodes_.find(ino);
   return it == inodes_.end() ? nullptr : it->second;
@@ -157,7 +162,7 @@ Result<Attr> Namespace::lookup(uint64_t parent, std::string_view name) {
   InodeRef child;
   if (name == ".") child = *dir;
   else if (name == "..") child = get_locked((*dir)->dir->parent);
-  else child = get_locked((*dir)->dir->find(name));
+  else child = child_locked(**dir, name);
   if (!child) return Errno{ENOENT};
   ++child->lookups;
   return attr_locked(*child);
@@ -368,7 +373,7 @@ Status Namespace::unlink(uint64_t parent, std::string_view name) {
   MutexLock lock(mu_);
   auto dir = dir_locked(parent);
   if (!dir) return Errno{dir.code()};
-  InodeRef child = get_locked((*dir)->dir->find(name));
+  InodeRef child = child_locked(**dir, name);
   if (!child) return Errno{ENOENT};
   if (child->is_dir()) return Errno{EISDIR};
   drop_name_locked(**dir, name, *child);
@@ -386,7 +391,7 @@ Status Namespace::rmdir(uint64_t parent, std::string_view name) {
   MutexLock lock(mu_);
   auto dir = dir_locked(parent);
   if (!dir) return Errno{dir.code()};
-  InodeRef child = get_locked((*dir)->dir->find(name));
+  InodeRef child = child_locked(**dir, name);
   if (!child) return Errno{ENOENT};
   if (!child->is_dir()) return Errno{ENOTDIR};
   if (!child->dir->empty()) return Errno{ENOTEMPTY};
@@ -654,15 +659,25 @@ Status Namespace::readdir(uint64_t ino, uint64_t offset, bool plus, uint64_t* pa
 
 // ---- data ------------------------------------------------------------------
 
-void Namespace::read(uint64_t ino, uint64_t off, size_t len, FilePages::ReadDone done) {
+// The regular file `ino` for a data operation: ENOENT when it is gone,
+// EISDIR for a directory, `other` for any other kind (read and write say
+// EINVAL, fallocate ENODEV, as tmpfs).
+Result<Namespace::InodeRef> Namespace::regular_file(uint64_t ino, int other) {
   InodeRef inode;
   {
     MutexLock lock(mu_);
     inode = get_locked(ino);
   }
-  if (!inode) return done(Errno{ENOENT}, {});
-  if (inode->is_dir()) return done(Errno{EISDIR}, {});
-  if (!inode->is_reg()) return done(Errno{EINVAL}, {});
+  if (!inode) return Errno{ENOENT};
+  if (inode->is_dir()) return Errno{EISDIR};
+  if (!inode->is_reg()) return Errno{other};
+  return inode;
+}
+
+void Namespace::read(uint64_t ino, uint64_t off, size_t len, FilePages::ReadDone done) {
+  Result<InodeRef> file = regular_file(ino, EINVAL);
+  if (!file) return done(Errno{file.code()}, {});
+  InodeRef inode = std::move(*file);
   ReaderLock data_lock(inode->data_mu);
   uint64_t size;
   {
@@ -688,14 +703,9 @@ void Namespace::write_async(uint64_t ino, uint64_t off, std::span<const std::byt
   // reply after it is dropped.
   FilePages::PendingWrite* pending = nullptr;
   Result<size_t> r = [&]() -> Result<size_t> {
-    InodeRef inode;
-    {
-      MutexLock lock(mu_);
-      inode = get_locked(ino);
-    }
-    if (!inode) return Errno{ENOENT};
-    if (inode->is_dir()) return Errno{EISDIR};
-    if (!inode->is_reg()) return Errno{EINVAL};
+    Result<InodeRef> file = regular_file(ino, EINVAL);
+    if (!file) return Errno{file.code()};
+    InodeRef inode = std::move(*file);
     WriterLock data_lock(inode->data_mu);
     if (append) {
       MutexLock lock(mu_);
@@ -728,14 +738,9 @@ void Namespace::write_async(uint64_t ino, uint64_t off, std::span<const std::byt
 }
 
 Status Namespace::fallocate(uint64_t ino, int mode, uint64_t off, uint64_t len, const Caller& who) {
-  InodeRef inode;
-  {
-    MutexLock lock(mu_);
-    inode = get_locked(ino);
-  }
-  if (!inode) return Errno{ENOENT};
-  if (inode->is_dir()) return Errno{EISDIR};
-  if (!inode->is_reg()) return Errno{ENODEV};
+  Result<InodeRef> file = regular_file(ino, ENODEV);
+  if (!file) return Errno{file.code()};
+  InodeRef inode = std::move(*file);
   if (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE)) return Errno{EOPNOTSUPP};
   if ((mode & FALLOC_FL_PUNCH_HOLE) && !(mode & FALLOC_FL_KEEP_SIZE)) return Errno{EOPNOTSUPP};
   if (len == 0) return Errno{EINVAL};

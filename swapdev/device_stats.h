@@ -30,6 +30,20 @@ struct DeviceStats {
   }
   void io_finished(uint64_t n = 1) { queue_depth.fetch_sub(n, std::memory_order_relaxed); }
 
+  // Every counter of a device: the I/O fields from here, the slot gauges
+  // from its allocator (anything with SlotAllocator's accessors).
+  template <class Allocator>
+  SwapCounters counters(const Allocator& alloc) const {
+    SwapCounters c;
+    snapshot(c);
+    c.total_slots = alloc.total_slots();
+    c.slots_used = alloc.used_slots();
+    c.slots_free = alloc.allocatable_slots();
+    c.double_frees = alloc.double_frees();
+    c.alloc_failures = alloc.alloc_failures();
+    return c;
+  }
+
   // Fills the I/O fields of `out`; the caller fills the slot gauges.
   void snapshot(SwapCounters& out) const {
     out.bytes_written = get(bytes_written);

@@ -231,14 +231,7 @@ std::vector<std::byte> MemorySwapDevice::stored(SwapSlot slot) const {
 }
 
 SwapCounters MemorySwapDevice::counters() const {
-  SwapCounters c;
-  stats_.snapshot(c);
-  c.total_slots = alloc_.total_slots();
-  c.slots_used = alloc_.used_slots();
-  c.slots_free = alloc_.allocatable_slots();
-  c.double_frees = alloc_.double_frees();
-  c.alloc_failures = alloc_.alloc_failures();
-  return c;
+  return stats_.counters(alloc_);
 }
 
 }  // namespace tmpfsd::swapdev

@@ -162,28 +162,33 @@ struct UringSwapDevice::Unit {
   }
 };
 
+namespace {
+// The last of a free list, or null.
+template <class T>
+T* pop_free(std::vector<T*>& free_list) {
+  if (free_list.empty()) return nullptr;
+  T* t = free_list.back();
+  free_list.pop_back();
+  return t;
+}
+}  // namespace
+
 UringSwapDevice::Request* UringSwapDevice::new_request() {
+  Request* r;
   {
     MutexLock lk(pool_mu_);
-    if (!free_reqs_.empty()) {
-      Request* r = free_reqs_.back();
-      free_reqs_.pop_back();
-      return r;
-    }
+    r = pop_free(free_reqs_);
   }
-  return new Request;
+  return r ? r : new Request;
 }
 
 UringSwapDevice::Unit* UringSwapDevice::new_unit() {
+  Unit* u;
   {
     MutexLock lk(pool_mu_);
-    if (!free_units_.empty()) {
-      Unit* u = free_units_.back();
-      free_units_.pop_back();
-      return u;
-    }
+    u = pop_free(free_units_);
   }
-  return new Unit;
+  return u ? u : new Unit;
 }
 
 void UringSwapDevice::recycle(Unit* u) {
@@ -296,6 +301,23 @@ UringSwapDevice::~UringSwapDevice() {
   for (Unit* u : free_units_) delete u;
 }
 
+// What a read and a write check before the disk: a malformed request or
+// one outside the allocated slots is refused (EINVAL), an injected error
+// taken. True when the request goes on to the ring.
+bool UringSwapDevice::admit(Request* r, SwapSlot first, size_t pages, bool malformed) {
+  if (malformed || !alloc_.all_allocated(first, pages)) {
+    r->err = -EINVAL;
+    r->rejected = true;
+    return false;
+  }
+  if (int e = inject_.take()) {
+    r->err = e;
+    DeviceStats::add(stats_.injected_errors);
+    return false;
+  }
+  return true;
+}
+
 void UringSwapDevice::write(SwapSlot first, ConstPages pages, IoDone done) {
   DeviceStats::add(stats_.write_requests);
   Request* r = new_request();
@@ -311,13 +333,7 @@ void UringSwapDevice::write(SwapSlot first, ConstPages pages, IoDone done) {
     bad |= p.size() != page_size_;
     aligned &= reinterpret_cast<uintptr_t>(p.data()) % kDioAlign == 0;
   }
-  if (bad || !alloc_.all_allocated(first, pages.size())) {
-    r->err = -EINVAL;
-    r->rejected = true;
-  } else if (int e = inject_.take()) {
-    r->err = e;
-    DeviceStats::add(stats_.injected_errors);
-  } else {
+  if (admit(r, first, pages.size(), bad)) {
     r->sums.reserve(pages.size());
     for (auto p : pages) r->sums.push_back(ChecksumTable::hash(p));
     if (direct_ && !aligned) {
@@ -344,13 +360,7 @@ void UringSwapDevice::read(SwapSlot first, MutablePages pages, IoDone done) {
     bad |= p.size() != page_size_;
     aligned &= reinterpret_cast<uintptr_t>(p.data()) % kDioAlign == 0;
   }
-  if (bad || !alloc_.all_allocated(first, pages.size())) {
-    r->err = -EINVAL;
-    r->rejected = true;
-  } else if (int e = inject_.take()) {
-    r->err = e;
-    DeviceStats::add(stats_.injected_errors);
-  } else if (direct_ && !aligned) {
+  if (admit(r, first, pages.size(), bad) && direct_ && !aligned) {
     r->bounce = static_cast<std::byte*>(std::aligned_alloc(kDioAlign, pages.size() * page_size_));
   }
   enqueue(r);
@@ -881,14 +891,7 @@ int UringSwapDevice::register_memory(void* base, size_t len) {
 }
 
 SwapCounters UringSwapDevice::counters() const {
-  SwapCounters c;
-  stats_.snapshot(c);
-  c.total_slots = alloc_.total_slots();
-  c.slots_used = alloc_.used_slots();
-  c.slots_free = alloc_.allocatable_slots();
-  c.double_frees = alloc_.double_frees();
-  c.alloc_failures = alloc_.alloc_failures();
-  return c;
+  return stats_.counters(alloc_);
 }
 
 }  // namespace tmpfsd::swapdev

@@ -266,6 +266,7 @@ class UringSwapDevice final : public SwapDevice {
   void finish(Unit* u, int err);       // runs the callbacks, frees u
   void finish_request(Request* r, int err);
   Request* new_request();             // from the pool, or the heap
+  bool admit(Request* r, SwapSlot first, size_t pages, bool malformed);
   Unit* new_unit();
   void recycle(Unit* u);              // u and its requests back to the pool
   void completion_loop(std::stop_token st);
