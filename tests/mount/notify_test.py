@@ -171,6 +171,7 @@ def run_case(tmpfsd, work, foreground):
             except subprocess.TimeoutExpired:
                 fail(f"{name}: the command did not exit within 10 s of READY=1")
                 return
+            started.remove(proc.pid)  # reaped: its PID may be reused
             if proc.returncode != 0 or out or err:
                 fail(f"{name}: the command exited {proc.returncode}, printed {out!r} {err!r}")
             else:
@@ -180,8 +181,11 @@ def run_case(tmpfsd, work, foreground):
                     file_pid = int(f.read())
             except (OSError, ValueError):
                 file_pid = None
-            if file_pid:
-                started.append(file_pid)
+            if not file_pid:
+                fail(f"{name}: no daemon PID in the pid file {log}.pid")
+                return
+            started.append(file_pid)
+            daemon_pid = file_pid
             mp = fields.get("MAINPID")
             if mp is None:
                 fail(f"{name}: no MAINPID= with READY=1")
@@ -189,8 +193,7 @@ def run_case(tmpfsd, work, foreground):
                 fail(f"{name}: MAINPID={mp}; the pid file says {file_pid}; the command was {proc.pid}")
             else:
                 ok(f"{name}: MAINPID={mp} names the live daemon (its pid file), not the command ({proc.pid})")
-                daemon_pid = int(mp)
-                main_pid = daemon_pid
+            main_pid = daemon_pid  # as systemd sees it once MAINPID= is taken
         if "STATUS" not in fields:
             fail(f"{name}: no STATUS= with READY=1")
 
@@ -256,11 +259,11 @@ def run_case(tmpfsd, work, foreground):
                 break
             if got == daemon_pid:
                 rc = os.waitstatus_to_exitcode(status)
+                started.remove(daemon_pid)  # reaped: its PID may be reused
                 break
             time.sleep(0.05)
         if rc == 0 and not mounted(mnt):
             ok(f"{name}: the daemon exited 0 after SIGTERM and the mount is gone")
-            started.remove(daemon_pid)
         else:
             fail(f"{name}: after SIGTERM the daemon's exit status is {rc}, still mounted: {mounted(mnt)}")
             subprocess.run([os.path.join(HERE, "hang_report.sh"), str(daemon_pid), log])
@@ -307,8 +310,11 @@ def run_no_listener(tmpfsd, work):
                  f"mounted: {mounted(mnt)}")
         if pid:
             os.kill(pid, signal.SIGTERM)
-            os.waitpid(pid, 0)
+            _, status = os.waitpid(pid, 0)
             pid = None
+            if os.waitstatus_to_exitcode(status) != 0 or mounted(mnt):
+                fail(f"NOTIFY_SOCKET with no listener: after SIGTERM exit status {status}, "
+                     f"mounted: {mounted(mnt)}")
     finally:
         if pid and alive(pid):
             os.kill(pid, signal.SIGKILL)
