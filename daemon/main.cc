@@ -18,9 +18,9 @@
 #include <pthread.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <climits>
 #include <csignal>
-#include <atomic>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
@@ -360,7 +360,8 @@ int main(int argc, char** argv) {
   o.pid_file = tmpfsd::absolute(o.pid_file);
   // From here on, see THE RULE at the top: daemonise before anything starts
   // a thread.
-  tmpfsd::Startup startup = o.foreground ? tmpfsd::Startup::foreground(o.mountpoint) : tmpfsd::Startup::daemonise(o.mountpoint);
+  tmpfsd::Startup startup =
+      o.foreground ? tmpfsd::Startup::foreground(o.mountpoint) : tmpfsd::Startup::daemonise(o.mountpoint);
   tmpfsd::set_logger(o, startup.daemonised());
   fuse_set_log_func(tmpfsd::fuse_log_to_spdlog);
   tmpfsd::PidFile pid_file(o.pid_file);

@@ -45,8 +45,9 @@ bool ready(const std::string& status_line, pid_t main_pid) {
 }
 
 bool status(const std::string& line) {
+  if (!wanted()) return false;
   std::lock_guard lk(g_mu);
-  if (g_stopping) return false;
+  if (g_stopping) return true;  // by design, not a failure
   return send("STATUS=" + one_line(line));
 }
 

@@ -43,7 +43,7 @@ std::string usage(const std::string& mountpoint, uint64_t data_bytes, uint64_t f
 
 // READY=1 and STATUS=status; with main_pid > 0 also MAINPID=main_pid.
 bool ready(const std::string& status, pid_t main_pid = 0);
-// STATUS=line; does nothing after stopping().
+// STATUS=line; after stopping(), sends nothing (and returns true).
 bool status(const std::string& line);
 // STOPPING=1 and STATUS=unmounting DIR.
 bool stopping(const std::string& mountpoint);
