@@ -18,6 +18,7 @@
 #include <pthread.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <climits>
 #include <csignal>
 #include <cstdarg>
@@ -39,6 +40,7 @@
 #include "core/namespace.h"
 #include "core/page_cache.h"
 #include "daemon/fuse_ops.h"
+#include "daemon/notify.h"
 #include "daemon/options.h"
 #include "daemon/startup.h"
 #include "swapdev/uring_swap_device.h"
@@ -147,18 +149,40 @@ class PidFile {
   std::string path_;
 };
 
+// The usage line of the service manager's STATUS= (daemon/notify.h).
+std::string usage_status(const std::string& mountpoint, const PageCacheStats& s) {
+  return notify::usage(mountpoint, s.pages_allocated * s.page_size, s.frames_used * s.page_size,
+                       s.pages_swapped * s.page_size);
+}
+
 // SIGUSR1 logs the counters. The signal is blocked in every thread (the
 // mask is set before the first one starts) and taken here with sigwait.
+// Under a service manager (NOTIFY_SOCKET) the thread also refreshes
+// STATUS= every 5 s once the mount is `live`, when the usage changed.
 class StatsOnSignal {
  public:
-  StatsOnSignal(PageCache& cache, const std::string& mountpoint)
-      : thread_([&cache, mountpoint](std::stop_token stop) {
+  StatsOnSignal(PageCache& cache, const std::string& mountpoint, const std::atomic<bool>& live)
+      : thread_([&cache, mountpoint, &live](std::stop_token stop) {
+          pthread_setname_np(pthread_self(), "stats");
           sigset_t set;
           sigemptyset(&set);
           sigaddset(&set, SIGUSR1);
           const timespec tick{0, 200'000'000};
+          constexpr int kStatusTicks = 25;  // 5 s
+          int ticks = 0;
+          bool warned = false;
+          std::string last = notify::usage(mountpoint, 0, 0, 0);  // sent with READY=1
           while (!stop.stop_requested()) {
             if (sigtimedwait(&set, nullptr, &tick) == SIGUSR1) log_stats("counters of", mountpoint, cache.stats());
+            if (!notify::wanted() || !live.load() || ++ticks < kStatusTicks) continue;
+            ticks = 0;
+            std::string now = usage_status(mountpoint, cache.stats());
+            if (now == last) continue;
+            last = now;
+            if (!notify::status(now) && !warned) {
+              warned = true;
+              spdlog::warn("cannot send STATUS= to the service manager");
+            }
           }
         }) {}
 
@@ -218,7 +242,11 @@ int serve(const Options& o, Startup& startup) {
   fs.cache = cache->get();
   fs.ns = &ns;
   fs.writeback_cache = o.writeback_cache;
-  fs.on_init = [&startup] { startup.ready(); };
+  std::atomic<bool> live{false};
+  fs.on_init = [&startup, &live] {
+    startup.ready();
+    live = true;
+  };
 
   FuseArgs args;
   args.add("tmpfsd");
@@ -269,7 +297,7 @@ int serve(const Options& o, Startup& startup) {
       std::fprintf(stderr, "tmpfsd: mounted on %s; unmount with: fusermount3 -u %s\n", o.mountpoint.c_str(),
                    o.mountpoint.c_str());
     }
-    StatsOnSignal stats_on_signal(**cache, o.mountpoint);
+    StatsOnSignal stats_on_signal(**cache, o.mountpoint, live);
     fuse_loop_config* loop = fuse_loop_cfg_create();
     if (o.max_threads) fuse_loop_cfg_set_max_threads(loop, o.max_threads);
     // libfuse reports the signal that ended the loop (SIGTERM: 15) as its
@@ -277,6 +305,7 @@ int serve(const Options& o, Startup& startup) {
     int loop_rc = fuse_session_loop_mt(se, loop);
     rc = (loop_rc == 0 || loop_rc == SIGTERM || loop_rc == SIGINT || loop_rc == SIGHUP) ? 0 : 1;
     fuse_loop_cfg_destroy(loop);
+    notify::stopping(o.mountpoint);
     // A loop that ended before INIT (the kernel aborted the connection):
     // the parent must not wait for a ready that never comes.
     startup.fail(1, "the FUSE session ended before it was initialised");
@@ -331,7 +360,8 @@ int main(int argc, char** argv) {
   o.pid_file = tmpfsd::absolute(o.pid_file);
   // From here on, see THE RULE at the top: daemonise before anything starts
   // a thread.
-  tmpfsd::Startup startup = o.foreground ? tmpfsd::Startup::foreground() : tmpfsd::Startup::daemonise(o.mountpoint);
+  tmpfsd::Startup startup =
+      o.foreground ? tmpfsd::Startup::foreground(o.mountpoint) : tmpfsd::Startup::daemonise(o.mountpoint);
   tmpfsd::set_logger(o, startup.daemonised());
   fuse_set_log_func(tmpfsd::fuse_log_to_spdlog);
   tmpfsd::PidFile pid_file(o.pid_file);

@@ -16,6 +16,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "daemon/notify.h"
+
 namespace tmpfsd {
 namespace {
 
@@ -85,7 +87,12 @@ std::string describe_status(int status) {
   }
   ::close(fd);
   line = line.substr(0, line.find('\n'));
-  if (line == "ready") ::_exit(0);
+  if (line == "ready") {
+    // The service's main process is this one, about to exit: hand the
+    // service over to the daemon, which is live.
+    notify::ready(notify::usage(mountpoint, 0, 0, 0), child);
+    ::_exit(0);
+  }
   int code = 1;
   std::string message;
   if (line.rfind("fail ", 0) == 0) {
@@ -99,13 +106,14 @@ std::string describe_status(int status) {
   }
   if (message.empty()) message = "the daemon ended during start-up (" + describe_status(status) + ")";
   detach_left_mount(mountpoint, mounts_before);
+  notify::failed(message);
   std::fprintf(stderr, "tmpfsd: %s\n", message.c_str());
   ::_exit(code);
 }
 
 }  // namespace
 
-Startup Startup::foreground() { return Startup(-1, false); }
+Startup Startup::foreground(const std::string& mountpoint) { return Startup(-1, false, mountpoint); }
 
 Startup Startup::daemonise(const std::string& mountpoint) {
   int p[2];
@@ -137,11 +145,14 @@ Startup Startup::daemonise(const std::string& mountpoint) {
   }
   // A parent killed while waiting must not take the daemon with it.
   ::signal(SIGPIPE, SIG_IGN);
-  return Startup(p[1], true);
+  return Startup(p[1], true, mountpoint);
 }
 
 Startup::Startup(Startup&& o) noexcept
-    : fd_(o.fd_.exchange(-1)), reported_(o.reported_.load()), daemonised_(o.daemonised_) {}
+    : fd_(o.fd_.exchange(-1)),
+      reported_(o.reported_.load()),
+      daemonised_(o.daemonised_),
+      mountpoint_(std::move(o.mountpoint_)) {}
 
 Startup::~Startup() {
   int fd = fd_.exchange(-1);
@@ -163,8 +174,16 @@ void Startup::report(const std::string& line) noexcept {
 }
 
 void Startup::ready() noexcept {
-  reported_ = true;
-  report("ready");
+  if (reported_.exchange(true)) return;
+  if (daemonised_) {
+    report("ready");
+    return;
+  }
+  try {
+    if (notify::wanted() && !notify::ready(notify::usage(mountpoint_, 0, 0, 0)))
+      spdlog::warn("cannot send READY=1 to the service manager (NOTIFY_SOCKET={})", std::getenv("NOTIFY_SOCKET"));
+  } catch (...) {
+  }
 }
 
 void Startup::fail(int exit_code, const std::string& message) noexcept {
@@ -172,6 +191,7 @@ void Startup::fail(int exit_code, const std::string& message) noexcept {
   try {
     spdlog::error("{}", message);
     std::string one_line = message.substr(0, message.find('\n'));
+    if (!daemonised_) notify::failed(one_line);
     report("fail " + std::to_string(exit_code) + " " + one_line);
   } catch (...) {
     report("fail " + std::to_string(exit_code));

@@ -17,6 +17,11 @@
 //
 // In the foreground (-f) nothing forks: ready() and fail() only log.
 //
+// Under a service manager (NOTIFY_SOCKET, daemon/notify.h) the same two
+// moments are told to it by the main process: -f, ready() sends READY=1;
+// daemonised, the parent sends READY=1 and MAINPID=<child> when the child
+// reports ready, and STATUS=failed: ... when it reports a failure.
+//
 // Threads: one. ready() may be called from the FUSE worker that answers
 // INIT; ready() and fail() are idempotent after the first report.
 #pragma once
@@ -30,8 +35,8 @@ namespace tmpfsd {
 
 class Startup {
  public:
-  // Stays in this process.
-  static Startup foreground();
+  // Stays in this process. `mountpoint` is for the READY=1 status line.
+  static Startup foreground(const std::string& mountpoint);
   // Forks. Returns only in the child, which runs in a new session with
   // its working directory at / and stdin, stdout and stderr on /dev/null.
   // The parent waits for the child's report and exits with it: 0 once
@@ -55,12 +60,14 @@ class Startup {
   bool daemonised() const { return daemonised_; }
 
  private:
-  Startup(int fd, bool daemonised) : fd_(fd), daemonised_(daemonised) {}
+  Startup(int fd, bool daemonised, std::string mountpoint)
+      : fd_(fd), daemonised_(daemonised), mountpoint_(std::move(mountpoint)) {}
   void report(const std::string& line) noexcept;
 
   std::atomic<int> fd_;  // write end of the pipe to the parent; -1 once reported
   std::atomic<bool> reported_{false};  // ready() or fail() was called
   bool daemonised_;
+  std::string mountpoint_;
 };
 
 }  // namespace tmpfsd
