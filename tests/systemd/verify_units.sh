@@ -33,6 +33,12 @@ for u in tmpfsd.service tmpfsd@.service; do
   sed "s#^ExecStart=$bindir/tmpfsd #ExecStart=$work/dest$bindir/tmpfsd #" "$work/dest$unitdir/$u" > "$work/units/$u"
 done
 cp "$work/units/tmpfsd@.service" "$work/units/tmpfsd@mnt-scratch.service"
+# The top-level tmpfsd.service (to copy by hand) is systemd/tmpfsd.service.in
+# for the default prefix /usr/local: the two must not drift apart.
+top=$(cd "$(dirname "$0")/../.." && pwd)
+sed -e 's#@bindir@#/usr/local/bin#g' -e 's#@docdir@#/usr/local/share/doc/tmpfsd#g' \
+  "$top/systemd/tmpfsd.service.in" | cmp -s - "$top/tmpfsd.service" ||
+  fail "tmpfsd.service differs from systemd/tmpfsd.service.in rendered for /usr/local"
 [ "$(systemd-escape --unescape --path mnt-scratch)" = /mnt/scratch ] || fail "systemd-escape: mnt-scratch is not /mnt/scratch"
 
 cd "$work" || exit 1
