@@ -93,6 +93,17 @@ class Notify:
     def close(self):
         self.sock.close()
 
+    def from_main(self, timeout, main_pid, name):
+        """The next message's fields, or None after `timeout` s; a message
+        from any process but the main one (as systemd sees it) fails."""
+        m = self.recv(timeout)
+        if m is None:
+            return None
+        pid, fields = m
+        if pid != main_pid:
+            fail(f"{name}: a message from PID {pid}, not the main process {main_pid}: {fields}")
+        return fields
+
 
 def mounted(path):
     try:
@@ -133,12 +144,9 @@ def run_case(tmpfsd, work, foreground):
         ready = None
         statuses = []
         while ready is None and time.monotonic() < deadline:
-            m = notify.recv(deadline - time.monotonic())
-            if m is None:
+            fields = notify.from_main(deadline - time.monotonic(), main_pid, name)
+            if fields is None:
                 break
-            pid, fields = m
-            if pid != main_pid:
-                fail(f"{name}: a message from PID {pid}, not the main process {main_pid}: {fields}")
             if "READY" in fields:
                 # The moment READY=1 arrives: the mount must be live.
                 live = mounted(mnt)
@@ -148,7 +156,7 @@ def run_case(tmpfsd, work, foreground):
                     made = True
                 except OSError as e:
                     made = e
-                ready = (pid, fields, live, made)
+                ready = (main_pid, fields, live, made)
             if "STATUS" in fields:
                 statuses.append(fields["STATUS"])
         if ready is None:
@@ -204,12 +212,9 @@ def run_case(tmpfsd, work, foreground):
         deadline = time.monotonic() + 15
         counted = None
         while counted is None and time.monotonic() < deadline:
-            m = notify.recv(deadline - time.monotonic())
-            if m is None:
+            fields = notify.from_main(deadline - time.monotonic(), main_pid, name)
+            if fields is None:
                 break
-            pid, fields = m
-            if pid != main_pid:
-                fail(f"{name}: a message from PID {pid}, not the main process {main_pid}: {fields}")
             if "STATUS" in fields:
                 statuses.append(fields["STATUS"])
                 g = STATUS_RE.match(fields["STATUS"])
@@ -230,12 +235,9 @@ def run_case(tmpfsd, work, foreground):
         stopping = False
         after_stop = []
         while time.monotonic() < deadline:
-            m = notify.recv(min(deadline - time.monotonic(), 2 if stopping else 15))
-            if m is None:
+            fields = notify.from_main(min(deadline - time.monotonic(), 2 if stopping else 15), main_pid, name)
+            if fields is None:
                 break
-            pid, fields = m
-            if pid != main_pid:
-                fail(f"{name}: a message from PID {pid}, not the main process {main_pid}: {fields}")
             if "STATUS" in fields:
                 statuses.append(fields["STATUS"])
                 if stopping:
