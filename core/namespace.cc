@@ -351,33 +351,28 @@ Result<Attr> Namespace::link(uint64_t ino, uint64_t new_parent, std::string_view
 }
 
 Status Namespace::unlink(uint64_t parent, std::string_view name) {
-  if (name.size() > kNameMax) return Errno{ENAMETOOLONG};
-  InodeRef victim;  // freed after mu_ is dropped (maybe_free_locked)
-  MutexLock lock(mu_);
-  auto dir = dir_locked(parent);
-  if (!dir) return Errno{dir.code()};
-  InodeRef child = child_locked(**dir, name);
-  if (!child) return Errno{ENOENT};
-  if (child->is_dir()) return Errno{EISDIR};
-  drop_name_locked(**dir, name, *child);
-  child->ctime = stamp_locked(*child);
-  (*dir)->mtime = (*dir)->ctime = stamp_locked(**dir);
-  maybe_free_locked(*child, victim);
-  return {};
+  return remove_name(parent, name, Removing::kNonDirectory);
 }
 
 Status Namespace::rmdir(uint64_t parent, std::string_view name) {
-  if (name.size() > kNameMax) return Errno{ENAMETOOLONG};
   if (name == ".") return Errno{EINVAL};
   if (name == "..") return Errno{ENOTEMPTY};
+  return remove_name(parent, name, Removing::kEmptyDirectory);
+}
+
+Status Namespace::remove_name(uint64_t parent, std::string_view name, Removing what) {
+  if (name.size() > kNameMax) return Errno{ENAMETOOLONG};
   InodeRef victim;  // freed after mu_ is dropped (maybe_free_locked)
   MutexLock lock(mu_);
   auto dir = dir_locked(parent);
   if (!dir) return Errno{dir.code()};
   InodeRef child = child_locked(**dir, name);
   if (!child) return Errno{ENOENT};
-  if (!child->is_dir()) return Errno{ENOTDIR};
-  if (!child->dir->empty()) return Errno{ENOTEMPTY};
+  if (what == Removing::kNonDirectory && child->is_dir()) return Errno{EISDIR};
+  if (what == Removing::kEmptyDirectory) {
+    if (!child->is_dir()) return Errno{ENOTDIR};
+    if (!child->dir->empty()) return Errno{ENOTEMPTY};
+  }
   drop_name_locked(**dir, name, *child);
   child->ctime = stamp_locked(*child);
   (*dir)->mtime = (*dir)->ctime = stamp_locked(**dir);

@@ -176,6 +176,10 @@ class Namespace {
   InodeRef child_locked(const Inode& dir, std::string_view name) REQUIRES(mu_);
   Result<InodeRef> dir_locked(uint64_t ino) REQUIRES(mu_);
   Result<InodeRef> regular_file(uint64_t ino, int other) EXCLUDES(mu_);
+  // unlink() and rmdir(): the name goes, and the inode with its last link
+  // and lookup (after mu_ is dropped).
+  enum class Removing { kNonDirectory, kEmptyDirectory };
+  Status remove_name(uint64_t parent, std::string_view name, Removing what) EXCLUDES(mu_);
   Attr attr_locked(const Inode& inode) const REQUIRES(mu_);
   Result<Attr> make_node_locked(uint64_t parent, std::string_view name, mode_t mode, Caller who,
                                 const std::function<void(Inode&)>& init) REQUIRES(mu_);

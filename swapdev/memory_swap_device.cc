@@ -11,13 +11,11 @@
 namespace tmpfsd::swapdev {
 
 MemorySwapDevice::MemorySwapDevice(const Options& opt)
-    : page_size_(opt.page_size),
-      min_block_shift_(opt.min_block_shift),
+    : SlotDevice(opt.page_size, opt.min_block_shift,
+                 {.total_slots = opt.slots, .cluster_slots = opt.cluster_slots, .shards = 0,
+                  .discard = false}),
       mode_(opt.completion),
       delay_(opt.delay),
-      alloc_({.total_slots = opt.slots, .cluster_slots = opt.cluster_slots, .shards = 0,
-              .discard = false}),
-      sums_(opt.slots),
       data_(opt.slots) {
   if (mode_ == Completion::Thread)
     worker_ = std::jthread([this](std::stop_token st) { worker(st); });
@@ -230,8 +228,5 @@ std::vector<std::byte> MemorySwapDevice::stored(SwapSlot slot) const {
   return {data_[slot.value].get(), data_[slot.value].get() + page_size_};
 }
 
-SwapCounters MemorySwapDevice::counters() const {
-  return stats_.counters(alloc_);
-}
 
 }  // namespace tmpfsd::swapdev

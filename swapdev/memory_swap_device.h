@@ -27,15 +27,12 @@
 #include <thread>
 #include <vector>
 
-#include "swapdev/checksum_table.h"
-#include "swapdev/device_stats.h"
-#include "swapdev/slot_allocator.h"
-#include "swapdev/swap_device.h"
+#include "swapdev/slot_device.h"
 #include "swapdev/thread_annotations.h"
 
 namespace tmpfsd::swapdev {
 
-class MemorySwapDevice final : public SwapDevice {
+class MemorySwapDevice final : public SlotDevice {
  public:
   enum class Completion { Inline, Manual, Thread };
   struct Options {
@@ -50,9 +47,6 @@ class MemorySwapDevice final : public SwapDevice {
   explicit MemorySwapDevice(const Options& opt);
   ~MemorySwapDevice() override;
 
-  size_t page_size() const override { return page_size_; }
-  uint64_t total_slots() const override { return alloc_.total_slots(); }
-  unsigned min_block_shift() const override { return min_block_shift_; }
   SlotRun allocate(uint32_t want, SwapSlot hint = {}) override;
   void free(SwapSlot first, uint32_t count = 1) override;
   void write(SwapSlot first, ConstPages pages, IoDone done) override;
@@ -63,8 +57,6 @@ class MemorySwapDevice final : public SwapDevice {
   // Runs queued requests on the calling thread (complete_pending()) until
   // done() is true; in Thread mode the worker may run some of them instead.
   void wait_until(const std::function<bool()>& done) override;
-  SwapCounters counters() const override;
-  void inject_errors(uint32_t n, int err) override { inject_.arm(n, err); }
 
   // Manual mode: performs every queued request and runs its callback here.
   // Returns how many ran. Harmless in the other modes (returns 0 or what the
@@ -95,14 +87,8 @@ class MemorySwapDevice final : public SwapDevice {
   void perform(Op& op);  // moves the bytes, settles the result in op.err
   void worker(std::stop_token st);
 
-  const size_t page_size_;
-  const unsigned min_block_shift_;
   const Completion mode_;
   const std::chrono::microseconds delay_;
-  SlotAllocator alloc_;
-  ChecksumTable sums_;
-  DeviceStats stats_;
-  ErrorInjector inject_;
 
   mutable Mutex mu_;
   std::vector<std::unique_ptr<std::byte[]>> data_ GUARDED_BY(mu_);  // null = never written

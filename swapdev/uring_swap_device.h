@@ -156,10 +156,7 @@
 #include <thread>
 #include <vector>
 
-#include "swapdev/checksum_table.h"
-#include "swapdev/device_stats.h"
-#include "swapdev/slot_allocator.h"
-#include "swapdev/swap_device.h"
+#include "swapdev/slot_device.h"
 #include "swapdev/thread_annotations.h"
 
 namespace tmpfsd::swapdev {
@@ -193,13 +190,10 @@ struct UringOpenResult {
 
 UringOpenResult open_uring_swap_device(const UringOptions& opt) noexcept;
 
-class UringSwapDevice final : public SwapDevice {
+class UringSwapDevice final : public SlotDevice {
  public:
   ~UringSwapDevice() override;
 
-  size_t page_size() const override { return page_size_; }
-  uint64_t total_slots() const override { return alloc_.total_slots(); }
-  unsigned min_block_shift() const override { return min_block_shift_; }
   SlotRun allocate(uint32_t want, SwapSlot hint = {}) override;
   void free(SwapSlot first, uint32_t count = 1) override;
   void write(SwapSlot first, ConstPages pages, IoDone done) override;
@@ -209,8 +203,6 @@ class UringSwapDevice final : public SwapDevice {
   void flush() override;
   // Reaps completions on the calling thread (see the header comment).
   void wait_until(const std::function<bool()>& done) override;
-  SwapCounters counters() const override;
-  void inject_errors(uint32_t n, int err) override { inject_.arm(n, err); }
 
   // Registers [base, base+len) (e.g. the FramePool's frames) as io_uring
   // fixed buffers, so I/O on pages inside it uses READ_FIXED/WRITE_FIXED and
@@ -265,7 +257,9 @@ class UringSwapDevice final : public SwapDevice {
   void complete(Unit* u, int res);     // the reaping thread
   void finish(Unit* u, int err);       // runs the callbacks, frees u
   void finish_request(Request* r, int err);
-  Request* new_request();             // from the pool, or the heap
+  // From the pool, or the heap: counted as a read or write request, and
+  // stamped with the calling thread and the caller's callback.
+  Request* new_request(bool write, SwapSlot first, IoDone done);
   bool admit(Request* r, SwapSlot first, size_t pages, bool malformed);
   Unit* new_unit();
   void recycle(Unit* u);              // u and its requests back to the pool
@@ -274,8 +268,6 @@ class UringSwapDevice final : public SwapDevice {
   size_t discard_round(size_t max_clusters);
 
   // Constant after construction.
-  const size_t page_size_;
-  const unsigned min_block_shift_;
   const uint32_t max_merge_;
   const uint32_t discard_batch_;
   const std::chrono::milliseconds discard_interval_;
@@ -284,10 +276,6 @@ class UringSwapDevice final : public SwapDevice {
   std::atomic<bool> can_punch_;  // cleared if punching starts failing
   bool ring_ready_ = false;      // io_uring_queue_init succeeded
 
-  SlotAllocator alloc_;
-  ChecksumTable sums_;
-  DeviceStats stats_;
-  ErrorInjector inject_;
   ErrorInjector short_inject_;
   ErrorInjector cqe_inject_;
 
