@@ -22,7 +22,7 @@ T await_callback(Start&& start) {
   std::condition_variable cv;
   std::optional<T> out;  // under mu
   start([&](T v) {
-    MutexLock lock(mu);  // notified under the lock: the waiter cannot
+    MutexLock lock(mu);         // notified under the lock: the waiter cannot
     out.emplace(std::move(v));  // return (and destroy cv) before we are done
     cv.notify_one();
   });

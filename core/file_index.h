@@ -61,7 +61,9 @@ struct CountingAllocator {
     std::allocator<T>().deallocate(p, n);
   }
   template <class U>
-  bool operator==(const CountingAllocator<U>& o) const { return counter == o.counter; }
+  bool operator==(const CountingAllocator<U>& o) const {
+    return counter == o.counter;
+  }
 };
 
 class FileIndex {
@@ -71,13 +73,12 @@ class FileIndex {
   static constexpr uint64_t kMask = kChunkPages - 1;
 
   struct Chunk {
-    uint64_t present = 0;           // bit i: word[i] != 0
+    uint64_t present = 0;  // bit i: word[i] != 0
     uint64_t word[kChunkPages] = {};
     PagePlace place(uint64_t i) const { return PagePlace::from_word(word[i]); }
   };
 
-  explicit FileIndex(std::atomic<uint64_t>* metadata)
-      : chunks_(std::less<>(), Alloc(metadata)) {}
+  explicit FileIndex(std::atomic<uint64_t>* metadata) : chunks_(std::less<>(), Alloc(metadata)) {}
 
   // Raw-word views of PagePlace, for the index's own tests.
   static bool is_pmap(uint64_t w) { return PagePlace::from_word(w).is_pmap(); }

@@ -140,7 +140,7 @@ class FilePagesImpl {
     if (w.is_pmap()) return w.pmap()->uptodate();
     return w != PagePlace::zero();
   }
-  
+
   Pmap* new_pmap_locked(uint64_t page, FramePool::Reservation& frames, bool* zeroed) REQUIRES(mu_);
   Pmap* bind_locked(uint64_t page, Frame* frame) REQUIRES(mu_);
   // Pages that take a frame when faulted: a read leaves zero pages alone
@@ -177,7 +177,9 @@ class FilePagesImpl {
   // index_.size(), for pages(): stored under mu_ exclusive by every change
   // that adds or removes pages (publish_pages_locked).
   std::atomic<uint64_t> pages_{0};
-  void publish_pages_locked() REQUIRES(mu_) { pages_.store(index_.size(), std::memory_order_relaxed); }
+  void publish_pages_locked() REQUIRES(mu_) {
+    pages_.store(index_.size(), std::memory_order_relaxed);
+  }
 };
 
 }  // namespace tmpfsd

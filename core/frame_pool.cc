@@ -176,7 +176,8 @@ bool FramePool::prefault_due_locked() const {
   if (prefault_window_ == 0 || cold_taken_locked() == 0) return false;
   const uint64_t target = std::min(frames_total_, cold_taken_locked() + prefault_window_);
   if (prefault_end_ >= target) return false;
-  return target - prefault_end_ >= std::min(kPrefaultRun, prefault_window_) || target == frames_total_;
+  return target - prefault_end_ >= std::min(kPrefaultRun, prefault_window_) ||
+         target == frames_total_;
 }
 
 void FramePool::prefault_loop(std::stop_token st) {
@@ -184,7 +185,8 @@ void FramePool::prefault_loop(std::stop_token st) {
   UniqueLock lock(mu_);
   while (!st.stop_requested()) {
     if (prefault_end_ >= frames_total_) return;  // the whole region is populated
-    if (!prefault_cv_.wait(lock.native(), st, [&]() REQUIRES(mu_) { return prefault_due_locked(); })) {
+    if (!prefault_cv_.wait(lock.native(), st,
+                           [&]() REQUIRES(mu_) { return prefault_due_locked(); })) {
       return;
     }
     // Fill the window, following take() while it moves.

@@ -79,9 +79,9 @@ class alignas(8) Frame {
 
   // The swap cache (issue 5): the slot that holds a copy of this frame's
   // bytes, or an invalid SwapSlot: all of them while the owner is clean, all but the
-  // dirty blocks while it is partly dirty (pmap.h). Written under the owner's file mutex held exclusive,
-  // except while the owner is under writeback, when the write's completion
-  // owns it (pmap.h).
+  // dirty blocks while it is partly dirty (pmap.h). Written under the owner's file mutex held
+  // exclusive, except while the owner is under writeback, when the write's completion owns it
+  // (pmap.h).
   swapdev::SwapSlot swap_slot() const { return slot_; }
   bool has_slot() const { return slot_.valid(); }
   void set_swap_slot(swapdev::SwapSlot s) { slot_ = s; }
@@ -197,8 +197,8 @@ class FramePool {
   size_t warm_limit_ GUARDED_BY(mu_) = kWarmFrames;
   std::vector<uint32_t> cold_ GUARDED_BY(mu_);  // capacity frames_total
   uint64_t reserved_ GUARDED_BY(mu_) = 0;
-  std::atomic<uint64_t> used_{0};            // written under mu_
-  std::atomic<uint64_t> madvise_calls_{0};   // written under mu_
+  std::atomic<uint64_t> used_{0};           // written under mu_
+  std::atomic<uint64_t> madvise_calls_{0};  // written under mu_
   // Prefaulting: frames [0, prefault_end_) have been populated; the thread
   // waits on prefault_cv_ (with mu_) until take() moves the window a whole
   // run past it (prefault_due_locked), then fills the window.

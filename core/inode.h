@@ -59,21 +59,21 @@ class Inode {
   SharedMutex data_mu;  // see above; regular files only
 
   // Guarded by Namespace::mu_.
-  mode_t mode;               // type and permission bits
-  nlink_t nlink = 0;         // names (+ "." and subdirectories' ".." for dirs)
+  mode_t mode;        // type and permission bits
+  nlink_t nlink = 0;  // names (+ "." and subdirectories' ".." for dirs)
   uid_t uid = 0;
   gid_t gid = 0;
-  dev_t rdev = 0;            // device nodes
-  uint64_t size = 0;         // bytes; dirs: tmpfs's 20 bytes an entry
+  dev_t rdev = 0;     // device nodes
+  uint64_t size = 0;  // bytes; dirs: tmpfs's 20 bytes an entry
   timespec atime{}, mtime{}, ctime{};
-  uint64_t lookups = 0;      // kernel references (lookup, create, readdirplus)
-  uint32_t opens = 0;        // open file handles
-  bool ctime_queried = false; // getattr has shown ctime since it last changed (multigrain)
-  std::string target;                        // symlinks
-  std::map<std::string, std::string> xattrs; // name -> value
-  size_t xattr_bytes = 0;                    // names + values, for limits
-  std::unique_ptr<Directory> dir;            // directories
-  std::unique_ptr<FilePages> pages;          // regular files
+  uint64_t lookups = 0;        // kernel references (lookup, create, readdirplus)
+  uint32_t opens = 0;          // open file handles
+  bool ctime_queried = false;  // getattr has shown ctime since it last changed (multigrain)
+  std::string target;          // symlinks
+  std::map<std::string, std::string> xattrs;  // name -> value
+  size_t xattr_bytes = 0;                     // names + values, for limits
+  std::unique_ptr<Directory> dir;             // directories
+  std::unique_ptr<FilePages> pages;           // regular files
 };
 
 }  // namespace tmpfsd

@@ -117,20 +117,30 @@ class PmapLists {
     assert(p->list() == Pmap::List::kNone);
     p->lru_prev_ = nullptr;
     p->lru_next_ = l.head;
-    if (l.head) l.head->lru_prev_ = p; else l.tail = p;
+    if (l.head)
+      l.head->lru_prev_ = p;
+    else
+      l.tail = p;
     l.head = p;
     ++l.count;
     p->set(bit);
   }
   void putback_locked(Pmap* p, Where w) REQUIRES(mu_) {
     switch (w) {
-      case Where::kInactiveHead: push_head_locked(inactive_, p, Pmap::kOnInactive); break;
-      case Where::kActiveHead: push_head_locked(active_, p, Pmap::kOnActive); break;
+      case Where::kInactiveHead:
+        push_head_locked(inactive_, p, Pmap::kOnInactive);
+        break;
+      case Where::kActiveHead:
+        push_head_locked(active_, p, Pmap::kOnActive);
+        break;
       case Where::kInactiveTail:
         assert(p->list() == Pmap::List::kNone);
         p->lru_next_ = nullptr;
         p->lru_prev_ = inactive_.tail;
-        if (inactive_.tail) inactive_.tail->lru_next_ = p; else inactive_.head = p;
+        if (inactive_.tail)
+          inactive_.tail->lru_next_ = p;
+        else
+          inactive_.head = p;
         inactive_.tail = p;
         ++inactive_.count;
         p->set(Pmap::kOnInactive);
@@ -142,12 +152,25 @@ class PmapLists {
     List* l;
     uint32_t bit;
     switch (p->list()) {
-      case Pmap::List::kInactive: l = &inactive_; bit = Pmap::kOnInactive; break;
-      case Pmap::List::kActive: l = &active_; bit = Pmap::kOnActive; break;
-      default: return;
+      case Pmap::List::kInactive:
+        l = &inactive_;
+        bit = Pmap::kOnInactive;
+        break;
+      case Pmap::List::kActive:
+        l = &active_;
+        bit = Pmap::kOnActive;
+        break;
+      default:
+        return;
     }
-    if (p->lru_prev_) p->lru_prev_->lru_next_ = p->lru_next_; else l->head = p->lru_next_;
-    if (p->lru_next_) p->lru_next_->lru_prev_ = p->lru_prev_; else l->tail = p->lru_prev_;
+    if (p->lru_prev_)
+      p->lru_prev_->lru_next_ = p->lru_next_;
+    else
+      l->head = p->lru_next_;
+    if (p->lru_next_)
+      p->lru_next_->lru_prev_ = p->lru_prev_;
+    else
+      l->tail = p->lru_prev_;
     p->lru_prev_ = p->lru_next_ = nullptr;
     --l->count;
     p->clear(bit);

@@ -21,7 +21,7 @@
 namespace tmpfsd {
 namespace {
 
-constexpr uint64_t kDirentSize = 20;     // tmpfs's BOGO_DIRENT_SIZE
+constexpr uint64_t kDirentSize = 20;  // tmpfs's BOGO_DIRENT_SIZE
 
 // tmpfs stamps changes with the coarse clock (a tick of a few ms), so that
 // changes close together share one time: see Namespace::stamp_locked.
@@ -48,10 +48,10 @@ Status check_name(std::string_view name) {
   return {};
 }
 
-
 }  // namespace
 
-Namespace::Namespace(const NamespaceConfig& config, PageCache& cache) : config_(config), cache_(cache) {
+Namespace::Namespace(const NamespaceConfig& config, PageCache& cache)
+    : config_(config), cache_(cache) {
   ispace_free_ = config_.max_inodes * kInodeSpace;
   auto root = std::make_shared<Inode>(kRootIno, 0, S_IFDIR | (config_.root_mode & 07777));
   root->nlink = 2;
@@ -97,7 +97,8 @@ Attr Namespace::attr_locked(const Inode& inode) const {
   a.gid = inode.gid;
   a.rdev = inode.rdev;
   a.size = inode.size;
-  if (inode.pages) a.blocks = inode.pages->pages() * (cache_.page_size() / 512);
+  if (inode.pages)
+    a.blocks = inode.pages->pages() * (cache_.page_size() / 512);
   else if (inode.is_symlink() && inode.target.size() >= kShortSymlinkLen)
     a.blocks = cache_.page_size() / 512;  // tmpfs keeps a long target in a page
   a.atime = inode.atime;
@@ -126,7 +127,8 @@ void Namespace::maybe_free_locked(Inode& inode, InodeRef& victim) {
   if (inode.nlink != 0 || inode.lookups != 0 || inode.opens != 0) return;
   if (inode.ino == kRootIno) return;
   for (auto& [name, value] : inode.xattrs)
-    if (is_user_xattr(name) && config_.max_inodes != 0) ispace_free_ += xattr_space(name, value.size());
+    if (is_user_xattr(name) && config_.max_inodes != 0)
+      ispace_free_ += xattr_space(name, value.size());
   release_inode_locked();
   // The caller's `victim` keeps the Inode alive until mu_ is dropped:
   // ~FilePages frees pages and waits for pins, never under mu_.
@@ -143,9 +145,12 @@ Result<Attr> Namespace::lookup(uint64_t parent, std::string_view name) {
   auto dir = dir_locked(parent);
   if (!dir) return dir.status().code() == ENOENT ? Errno{ENOENT} : Errno{dir.code()};
   InodeRef child;
-  if (name == ".") child = *dir;
-  else if (name == "..") child = get_locked((*dir)->dir->parent);
-  else child = child_locked(**dir, name);
+  if (name == ".")
+    child = *dir;
+  else if (name == "..")
+    child = get_locked((*dir)->dir->parent);
+  else
+    child = child_locked(**dir, name);
   if (!child) return Errno{ENOENT};
   ++child->lookups;
   return attr_locked(*child);
@@ -223,17 +228,24 @@ Result<Attr> Namespace::setattr(uint64_t ino, const SetAttr& change, const Calle
     // handle_killpriv leaves it to us).
     if (!inode->is_dir() && !change.mode) {
       inode->mode &= ~mode_t(S_ISUID);
-      if ((inode->mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP)) inode->mode &= ~mode_t(S_ISGID);
+      if ((inode->mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))
+        inode->mode &= ~mode_t(S_ISGID);
     }
   }
   if (change.uid) inode->uid = *change.uid;
   if (change.gid) inode->gid = *change.gid;
-  if (change.atime_now) inode->atime = t;
-  else if (change.atime) inode->atime = *change.atime;
-  if (change.mtime_now) inode->mtime = t;
-  else if (change.mtime) inode->mtime = *change.mtime;
-  if (change.ctime) inode->ctime = *change.ctime;
-  else if (size_moves_times || other) inode->ctime = t;
+  if (change.atime_now)
+    inode->atime = t;
+  else if (change.atime)
+    inode->atime = *change.atime;
+  if (change.mtime_now)
+    inode->mtime = t;
+  else if (change.mtime)
+    inode->mtime = *change.mtime;
+  if (change.ctime)
+    inode->ctime = *change.ctime;
+  else if (size_moves_times || other)
+    inode->ctime = t;
   if (truncate_from) {
     // Shrinking or keeping the size drops every page past it, including
     // pages fallocated with KEEP_SIZE beyond the end (shmem_setattr). Not
@@ -272,8 +284,8 @@ void Namespace::drop_name_locked(Inode& dir, std::string_view name, Inode& child
   }
 }
 
-Result<Attr> Namespace::make_node_locked(uint64_t parent, std::string_view name, mode_t mode, Caller who,
-                                         const std::function<void(Inode&)>& init) {
+Result<Attr> Namespace::make_node_locked(uint64_t parent, std::string_view name, mode_t mode,
+                                         Caller who, const std::function<void(Inode&)>& init) {
   if (auto s = check_name(name); !s) return Errno{s.code()};
   auto dir = dir_locked(parent);
   if (!dir) return Errno{dir.code()};
@@ -301,10 +313,13 @@ Result<Attr> Namespace::make_node_locked(uint64_t parent, std::string_view name,
   return a;
 }
 
-Result<Attr> Namespace::mknod(uint64_t parent, std::string_view name, mode_t mode, dev_t rdev, Caller who) {
+Result<Attr> Namespace::mknod(uint64_t parent, std::string_view name, mode_t mode, dev_t rdev,
+                              Caller who) {
   mode_t type = mode & S_IFMT;
-  if (type == 0) mode |= S_IFREG;
-  else if (type != S_IFREG && type != S_IFIFO && type != S_IFSOCK && type != S_IFCHR && type != S_IFBLK)
+  if (type == 0)
+    mode |= S_IFREG;
+  else if (type != S_IFREG && type != S_IFIFO && type != S_IFSOCK && type != S_IFCHR &&
+           type != S_IFBLK)
     return Errno{EINVAL};
   MutexLock lock(mu_);
   return make_node_locked(parent, name, mode, who, [&](Inode& n) {
@@ -322,7 +337,8 @@ Result<Attr> Namespace::mkdir(uint64_t parent, std::string_view name, mode_t mod
   });
 }
 
-Result<Attr> Namespace::symlink(uint64_t parent, std::string_view name, std::string_view target, Caller who) {
+Result<Attr> Namespace::symlink(uint64_t parent, std::string_view name, std::string_view target,
+                                Caller who) {
   if (target.empty()) return Errno{ENOENT};
   if (target.size() >= PATH_MAX) return Errno{ENAMETOOLONG};
   MutexLock lock(mu_);
@@ -388,7 +404,8 @@ void Namespace::kill_priv_locked(Inode& inode, const Caller& who) {
   if (who.uid == 0 || !inode.is_reg()) return;
   if (!(inode.mode & (S_ISUID | S_ISGID))) return;
   mode_t kill = inode.mode & S_ISUID;
-  if ((inode.mode & S_ISGID) && ((inode.mode & S_IXGRP) || !who.member_of(inode.gid))) kill |= S_ISGID;
+  if ((inode.mode & S_ISGID) && ((inode.mode & S_IXGRP) || !who.member_of(inode.gid)))
+    kill |= S_ISGID;
   inode.mode &= ~kill;
 }
 
@@ -448,7 +465,8 @@ bool Namespace::is_ancestor_locked(uint64_t maybe_ancestor, uint64_t ino) {
 Status Namespace::rename(uint64_t parent, std::string_view name, uint64_t new_parent,
                          std::string_view new_name, unsigned flags) {
   if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT)) return Errno{EINVAL};
-  if ((flags & RENAME_EXCHANGE) && (flags & (RENAME_NOREPLACE | RENAME_WHITEOUT))) return Errno{EINVAL};
+  if ((flags & RENAME_EXCHANGE) && (flags & (RENAME_NOREPLACE | RENAME_WHITEOUT)))
+    return Errno{EINVAL};
   if (name.size() > kNameMax || new_name.size() > kNameMax) return Errno{ENAMETOOLONG};
   if (auto s = check_name(new_name); !s) return s.code() == EINVAL ? Errno{EBUSY} : s;
   InodeRef victim;  // freed after mu_ is dropped (maybe_free_locked)

@@ -37,7 +37,7 @@ namespace tmpfsd {
 
 inline constexpr uint64_t kRootIno = 1;
 inline constexpr size_t kNameMax = 255;
-inline constexpr size_t kXattrSizeMax = 65536;  // XATTR_SIZE_MAX
+inline constexpr size_t kXattrSizeMax = 65536;                   // XATTR_SIZE_MAX
 inline constexpr uint64_t kMaxFileSize = 0x7fffffffffffffffULL;  // MAX_LFS_FILESIZE
 // tmpfs keeps a symlink target of this many bytes or more in a page.
 inline constexpr size_t kShortSymlinkLen = 128;
@@ -156,7 +156,8 @@ class Namespace {
   Status fallocate(uint64_t ino, int mode, uint64_t off, uint64_t len, const Caller& who = {});
   Result<uint64_t> lseek(uint64_t ino, uint64_t off, int whence);  // SEEK_DATA / SEEK_HOLE
   // copy_file_range: copies through frames without a round trip to the kernel.
-  Result<size_t> copy_range(uint64_t src, uint64_t src_off, uint64_t dst, uint64_t dst_off, size_t len);
+  Result<size_t> copy_range(uint64_t src, uint64_t src_off, uint64_t dst, uint64_t dst_off,
+                            size_t len);
 
   // Extended attributes. flags: XATTR_CREATE / XATTR_REPLACE.
   Status setxattr(uint64_t ino, std::string_view name, std::string_view value, int flags);

@@ -8,7 +8,8 @@
 
 namespace tmpfsd {
 
-constexpr uint64_t kInodeSpace = 1024;  // tmpfs's BOGO_INODE_SIZE: an inode's share of the xattr budget
+constexpr uint64_t kInodeSpace =
+    1024;  // tmpfs's BOGO_INODE_SIZE: an inode's share of the xattr budget
 
 // The xattr namespace that counts against the budget (user.*).
 inline bool is_user_xattr(std::string_view name) { return name.starts_with("user."); }

@@ -21,7 +21,8 @@ namespace {
 // The namespaces tmpfs stores; a name that is only a prefix is EINVAL.
 Status check_xattr_name(std::string_view name) {
   for (std::string_view prefix : {"user.", "trusted.", "security."}) {
-    if (name.starts_with(prefix)) return name.size() == prefix.size() ? Status{Errno{EINVAL}} : Status{};
+    if (name.starts_with(prefix))
+      return name.size() == prefix.size() ? Status{Errno{EINVAL}} : Status{};
   }
   return Errno{EOPNOTSUPP};
 }
@@ -62,7 +63,8 @@ Result<Attr> Namespace::open(uint64_t ino, int flags, const Caller& who) {
   return attr_locked(*inode);
 }
 
-Result<Attr> Namespace::create(uint64_t parent, std::string_view name, mode_t mode, int /*flags*/, Caller who) {
+Result<Attr> Namespace::create(uint64_t parent, std::string_view name, mode_t mode, int /*flags*/,
+                               Caller who) {
   MutexLock lock(mu_);
   auto r = make_node_locked(parent, name, S_IFREG | (mode & 07777), who,
                             [&](Inode& n) { n.pages = std::make_unique<FilePages>(cache_); });
@@ -157,14 +159,14 @@ void Namespace::read(uint64_t ino, uint64_t off, size_t len, FilePages::ReadDone
   inode->pages->read(off, n, std::move(done));
 }
 
-Result<size_t> Namespace::write(uint64_t ino, uint64_t off, std::span<const std::byte> data, bool append,
-                                const Caller& who) {
+Result<size_t> Namespace::write(uint64_t ino, uint64_t off, std::span<const std::byte> data,
+                                bool append, const Caller& who) {
   return await_callback<Result<size_t>>(
       [&](auto done) { write_async(ino, off, data, append, who, done); });
 }
 
-void Namespace::write_async(uint64_t ino, uint64_t off, std::span<const std::byte> data, bool append,
-                            const Caller& who, WriteReply done) {
+void Namespace::write_async(uint64_t ino, uint64_t off, std::span<const std::byte> data,
+                            bool append, const Caller& who, WriteReply done) {
   // Everything up to the pages' answer, under the inode's data lock; the
   // reply after it is dropped.
   FilePages::PendingWrite* pending = nullptr;
@@ -225,7 +227,8 @@ Status Namespace::fallocate(uint64_t ino, int mode, uint64_t off, uint64_t len, 
     return s;
   }
   MutexLock lock(mu_);
-  if (!(mode & (FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE)) && off + len > inode->size) inode->size = off + len;
+  if (!(mode & (FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE)) && off + len > inode->size)
+    inode->size = off + len;
   // tmpfs's fallocate starts with file_modified(): the times always move.
   inode->mtime = inode->ctime = stamp_locked(*inode);
   kill_priv_locked(*inode, who);
@@ -247,8 +250,8 @@ Result<uint64_t> Namespace::lseek(uint64_t ino, uint64_t off, int whence) {
     size = inode->size;
   }
   if (off >= size) return Errno{ENXIO};
-  std::optional<uint64_t> r = whence == SEEK_DATA ? inode->pages->seek_data(off, size)
-                                                  : inode->pages->seek_hole(off, size);
+  std::optional<uint64_t> r =
+      whence == SEEK_DATA ? inode->pages->seek_data(off, size) : inode->pages->seek_hole(off, size);
   if (!r) return Errno{ENXIO};
   return *r;
 }
@@ -306,8 +309,10 @@ Status Namespace::setxattr(uint64_t ino, std::string_view name, std::string_view
     if (need > ispace_free_ + freed) return Errno{ENOSPC};
     ispace_free_ = ispace_free_ + freed - need;
   }
-  if (it == inode->xattrs.end()) inode->xattrs.emplace(std::string(name), std::string(value));
-  else it->second.assign(value);
+  if (it == inode->xattrs.end())
+    inode->xattrs.emplace(std::string(name), std::string(value));
+  else
+    it->second.assign(value);
   inode->ctime = stamp_locked(*inode);
   return {};
 }
@@ -343,7 +348,8 @@ Status Namespace::removexattr(uint64_t ino, std::string_view name) {
   if (!inode) return Errno{ENOENT};
   auto it = inode->xattrs.find(std::string(name));
   if (it == inode->xattrs.end()) return Errno{ENODATA};
-  if (is_user_xattr(name) && config_.max_inodes != 0) ispace_free_ += xattr_space(name, it->second.size());
+  if (is_user_xattr(name) && config_.max_inodes != 0)
+    ispace_free_ += xattr_space(name, it->second.size());
   inode->xattrs.erase(it);
   inode->ctime = stamp_locked(*inode);
   return {};

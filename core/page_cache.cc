@@ -42,8 +42,9 @@ PageCache::State::State(const PageCacheConfig& c, unsigned shift, std::unique_pt
     : page_size(c.page_size),
       page_shift(shift),
       block_shift(std::max(9u, shift - 6)),
-      all_blocks(block_shift + 6 <= shift ? ~uint64_t{0}
-                                          : (uint64_t{1} << (uint64_t{1} << (shift - block_shift))) - 1),
+      all_blocks(block_shift + 6 <= shift
+                     ? ~uint64_t{0}
+                     : (uint64_t{1} << (uint64_t{1} << (shift - block_shift))) - 1),
       max_pages(c.max_pages),
       writeback_copy(c.writeback_copy),
       pool(std::move(p)),
@@ -73,9 +74,7 @@ bool PageCache::State::reserve_pages(uint64_t n) {
   return true;
 }
 
-
-Pmap* FilePagesImpl::new_pmap_locked(uint64_t page, FramePool::Reservation& frames,
-                                     bool* zeroed) {
+Pmap* FilePagesImpl::new_pmap_locked(uint64_t page, FramePool::Reservation& frames, bool* zeroed) {
   FramePool::Taken t = frames.take();
   Pmap* p = bind_locked(page, t.frame);
   index_.set(page, PagePlace::resident(p));
@@ -248,8 +247,8 @@ Result<std::unique_ptr<PageCache>> PageCache::create(const PageCacheConfig& conf
   if (!pool) return Errno{pool.code()};
   const size_t zero_bytes = std::max(ps, kZeroRegionBytes);
   // Never written: every page of it maps the kernel's zero page.
-  void* z = mmap(nullptr, zero_bytes, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                 -1, 0);
+  void* z =
+      mmap(nullptr, zero_bytes, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (z == MAP_FAILED) return Errno{ENOMEM};
   auto state = std::make_unique<State>(
       config, shift, std::move(pool).value(),
@@ -302,8 +301,8 @@ PageCacheStats PageCache::stats() const {
   r.frames_total = s.pool->frames_total();
   r.frames_used = s.pool->frames_used();
   r.frames_prefaulted = s.pool->frames_prefaulted();
-  r.metadata_bytes = s.metadata.load(std::memory_order_relaxed) + s.pool->metadata_bytes() +
-                     sizeof(State);
+  r.metadata_bytes =
+      s.metadata.load(std::memory_order_relaxed) + s.pool->metadata_bytes() + sizeof(State);
   r.frames_free = s.pool->frames_available();
   if (s.swap) {
     const swapdev::SwapCounters c = s.swap->counters();
@@ -329,4 +328,3 @@ uint64_t PageCache::shrink(uint64_t frames) {
 }
 
 }  // namespace tmpfsd
-

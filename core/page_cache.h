@@ -48,9 +48,9 @@ class PageCache;
 class FilePagesImpl;
 
 struct PageCacheConfig {
-  size_t page_size = 4096;      // power of two, >= 4096, fixed per mount
-  uint64_t memory_bytes = 0;    // frame budget (--memory); rounded down to pages
-  uint64_t max_pages = 0;       // size= in pages; 0 = unlimited
+  size_t page_size = 4096;         // power of two, >= 4096, fixed per mount
+  uint64_t memory_bytes = 0;       // frame budget (--memory); rounded down to pages
+  uint64_t max_pages = 0;          // size= in pages; 0 = unlimited
   bool background_reclaim = true;  // with swap: run the Reclaimer thread
   // A write to a page whose swap write is in flight: false waits for the
   // I/O; true copies the page to a new frame (when one is free at once) and
@@ -66,44 +66,44 @@ struct PageCacheConfig {
 // PageCacheStats::visit walks it for any printed form (JSON, a log line).
 // The daemon's unmount log is still written by hand: tests/mount/
 // pressure_test.py and tools/bench-* parse its wording.
-#define TMPFSD_PAGE_CACHE_STATS(X)                                                        \
-  X(page_size, figure, "bytes per page")                                                  \
-  X(pages_allocated, counter, "counted against size= (resident + swapped)")               \
-  X(max_pages, figure, "size= in pages (0 = unlimited)")                                  \
-  X(frames_total, figure, "--memory in frames")                                           \
-  X(frames_used, figure, "frames holding pages")                                          \
-  X(frames_prefaulted, figure, "faulted in ahead of the writers (FramePool)")             \
-  X(pages_resident, counter, "pages in a frame")                                          \
-  X(pages_swapped, counter, "pages in swap only (a compact index word)")                  \
-  X(metadata_bytes, figure, "pmaps + indexes + pool descriptors, not frames")             \
-  /* Swap and reclaim (issue 5); all zero without a swap device. */                       \
-  X(frames_free, figure, "neither used nor promised to a writer")                         \
-  X(swap_slots_total, figure, "slots of the swap device")                                 \
-  X(swap_slots_used, figure, "slots in use")                                              \
-  X(swap_cached, counter,                                                                 \
-    "resident pages that also have a slot (all of a clean page, all but the dirty "       \
-    "blocks of a dirty one)")                                                             \
-  X(swap_ins, counter, "pages read back from swap")                                       \
-  X(swap_in_errors, counter, "reads that failed (EIO to the reader)")                     \
-  X(writebacks, counter, "pages written to swap successfully")                            \
-  X(partial_writebacks, counter, "of writebacks: only the dirty blocks, into the slot")   \
-  X(writeback_errors, counter, "page writes that failed (page kept dirty)")               \
-  X(background_cleaned, counter, "of writebacks: by the cleaning watermark")              \
-  X(reclaim_scans, counter, "pmaps looked at on the inactive tail")                       \
-  X(pages_evicted, counter, "frames dropped by reclaim")                                  \
-  X(writeback_waits, counter, "changes that waited for a page's swap write")              \
-  X(writeback_copies, counter, "pages copied to a new frame instead (writeback_copy)")    \
-  X(frame_waits, counter, "writes/faults that had to reclaim first")                      \
-  X(reads_async, counter, "reads replied from a swap-in completion")                      \
-  X(writes_async, counter, "writes replied from a swap-in completion")                    \
-  X(readahead_pages, counter, "swapped pages read ahead of a sequential reader")          \
-  X(readahead_hits, counter, "of those, pages a read then used")                          \
-  /* The swap device's own figures (swapdev::SwapCounters). */                            \
-  X(swap_ios, figure, "I/Os submitted (after merging)")                                   \
-  X(swap_bytes_written, figure, "bytes written to the swap device")                       \
-  X(swap_bytes_read, figure, "bytes read from the swap device")                           \
-  X(swap_max_queue_depth, figure, "most I/Os in flight at once")                          \
-  X(swap_errors, figure, "requests that failed, checksum failures included")              \
+#define TMPFSD_PAGE_CACHE_STATS(X)                                                      \
+  X(page_size, figure, "bytes per page")                                                \
+  X(pages_allocated, counter, "counted against size= (resident + swapped)")             \
+  X(max_pages, figure, "size= in pages (0 = unlimited)")                                \
+  X(frames_total, figure, "--memory in frames")                                         \
+  X(frames_used, figure, "frames holding pages")                                        \
+  X(frames_prefaulted, figure, "faulted in ahead of the writers (FramePool)")           \
+  X(pages_resident, counter, "pages in a frame")                                        \
+  X(pages_swapped, counter, "pages in swap only (a compact index word)")                \
+  X(metadata_bytes, figure, "pmaps + indexes + pool descriptors, not frames")           \
+  /* Swap and reclaim (issue 5); all zero without a swap device. */                     \
+  X(frames_free, figure, "neither used nor promised to a writer")                       \
+  X(swap_slots_total, figure, "slots of the swap device")                               \
+  X(swap_slots_used, figure, "slots in use")                                            \
+  X(swap_cached, counter,                                                               \
+    "resident pages that also have a slot (all of a clean page, all but the dirty "     \
+    "blocks of a dirty one)")                                                           \
+  X(swap_ins, counter, "pages read back from swap")                                     \
+  X(swap_in_errors, counter, "reads that failed (EIO to the reader)")                   \
+  X(writebacks, counter, "pages written to swap successfully")                          \
+  X(partial_writebacks, counter, "of writebacks: only the dirty blocks, into the slot") \
+  X(writeback_errors, counter, "page writes that failed (page kept dirty)")             \
+  X(background_cleaned, counter, "of writebacks: by the cleaning watermark")            \
+  X(reclaim_scans, counter, "pmaps looked at on the inactive tail")                     \
+  X(pages_evicted, counter, "frames dropped by reclaim")                                \
+  X(writeback_waits, counter, "changes that waited for a page's swap write")            \
+  X(writeback_copies, counter, "pages copied to a new frame instead (writeback_copy)")  \
+  X(frame_waits, counter, "writes/faults that had to reclaim first")                    \
+  X(reads_async, counter, "reads replied from a swap-in completion")                    \
+  X(writes_async, counter, "writes replied from a swap-in completion")                  \
+  X(readahead_pages, counter, "swapped pages read ahead of a sequential reader")        \
+  X(readahead_hits, counter, "of those, pages a read then used")                        \
+  /* The swap device's own figures (swapdev::SwapCounters). */                          \
+  X(swap_ios, figure, "I/Os submitted (after merging)")                                 \
+  X(swap_bytes_written, figure, "bytes written to the swap device")                     \
+  X(swap_bytes_read, figure, "bytes read from the swap device")                         \
+  X(swap_max_queue_depth, figure, "most I/Os in flight at once")                        \
+  X(swap_errors, figure, "requests that failed, checksum failures included")            \
   X(swap_checksum_failures, figure, "reads whose checksum did not match")
 
 struct PageCacheStats {

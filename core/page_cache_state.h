@@ -93,7 +93,7 @@ struct PageCache::State {
   std::atomic<uint64_t> metadata{0};  // Pmaps + indexes (pool descriptors added in stats)
   std::atomic<uint64_t> files{0};
   std::atomic<uint64_t> writeback_in_flight{0};  // pages
-  std::atomic<uint64_t> reads_in_flight{0};  // ReadRequests, PendingWrites not yet replied
+  std::atomic<uint64_t> reads_in_flight{0};      // ReadRequests, PendingWrites not yet replied
 
   // Reads waiting for pages under swap-in (kReadPending): the page wait
   // table (Linux's folio_wait_table), and the bytes of pending writes for

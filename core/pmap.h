@@ -250,11 +250,11 @@ class Pmap {
 
  private:
   friend class PmapLists;
-  static constexpr uint32_t kReferenced = 1u << 0;  // used since the last scan
-  static constexpr uint32_t kUptodate = 1u << 1;    // written at least once
-  static constexpr uint32_t kWriteback = 1u << 2;   // a swap write is in flight
-  static constexpr uint32_t kOnInactive = 1u << 3;  // PmapLists lock
-  static constexpr uint32_t kOnActive = 1u << 4;    // PmapLists lock
+  static constexpr uint32_t kReferenced = 1u << 0;   // used since the last scan
+  static constexpr uint32_t kUptodate = 1u << 1;     // written at least once
+  static constexpr uint32_t kWriteback = 1u << 2;    // a swap write is in flight
+  static constexpr uint32_t kOnInactive = 1u << 3;   // PmapLists lock
+  static constexpr uint32_t kOnActive = 1u << 4;     // PmapLists lock
   static constexpr uint32_t kReadPending = 1u << 5;  // a swap read is in flight
   static constexpr uint32_t kReadError = 1u << 6;    // the last swap read failed
   static constexpr uint32_t kReadahead = 1u << 7;    // read ahead, not yet used

@@ -115,8 +115,7 @@ void FilePagesImpl::read(uint64_t off, size_t len, FilePages::ReadDone done) {
   {
     ReaderLock lock(mu_);
     index_.visit_range(first, last + 1, [&](uint64_t, PagePlace w) {
-      faults += w.is_swapped() ||
-                (w.is_pmap() && !w.pmap()->bytes_valid());
+      faults += w.is_swapped() || (w.is_pmap() && !w.pmap()->bytes_valid());
       return true;
     });
     if (faults == 0) {
@@ -184,18 +183,20 @@ void FilePagesImpl::read(uint64_t off, size_t len, FilePages::ReadDone done) {
   {
     swapdev::IoBatch plug(*st_.swap);
     SmallVec<Pmap*, kInlineIovecs> fresh;
-    index_.update_range(first, last + 1, [&](uint64_t page, PagePlace w) REQUIRES(mu_) -> PagePlace {
-      if (w.is_swapped()) {
-        Pmap* p = start_swap_in_locked(page, frames.take().frame, w.slot());
-        fresh.push_back(p);
-        return PagePlace::resident(p);
-      }
-      if (w.is_pmap()) {
-        Pmap* p = w.pmap();
-        if (!p->read_pending() && p->read_error()) submit_swap_in_locked(p);  // retry
-      }
-      return w;
-    });
+    index_.update_range(first, last + 1,
+                        [&](uint64_t page, PagePlace w) REQUIRES(mu_) -> PagePlace {
+                          if (w.is_swapped()) {
+                            Pmap* p = start_swap_in_locked(page, frames.take().frame, w.slot());
+                            fresh.push_back(p);
+                            return PagePlace::resident(p);
+                          }
+                          if (w.is_pmap()) {
+                            Pmap* p = w.pmap();
+                            if (!p->read_pending() && p->read_error())
+                              submit_swap_in_locked(p);  // retry
+                          }
+                          return w;
+                        });
     st_.lists.add_new(fresh.span());
     collect_locked(off, len, r->iov, r->pins, &ra_hit);
     uint32_t awaited = 0;

@@ -81,11 +81,18 @@ void page_out_run(PageCache::State& st, ScanControl& sc, FilePagesImpl& file,
   }
   for (Pmap* p : run) {
     switch (file.page_out_locked(p, sc)) {
-      case PageOut::kFreed: ++sc.freed; break;
-      case PageOut::kWriteback: ++sc.submitted; break;
-      case PageOut::kSwapFull: sc.swap_full = true; break;
+      case PageOut::kFreed:
+        ++sc.freed;
+        break;
+      case PageOut::kWriteback:
+        ++sc.submitted;
+        break;
+      case PageOut::kSwapFull:
+        sc.swap_full = true;
+        break;
       case PageOut::kKept:
-      case PageOut::kActivated: break;
+      case PageOut::kActivated:
+        break;
     }
   }
   file.mutex().unlock();

@@ -34,7 +34,7 @@ class [[nodiscard]] Status {
 template <class T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT: implicit on purpose
+  Result(T value) : v_(std::move(value)) {}        // NOLINT: implicit on purpose
   Result(Errno e) : v_(e) { assert(e.code > 0); }  // NOLINT
 
   bool is_ok() const { return v_.index() == 0; }

@@ -55,7 +55,7 @@ void AsyncRequest::finish() {
 // table (State::write_patches) until the page's completion copies them in.
 struct WritePatch {
   FilePages::PendingWrite* write;
-  uint32_t from;    // bytes [from, to) of the page
+  uint32_t from;  // bytes [from, to) of the page
   uint32_t to;
   uint64_t blocks;  // their dirty bits
   std::unique_ptr<std::byte[]> bytes;
@@ -119,8 +119,7 @@ void FilePagesImpl::submit_swap_in_locked(Pmap* p) {
   const swapdev::SwapSlot slot = f->swap_slot();
   std::span<std::byte> bytes = f->bytes();
   PageCache::State* st = &st_;
-  st_.swap->read(slot, {&bytes, 1},
-                 [st, p, slot](int err) { swap_in_done(*st, p, slot, err); });
+  st_.swap->read(slot, {&bytes, 1}, [st, p, slot](int err) { swap_in_done(*st, p, slot, err); });
 }
 
 // A swapped page (its word is the compact word of `slot`) becomes a pmap

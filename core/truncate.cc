@@ -186,5 +186,4 @@ std::optional<uint64_t> FilePagesImpl::seek_hole(uint64_t off, uint64_t size) co
   return std::min(size, std::max(off, page << st_.page_shift));
 }
 
-
 }  // namespace tmpfsd

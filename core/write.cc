@@ -14,7 +14,6 @@
 
 namespace tmpfsd {
 
-
 // Reserves frames for the pages of [first, last] that want one
 // (wants_frame), plus `extra`. May drop and retake `lock` to reclaim; the
 // count is redone every time. ENOSPC: no frames and nothing to reclaim.
@@ -74,32 +73,34 @@ Status FilePagesImpl::fault_range_locked(FaultRequest& req) {
   SmallVec<Pmap*, kInlineIovecs> fresh;
   {
     swapdev::IoBatch plug(*st_.swap);
-    index_.update_range(first, last + 1, [&](uint64_t page, PagePlace w) REQUIRES(mu_) -> PagePlace {
-      if (w.is_pmap()) {
-        Pmap* p = w.pmap();
-        if (!p->read_pending() && p->read_error() && !covered(page)) submit_swap_in_locked(p);
-        return w;
-      }
-      if (!wants_frame(w, for_write)) return w;
-      FramePool::Taken t = frames.take();
-      if (w.is_zero()) {
-        if (!t.zeroed) std::memset(t.frame->bytes().data(), 0, page_size());
-        Pmap* p = bind_locked(page, t.frame);
-        if (w.zero_uptodate()) p->set_uptodate();
-        p->set_referenced();
-        fresh.push_back(p);
-        return PagePlace::resident(p);
-      }
-      const swapdev::SwapSlot slot = w.slot();
-      if (covered(page)) {
-        wholes.push_back({page, t.frame, slot});
-        return w;
-      }
-      Pmap* p = start_swap_in_locked(page, t.frame, slot);
-      p->set_referenced();
-      fresh.push_back(p);
-      return PagePlace::resident(p);
-    });
+    index_.update_range(first, last + 1,
+                        [&](uint64_t page, PagePlace w) REQUIRES(mu_) -> PagePlace {
+                          if (w.is_pmap()) {
+                            Pmap* p = w.pmap();
+                            if (!p->read_pending() && p->read_error() && !covered(page))
+                              submit_swap_in_locked(p);
+                            return w;
+                          }
+                          if (!wants_frame(w, for_write)) return w;
+                          FramePool::Taken t = frames.take();
+                          if (w.is_zero()) {
+                            if (!t.zeroed) std::memset(t.frame->bytes().data(), 0, page_size());
+                            Pmap* p = bind_locked(page, t.frame);
+                            if (w.zero_uptodate()) p->set_uptodate();
+                            p->set_referenced();
+                            fresh.push_back(p);
+                            return PagePlace::resident(p);
+                          }
+                          const swapdev::SwapSlot slot = w.slot();
+                          if (covered(page)) {
+                            wholes.push_back({page, t.frame, slot});
+                            return w;
+                          }
+                          Pmap* p = start_swap_in_locked(page, t.frame, slot);
+                          p->set_referenced();
+                          fresh.push_back(p);
+                          return PagePlace::resident(p);
+                        });
   }
   st_.lists.add_new(fresh.span());
   for (;;) {
@@ -162,7 +163,6 @@ Status FilePagesImpl::fault_range_locked(FaultRequest& req) {
   if (for_write) req.frames = std::move(frames);  // what is left: `extra`
   return Status::ok();
 }
-
 
 Result<FilePages::PendingWrite*> FilePagesImpl::write(uint64_t off,
                                                       std::span<const std::byte> data) {
@@ -257,6 +257,5 @@ Result<FilePages::PendingWrite*> FilePagesImpl::write(uint64_t off,
   if (defer.write) st_.writes_async.fetch_add(1, std::memory_order_relaxed);
   return defer.write;
 }
-
 
 }  // namespace tmpfsd

@@ -127,8 +127,8 @@ void Writeback::done(int err) const {
   st.writeback_in_flight.fetch_sub(1, std::memory_order_relaxed);
   p->end_writeback();
   // Clean pages go to the inactive tail: the next pass drops them.
-  st.lists.putback_unpin(p, err == 0 ? PmapLists::Where::kInactiveTail
-                                     : PmapLists::Where::kActiveHead);
+  st.lists.putback_unpin(
+      p, err == 0 ? PmapLists::Where::kInactiveTail : PmapLists::Where::kActiveHead);
   st.notify_progress();
 }
 

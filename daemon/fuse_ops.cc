@@ -99,8 +99,10 @@ void reply_status(fuse_req_t req, Status s) { fuse_reply_err(req, s.code()); }
 
 void op_init(void* userdata, fuse_conn_info* conn) {
   Filesystem& fs = *static_cast<Filesystem*>(userdata);
-  if (fs.writeback_cache && (conn->capable & FUSE_CAP_WRITEBACK_CACHE)) conn->want |= FUSE_CAP_WRITEBACK_CACHE;
-  else fs.writeback_cache = false;
+  if (fs.writeback_cache && (conn->capable & FUSE_CAP_WRITEBACK_CACHE))
+    conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+  else
+    fs.writeback_cache = false;
   // Big requests: fewer round trips for large reads and writes.
   conn->max_write = 1 << 20;
   conn->max_readahead = 1 << 20;
@@ -164,10 +166,14 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, f
       c.size = uint64_t(attr->st_size);
       c.size_from_handle = fi != nullptr;
     }
-    if (to_set & FUSE_SET_ATTR_ATIME_NOW) c.atime_now = true;
-    else if (to_set & FUSE_SET_ATTR_ATIME) c.atime = attr->st_atim;
-    if (to_set & FUSE_SET_ATTR_MTIME_NOW) c.mtime_now = true;
-    else if (to_set & FUSE_SET_ATTR_MTIME) c.mtime = attr->st_mtim;
+    if (to_set & FUSE_SET_ATTR_ATIME_NOW)
+      c.atime_now = true;
+    else if (to_set & FUSE_SET_ATTR_ATIME)
+      c.atime = attr->st_atim;
+    if (to_set & FUSE_SET_ATTR_MTIME_NOW)
+      c.mtime_now = true;
+    else if (to_set & FUSE_SET_ATTR_MTIME)
+      c.mtime = attr->st_mtim;
     if (to_set & FUSE_SET_ATTR_CTIME) c.ctime = attr->st_ctim;  // the writeback cache's own ctime
     reply_attr(req, ns_of(req).setattr(ino, c, caller_of(req)));
   });
@@ -182,7 +188,8 @@ void op_readlink(fuse_req_t req, fuse_ino_t ino) {
 }
 
 void op_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
-  guarded(req, [&] { reply_entry(req, ns_of(req).mknod(parent, name, mode, rdev, caller_of(req))); });
+  guarded(req,
+          [&] { reply_entry(req, ns_of(req).mknod(parent, name, mode, rdev, caller_of(req))); });
 }
 
 void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
@@ -207,7 +214,8 @@ void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
 
 void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t new_parent,
                const char* new_name, unsigned int flags) {
-  guarded(req, [&] { reply_status(req, ns_of(req).rename(parent, name, new_parent, new_name, flags)); });
+  guarded(req,
+          [&] { reply_status(req, ns_of(req).rename(parent, name, new_parent, new_name, flags)); });
 }
 
 void set_open_flags(fuse_file_info* fi) {
@@ -221,11 +229,13 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     auto r = ns_of(req).open(ino, fi->flags, caller_of(req));
     if (!r) return void(fuse_reply_err(req, r.code()));
     set_open_flags(fi);
-    if (fuse_reply_open(req, fi) != 0) ns_of(req).release(ino);  // interrupted: no release will come
+    if (fuse_reply_open(req, fi) != 0)
+      ns_of(req).release(ino);  // interrupted: no release will come
   });
 }
 
-void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi) {
+void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+               fuse_file_info* fi) {
   guarded(req, [&] {
     auto r = ns_of(req).create(parent, name, mode, fi->flags, caller_of(req));
     if (!r) return void(fuse_reply_err(req, r.code()));
@@ -255,17 +265,19 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_i
   });
 }
 
-void op_write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off, fuse_file_info* fi) {
+void op_write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off,
+              fuse_file_info* fi) {
   guarded(req, [&] {
     if (off < 0) return void(fuse_reply_err(req, EINVAL));
     auto data = std::span(reinterpret_cast<const std::byte*>(buf), size);
     // With the writeback cache the kernel has already turned O_APPEND into an offset.
     bool append = !fs_of(req).writeback_cache && (fi->flags & O_APPEND);
     // Replied now, or from a swap read's completion (Namespace::write_async).
-    ns_of(req).write_async(ino, uint64_t(off), data, append, caller_of(req), [req](Result<size_t> r) {
-      if (!r) return void(fuse_reply_err(req, r.code()));
-      fuse_reply_write(req, *r);
-    });
+    ns_of(req).write_async(ino, uint64_t(off), data, append, caller_of(req),
+                           [req](Result<size_t> r) {
+                             if (!r) return void(fuse_reply_err(req, r.code()));
+                             fuse_reply_write(req, *r);
+                           });
   });
 }
 
@@ -289,7 +301,8 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   });
 }
 
-void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus, fuse_file_info* fi) {
+void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus,
+                fuse_file_info* fi) {
   guarded(req, [&] {
     std::vector<char> buf(size);
     size_t used = 0;
@@ -304,12 +317,14 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plu
           e.attr.st_ino = d.ino;
           e.attr.st_mode = d.mode;
         }
-        need = fuse_add_direntry_plus(req, buf.data() + used, size - used, name.c_str(), &e, off_t(d.next));
+        need = fuse_add_direntry_plus(req, buf.data() + used, size - used, name.c_str(), &e,
+                                      off_t(d.next));
       } else {
         struct stat st {};
         st.st_ino = d.ino;
         st.st_mode = d.mode;
-        need = fuse_add_direntry(req, buf.data() + used, size - used, name.c_str(), &st, off_t(d.next));
+        need = fuse_add_direntry(req, buf.data() + used, size - used, name.c_str(), &st,
+                                 off_t(d.next));
       }
       if (need > size - used) return false;
       used += need;
@@ -352,8 +367,11 @@ void op_statfs(fuse_req_t req, fuse_ino_t) {
   });
 }
 
-void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size, int flags) {
-  guarded(req, [&] { reply_status(req, ns_of(req).setxattr(ino, name, std::string_view(value, size), flags)); });
+void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
+                 int flags) {
+  guarded(req, [&] {
+    reply_status(req, ns_of(req).setxattr(ino, name, std::string_view(value, size), flags));
+  });
 }
 
 void reply_xattr_value(fuse_req_t req, const Result<std::string>& r, size_t size) {
@@ -378,7 +396,8 @@ void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
 void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len, fuse_file_info*) {
   guarded(req, [&] {
     if (off < 0 || len <= 0) return void(fuse_reply_err(req, EINVAL));
-    reply_status(req, ns_of(req).fallocate(ino, mode, uint64_t(off), uint64_t(len), caller_of(req)));
+    reply_status(req,
+                 ns_of(req).fallocate(ino, mode, uint64_t(off), uint64_t(len), caller_of(req)));
   });
 }
 
@@ -392,8 +411,8 @@ void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, fuse_file_i
   });
 }
 
-void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_file_info*, fuse_ino_t ino_out,
-                        off_t off_out, fuse_file_info*, size_t len, int flags) {
+void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_file_info*,
+                        fuse_ino_t ino_out, off_t off_out, fuse_file_info*, size_t len, int flags) {
   guarded(req, [&] {
     if (flags != 0 || off_in < 0 || off_out < 0) return void(fuse_reply_err(req, EINVAL));
     auto r = ns_of(req).copy_range(ino_in, uint64_t(off_in), ino_out, uint64_t(off_out), len);

@@ -91,10 +91,10 @@ void fuse_log_to_spdlog(enum fuse_log_level level, const char* fmt, va_list ap) 
     std::lock_guard lk(g_fuse_error_mu);
     g_fuse_error = line;
   }
-  spdlog::log(level <= FUSE_LOG_ERR ? spdlog::level::err
+  spdlog::log(level <= FUSE_LOG_ERR       ? spdlog::level::err
               : level <= FUSE_LOG_WARNING ? spdlog::level::warn
-              : level <= FUSE_LOG_INFO ? spdlog::level::info
-                                       : spdlog::level::debug,
+              : level <= FUSE_LOG_INFO    ? spdlog::level::info
+                                          : spdlog::level::debug,
               "libfuse: {}", line);
 }
 
@@ -107,22 +107,25 @@ void log_stats(const char* what, const std::string& mountpoint, const PageCacheS
   spdlog::info("{} {}: {} pages allocated, {} frames used, {} bytes of metadata", what, mountpoint,
                s.pages_allocated, s.frames_used, s.metadata_bytes);
   spdlog::info(
-      "page cache: frames {} used / {} free / {} total ({} prefaulted); pages {} resident ({} also in swap), {} swapped; "
-      "swap slots {} / {}; swap-ins {} ({} errors; {} reads and {} writes replied from the completion; "
+      "page cache: frames {} used / {} free / {} total ({} prefaulted); pages {} resident ({} also "
+      "in swap), {} swapped; "
+      "swap slots {} / {}; swap-ins {} ({} errors; {} reads and {} writes replied from the "
+      "completion; "
       "readahead {} pages, {} used); writebacks {} ({} background, {} partial, {} errors); "
       "evicted {}; reclaim scans {}; writes that waited for writeback {}, copied instead {}, "
       "waited for frames {}; "
       "metadata {} bytes",
-      s.frames_used, s.frames_free, s.frames_total, s.frames_prefaulted, s.pages_resident, s.swap_cached, s.pages_swapped,
-      s.swap_slots_used, s.swap_slots_total, s.swap_ins, s.swap_in_errors, s.reads_async, s.writes_async,
-      s.readahead_pages, s.readahead_hits, s.writebacks,
-      s.background_cleaned, s.partial_writebacks, s.writeback_errors, s.pages_evicted, s.reclaim_scans, s.writeback_waits,
-      s.writeback_copies, s.frame_waits, s.metadata_bytes);
+      s.frames_used, s.frames_free, s.frames_total, s.frames_prefaulted, s.pages_resident,
+      s.swap_cached, s.pages_swapped, s.swap_slots_used, s.swap_slots_total, s.swap_ins,
+      s.swap_in_errors, s.reads_async, s.writes_async, s.readahead_pages, s.readahead_hits,
+      s.writebacks, s.background_cleaned, s.partial_writebacks, s.writeback_errors, s.pages_evicted,
+      s.reclaim_scans, s.writeback_waits, s.writeback_copies, s.frame_waits, s.metadata_bytes);
   if (s.swap_slots_total) {
-    spdlog::info("swap device: {} I/Os, {} MiB written, {} MiB read, at most {} in flight; "
-                 "{} errors ({} checksum failures)",
-                 s.swap_ios, s.swap_bytes_written >> 20, s.swap_bytes_read >> 20,
-                 s.swap_max_queue_depth, s.swap_errors, s.swap_checksum_failures);
+    spdlog::info(
+        "swap device: {} I/Os, {} MiB written, {} MiB read, at most {} in flight; "
+        "{} errors ({} checksum failures)",
+        s.swap_ios, s.swap_bytes_written >> 20, s.swap_bytes_read >> 20, s.swap_max_queue_depth,
+        s.swap_errors, s.swap_checksum_failures);
   }
 }
 
@@ -173,7 +176,8 @@ class StatsOnSignal {
           bool warned = false;
           std::string last = notify::usage(mountpoint, 0, 0, 0);  // sent with READY=1
           while (!stop.stop_requested()) {
-            if (sigtimedwait(&set, nullptr, &tick) == SIGUSR1) log_stats("counters of", mountpoint, cache.stats());
+            if (sigtimedwait(&set, nullptr, &tick) == SIGUSR1)
+              log_stats("counters of", mountpoint, cache.stats());
             if (!notify::wanted() || !live.load() || ++ticks < kStatusTicks) continue;
             ticks = 0;
             std::string now = usage_status(mountpoint, cache.stats());
@@ -280,7 +284,8 @@ int serve(const Options& o, Startup& startup) {
   args.add(fuse_opts);
   if (o.fuse_debug) args.add("-d");
 
-  fuse_session* se = fuse_session_new(&args.args, &fuse_operations(), sizeof(fuse_lowlevel_ops), &fs);
+  fuse_session* se =
+      fuse_session_new(&args.args, &fuse_operations(), sizeof(fuse_lowlevel_ops), &fs);
   if (!se) {
     startup.fail(1, "cannot create the FUSE session" + last_fuse_error());
     return 1;
@@ -291,11 +296,11 @@ int serve(const Options& o, Startup& startup) {
   } else if (fuse_session_mount(se, o.mountpoint.c_str()) != 0) {
     startup.fail(1, "cannot mount on " + o.mountpoint + last_fuse_error());
   } else {
-    spdlog::info("mounted {} on {} (size={} bytes, nr_inodes={}, memory={} bytes, page size {})", o.source, o.mountpoint,
-                 o.size_bytes, o.nr_inodes, o.memory_bytes, o.page_size);
+    spdlog::info("mounted {} on {} (size={} bytes, nr_inodes={}, memory={} bytes, page size {})",
+                 o.source, o.mountpoint, o.size_bytes, o.nr_inodes, o.memory_bytes, o.page_size);
     if (!startup.daemonised()) {
-      std::fprintf(stderr, "tmpfsd: mounted on %s; unmount with: fusermount3 -u %s\n", o.mountpoint.c_str(),
-                   o.mountpoint.c_str());
+      std::fprintf(stderr, "tmpfsd: mounted on %s; unmount with: fusermount3 -u %s\n",
+                   o.mountpoint.c_str(), o.mountpoint.c_str());
     }
     StatsOnSignal stats_on_signal(**cache, o.mountpoint, live);
     fuse_loop_config* loop = fuse_loop_cfg_create();
@@ -360,8 +365,8 @@ int main(int argc, char** argv) {
   o.pid_file = tmpfsd::absolute(o.pid_file);
   // From here on, see THE RULE at the top: daemonise before anything starts
   // a thread.
-  tmpfsd::Startup startup =
-      o.foreground ? tmpfsd::Startup::foreground(o.mountpoint) : tmpfsd::Startup::daemonise(o.mountpoint);
+  tmpfsd::Startup startup = o.foreground ? tmpfsd::Startup::foreground(o.mountpoint)
+                                         : tmpfsd::Startup::daemonise(o.mountpoint);
   tmpfsd::set_logger(o, startup.daemonised());
   fuse_set_log_func(tmpfsd::fuse_log_to_spdlog);
   tmpfsd::PidFile pid_file(o.pid_file);

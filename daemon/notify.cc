@@ -32,9 +32,11 @@ bool wanted() {
   return on;
 }
 
-std::string usage(const std::string& mountpoint, uint64_t data_bytes, uint64_t frame_bytes, uint64_t swap_bytes) {
+std::string usage(const std::string& mountpoint, uint64_t data_bytes, uint64_t frame_bytes,
+                  uint64_t swap_bytes) {
   return "mounted on " + mountpoint + "; " + std::to_string(data_bytes >> 20) + " MiB of data, " +
-         std::to_string(frame_bytes >> 20) + " MiB in frames, " + std::to_string(swap_bytes >> 20) + " MiB in swap";
+         std::to_string(frame_bytes >> 20) + " MiB in frames, " + std::to_string(swap_bytes >> 20) +
+         " MiB in swap";
 }
 
 bool ready(const std::string& status_line, pid_t main_pid) {

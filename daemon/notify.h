@@ -18,7 +18,8 @@
 //   STATUS=failed: ...   when the start fails (the one line the command prints)
 //
 // STATUS lines match (ECMAScript / Python re):
-//   ^(mounted on (/.*); ([0-9]+) MiB of data, ([0-9]+) MiB in frames, ([0-9]+) MiB in swap|unmounting (/.*)|failed: .*)$
+//   ^(mounted on (/.*); ([0-9]+) MiB of data, ([0-9]+) MiB in frames, ([0-9]+) MiB in
+//   swap|unmounting (/.*)|failed: .*)$
 // kStatusRegex below; tests/mount/notify_test.py checks it.
 //
 // Threads: any; safe to call concurrently.
@@ -39,7 +40,8 @@ inline constexpr const char* kStatusRegex =
 bool wanted();
 
 // The usage line: "mounted on DIR; N MiB of data, N MiB in frames, N MiB in swap".
-std::string usage(const std::string& mountpoint, uint64_t data_bytes, uint64_t frame_bytes, uint64_t swap_bytes);
+std::string usage(const std::string& mountpoint, uint64_t data_bytes, uint64_t frame_bytes,
+                  uint64_t swap_bytes);
 
 // READY=1 and STATUS=status; with main_pid > 0 also MAINPID=main_pid.
 bool ready(const std::string& status, pid_t main_pid = 0);

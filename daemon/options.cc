@@ -27,13 +27,32 @@ std::optional<uint64_t> parse_scaled(const std::string& text) {
   std::string digits = text;
   unsigned shift = 0;
   switch (text.back()) {
-    case 'k': case 'K': shift = 10; break;
-    case 'm': case 'M': shift = 20; break;
-    case 'g': case 'G': shift = 30; break;
-    case 't': case 'T': shift = 40; break;
-    case 'p': case 'P': shift = 50; break;
-    case 'e': case 'E': shift = 60; break;
-    default: break;
+    case 'k':
+    case 'K':
+      shift = 10;
+      break;
+    case 'm':
+    case 'M':
+      shift = 20;
+      break;
+    case 'g':
+    case 'G':
+      shift = 30;
+      break;
+    case 't':
+    case 'T':
+      shift = 40;
+      break;
+    case 'p':
+    case 'P':
+      shift = 50;
+      break;
+    case 'e':
+    case 'E':
+      shift = 60;
+      break;
+    default:
+      break;
   }
   if (shift) digits.pop_back();
   auto v = parse_number(digits, 10);
@@ -66,9 +85,9 @@ namespace {
 // Options for mount(8) and fstab, and lazytime (no disk to write times
 // to): accepted so that fstab lines and mount(8) work, without effect.
 bool ignored_generic(const std::string& opt) {
-  static const char* const names[] = {
-      "lazytime", "nolazytime", "defaults", "nofail", "noauto", "auto", "user", "nouser", "users", "owner", "group",
-      "_netdev"};
+  static const char* const names[] = {"lazytime", "nolazytime", "defaults", "nofail",
+                                      "noauto",   "auto",       "user",     "nouser",
+                                      "users",    "owner",      "group",    "_netdev"};
   for (const char* n : names)
     if (opt == n) return true;
   return opt.rfind("x-", 0) == 0 || opt.rfind("X-", 0) == 0 || opt.rfind("comment=", 0) == 0;
@@ -87,40 +106,53 @@ ParseOutcome parse_options(int argc, char** argv) {
   std::string swap;
   std::string page_size;
   std::string threads;
-  CLI::App app{"tmpfsd: a tmpfs served from user space, with a memory budget\n"
-               "Usage: tmpfsd [options] [SOURCE] MOUNTPOINT   (mount(8): mount -t fuse.tmpfsd SOURCE MOUNTPOINT -o OPTS)"};
+  CLI::App app{
+      "tmpfsd: a tmpfs served from user space, with a memory budget\n"
+      "Usage: tmpfsd [options] [SOURCE] MOUNTPOINT   (mount(8): mount -t fuse.tmpfsd SOURCE "
+      "MOUNTPOINT -o OPTS)"};
   app.add_option("SOURCE MOUNTPOINT", positionals,
-                 "SOURCE (optional): the name findmnt and df show (default: tmpfsd); MOUNTPOINT: directory to mount on")
+                 "SOURCE (optional): the name findmnt and df show (default: tmpfsd); MOUNTPOINT: "
+                 "directory to mount on")
       ->expected(0, 64);
   app.add_option("-o", mount_opts,
-                 "Mount options, comma-separated: size=SIZE, nr_inodes=N, mode=OCTAL, uid=N, gid=N, allow_other, "
-                 "nosuid, nodev, noexec, ro, rw, sync, async, dirsync, noatime, atime, relatime, strictatime, nodiratime, "
+                 "Mount options, comma-separated: size=SIZE, nr_inodes=N, mode=OCTAL, uid=N, "
+                 "gid=N, allow_other, "
+                 "nosuid, nodev, noexec, ro, rw, sync, async, dirsync, noatime, atime, relatime, "
+                 "strictatime, nodiratime, "
                  "diratime; memory=, swap=, swap_dir=, "
-                 "page_size=, writeback_cache, writeback_conflict=, threads=, log_level=, log_file=, pid_file= "
-                 "(the daemon options below); lazytime, defaults, nofail, noauto, _netdev, x-* ... are accepted "
+                 "page_size=, writeback_cache, writeback_conflict=, threads=, log_level=, "
+                 "log_file=, pid_file= "
+                 "(the daemon options below); lazytime, defaults, nofail, noauto, _netdev, x-* ... "
+                 "are accepted "
                  "and ignored")
       ->delimiter(',')
       ->allow_extra_args(false);  // one list per -o: what follows may be SOURCE or MOUNTPOINT
-  app.add_option("--memory", memory, "Frame budget: SIZE or N% of RAM (default: size=, at most 50% of RAM)");
+  app.add_option("--memory", memory,
+                 "Frame budget: SIZE or N% of RAM (default: size=, at most 50% of RAM)");
   app.add_option("--swap", swap,
-                 "Swap file size: SIZE or N% of RAM; the most data the file system holds; 0 = no swap (default: size=)");
+                 "Swap file size: SIZE or N% of RAM; the most data the file system holds; 0 = no "
+                 "swap (default: size=)");
   app.add_option("--swap-dir", o.swap_dir,
                  "Directory of the private swap file (not a tmpfs; the file has no name)")
       ->capture_default_str();
-  app.add_option("--page-size", page_size, "Page size in bytes: a power of two, 4096 or more (default: 4096)");
+  app.add_option("--page-size", page_size,
+                 "Page size in bytes: a power of two, 4096 or more (default: 4096)");
   app.add_flag("-f,--foreground", o.foreground, "Stay in the foreground and log to stderr");
   app.add_flag("-d,--debug", o.fuse_debug, "Log every FUSE request (implies -f)");
   app.add_flag("--writeback-cache", o.writeback_cache,
-               "Let the kernel cache writes (faster small writes; a full file system then reports ENOSPC at close/fsync, not at write)");
-  app.add_option("--writeback-conflict", o.writeback_conflict,
-                 "A write to a page being written to swap: wait for that I/O, or copy the page to a "
-                 "free frame and go on")
+               "Let the kernel cache writes (faster small writes; a full file system then reports "
+               "ENOSPC at close/fsync, not at write)");
+  app.add_option(
+         "--writeback-conflict", o.writeback_conflict,
+         "A write to a page being written to swap: wait for that I/O, or copy the page to a "
+         "free frame and go on")
       ->capture_default_str()
       ->check(CLI::IsMember({"wait", "copy"}));
   app.add_option("--threads", threads, "Most FUSE worker threads (default: libfuse's)");
   app.add_option("--log-file", o.log_file,
                  "Append the log to this file (default: syslog when daemonised, stderr with -f)");
-  app.add_option("--pid-file", o.pid_file, "Write the daemon's process ID to this file (removed at exit)");
+  app.add_option("--pid-file", o.pid_file,
+                 "Write the daemon's process ID to this file (removed at exit)");
   app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error or critical")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
@@ -140,9 +172,11 @@ ParseOutcome parse_options(int argc, char** argv) {
     out.message = "tmpfsd: " + msg;
     return out;
   };
-  if (positionals.empty()) return fail("a mountpoint is required (usage: tmpfsd [options] [SOURCE] MOUNTPOINT)");
+  if (positionals.empty())
+    return fail("a mountpoint is required (usage: tmpfsd [options] [SOURCE] MOUNTPOINT)");
   if (positionals.size() > 2)
-    return fail("unexpected argument " + positionals[2] + " (usage: tmpfsd [options] [SOURCE] MOUNTPOINT)");
+    return fail("unexpected argument " + positionals[2] +
+                " (usage: tmpfsd [options] [SOURCE] MOUNTPOINT)");
   o.mountpoint = positionals.back();
   if (positionals.size() == 2) {
     if (positionals[0].empty()) return fail("SOURCE: empty");
@@ -183,15 +217,16 @@ ParseOutcome parse_options(int argc, char** argv) {
     } else if (ignored_generic(opt)) {
       o.ignored.push_back(opt);
     } else if (opt == "writeback_cache") {
-      if (app.count("--writeback-cache")) return fail("-o writeback_cache and --writeback-cache both given: give one of them");
+      if (app.count("--writeback-cache"))
+        return fail("-o writeback_cache and --writeback-cache both given: give one of them");
       o.writeback_cache = true;
     } else if (opt == "nosuid" || opt == "nodev" || opt == "noexec") {
       (opt == "nosuid" ? o.nosuid : opt == "nodev" ? o.nodev : o.noexec) = true;
     } else if (opt == "suid" || opt == "dev" || opt == "exec") {
       (opt == "suid" ? o.nosuid : opt == "dev" ? o.nodev : o.noexec) = false;
     } else if (key == "memory" || key == "swap" || key == "swap_dir" || key == "page_size" ||
-               key == "writeback_conflict" || key == "threads" || key == "log_level" || key == "log_file" ||
-               key == "pid_file") {
+               key == "writeback_conflict" || key == "threads" || key == "log_level" ||
+               key == "log_file" || key == "pid_file") {
       if (value.empty()) return fail("-o " + key + ": needs a value (" + key + "=...)");
       if (key == "memory") {
         if (app.count("--memory")) return both(key, "--memory");
@@ -207,17 +242,21 @@ ParseOutcome parse_options(int argc, char** argv) {
         page_size = value, page_size_label = "-o page_size=";
       } else if (key == "writeback_conflict") {
         if (app.count("--writeback-conflict")) return both(key, "--writeback-conflict");
-        if (value != "wait" && value != "copy") return fail("-o writeback_conflict=" + value + ": must be wait or copy");
+        if (value != "wait" && value != "copy")
+          return fail("-o writeback_conflict=" + value + ": must be wait or copy");
         o.writeback_conflict = value;
       } else if (key == "threads") {
         if (app.count("--threads")) return both(key, "--threads");
         threads = value, threads_label = "-o threads=";
       } else if (key == "log_level") {
         if (app.count("--log-level")) return both(key, "--log-level");
-        static const char* const levels[] = {"trace", "debug", "info", "warn", "error", "critical", "off"};
+        static const char* const levels[] = {"trace", "debug",    "info", "warn",
+                                             "error", "critical", "off"};
         bool ok = false;
         for (const char* l : levels) ok = ok || value == l;
-        if (!ok) return fail("-o log_level=" + value + ": must be trace, debug, info, warn, error, critical or off");
+        if (!ok)
+          return fail("-o log_level=" + value +
+                      ": must be trace, debug, info, warn, error, critical or off");
         o.log_level = value;
       } else if (key == "log_file") {
         if (app.count("--log-file")) return both(key, "--log-file");
@@ -259,13 +298,15 @@ ParseOutcome parse_options(int argc, char** argv) {
   if (!threads.empty()) {
     auto v = parse_number(threads, 10);
     if (!v || *v > 100000)
-      return fail(threads_label + sep(threads_label) + threads + ": not a number of threads (0: libfuse's default)");
+      return fail(threads_label + sep(threads_label) + threads +
+                  ": not a number of threads (0: libfuse's default)");
     o.max_threads = unsigned(*v);
   }
   if (!page_size.empty()) {
     auto v = parse_number(page_size, 10);
     if (!v || *v < 4096 || (*v & (*v - 1)) != 0 || *v > (1ull << 30))
-      return fail(page_size_label + sep(page_size_label) + page_size + ": must be a power of two, 4096 or more");
+      return fail(page_size_label + sep(page_size_label) + page_size +
+                  ": must be a power of two, 4096 or more");
     o.page_size = size_t(*v);
   }
   if (!memory.empty()) {

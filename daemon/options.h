@@ -34,9 +34,9 @@ struct Options {
   // SOURCE: the mount's fsname, shown by findmnt and df ("tmpfsd" when not
   // given).
   std::string source = "tmpfsd";
-  uint64_t size_bytes = 0;      // size=; 0 = unlimited (as on tmpfs)
-  uint64_t nr_inodes = 0;       // nr_inodes=; 0 = unlimited
-  mode_t mode = 01777;          // of the root directory
+  uint64_t size_bytes = 0;  // size=; 0 = unlimited (as on tmpfs)
+  uint64_t nr_inodes = 0;   // nr_inodes=; 0 = unlimited
+  mode_t mode = 01777;      // of the root directory
   uid_t uid = 0;
   gid_t gid = 0;
   bool allow_other = false;
@@ -55,7 +55,7 @@ struct Options {
   // Generic or fstab-only options accepted without effect (logged once the
   // daemon runs), in the order given.
   std::vector<std::string> ignored;
-  uint64_t memory_bytes = 0;    // --memory: the frame budget
+  uint64_t memory_bytes = 0;  // --memory: the frame budget
   // --swap: size of the private swap file; the file system holds at most
   // this much data (frames are a cache in front of it). 0 = no swap. When
   // not given: size=, and a swap file that cannot be made is only a warning.
@@ -71,7 +71,7 @@ struct Options {
   // --writeback-conflict: what a write does to a page whose swap write is
   // in flight: "wait" for the I/O, or "copy" the page to a free frame.
   std::string writeback_conflict = "wait";
-  unsigned max_threads = 0;     // 0 = libfuse's default
+  unsigned max_threads = 0;  // 0 = libfuse's default
   std::string log_level = "info";
   // --log-file: where the log goes instead of syslog (daemonised) or
   // stderr (-f); appended to.

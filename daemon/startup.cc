@@ -61,7 +61,8 @@ void detach_left_mount(const std::string& mountpoint, int mounts_before) {
   if (pid == 0) {
     int nul = ::open("/dev/null", O_RDWR);
     if (nul >= 0) ::dup2(nul, 1), ::dup2(nul, 2);
-    ::execlp("fusermount3", "fusermount3", "-u", "-z", mountpoint.c_str(), static_cast<char*>(nullptr));
+    ::execlp("fusermount3", "fusermount3", "-u", "-z", mountpoint.c_str(),
+             static_cast<char*>(nullptr));
     ::_exit(127);
   }
   if (pid > 0) ::waitpid(pid, nullptr, 0);
@@ -75,7 +76,8 @@ std::string describe_status(int status) {
 
 // The parent's side: wait for one line from the child and exit with it.
 // Lines: "ready", or "fail CODE MESSAGE".
-[[noreturn]] void wait_for_child(int fd, pid_t child, const std::string& mountpoint, int mounts_before) {
+[[noreturn]] void wait_for_child(int fd, pid_t child, const std::string& mountpoint,
+                                 int mounts_before) {
   std::string line;
   char buf[512];
   for (;;) {
@@ -104,7 +106,8 @@ std::string describe_status(int status) {
   int status = 0;
   while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
   }
-  if (message.empty()) message = "the daemon ended during start-up (" + describe_status(status) + ")";
+  if (message.empty())
+    message = "the daemon ended during start-up (" + describe_status(status) + ")";
   detach_left_mount(mountpoint, mounts_before);
   notify::failed(message);
   std::fprintf(stderr, "tmpfsd: %s\n", message.c_str());
@@ -113,7 +116,9 @@ std::string describe_status(int status) {
 
 }  // namespace
 
-Startup Startup::foreground(const std::string& mountpoint) { return Startup(-1, false, mountpoint); }
+Startup Startup::foreground(const std::string& mountpoint) {
+  return Startup(-1, false, mountpoint);
+}
 
 Startup Startup::daemonise(const std::string& mountpoint) {
   int p[2];
@@ -181,7 +186,8 @@ void Startup::ready() noexcept {
   }
   try {
     if (notify::wanted() && !notify::ready(notify::usage(mountpoint_, 0, 0, 0)))
-      spdlog::warn("cannot send READY=1 to the service manager (NOTIFY_SOCKET={})", std::getenv("NOTIFY_SOCKET"));
+      spdlog::warn("cannot send READY=1 to the service manager (NOTIFY_SOCKET={})",
+                   std::getenv("NOTIFY_SOCKET"));
   } catch (...) {
   }
 }

@@ -64,7 +64,7 @@ class Startup {
       : fd_(fd), daemonised_(daemonised), mountpoint_(std::move(mountpoint)) {}
   void report(const std::string& line) noexcept;
 
-  std::atomic<int> fd_;  // write end of the pipe to the parent; -1 once reported
+  std::atomic<int> fd_;                // write end of the pipe to the parent; -1 once reported
   std::atomic<bool> reported_{false};  // ready() or fail() was called
   bool daemonised_;
   std::string mountpoint_;

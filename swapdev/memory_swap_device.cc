@@ -12,7 +12,9 @@ namespace tmpfsd::swapdev {
 
 MemorySwapDevice::MemorySwapDevice(const Options& opt)
     : SlotDevice(opt.page_size, opt.min_block_shift,
-                 {.total_slots = opt.slots, .cluster_slots = opt.cluster_slots, .shards = 0,
+                 {.total_slots = opt.slots,
+                  .cluster_slots = opt.cluster_slots,
+                  .shards = 0,
                   .discard = false}),
       mode_(opt.completion),
       delay_(opt.delay),
@@ -203,7 +205,8 @@ size_t MemorySwapDevice::pending() const {
 }
 
 void MemorySwapDevice::worker(std::stop_token st) {
-  pthread_setname_np(pthread_self(), "memswap-worker");  // how stack dumps and /proc/PID/task name it
+  pthread_setname_np(pthread_self(),
+                     "memswap-worker");  // how stack dumps and /proc/PID/task name it
   UniqueLock lk(mu_);
   while (!st.stop_requested()) {
     if (!cv_.wait(lk.native(), st, [&]() REQUIRES(mu_) { return !queue_.empty(); })) break;
@@ -219,7 +222,8 @@ void MemorySwapDevice::worker(std::stop_token st) {
 
 void MemorySwapDevice::corrupt(SwapSlot slot, size_t offset) {
   MutexLock lk(mu_);
-  if (slot.value < data_.size() && data_[slot.value]) data_[slot.value][offset % page_size_] ^= std::byte{0x5a};
+  if (slot.value < data_.size() && data_[slot.value])
+    data_[slot.value][offset % page_size_] ^= std::byte{0x5a};
 }
 
 std::vector<std::byte> MemorySwapDevice::stored(SwapSlot slot) const {
@@ -227,6 +231,5 @@ std::vector<std::byte> MemorySwapDevice::stored(SwapSlot slot) const {
   if (slot.value >= data_.size() || !data_[slot.value]) return {};
   return {data_[slot.value].get(), data_[slot.value].get() + page_size_};
 }
-
 
 }  // namespace tmpfsd::swapdev

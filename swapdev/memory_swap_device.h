@@ -41,7 +41,7 @@ class MemorySwapDevice final : public SlotDevice {
     uint32_t cluster_slots = 256;
     Completion completion = Completion::Inline;
     std::chrono::microseconds delay{0};  // Thread mode: time before each completion
-    unsigned min_block_shift = 9;         // what min_block_shift() reports
+    unsigned min_block_shift = 9;        // what min_block_shift() reports
   };
 
   explicit MemorySwapDevice(const Options& opt);
@@ -93,8 +93,8 @@ class MemorySwapDevice final : public SlotDevice {
   mutable Mutex mu_;
   std::vector<std::unique_ptr<std::byte[]>> data_ GUARDED_BY(mu_);  // null = never written
   std::deque<Op> queue_ GUARDED_BY(mu_);
-  std::condition_variable_any cv_;                  // queue_ not empty
-  std::jthread worker_;                             // Thread mode only
+  std::condition_variable_any cv_;  // queue_ not empty
+  std::jthread worker_;             // Thread mode only
 };
 
 }  // namespace tmpfsd::swapdev

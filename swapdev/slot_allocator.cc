@@ -35,13 +35,22 @@ struct List {
   void push_back(std::vector<Cluster>& cs, uint32_t c) {
     cs[c].prev = tail;
     cs[c].next = kNone;
-    if (tail != kNone) cs[tail].next = c; else head = c;
+    if (tail != kNone)
+      cs[tail].next = c;
+    else
+      head = c;
     tail = c;
     ++size;
   }
   void remove(std::vector<Cluster>& cs, uint32_t c) {
-    if (cs[c].prev != kNone) cs[cs[c].prev].next = cs[c].next; else head = cs[c].next;
-    if (cs[c].next != kNone) cs[cs[c].next].prev = cs[c].prev; else tail = cs[c].prev;
+    if (cs[c].prev != kNone)
+      cs[cs[c].prev].next = cs[c].next;
+    else
+      head = cs[c].next;
+    if (cs[c].next != kNone)
+      cs[cs[c].next].prev = cs[c].prev;
+    else
+      tail = cs[c].prev;
     cs[c].prev = cs[c].next = kNone;
     --size;
   }
@@ -63,7 +72,7 @@ struct SlotAllocator::Shard {
   uint32_t cluster_slots = 0;
   bool discard = false;
 
-  Mutex mu;  // guards everything below
+  Mutex mu;                                      // guards everything below
   std::vector<uint64_t> bits GUARDED_BY(mu);     // 1 = allocated
   std::vector<Cluster> clusters GUARDED_BY(mu);  // local cluster index -> record
   List free_list GUARDED_BY(mu), partial_list GUARDED_BY(mu), discard_list GUARDED_BY(mu);
@@ -108,9 +117,12 @@ struct SlotAllocator::Shard {
     Cluster& cl = clusters[c];
     if (cl.state == State::Current || cl.state == State::Discarding) return;
     State want;
-    if (cl.free == 0) want = State::Full;
-    else if (cl.free < cl.size) want = State::Partial;
-    else want = discard ? State::DiscardWait : State::Free;
+    if (cl.free == 0)
+      want = State::Full;
+    else if (cl.free < cl.size)
+      want = State::Partial;
+    else
+      want = discard ? State::DiscardWait : State::Free;
     if (want == cl.state) return;
     unlink(c, a);
     cl.state = want;
@@ -125,14 +137,19 @@ struct SlotAllocator::Shard {
   void unlink(uint32_t c, SlotAllocator& a) REQUIRES(mu) {
     Cluster& cl = clusters[c];
     switch (cl.state) {
-      case State::Free: free_list.remove(clusters, c); break;
-      case State::Partial: partial_list.remove(clusters, c); break;
+      case State::Free:
+        free_list.remove(clusters, c);
+        break;
+      case State::Partial:
+        partial_list.remove(clusters, c);
+        break;
       case State::DiscardWait:
         discard_list.remove(clusters, c);
         discard_slots.fetch_sub(cl.size, std::memory_order_relaxed);
         a.discard_waiting_.fetch_sub(1, std::memory_order_relaxed);
         break;
-      default: break;
+      default:
+        break;
     }
   }
 
@@ -283,8 +300,8 @@ uint32_t SlotAllocator::free(SwapSlot first, uint32_t count) {
   uint64_t slot = first.value;
   uint64_t end = first.valid() ? first.value + count : 0;
   if (!first.valid() || end > total_ || end < slot) {
-    spdlog::error("swapdev: free of slots [{}, +{}) outside the device ({} slots)",
-                  first.value, count, total_);
+    spdlog::error("swapdev: free of slots [{}, +{}) outside the device ({} slots)", first.value,
+                  count, total_);
     double_frees_.fetch_add(count, std::memory_order_relaxed);
     return 0;
   }
@@ -300,8 +317,8 @@ uint32_t SlotAllocator::free(SwapSlot first, uint32_t count) {
     slot += n;
   }
   if (freed != count) {
-    spdlog::error("swapdev: double free: {} of slots [{}, +{}) were not allocated",
-                  count - freed, first.value, count);
+    spdlog::error("swapdev: double free: {} of slots [{}, +{}) were not allocated", count - freed,
+                  first.value, count);
     double_frees_.fetch_add(count - freed, std::memory_order_relaxed);
   }
   return freed;
@@ -340,7 +357,8 @@ uint64_t SlotAllocator::used_slots() const {
 uint64_t SlotAllocator::allocatable_slots() const {
   uint64_t n = 0;
   for (auto& s : shards_)
-    n += s->free_slots.load(std::memory_order_relaxed) - s->discard_slots.load(std::memory_order_relaxed);
+    n += s->free_slots.load(std::memory_order_relaxed) -
+         s->discard_slots.load(std::memory_order_relaxed);
   return n;
 }
 

@@ -93,7 +93,7 @@ class SlotAllocator {
   uint64_t total_;
   uint32_t cluster_slots_;
   bool discard_;
-  uint64_t clusters_per_shard_;  // shard i owns clusters [i*cps, (i+1)*cps)
+  uint64_t clusters_per_shard_;                 // shard i owns clusters [i*cps, (i+1)*cps)
   std::vector<std::unique_ptr<Shard>> shards_;  // constant after construction
 
   std::atomic<uint64_t> double_frees_{0};

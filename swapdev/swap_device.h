@@ -65,27 +65,27 @@ using MutablePages = std::span<const std::span<std::byte>>;
 
 // Snapshot of the device's figures (monotonic counts unless noted).
 struct SwapCounters {
-  uint64_t total_slots = 0;       // constant
-  uint64_t slots_used = 0;        // gauge: allocated slots
-  uint64_t slots_free = 0;        // gauge: allocatable now (excludes discarding)
-  uint64_t bytes_written = 0;     // payload bytes of successful writes
-  uint64_t bytes_read = 0;        // payload bytes of successful reads
-  uint64_t write_requests = 0;    // write() and write_blocks() calls
-  uint64_t read_requests = 0;     // read() calls
-  uint64_t ios_submitted = 0;     // I/Os sent to the backend (SQEs, incl. retries)
-  uint64_t ios_merged = 0;        // requests that rode in another request's I/O
-  uint64_t multi_page_ios = 0;    // I/Os that moved more than one page
-  uint64_t fixed_ios = 0;         // I/Os that used registered buffers
-  uint64_t queue_depth = 0;       // gauge: I/Os in flight now
-  uint64_t max_queue_depth = 0;   // high-water mark of queue_depth
-  uint64_t retries = 0;           // -EAGAIN and short-transfer resubmissions
-  uint64_t errors = 0;            // requests completed with an error (any cause)
-  uint64_t injected_errors = 0;   // of which injected by inject_errors()
-  uint64_t checksum_failures = 0; // reads whose bytes did not match
-  uint64_t double_frees = 0;      // free() of a slot that was not allocated
-  uint64_t alloc_failures = 0;    // allocate() that returned nothing
-  uint64_t discards = 0;          // discard operations (punch-hole calls)
-  uint64_t discarded_bytes = 0;   // bytes given back by them
+  uint64_t total_slots = 0;        // constant
+  uint64_t slots_used = 0;         // gauge: allocated slots
+  uint64_t slots_free = 0;         // gauge: allocatable now (excludes discarding)
+  uint64_t bytes_written = 0;      // payload bytes of successful writes
+  uint64_t bytes_read = 0;         // payload bytes of successful reads
+  uint64_t write_requests = 0;     // write() and write_blocks() calls
+  uint64_t read_requests = 0;      // read() calls
+  uint64_t ios_submitted = 0;      // I/Os sent to the backend (SQEs, incl. retries)
+  uint64_t ios_merged = 0;         // requests that rode in another request's I/O
+  uint64_t multi_page_ios = 0;     // I/Os that moved more than one page
+  uint64_t fixed_ios = 0;          // I/Os that used registered buffers
+  uint64_t queue_depth = 0;        // gauge: I/Os in flight now
+  uint64_t max_queue_depth = 0;    // high-water mark of queue_depth
+  uint64_t retries = 0;            // -EAGAIN and short-transfer resubmissions
+  uint64_t errors = 0;             // requests completed with an error (any cause)
+  uint64_t injected_errors = 0;    // of which injected by inject_errors()
+  uint64_t checksum_failures = 0;  // reads whose bytes did not match
+  uint64_t double_frees = 0;       // free() of a slot that was not allocated
+  uint64_t alloc_failures = 0;     // allocate() that returned nothing
+  uint64_t discards = 0;           // discard operations (punch-hole calls)
+  uint64_t discarded_bytes = 0;    // bytes given back by them
 };
 
 class SwapDevice {
@@ -169,8 +169,8 @@ class SwapDevice {
 // Plugging, as in the block layer: while an IoBatch on `dev` lives on this
 // thread, write()/read() on `dev` from this thread only queue; the outermost
 // IoBatch's destructor flushes `dev`. (Another thread's unplugged request or
-// flush() may submit them earlier, which is harmless.) Use it to evict or read ahead many pages so that one
-// io_uring_enter carries them all and adjacent slots merge into one I/O.
+// flush() may submit them earlier, which is harmless.) Use it to evict or read ahead many pages so
+// that one io_uring_enter carries them all and adjacent slots merge into one I/O.
 class IoBatch {
  public:
   explicit IoBatch(SwapDevice& dev);

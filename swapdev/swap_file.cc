@@ -88,7 +88,8 @@ SwapFile create_swap_file(const SwapFileOptions& opt) noexcept {
   }
   if (fd < 0) {
     int e = errno;
-    return fail(-1, -e, fmt::format("cannot create the swap file in {}: {}", dir, std::strerror(e)));
+    return fail(-1, -e,
+                fmt::format("cannot create the swap file in {}: {}", dir, std::strerror(e)));
   }
   if (!used_tmpfile) spdlog::info("swapdev: {} lacks O_TMPFILE; used create+unlink", dir);
   ::fchmod(fd, 0600);  // O_TMPFILE applies the umask; be explicit
@@ -97,21 +98,25 @@ SwapFile create_swap_file(const SwapFileOptions& opt) noexcept {
     int e = errno;
     uint64_t avail = uint64_t{fs.f_bavail} * fs.f_bsize;
     if (e == ENOSPC || e == EDQUOT || e == EFBIG)
-      return fail(fd, -e, fmt::format("not enough room in {} for a {} swap file ({} available): {}",
-                                      dir, human(opt.size_bytes), human(avail), std::strerror(e)));
+      return fail(fd, -e,
+                  fmt::format("not enough room in {} for a {} swap file ({} available): {}", dir,
+                              human(opt.size_bytes), human(avail), std::strerror(e)));
     if (e == EOPNOTSUPP)
-      return fail(fd, -e, fmt::format("the file system of {} cannot reserve space (fallocate): "
-                                      "choose another --swap-dir", dir));
-    return fail(fd, -e, fmt::format("cannot reserve {} in {}: {}", human(opt.size_bytes), dir,
-                                    std::strerror(e)));
+      return fail(fd, -e,
+                  fmt::format("the file system of {} cannot reserve space (fallocate): "
+                              "choose another --swap-dir",
+                              dir));
+    return fail(
+        fd, -e,
+        fmt::format("cannot reserve {} in {}: {}", human(opt.size_bytes), dir, std::strerror(e)));
   }
 
   SwapFile f;
   // Discard support: punch the first page and see.
   if (::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, kProbe) != 0) {
     f.can_punch = false;
-    spdlog::warn("swapdev: {} cannot punch holes ({}); freed swap space is not given back",
-                 dir, std::strerror(errno));
+    spdlog::warn("swapdev: {} cannot punch holes ({}); freed swap space is not given back", dir,
+                 std::strerror(errno));
   } else {
     ::fallocate(fd, 0, 0, kProbe);  // reserve it again
   }
@@ -126,7 +131,8 @@ SwapFile create_swap_file(const SwapFileOptions& opt) noexcept {
     std::free(buf);
     if (n != static_cast<ssize_t>(kProbe)) {
       if (n < 0 && e != EINVAL)
-        return fail(fd, -e, fmt::format("cannot write the swap file in {}: {}", dir, std::strerror(e)));
+        return fail(fd, -e,
+                    fmt::format("cannot write the swap file in {}: {}", dir, std::strerror(e)));
       int fl = ::fcntl(fd, F_GETFL);
       ::fcntl(fd, F_SETFL, fl & ~O_DIRECT);
       direct = false;
@@ -147,8 +153,10 @@ SwapFile create_swap_file(const SwapFileOptions& opt) noexcept {
     std::free(buf);
   }
   if (opt.direct_io && !direct)
-    spdlog::warn("swapdev: {} does not support O_DIRECT; the swap file uses buffered I/O "
-                 "(pages are cached twice, by us and by the kernel)", dir);
+    spdlog::warn(
+        "swapdev: {} does not support O_DIRECT; the swap file uses buffered I/O "
+        "(pages are cached twice, by us and by the kernel)",
+        dir);
   f.fd = fd;
   f.direct = direct;
   return f;

@@ -32,8 +32,8 @@ struct SwapFile {
   bool direct = false;  // O_DIRECT in effect
   bool can_punch = true;
   unsigned dio_shift = 12;  // O_DIRECT: log2 of the smallest aligned write
-  int err = 0;          // 0 or -errno
-  std::string error;    // why, for a person, when err != 0
+  int err = 0;              // 0 or -errno
+  std::string error;        // why, for a person, when err != 0
 };
 
 SwapFile create_swap_file(const SwapFileOptions& opt) noexcept;

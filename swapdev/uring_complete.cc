@@ -90,8 +90,8 @@ void UringSwapDevice::finish_request(Request* r, int err) {
     }
   } else {
     for (uint32_t i = 0; i < n && err == 0; ++i) {
-      std::byte* at = r->bounce ? r->bounce + i * page_size_
-                                : static_cast<std::byte*>(r->pages[i].iov_base);
+      std::byte* at =
+          r->bounce ? r->bounce + i * page_size_ : static_cast<std::byte*>(r->pages[i].iov_base);
       int v = sums_.verify(r->first + i, {at, page_size_});
       if (v == -EIO && sums_.poisoned(r->first + i)) {
         spdlog::error("swapdev: slot {}: its last partial write failed", r->first + i);
@@ -197,7 +197,8 @@ unsigned UringSwapDevice::reap(Reaped& out) {
 // resubmissions sent), a kick when the last waiter leaves, or every
 // kWaitSliceMs for completions of threads that do not wait.
 void UringSwapDevice::completion_loop(std::stop_token st) {
-  pthread_setname_np(pthread_self(), "uring-complete");  // how stack dumps and /proc/PID/task name it
+  pthread_setname_np(pthread_self(),
+                     "uring-complete");  // how stack dumps and /proc/PID/task name it
   Reaped batch;
   for (;;) {
     if (ct_waker_ && waiting_count_.load() > 0) {
@@ -207,7 +208,8 @@ void UringSwapDevice::completion_loop(std::stop_token st) {
     } else if (cq_ready() == 0) {
       int r = io_uring_enter(static_cast<unsigned>(ring_.ring_fd), 0, 1, IORING_ENTER_GETEVENTS,
                              nullptr);
-      if (r < 0 && r != -EINTR) spdlog::error("swapdev: io_uring_enter(GETEVENTS): {}", std::strerror(-r));
+      if (r < 0 && r != -EINTR)
+        spdlog::error("swapdev: io_uring_enter(GETEVENTS): {}", std::strerror(-r));
     }
     reap(batch);
     MutexLock lk(sq_mu_);

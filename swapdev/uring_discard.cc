@@ -2,8 +2,8 @@
 // punched out of the file in batches, off the I/O path, so the disk space
 // comes back; only then does the allocator hand them out again (a punch that
 // landed after a new write would destroy data).
-#include <pthread.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <spdlog/spdlog.h>
 
 #include <cerrno>
@@ -41,10 +41,12 @@ size_t UringSwapDevice::discard_round(size_t max_clusters) {
 }
 
 void UringSwapDevice::discard_loop(std::stop_token st) {
-  pthread_setname_np(pthread_self(), "uring-discard");  // how stack dumps and /proc/PID/task name it
+  pthread_setname_np(pthread_self(),
+                     "uring-discard");  // how stack dumps and /proc/PID/task name it
   UniqueLock lk(disc_mu_);
   while (!st.stop_requested()) {
-    disc_cv_.wait_for(lk.native(), st, discard_interval_, [&]() REQUIRES(disc_mu_) { return disc_kick_; });
+    disc_cv_.wait_for(lk.native(), st, discard_interval_,
+                      [&]() REQUIRES(disc_mu_) { return disc_kick_; });
     if (st.stop_requested()) break;
     disc_kick_ = false;
     lk.unlock();
@@ -59,7 +61,8 @@ void UringSwapDevice::discard_now() {
   }
   // A round the discard thread started may still be running.
   UniqueLock lk(disc_mu_);
-  space_cv_.wait_for(lk.native(), std::chrono::seconds(10), [&] { return alloc_.discarding() == 0; });
+  space_cv_.wait_for(lk.native(), std::chrono::seconds(10),
+                     [&] { return alloc_.discarding() == 0; });
 }
 
 }  // namespace tmpfsd::swapdev

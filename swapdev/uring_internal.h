@@ -101,20 +101,20 @@ struct UringSwapDevice::Waker {
 // One read(), write() or write_blocks() call.
 struct UringSwapDevice::Request {
   bool write = false;
-  bool partial = false;        // write_blocks(): one unit per run of blocks
-  bool rejected = false;       // err comes from the arguments: touch nothing
+  bool partial = false;   // write_blocks(): one unit per run of blocks
+  bool rejected = false;  // err comes from the arguments: touch nothing
   uint64_t first = 0;
-  uint64_t mask = 0;           // write_blocks: blocks to write
-  unsigned shift = 0;          // write_blocks: log2 of the block size
+  uint64_t mask = 0;   // write_blocks: blocks to write
+  unsigned shift = 0;  // write_blocks: log2 of the block size
   // write_blocks: units not yet completed, and the first error of a finished
   // one. Atomic: two threads may reap two units of one request at once.
   std::atomic<uint32_t> parts{0};
   std::atomic<int> part_err{0};
-  uint64_t submitter = 0;      // thread_token() of the calling thread
-  std::vector<iovec> pages;    // the caller's pages
-  std::vector<uint64_t> sums;  // write: XXH3 of each page, taken at submission
-  std::byte* bounce = nullptr; // O_DIRECT with unaligned caller memory
-  int err = 0;                 // decided before any I/O (-EINVAL, injected)
+  uint64_t submitter = 0;       // thread_token() of the calling thread
+  std::vector<iovec> pages;     // the caller's pages
+  std::vector<uint64_t> sums;   // write: XXH3 of each page, taken at submission
+  std::byte* bounce = nullptr;  // O_DIRECT with unaligned caller memory
+  int err = 0;                  // decided before any I/O (-EINVAL, injected)
   IoDone done;
 
   ~Request() { std::free(bounce); }
@@ -164,11 +164,11 @@ struct UringSwapDevice::Request {
 // One SQE's worth of work: adjacent requests of one direction, merged.
 struct UringSwapDevice::Unit {
   bool write = false;
-  bool nop = false;        // nothing to move: completes with `err`
-  bool partial = false;    // one run of a write_blocks(); never merged
-  uint64_t first = 0;      // first slot
+  bool nop = false;      // nothing to move: completes with `err`
+  bool partial = false;  // one run of a write_blocks(); never merged
+  uint64_t first = 0;    // first slot
   uint32_t npages = 0;
-  int err = 0;             // the error a NOP completes with
+  int err = 0;  // the error a NOP completes with
   std::vector<Request*> reqs;
   std::vector<iovec> iov;  // what the kernel moves; advanced on short transfers
   size_t iov_pos = 0;      // first iovec not fully transferred

@@ -179,11 +179,11 @@ bool UringSwapDevice::prep_locked(Unit* u) {
     if (fixed >= 0) {
       size_t len = halve ? u->remaining / page_size_ / 2 * page_size_ : u->remaining;
       if (u->write)
-        io_uring_prep_write_fixed(sqe, 0, reinterpret_cast<void*>(base),
-                                  static_cast<unsigned>(len), u->offset, fixed);
+        io_uring_prep_write_fixed(sqe, 0, reinterpret_cast<void*>(base), static_cast<unsigned>(len),
+                                  u->offset, fixed);
       else
-        io_uring_prep_read_fixed(sqe, 0, reinterpret_cast<void*>(base),
-                                 static_cast<unsigned>(len), u->offset, fixed);
+        io_uring_prep_read_fixed(sqe, 0, reinterpret_cast<void*>(base), static_cast<unsigned>(len),
+                                 u->offset, fixed);
       DeviceStats::add(stats_.fixed_ios);
     } else {
       unsigned n = static_cast<unsigned>(u->iov.size() - u->iov_pos);

@@ -116,7 +116,9 @@ UringSwapDevice::~UringSwapDevice() {
     flush();
     {
       UniqueLock lk(sq_mu_);
-      idle_cv_.wait(lk.native(), [&]() REQUIRES(sq_mu_) { return inflight_ == 0 && backlog_.empty() && pending_.empty(); });
+      idle_cv_.wait(lk.native(), [&]() REQUIRES(sq_mu_) {
+        return inflight_ == 0 && backlog_.empty() && pending_.empty();
+      });
       stopping_ = true;
     }
     if (discarder_.joinable()) {
@@ -222,7 +224,8 @@ SlotRun UringSwapDevice::allocate(uint32_t want, SwapSlot hint) {
   if (r.count == 0 && r.err == -ENOSPC && alloc_.discarding() > 0) {
     // Space is on its way back from a punch: wait for it rather than fail.
     UniqueLock lk(disc_mu_);
-    space_cv_.wait_for(lk.native(), std::chrono::seconds(2), [&] { return alloc_.discarding() == 0; });
+    space_cv_.wait_for(lk.native(), std::chrono::seconds(2),
+                       [&] { return alloc_.discarding() == 0; });
     lk.unlock();
     r = alloc_.allocate(want, hint);
   }
@@ -267,6 +270,5 @@ int UringSwapDevice::register_memory(void* base, size_t len) {
   fixed_ = std::move(chunks);
   return 0;
 }
-
 
 }  // namespace tmpfsd::swapdev

@@ -162,15 +162,15 @@
 namespace tmpfsd::swapdev {
 
 struct UringOptions {
-  std::string dir = "/var/tmp";   // --swap-dir
-  uint64_t size_bytes = 0;        // --swap; rounded down to whole pages
-  size_t page_size = 4096;        // power of two, >= 4096
-  unsigned queue_depth = 128;     // SQ entries; in flight at most 2x this
-  uint32_t cluster_slots = 256;   // slots per allocation cluster
-  uint32_t max_merge_pages = 256; // cap of one merged I/O
-  bool direct_io = true;          // false: buffered I/O from the start
-  bool allow_tmpfs = false;       // tests of the buffered fallback only
-  uint32_t discard_batch = 16;    // clusters waiting before the discard thread runs
+  std::string dir = "/var/tmp";    // --swap-dir
+  uint64_t size_bytes = 0;         // --swap; rounded down to whole pages
+  size_t page_size = 4096;         // power of two, >= 4096
+  unsigned queue_depth = 128;      // SQ entries; in flight at most 2x this
+  uint32_t cluster_slots = 256;    // slots per allocation cluster
+  uint32_t max_merge_pages = 256;  // cap of one merged I/O
+  bool direct_io = true;           // false: buffered I/O from the start
+  bool allow_tmpfs = false;        // tests of the buffered fallback only
+  uint32_t discard_batch = 16;     // clusters waiting before the discard thread runs
   std::chrono::milliseconds discard_interval{1000};  // ... or this long
   // Tests only: see SwapFileOptions.
   bool test_no_tmpfile = false;
@@ -224,7 +224,7 @@ class UringSwapDevice final : public SlotDevice {
   // a failure after the medium may have been written.
   void inject_completion_errors(uint32_t n, int err) { cqe_inject_.arm(n, err); }
 
-  int fd() const { return fd_; }          // test hook: corrupt behind our back
+  int fd() const { return fd_; }  // test hook: corrupt behind our back
   bool direct_io() const { return direct_; }
   bool can_discard() const { return can_punch_.load(std::memory_order_relaxed); }
 
@@ -244,25 +244,25 @@ class UringSwapDevice final : public SlotDevice {
   int init_ring(unsigned entries, std::string& error);
 
   void enqueue(Request* r);
-  unsigned flush_locked() REQUIRES(sq_mu_);             // returns what enter() must send
-  unsigned publish_locked() REQUIRES(sq_mu_);           // makes prepared SQEs visible; how many
-  unsigned unsubmitted_locked() REQUIRES(sq_mu_);       // published, not yet taken by the kernel
-  void enter(unsigned n);              // hands n SQEs to the kernel; no lock held
-  void push_locked(Unit* u) REQUIRES(sq_mu_);           // into the ring, or the backlog
-  void push_runs_locked(Request* r) REQUIRES(sq_mu_);   // write_blocks: a unit per run of blocks
-  bool prep_locked(Unit* u) REQUIRES(sq_mu_);           // false: no SQE free
+  unsigned flush_locked() REQUIRES(sq_mu_);            // returns what enter() must send
+  unsigned publish_locked() REQUIRES(sq_mu_);          // makes prepared SQEs visible; how many
+  unsigned unsubmitted_locked() REQUIRES(sq_mu_);      // published, not yet taken by the kernel
+  void enter(unsigned n);                              // hands n SQEs to the kernel; no lock held
+  void push_locked(Unit* u) REQUIRES(sq_mu_);          // into the ring, or the backlog
+  void push_runs_locked(Request* r) REQUIRES(sq_mu_);  // write_blocks: a unit per run of blocks
+  bool prep_locked(Unit* u) REQUIRES(sq_mu_);          // false: no SQE free
   void submit_locked() REQUIRES(sq_mu_);
-  unsigned reap(Reaped& out);          // takes every CQE and completes it; how many
-  unsigned cq_ready() const;           // CQEs posted and not taken: a hint, no lock
-  void complete(Unit* u, int res);     // the reaping thread
-  void finish(Unit* u, int err);       // runs the callbacks, frees u
+  unsigned reap(Reaped& out);       // takes every CQE and completes it; how many
+  unsigned cq_ready() const;        // CQEs posted and not taken: a hint, no lock
+  void complete(Unit* u, int res);  // the reaping thread
+  void finish(Unit* u, int err);    // runs the callbacks, frees u
   void finish_request(Request* r, int err);
   // From the pool, or the heap: counted as a read or write request, and
   // stamped with the calling thread and the caller's callback.
   Request* new_request(bool write, SwapSlot first, IoDone done);
   bool admit(Request* r, SwapSlot first, size_t pages, bool malformed);
   Unit* new_unit();
-  void recycle(Unit* u);              // u and its requests back to the pool
+  void recycle(Unit* u);  // u and its requests back to the pool
   void completion_loop(std::stop_token st);
   void discard_loop(std::stop_token st);
   size_t discard_round(size_t max_clusters);
@@ -284,8 +284,8 @@ class UringSwapDevice final : public SlotDevice {
 
   Mutex sq_mu_;
   std::vector<Request*> pending_ GUARDED_BY(sq_mu_);  // queued, not yet in units
-  std::deque<Unit*> backlog_ GUARDED_BY(sq_mu_);  // units waiting for ring room
-  unsigned inflight_ GUARDED_BY(sq_mu_) = 0;  // units in the kernel
+  std::deque<Unit*> backlog_ GUARDED_BY(sq_mu_);      // units waiting for ring room
+  unsigned inflight_ GUARDED_BY(sq_mu_) = 0;          // units in the kernel
   struct FixedChunk {
     uintptr_t base;
     size_t len;
@@ -295,15 +295,15 @@ class UringSwapDevice final : public SlotDevice {
   std::condition_variable idle_cv_;  // inflight_ == 0 && backlog_ empty
 
   // Reaping: the completion thread and threads in wait_until() share the CQ.
-  Mutex cq_mu_;                      // guards the CQ head: taking CQEs, advancing it
-  Mutex wait_mu_;                    // a leaf lock
+  Mutex cq_mu_;    // guards the CQ head: taking CQEs, advancing it
+  Mutex wait_mu_;  // a leaf lock
   std::vector<Waker*> waiting_ GUARDED_BY(wait_mu_);  // threads in wait_until()
-  std::atomic<unsigned> waiting_count_{0};  // waiting_.size(), read without the lock
-  std::unique_ptr<Waker> ct_waker_;  // the completion thread's; null if no fds
+  std::atomic<unsigned> waiting_count_{0};            // waiting_.size(), read without the lock
+  std::unique_ptr<Waker> ct_waker_;                   // the completion thread's; null if no fds
 
   // Finished Requests and Units, kept with their vectors' capacity so that
   // an I/O costs no heap allocation in the steady state.
-  Mutex pool_mu_;                     // a leaf lock (taken under sq_mu_ too)
+  Mutex pool_mu_;  // a leaf lock (taken under sq_mu_ too)
   std::vector<Request*> free_reqs_ GUARDED_BY(pool_mu_);
   std::vector<Unit*> free_units_ GUARDED_BY(pool_mu_);
 

@@ -25,8 +25,8 @@ UringOpenResult error(int err, std::string msg) {
 UringOpenResult open_uring_swap_device(const UringOptions& opt) noexcept {
   try {
     if (opt.page_size < 4096 || !std::has_single_bit(opt.page_size))
-      return error(-EINVAL, fmt::format("swap page size {} is not a power of two >= 4096",
-                                        opt.page_size));
+      return error(-EINVAL,
+                   fmt::format("swap page size {} is not a power of two >= 4096", opt.page_size));
     uint64_t slots = opt.size_bytes / opt.page_size;
     if (slots == 0)
       return error(-EINVAL, fmt::format("swap size {} is smaller than one page ({})",

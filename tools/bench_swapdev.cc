@@ -7,10 +7,10 @@
 // engine keeps them. Both sides use O_DIRECT, a registered file and
 // registered buffers. The swap file is written in full before timing, as fio
 // lays out its file, so neither side measures unwritten-extent conversion.
-#include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <CLI/CLI.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -37,18 +37,22 @@ struct Row {
   std::string name;  // also the fio job name
   bool write;
   bool sequential;
-  uint32_t pages;  // per I/O
-  unsigned depth;  // in flight per submitting thread
+  uint32_t pages;        // per I/O
+  unsigned depth;        // in flight per submitting thread
   unsigned threads = 0;  // 0: closed loop driven by the completion callbacks;
                          // n: n threads submit, callbacks only hand back
 };
 
 const std::vector<Row> kRows = {
-    {"randwrite-4k-qd1", true, false, 1, 1},    {"randread-4k-qd1", false, false, 1, 1},
-    {"randwrite-4k-qd32", true, false, 1, 32},  {"randread-4k-qd32", false, false, 1, 32},
-    {"seqwrite-1m-qd4", true, true, 256, 4},    {"seqread-1m-qd4", false, true, 256, 4},
+    {"randwrite-4k-qd1", true, false, 1, 1},
+    {"randread-4k-qd1", false, false, 1, 1},
+    {"randwrite-4k-qd32", true, false, 1, 32},
+    {"randread-4k-qd32", false, false, 1, 32},
+    {"seqwrite-1m-qd4", true, true, 256, 4},
+    {"seqread-1m-qd4", false, true, 256, 4},
     // Many submitters at once (FUSE workers): the SQ lock under contention.
-    {"randwrite-4k-4x8", true, false, 1, 8, 4}, {"randread-4k-4x8", false, false, 1, 8, 4},
+    {"randwrite-4k-4x8", true, false, 1, 8, 4},
+    {"randread-4k-4x8", false, false, 1, 8, 4},
 };
 
 struct Result {
@@ -66,8 +70,8 @@ class Runner {
   Result run(const Row& row, double seconds) {
     if (row.threads) return run_threads(row, seconds);
     row_ = &row;
-    stop_at_ = Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                  std::chrono::duration<double>(seconds));
+    stop_at_ = Clock::now() +
+               std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
     done_ios_ = 0;
     errors_ = 0;
     inflight_ = row.depth;
@@ -89,8 +93,8 @@ class Runner {
   // (--wait cv) on a condition variable the callback notifies, the
   // completion thread running every callback.
   Result run_threads(const Row& row, double seconds) {
-    auto stop = Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                   std::chrono::duration<double>(seconds));
+    auto stop = Clock::now() +
+                std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
     std::atomic<uint64_t> done{0}, errors{0};
     size_t ps = dev_.page_size();
     auto t0 = Clock::now();
@@ -321,8 +325,7 @@ std::map<std::string, Result> run_fio(const std::string& file, uint64_t size, do
   std::remove(jobfile.c_str());
   size_t brace = text.find('{');  // fio may print notes before the JSON
   Json root;
-  if (status != 0 || brace == std::string::npos ||
-      !JsonParser(text.substr(brace)).parse(root)) {
+  if (status != 0 || brace == std::string::npos || !JsonParser(text.substr(brace)).parse(root)) {
     err = fmt::format("fio failed (status {}): {}", status, text.substr(0, 400));
     return out;
   }
@@ -349,10 +352,17 @@ uint64_t parse_size(const std::string& s) {
   char* end = nullptr;
   double v = std::strtod(s.c_str(), &end);
   switch (end && *end ? std::toupper(*end) : 0) {
-    case 'K': v *= 1024; break;
-    case 'M': v *= 1024 * 1024; break;
-    case 'G': v *= 1024.0 * 1024 * 1024; break;
-    default: break;
+    case 'K':
+      v *= 1024;
+      break;
+    case 'M':
+      v *= 1024 * 1024;
+      break;
+    case 'G':
+      v *= 1024.0 * 1024 * 1024;
+      break;
+    default:
+      break;
   }
   return static_cast<uint64_t>(v);
 }
@@ -454,14 +464,16 @@ int main(int argc, char** argv) {
     std::vector<double>& pr = pair_ratios[r.name];
     std::sort(pr.begin(), pr.end());
     std::string med = pr.empty() ? "-"
-                      : pr.size() % 2 ? fmt::format("{:.2f}x", pr[pr.size() / 2])
-                                      : fmt::format("{:.2f}x", (pr[pr.size() / 2 - 1] + pr[pr.size() / 2]) / 2);
+                      : pr.size() % 2
+                          ? fmt::format("{:.2f}x", pr[pr.size() / 2])
+                          : fmt::format("{:.2f}x", (pr[pr.size() / 2 - 1] + pr[pr.size() / 2]) / 2);
     fmt::print("| {:<18} | {:>14.0f} | {:>14.0f} | {:>12.1f} | {:>10.1f} | {:>6} | {:>12} |\n",
                r.name, a.iops, b.iops, a.mib_s, b.mib_s,
                b.iops > 0 ? fmt::format("{:.2f}x", a.iops / b.iops) : "-", med);
   }
-  fmt::print("\nswapdev: {} I/Os, {} retries, {} errors, {} checksum failures, {} fixed-buffer I/Os, "
-             "max queue depth {}\n",
-             c.ios_submitted, c.retries, c.errors, c.checksum_failures, c.fixed_ios, c.max_queue_depth);
+  fmt::print(
+      "\nswapdev: {} I/Os, {} retries, {} errors, {} checksum failures, {} fixed-buffer I/Os, "
+      "max queue depth {}\n",
+      c.ios_submitted, c.retries, c.errors, c.checksum_failures, c.fixed_ios, c.max_queue_depth);
   return c.errors == 0 && c.checksum_failures == 0 ? 0 : 1;
 }

@@ -35,8 +35,7 @@ TEST_CASE("FileIndex: set, get, count and remove across chunks") {
     CHECK(ix.next_matching(2, [](uint64_t) { return true; }) == std::optional<uint64_t>(63));
     CHECK(ix.next_matching(64, [](uint64_t) { return true; }) ==
           std::optional<uint64_t>(uint64_t{1} << 50));
-    CHECK(ix.next_matching((uint64_t{1} << 50) + 1, [](uint64_t) { return true; }) ==
-          std::nullopt);
+    CHECK(ix.next_matching((uint64_t{1} << 50) + 1, [](uint64_t) { return true; }) == std::nullopt);
     CHECK(ix.next_not_matching(0, [](uint64_t) { return true; }) == 2);
     CHECK(ix.next_not_matching(63, [](uint64_t) { return true; }) == 64);
     CHECK(ix.next_not_matching(uint64_t{1} << 50, [](uint64_t) { return true; }) ==

@@ -10,8 +10,8 @@
 #include <thread>
 #include <vector>
 
-#include <catch2/catch.hpp>
 #include <sys/mman.h>
+#include <catch2/catch.hpp>
 
 namespace tmpfsd {
 namespace {
@@ -127,12 +127,15 @@ bool eventually(F cond) {
   return true;
 }
 
-TEST_CASE("FramePool: prefaulting keeps a window of cold frames faulted in ahead of take()", "[threads]") {
+TEST_CASE("FramePool: prefaulting keeps a window of cold frames faulted in ahead of take()",
+          "[threads]") {
   constexpr uint64_t kFrames = 4096, kWindow = 512;
   auto pool = FramePool::create(4096, kFrames);
   REQUIRE(pool);
   FramePool& p = **pool;
-  auto frames = [&](uint64_t first, uint64_t n) { return p.region().subspan(first * 4096, n * 4096); };
+  auto frames = [&](uint64_t first, uint64_t n) {
+    return p.region().subspan(first * 4096, n * 4096);
+  };
   p.start_prefault(kWindow);
   // Nothing until a frame is taken: an idle pool costs no memory.
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -214,8 +217,9 @@ TEST_CASE("FramePool: batched madvise is cheaper than one call per frame", "[ben
   p.trim();
   using us = std::chrono::microseconds;
   WARN("free+madvise of " << kFrames << " frames: batched "
-       << std::chrono::duration_cast<us>(batched).count() << " us, one call per frame "
-       << std::chrono::duration_cast<us>(single).count() << " us");
+                          << std::chrono::duration_cast<us>(batched).count()
+                          << " us, one call per frame "
+                          << std::chrono::duration_cast<us>(single).count() << " us");
   CHECK(p.frames_used() == 0);
 }
 

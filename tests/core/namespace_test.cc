@@ -69,7 +69,8 @@ TEST_CASE("names longer than 255 bytes are ENAMETOOLONG", "[namespace]") {
   CHECK(f.ns->mknod(kRootIno, std::string(255, 'a'), S_IFREG | 0644, 0, {}).code() == EEXIST);
 }
 
-TEST_CASE("hard links count and an unlinked open file lives until release and forget", "[namespace]") {
+TEST_CASE("hard links count and an unlinked open file lives until release and forget",
+          "[namespace]") {
   Fixture f;
   uint64_t ino = f.mkfile(kRootIno, "a");
   REQUIRE(f.ns->link(ino, kRootIno, "b").is_ok());
@@ -133,10 +134,12 @@ TEST_CASE("readdir offsets survive insertions and removals", "[namespace]") {
   int added = 0;
   for (;;) {
     std::vector<std::pair<std::string, uint64_t>> batch;
-    REQUIRE(f.ns->readdir(kRootIno, off, false, &pass, [&](const DirEntryView& d, const Attr*) {
-                 batch.emplace_back(std::string(d.name), d.next);
-                 return batch.size() < 7;
-               }).is_ok());
+    REQUIRE(f.ns->readdir(kRootIno, off, false, &pass,
+                          [&](const DirEntryView& d, const Attr*) {
+                            batch.emplace_back(std::string(d.name), d.next);
+                            return batch.size() < 7;
+                          })
+                .is_ok());
     if (batch.empty()) break;
     for (auto& [name, next] : batch) {
       CHECK(seen.insert(name).second);  // never twice
@@ -147,7 +150,8 @@ TEST_CASE("readdir offsets survive insertions and removals", "[namespace]") {
       std::string n = "f" + std::to_string(i);
       if (!seen.count(n)) (void)f.ns->unlink(kRootIno, n);
     }
-    if (added < 5) (void)f.ns->mknod(kRootIno, "new" + std::to_string(added++), S_IFREG | 0644, 0, {});
+    if (added < 5)
+      (void)f.ns->mknod(kRootIno, "new" + std::to_string(added++), S_IFREG | 0644, 0, {});
   }
   for (int i = 0; i < 50; i += 2) CHECK(seen.count("f" + std::to_string(i)) == 1);  // none skipped
 }
@@ -157,7 +161,9 @@ TEST_CASE("readdirplus counts a lookup for every entry it returns", "[namespace]
   uint64_t ino = f.mkfile(kRootIno, "a");
   f.ns->forget(ino, 1);
   uint64_t pass = 0;
-  REQUIRE(f.ns->readdir(kRootIno, 0, true, &pass, [](const DirEntryView&, const Attr*) { return true; }).is_ok());
+  REQUIRE(
+      f.ns->readdir(kRootIno, 0, true, &pass, [](const DirEntryView&, const Attr*) { return true; })
+          .is_ok());
   REQUIRE(f.ns->unlink(kRootIno, "a").is_ok());
   CHECK(f.ns->getattr(ino).is_ok());
   f.ns->forget(ino, 1);
@@ -195,8 +201,10 @@ TEST_CASE("xattrs: flags, namespaces and limits", "[namespace]") {
   CHECK(f.ns->removexattr(a, "user.x").code() == ENODATA);
 }
 
-TEST_CASE("setattr times follow tmpfs: truncate(2) to the same size of an empty file moves nothing, ftruncate does",
-          "[namespace]") {
+TEST_CASE(
+    "setattr times follow tmpfs: truncate(2) to the same size of an empty file moves nothing, "
+    "ftruncate does",
+    "[namespace]") {
   Fixture f;
   uint64_t a = f.mkfile(kRootIno, "a");
   auto moved = [](const Attr& x, const Attr& y) {
@@ -221,8 +229,10 @@ TEST_CASE("setattr times follow tmpfs: truncate(2) to the same size of an empty 
   CHECK(moved(*f.ns->setattr(a, same), before));
 }
 
-TEST_CASE("a write by another user clears set-user-ID and, without group execute, set-group-ID outside the group",
-          "[namespace]") {
+TEST_CASE(
+    "a write by another user clears set-user-ID and, without group execute, set-group-ID outside "
+    "the group",
+    "[namespace]") {
   Fixture f;
   uint64_t a = f.mkfile(kRootIno, "a");
   SetAttr m;
@@ -236,14 +246,17 @@ TEST_CASE("a write by another user clears set-user-ID and, without group execute
   REQUIRE(f.ns->write(a, 0, std::as_bytes(std::span(data)), false, stranger).is_ok());
   CHECK((f.ns->getattr(a)->mode & 07777) == 0666);
   REQUIRE(f.ns->setattr(a, m).is_ok());
-  REQUIRE(f.ns->write(a, 0, std::as_bytes(std::span(data)), false, Caller{}).is_ok());  // root keeps them
+  REQUIRE(f.ns->write(a, 0, std::as_bytes(std::span(data)), false, Caller{})
+              .is_ok());  // root keeps them
   CHECK((f.ns->getattr(a)->mode & 07777) == 06666);
 }
 
 // Regression tests for divergences fsdiff found against kernel tmpfs.
 
 namespace {
-bool same_time(const timespec& a, const timespec& b) { return a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec; }
+bool same_time(const timespec& a, const timespec& b) {
+  return a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec;
+}
 std::span<const std::byte> bytes(const std::string& s) { return std::as_bytes(std::span(s)); }
 }  // namespace
 
@@ -258,8 +271,9 @@ TEST_CASE("fsdiff: open(O_RDONLY|O_TRUNC) truncates, as Linux does", "[namespace
   f.ns->release(a);
 }
 
-TEST_CASE("fsdiff: pages fallocated past the end go with a truncate to the same size and with a punch",
-          "[namespace][fsdiff]") {
+TEST_CASE(
+    "fsdiff: pages fallocated past the end go with a truncate to the same size and with a punch",
+    "[namespace][fsdiff]") {
   Fixture f;
   uint64_t a = f.mkfile(kRootIno, "a");
   REQUIRE(f.ns->fallocate(a, FALLOC_FL_KEEP_SIZE, 0, 5 * 4096).is_ok());
@@ -273,11 +287,13 @@ TEST_CASE("fsdiff: pages fallocated past the end go with a truncate to the same 
   REQUIRE(f.ns->write(a, 0, bytes(std::string(4096, 'y')), false).is_ok());
   REQUIRE(f.ns->fallocate(a, FALLOC_FL_KEEP_SIZE, 4096, 100 * 4096).is_ok());
   CHECK(f.ns->getattr(a)->blocks == 101 * 8);
-  REQUIRE(f.ns->fallocate(a, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 5 * 4096, 100 * 4096).is_ok());
+  REQUIRE(
+      f.ns->fallocate(a, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 5 * 4096, 100 * 4096).is_ok());
   CHECK(f.ns->getattr(a)->blocks == 5 * 8);  // pages 0..4 stay, the rest past EOF are punched
 }
 
-TEST_CASE("fsdiff: fallocate moves mtime and ctime in every mode, as tmpfs's file_modified", "[namespace][fsdiff]") {
+TEST_CASE("fsdiff: fallocate moves mtime and ctime in every mode, as tmpfs's file_modified",
+          "[namespace][fsdiff]") {
   Fixture f;
   uint64_t a = f.mkfile(kRootIno, "a");
   REQUIRE(f.ns->write(a, 0, bytes(std::string(10000, 'z')), false).is_ok());
@@ -291,7 +307,8 @@ TEST_CASE("fsdiff: fallocate moves mtime and ctime in every mode, as tmpfs's fil
   }
 }
 
-TEST_CASE("fsdiff: copy_file_range within one file moves its atime after the copy", "[namespace][fsdiff]") {
+TEST_CASE("fsdiff: copy_file_range within one file moves its atime after the copy",
+          "[namespace][fsdiff]") {
   Fixture f;
   uint64_t a = f.mkfile(kRootIno, "a");
   REQUIRE(f.ns->write(a, 0, bytes(std::string(50000, 'q')), false).is_ok());
@@ -307,7 +324,8 @@ TEST_CASE("fsdiff: copy_file_range within one file moves its atime after the cop
   CHECK_FALSE(same_time(after.atime, before.atime));
 }
 
-TEST_CASE("atime follows the mount's atime options: relatime, noatime, strictatime, nodiratime", "[namespace]") {
+TEST_CASE("atime follows the mount's atime options: relatime, noatime, strictatime, nodiratime",
+          "[namespace]") {
   using A = NamespaceConfig::Atime;
   struct Case {
     A atime;
@@ -315,10 +333,8 @@ TEST_CASE("atime follows the mount's atime options: relatime, noatime, strictati
     bool past_moves, future_moves, dir_moves;
   };
   const std::vector<Case> cases = {
-      {A::Relatime, false, true, false, true},
-      {A::Noatime, false, false, false, false},
-      {A::Strictatime, false, true, true, true},
-      {A::Relatime, true, true, false, false},
+      {A::Relatime, false, true, false, true},   {A::Noatime, false, false, false, false},
+      {A::Strictatime, false, true, true, true}, {A::Relatime, true, true, false, false},
       {A::Strictatime, true, true, true, false},
   };
   const timespec past{978307200, 0};     // 2001
@@ -334,7 +350,8 @@ TEST_CASE("atime follows the mount's atime options: relatime, noatime, strictati
     uint64_t d = f.mkdir(kRootIno, "d");
     f.mkfile(d, "x");
     std::string data(100, 'z');
-    for (uint64_t ino : {a, b}) REQUIRE(f.ns->write(ino, 0, std::as_bytes(std::span(data)), false).is_ok());
+    for (uint64_t ino : {a, b})
+      REQUIRE(f.ns->write(ino, 0, std::as_bytes(std::span(data)), false).is_ok());
     SetAttr old_atime, new_atime;
     old_atime.atime = past;
     new_atime.atime = future;
@@ -344,7 +361,9 @@ TEST_CASE("atime follows the mount's atime options: relatime, noatime, strictati
     f.ns->read(a, 0, 10, [](Status, std::span<const iovec>) {});
     f.ns->read(b, 0, 10, [](Status, std::span<const iovec>) {});
     uint64_t pass_end = 0;
-    REQUIRE(f.ns->readdir(d, 0, false, &pass_end, [](const DirEntryView&, const Attr*) { return true; }).is_ok());
+    REQUIRE(
+        f.ns->readdir(d, 0, false, &pass_end, [](const DirEntryView&, const Attr*) { return true; })
+            .is_ok());
     CHECK((f.ns->getattr(a)->atime.tv_sec != past.tv_sec) == c.past_moves);
     CHECK((f.ns->getattr(b)->atime.tv_sec != future.tv_sec) == c.future_moves);
     CHECK((f.ns->getattr(d)->atime.tv_sec != past.tv_sec) == c.dir_moves);

@@ -32,13 +32,13 @@ Bytes read_bytes(FilePages& f, uint64_t off, size_t len) {
   int calls = 0;
   read_and_wait([&](FilePages::ReadDone d) { f.read(off, len, std::move(d)); },
                 [&](Status s, std::span<const iovec> iov) {
-    ++calls;
-    REQUIRE(s.is_ok());
-    for (const iovec& v : iov) {
-      auto* p = static_cast<const std::byte*>(v.iov_base);
-      out.insert(out.end(), p, p + v.iov_len);
-    }
-  });
+                  ++calls;
+                  REQUIRE(s.is_ok());
+                  for (const iovec& v : iov) {
+                    auto* p = static_cast<const std::byte*>(v.iov_base);
+                    out.insert(out.end(), p, p + v.iov_len);
+                  }
+                });
   REQUIRE(calls == 1);
   REQUIRE(out.size() == len);
   return out;
@@ -56,7 +56,8 @@ Bytes pattern(size_t len, uint32_t seed) {
 Status write_bytes(FilePages& f, uint64_t off, const Bytes& b) { return f.write(off, b); }
 
 bool all_zero(const Bytes& b) {
-  for (std::byte x : b) if (x != std::byte{0}) return false;
+  for (std::byte x : b)
+    if (x != std::byte{0}) return false;
   return true;
 }
 
@@ -72,9 +73,15 @@ struct Model {
 
   void write(uint64_t off, const Bytes& b) {
     if (b.empty()) return;
-    if (off + b.size() > size) { size = off + b.size(); bytes.resize(size); }
+    if (off + b.size() > size) {
+      size = off + b.size();
+      bytes.resize(size);
+    }
     std::memcpy(bytes.data() + off, b.data(), b.size());
-    for (uint64_t p = off / ps; p <= (off + b.size() - 1) / ps; ++p) { pages.insert(p); data.insert(p); }
+    for (uint64_t p = off / ps; p <= (off + b.size() - 1) / ps; ++p) {
+      pages.insert(p);
+      data.insert(p);
+    }
   }
   void truncate(uint64_t n) {
     if (n < size) {
@@ -90,14 +97,20 @@ struct Model {
     uint64_t end = off + len;
     for (uint64_t i = off; i < std::min<uint64_t>(end, size); ++i) bytes[i] = std::byte{0};
     uint64_t fw = (off + ps - 1) / ps, ew = end / ps;
-    for (uint64_t p = fw; p < ew; ++p) { pages.erase(p); data.erase(p); }
+    for (uint64_t p = fw; p < ew; ++p) {
+      pages.erase(p);
+      data.erase(p);
+    }
   }
   void allocate(uint64_t off, uint64_t len, bool keep_size) {
     // tmpfs: pages that existed before become data; new ones do not.
     for (uint64_t p = off / ps; p < (off + len + ps - 1) / ps; ++p) {
       if (!pages.insert(p).second) data.insert(p);
     }
-    if (!keep_size && off + len > size) { size = off + len; bytes.resize(size); }
+    if (!keep_size && off + len > size) {
+      size = off + len;
+      bytes.resize(size);
+    }
   }
   std::optional<uint64_t> seek_data(uint64_t off) const {
     if (off >= size) return std::nullopt;
@@ -124,8 +137,7 @@ void check_against(FilePages& f, const Model& m, std::mt19937& rng) {
   if (m.size) {  // a random sub-range too
     uint64_t off = rng() % m.size;
     size_t len = rng() % (m.size - off + 1);
-    REQUIRE(read_bytes(f, off, len) ==
-            Bytes(m.bytes.begin() + off, m.bytes.begin() + off + len));
+    REQUIRE(read_bytes(f, off, len) == Bytes(m.bytes.begin() + off, m.bytes.begin() + off + len));
   }
 }
 
@@ -185,7 +197,10 @@ TEST_CASE("PageCache: create validates the page size") {
 }
 
 TEST_CASE("PageCache: random writes, truncates, punches and allocates match the model") {
-  SECTION("4 KiB pages") { random_ops(4096, 1); random_ops(4096, 2); }
+  SECTION("4 KiB pages") {
+    random_ops(4096, 1);
+    random_ops(4096, 2);
+  }
   SECTION("16 KiB pages") { random_ops(16384, 3); }
   SECTION("64 KiB pages") { random_ops(65536, 4); }
 }
@@ -356,8 +371,7 @@ TEST_CASE("PageCache: far offsets cost a few hundred bytes of metadata") {
     CHECK(read_bytes(f, off, b.size()) == b);
     CHECK(all_zero(read_bytes(f, off - 100000, 100000)));
     const uint64_t meta = cache->stats().metadata_bytes - base_meta - file_meta;
-    WARN("metadata for a 2-page write at 250 GB: " << meta << " bytes (file: " << file_meta
-                                                    << ")");
+    WARN("metadata for a 2-page write at 250 GB: " << meta << " bytes (file: " << file_meta << ")");
     CHECK(meta <= 1024);  // one index chunk + two pmaps
     // At the largest offset.
     const uint64_t top = (uint64_t{1} << 63) - 1;
@@ -445,7 +459,7 @@ TEST_CASE("PageCache: read iovecs come from frame memory and holes from the zero
       total += v.iov_len;
     }
     CHECK(total == 4 * 4096);
-    CHECK(in_frames >= 1);  // zero copy
+    CHECK(in_frames >= 1);   // zero copy
     CHECK(iov.size() <= 3);  // hole, frames (adjacent frames merged), hole
   });
   // A long hole is a few iovecs, not one per page.
@@ -525,7 +539,10 @@ TEST_CASE("PageCache: concurrent writers and readers", "[concurrency]") {
             }
             for (size_t k = 0; k < n; ++k) {
               for (size_t i = 1; i < 4096; ++i) {
-                if (r[k * 4096 + i] != r[k * 4096]) { failed = true; return; }
+                if (r[k * 4096 + i] != r[k * 4096]) {
+                  failed = true;
+                  return;
+                }
               }
             }
           });
@@ -669,7 +686,8 @@ TEST_CASE("PageCache: throughput", "[.bench]") {
     return double(kBytes) / (1 << 20) / std::chrono::duration<double>(d).count();
   };
   WARN("write 128 KiB: " << mbps(t1 - t0) << " MiB/s (first touch of frames included); "
-       << "read (iovec build, no copy): " << mbps(t2 - t1) << " MiB/s, " << sum << " iovecs");
+                         << "read (iovec build, no copy): " << mbps(t2 - t1) << " MiB/s, " << sum
+                         << " iovecs");
   auto t3 = clock::now();
   for (uint64_t off = 0; off < kBytes; off += buf.size()) REQUIRE(f.write(off, buf).is_ok());
   WARN("overwrite 128 KiB: " << mbps(clock::now() - t3) << " MiB/s");

@@ -67,8 +67,8 @@ TEST_CASE("PageCache: random operations agree with kernel tmpfs") {
         size = off;
       } else if (kind < 8) {
         const uint64_t len = 1 + rng() % (4 * 4096);
-        REQUIRE(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                          static_cast<off_t>(off), static_cast<off_t>(len)) == 0);
+        REQUIRE(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(off),
+                          static_cast<off_t>(len)) == 0);
         f.punch_hole(off, len);
       } else {
         const uint64_t len = 1 + rng() % (4 * 4096);

@@ -28,8 +28,8 @@ struct Rig {
   std::unique_ptr<PageCache> cache;
 };
 
-Rig make_rig(uint64_t frames, uint64_t slots, MemorySwapDevice::Completion mode =
-                                                  MemorySwapDevice::Completion::Inline,
+Rig make_rig(uint64_t frames, uint64_t slots,
+             MemorySwapDevice::Completion mode = MemorySwapDevice::Completion::Inline,
              bool background = true, uint64_t max_pages = 0, unsigned min_block_shift = 9,
              bool writeback_copy = false) {
   MemorySwapDevice::Options o;
@@ -62,13 +62,13 @@ std::pair<Status, Bytes> try_read(FilePages& f, uint64_t off, size_t len) {
   int calls = 0;
   read_and_wait([&](FilePages::ReadDone d) { f.read(off, len, std::move(d)); },
                 [&](Status s, std::span<const iovec> iov) {
-    ++calls;
-    st = s;
-    for (const iovec& v : iov) {
-      auto* p = static_cast<const std::byte*>(v.iov_base);
-      out.insert(out.end(), p, p + v.iov_len);
-    }
-  });
+                  ++calls;
+                  st = s;
+                  for (const iovec& v : iov) {
+                    auto* p = static_cast<const std::byte*>(v.iov_base);
+                    out.insert(out.end(), p, p + v.iov_len);
+                  }
+                });
   if (calls != 1) st = Errno{EPROTO};
   return {st, out};
 }
@@ -263,8 +263,9 @@ TEST_CASE("reclaim: a write during writeback waits and never changes the bytes i
   CHECK(rig.dev->counters().checksum_failures == 0);
 }
 
-TEST_CASE("reclaim: writeback_copy: a write during writeback copies the page, not the bytes in flight",
-          "[reclaim][copy]") {
+TEST_CASE(
+    "reclaim: writeback_copy: a write during writeback copies the page, not the bytes in flight",
+    "[reclaim][copy]") {
   auto rig = make_rig(16, 1024, MemorySwapDevice::Completion::Manual, false, 0, 9, true);
   PageCache& pc = *rig.cache;
   FilePages f(pc);
@@ -295,8 +296,8 @@ TEST_CASE("reclaim: writeback_copy: a write during writeback copies the page, no
   s = pc.stats();
   CHECK(s.frames_used == 4);
   CHECK(pc.state().writeback_in_flight.load() == 0);
-  CHECK(s.swap_cached == 3);       // page 1 is dirty again, without a slot
-  CHECK(s.swap_slots_used == 3);   // its slot (old bytes) was freed
+  CHECK(s.swap_cached == 3);      // page 1 is dirty again, without a slot
+  CHECK(s.swap_slots_used == 3);  // its slot (old bytes) was freed
   CHECK(rig.dev->counters().checksum_failures == 0);
   // Out and back in: page 1 goes out whole, with the new bytes.
   evict_all(rig);
@@ -410,8 +411,7 @@ TEST_CASE("reclaim: swap-in racing truncate, rewrite and unlink", "[reclaim]") {
   CHECK(s.swap_slots_used == 0);
 }
 
-TEST_CASE("reclaim: a swap read error is EIO, and the page stays readable later",
-          "[reclaim]") {
+TEST_CASE("reclaim: a swap read error is EIO, and the page stays readable later", "[reclaim]") {
   auto rig = make_rig(16, 1024);
   PageCache& pc = *rig.cache;
   FilePages f(pc);
@@ -493,13 +493,13 @@ TEST_CASE("reclaim: writeback of partial pages writes only dirty blocks", "[recl
     REQUIRE(f.write(off, b).is_ok());
     m.write(off, b);
   };
-  put(0 * kPage + 10, 100, 1);          // page 0: block 0
-  put(1 * kPage + 1000, 600, 2);        // page 1: blocks 1..3
-  put(3 * kPage - 10, 20, 3);           // page 2 block 7, page 3 block 0
-  put(4 * kPage + 512, 512, 4);         // page 4: block 1 exactly
-  put(5 * kPage, kPage, 5);             // page 5: whole, a fresh slot
-  put(6 * kPage + 100, 10, 6);          // page 6: block 0, then...
-  put(6 * kPage + 3000, 10, 7);         // ...block 5: two runs
+  put(0 * kPage + 10, 100, 1);    // page 0: block 0
+  put(1 * kPage + 1000, 600, 2);  // page 1: blocks 1..3
+  put(3 * kPage - 10, 20, 3);     // page 2 block 7, page 3 block 0
+  put(4 * kPage + 512, 512, 4);   // page 4: block 1 exactly
+  put(5 * kPage, kPage, 5);       // page 5: whole, a fresh slot
+  put(6 * kPage + 100, 10, 6);    // page 6: block 0, then...
+  put(6 * kPage + 3000, 10, 7);   // ...block 5: two runs
   // Partly rewritten pages keep their slots; page 5 gave its slot up.
   PageCacheStats s = pc.stats();
   CHECK(s.swap_cached == 7);

@@ -39,7 +39,8 @@ TEST_CASE("sizes are read as tmpfs reads them", "[options]") {
 }
 
 TEST_CASE("mount options", "[options]") {
-  auto r = parse({"-o", "size=1g,nr_inodes=10k,mode=755,uid=1000,gid=100,allow_other", "--memory", "64m", "/tmp"});
+  auto r = parse({"-o", "size=1g,nr_inodes=10k,mode=755,uid=1000,gid=100,allow_other", "--memory",
+                  "64m", "/tmp"});
   REQUIRE(r.options);
   CHECK(r.options->size_bytes == 1ull << 30);
   CHECK(r.options->nr_inodes == 10240u);
@@ -156,10 +157,11 @@ TEST_CASE("SOURCE before MOUNTPOINT is the fsname; without it, tmpfsd", "[option
 }
 
 TEST_CASE("every daemon option has a mount-option form", "[options]") {
-  auto r = parse({"-o",
-                  "size=1g,memory=64m,swap=128m,swap_dir=/srv,page_size=8192,writeback_cache,"
-                  "writeback_conflict=copy,threads=3,log_level=warn,log_file=/tmp/t.log,pid_file=/tmp/t.pid",
-                  "/tmp"});
+  auto r = parse(
+      {"-o",
+       "size=1g,memory=64m,swap=128m,swap_dir=/srv,page_size=8192,writeback_cache,"
+       "writeback_conflict=copy,threads=3,log_level=warn,log_file=/tmp/t.log,pid_file=/tmp/t.pid",
+       "/tmp"});
   INFO(r.message);
   REQUIRE(r.options);
   const Options& o = *r.options;
@@ -175,9 +177,28 @@ TEST_CASE("every daemon option has a mount-option form", "[options]") {
   CHECK(o.log_file == "/tmp/t.log");
   CHECK(o.pid_file == "/tmp/t.pid");
   // The flags still work and mean the same.
-  auto f = parse({"--memory", "64m", "--swap", "128m", "--swap-dir", "/srv", "--page-size", "8192",
-                  "--writeback-cache", "--writeback-conflict", "copy", "--threads", "3", "--log-level", "warn",
-                  "--log-file", "/tmp/t.log", "--pid-file", "/tmp/t.pid", "-o", "size=1g", "/tmp"});
+  auto f = parse({"--memory",
+                  "64m",
+                  "--swap",
+                  "128m",
+                  "--swap-dir",
+                  "/srv",
+                  "--page-size",
+                  "8192",
+                  "--writeback-cache",
+                  "--writeback-conflict",
+                  "copy",
+                  "--threads",
+                  "3",
+                  "--log-level",
+                  "warn",
+                  "--log-file",
+                  "/tmp/t.log",
+                  "--pid-file",
+                  "/tmp/t.pid",
+                  "-o",
+                  "size=1g",
+                  "/tmp"});
   REQUIRE(f.options);
   CHECK(f.options->memory_bytes == o.memory_bytes);
   CHECK(f.options->swap_bytes == o.swap_bytes);
@@ -219,11 +240,16 @@ TEST_CASE("mount(8)'s generic options: passed on or accepted", "[options]") {
     bool nodiratime;
   };
   const std::vector<Atime> atimes = {
-      {"size=1m", "relatime", false},          {"noatime", "noatime", false},
-      {"strictatime", "strictatime", false},   {"norelatime", "strictatime", false},
-      {"noatime,relatime", "relatime", false}, {"strictatime,nostrictatime", "relatime", false},
-      {"noatime,atime", "relatime", false},    {"nodiratime", "relatime", true},
-      {"nodiratime,diratime", "relatime", false}, {"strictatime,nodiratime", "strictatime", true},
+      {"size=1m", "relatime", false},
+      {"noatime", "noatime", false},
+      {"strictatime", "strictatime", false},
+      {"norelatime", "strictatime", false},
+      {"noatime,relatime", "relatime", false},
+      {"strictatime,nostrictatime", "relatime", false},
+      {"noatime,atime", "relatime", false},
+      {"nodiratime", "relatime", true},
+      {"nodiratime,diratime", "relatime", false},
+      {"strictatime,nodiratime", "strictatime", true},
   };
   for (const Atime& a : atimes) {
     auto r = parse({"-o", a.opts, "/tmp"});
@@ -243,9 +269,22 @@ TEST_CASE("mount(8)'s generic options: passed on or accepted", "[options]") {
   CHECK_FALSE(unsec.options->nosuid);
   CHECK_FALSE(unsec.options->nodev);
   CHECK_FALSE(unsec.options->noexec);
-  const std::vector<std::string> accepted = {
-      "lazytime", "nolazytime", "defaults", "nofail", "noauto", "auto", "user", "nouser", "users", "owner", "group",
-      "_netdev", "x-systemd.automount", "x-systemd.requires=foo.service", "X-mount.mode=0755", "comment=fstab"};
+  const std::vector<std::string> accepted = {"lazytime",
+                                             "nolazytime",
+                                             "defaults",
+                                             "nofail",
+                                             "noauto",
+                                             "auto",
+                                             "user",
+                                             "nouser",
+                                             "users",
+                                             "owner",
+                                             "group",
+                                             "_netdev",
+                                             "x-systemd.automount",
+                                             "x-systemd.requires=foo.service",
+                                             "X-mount.mode=0755",
+                                             "comment=fstab"};
   for (const std::string& a : accepted) {
     auto r = parse({"-o", "size=64m," + a, "/tmp"});
     INFO(a << ": " << r.message);

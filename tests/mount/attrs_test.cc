@@ -144,7 +144,8 @@ TEST_CASE("chmod/chown as root clear set-ID bits as the kernel does", "[perm][se
   });
 }
 
-TEST_CASE("set-ID bits cleared by a non-owner's write, truncate and chmod", "[perm][setid][nonroot]") {
+TEST_CASE("set-ID bits cleared by a non-owner's write, truncate and chmod",
+          "[perm][setid][nonroot]") {
   mt::compare([](Side& s) {
     REC(s, ::chmod(s.p(""), 0777));
     for (const char* n : {"w", "t", "sgid-noexec", "owned"}) {
@@ -178,7 +179,7 @@ TEST_CASE("set-ID bits cleared by a non-owner's write, truncate and chmod", "[pe
       // Not the owner: EPERM.
       REC(c, ::chmod(c.p("w"), 0777));
       REC(c, ::chown(c.p("owned"), kOther, -1));
-      REC(c, ::chown(c.p("owned"), -1, kGroup));   // to own group: allowed
+      REC(c, ::chown(c.p("owned"), -1, kGroup));  // to own group: allowed
       c.stat("owned");
       REC(c, ::chown(c.p("owned"), -1, kOtherGroup));  // not a member: EPERM
       REC(c, ::chown(c.p("owned"), kUser, -1));        // no-op chown: allowed
@@ -313,7 +314,8 @@ TEST_CASE("xattrs: user, trusted, security namespaces and errors", "[xattr]") {
     REC(s, ::removexattr(s.p("f"), "trusted.t"));
     s.listxattr("f");
     // Value sizes.
-    for (size_t n : {size_t(4000), size_t(4096), size_t(8192), size_t(65535), size_t(65536), size_t(65537), size_t(1 << 20)}) {
+    for (size_t n : {size_t(4000), size_t(4096), size_t(8192), size_t(65535), size_t(65536),
+                     size_t(65537), size_t(1 << 20)}) {
       std::string v(n, 'v');
       v[0] = 'S';
       v[n - 1] = 'E';

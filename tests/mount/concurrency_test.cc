@@ -102,18 +102,23 @@ struct Worker {
       int k = pick(kOwnNames);
       Own& o = own[k];
       switch (pick(10)) {
-        case 0: case 1: {  // (re)write
+        case 0:
+        case 1: {  // (re)write
           std::string data = fmt::format("t{} k{} op{} ", id, k, ops);
           data.append(static_cast<size_t>(pick(20000)), static_cast<char>('a' + pick(26)));
-          if (!write_file(own_path(k, o.dir), data, O_TRUNC)) fail(fmt::format("write t{}_{}: {}", id, k, std::strerror(errno)));
-          else o.content = data;
+          if (!write_file(own_path(k, o.dir), data, O_TRUNC))
+            fail(fmt::format("write t{}_{}: {}", id, k, std::strerror(errno)));
+          else
+            o.content = data;
           break;
         }
         case 2: {  // append
           if (!o.content) break;
           std::string more = fmt::format("+{}", ops);
-          if (!write_file(own_path(k, o.dir), more, O_APPEND)) fail(fmt::format("append t{}_{}: {}", id, k, std::strerror(errno)));
-          else *o.content += more;
+          if (!write_file(own_path(k, o.dir), more, O_APPEND))
+            fail(fmt::format("append t{}_{}: {}", id, k, std::strerror(errno)));
+          else
+            *o.content += more;
           break;
         }
         case 3: {  // rename to another shared directory
@@ -121,21 +126,27 @@ struct Worker {
           int to = pick(kDirs);
           if (::rename(own_path(k, o.dir).c_str(), own_path(k, to).c_str()) != 0)
             fail(fmt::format("rename t{}_{} d{}->d{}: {}", id, k, o.dir, to, std::strerror(errno)));
-          else o.dir = to;
+          else
+            o.dir = to;
           break;
         }
         case 4: {  // unlink
           if (!o.content) break;
-          if (::unlink(own_path(k, o.dir).c_str()) != 0) fail(fmt::format("unlink t{}_{}: {}", id, k, std::strerror(errno)));
-          else o.content.reset();
+          if (::unlink(own_path(k, o.dir).c_str()) != 0)
+            fail(fmt::format("unlink t{}_{}: {}", id, k, std::strerror(errno)));
+          else
+            o.content.reset();
           break;
         }
-        case 5: case 6: {  // read back and verify
+        case 5:
+        case 6: {  // read back and verify
           int err = 0;
           std::string got = read_file(own_path(k, o.dir), &err);
           if (o.content && (err || got != *o.content))
-            fail(fmt::format("read t{}_{}: err={} size {} expected {}", id, k, err, got.size(), o.content->size()));
-          if (!o.content && err != ENOENT) fail(fmt::format("t{}_{} should not exist, open gave {}", id, k, err));
+            fail(fmt::format("read t{}_{}: err={} size {} expected {}", id, k, err, got.size(),
+                             o.content->size()));
+          if (!o.content && err != ENOENT)
+            fail(fmt::format("t{}_{} should not exist, open gave {}", id, k, err));
           break;
         }
         case 7: {  // shared names: racing creates, renames, unlinks
@@ -144,23 +155,33 @@ struct Worker {
           switch (pick(3)) {
             case 0: {
               int fd = ::open(shared_path(a).c_str(), O_CREAT | O_EXCL | O_WRONLY, 0644);
-              if (fd >= 0) { ::close(fd); r = 0; } else r = -1;
-              if (r != 0 && errno != EEXIST) fail(fmt::format("create shared{}: {}", a, std::strerror(errno)));
+              if (fd >= 0) {
+                ::close(fd);
+                r = 0;
+              } else
+                r = -1;
+              if (r != 0 && errno != EEXIST)
+                fail(fmt::format("create shared{}: {}", a, std::strerror(errno)));
               break;
             }
             case 1:
               r = ::rename(shared_path(a).c_str(), shared_path(b).c_str());
-              if (r != 0 && errno != ENOENT) fail(fmt::format("rename shared{}->{}: {}", a, b, std::strerror(errno)));
+              if (r != 0 && errno != ENOENT)
+                fail(fmt::format("rename shared{}->{}: {}", a, b, std::strerror(errno)));
               break;
             default:
               r = ::unlink(shared_path(a).c_str());
-              if (r != 0 && errno != ENOENT) fail(fmt::format("unlink shared{}: {}", a, std::strerror(errno)));
+              if (r != 0 && errno != ENOENT)
+                fail(fmt::format("unlink shared{}: {}", a, std::strerror(errno)));
           }
           break;
         }
         case 8: {  // list a directory: no duplicate names
           DIR* d = ::opendir(dir(pick(kDirs)).c_str());
-          if (!d) { fail(fmt::format("opendir: {}", std::strerror(errno))); break; }
+          if (!d) {
+            fail(fmt::format("opendir: {}", std::strerror(errno)));
+            break;
+          }
           std::set<std::string> names;
           while (struct dirent* de = ::readdir(d))
             if (!names.insert(de->d_name).second) {
@@ -177,11 +198,14 @@ struct Worker {
           struct stat st {};
           int r = ::stat(own_path(k, o.dir).c_str(), &st);
           if (o.content && (r != 0 || st.st_size != static_cast<off_t>(o.content->size())))
-            fail(fmt::format("stat t{}_{}: r={} size {} expected {}", id, k, r, st.st_size, o.content->size()));
+            fail(fmt::format("stat t{}_{}: r={} size {} expected {}", id, k, r, st.st_size,
+                             o.content->size()));
           if (o.content && o.content->size() > 10 && pick(3) == 0) {
             size_t n = o.content->size() / 2;
-            if (::truncate(own_path(k, o.dir).c_str(), static_cast<off_t>(n)) != 0) fail("truncate");
-            else o.content->resize(n);
+            if (::truncate(own_path(k, o.dir).c_str(), static_cast<off_t>(n)) != 0)
+              fail("truncate");
+            else
+              o.content->resize(n);
           }
         }
       }
@@ -196,7 +220,8 @@ TEST_CASE("concurrency: 4 threads in the same directories of B", "[concurrency]"
   std::string root = pair.b->path() + "/concurrency";
   mt::remove_tree(root);
   REQUIRE(::mkdir(root.c_str(), 0755) == 0);
-  for (int d = 0; d < kDirs; ++d) REQUIRE(::mkdir(fmt::format("{}/d{}", root, d).c_str(), 0755) == 0);
+  for (int d = 0; d < kDirs; ++d)
+    REQUIRE(::mkdir(fmt::format("{}/d{}", root, d).c_str(), 0755) == 0);
 
   std::vector<Worker> workers;
   for (int t = 0; t < kThreads; ++t) workers.push_back(Worker{t, root, {}, {}, 0, 0, {}});
@@ -228,7 +253,9 @@ TEST_CASE("concurrency: 4 threads in the same directories of B", "[concurrency]"
         if (o.content && d == o.dir) {
           ++checked;
           CHECK(err == 0);
-          if (got != *o.content) FAIL_CHECK(path << ": content differs (" << got.size() << " bytes, expected " << o.content->size() << ")");
+          if (got != *o.content)
+            FAIL_CHECK(path << ": content differs (" << got.size() << " bytes, expected "
+                            << o.content->size() << ")");
           expected_in_dir[d].insert(fmt::format("t{}_{}", w.id, k));
         } else if (err != ENOENT) {
           FAIL_CHECK(path << " exists but should not (open: " << std::strerror(err) << ")");
@@ -272,12 +299,14 @@ TEST_CASE("concurrency: 4 threads in the same directories of B", "[concurrency]"
   CHECK(errno == ENOENT);
   CHECK(::stat(pair.b->path().c_str(), &st) == 0);
   WARN("concurrency: " << total << " operations in " << kDuration.count() << " s, " << checked
-                       << " files verified, " << dups << " names returned twice within one readdir pass"
+                       << " files verified, " << dups
+                       << " names returned twice within one readdir pass"
                        << (dups ? " (e.g." + dup_examples + ")" : std::string()) << " ("
                        << mt::mode_description() << ")");
 }
 
-TEST_CASE("concurrency: 4 threads write one file at interleaved offsets and append to another", "[concurrency]") {
+TEST_CASE("concurrency: 4 threads write one file at interleaved offsets and append to another",
+          "[concurrency]") {
   auto& pair = mt::shared_pair();
   std::string root = pair.b->path() + "/concurrency2";
   mt::remove_tree(root);
@@ -307,7 +336,9 @@ TEST_CASE("concurrency: 4 threads write one file at interleaved offsets and appe
         for (int round = 0; round < 2; ++round)
           for (int i = t; i < kBlocks; i += kThreads) {
             std::string b = block(i, round);
-            if (::pwrite(sfd, b.data(), b.size(), static_cast<off_t>(i) * kBlock) != static_cast<ssize_t>(kBlock)) ++errors;
+            if (::pwrite(sfd, b.data(), b.size(), static_cast<off_t>(i) * kBlock) !=
+                static_cast<ssize_t>(kBlock))
+              ++errors;
           }
         for (int k = 0; k < kRecords; ++k) {
           char rec[64];
@@ -334,7 +365,9 @@ TEST_CASE("concurrency: 4 threads write one file at interleaved offsets and appe
   int bad = 0;
   for (int i = 0; i < kBlocks; ++i)
     if (got.compare(static_cast<size_t>(i) * kBlock, kBlock, block(i, 1)) != 0) {
-      if (bad++ == 0) FAIL_CHECK("block " << i << " differs: " << got.substr(static_cast<size_t>(i) * kBlock, 24));
+      if (bad++ == 0)
+        FAIL_CHECK("block " << i
+                            << " differs: " << got.substr(static_cast<size_t>(i) * kBlock, 24));
     }
   CHECK(bad == 0);
   std::string lg = cold(log);
@@ -343,8 +376,8 @@ TEST_CASE("concurrency: 4 threads write one file at interleaved offsets and appe
   int torn = 0;
   for (size_t off = 0; off + kRecord <= lg.size(); off += kRecord) {
     int t = -1, k = -1;
-    if (std::sscanf(lg.c_str() + off, "thread %d record %d", &t, &k) != 2 || t < 0 || t >= kThreads ||
-        lg[off + kRecord - 1] != '\n') {
+    if (std::sscanf(lg.c_str() + off, "thread %d record %d", &t, &k) != 2 || t < 0 ||
+        t >= kThreads || lg[off + kRecord - 1] != '\n') {
       ++torn;
       continue;
     }

@@ -113,8 +113,9 @@ int processes_naming(const std::string& needle) {
 
 }  // namespace
 
-TEST_CASE("daemonised: background threads alive, 64 MiB through --memory 4M read back byte for byte",
-          "[daemonise]") {
+TEST_CASE(
+    "daemonised: background threads alive, 64 MiB through --memory 4M read back byte for byte",
+    "[daemonise]") {
   if (!mt::testing_tmpfsd()) {
     SUCCEED("tmpfs-vs-tmpfs mode: nothing daemonises");
     return;
@@ -197,8 +198,10 @@ TEST_CASE("daemonised: SIGTERM ends the daemon while writers wait for frames", "
   CHECK(finished + failed == kWriters);
 }
 
-TEST_CASE("daemonised: success prints nothing; a start that fails in the daemon prints one line, leaves nothing",
-          "[daemonise]") {
+TEST_CASE(
+    "daemonised: success prints nothing; a start that fails in the daemon prints one line, leaves "
+    "nothing",
+    "[daemonise]") {
   if (!mt::testing_tmpfsd()) {
     SUCCEED("tmpfs-vs-tmpfs mode: nothing daemonises");
     return;
@@ -210,7 +213,8 @@ TEST_CASE("daemonised: success prints nothing; a start that fails in the daemon 
   REQUIRE(::mkdtemp(t));
   std::string dir = t;
   std::string out_path = dir + ".out";
-  std::string cmd = mt::tmpfsd_bin() + " --swap 64M --swap-dir /dev/shm " + dir + " >" + out_path + " 2>&1";
+  std::string cmd =
+      mt::tmpfsd_bin() + " --swap 64M --swap-dir /dev/shm " + dir + " >" + out_path + " 2>&1";
   int status = std::system(cmd.c_str());
   std::string out = read_all(out_path);
   ::unlink(out_path.c_str());
@@ -219,7 +223,8 @@ TEST_CASE("daemonised: success prints nothing; a start that fails in the daemon 
   CHECK(WEXITSTATUS(status) == 1);
   CHECK(out.rfind("tmpfsd: cannot make the swap file: ", 0) == 0);
   CHECK(std::count(out.begin(), out.end(), '\n') == 1);
-  struct stat st {}, parent {};
+  struct stat st {
+  }, parent{};
   REQUIRE(::stat(dir.c_str(), &st) == 0);
   REQUIRE(::stat("/tmp", &parent) == 0);
   CHECK(st.st_dev == parent.st_dev);  // nothing mounted

@@ -4,9 +4,9 @@
 #include <linux/falloc.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
-#include <csignal>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <csignal>
 
 #include <catch2/catch.hpp>
 
@@ -119,7 +119,8 @@ TEST_CASE("lseek SEEK_DATA / SEEK_HOLE on sparse files", "[seek]") {
   });
 }
 
-TEST_CASE("copy_file_range: whole, partial, same file, overlapping, past EOF", "[copy_file_range]") {
+TEST_CASE("copy_file_range: whole, partial, same file, overlapping, past EOF",
+          "[copy_file_range]") {
   mt::compare([](Side& s) {
     int src = REC_OK(s, ::open(s.p("src"), O_CREAT | O_RDWR, 0644));
     write_at(s, src, 0, 3 * kPage + 123, 5);
@@ -282,7 +283,9 @@ TEST_CASE("RLIMIT_FSIZE: EFBIG past the limit, short write across it", "[bigfile
     REC(s, ::close(::open(s.p("f"), O_CREAT | O_WRONLY, 0666)));
     s.as_user(0, 0, [](Side& c) {
       ::signal(SIGXFSZ, SIG_IGN);
-      struct rlimit rl {1 << 20, 1 << 20};
+      struct rlimit rl {
+        1 << 20, 1 << 20
+      };
       REC(c, ::setrlimit(RLIMIT_FSIZE, &rl));
       int fd = REC_OK(c, ::open(c.p("f"), O_WRONLY));
       std::string d(8192, 'r');

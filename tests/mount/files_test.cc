@@ -281,7 +281,8 @@ TEST_CASE("statx fields and masks; fsync on directories", "[file][statx]") {
                                  STATX_ATTR_NODUMP | STATX_ATTR_ENCRYPTED | STATX_ATTR_VERITY;
     s.note("statx attributes_mask (VFS bits)", std::to_string(sx.stx_attributes_mask & ~kFsBits));
     s.known(mt::Known::StatxAttrFlags);
-    s.note("statx attributes_mask (file system bits)", std::to_string(sx.stx_attributes_mask & kFsBits));
+    s.note("statx attributes_mask (file system bits)",
+           std::to_string(sx.stx_attributes_mask & kFsBits));
     s.note("statx mode/nlink", std::to_string(sx.stx_mode) + " " + std::to_string(sx.stx_nlink));
     REC(s, ::statx(AT_FDCWD, s.p("missing"), 0, STATX_BASIC_STATS, &sx));
     REC(s, ::statx(AT_FDCWD, s.p("f"), AT_STATX_DONT_SYNC, STATX_SIZE, &sx));

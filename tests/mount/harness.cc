@@ -5,8 +5,8 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <grp.h>
-#include <signal.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/statfs.h>
@@ -20,13 +20,13 @@
 
 #include <algorithm>
 #include <atomic>
-#include <mutex>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -108,11 +108,20 @@ uint64_t parse_size(const std::string& s) {
   char* end = nullptr;
   uint64_t v = std::strtoull(s.c_str(), &end, 10);
   switch (end && *end ? *end : 0) {
-    case 'k': case 'K': return v << 10;
-    case 'm': case 'M': return v << 20;
-    case 'g': case 'G': return v << 30;
-    case 't': case 'T': return v << 40;
-    default: return v;
+    case 'k':
+    case 'K':
+      return v << 10;
+    case 'm':
+    case 'M':
+      return v << 20;
+    case 'g':
+    case 'G':
+      return v << 30;
+    case 't':
+    case 'T':
+      return v << 40;
+    default:
+      return v;
   }
 }
 
@@ -161,13 +170,15 @@ bool ignored(const char* what) {
 std::string mode_description() {
   std::string extra;
   if (const char* v = std::getenv("MT_IGNORE"); v && *v) extra += fmt::format("; MT_IGNORE={}", v);
-  if (const char* v = std::getenv("MT_MC_TICKS"); v && *v) extra += fmt::format("; MT_MC_TICKS={}", v);
+  if (const char* v = std::getenv("MT_MC_TICKS"); v && *v)
+    extra += fmt::format("; MT_MC_TICKS={}", v);
   if (const char* v = std::getenv("MT_TMPFSD_ARGS"); v && *v && testing_tmpfsd())
     extra += fmt::format("; MT_TMPFSD_ARGS={}", v);
   if (!extra.empty())
     return (testing_tmpfsd() ? "tmpfs-vs-tmpfsd (" + tmpfsd_bin() + ")" : "tmpfs-vs-tmpfs") + extra;
-  return testing_tmpfsd() ? fmt::format("tmpfs-vs-tmpfsd ({})", tmpfsd_bin())
-                          : std::string("tmpfs-vs-tmpfs (TMPFSD_BIN unset: B is a second kernel tmpfs)");
+  return testing_tmpfsd()
+             ? fmt::format("tmpfs-vs-tmpfsd ({})", tmpfsd_bin())
+             : std::string("tmpfs-vs-tmpfs (TMPFSD_BIN unset: B is a second kernel tmpfs)");
 }
 
 Mount::Mount(Kind kind, const MountOptions& opts) : kind_(kind) {
@@ -200,9 +211,12 @@ Mount::Mount(Kind kind, const MountOptions& opts) : kind_(kind) {
   // it off (the non-root tests then see EACCES everywhere on B).
   std::string o = opts.kernel_option_string();
   if (const char* v = std::getenv("MT_NO_ALLOW_OTHER"); !(v && *v)) o += ",allow_other";
-  std::vector<std::string> args = {tmpfsd_bin(), "-o", o, "--memory", memory, "--log-file", log_path_};
-  if (opts.foreground) args.push_back("-f");
-  else args.insert(args.end(), {"--pid-file", pid_path_});
+  std::vector<std::string> args = {tmpfsd_bin(), "-o",         o,        "--memory",
+                                   memory,       "--log-file", log_path_};
+  if (opts.foreground)
+    args.push_back("-f");
+  else
+    args.insert(args.end(), {"--pid-file", pid_path_});
   for (const auto& a : opts.daemon_args) args.push_back(a);
   // MT_TMPFSD_ARGS: extra daemon arguments, space-separated (exploration,
   // e.g. "--no-writeback-cache").
@@ -244,8 +258,8 @@ Mount::Mount(Kind kind, const MountOptions& opts) : kind_(kind) {
     if (is_mounted(path_)) ::umount2(path_.c_str(), MNT_DETACH);
     g_slots[slot_].used = 0;
     ::rmdir(path_.c_str());
-    return std::runtime_error(fmt::format("tmpfsd: {}; args: {}\noutput:\n{}\nlog:\n{}", what, fmt::join(args, " "),
-                                          out, tail));
+    return std::runtime_error(fmt::format("tmpfsd: {}; args: {}\noutput:\n{}\nlog:\n{}", what,
+                                          fmt::join(args, " "), out, tail));
   };
 
   if (opts.foreground) {
@@ -296,8 +310,8 @@ Mount::Mount(Kind kind, const MountOptions& opts) : kind_(kind) {
         ::waitpid(starter, nullptr, 0);
       }
       if (pid_ > 0) hang_report(pid_, log_path_);
-      std::string e = fmt::format("tmpfsd mount not ready after 20 s; args: {}\nlog:\n{}", fmt::join(args, " "),
-                                  log_tail());
+      std::string e = fmt::format("tmpfsd mount not ready after 20 s; args: {}\nlog:\n{}",
+                                  fmt::join(args, " "), log_tail());
       stop();
       throw std::runtime_error(e);
     }
@@ -400,9 +414,11 @@ void reporter_loop(int requests, int done) {
     char log[400] = "";
     if (std::sscanf(line, "%d %399s", &pid, log) >= 1 && script && *script) {
       std::string cmd = fmt::format("'{}' {} '{}' 1>&2", script, pid, log);
-      if (std::system(cmd.c_str()) != 0) std::fprintf(stderr, "mount tests: %s failed\n", cmd.c_str());
+      if (std::system(cmd.c_str()) != 0)
+        std::fprintf(stderr, "mount tests: %s failed\n", cmd.c_str());
     } else if (!script || !*script) {
-      std::fprintf(stderr, "mount tests: no hang report (TMPFSD_HANG_REPORT unset) for pid %d\n", pid);
+      std::fprintf(stderr, "mount tests: no hang report (TMPFSD_HANG_REPORT unset) for pid %d\n",
+                   pid);
     }
     std::fflush(stderr);
     if (::write(done, "x", 1) != 1) break;
@@ -444,7 +460,8 @@ void hang_report(pid_t pid, const std::string& log_path) {
   pollfd p{g_report_done, POLLIN, 0};
   char c;
   if (::poll(&p, 1, 150'000) == 1 && ::read(g_report_done, &c, 1) == 1) return;
-  std::fprintf(stderr, "mount tests: the hang report of pid %d did not finish in 150 s\n", int(pid));
+  std::fprintf(stderr, "mount tests: the hang report of pid %d did not finish in 150 s\n",
+               int(pid));
 }
 
 namespace {
@@ -453,7 +470,8 @@ std::mutex g_case_mu;
 std::string g_case_name;
 
 int64_t now_seconds() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
       .count();
 }
 
@@ -489,8 +507,9 @@ void start_watchdog() {
         std::lock_guard lk(g_case_mu);
         name = g_case_name;
       }
-      std::fprintf(stderr, "mount tests: TIMEOUT: test case \"%s\" ran past %d s (MT_CASE_TIMEOUT)\n", name.c_str(),
-                   case_timeout());
+      std::fprintf(stderr,
+                   "mount tests: TIMEOUT: test case \"%s\" ran past %d s (MT_CASE_TIMEOUT)\n",
+                   name.c_str(), case_timeout());
       for (int i = 0; i < kSlots; ++i)
         if (g_slots[i].used && g_slots[i].pid > 0) hang_report(g_slots[i].pid, g_slots[i].log);
       emergency_cleanup();
@@ -542,16 +561,55 @@ int shutdown_all() {
 
 std::string errno_name(int e) {
   switch (e) {
-#define E(x) case x: return #x
-    E(EPERM); E(ENOENT); E(ESRCH); E(EINTR); E(EIO); E(ENXIO); E(E2BIG); E(EBADF);
-    E(EAGAIN); E(ENOMEM); E(EACCES); E(EFAULT); E(EBUSY); E(EEXIST); E(EXDEV);
-    E(ENODEV); E(ENOTDIR); E(EISDIR); E(EINVAL); E(ENFILE); E(EMFILE); E(ETXTBSY);
-    E(EFBIG); E(ENOSPC); E(ESPIPE); E(EROFS); E(EMLINK); E(EPIPE); E(ERANGE);
-    E(ENAMETOOLONG); E(ENOSYS); E(ENOTEMPTY); E(ELOOP); E(ENODATA); E(EOVERFLOW);
-    E(EOPNOTSUPP); E(ENOTCONN); E(EADDRINUSE); E(EDQUOT);
-    E(ENOTTY); E(ESTALE); E(ENOTSOCK); E(EPROTONOSUPPORT);
+#define E(x) \
+  case x:    \
+    return #x
+    E(EPERM);
+    E(ENOENT);
+    E(ESRCH);
+    E(EINTR);
+    E(EIO);
+    E(ENXIO);
+    E(E2BIG);
+    E(EBADF);
+    E(EAGAIN);
+    E(ENOMEM);
+    E(EACCES);
+    E(EFAULT);
+    E(EBUSY);
+    E(EEXIST);
+    E(EXDEV);
+    E(ENODEV);
+    E(ENOTDIR);
+    E(EISDIR);
+    E(EINVAL);
+    E(ENFILE);
+    E(EMFILE);
+    E(ETXTBSY);
+    E(EFBIG);
+    E(ENOSPC);
+    E(ESPIPE);
+    E(EROFS);
+    E(EMLINK);
+    E(EPIPE);
+    E(ERANGE);
+    E(ENAMETOOLONG);
+    E(ENOSYS);
+    E(ENOTEMPTY);
+    E(ELOOP);
+    E(ENODATA);
+    E(EOVERFLOW);
+    E(EOPNOTSUPP);
+    E(ENOTCONN);
+    E(EADDRINUSE);
+    E(EDQUOT);
+    E(ENOTTY);
+    E(ESTALE);
+    E(ENOTSOCK);
+    E(EPROTONOSUPPORT);
 #undef E
-    default: return fmt::format("errno{}", e);
+    default:
+      return fmt::format("errno{}", e);
   }
 }
 
@@ -606,14 +664,22 @@ bool Side::dependent_steps_run(Known id) {
 namespace {
 const char* type_name(mode_t m) {
   switch (m & S_IFMT) {
-    case S_IFREG: return "reg";
-    case S_IFDIR: return "dir";
-    case S_IFLNK: return "lnk";
-    case S_IFIFO: return "fifo";
-    case S_IFSOCK: return "sock";
-    case S_IFCHR: return "chr";
-    case S_IFBLK: return "blk";
-    default: return "?";
+    case S_IFREG:
+      return "reg";
+    case S_IFDIR:
+      return "dir";
+    case S_IFLNK:
+      return "lnk";
+    case S_IFIFO:
+      return "fifo";
+    case S_IFSOCK:
+      return "sock";
+    case S_IFCHR:
+      return "chr";
+    case S_IFBLK:
+      return "blk";
+    default:
+      return "?";
   }
 }
 int cmp_ts(const timespec& x, const timespec& y) {
@@ -660,7 +726,9 @@ namespace {
 // so tmpfs-vs-tmpfs compares the same thing.
 std::string mc_relation(const timespec& m, const timespec& c) {
   int64_t d = ns(m) - ns(c);
-  const char* r = (d >= -mc_tolerance_ns() && d <= mc_tolerance_ns()) ? "m~c" : d < 0 ? "m<c" : "m>c";
+  const char* r = (d >= -mc_tolerance_ns() && d <= mc_tolerance_ns()) ? "m~c"
+                  : d < 0                                             ? "m<c"
+                                                                      : "m>c";
   return fmt::format("{}:{}", r, d);
 }
 }  // namespace
@@ -677,7 +745,8 @@ void Side::record_stat(const std::string& op, const std::string& key, int ret, i
   out += fmt::format(" uid={} gid={}", st.st_uid, st.st_gid);
   if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode))
     out += fmt::format(" rdev={}:{}", major(st.st_rdev), minor(st.st_rdev));
-  if ((flags & kStatBlocks) && S_ISREG(st.st_mode) && !ignored("blocks")) out += fmt::format(" blocks={}", st.st_blocks);
+  if ((flags & kStatBlocks) && S_ISREG(st.st_mode) && !ignored("blocks"))
+    out += fmt::format(" blocks={}", st.st_blocks);
   if (flags & kStatExactAM)
     out += fmt::format(" atime={}.{:09} mtime={}.{:09}", st.st_atim.tv_sec, st.st_atim.tv_nsec,
                        st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
@@ -686,8 +755,8 @@ void Side::record_stat(const std::string& op, const std::string& key, int ret, i
     // applies to its "moved / same" part only: that part becomes a step of
     // its own, and the rest of the record is compared as usual.
     int times_known = -1;
-    if (pending_known_ >= 0 &&
-        known_divergence(static_cast<Known>(pending_known_)).scope == KnownDivergence::Scope::Times) {
+    if (pending_known_ >= 0 && known_divergence(static_cast<Known>(pending_known_)).scope ==
+                                   KnownDivergence::Scope::Times) {
       times_known = pending_known_;
       pending_known_ = -1;
     }
@@ -697,17 +766,19 @@ void Side::record_stat(const std::string& op, const std::string& key, int ret, i
       moves = "times:first";
     } else {
       if (flags & kStatTimes)
-        moves = fmt::format("m:{} c:{}", moved(st.st_mtim, it->second.m), moved(st.st_ctim, it->second.c));
-      if (flags & kStatAtime) moves += fmt::format("{}a:{}", moves.empty() ? "" : " ", moved(st.st_atim, it->second.a));
+        moves = fmt::format("m:{} c:{}", moved(st.st_mtim, it->second.m),
+                            moved(st.st_ctim, it->second.c));
+      if (flags & kStatAtime)
+        moves += fmt::format("{}a:{}", moves.empty() ? "" : " ", moved(st.st_atim, it->second.a));
     }
     if (times_known < 0) out += " " + moves;
     if ((flags & kStatTimes) && !ignored("mc")) out += " " + mc_relation(st.st_mtim, st.st_ctim);
     if (std::getenv("MT_MC_DEBUG")) {
       struct timespec now {};
       ::clock_gettime(CLOCK_REALTIME, &now);
-      std::fprintf(stderr, "%s %s: m-c = %lld ns; m, c = now - %lld, %lld ns\n", name_.c_str(), op.c_str(),
-                   (long long)(ns(st.st_mtim) - ns(st.st_ctim)), (long long)(ns(now) - ns(st.st_mtim)),
-                   (long long)(ns(now) - ns(st.st_ctim)));
+      std::fprintf(stderr, "%s %s: m-c = %lld ns; m, c = now - %lld, %lld ns\n", name_.c_str(),
+                   op.c_str(), (long long)(ns(st.st_mtim) - ns(st.st_ctim)),
+                   (long long)(ns(now) - ns(st.st_mtim)), (long long)(ns(now) - ns(st.st_ctim)));
     }
     snapshots_[key] = Times{st.st_atim, st.st_mtim, st.st_ctim};
     note(op, out);
@@ -790,7 +861,8 @@ void Side::pread(int fd, off_t off, size_t len, const std::string& label, bool c
     return;
   }
   data.resize(static_cast<size_t>(n));
-  blob(fmt::format("pread({}, off={}, len={})", label, off, len), fmt::format("ret={}", n), std::move(data));
+  blob(fmt::format("pread({}, off={}, len={})", label, off, len), fmt::format("ret={}", n),
+       std::move(data));
 }
 
 void Side::readdir(std::string_view rel) {
@@ -802,7 +874,8 @@ void Side::readdir(std::string_view rel) {
   }
   std::vector<std::string> names;
   errno = 0;
-  while (struct dirent* de = ::readdir(d)) names.push_back(fmt::format("{}:{}", de->d_name, int(de->d_type)));
+  while (struct dirent* de = ::readdir(d))
+    names.push_back(fmt::format("{}:{}", de->d_name, int(de->d_type)));
   int e = errno;
   ::closedir(d);
   std::sort(names.begin(), names.end());
@@ -905,7 +978,8 @@ void Side::as_user(uid_t uid, gid_t gid, const std::function<void(Side&)>& fn) {
   if (pid == 0) {
     ::close(pfd[0]);
     std::string out;
-    if (::setgroups(0, nullptr) != 0 || ::setresgid(gid, gid, gid) != 0 || ::setresuid(uid, uid, uid) != 0) {
+    if (::setgroups(0, nullptr) != 0 || ::setresgid(gid, gid, gid) != 0 ||
+        ::setresuid(uid, uid, uid) != 0) {
       note(fmt::format("as_user({}, {})", uid, gid), "setresuid failed");
     } else {
       try {
@@ -955,7 +1029,8 @@ void Side::as_user(uid_t uid, gid_t gid, const std::function<void(Side&)>& fn) {
     entries_.push_back(std::move(e));
   }
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-    note(fmt::format("as_user({}, {}) child", uid, gid), fmt::format("abnormal status {:#x}", status));
+    note(fmt::format("as_user({}, {}) child", uid, gid),
+         fmt::format("abnormal status {:#x}", status));
 }
 
 // ---------------------------------------------------------------------------
@@ -993,7 +1068,8 @@ std::string diff_transcripts(const std::vector<Entry>& a, const std::vector<Entr
 namespace {
 // Parses "m<c:D" (see mc_relation) into its order and D.
 bool parse_mc(const std::string& t, std::string& order, int64_t& d) {
-  if (t.size() < 5 || t[0] != 'm' || t[3] != ':' || (t.compare(0, 3, "m<c") && t.compare(0, 3, "m>c") && t.compare(0, 3, "m~c")))
+  if (t.size() < 5 || t[0] != 'm' || t[3] != ':' ||
+      (t.compare(0, 3, "m<c") && t.compare(0, 3, "m>c") && t.compare(0, 3, "m~c")))
     return false;
   order = t.substr(0, 3);
   char* end = nullptr;
@@ -1020,7 +1096,8 @@ bool mc_compatible(const std::string& x, const std::string& y) {
 }
 }  // namespace
 
-std::string diff_transcripts(const std::vector<Entry>& a, const std::vector<Entry>& b, bool excuse_known) {
+std::string diff_transcripts(const std::vector<Entry>& a, const std::vector<Entry>& b,
+                             bool excuse_known) {
   std::string first;
   std::vector<std::string> more;
   size_t ndiff = 0;
@@ -1028,10 +1105,15 @@ std::string diff_transcripts(const std::vector<Entry>& a, const std::vector<Entr
   for (size_t i = 0; i < n; ++i) {
     if (i >= a.size() || i >= b.size()) {
       ++ndiff;
-      std::string d = fmt::format("step {}: transcript lengths differ (A {} entries, B {}); next on the longer side: {} -> {}",
-                                  i, a.size(), b.size(), i < a.size() ? a[i].op : b[i].op,
-                                  i < a.size() ? a[i].out : b[i].out);
-      if (first.empty()) first = d; else more.push_back(d);
+      std::string d = fmt::format(
+          "step {}: transcript lengths differ (A {} entries, B {}); next on the longer side: {} -> "
+          "{}",
+          i, a.size(), b.size(), i < a.size() ? a[i].op : b[i].op,
+          i < a.size() ? a[i].out : b[i].out);
+      if (first.empty())
+        first = d;
+      else
+        more.push_back(d);
       break;
     }
     const Entry& x = a[i];
@@ -1043,13 +1125,16 @@ std::string diff_transcripts(const std::vector<Entry>& a, const std::vector<Entr
       const KnownDivergence& k = known_divergence(static_cast<Known>(y.known));
       if (!y.has_blob && y.out == k.b_outcome) continue;
       ++ndiff;
-      d = fmt::format("step {}: {}: known divergence {} ({}) expects B to give `{}`\n"
-                      "    A (tmpfs):   {}\n    B (tmpfsd): {}\n"
-                      "    tmpfsd changed here: update tests/mount/known_divergences.cc and "
-                      "tools/fsdiff-known-divergences.md (or drop the entry)",
-                      i, x.op, k.list_entry, k.name, k.b_outcome, x.out, y.out);
-      if (first.empty()) first = d;
-      else if (more.size() < 5) more.push_back(d);
+      d = fmt::format(
+          "step {}: {}: known divergence {} ({}) expects B to give `{}`\n"
+          "    A (tmpfs):   {}\n    B (tmpfsd): {}\n"
+          "    tmpfsd changed here: update tests/mount/known_divergences.cc and "
+          "tools/fsdiff-known-divergences.md (or drop the entry)",
+          i, x.op, k.list_entry, k.name, k.b_outcome, x.out, y.out);
+      if (first.empty())
+        first = d;
+      else if (more.size() < 5)
+        more.push_back(d);
       continue;
     }
     bool same = x.op == y.op && (x.out == y.out || mc_compatible(x.out, y.out)) &&
@@ -1064,13 +1149,16 @@ std::string diff_transcripts(const std::vector<Entry>& a, const std::vector<Entr
                       testing_tmpfsd() ? "tmpfsd" : "tmpfs ", clip(y.out, at));
     } else {
       size_t at = first_mismatch(x.blob, y.blob);
-      d = fmt::format("step {}: {} ({}): data differs at byte {} (A {} bytes, B {} bytes)\n"
-                      "    A: {}\n    B: {}",
-                      i, x.op, x.out, at, x.blob.size(), y.blob.size(), hex_preview(x.blob, at, 32),
-                      hex_preview(y.blob, at, 32));
+      d = fmt::format(
+          "step {}: {} ({}): data differs at byte {} (A {} bytes, B {} bytes)\n"
+          "    A: {}\n    B: {}",
+          i, x.op, x.out, at, x.blob.size(), y.blob.size(), hex_preview(x.blob, at, 32),
+          hex_preview(y.blob, at, 32));
     }
-    if (first.empty()) first = d;
-    else if (more.size() < 5) more.push_back(d);
+    if (first.empty())
+      first = d;
+    else if (more.size() < 5)
+      more.push_back(d);
   }
   if (first.empty()) return {};
   std::string r = fmt::format("{} differing step(s). First difference:\n  {}", ndiff, first);
@@ -1082,8 +1170,10 @@ void remove_tree(const std::string& path) {
   ::nftw(
       path.c_str(),
       [](const char* fpath, const struct stat* sb, int typeflag, struct FTW*) -> int {
-        if (typeflag == FTW_DP || (sb && S_ISDIR(sb->st_mode))) ::rmdir(fpath);
-        else ::unlink(fpath);
+        if (typeflag == FTW_DP || (sb && S_ISDIR(sb->st_mode)))
+          ::rmdir(fpath);
+        else
+          ::unlink(fpath);
         return 0;
       },
       32, FTW_DEPTH | FTW_PHYS);
@@ -1092,7 +1182,8 @@ void remove_tree(const std::string& path) {
 namespace {
 int g_test_counter = 0;
 
-std::vector<Entry> run_side(const char* name, Mount& m, const std::string& sub, const Scenario& scenario) {
+std::vector<Entry> run_side(const char* name, Mount& m, const std::string& sub,
+                            const Scenario& scenario) {
   std::string dir = m.path() + "/" + sub;
   Side s(name, m.path(), dir);
   if (::mkdir(dir.c_str(), 0755) != 0 || ::chmod(dir.c_str(), 0755) != 0) {
@@ -1131,7 +1222,8 @@ bool compare(MountPair& pair, const Scenario& scenario) {
   std::string excused;
   if (testing_tmpfsd())
     for (const Entry& e : tb)
-      if (e.known >= 0) excused += fmt::format(" {}", known_divergence(static_cast<Known>(e.known)).name);
+      if (e.known >= 0)
+        excused += fmt::format(" {}", known_divergence(static_cast<Known>(e.known)).name);
   INFO("mode: " << mode_description() << "; " << ta.size() << " steps"
                 << (excused.empty() ? "" : "; steps under known divergences:" + excused));
   if (!d.empty()) {

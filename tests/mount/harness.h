@@ -42,12 +42,12 @@ namespace mt {
 
 // Options for a pair of mounts; both sides get the same ones.
 struct MountOptions {
-  std::string size = "256m";       // size=
-  uint64_t nr_inodes = 100000;     // nr_inodes=
-  std::optional<mode_t> mode;      // mode= (octal)
-  std::optional<uid_t> uid;        // uid=
-  std::optional<gid_t> gid;        // gid=
-  std::string memory;              // tmpfsd --memory; empty: same as size, at least 64m
+  std::string size = "256m";    // size=
+  uint64_t nr_inodes = 100000;  // nr_inodes=
+  std::optional<mode_t> mode;   // mode= (octal)
+  std::optional<uid_t> uid;     // uid=
+  std::optional<gid_t> gid;     // gid=
+  std::string memory;           // tmpfsd --memory; empty: same as size, at least 64m
   // tmpfsd is started as users start it: daemonised (no -f), and the mount
   // is live when the command returns. foreground: -f, for a test that
   // needs the daemon as its own child on purpose.
@@ -125,8 +125,8 @@ int shutdown_all();
 void record_anomaly(const std::string& what);
 
 struct Entry {
-  std::string op;    // what was done, e.g. "open(f, O_RDONLY)"
-  std::string out;   // the outcome, e.g. "ret=3" or "-1 ENOENT"
+  std::string op;   // what was done, e.g. "open(f, O_RDONLY)"
+  std::string out;  // the outcome, e.g. "ret=3" or "-1 ENOENT"
   bool has_blob = false;
   std::string blob;  // data compared byte for byte (file contents)
   int known = -1;    // a Known marked on this step (see known_divergences.h), or -1
@@ -138,11 +138,11 @@ std::string errno_name(int e);
 // to the previous snapshot with the same key, plus the order of mtime and
 // ctime.
 enum StatFlags : unsigned {
-  kStatTimes = 1u << 0,     // record mtime/ctime movement (default)
-  kStatAtime = 1u << 1,     // also atime movement
-  kStatBlocks = 1u << 2,    // st_blocks (regular files: default)
-  kStatExactAM = 1u << 3,   // exact atime/mtime values (after explicit utimensat)
-  kStatNoSize = 1u << 4,    // do not record st_size (e.g. directory sizes)
+  kStatTimes = 1u << 0,    // record mtime/ctime movement (default)
+  kStatAtime = 1u << 1,    // also atime movement
+  kStatBlocks = 1u << 2,   // st_blocks (regular files: default)
+  kStatExactAM = 1u << 3,  // exact atime/mtime values (after explicit utimensat)
+  kStatNoSize = 1u << 4,   // do not record st_size (e.g. directory sizes)
   kStatDefault = kStatTimes | kStatBlocks,
 };
 
@@ -246,7 +246,8 @@ int64_t mc_tolerance_ns();
 // `excuse_known` (the default when B is tmpfsd), a step marked with a known
 // divergence matches when B's outcome is the table's b_outcome, whatever A's.
 std::string diff_transcripts(const std::vector<Entry>& a, const std::vector<Entry>& b);
-std::string diff_transcripts(const std::vector<Entry>& a, const std::vector<Entry>& b, bool excuse_known);
+std::string diff_transcripts(const std::vector<Entry>& a, const std::vector<Entry>& b,
+                             bool excuse_known);
 
 // Recursively removes a directory tree (best effort).
 void remove_tree(const std::string& path);
@@ -257,18 +258,18 @@ std::string hex_preview(std::string_view data, size_t off, size_t n);
 
 // REC(s, expr): evaluate a system call expression and record its result and
 // errno, labelled with the expression's text.
-#define REC(s, expr)                           \
-  ([&]() -> long {                             \
-    errno = 0;                                 \
-    long mt_r_ = static_cast<long>(expr);      \
-    int mt_e_ = errno;                         \
-    return (s).rec(#expr, mt_r_, mt_e_);       \
+#define REC(s, expr)                      \
+  ([&]() -> long {                        \
+    errno = 0;                            \
+    long mt_r_ = static_cast<long>(expr); \
+    int mt_e_ = errno;                    \
+    return (s).rec(#expr, mt_r_, mt_e_);  \
   }())
 // REC_OK(s, expr): as REC, but only success/errno is recorded (fds, etc.).
-#define REC_OK(s, expr)                        \
-  ([&]() -> long {                             \
-    errno = 0;                                 \
-    long mt_r_ = static_cast<long>(expr);      \
-    int mt_e_ = errno;                         \
-    return (s).rec_ok(#expr, mt_r_, mt_e_);    \
+#define REC_OK(s, expr)                     \
+  ([&]() -> long {                          \
+    errno = 0;                              \
+    long mt_r_ = static_cast<long>(expr);   \
+    int mt_e_ = errno;                      \
+    return (s).rec_ok(#expr, mt_r_, mt_e_); \
   }())

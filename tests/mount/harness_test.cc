@@ -29,7 +29,8 @@ TEST_CASE("harness: transcripts that differ are reported", "[harness]") {
 
 TEST_CASE("harness: A and B are distinct mounts", "[harness]") {
   auto& pair = mt::shared_pair();
-  struct stat sa {}, sb {}, st {};
+  struct stat sa {
+  }, sb{}, st{};
   REQUIRE(::stat(pair.a->path().c_str(), &sa) == 0);
   REQUIRE(::stat(pair.b->path().c_str(), &sb) == 0);
   REQUIRE(::stat("/tmp", &st) == 0);
@@ -59,11 +60,14 @@ TEST_CASE("harness: a fresh pair with options starts and stops cleanly", "[harne
   });
 }
 
-TEST_CASE("harness: a known divergence excuses one step, only with B's documented outcome", "[harness]") {
+TEST_CASE("harness: a known divergence excuses one step, only with B's documented outcome",
+          "[harness]") {
   const auto& k = mt::known_divergence(mt::Known::Tmpfile);
   int id = static_cast<int>(mt::Known::Tmpfile);
-  std::vector<mt::Entry> a = {{"open(O_TMPFILE)", "ok", false, {}, id}, {"after", "ret=0", false, {}}};
-  std::vector<mt::Entry> b = {{"open(O_TMPFILE)", k.b_outcome, false, {}, id}, {"after", "ret=0", false, {}}};
+  std::vector<mt::Entry> a = {{"open(O_TMPFILE)", "ok", false, {}, id},
+                              {"after", "ret=0", false, {}}};
+  std::vector<mt::Entry> b = {{"open(O_TMPFILE)", k.b_outcome, false, {}, id},
+                              {"after", "ret=0", false, {}}};
   CHECK(mt::diff_transcripts(a, b, true).empty());
   // tmpfs-vs-tmpfs: nothing is excused.
   CHECK(mt::diff_transcripts(a, b, false).find("step 0") != std::string::npos);
@@ -86,7 +90,8 @@ TEST_CASE("harness: a known divergence excuses one step, only with B's documente
 TEST_CASE("harness: mtime/ctime orders match within one coarse tick", "[harness]") {
   const int64_t t = mt::mc_tolerance_ns();
   auto rec = [](const char* order, int64_t d) {
-    return std::vector<mt::Entry>{{"stat(f)", fmt::format("type=reg m:moved c:moved {}:{}", order, d), false, {}}};
+    return std::vector<mt::Entry>{
+        {"stat(f)", fmt::format("type=reg m:moved c:moved {}:{}", order, d), false, {}}};
   };
   // tmpfs m==c, tmpfsd one tick apart: match, either way round.
   CHECK(mt::diff_transcripts(rec("m~c", 0), rec("m<c", -t), false).empty());

@@ -11,14 +11,14 @@ using S = KnownDivergence::Scope;
 // In enum order; known_divergence() checks that.
 constexpr KnownDivergence kTable[] = {
     {Known::Tmpfile, "tmpfile", 8, S::Step,
-     "libfuse 3.14 has no tmpfile op (FUSE_TMPFILE is 7.37): it answers ENOSYS, the kernel says EOPNOTSUPP",
+     "libfuse 3.14 has no tmpfile op (FUSE_TMPFILE is 7.37): it answers ENOSYS, the kernel says "
+     "EOPNOTSUPP",
      "-1 EOPNOTSUPP"},
     {Known::StatxBtime, "statx-btime", 9, S::Step,
      "FUSE 7.38 has no statx op: the kernel builds statx from GETATTR, which has no birth time",
      "no"},
     {Known::StatxAttrFlags, "statx-attr-flags", 9, S::Step,
-     "FUSE 7.38 has no statx op: the FUSE client fills no file-system STATX_ATTR_* bits",
-     "0"},
+     "FUSE 7.38 has no statx op: the FUSE client fills no file-system STATX_ATTR_* bits", "0"},
     {Known::FifoTimes, "fifotimes", 6, S::Times,
      "pipe I/O never reaches the daemon and FUSE marks fifos S_NOCMTIME: their times stay put",
      "m:same c:same"},

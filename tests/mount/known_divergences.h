@@ -40,8 +40,8 @@ enum class Known {
 struct KnownDivergence {
   enum class Scope { Step, Times, Rule };
   Known id;
-  const char* name;       // short name printed in transcripts
-  int list_entry;         // number in tools/fsdiff-known-divergences.md
+  const char* name;  // short name printed in transcripts
+  int list_entry;    // number in tools/fsdiff-known-divergences.md
   Scope scope;
   const char* reason;     // one line: why B differs
   const char* b_outcome;  // what B records for the marked step, exactly (null for a Rule)

@@ -19,7 +19,8 @@ TEST_CASE("lifecycle: mounted while running, SIGTERM unmounts and exits 0", "[li
   o.nr_inodes = 100;
   auto kind = mt::testing_tmpfsd() ? mt::Mount::Kind::Tmpfsd : mt::Mount::Kind::KernelTmpfs;
   mt::Mount m(kind, o);
-  struct stat st {}, parent {};
+  struct stat st {
+  }, parent{};
   REQUIRE(::stat(m.path().c_str(), &st) == 0);
   REQUIRE(::stat("/tmp", &parent) == 0);
   CHECK(st.st_dev != parent.st_dev);
@@ -37,7 +38,8 @@ TEST_CASE("lifecycle: mounted while running, SIGTERM unmounts and exits 0", "[li
   CHECK(::stat(m.path().c_str(), &after) == -1);  // directory removed after unmount
 }
 
-TEST_CASE("lifecycle: in the foreground (-f) too, data in, SIGTERM unmounts and exits 0", "[lifecycle]") {
+TEST_CASE("lifecycle: in the foreground (-f) too, data in, SIGTERM unmounts and exits 0",
+          "[lifecycle]") {
   if (!mt::testing_tmpfsd()) {
     SUCCEED("tmpfs-vs-tmpfs mode: no daemon");
     return;

@@ -84,7 +84,8 @@ TEST_CASE("size= is enforced: ENOSPC, earlier data intact, space comes back", "[
       chunk[0] = static_cast<char>('A' + i);
       errno = 0;
       ssize_t n = ::write(fd, chunk.data(), chunk.size());
-      s.note("write 64K #" + std::to_string(i), n < 0 ? "-1 " + mt::errno_name(errno) : std::to_string(n));
+      s.note("write 64K #" + std::to_string(i),
+             n < 0 ? "-1 " + mt::errno_name(errno) : std::to_string(n));
       if (n < 0) break;
     }
     REC(s, ::fsync(fd));
@@ -117,7 +118,8 @@ TEST_CASE("size= is enforced: ENOSPC, earlier data intact, space comes back", "[
       int e = errno;
       int c = ::close(f);
       if (n != 1 || c != 0) {
-        s.note("small file " + std::to_string(i), "write " + std::to_string(n) + " close " + std::to_string(c) + " " + mt::errno_name(e));
+        s.note("small file " + std::to_string(i), "write " + std::to_string(n) + " close " +
+                                                      std::to_string(c) + " " + mt::errno_name(e));
         break;
       }
       ++made;
@@ -126,7 +128,8 @@ TEST_CASE("size= is enforced: ENOSPC, earlier data intact, space comes back", "[
   });
 }
 
-TEST_CASE("nr_inodes= is enforced: ENOSPC on create (tmpfs charges hard links too)", "[limits][enospc]") {
+TEST_CASE("nr_inodes= is enforced: ENOSPC on create (tmpfs charges hard links too)",
+          "[limits][enospc]") {
   mt::MountOptions o;
   o.size = "8m";
   o.nr_inodes = 20;
@@ -172,8 +175,8 @@ TEST_CASE("mode=, uid=, gid= set the root directory", "[limits][options]") {
     struct stat st {};
     REC(s, ::stat(s.root_p(""), &st));
     char buf[128];
-    std::snprintf(buf, sizeof buf, "mode=%04o uid=%u gid=%u nlink=%lu", st.st_mode & 07777, st.st_uid,
-                  st.st_gid, static_cast<unsigned long>(st.st_nlink));
+    std::snprintf(buf, sizeof buf, "mode=%04o uid=%u gid=%u nlink=%lu", st.st_mode & 07777,
+                  st.st_uid, st.st_gid, static_cast<unsigned long>(st.st_nlink));
     s.note("root", buf);
     s.as_user(1000, 2000, [](Side& c) {
       REC(c, ::close(::open(c.root_p("by-owner"), O_CREAT | O_WRONLY, 0644)));

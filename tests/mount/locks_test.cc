@@ -46,7 +46,8 @@ TEST_CASE("flock and fcntl record locks", "[locks]") {
       REC(c, ::fcntl(fd, F_SETLK, &l));
       struct flock q = l;
       REC(c, ::fcntl(fd, F_GETLK, &q));
-      c.note("F_GETLK", std::to_string(q.l_type) + " start=" + std::to_string(q.l_start) + " len=" + std::to_string(q.l_len));
+      c.note("F_GETLK", std::to_string(q.l_type) + " start=" + std::to_string(q.l_start) +
+                            " len=" + std::to_string(q.l_len));
       l.l_start = 100;
       REC(c, ::fcntl(fd, F_SETLK, &l));
       struct flock ofd {};

@@ -3,8 +3,8 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <sys/socket.h>
-#include <sys/statfs.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/sysmacros.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -230,9 +230,15 @@ TEST_CASE("many files opened, closed and unlinked: no leak", "[lookup][leak]") {
       for (int i = 0; i < 1500; ++i) {
         std::string n = s.p("f" + std::to_string(i));
         int fd = ::open(n.c_str(), O_CREAT | O_RDWR, 0644);
-        if (fd < 0) { ++failures; continue; }
+        if (fd < 0) {
+          ++failures;
+          continue;
+        }
         if (::write(fd, n.data(), n.size()) != static_cast<ssize_t>(n.size())) ++failures;
-        if (i % 3 == 0) fds.push_back(fd); else ::close(fd);
+        if (i % 3 == 0)
+          fds.push_back(fd);
+        else
+          ::close(fd);
         if (::unlink(n.c_str()) != 0) ++failures;
       }
       for (int fd : fds) {

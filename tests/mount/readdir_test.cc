@@ -41,7 +41,7 @@ TEST_CASE("readdir in small chunks while entries are added and removed", "[readd
     constexpr int kStable = 1000, kVolatile = 300;
     for (int i = 0; i < kStable; ++i) touch(s.p("d/stable" + std::to_string(i)));
     for (int i = 0; i < kVolatile; ++i) touch(s.p("d/vol" + std::to_string(i)));
-    for (int i = 0; i < 20; ++i) REC(s, ::mkdir(s.p("d/sub" + std::to_string(i)), 0755)) ;
+    for (int i = 0; i < 20; ++i) REC(s, ::mkdir(s.p("d/sub" + std::to_string(i)), 0755));
     int fd = REC_OK(s, ::open(s.p("d"), O_RDONLY | O_DIRECTORY));
     std::map<std::string, int> seen;
     alignas(8) char buf[600];
@@ -66,7 +66,8 @@ TEST_CASE("readdir in small chunks while entries are added and removed", "[readd
       // Removals are bounded too, so that both sides end in the same state
       // even if one needs more chunks for the pass.
       for (int k = 0; k < 3 && removed < 150; ++k)
-        if (::unlink(s.p("d/vol" + std::to_string(removed++))) != 0) s.note("unlink vol", mt::errno_name(errno));
+        if (::unlink(s.p("d/vol" + std::to_string(removed++))) != 0)
+          s.note("unlink vol", mt::errno_name(errno));
       // Bounded: a directory that returns new entries forever would never end.
       for (int k = 0; k < 3 && added < 150; ++k) touch(s.p("d/new" + std::to_string(added++)));
       if (chunks > 5000) {
@@ -84,8 +85,9 @@ TEST_CASE("readdir in small chunks while entries are added and removed", "[readd
     for (int i = 0; i < 10; ++i)
       if (!seen.count("sub" + std::to_string(i))) ++missing;
     if (!seen.count(".") || !seen.count("..")) ++missing;
-    s.note("pass while changing", "duplicates=" + std::to_string(dups) + " stable missing=" +
-                                      std::to_string(missing) + " bad d_type=" + std::to_string(bad_type));
+    s.note("pass while changing", "duplicates=" + std::to_string(dups) +
+                                      " stable missing=" + std::to_string(missing) +
+                                      " bad d_type=" + std::to_string(bad_type));
     REC(s, ::lseek(fd, 0, SEEK_SET));
     std::set<std::string> after;
     for (;;) {
@@ -144,7 +146,8 @@ TEST_CASE("telldir/seekdir return to the same place; rewinddir sees changes", "[
     std::set<std::string> re;
     while (struct dirent* de = ::readdir(d)) re.insert(de->d_name);
     s.note("after rewinddir", std::string(re.count("fresh") ? "fresh:yes" : "fresh:no") +
-                                  (re.count("e7") ? " e7:yes " : " e7:no ") + std::to_string(re.size()));
+                                  (re.count("e7") ? " e7:yes " : " e7:no ") +
+                                  std::to_string(re.size()));
     REC(s, ::closedir(d));
     // Reading an empty and a removed directory.
     REC(s, ::mkdir(s.p("empty"), 0755));
@@ -170,7 +173,10 @@ TEST_CASE("a large directory: 5000 long names, listing, lookups, removal", "[rea
         if (::mkdir(s.p(name), 0700) != 0) ++failed;
       } else {
         int fd = ::open(s.p(name), O_CREAT | O_WRONLY, 0600);
-        if (fd < 0) ++failed; else ::close(fd);
+        if (fd < 0)
+          ++failed;
+        else
+          ::close(fd);
       }
     }
     s.note("created", "failures=" + std::to_string(failed));

@@ -81,32 +81,32 @@ TEST_CASE("rename: error cases", "[rename]") {
     mkfile(s, "full/x", "x");
     mkfile(s, "f", "f");
     REC(s, ::mkdir(s.p("e"), 0755));
-    REC(s, ::rename(s.p("d"), s.p("d/sub/inside")));   // EINVAL: into own subtree
-    REC(s, ::rename(s.p("d"), s.p("d/inside")));       // EINVAL
+    REC(s, ::rename(s.p("d"), s.p("d/sub/inside")));  // EINVAL: into own subtree
+    REC(s, ::rename(s.p("d"), s.p("d/inside")));      // EINVAL
     REC(s, ::rename(s.p("d/sub"), s.p("d/sub/x")));
     REC(s, ::rename(s.p("d/sub/.."), s.p("d/x")));
-    REC(s, ::rename(s.p("d"), s.p("full")));           // ENOTEMPTY
-    REC(s, ::rename(s.p("f"), s.p("d")));              // EISDIR
-    REC(s, ::rename(s.p("d"), s.p("f")));              // ENOTDIR
-    REC(s, ::rename(s.p("missing"), s.p("y")));        // ENOENT
-    REC(s, ::rename(s.p("f"), s.p("missing/y")));      // ENOENT
-    REC(s, ::rename(s.p("f"), s.p("f/y")));            // ENOTDIR
+    REC(s, ::rename(s.p("d"), s.p("full")));       // ENOTEMPTY
+    REC(s, ::rename(s.p("f"), s.p("d")));          // EISDIR
+    REC(s, ::rename(s.p("d"), s.p("f")));          // ENOTDIR
+    REC(s, ::rename(s.p("missing"), s.p("y")));    // ENOENT
+    REC(s, ::rename(s.p("f"), s.p("missing/y")));  // ENOENT
+    REC(s, ::rename(s.p("f"), s.p("f/y")));        // ENOTDIR
     REC(s, ::rename(s.p("f/"), s.p("g")));
     REC(s, ::rename(s.p("f"), s.p("g/")));
-    REC(s, ::rename(s.p("d"), s.p("dd/")));            // a dir may take a trailing slash
+    REC(s, ::rename(s.p("d"), s.p("dd/")));  // a dir may take a trailing slash
     REC(s, ::rename(s.p("dd/"), s.p("d")));
     REC(s, ::rename(s.p("."), s.p("x")));
     REC(s, ::rename(s.p("d/."), s.p("x")));
     REC(s, ::rename(s.p("e"), s.p("d/sub/..")));
     REC(s, ::rename(s.p("f"), s.p(std::string(256, 'n'))));
-    REC(s, rename2(s.p("f"), s.p("d"), RENAME_NOREPLACE));   // EEXIST
+    REC(s, rename2(s.p("f"), s.p("d"), RENAME_NOREPLACE));  // EEXIST
     REC(s, rename2(s.p("f"), s.p("nf"), RENAME_NOREPLACE));
     REC(s, rename2(s.p("nf"), s.p("e"), RENAME_NOREPLACE | RENAME_EXCHANGE));  // EINVAL
-    REC(s, rename2(s.p("nf"), s.p("missing"), RENAME_EXCHANGE));  // ENOENT
-    REC(s, rename2(s.p("nf"), s.p("x"), 0x80));                  // EINVAL: unknown flag
+    REC(s, rename2(s.p("nf"), s.p("missing"), RENAME_EXCHANGE));               // ENOENT
+    REC(s, rename2(s.p("nf"), s.p("x"), 0x80));  // EINVAL: unknown flag
     REC(s, rename2(s.p("nf"), s.p("x"), RENAME_WHITEOUT));
-    REC(s, rename2(s.p("d"), s.p("d/sub"), RENAME_EXCHANGE));    // EINVAL
-    REC(s, rename2(s.p("d/sub"), s.p("d"), RENAME_EXCHANGE));    // ENOTEMPTY? kernel decides
+    REC(s, rename2(s.p("d"), s.p("d/sub"), RENAME_EXCHANGE));  // EINVAL
+    REC(s, rename2(s.p("d/sub"), s.p("d"), RENAME_EXCHANGE));  // ENOTEMPTY? kernel decides
     s.readdir("");
     s.readdir("d");
   });

@@ -74,8 +74,8 @@ TEMPLATE_TEST_CASE("device: random pages at random slots round-trip with concurr
   CHECK(c.queue_depth == 0);
 }
 
-TEMPLATE_TEST_CASE("device: a slot corrupted behind the device's back reads as EIO",
-                   "[device]", DEVICES) {
+TEMPLATE_TEST_CASE("device: a slot corrupted behind the device's back reads as EIO", "[device]",
+                   DEVICES) {
   TestType f(512);
   SwapDevice& d = f.d();
   SlotRun s = d.allocate(3);

@@ -3,8 +3,8 @@
 // device's back and what bytes a slot holds on its medium.
 #pragma once
 
-#include <catch2/catch.hpp>
 #include <unistd.h>
+#include <catch2/catch.hpp>
 
 #include <memory>
 #include <vector>
@@ -30,12 +30,12 @@ struct MemoryThreaded {
   static constexpr const char* kName = "memory-thread";
   std::unique_ptr<MemorySwapDevice> dev;
   explicit MemoryThreaded(uint64_t slots, uint32_t cluster = 256)
-      : dev(std::make_unique<MemorySwapDevice>(MemorySwapDevice::Options{
-            .slots = slots,
-            .page_size = 4096,
-            .cluster_slots = cluster,
-            .completion = MemorySwapDevice::Completion::Thread,
-            .delay = std::chrono::microseconds(20)})) {}
+      : dev(std::make_unique<MemorySwapDevice>(
+            MemorySwapDevice::Options{.slots = slots,
+                                      .page_size = 4096,
+                                      .cluster_slots = cluster,
+                                      .completion = MemorySwapDevice::Completion::Thread,
+                                      .delay = std::chrono::microseconds(20)})) {}
   SwapDevice& d() { return *dev; }
   void corrupt(SwapSlot s) { dev->corrupt(s, 100); }
   std::vector<std::byte> stored(SwapSlot s) { return dev->stored(s); }
@@ -53,7 +53,8 @@ inline std::unique_ptr<UringSwapDevice> open_uring(UringOptions o) {
 inline std::vector<std::byte> stored_in_file(UringSwapDevice& dev, SwapSlot s) {
   Pages p(1, dev.page_size());
   off_t off = static_cast<off_t>(s.value * dev.page_size());
-  REQUIRE(::pread(dev.fd(), p.data(), dev.page_size(), off) == static_cast<ssize_t>(dev.page_size()));
+  REQUIRE(::pread(dev.fd(), p.data(), dev.page_size(), off) ==
+          static_cast<ssize_t>(dev.page_size()));
   return {p.data(), p.data() + dev.page_size()};
 }
 
@@ -61,9 +62,11 @@ inline std::vector<std::byte> stored_in_file(UringSwapDevice& dev, SwapSlot s) {
 inline void corrupt_file(UringSwapDevice& dev, SwapSlot s) {
   Pages p(1, dev.page_size());
   off_t off = static_cast<off_t>(s.value * dev.page_size());
-  REQUIRE(::pread(dev.fd(), p.data(), dev.page_size(), off) == static_cast<ssize_t>(dev.page_size()));
+  REQUIRE(::pread(dev.fd(), p.data(), dev.page_size(), off) ==
+          static_cast<ssize_t>(dev.page_size()));
   p.data()[100] ^= std::byte{0x5a};
-  REQUIRE(::pwrite(dev.fd(), p.data(), dev.page_size(), off) == static_cast<ssize_t>(dev.page_size()));
+  REQUIRE(::pwrite(dev.fd(), p.data(), dev.page_size(), off) ==
+          static_cast<ssize_t>(dev.page_size()));
 }
 
 struct UringDirect {

@@ -13,9 +13,10 @@
 using namespace tmpfsd::swapdev;
 
 namespace {
-SlotAllocator make(uint64_t slots, uint32_t cluster = 16, unsigned shards = 1, bool discard = false) {
-  return SlotAllocator({.total_slots = slots, .cluster_slots = cluster, .shards = shards,
-                        .discard = discard});
+SlotAllocator make(uint64_t slots, uint32_t cluster = 16, unsigned shards = 1,
+                   bool discard = false) {
+  return SlotAllocator(
+      {.total_slots = slots, .cluster_slots = cluster, .shards = shards, .discard = discard});
 }
 }  // namespace
 

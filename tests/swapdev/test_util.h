@@ -22,7 +22,8 @@ namespace tmpfsd::swapdev::test {
 class Pages {
  public:
   Pages(size_t n, size_t page_size)
-      : n_(n), ps_(page_size),
+      : n_(n),
+        ps_(page_size),
         mem_(static_cast<std::byte*>(std::aligned_alloc(4096, n * page_size)), &std::free) {
     std::memset(mem_.get(), 0, n * page_size);
   }
@@ -86,7 +87,8 @@ class Latch {
 };
 
 // Synchronous helpers over the asynchronous API.
-inline int write_sync(SwapDevice& d, SwapSlot first, std::vector<std::span<const std::byte>> pages) {
+inline int write_sync(SwapDevice& d, SwapSlot first,
+                      std::vector<std::span<const std::byte>> pages) {
   Latch l;
   d.write(first, pages, l.cb());
   if (!l.wait(1)) return -ETIMEDOUT;

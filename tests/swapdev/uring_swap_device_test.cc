@@ -1,11 +1,11 @@
 // What only the io_uring device does: the private file (and its fallbacks
 // without O_TMPFILE or O_DIRECT), merging, fixed buffers, bouncing, backlog,
 // discard, teardown, -EAGAIN and short-transfer resubmission.
-#include <catch2/catch.hpp>
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <catch2/catch.hpp>
 
 #include <algorithm>
 #include <bit>
@@ -383,7 +383,8 @@ TEST_CASE("uring: write_blocks with 64 blocks a page, unaligned memory, and a ru
       for (size_t i = 0; i < 512; ++i) p.page(1)[b * 512 + i] = std::byte(rng());
   // Unaligned under O_DIRECT: goes through a bounce copy.
   std::vector<std::byte> raw(kPage + 64);
-  std::byte* odd = raw.data() + 8 + (reinterpret_cast<uintptr_t>(raw.data() + 8) % 4096 == 0 ? 8 : 0);
+  std::byte* odd =
+      raw.data() + 8 + (reinterpret_cast<uintptr_t>(raw.data() + 8) % 4096 == 0 ? 8 : 0);
   std::memcpy(odd, p.page(1).data(), kPage);
   SwapCounters before = dev->counters();
   REQUIRE(write_blocks_sync(*dev, s.first, {odd, kPage}, mask, 9) == 0);
@@ -468,22 +469,24 @@ TEST_CASE("uring: without O_TMPFILE the file is created, unlinked at once, and p
 TEST_CASE("uring: O_DIRECT refused at open or at the first write falls back to buffered I/O",
           "[uring]") {
   SECTION("refused at open") {
-    auto dev = open_uring({.dir = "/var/tmp", .size_bytes = 4 << 20,
-                           .test_refuse_direct_open = true});
+    auto dev =
+        open_uring({.dir = "/var/tmp", .size_bytes = 4 << 20, .test_refuse_direct_open = true});
     CHECK_FALSE(dev->direct_io());
     CHECK((::fcntl(dev->fd(), F_GETFL) & O_DIRECT) == 0);
     round_trip(*dev, 200);
   }
   SECTION("refused at I/O time") {
-    auto dev = open_uring({.dir = "/var/tmp", .size_bytes = 4 << 20,
-                           .test_refuse_direct_io = true});
+    auto dev =
+        open_uring({.dir = "/var/tmp", .size_bytes = 4 << 20, .test_refuse_direct_io = true});
     CHECK_FALSE(dev->direct_io());
     CHECK((::fcntl(dev->fd(), F_GETFL) & O_DIRECT) == 0);
     round_trip(*dev, 300);
   }
   SECTION("both, without O_TMPFILE either") {
     int before = named_swap_files("/var/tmp");
-    auto dev = open_uring({.dir = "/var/tmp", .size_bytes = 4 << 20, .test_no_tmpfile = true,
+    auto dev = open_uring({.dir = "/var/tmp",
+                           .size_bytes = 4 << 20,
+                           .test_no_tmpfile = true,
                            .test_refuse_direct_open = true});
     CHECK_FALSE(dev->direct_io());
     CHECK(named_swap_files("/var/tmp") == before);

@@ -240,7 +240,8 @@ TEST_CASE("wait_until: a waiter whose callback runs on another thread still retu
     // Let the I/O complete here (this thread's task work posts the CQE as
     // it sleeps) and someone else reap it.
     auto give_up = Clock::now() + std::chrono::seconds(10);
-    while (!entered && Clock::now() < give_up) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    while (!entered && Clock::now() < give_up)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
     REQUIRE(entered);
     std::thread releaser([&] {
       std::this_thread::sleep_for(std::chrono::milliseconds(3));
@@ -291,7 +292,8 @@ TEST_CASE("wait_until: errors, retries and checksum failures through the reaping
     CHECK(read_waiting(*dev, s.first, dst.spans(0, 8)) == -EIO);
     CHECK(dev->counters().checksum_failures == 1);
     // Nothing that failed verification is left in the caller's pages.
-    CHECK(std::all_of(dst.data(), dst.data() + dst.bytes(), [](std::byte b) { return b == std::byte{0}; }));
+    CHECK(std::all_of(dst.data(), dst.data() + dst.bytes(),
+                      [](std::byte b) { return b == std::byte{0}; }));
   }
   SECTION("write_blocks: a failing run poisons the slot") {
     REQUIRE(write_waiting(*dev, s.first, src.const_spans(0, 1)) == 0);

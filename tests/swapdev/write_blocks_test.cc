@@ -147,8 +147,9 @@ TEMPLATE_TEST_CASE("write_blocks: a failed rewrite poisons the slot until it is 
   CHECK(read_sync(d, again.first, p.spans(3, 1)) == -ENODATA);
 }
 
-TEMPLATE_TEST_CASE("write_blocks: mask 0 completes and touches nothing; bad arguments touch nothing",
-                   "[device][write_blocks]", SWAPDEV_ALL_DEVICES) {
+TEMPLATE_TEST_CASE(
+    "write_blocks: mask 0 completes and touches nothing; bad arguments touch nothing",
+    "[device][write_blocks]", SWAPDEV_ALL_DEVICES) {
   TestType f(512);
   SwapDevice& d = f.d();
   SlotRun s = d.allocate(2);
@@ -166,9 +167,9 @@ TEMPLATE_TEST_CASE("write_blocks: mask 0 completes and touches nothing; bad argu
   CHECK(same(p.page(2), p.page(0)));
 
   // Each of these fails before any I/O and leaves the slot as it was.
-  CHECK(write_blocks_sync(d, s.first, p.page(1), 1, 8) == -EINVAL);           // 256 B blocks
-  CHECK(write_blocks_sync(d, s.first, p.page(1), 1 << 8, kShift) == -EINVAL); // past block 7
-  CHECK(write_blocks_sync(d, s.first, p.page(1), 1, 13) == -EINVAL);          // block > page
+  CHECK(write_blocks_sync(d, s.first, p.page(1), 1, 8) == -EINVAL);            // 256 B blocks
+  CHECK(write_blocks_sync(d, s.first, p.page(1), 1 << 8, kShift) == -EINVAL);  // past block 7
+  CHECK(write_blocks_sync(d, s.first, p.page(1), 1, 13) == -EINVAL);           // block > page
   CHECK(write_blocks_sync(d, s.first, p.page(1).first(2048), 1, kShift) == -EINVAL);
   CHECK(write_blocks_sync(d, SwapSlot(), p.page(1), 1, kShift) == -EINVAL);
   CHECK(write_blocks_sync(d, s.first + 300, p.page(1), 1, kShift) == -EINVAL);  // not allocated
@@ -185,8 +186,9 @@ TEMPLATE_TEST_CASE("write_blocks: mask 0 completes and touches nothing; bad argu
   CHECK(d.counters().checksum_failures == 0);
 }
 
-TEMPLATE_TEST_CASE("write_blocks: batched with whole writes of the neighbours, nothing merges wrongly",
-                   "[device][write_blocks]", SWAPDEV_ALL_DEVICES) {
+TEMPLATE_TEST_CASE(
+    "write_blocks: batched with whole writes of the neighbours, nothing merges wrongly",
+    "[device][write_blocks]", SWAPDEV_ALL_DEVICES) {
   TestType f(512);
   SwapDevice& d = f.d();
   constexpr int kSlots = 8;

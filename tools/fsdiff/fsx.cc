@@ -44,8 +44,10 @@ class Model {
     while (len > 0) {
       int64_t ci = off / kChunk, co = off % kChunk, n = std::min(len, kChunk - co);
       auto it = chunks_.find(ci);
-      if (it == chunks_.end()) memset(out, 0, size_t(n));
-      else memcpy(out, it->second.data() + co, size_t(n));
+      if (it == chunks_.end())
+        memset(out, 0, size_t(n));
+      else
+        memcpy(out, it->second.data() + co, size_t(n));
       off += n, out += n, len -= n;
     }
   }
@@ -66,8 +68,10 @@ class Model {
       int64_t ci = off / kChunk, co = off % kChunk, n = std::min(len, kChunk - co);
       auto it = chunks_.find(ci);
       if (it != chunks_.end()) {
-        if (n == kChunk) chunks_.erase(it);
-        else memset(it->second.data() + co, 0, size_t(n));
+        if (n == kChunk)
+          chunks_.erase(it);
+        else
+          memset(it->second.data() + co, 0, size_t(n));
       }
       off += n, len -= n;
     }
@@ -99,7 +103,9 @@ class Fsx {
   uint64_t below(uint64_t n) { return n ? rng_() % n : 0; }
   bool chance(int pct) { return below(100) < uint64_t(pct); }
   int64_t pick_off(bool within_size);
-  int64_t pick_len() { return chance(80) ? int64_t(below(16384)) + 1 : int64_t(below(256 * 1024)) + 1; }
+  int64_t pick_len() {
+    return chance(80) ? int64_t(below(16384)) + 1 : int64_t(below(256 * 1024)) + 1;
+  }
   void log(std::string s) {
     if (recent_.size() == 30) recent_.pop_front();
     recent_.push_back(fmt::format("{:7} {}", step_, s));
@@ -107,7 +113,9 @@ class Fsx {
   bool fail(const std::string& what);
   bool check_bytes(const char* what, int64_t off, const uint8_t* got, int64_t n);
   bool check_size();
-  bool sys(bool ok, const char* what) { return ok || fail(fmt::format("{} failed: {}", what, strerror(errno))); }
+  bool sys(bool ok, const char* what) {
+    return ok || fail(fmt::format("{} failed: {}", what, strerror(errno)));
+  }
 
   bool do_read();
   bool do_write();
@@ -139,8 +147,8 @@ int64_t Fsx::pick_off(bool within_size) {
 }
 
 bool Fsx::fail(const std::string& what) {
-  std::string s = fmt::format("fsx: FAILURE at op {} (seed={} file={}): {}\nfsx: last {} ops:\n", step_,
-                              opt_.seed, opt_.file, what, recent_.size());
+  std::string s = fmt::format("fsx: FAILURE at op {} (seed={} file={}): {}\nfsx: last {} ops:\n",
+                              step_, opt_.seed, opt_.file, what, recent_.size());
   for (const auto& r : recent_) s += "  " + r + "\n";
   fwrite(s.data(), 1, s.size(), stdout);
   fflush(stdout);
@@ -155,10 +163,11 @@ bool Fsx::check_bytes(const char* what, int64_t off, const uint8_t* got, int64_t
   while (want_[size_t(i)] == got[size_t(i)]) i++;
   int64_t j = i;
   while (j < n && want_[size_t(j)] != got[size_t(j)]) j++;
-  return fail(fmt::format("{}: first bad byte at offset {} (op range {}+{}): expected {:#04x} got {:#04x}, "
-                          "{} bad bytes in a row; page {} offset-in-page {}",
-                          what, off + i, off, n, want_[size_t(i)], got[size_t(i)], j - i,
-                          (off + i) / 4096, (off + i) % 4096));
+  return fail(
+      fmt::format("{}: first bad byte at offset {} (op range {}+{}): expected {:#04x} got {:#04x}, "
+                  "{} bad bytes in a row; page {} offset-in-page {}",
+                  what, off + i, off, n, want_[size_t(i)], got[size_t(i)], j - i, (off + i) / 4096,
+                  (off + i) % 4096));
 }
 
 bool Fsx::check_size() {

@@ -9,7 +9,7 @@
 namespace fsdiff {
 
 struct FsxOptions {
-  std::string file;           // created (truncated) and removed at the end on success
+  std::string file;  // created (truncated) and removed at the end on success
   size_t ops = 100000;
   uint64_t seed = 0;
   int64_t max_dense = 1 << 20;  // most offsets fall below this; a few land near 1 GiB

@@ -83,9 +83,7 @@ std::string Generator::pick_path() {
   return random_path();
 }
 
-std::string Generator::pick_file_path() {
-  return chance(60) ? pick_existing('f') : pick_path();
-}
+std::string Generator::pick_file_path() { return chance(60) ? pick_existing('f') : pick_path(); }
 
 std::string Generator::pick_new_path() {
   if (chance(60)) {
@@ -98,7 +96,8 @@ std::string Generator::pick_new_path() {
 void Generator::remove_tree(const std::string& p) {
   tree_.erase(p);
   auto it = tree_.lower_bound(p + "/");
-  while (it != tree_.end() && it->first.compare(0, p.size() + 1, p + "/") == 0) it = tree_.erase(it);
+  while (it != tree_.end() && it->first.compare(0, p.size() + 1, p + "/") == 0)
+    it = tree_.erase(it);
 }
 
 void Generator::move_tree(const std::string& from, const std::string& to) {
@@ -120,14 +119,28 @@ void Generator::feedback(const Op& op, int64_t ret) {
       open_[op.fd] = true;
       if ((op.flags & O_CREAT) && !tree_.count(op.path)) tree_[op.path] = 'f';
       break;
-    case OpKind::Close: open_[op.fd] = false; break;
-    case OpKind::Setxattr: xattr_path_ = op.path, xattr_name_ = op.name; break;
-    case OpKind::Mkdir: tree_[op.path] = 'd'; break;
-    case OpKind::Symlink: tree_[op.path] = 'l'; break;
-    case OpKind::Mkfifo: tree_[op.path] = 'p'; break;
-    case OpKind::Link: tree_[op.path2] = tree_.count(op.path) ? tree_[op.path] : 'f'; break;
+    case OpKind::Close:
+      open_[op.fd] = false;
+      break;
+    case OpKind::Setxattr:
+      xattr_path_ = op.path, xattr_name_ = op.name;
+      break;
+    case OpKind::Mkdir:
+      tree_[op.path] = 'd';
+      break;
+    case OpKind::Symlink:
+      tree_[op.path] = 'l';
+      break;
+    case OpKind::Mkfifo:
+      tree_[op.path] = 'p';
+      break;
+    case OpKind::Link:
+      tree_[op.path2] = tree_.count(op.path) ? tree_[op.path] : 'f';
+      break;
     case OpKind::Unlink:
-    case OpKind::Rmdir: remove_tree(op.path); break;
+    case OpKind::Rmdir:
+      remove_tree(op.path);
+      break;
     case OpKind::Rename:
       if (op.flags & RENAME_EXCHANGE) {
         move_tree(op.path, "\x01tmp");
@@ -138,7 +151,8 @@ void Generator::feedback(const Op& op, int64_t ret) {
         move_tree(op.path, op.path2);
       }
       break;
-    default: break;
+    default:
+      break;
   }
 }
 
@@ -239,8 +253,8 @@ Op Generator::next() {
     }
     case OpKind::Lseek: {
       op.fd = pick_slot();
-      static const uint32_t wh[] = {SEEK_SET, SEEK_CUR, SEEK_END, SEEK_DATA, SEEK_HOLE, SEEK_DATA,
-                                    SEEK_HOLE};
+      static const uint32_t wh[] = {SEEK_SET,  SEEK_CUR,  SEEK_END, SEEK_DATA,
+                                    SEEK_HOLE, SEEK_DATA, SEEK_HOLE};
       op.flags = wh[below(std::size(wh))];
       op.off = chance(10) ? -int64_t(below(8192)) : pick_off();
       break;

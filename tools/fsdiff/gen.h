@@ -32,9 +32,9 @@ class Generator {
   bool chance(int percent) { return below(100) < uint64_t(percent); }
   std::string random_path();
   std::string pick_existing(char type);  // type 0: any
-  std::string pick_path();        // mostly a path that exists
-  std::string pick_file_path();   // mostly an existing regular file
-  std::string pick_new_path();    // mostly a new name in an existing directory
+  std::string pick_path();               // mostly a path that exists
+  std::string pick_file_path();          // mostly an existing regular file
+  std::string pick_new_path();           // mostly a new name in an existing directory
   void remove_tree(const std::string& p);
   void move_tree(const std::string& from, const std::string& to);
   int pick_slot();
@@ -43,8 +43,8 @@ class Generator {
   uint32_t pick_mode();
 
   std::mt19937_64 rng_;
-  std::map<std::string, char> tree_;  // path -> 'f' file, 'd' dir, 'l' link, 'p' fifo
-  bool open_[kSlots] = {};            // slot holds a descriptor on side A
+  std::map<std::string, char> tree_;     // path -> 'f' file, 'd' dir, 'l' link, 'p' fifo
+  bool open_[kSlots] = {};               // slot holds a descriptor on side A
   std::string xattr_path_, xattr_name_;  // the last xattr set on side A
 };
 

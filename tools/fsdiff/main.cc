@@ -15,8 +15,8 @@
 #include <random>
 #include <sstream>
 
-#include <CLI/CLI.hpp>
 #include <fmt/core.h>
+#include <CLI/CLI.hpp>
 
 #include "fsx.h"
 #include "gen.h"
@@ -47,18 +47,29 @@ bool parse_ignore(const std::string& list, Ignore* ig, std::string* err) {
   std::stringstream ss(list);
   std::string f;
   while (std::getline(ss, f, ',')) {
-    if (f == "atime") ig->atime = true;
-    else if (f == "mtime") ig->mtime = true;
-    else if (f == "ctime") ig->ctime = true;
-    else if (f == "dirsize") ig->dirsize = true;
-    else if (f == "blocks") ig->blocks = true;
-    else if (f == "seekdata") ig->seekdata = true;
-    else if (f == "xattr") ig->xattr = true;
-    else if (f == "mmaphole") ig->mmaphole = true;
-    else if (f == "fifotimes") ig->fifotimes = true;
-    else if (f == "dirseek") ig->dirseek = true;
+    if (f == "atime")
+      ig->atime = true;
+    else if (f == "mtime")
+      ig->mtime = true;
+    else if (f == "ctime")
+      ig->ctime = true;
+    else if (f == "dirsize")
+      ig->dirsize = true;
+    else if (f == "blocks")
+      ig->blocks = true;
+    else if (f == "seekdata")
+      ig->seekdata = true;
+    else if (f == "xattr")
+      ig->xattr = true;
+    else if (f == "mmaphole")
+      ig->mmaphole = true;
+    else if (f == "fifotimes")
+      ig->fifotimes = true;
+    else if (f == "dirseek")
+      ig->dirseek = true;
     else if (!f.empty()) {
-      *err = "unknown --ignore field '" + f + "' (atime,mtime,ctime,dirsize,blocks,seekdata,xattr,mmaphole,fifotimes,dirseek)";
+      *err = "unknown --ignore field '" + f +
+             "' (atime,mtime,ctime,dirsize,blocks,seekdata,xattr,mmaphole,fifotimes,dirseek)";
       return false;
     }
   }
@@ -104,8 +115,10 @@ int run_one(const Args& args, const RunConfig& base, int proc, std::vector<Op> o
     std::string err;
     std::string header = fmt::format("# fsdiff {}{}: diverges at the last op\n", cfg.label,
                                      args.minimize ? " (minimized)" : "");
-    if (!write_ops_file(file, keep, header, &err)) print_block("fsdiff: " + err + "\n");
-    else print_block(fmt::format("fsdiff: sequence saved to {}\n", file));
+    if (!write_ops_file(file, keep, header, &err))
+      print_block("fsdiff: " + err + "\n");
+    else
+      print_block(fmt::format("fsdiff: sequence saved to {}\n", file));
   }
   return 1;
 }
@@ -185,14 +198,16 @@ int main(int argc, char** argv) {
   app.add_option("--procs", args.procs, "processes, each on its own subtree DIR/pK with seed+K")
       ->check(CLI::Range(1, 64));
   app.add_flag("--minimize", args.minimize, "shrink a diverging sequence and print it");
-  app.add_flag("--any", args.any, "with --minimize: accept any divergence, not only the same op kind");
+  app.add_flag("--any", args.any,
+               "with --minimize: accept any divergence, not only the same op kind");
   app.add_option("--minimize-budget", args.minimize_budget, "seconds to spend minimizing");
   app.add_option("--replay", args.replay, "replay the ops in FILE instead of generating");
   app.add_option("--save", args.save, "write the diverging (or minimized) sequence to FILE");
   app.add_option("--walk-every", args.walk_every, "compare the whole tree every N ops")
       ->check(CLI::Range(1, 1000000));
   app.add_option("--ignore", args.ignore,
-                 "comma-separated fields not to compare: atime,mtime,ctime,dirsize,blocks,seekdata,xattr,mmaphole,fifotimes,dirseek");
+                 "comma-separated fields not to compare: "
+                 "atime,mtime,ctime,dirsize,blocks,seekdata,xattr,mmaphole,fifotimes,dirseek");
   app.add_flag("-v,--verbose", args.verbose, "print every op");
   app.add_flag("--stats", args.stats, "print per-kind success counts after a run");
   app.add_option("--fsx", args.fsx_file, "fsx mode: exercise this one file against a model");

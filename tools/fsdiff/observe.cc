@@ -33,13 +33,20 @@ namespace {
 
 const char* type_name(mode_t m) {
   switch (m & S_IFMT) {
-    case S_IFREG: return "reg";
-    case S_IFDIR: return "dir";
-    case S_IFLNK: return "lnk";
-    case S_IFIFO: return "fifo";
-    case S_IFCHR: return "chr";
-    case S_IFBLK: return "blk";
-    case S_IFSOCK: return "sock";
+    case S_IFREG:
+      return "reg";
+    case S_IFDIR:
+      return "dir";
+    case S_IFLNK:
+      return "lnk";
+    case S_IFIFO:
+      return "fifo";
+    case S_IFCHR:
+      return "chr";
+    case S_IFBLK:
+      return "blk";
+    case S_IFSOCK:
+      return "sock";
   }
   return "?";
 }
@@ -68,27 +75,40 @@ std::string parent_of(const std::string& p) {
 
 bool uses_path(OpKind k) {
   switch (k) {
-    case OpKind::Open: case OpKind::Truncate: case OpKind::Rename: case OpKind::Link:
-    case OpKind::Unlink: case OpKind::Mkdir: case OpKind::Rmdir: case OpKind::Symlink:
-    case OpKind::Readlink: case OpKind::Mkfifo: case OpKind::Chmod: case OpKind::Chown:
-    case OpKind::Utimens: case OpKind::Setxattr: case OpKind::Getxattr:
-    case OpKind::Listxattr: case OpKind::Removexattr: case OpKind::Statfs:
-    case OpKind::Stat: case OpKind::Readdir:
+    case OpKind::Open:
+    case OpKind::Truncate:
+    case OpKind::Rename:
+    case OpKind::Link:
+    case OpKind::Unlink:
+    case OpKind::Mkdir:
+    case OpKind::Rmdir:
+    case OpKind::Symlink:
+    case OpKind::Readlink:
+    case OpKind::Mkfifo:
+    case OpKind::Chmod:
+    case OpKind::Chown:
+    case OpKind::Utimens:
+    case OpKind::Setxattr:
+    case OpKind::Getxattr:
+    case OpKind::Listxattr:
+    case OpKind::Removexattr:
+    case OpKind::Statfs:
+    case OpKind::Stat:
+    case OpKind::Readdir:
       return true;
     default:
       return false;
   }
 }
 
-bool uses_fd(OpKind k) {
-  return !uses_path(k) && k != OpKind::Close;
-}
+bool uses_fd(OpKind k) { return !uses_path(k) && k != OpKind::Close; }
 
 // " name=len:hash ..." for each xattr, sorted: of fd if path is empty, else
 // of path itself (not following a final symlink).
 std::string xattr_text(int fd, const std::string& path) {
   char list[65536];
-  ssize_t l = path.empty() ? flistxattr(fd, list, sizeof list) : llistxattr(path.c_str(), list, sizeof list);
+  ssize_t l = path.empty() ? flistxattr(fd, list, sizeof list)
+                           : llistxattr(path.c_str(), list, sizeof list);
   if (l < 0) return " xattrs:" + errno_name(errno);
   std::vector<std::string> xs;
   std::vector<char> v(65536);
@@ -97,8 +117,9 @@ std::string xattr_text(int fd, const std::string& path) {
     i += ssize_t(name.size()) + 1;
     ssize_t vl = path.empty() ? fgetxattr(fd, name.c_str(), v.data(), v.size())
                               : lgetxattr(path.c_str(), name.c_str(), v.data(), v.size());
-    xs.push_back(vl < 0 ? name + "=" + errno_name(errno)
-                        : fmt::format("{}={}:{:016x}", name, vl, XXH3_64bits(v.data(), size_t(vl))));
+    xs.push_back(vl < 0
+                     ? name + "=" + errno_name(errno)
+                     : fmt::format("{}={}:{:016x}", name, vl, XXH3_64bits(v.data(), size_t(vl))));
   }
   std::sort(xs.begin(), xs.end());
   std::string s;
@@ -116,8 +137,12 @@ std::string content_hash(int dirfd, const std::string& name, off_t size) {
   off_t done = 0, limit = std::min<off_t>(size, 64 << 20);
   std::string res;
   while (done < limit) {
-    ssize_t r = pread(fd, buf.data(), size_t(std::min<off_t>(limit - done, off_t(buf.size()))), done);
-    if (r < 0) { res = errno_name(errno); break; }
+    ssize_t r =
+        pread(fd, buf.data(), size_t(std::min<off_t>(limit - done, off_t(buf.size()))), done);
+    if (r < 0) {
+      res = errno_name(errno);
+      break;
+    }
     if (r == 0) break;
     XXH3_64bits_update(h, buf.data(), size_t(r));
     done += r;
@@ -131,8 +156,8 @@ std::string content_hash(int dirfd, const std::string& name, off_t size) {
 }  // namespace
 
 std::string Side::summary(const struct stat& st) {
-  std::string s = fmt::format("{} mode={:04o} nlink={}", type_name(st.st_mode),
-                              st.st_mode & 07777, st.st_nlink);
+  std::string s = fmt::format("{} mode={:04o} nlink={}", type_name(st.st_mode), st.st_mode & 07777,
+                              st.st_nlink);
   if (!(S_ISDIR(st.st_mode) && ignore_.dirsize)) s += fmt::format(" size={}", st.st_size);
   if (!ignore_.blocks)
     s += mmap_read(st.st_ino) ? " blocks=?" : st.st_blocks ? " blocks>0" : " blocks=0";
@@ -244,8 +269,10 @@ void Side::walk_dir(int dirfd, const std::string& rel, int depth, bool contents,
     }
     if (S_ISDIR(st.st_mode) && depth < 8) {
       int sub = openat(dirfd, n.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-      if (sub >= 0) walk_dir(sub, p, depth + 1, contents, out);
-      else out->facts["walk " + p] = "open: " + errno_name(errno);
+      if (sub >= 0)
+        walk_dir(sub, p, depth + 1, contents, out);
+      else
+        out->facts["walk " + p] = "open: " + errno_name(errno);
       continue;
     }
     std::string s = summary(st);

@@ -19,8 +19,19 @@ namespace {
 
 // Which fields a kind prints; the parser accepts any field for any kind.
 enum Field : uint32_t {
-  F_PATH = 1, F_PATH2 = 2, F_NAME = 4, F_FD = 8, F_FD2 = 16, F_OFF = 32, F_OFF2 = 64,
-  F_LEN = 128, F_FLAGS = 256, F_MODE = 512, F_OWNER = 1024, F_TIMES = 2048, F_DSEED = 4096,
+  F_PATH = 1,
+  F_PATH2 = 2,
+  F_NAME = 4,
+  F_FD = 8,
+  F_FD2 = 16,
+  F_OFF = 32,
+  F_OFF2 = 64,
+  F_LEN = 128,
+  F_FLAGS = 256,
+  F_MODE = 512,
+  F_OWNER = 1024,
+  F_TIMES = 2048,
+  F_DSEED = 4096,
 };
 
 // How Op::flags is spelled for a kind.
@@ -75,9 +86,10 @@ struct FlagName {
   const char* name;
 };
 
-#define FN(x) {uint32_t(x), #x}
-const FlagName kOpenFlags[] = {FN(O_WRONLY), FN(O_RDWR), FN(O_CREAT), FN(O_EXCL), FN(O_TRUNC),
-                               FN(O_APPEND), FN(O_DIRECTORY), FN(O_NOFOLLOW)};
+#define FN(x) \
+  { uint32_t(x), #x }
+const FlagName kOpenFlags[] = {FN(O_WRONLY), FN(O_RDWR),   FN(O_CREAT),     FN(O_EXCL),
+                               FN(O_TRUNC),  FN(O_APPEND), FN(O_DIRECTORY), FN(O_NOFOLLOW)};
 const FlagName kFallocFlags[] = {FN(FALLOC_FL_KEEP_SIZE), FN(FALLOC_FL_PUNCH_HOLE),
                                  FN(FALLOC_FL_ZERO_RANGE)};
 const FlagName kRenameFlags[] = {FN(RENAME_NOREPLACE), FN(RENAME_EXCHANGE)};
@@ -108,18 +120,24 @@ std::string flags_text(FlagSet fs, uint32_t v) {
     case FlagSet::Open: {
       std::string s = bits_text(v & ~uint32_t(O_ACCMODE | O_WRONLY | O_RDWR), kOpenFlags, "");
       const char* acc = (v & O_ACCMODE) == O_WRONLY ? "O_WRONLY"
-                        : (v & O_ACCMODE) == O_RDWR ? "O_RDWR" : "O_RDONLY";
+                        : (v & O_ACCMODE) == O_RDWR ? "O_RDWR"
+                                                    : "O_RDONLY";
       return s.empty() ? acc : std::string(acc) + "|" + s;
     }
-    case FlagSet::Falloc: return bits_text(v, kFallocFlags, "0");
-    case FlagSet::Rename: return bits_text(v, kRenameFlags, "0");
-    case FlagSet::Xattr: return bits_text(v, kXattrFlags, "0");
-    case FlagSet::At: return bits_text(v, kAtFlags, "0");
+    case FlagSet::Falloc:
+      return bits_text(v, kFallocFlags, "0");
+    case FlagSet::Rename:
+      return bits_text(v, kRenameFlags, "0");
+    case FlagSet::Xattr:
+      return bits_text(v, kXattrFlags, "0");
+    case FlagSet::At:
+      return bits_text(v, kAtFlags, "0");
     case FlagSet::Whence:
       for (const auto& w : kWhence)
         if (w.bit == v) return w.name;
       return std::to_string(v);
-    case FlagSet::None: break;
+    case FlagSet::None:
+      break;
   }
   return std::to_string(v);
 }
@@ -161,8 +179,14 @@ std::string time_text(int64_t t) {
 }
 
 bool parse_time(const std::string& s, int64_t* out) {
-  if (s == "NOW") { *out = kTimeNow; return true; }
-  if (s == "OMIT") { *out = kTimeOmit; return true; }
+  if (s == "NOW") {
+    *out = kTimeNow;
+    return true;
+  }
+  if (s == "OMIT") {
+    *out = kTimeOmit;
+    return true;
+  }
   long long sec = 0, ns = 0;
   if (sscanf(s.c_str(), "%lld.%lld", &sec, &ns) != 2) return false;
   *out = sec * 1000000000LL + ns;
@@ -197,8 +221,14 @@ std::string to_text(const Op& op) {
   if (f & F_LEN) add("len", std::to_string(op.len));
   if (f & F_FLAGS) add("flags", flags_text(ki.flagset, op.flags));
   if (f & F_MODE) add("mode", fmt::format("{:#o}", op.mode));
-  if (f & F_OWNER) { add("uid", std::to_string(op.uid)); add("gid", std::to_string(op.gid)); }
-  if (f & F_TIMES) { add("atime", time_text(op.atime)); add("mtime", time_text(op.mtime)); }
+  if (f & F_OWNER) {
+    add("uid", std::to_string(op.uid));
+    add("gid", std::to_string(op.gid));
+  }
+  if (f & F_TIMES) {
+    add("atime", time_text(op.atime));
+    add("mtime", time_text(op.mtime));
+  }
   if (f & F_DSEED) add("dseed", std::to_string(op.dseed));
   return s;
 }
@@ -206,42 +236,74 @@ std::string to_text(const Op& op) {
 std::optional<Op> parse_op(const std::string& line, std::string* err) {
   std::stringstream ss(line);
   std::string word;
-  if (!(ss >> word)) { *err = "empty line"; return std::nullopt; }
+  if (!(ss >> word)) {
+    *err = "empty line";
+    return std::nullopt;
+  }
   Op op;
   bool known = false;
   for (size_t i = 0; i < size_t(OpKind::Count_); i++) {
-    if (word == kKinds[i].name) { op.kind = OpKind(i); known = true; }
+    if (word == kKinds[i].name) {
+      op.kind = OpKind(i);
+      known = true;
+    }
   }
-  if (!known) { *err = "unknown op '" + word + "'"; return std::nullopt; }
+  if (!known) {
+    *err = "unknown op '" + word + "'";
+    return std::nullopt;
+  }
   while (ss >> word) {
     size_t eq = word.find('=');
-    if (eq == std::string::npos) { *err = "expected key=value: " + word; return std::nullopt; }
+    if (eq == std::string::npos) {
+      *err = "expected key=value: " + word;
+      return std::nullopt;
+    }
     std::string k = word.substr(0, eq), v = word.substr(eq + 1);
     int64_t n = 0;
     bool ok = true;
-    if (k == "path") op.path = v;
-    else if (k == "to") op.path2 = v;
-    else if (k == "name") op.name = v;
-    else if (k == "flags") ok = parse_flags(v, &op.flags);
-    else if (k == "atime") ok = parse_time(v, &op.atime);
-    else if (k == "mtime") ok = parse_time(v, &op.mtime);
-    else if (k == "mode") { ok = parse_i64(v, &n); op.mode = uint32_t(n); }
-    else if (k == "dseed") {
+    if (k == "path")
+      op.path = v;
+    else if (k == "to")
+      op.path2 = v;
+    else if (k == "name")
+      op.name = v;
+    else if (k == "flags")
+      ok = parse_flags(v, &op.flags);
+    else if (k == "atime")
+      ok = parse_time(v, &op.atime);
+    else if (k == "mtime")
+      ok = parse_time(v, &op.mtime);
+    else if (k == "mode") {
+      ok = parse_i64(v, &n);
+      op.mode = uint32_t(n);
+    } else if (k == "dseed") {
       char* end = nullptr;
       errno = 0;
       op.dseed = strtoull(v.c_str(), &end, 0);
       ok = !v.empty() && !*end && !errno;
+    } else if (!(ok = parse_i64(v, &n))) {
+    } else if (k == "fd")
+      op.fd = int(n);
+    else if (k == "fd2")
+      op.fd2 = int(n);
+    else if (k == "off")
+      op.off = n;
+    else if (k == "off2")
+      op.off2 = n;
+    else if (k == "len")
+      op.len = n;
+    else if (k == "uid")
+      op.uid = uint32_t(n);
+    else if (k == "gid")
+      op.gid = uint32_t(n);
+    else {
+      *err = "unknown key '" + k + "'";
+      return std::nullopt;
     }
-    else if (!(ok = parse_i64(v, &n))) {}
-    else if (k == "fd") op.fd = int(n);
-    else if (k == "fd2") op.fd2 = int(n);
-    else if (k == "off") op.off = n;
-    else if (k == "off2") op.off2 = n;
-    else if (k == "len") op.len = n;
-    else if (k == "uid") op.uid = uint32_t(n);
-    else if (k == "gid") op.gid = uint32_t(n);
-    else { *err = "unknown key '" + k + "'"; return std::nullopt; }
-    if (!ok) { *err = "bad value for " + k + ": " + v; return std::nullopt; }
+    if (!ok) {
+      *err = "bad value for " + k + ": " + v;
+      return std::nullopt;
+    }
   }
   if (op.fd < 0 || op.fd >= kSlots || op.fd2 < 0 || op.fd2 >= kSlots) {
     *err = "fd slot out of range";
@@ -258,7 +320,10 @@ std::optional<Op> parse_op(const std::string& line, std::string* err) {
 
 bool read_ops_file(const std::string& file, std::vector<Op>* ops, std::string* err) {
   std::ifstream in(file);
-  if (!in) { *err = "cannot open " + file + ": " + strerror(errno); return false; }
+  if (!in) {
+    *err = "cannot open " + file + ": " + strerror(errno);
+    return false;
+  }
   std::string line;
   int lineno = 0;
   while (std::getline(in, line)) {
@@ -267,20 +332,29 @@ bool read_ops_file(const std::string& file, std::vector<Op>* ops, std::string* e
     if (b == std::string::npos || line[b] == '#') continue;
     std::string e;
     auto op = parse_op(line, &e);
-    if (!op) { *err = fmt::format("{}:{}: {}", file, lineno, e); return false; }
+    if (!op) {
+      *err = fmt::format("{}:{}: {}", file, lineno, e);
+      return false;
+    }
     ops->push_back(*op);
   }
   return true;
 }
 
-bool write_ops_file(const std::string& file, const std::vector<Op>& ops,
-                    const std::string& header, std::string* err) {
+bool write_ops_file(const std::string& file, const std::vector<Op>& ops, const std::string& header,
+                    std::string* err) {
   std::ofstream out(file);
-  if (!out) { *err = "cannot create " + file + ": " + strerror(errno); return false; }
+  if (!out) {
+    *err = "cannot create " + file + ": " + strerror(errno);
+    return false;
+  }
   out << header;
   for (const Op& op : ops) out << to_text(op) << '\n';
   out.close();
-  if (!out) { *err = "write failed: " + file; return false; }
+  if (!out) {
+    *err = "write failed: " + file;
+    return false;
+  }
   return true;
 }
 

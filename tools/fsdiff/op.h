@@ -17,10 +17,40 @@
 namespace fsdiff {
 
 enum class OpKind : uint8_t {
-  Open, Close, Read, Write, Pread, Pwrite, Truncate, Ftruncate, Fallocate, Lseek,
-  Rename, Link, Unlink, Mkdir, Rmdir, Symlink, Readlink, Mkfifo, Chmod, Chown,
-  Utimens, Setxattr, Getxattr, Listxattr, Removexattr, MmapWrite, MmapRead,
-  Fsync, Fdatasync, CopyRange, Statfs, Stat, Fstat, Readdir,
+  Open,
+  Close,
+  Read,
+  Write,
+  Pread,
+  Pwrite,
+  Truncate,
+  Ftruncate,
+  Fallocate,
+  Lseek,
+  Rename,
+  Link,
+  Unlink,
+  Mkdir,
+  Rmdir,
+  Symlink,
+  Readlink,
+  Mkfifo,
+  Chmod,
+  Chown,
+  Utimens,
+  Setxattr,
+  Getxattr,
+  Listxattr,
+  Removexattr,
+  MmapWrite,
+  MmapRead,
+  Fsync,
+  Fdatasync,
+  CopyRange,
+  Statfs,
+  Stat,
+  Fstat,
+  Readdir,
   Count_  // not an op: number of kinds
 };
 
@@ -32,19 +62,19 @@ inline constexpr int kSlots = 6;  // fd slots per side
 
 struct Op {
   OpKind kind = OpKind::Stat;
-  std::string path;     // main path, relative to the run's root
-  std::string path2;    // rename/link destination; symlink target
-  std::string name;     // xattr name
-  int fd = 0;           // slot
-  int fd2 = 0;          // second slot (copy_file_range destination)
-  int64_t off = 0;      // offset (pread, pwrite, fallocate, lseek, mmap, cfr source)
-  int64_t off2 = 0;     // copy_file_range destination offset
-  int64_t len = 0;      // length / size / buffer size
-  uint32_t flags = 0;   // open, fallocate mode, rename, xattr, lseek whence, *at flags
-  uint32_t mode = 0;    // permission bits
+  std::string path;    // main path, relative to the run's root
+  std::string path2;   // rename/link destination; symlink target
+  std::string name;    // xattr name
+  int fd = 0;          // slot
+  int fd2 = 0;         // second slot (copy_file_range destination)
+  int64_t off = 0;     // offset (pread, pwrite, fallocate, lseek, mmap, cfr source)
+  int64_t off2 = 0;    // copy_file_range destination offset
+  int64_t len = 0;     // length / size / buffer size
+  uint32_t flags = 0;  // open, fallocate mode, rename, xattr, lseek whence, *at flags
+  uint32_t mode = 0;   // permission bits
   uint32_t uid = 0, gid = 0;
   int64_t atime = kTimeOmit, mtime = kTimeOmit;
-  uint64_t dseed = 0;   // seed of the bytes written (write, pwrite, mmap, setxattr)
+  uint64_t dseed = 0;  // seed of the bytes written (write, pwrite, mmap, setxattr)
 };
 
 const char* kind_name(OpKind k);
@@ -54,8 +84,8 @@ std::optional<Op> parse_op(const std::string& line, std::string* err);
 
 // Reads a replay file: '#' lines and blank lines are ignored.
 bool read_ops_file(const std::string& file, std::vector<Op>* ops, std::string* err);
-bool write_ops_file(const std::string& file, const std::vector<Op>& ops,
-                    const std::string& header, std::string* err);
+bool write_ops_file(const std::string& file, const std::vector<Op>& ops, const std::string& header,
+                    std::string* err);
 
 // Deterministic bytes for a write: byte i of the stream seeded by dseed.
 void fill_pattern(uint64_t dseed, uint8_t* buf, size_t n);

@@ -51,7 +51,8 @@ bool facts_match(const std::string& a, const std::string& b) {
     if (wa[i] == wb[i]) continue;
     const std::string& x = wa[i].back() == '?' ? wa[i] : wb[i];
     const std::string& y = wa[i].back() == '?' ? wb[i] : wa[i];
-    if (x.back() != '?' || x.size() < 2 || x[1] != '=' || y.compare(0, 2, x, 0, 2) != 0) return false;
+    if (x.back() != '?' || x.size() < 2 || x[1] != '=' || y.compare(0, 2, x, 0, 2) != 0)
+      return false;
   }
   return true;
 }

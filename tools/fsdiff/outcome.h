@@ -18,13 +18,13 @@ namespace fsdiff {
 
 // Fields the user asked not to compare (--ignore), e.g. known divergences.
 struct Ignore {
-  bool atime = false;    // "did atime move"
+  bool atime = false;  // "did atime move"
   bool mtime = false;
   bool ctime = false;
-  bool dirsize = false;  // st_size of directories (tmpfs counts 20 bytes per entry)
-  bool blocks = false;   // st_blocks == 0 or not
-  bool seekdata = false; // SEEK_DATA / SEEK_HOLE answers
-  bool xattr = false;    // xattr values and lists in tree walks
+  bool dirsize = false;   // st_size of directories (tmpfs counts 20 bytes per entry)
+  bool blocks = false;    // st_blocks == 0 or not
+  bool seekdata = false;  // SEEK_DATA / SEEK_HOLE answers
+  bool xattr = false;     // xattr values and lists in tree walks
   // st_blocks and SEEK_DATA/SEEK_HOLE of files that have been read through a
   // shared mapping: tmpfs allocates a page for a read fault on a hole, which
   // a FUSE daemon cannot tell from a read(2) (see fsdiff-known-divergences.md).

@@ -45,7 +45,8 @@ RunResult run_ops(const RunConfig& cfg, std::vector<Op>* opsp, Generator* gen, s
   std::vector<Op>& ops = *opsp;
   if (gen) ops.reserve(ops.size() + count);
   RunResult res;
-  if (!fresh_subdir(cfg.dir_a, cfg.sub, &res.error) || !fresh_subdir(cfg.dir_b, cfg.sub, &res.error)) {
+  if (!fresh_subdir(cfg.dir_a, cfg.sub, &res.error) ||
+      !fresh_subdir(cfg.dir_b, cfg.sub, &res.error)) {
     res.ok = false;
     return res;
   }
@@ -81,7 +82,7 @@ RunResult run_ops(const RunConfig& cfg, std::vector<Op>* opsp, Generator* gen, s
           size_t p = v.find(std::string(" ") + t);
           if (p == std::string::npos) continue;
           (v.compare(p + 3, 4, "any?") == 0 || v.compare(p + 3, 5, "same?") == 0 ? unsure_times
-                                                                                  : sure_times)++;
+                                                                                 : sure_times)++;
         }
       }
     }
@@ -89,7 +90,8 @@ RunResult run_ops(const RunConfig& cfg, std::vector<Op>* opsp, Generator* gen, s
 
     res.diverged = true;
     res.step = i;
-    std::string r = fmt::format("DIVERGENCE {} step={}\n  op: {}\n{}", cfg.label, i, to_text(op), diff);
+    std::string r =
+        fmt::format("DIVERGENCE {} step={}\n  op: {}\n{}", cfg.label, i, to_text(op), diff);
     size_t from = i > 8 ? i - 8 : 0;
     if (from < i) {
       r += "  preceding ops:\n";

@@ -21,17 +21,17 @@ struct RunConfig {
   std::string sub = "p0";    // this run's subdirectory of both
   Ignore ignore;
   int walk_every = 16;
-  bool verbose = false;      // print every op as it runs
-  bool stats = false;        // print per-kind success counts at the end
-  std::string label;         // "seed=N proc=K", for reports
+  bool verbose = false;  // print every op as it runs
+  bool stats = false;    // print per-kind success counts at the end
+  std::string label;     // "seed=N proc=K", for reports
 };
 
 struct RunResult {
-  bool ok = true;            // false: could not set up (error says why)
+  bool ok = true;  // false: could not set up (error says why)
   std::string error;
   bool diverged = false;
-  size_t step = 0;           // index of the diverging op
-  std::string report;        // human-readable, multi-line
+  size_t step = 0;     // index of the diverging op
+  std::string report;  // human-readable, multi-line
 };
 
 class Generator;

@@ -162,8 +162,7 @@ Outcome Side::execute(const Op& op, bool* created) {
       }
       if (op.flags == SEEK_DATA || op.flags == SEEK_HOLE) {
         struct stat st;
-        if (ignore_.seekdata ||
-            (ignore_.mmaphole && fstat(fd, &st) == 0 && mmap_read(st.st_ino))) {
+        if (ignore_.seekdata || (ignore_.mmaphole && fstat(fd, &st) == 0 && mmap_read(st.st_ino))) {
           // The answer is not compared, so it must not steer later reads and
           // writes either: leave the position somewhere both sides agree on.
           // (Also when one side failed: its position did not move.)
@@ -194,8 +193,8 @@ Outcome Side::execute(const Op& op, bool* created) {
       break;
     case OpKind::Readlink: {
       std::vector<uint8_t> buf(size_t(op.len));
-      ssize_t r = readlinkat(rootfd_, op.path.c_str(), reinterpret_cast<char*>(buf.data()),
-                             buf.size());
+      ssize_t r =
+          readlinkat(rootfd_, op.path.c_str(), reinterpret_cast<char*>(buf.data()), buf.size());
       set_result(&o, r);
       if (r >= 0) {
         buf.resize(size_t(r));
@@ -323,8 +322,8 @@ Outcome Side::execute(const Op& op, bool* created) {
       // Sizes and free counts differ between mounts; the name limit and
       // a sane block size are what a program may rely on.
       if (o.ret == 0)
-        o.facts["statfs"] = fmt::format("namelen={} bsize_ok={}", sf.f_namelen,
-                                        sf.f_bsize > 0 && sf.f_frsize > 0);
+        o.facts["statfs"] =
+            fmt::format("namelen={} bsize_ok={}", sf.f_namelen, sf.f_bsize > 0 && sf.f_frsize > 0);
       break;
     }
     case OpKind::Stat:

@@ -59,8 +59,8 @@ class Side {
   int rootfd_ = -1;
   int fds_[kSlots] = {-1, -1, -1, -1, -1, -1};
   std::unordered_map<ino_t, Times> times_;  // last observed times, per inode
-  struct timespec now_ = {};                 // coarse clock at the start of this observation
-  std::unordered_set<ino_t> mmap_read_;      // --ignore mmaphole: inodes read through mmap
+  struct timespec now_ = {};                // coarse clock at the start of this observation
+  std::unordered_set<ino_t> mmap_read_;     // --ignore mmaphole: inodes read through mmap
 };
 
 // Removes everything inside dir (not dir itself), staying on dir's file system
