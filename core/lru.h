@@ -113,17 +113,26 @@ class PmapLists {
     uint64_t count = 0;
   };
 
-  void push_head_locked(List& l, Pmap* p, uint32_t bit) REQUIRES(mu_) {
+  // Links p in at one end of l and marks it as on l (bit).
+  enum class End { kHead, kTail };
+  void push_locked(List& l, End end, Pmap* p, uint32_t bit) REQUIRES(mu_) {
     assert(p->list() == Pmap::List::kNone);
-    p->lru_prev_ = nullptr;
-    p->lru_next_ = l.head;
-    if (l.head)
-      l.head->lru_prev_ = p;
+    const bool head = end == End::kHead;
+    Pmap*& near = head ? l.head : l.tail;  // the end p goes to
+    p->lru_prev_ = head ? nullptr : near;
+    p->lru_next_ = head ? near : nullptr;
+    if (!near)
+      (head ? l.tail : l.head) = p;
+    else if (head)
+      near->lru_prev_ = p;
     else
-      l.tail = p;
-    l.head = p;
+      near->lru_next_ = p;
+    near = p;
     ++l.count;
     p->set(bit);
+  }
+  void push_head_locked(List& l, Pmap* p, uint32_t bit) REQUIRES(mu_) {
+    push_locked(l, End::kHead, p, bit);
   }
   void putback_locked(Pmap* p, Where w) REQUIRES(mu_) {
     switch (w) {
@@ -134,16 +143,7 @@ class PmapLists {
         push_head_locked(active_, p, Pmap::kOnActive);
         break;
       case Where::kInactiveTail:
-        assert(p->list() == Pmap::List::kNone);
-        p->lru_next_ = nullptr;
-        p->lru_prev_ = inactive_.tail;
-        if (inactive_.tail)
-          inactive_.tail->lru_next_ = p;
-        else
-          inactive_.head = p;
-        inactive_.tail = p;
-        ++inactive_.count;
-        p->set(Pmap::kOnInactive);
+        push_locked(inactive_, End::kTail, p, Pmap::kOnInactive);
         break;
     }
     p->unpin();
