@@ -290,7 +290,7 @@ PageCacheStats PageCache::stats() const {
   PageCacheStats r;
 #define TMPFSD_STATS_COPY_counter(name) r.name = s.name.load(std::memory_order_relaxed);
 #define TMPFSD_STATS_COPY_figure(name)
-#define TMPFSD_STATS_COPY(name, source, what) TMPFSD_STATS_COPY_##source(name)
+#define TMPFSD_STATS_COPY(name, source, kind, what) TMPFSD_STATS_COPY_##source(name)
   TMPFSD_PAGE_CACHE_STATS(TMPFSD_STATS_COPY)
 #undef TMPFSD_STATS_COPY
 #undef TMPFSD_STATS_COPY_figure

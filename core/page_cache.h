@@ -59,62 +59,64 @@ struct PageCacheConfig {
 };
 
 // Figures for statfs and `tmpfsctl stats`, listed once. Each row:
-// X(name, source, what it counts). source `counter`: an atomic of
+// X(name, source, kind, what it counts). source `counter`: an atomic of
 // PageCache::State with the same name, copied by stats(); `figure`:
-// computed by stats() (the frame pool, the swap device, sums). The stats
+// computed by stats() (the frame pool, the swap device, sums). kind
+// `counter`: only grows while the daemon runs (a total of events or bytes);
+// `gauge`: a level that goes up and down (what Prometheus calls them). The stats
 // struct, State's counters and stats() are generated from this table, and
 // PageCacheStats::visit walks it for any printed form (JSON, a log line).
 // The daemon's unmount log is still written by hand: tests/mount/
 // pressure_test.py and tools/bench-* parse its wording.
-#define TMPFSD_PAGE_CACHE_STATS(X)                                                      \
-  X(page_size, figure, "bytes per page")                                                \
-  X(pages_allocated, counter, "counted against size= (resident + swapped)")             \
-  X(max_pages, figure, "size= in pages (0 = unlimited)")                                \
-  X(frames_total, figure, "--memory in frames")                                         \
-  X(frames_used, figure, "frames holding pages")                                        \
-  X(frames_prefaulted, figure, "faulted in ahead of the writers (FramePool)")           \
-  X(pages_resident, counter, "pages in a frame")                                        \
-  X(pages_swapped, counter, "pages in swap only (a compact index word)")                \
-  X(metadata_bytes, figure, "pmaps + indexes + pool descriptors, not frames")           \
-  /* Swap and reclaim (issue 5); all zero without a swap device. */                     \
-  X(frames_free, figure, "neither used nor promised to a writer")                       \
-  X(swap_slots_total, figure, "slots of the swap device")                               \
-  X(swap_slots_used, figure, "slots in use")                                            \
-  X(swap_cached, counter,                                                               \
-    "resident pages that also have a slot (all of a clean page, all but the dirty "     \
-    "blocks of a dirty one)")                                                           \
-  X(swap_ins, counter, "pages read back from swap")                                     \
-  X(swap_in_errors, counter, "reads that failed (EIO to the reader)")                   \
-  X(writebacks, counter, "pages written to swap successfully")                          \
-  X(partial_writebacks, counter, "of writebacks: only the dirty blocks, into the slot") \
-  X(writeback_errors, counter, "page writes that failed (page kept dirty)")             \
-  X(background_cleaned, counter, "of writebacks: by the cleaning watermark")            \
-  X(reclaim_scans, counter, "pmaps looked at on the inactive tail")                     \
-  X(pages_evicted, counter, "frames dropped by reclaim")                                \
-  X(writeback_waits, counter, "changes that waited for a page's swap write")            \
-  X(writeback_copies, counter, "pages copied to a new frame instead (writeback_copy)")  \
-  X(frame_waits, counter, "writes/faults that had to reclaim first")                    \
-  X(reads_async, counter, "reads replied from a swap-in completion")                    \
-  X(writes_async, counter, "writes replied from a swap-in completion")                  \
-  X(readahead_pages, counter, "swapped pages read ahead of a sequential reader")        \
-  X(readahead_hits, counter, "of those, pages a read then used")                        \
-  /* The swap device's own figures (swapdev::SwapCounters). */                          \
-  X(swap_ios, figure, "I/Os submitted (after merging)")                                 \
-  X(swap_bytes_written, figure, "bytes written to the swap device")                     \
-  X(swap_bytes_read, figure, "bytes read from the swap device")                         \
-  X(swap_max_queue_depth, figure, "most I/Os in flight at once")                        \
-  X(swap_errors, figure, "requests that failed, checksum failures included")            \
-  X(swap_checksum_failures, figure, "reads whose checksum did not match")
+#define TMPFSD_PAGE_CACHE_STATS(X)                                                               \
+  X(page_size, figure, gauge, "bytes per page")                                                  \
+  X(pages_allocated, counter, gauge, "counted against size= (resident + swapped)")               \
+  X(max_pages, figure, gauge, "size= in pages (0 = unlimited)")                                  \
+  X(frames_total, figure, gauge, "--memory in frames")                                           \
+  X(frames_used, figure, gauge, "frames holding pages")                                          \
+  X(frames_prefaulted, figure, gauge, "faulted in ahead of the writers (FramePool)")             \
+  X(pages_resident, counter, gauge, "pages in a frame")                                          \
+  X(pages_swapped, counter, gauge, "pages in swap only (a compact index word)")                  \
+  X(metadata_bytes, figure, gauge, "pmaps + indexes + pool descriptors, not frames")             \
+  /* Swap and reclaim (issue 5); all zero without a swap device. */                              \
+  X(frames_free, figure, gauge, "neither used nor promised to a writer")                         \
+  X(swap_slots_total, figure, gauge, "slots of the swap device")                                 \
+  X(swap_slots_used, figure, gauge, "slots in use")                                              \
+  X(swap_cached, counter, gauge,                                                                 \
+    "resident pages that also have a slot (all of a clean page, all but the dirty "              \
+    "blocks of a dirty one)")                                                                    \
+  X(swap_ins, counter, counter, "pages read back from swap")                                     \
+  X(swap_in_errors, counter, counter, "reads that failed (EIO to the reader)")                   \
+  X(writebacks, counter, counter, "pages written to swap successfully")                          \
+  X(partial_writebacks, counter, counter, "of writebacks: only the dirty blocks, into the slot") \
+  X(writeback_errors, counter, counter, "page writes that failed (page kept dirty)")             \
+  X(background_cleaned, counter, counter, "of writebacks: by the cleaning watermark")            \
+  X(reclaim_scans, counter, counter, "pmaps looked at on the inactive tail")                     \
+  X(pages_evicted, counter, counter, "frames dropped by reclaim")                                \
+  X(writeback_waits, counter, counter, "changes that waited for a page's swap write")            \
+  X(writeback_copies, counter, counter, "pages copied to a new frame instead (writeback_copy)")  \
+  X(frame_waits, counter, counter, "writes/faults that had to reclaim first")                    \
+  X(reads_async, counter, counter, "reads replied from a swap-in completion")                    \
+  X(writes_async, counter, counter, "writes replied from a swap-in completion")                  \
+  X(readahead_pages, counter, counter, "swapped pages read ahead of a sequential reader")        \
+  X(readahead_hits, counter, counter, "of those, pages a read then used")                        \
+  /* The swap device's own figures (swapdev::SwapCounters). */                                   \
+  X(swap_ios, figure, counter, "I/Os submitted (after merging)")                                 \
+  X(swap_bytes_written, figure, counter, "bytes written to the swap device")                     \
+  X(swap_bytes_read, figure, counter, "bytes read from the swap device")                         \
+  X(swap_max_queue_depth, figure, gauge, "most I/Os in flight at once")                          \
+  X(swap_errors, figure, counter, "requests that failed, checksum failures included")            \
+  X(swap_checksum_failures, figure, counter, "reads whose checksum did not match")
 
 struct PageCacheStats {
-#define TMPFSD_STATS_FIELD(name, source, what) uint64_t name = 0;
+#define TMPFSD_STATS_FIELD(name, source, kind, what) uint64_t name = 0;
   TMPFSD_PAGE_CACHE_STATS(TMPFSD_STATS_FIELD)
 #undef TMPFSD_STATS_FIELD
 
-  // Calls f(name, value, what) for every figure, in the table's order.
+  // Calls f(name, value, kind, what) for every figure, in the table's order.
   template <class F>
   void visit(F&& f) const {
-#define TMPFSD_STATS_VISIT(name, source, what) f(#name, name, what);
+#define TMPFSD_STATS_VISIT(name, source, kind, what) f(#name, name, #kind, what);
     TMPFSD_PAGE_CACHE_STATS(TMPFSD_STATS_VISIT)
 #undef TMPFSD_STATS_VISIT
   }

@@ -84,7 +84,7 @@ struct PageCache::State {
   // `counter`), each an atomic of the same name.
 #define TMPFSD_STATE_COUNTER_counter(name) std::atomic<uint64_t> name{0};
 #define TMPFSD_STATE_COUNTER_figure(name)
-#define TMPFSD_STATE_COUNTER(name, source, what) TMPFSD_STATE_COUNTER_##source(name)
+#define TMPFSD_STATE_COUNTER(name, source, kind, what) TMPFSD_STATE_COUNTER_##source(name)
   TMPFSD_PAGE_CACHE_STATS(TMPFSD_STATE_COUNTER)
 #undef TMPFSD_STATE_COUNTER
 #undef TMPFSD_STATE_COUNTER_figure

@@ -8,13 +8,19 @@
 
 #include <fcntl.h>
 #include <sys/xattr.h>
+#include <unistd.h>
 
+#include <chrono>
 #include <cstring>
+#include <iterator>
 #include <new>
 #include <string>
 #include <vector>
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
+
+#include "daemon/control.h"
 
 namespace tmpfsd {
 namespace {
@@ -95,6 +101,23 @@ void reply_attr(fuse_req_t req, const Result<Attr>& r) {
 
 void reply_status(fuse_req_t req, Status s) { fuse_reply_err(req, s.code()); }
 
+// tmpfsctl stats: every figure, in daemon/control.h's layout.
+std::string stats_text(const Filesystem& fs) {
+  std::string out;
+  auto line = [&out](std::string_view name, uint64_t value, std::string_view kind,
+                     std::string_view what) {
+    fmt::format_to(std::back_inserter(out), "{} {} {} {}\n", name, value, kind, what);
+  };
+  line("format", control::kFormatVersion, "gauge", "version of this layout (daemon/control.h)");
+  fs.cache->stats().visit(line);
+  line("inodes", fs.ns->inode_count(), "gauge", "inodes in use");
+  auto up = std::chrono::steady_clock::now() - fs.started;
+  line("uptime_seconds", uint64_t(std::chrono::duration_cast<std::chrono::seconds>(up).count()),
+       "counter", "seconds since the mount went live");
+  line("pid", uint64_t(getpid()), "gauge", "the daemon's process ID");
+  return out;
+}
+
 // ---- ops -------------------------------------------------------------------
 
 void op_init(void* userdata, fuse_conn_info* conn) {
@@ -124,6 +147,9 @@ void op_init(void* userdata, fuse_conn_info* conn) {
   // The kernel's own cache of the file's data is kept across opens: every
   // change to a file passes through this same kernel, so it cannot be stale.
   if (conn->capable & FUSE_CAP_AUTO_INVAL_DATA) conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+  // tmpfsctl's ioctls go to the root directory (daemon/control.h).
+  if (conn->capable & FUSE_CAP_IOCTL_DIR) conn->want |= FUSE_CAP_IOCTL_DIR;
+  fs.started = std::chrono::steady_clock::now();
   if (fs.on_init) fs.on_init();
 }
 
@@ -401,6 +427,21 @@ void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len
   });
 }
 
+// The control channel (daemon/control.h); every other ioctl is ENOTTY, as
+// before there was an ioctl op (the kernel turned ENOSYS into ENOTTY).
+// The stats are the mount's, whichever of its files or directories asks.
+void op_ioctl(fuse_req_t req, fuse_ino_t, unsigned int cmd, void*, fuse_file_info*, unsigned,
+              const void*, size_t, size_t out_size) {
+  guarded(req, [&] {
+    if (cmd != control::kStatsIoctl) return (void)fuse_reply_err(req, ENOTTY);
+    const fuse_ctx* ctx = fuse_req_ctx(req);
+    if (ctx->uid != 0 && ctx->uid != geteuid()) return (void)fuse_reply_err(req, EPERM);
+    std::string text = stats_text(fs_of(req));
+    if (text.size() + 1 > out_size) return (void)fuse_reply_err(req, EOVERFLOW);
+    fuse_reply_ioctl(req, 0, text.c_str(), text.size() + 1);
+  });
+}
+
 void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, fuse_file_info*) {
   guarded(req, [&] {
     if (whence != SEEK_DATA && whence != SEEK_HOLE) return void(fuse_reply_err(req, EINVAL));
@@ -456,6 +497,7 @@ fuse_lowlevel_ops make_ops() {
   ops.removexattr = op_removexattr;
   ops.fallocate = op_fallocate;
   ops.lseek = op_lseek;
+  ops.ioctl = op_ioctl;
   ops.copy_file_range = op_copy_file_range;
   return ops;
 }

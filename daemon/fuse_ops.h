@@ -6,6 +6,7 @@
 
 #include <fuse_lowlevel.h>
 
+#include <chrono>
 #include <functional>
 
 #include "core/namespace.h"
@@ -24,6 +25,7 @@ struct Filesystem {
   // Called once INIT is answered-to-be: the mount serves requests from here
   // on (Startup::ready). Must not throw.
   std::function<void()> on_init;
+  std::chrono::steady_clock::time_point started;  // INIT answered (tmpfsctl's uptime)
 };
 
 const fuse_lowlevel_ops& fuse_operations();

@@ -231,6 +231,8 @@ if [ -n "$build_dir" ]; then
     fail "meson install --destdir put no tmpfsd in $dest$bindir: $(find "$dest" -type f)"
   else
     pass "meson install --destdir $dest: $bindir/tmpfsd"
+    if [ -x "$dest$bindir/tmpfsctl" ]; then pass "meson install: $bindir/tmpfsctl beside it"
+    else fail "meson install put no tmpfsctl in $dest$bindir"; fi
     shell_path=$(env -u PATH /bin/sh -c 'echo "$PATH"')
     case ":$shell_path:" in *:"$bindir":*) pass "$bindir is on the helper shell's path ($shell_path)" ;;
       *) fail "$bindir is not on the path mount.fuse3's shell searches: $shell_path" ;; esac
