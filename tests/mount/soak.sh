@@ -14,16 +14,7 @@ fsdiff=$1 fsstress=$2 tmpfsd=$3
 scale=${SOAK_SCALE:-1}
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/tmpfsd_lib.sh"
-work=$(mktemp -d /tmp/tmpfsd-soak.XXXXXX)
-swapdir=$(mktemp -d /var/tmp/tmpfsd-soak-swap.XXXXXX)
-cleanup() {
-  tmpfsd_stop >/dev/null 2>&1
-  mountpoint -q "$work/a" && umount "$work/a"
-  rm -rf "$work" "$swapdir"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
-mkdir "$work/a" "$work/b"
+tmpfsd_scratch soak a b
 failed=0
 
 # report NAME OPS SECONDS: one line of figures from the daemon's log.

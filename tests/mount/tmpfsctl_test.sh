@@ -10,16 +10,7 @@ set -u
 tmpfsd=$1 ctl=$2
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/tmpfsd_lib.sh"
-work=$(mktemp -d /tmp/tmpfsd-ctl.XXXXXX)
-swapdir=$(mktemp -d /var/tmp/tmpfsd-ctl-swap.XXXXXX)
-cleanup() {
-  tmpfsd_stop >/dev/null 2>&1
-  mountpoint -q "$work/m" && umount -l "$work/m"
-  rm -rf "$work" "$swapdir"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
-mkdir "$work/m"
+tmpfsd_scratch ctl m
 failed=0 passed=0
 check() {  # check NAME CONDITION...
   local name=$1; shift

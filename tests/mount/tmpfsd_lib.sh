@@ -9,6 +9,10 @@
 #   tmpfsd_stop
 #       SIGTERM; the daemon must be gone and the mount with it within 10 s,
 #       else a hang report, SIGKILL, umount -l, and return 1. Idempotent.
+#   tmpfsd_scratch NAME DIR...
+#       makes $work (a directory under /tmp, with DIR... in it, for mounts)
+#       and $swapdir (one under /var/tmp, for swap files); at exit (and on
+#       INT/TERM) the daemon is stopped, DIR... unmounted, both removed.
 #   bounded SECONDS CMD...
 #       runs CMD; past SECONDS prints the daemon's hang report, kills CMD,
 #       and returns 124.
@@ -57,6 +61,26 @@ tmpfsd_stop() {
   fi
   tmpfsd_mnt=
   return $rc
+}
+
+tmpfsd_scratch() {
+  local name=$1 d
+  shift
+  work=$(mktemp -d "/tmp/tmpfsd-$name.XXXXXX")
+  swapdir=$(mktemp -d "/var/tmp/tmpfsd-$name-swap.XXXXXX")
+  tmpfsd_scratch_dirs=("$@")
+  for d in "$@"; do mkdir "$work/$d"; done
+  trap tmpfsd_scratch_cleanup EXIT
+  trap 'exit 1' INT TERM  # so that the EXIT trap runs on a signal too
+}
+
+tmpfsd_scratch_cleanup() {
+  local d
+  tmpfsd_stop >/dev/null 2>&1
+  for d in "${tmpfsd_scratch_dirs[@]}"; do
+    if mountpoint -q "$work/$d"; then umount -l "$work/$d"; fi
+  done
+  rm -rf "$work" "$swapdir"
 }
 
 bounded() {
