@@ -147,7 +147,7 @@ void op_init(void* userdata, fuse_conn_info* conn) {
   // The kernel's own cache of the file's data is kept across opens: every
   // change to a file passes through this same kernel, so it cannot be stale.
   if (conn->capable & FUSE_CAP_AUTO_INVAL_DATA) conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
-  // tmpfsctl's ioctls go to the root directory (daemon/control.h).
+  // tmpfsctl's ioctl (daemon/control.h) may come on a directory too.
   if (conn->capable & FUSE_CAP_IOCTL_DIR) conn->want |= FUSE_CAP_IOCTL_DIR;
   fs.started = std::chrono::steady_clock::now();
   if (fs.on_init) fs.on_init();
