@@ -110,20 +110,16 @@ void print_text(const std::string& mount, const std::vector<Figure>& figs) {
   for (const Figure& f : figs) w = std::max(w, f.name.size());
   std::printf("tmpfsd at %s\n", mount.c_str());
   for (const Figure& f : figs) {
-    if (f.name == "format") continue;
     std::printf("  %-*s %20llu  %s\n", int(w), f.name.c_str(), f.value, f.what.c_str());
   }
 }
 
-void print_json(const std::string& mount, const std::vector<Figure>& figs) {
-  unsigned long long format = 0;
-  for (const Figure& f : figs)
-    if (f.name == "format") format = f.value;
+void print_json(const std::string& mount, unsigned long long format,
+                const std::vector<Figure>& figs) {
   std::printf("{\"format\": %llu, \"mountpoint\": %s, \"stats\": {", format,
               json_string(mount).c_str());
   bool first = true;
   for (const Figure& f : figs) {
-    if (f.name == "format") continue;
     std::printf("%s\"%s\": %llu", first ? "" : ", ", f.name.c_str(), f.value);
     first = false;
   }
@@ -133,7 +129,6 @@ void print_json(const std::string& mount, const std::vector<Figure>& figs) {
 void print_prometheus(const std::string& mount, const std::vector<Figure>& figs) {
   const std::string label = "{mountpoint=\"" + prom_escape(mount, true) + "\"}";
   for (const Figure& f : figs) {
-    if (f.name == "format") continue;
     std::string name = "tmpfsd_" + f.name;
     if (f.kind == "counter") name += "_total";
     std::printf("# HELP %s %s\n# TYPE %s %s\n%s%s %llu\n", name.c_str(),
@@ -192,9 +187,11 @@ int stats(const std::string& path, bool json, bool prometheus) {
                  path.c_str());
     return kFailed;
   }
+  const unsigned long long format = figs[0].value;  // the layout's version, not a figure
+  figs.erase(figs.begin());
   std::string mount = mount_point_of(path);
   if (json)
-    print_json(mount, figs);
+    print_json(mount, format, figs);
   else if (prometheus)
     print_prometheus(mount, figs);
   else
