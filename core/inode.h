@@ -40,6 +40,7 @@ struct Attr {
   uint64_t size = 0;
   uint64_t blocks = 0;  // 512-byte units
   timespec atime{}, mtime{}, ctime{};
+  timespec btime{};  // birth: set at creation, never changed (statx)
 };
 
 class Inode {
@@ -66,9 +67,11 @@ class Inode {
   dev_t rdev = 0;     // device nodes
   uint64_t size = 0;  // bytes; dirs: tmpfs's 20 bytes an entry
   timespec atime{}, mtime{}, ctime{};
+  timespec btime{};            // creation time (statx's btime)
   uint64_t lookups = 0;        // kernel references (lookup, create, readdirplus)
   uint32_t opens = 0;          // open file handles
   bool ctime_queried = false;  // getattr has shown ctime since it last changed (multigrain)
+  bool linkable = false;       // an O_TMPFILE file that link() may still name once
   std::string target;          // symlinks
   std::map<std::string, std::string> xattrs;  // name -> value
   size_t xattr_bytes = 0;                     // names + values, for limits

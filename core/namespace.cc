@@ -58,7 +58,7 @@ Namespace::Namespace(const NamespaceConfig& config, PageCache& cache)
   root->uid = config_.root_uid;
   root->gid = config_.root_gid;
   root->size = 2 * kDirentSize;
-  root->atime = root->mtime = root->ctime = now();
+  root->atime = root->mtime = root->ctime = root->btime = now();
   root->dir = std::make_unique<Directory>();
   root->dir->parent = kRootIno;
   root->lookups = 1;  // the kernel never forgets the root
@@ -104,6 +104,7 @@ Attr Namespace::attr_locked(const Inode& inode) const {
   a.atime = inode.atime;
   a.mtime = inode.mtime;
   a.ctime = inode.ctime;
+  a.btime = inode.btime;
   return a;
 }
 
@@ -284,6 +285,21 @@ void Namespace::drop_name_locked(Inode& dir, std::string_view name, Inode& child
   }
 }
 
+Namespace::InodeRef Namespace::new_inode_locked(const Inode& dir, mode_t mode, const Caller& who) {
+  auto inode = std::make_shared<Inode>(next_ino_++, 0, mode);
+  inode->uid = who.uid;
+  inode->gid = who.gid;
+  // A setgid directory passes its group on, and its setgid bit to subdirectories.
+  if (dir.mode & S_ISGID) {
+    inode->gid = dir.gid;
+    if (S_ISDIR(mode)) inode->mode |= S_ISGID;
+  }
+  timespec t = now();
+  if (before_or_equal(t, time_floor_)) t = time_floor_;
+  inode->atime = inode->mtime = inode->ctime = inode->btime = t;
+  return inode;
+}
+
 Result<Attr> Namespace::make_node_locked(uint64_t parent, std::string_view name, mode_t mode,
                                          Caller who, const std::function<void(Inode&)>& init) {
   if (auto s = check_name(name); !s) return Errno{s.code()};
@@ -293,17 +309,7 @@ Result<Attr> Namespace::make_node_locked(uint64_t parent, std::string_view name,
   if (d.dir->find(name) != 0) return Errno{EEXIST};
   if (auto s = reserve_inode_locked(); !s) return Errno{s.code()};
 
-  auto inode = std::make_shared<Inode>(next_ino_++, 0, mode);
-  inode->uid = who.uid;
-  inode->gid = who.gid;
-  // A setgid directory passes its group on, and its setgid bit to subdirectories.
-  if (d.mode & S_ISGID) {
-    inode->gid = d.gid;
-    if (S_ISDIR(mode)) inode->mode |= S_ISGID;
-  }
-  timespec t = now();
-  if (before_or_equal(t, time_floor_)) t = time_floor_;
-  inode->atime = inode->mtime = inode->ctime = t;
+  InodeRef inode = new_inode_locked(d, mode, who);
   init(*inode);
   add_link_locked(d, name, *inode);
   d.mtime = d.ctime = stamp_locked(d);
@@ -357,8 +363,12 @@ Result<Attr> Namespace::link(uint64_t ino, uint64_t new_parent, std::string_view
   auto dir = dir_locked(new_parent);
   if (!dir) return Errno{dir.code()};
   if ((*dir)->dir->find(new_name) != 0) return Errno{EEXIST};
-  if (inode->nlink == 0) return Errno{ENOENT};  // linkat of an unlinked file
-  if (auto s = reserve_inode_locked(); !s) return Errno{s.code()};
+  // linkat() of an unlinked file is ENOENT, except an O_TMPFILE file's first
+  // name (the VFS's I_LINKABLE), which takes over the inode it already has.
+  if (inode->nlink == 0 && !inode->linkable) return Errno{ENOENT};
+  if (inode->nlink != 0)
+    if (auto s = reserve_inode_locked(); !s) return Errno{s.code()};
+  inode->linkable = false;
   add_link_locked(**dir, new_name, *inode);
   inode->ctime = stamp_locked(*inode);
   (*dir)->mtime = (*dir)->ctime = stamp_locked(**dir);
@@ -401,7 +411,7 @@ Status Namespace::remove_name(uint64_t parent, std::string_view name, Removing w
 // group-executable or the writer is not in its group: the kernel's
 // should_remove_suid(), which FUSE's handle_killpriv hands to us.
 void Namespace::kill_priv_locked(Inode& inode, const Caller& who) {
-  if (who.uid == 0 || !inode.is_reg()) return;
+  if (!inode.is_reg() || !who.kill_suidgid.value_or(who.uid != 0)) return;
   if (!(inode.mode & (S_ISUID | S_ISGID))) return;
   mode_t kill = inode.mode & S_ISUID;
   if ((inode.mode & S_ISGID) && ((inode.mode & S_IXGRP) || !who.member_of(inode.gid)))

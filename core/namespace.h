@@ -63,6 +63,11 @@ struct Caller {
   // Supplementary groups, asked for only when a rule needs them (it costs
   // the daemon a read of /proc). Null: the primary group only.
   std::function<bool(gid_t)> in_group;
+  // The kernel's word on clearing set-user-ID/set-group-ID for this write,
+  // truncate or O_TRUNC open (FUSE's HANDLE_KILLPRIV_V2: it knows whether
+  // the caller has CAP_FSETID). Unset: the namespace decides (uid 0 keeps
+  // the bits).
+  std::optional<bool> kill_suidgid;
   bool member_of(gid_t g) const { return g == gid || (in_group && in_group(g)); }
 };
 
@@ -125,6 +130,12 @@ class Namespace {
   Result<Attr> open(uint64_t ino, int flags, const Caller& who = {});
   // create = mknod + open in one step (counts a lookup and an open).
   Result<Attr> create(uint64_t parent, std::string_view name, mode_t mode, int flags, Caller who);
+  // O_TMPFILE: a regular file in no directory (nlink 0), counted against
+  // nr_inodes= like any other, with one lookup and one open handle; it goes
+  // at its last release and forget unless link() gives it a name first,
+  // which it may once unless `flags` has O_EXCL. The parent's set-group-ID
+  // bit applies as for create.
+  Result<Attr> tmpfile(uint64_t parent, mode_t mode, int flags, Caller who);
   void release(uint64_t ino);
   Status opendir(uint64_t ino);
 
@@ -182,6 +193,9 @@ class Namespace {
   enum class Removing { kNonDirectory, kEmptyDirectory };
   Status remove_name(uint64_t parent, std::string_view name, Removing what) EXCLUDES(mu_);
   Attr attr_locked(const Inode& inode) const REQUIRES(mu_);
+  // A new inode (not yet in the table) created in `dir` by `who`: owner,
+  // group (the directory's when it is set-group-ID) and all four times.
+  InodeRef new_inode_locked(const Inode& dir, mode_t mode, const Caller& who) REQUIRES(mu_);
   Result<Attr> make_node_locked(uint64_t parent, std::string_view name, mode_t mode, Caller who,
                                 const std::function<void(Inode&)>& init) REQUIRES(mu_);
   void add_link_locked(Inode& dir, std::string_view name, Inode& child) REQUIRES(mu_);

@@ -72,6 +72,21 @@ Result<Attr> Namespace::create(uint64_t parent, std::string_view name, mode_t mo
   return r;
 }
 
+Result<Attr> Namespace::tmpfile(uint64_t parent, mode_t mode, int flags, Caller who) {
+  MutexLock lock(mu_);
+  auto dir = dir_locked(parent);
+  if (!dir) return Errno{dir.code()};
+  if (auto s = reserve_inode_locked(); !s) return Errno{s.code()};
+  InodeRef inode = new_inode_locked(**dir, S_IFREG | (mode & 07777), who);
+  inode->pages = std::make_unique<FilePages>(cache_);
+  inode->linkable = !(flags & O_EXCL);
+  inode->lookups = 1;
+  inode->opens = 1;
+  Attr a = attr_locked(*inode);
+  inodes_.emplace(inode->ino, std::move(inode));
+  return a;
+}
+
 void Namespace::release(uint64_t ino) {
   InodeRef victim;  // freed after mu_ is dropped (maybe_free_locked)
   MutexLock lock(mu_);

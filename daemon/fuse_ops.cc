@@ -21,6 +21,7 @@
 #include <spdlog/spdlog.h>
 
 #include "daemon/control.h"
+#include "daemon/wire.h"
 
 namespace tmpfsd {
 namespace {
@@ -30,7 +31,7 @@ Namespace& ns_of(fuse_req_t req) { return *fs_of(req).ns; }
 
 Caller caller_of(fuse_req_t req) {
   const fuse_ctx* ctx = fuse_req_ctx(req);
-  Caller who{ctx->uid, ctx->gid, nullptr};
+  Caller who{ctx->uid, ctx->gid, nullptr, Wire::kill_suidgid()};
   who.in_group = [req](gid_t g) {
     gid_t groups[256];
     int n = fuse_req_getgroups(req, 256, groups);
@@ -115,6 +116,11 @@ std::string stats_text(const Filesystem& fs) {
   line("uptime_seconds", uint64_t(std::chrono::duration_cast<std::chrono::seconds>(up).count()),
        "counter", "seconds since the mount went live");
   line("pid", uint64_t(getpid()), "gauge", "the daemon's process ID");
+  if (fs.wire) {
+    fs.wire->visit_requests([&](std::string_view op, uint64_t n) {
+      line(fmt::format("requests_{}", op), n, "counter", "FUSE requests of this opcode");
+    });
+  }
   return out;
 }
 

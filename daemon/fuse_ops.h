@@ -25,7 +25,10 @@ struct Filesystem {
   // Called once INIT is answered-to-be: the mount serves requests from here
   // on (Startup::ready). Must not throw.
   std::function<void()> on_init;
-  std::chrono::steady_clock::time_point started;  // INIT answered (tmpfsctl's uptime)
+  std::chrono::steady_clock::time_point started;
+  // The raw protocol module (daemon/wire.h): libfuse hands its custom I/O
+  // callbacks the session's userdata, this struct, and they find it here.
+  class Wire* wire = nullptr;  // INIT answered (tmpfsctl's uptime)
 };
 
 const fuse_lowlevel_ops& fuse_operations();

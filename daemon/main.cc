@@ -43,6 +43,7 @@
 #include "daemon/notify.h"
 #include "daemon/options.h"
 #include "daemon/startup.h"
+#include "daemon/wire.h"
 #include "swapdev/uring_swap_device.h"
 
 namespace tmpfsd {
@@ -284,6 +285,7 @@ int serve(const Options& o, Startup& startup) {
   args.add(fuse_opts);
   if (o.fuse_debug) args.add("-d");
 
+  Wire wire(fs);  // outlives the session, which reads and writes through it
   fuse_session* se =
       fuse_session_new(&args.args, &fuse_operations(), sizeof(fuse_lowlevel_ops), &fs);
   if (!se) {
@@ -295,6 +297,10 @@ int serve(const Options& o, Startup& startup) {
     startup.fail(1, "cannot set the signal handlers" + last_fuse_error());
   } else if (fuse_session_mount(se, o.mountpoint.c_str()) != 0) {
     startup.fail(1, "cannot mount on " + o.mountpoint + last_fuse_error());
+  } else if (int err = wire.attach(se); err != 0) {
+    startup.fail(
+        1, std::string("cannot route the FUSE session through the wire module: ") + strerror(-err));
+    fuse_session_unmount(se);
   } else {
     spdlog::info("mounted {} on {} (size={} bytes, nr_inodes={}, memory={} bytes, page size {})",
                  o.source, o.mountpoint, o.size_bytes, o.nr_inodes, o.memory_bytes, o.page_size);

@@ -170,6 +170,54 @@ TEST_CASE("readdirplus counts a lookup for every entry it returns", "[namespace]
   CHECK(f.ns->getattr(ino).code() == ENOENT);
 }
 
+TEST_CASE("O_TMPFILE: no name, one inode, linkable once unless O_EXCL, freed at the end",
+          "[namespace][tmpfile]") {
+  Fixture f(4);  // the root takes one
+  uint64_t d = f.mkdir(kRootIno, "d");
+  auto t = f.ns->tmpfile(d, 0640, O_RDWR, {});
+  REQUIRE(t.is_ok());
+  CHECK(t->nlink == 0);
+  CHECK(S_ISREG(t->mode));
+  CHECK((t->mode & 07777) == 0640);
+  CHECK(f.ns->statfs().files_free == 1);  // it counts against nr_inodes=
+  CHECK(f.ns->getattr(d)->size == 40);    // and is in no directory
+  auto data = std::string("unnamed");
+  REQUIRE(f.ns->write(t->ino, 0, std::as_bytes(std::span(data)), false).is_ok());
+  // The first name takes over its inode: no second one is charged.
+  REQUIRE(f.ns->link(t->ino, d, "named").is_ok());
+  CHECK(f.ns->getattr(t->ino)->nlink == 1);
+  CHECK(f.ns->statfs().files_free == 1);
+  REQUIRE(f.ns->unlink(d, "named").is_ok());
+  CHECK(f.ns->link(t->ino, d, "again").code() == ENOENT);  // once only
+  f.ns->release(t->ino);
+  f.ns->forget(t->ino, 2);  // the tmpfile's lookup and the link's
+  CHECK(f.ns->getattr(t->ino).code() == ENOENT);
+  CHECK(f.ns->statfs().files_free == 2);
+
+  auto excl = f.ns->tmpfile(d, 0600, O_RDWR | O_EXCL, {});
+  REQUIRE(excl.is_ok());
+  CHECK(f.ns->link(excl->ino, d, "x").code() == ENOENT);
+  CHECK(f.ns->tmpfile(d, 0600, O_RDWR, {}).is_ok());
+  CHECK(f.ns->tmpfile(d, 0600, O_RDWR, {}).code() == ENOSPC);    // nr_inodes= used up
+  CHECK(f.ns->tmpfile(999, 0600, O_RDWR, {}).code() == ENOENT);  // no such directory
+}
+
+TEST_CASE("birth time is set at creation and kept", "[namespace][statx]") {
+  Fixture f;
+  uint64_t a = f.mkfile(kRootIno, "a");
+  auto before = f.ns->getattr(a);
+  REQUIRE(before.is_ok());
+  CHECK(before->btime.tv_sec != 0);
+  CHECK(before->btime.tv_sec == before->ctime.tv_sec);
+  CHECK(before->btime.tv_nsec == before->ctime.tv_nsec);
+  SetAttr chmod;
+  chmod.mode = 0600;
+  REQUIRE(f.ns->setattr(a, chmod).is_ok());
+  auto after = f.ns->getattr(a);
+  CHECK(after->btime.tv_sec == before->btime.tv_sec);
+  CHECK(after->btime.tv_nsec == before->btime.tv_nsec);
+}
+
 TEST_CASE("nr_inodes counts inodes and extra hard links like tmpfs", "[namespace]") {
   Fixture f(4);  // the root takes one
   uint64_t a = f.mkfile(kRootIno, "a");
@@ -239,10 +287,10 @@ TEST_CASE(
   m.mode = 06666;
   REQUIRE(f.ns->setattr(a, m).is_ok());
   auto data = std::string("x");
-  Caller member{1000, 0, nullptr};  // in the file's group (gid 0)
+  Caller member{1000, 0, nullptr, {}};  // in the file's group (gid 0)
   REQUIRE(f.ns->write(a, 0, std::as_bytes(std::span(data)), false, member).is_ok());
   CHECK((f.ns->getattr(a)->mode & 07777) == 02666);
-  Caller stranger{1000, 1000, nullptr};
+  Caller stranger{1000, 1000, nullptr, {}};
   REQUIRE(f.ns->write(a, 0, std::as_bytes(std::span(data)), false, stranger).is_ok());
   CHECK((f.ns->getattr(a)->mode & 07777) == 0666);
   REQUIRE(f.ns->setattr(a, m).is_ok());

@@ -10,13 +10,6 @@ namespace {
 using S = KnownDivergence::Scope;
 // In enum order; known_divergence() checks that.
 constexpr KnownDivergence kTable[] = {
-    {Known::Tmpfile, "tmpfile", 8, S::Step,
-     "libfuse 3.14 has no tmpfile op (FUSE_TMPFILE is 7.37): it answers ENOSYS, the kernel says "
-     "EOPNOTSUPP",
-     "-1 EOPNOTSUPP"},
-    {Known::StatxBtime, "statx-btime", 9, S::Step,
-     "FUSE 7.38 has no statx op: the kernel builds statx from GETATTR, which has no birth time",
-     "no"},
     {Known::StatxAttrFlags, "statx-attr-flags", 9, S::Step,
      "FUSE 7.38 has no statx op: the FUSE client fills no file-system STATX_ATTR_* bits", "0"},
     {Known::FifoTimes, "fifotimes", 6, S::Times,

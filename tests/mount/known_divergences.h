@@ -28,8 +28,6 @@
 namespace mt {
 
 enum class Known {
-  Tmpfile,         // open(O_TMPFILE)
-  StatxBtime,      // statx: STATX_BTIME in stx_mask
   StatxAttrFlags,  // statx: file-system bits of stx_attributes_mask
   FifoTimes,       // fifo mtime/ctime after pipe I/O
   DirSeek,         // lseek on a directory with SEEK_DATA/SEEK_HOLE/SEEK_END

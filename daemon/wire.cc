@@ -1,0 +1,340 @@
+// The raw FUSE protocol around libfuse's session. See wire.h.
+#include "daemon/wire.h"
+
+#include <linux/fuse.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstddef>
+#include <cstring>
+#include <fstream>
+#include <new>
+#include <sstream>
+#include <string>
+
+#include <spdlog/spdlog.h>
+
+#include "core/namespace.h"
+#include "daemon/fuse_ops.h"
+
+namespace tmpfsd {
+namespace {
+
+// Protocol 7.39 (kernel 6.6), which <linux/fuse.h> of bookworm (7.38) lacks.
+constexpr uint32_t kOpStatx = 52;
+struct fuse_sx_time {
+  int64_t tv_sec;
+  uint32_t tv_nsec;
+  int32_t reserved;
+};
+struct fuse_statx {
+  uint32_t mask;
+  uint32_t blksize;
+  uint64_t attributes;
+  uint32_t nlink;
+  uint32_t uid;
+  uint32_t gid;
+  uint16_t mode;
+  uint16_t spare0[1];
+  uint64_t ino;
+  uint64_t size;
+  uint64_t blocks;
+  uint64_t attributes_mask;
+  fuse_sx_time atime, btime, ctime, mtime;
+  uint32_t rdev_major, rdev_minor;
+  uint32_t dev_major, dev_minor;
+  uint64_t spare2[14];
+};
+struct fuse_statx_in {
+  uint32_t getattr_flags;
+  uint32_t reserved;
+  uint64_t fh;
+  uint32_t sx_flags;
+  uint32_t sx_mask;
+};
+struct fuse_statx_out {
+  uint64_t attr_valid;
+  uint32_t attr_valid_nsec;
+  uint32_t flags;
+  uint64_t spare[2];
+  fuse_statx stat;
+};
+static_assert(sizeof(fuse_statx) == 256 && sizeof(fuse_statx_out) == 288);
+static_assert(sizeof(fuse_statx_in) == 24);
+
+// What the INIT reply asks for beyond libfuse, when the kernel offers it:
+//   PARALLEL_DIROPS: lookups and readdirs of one directory run at once (the
+//     namespace locks for itself);
+//   HANDLE_KILLPRIV_V2: the daemon clears set-user-ID and set-group-ID on
+//     write, truncate and chown as the kernel's flags say, so the kernel
+//     stops asking GETXATTR security.capability before every write.
+constexpr uint64_t kAmendFlags = FUSE_PARALLEL_DIROPS | FUSE_HANDLE_KILLPRIV_V2;
+
+constexpr std::string_view kOpcodeNames[] = {
+    "",          "lookup",      "forget",      "getattr",     "setattr",         "readlink",
+    "symlink",   "",            "mknod",       "mkdir",       "unlink",          "rmdir",
+    "rename",    "link",        "open",        "read",        "write",           "statfs",
+    "release",   "",            "fsync",       "setxattr",    "getxattr",        "listxattr",
+    "removexattr", "flush",     "init",        "opendir",     "readdir",         "releasedir",
+    "fsyncdir",  "getlk",       "setlk",       "setlkw",      "access",          "create",
+    "interrupt", "bmap",        "destroy",     "ioctl",       "poll",            "notify_reply",
+    "batch_forget", "fallocate", "readdirplus", "rename2",    "lseek",           "copy_file_range",
+    "setupmapping", "removemapping", "syncfs",  "tmpfile",    "statx",           "copy_file_range_64",
+};
+
+thread_local std::optional<bool> t_kill_suidgid;
+
+// The caller of a request answered here: as libfuse's fuse_req_ctx and
+// fuse_req_getgroups give it to the ops.
+Caller caller_of(const fuse_in_header& in) {
+  Caller who{in.uid, in.gid, nullptr, {}};
+  pid_t pid = pid_t(in.pid);
+  who.in_group = [pid](gid_t g) {
+    std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+    std::string line;
+    while (std::getline(status, line)) {
+      if (!line.starts_with("Groups:")) continue;
+      std::istringstream groups(line.substr(7));
+      for (gid_t x; groups >> x;)
+        if (x == g) return true;
+    }
+    return false;
+  };
+  return who;
+}
+
+// libfuse's calc_timeout_sec / calc_timeout_nsec.
+uint64_t timeout_sec(double t) {
+  if (t > double(ULONG_MAX)) return ULONG_MAX;
+  return t < 0 ? 0 : uint64_t(t);
+}
+uint32_t timeout_nsec(double t) {
+  double f = t - double(timeout_sec(t));
+  return f < 0 ? 0 : f >= 0.999999999 ? 999999999 : uint32_t(f * 1.0e9);
+}
+
+void fill_attr(fuse_attr& fa, const Attr& a, uint32_t blksize) {
+  fa.ino = a.ino;
+  fa.size = a.size;
+  fa.blocks = a.blocks;
+  fa.atime = uint64_t(a.atime.tv_sec);
+  fa.mtime = uint64_t(a.mtime.tv_sec);
+  fa.ctime = uint64_t(a.ctime.tv_sec);
+  fa.atimensec = uint32_t(a.atime.tv_nsec);
+  fa.mtimensec = uint32_t(a.mtime.tv_nsec);
+  fa.ctimensec = uint32_t(a.ctime.tv_nsec);
+  fa.mode = a.mode;
+  fa.nlink = uint32_t(a.nlink);
+  fa.uid = a.uid;
+  fa.gid = a.gid;
+  fa.rdev = uint32_t(a.rdev);
+  fa.blksize = blksize;
+}
+
+fuse_sx_time sx_time(const timespec& t) { return {int64_t(t.tv_sec), uint32_t(t.tv_nsec), 0}; }
+
+// One reply, header and arguments in one writev, as the kernel requires.
+// False when the kernel no longer waits for it (ENOENT: interrupted).
+bool send_reply(int fd, uint64_t unique, int error, const void* arg1 = nullptr, size_t len1 = 0,
+                const void* arg2 = nullptr, size_t len2 = 0) {
+  fuse_out_header out{};
+  out.unique = unique;
+  out.error = -error;
+  out.len = uint32_t(sizeof out + len1 + len2);
+  iovec iov[3] = {{&out, sizeof out}, {const_cast<void*>(arg1), len1},
+                  {const_cast<void*>(arg2), len2}};
+  int count = 1 + (len1 ? 1 : 0) + (len2 ? 1 : 0);
+  ssize_t n = ::writev(fd, iov, count);
+  if (n == ssize_t(out.len)) return true;
+  if (n < 0 && errno != ENOENT) spdlog::warn("cannot write a reply to /dev/fuse: {}", strerror(errno));
+  return false;
+}
+
+template <class T>
+bool body_as(const void* buf, size_t len, T* out) {
+  if (len < sizeof(fuse_in_header) + sizeof(T)) return false;
+  std::memcpy(out, static_cast<const char*>(buf) + sizeof(fuse_in_header), sizeof(T));
+  return true;
+}
+
+}  // namespace
+
+int Wire::attach(fuse_session* se) {
+  fs_.wire = this;
+  fuse_custom_io io{};
+  io.read = read_cb;
+  io.writev = writev_cb;
+  // No splice: every request must pass read_cb (op_init never wants
+  // FUSE_CAP_SPLICE_READ, so libfuse does not splice without this either).
+  return fuse_session_custom_io(se, &io, fuse_session_fd(se));
+}
+
+std::optional<bool> Wire::kill_suidgid() { return t_kill_suidgid; }
+
+void Wire::visit_requests(
+    const std::function<void(std::string_view name, uint64_t count)>& f) const {
+  for (size_t op = 0; op < kOpcodes; ++op) {
+    uint64_t n = requests_[op].load(std::memory_order_relaxed);
+    if (n == 0) continue;
+    std::string_view name = op < std::size(kOpcodeNames) ? kOpcodeNames[op] : "";
+    if (name.empty())
+      f("opcode_" + std::to_string(op), n);
+    else
+      f(name, n);
+  }
+  if (uint64_t n = other_requests_.load(std::memory_order_relaxed)) f("other", n);
+}
+
+// libfuse passes the session's userdata, the Filesystem, to both.
+ssize_t Wire::read_cb(int fd, void* buf, size_t len, void* userdata) {
+  return static_cast<Filesystem*>(userdata)->wire->read(fd, buf, len);
+}
+
+ssize_t Wire::writev_cb(int fd, iovec* iov, int count, void* userdata) {
+  return static_cast<Filesystem*>(userdata)->wire->writev(fd, iov, count);
+}
+
+ssize_t Wire::read(int fd, void* buf, size_t len) {
+  for (;;) {
+    ssize_t n = ::read(fd, buf, len);
+    if (n < ssize_t(sizeof(fuse_in_header))) return n;  // errors and short reads: libfuse's
+    try {
+      if (!answer(fd, buf, size_t(n))) return n;
+    } catch (...) {
+      // Out of memory in a handler: the request goes to libfuse, which
+      // answers ENOSYS for it (never an exception into libfuse's C code).
+      return n;
+    }
+  }
+}
+
+bool Wire::answer(int fd, const void* buf, size_t len) {
+  fuse_in_header in;
+  std::memcpy(&in, buf, sizeof in);
+  if (in.opcode < kOpcodes)
+    requests_[in.opcode].fetch_add(1, std::memory_order_relaxed);
+  else
+    other_requests_.fetch_add(1, std::memory_order_relaxed);
+
+  t_kill_suidgid.reset();
+  bool killpriv_v2 = agreed_flags_.load(std::memory_order_relaxed) & FUSE_HANDLE_KILLPRIV_V2;
+  switch (in.opcode) {
+    case FUSE_INIT: {
+      fuse_init_in init{};
+      if (!body_as(buf, len, &init)) return false;
+      uint64_t flags = init.flags;
+      if (flags & FUSE_INIT_EXT) flags |= uint64_t(init.flags2) << 32;
+      kernel_flags_.store(flags, std::memory_order_relaxed);
+      init_unique_.store(in.unique, std::memory_order_relaxed);
+      spdlog::debug("INIT from the kernel: protocol {}.{}", init.major, init.minor);
+      return false;
+    }
+    case FUSE_WRITE: {
+      fuse_write_in w{};
+      if (killpriv_v2 && body_as(buf, len, &w))
+        t_kill_suidgid = (w.write_flags & FUSE_WRITE_KILL_SUIDGID) != 0;
+      return false;
+    }
+    case FUSE_SETATTR: {
+      fuse_setattr_in s{};
+      if (killpriv_v2 && body_as(buf, len, &s) && (s.valid & FATTR_SIZE))
+        t_kill_suidgid = (s.valid & FATTR_KILL_SUIDGID) != 0;
+      return false;
+    }
+    case FUSE_OPEN: {
+      fuse_open_in o{};
+      if (killpriv_v2 && body_as(buf, len, &o))
+        t_kill_suidgid = (o.open_flags & FUSE_OPEN_KILL_SUIDGID) != 0;
+      return false;
+    }
+    case FUSE_TMPFILE: {
+      fuse_create_in c{};
+      if (!body_as(buf, len, &c)) return send_reply(fd, in.unique, EINVAL), true;
+      auto r = fs_.ns->tmpfile(in.nodeid, mode_t(c.mode), int(c.flags), caller_of(in));
+      if (!r) return send_reply(fd, in.unique, r.code()), true;
+      fuse_entry_out entry{};
+      entry.nodeid = r->ino;
+      entry.generation = r->generation;
+      entry.entry_valid = timeout_sec(fs_.entry_timeout);
+      entry.entry_valid_nsec = timeout_nsec(fs_.entry_timeout);
+      entry.attr_valid = timeout_sec(fs_.attr_timeout);
+      entry.attr_valid_nsec = timeout_nsec(fs_.attr_timeout);
+      fill_attr(entry.attr, *r, uint32_t(fs_.cache->page_size()));
+      fuse_open_out open{};
+      open.open_flags = FOPEN_KEEP_CACHE;  // as set_open_flags() in fuse_ops.cc
+      if (!send_reply(fd, in.unique, 0, &entry, sizeof entry, &open, sizeof open)) {
+        fs_.ns->release(r->ino);  // no RELEASE and no FORGET will come
+        fs_.ns->forget(r->ino, 1);
+      }
+      return true;
+    }
+    case kOpStatx: {
+      fuse_statx_in sx_in{};
+      if (!body_as(buf, len, &sx_in)) return send_reply(fd, in.unique, EINVAL), true;
+      auto r = fs_.ns->getattr(in.nodeid);
+      if (!r) return send_reply(fd, in.unique, r.code()), true;
+      fuse_statx_out out{};
+      out.attr_valid = timeout_sec(fs_.attr_timeout);
+      out.attr_valid_nsec = timeout_nsec(fs_.attr_timeout);
+      fuse_statx& sx = out.stat;
+      sx.mask = STATX_BASIC_STATS | STATX_BTIME;
+      sx.blksize = uint32_t(fs_.cache->page_size());
+      sx.nlink = uint32_t(r->nlink);
+      sx.uid = r->uid;
+      sx.gid = r->gid;
+      sx.mode = uint16_t(r->mode);
+      sx.ino = r->ino;
+      sx.size = r->size;
+      sx.blocks = r->blocks;
+      sx.atime = sx_time(r->atime);
+      sx.btime = sx_time(r->btime);
+      sx.ctime = sx_time(r->ctime);
+      sx.mtime = sx_time(r->mtime);
+      sx.rdev_major = major(r->rdev);
+      sx.rdev_minor = minor(r->rdev);
+      send_reply(fd, in.unique, 0, &out, sizeof out);
+      return true;
+    }
+    default:
+      return false;
+  }
+}
+
+ssize_t Wire::writev(int fd, iovec* iov, int count) {
+  uint64_t init = init_unique_.load(std::memory_order_relaxed);
+  if (init != 0 && count >= 2 && iov[0].iov_len >= sizeof(fuse_out_header)) {
+    auto* out = static_cast<fuse_out_header*>(iov[0].iov_base);
+    if (out->unique == init && out->error == 0) {
+      amend_init(iov, count);
+      init_unique_.store(0, std::memory_order_relaxed);
+    }
+  }
+  return ::writev(fd, iov, count);
+}
+
+void Wire::amend_init(iovec* iov, int /*count*/) {
+  constexpr size_t kFlags2End = offsetof(fuse_init_out, flags2) + sizeof(uint32_t);
+  if (iov[1].iov_len < offsetof(fuse_init_out, flags) + sizeof(uint32_t)) return;
+  auto* out = static_cast<fuse_init_out*>(iov[1].iov_base);
+  bool has_flags2 = iov[1].iov_len >= kFlags2End;
+  uint64_t flags = out->flags;
+  if (has_flags2 && (flags & FUSE_INIT_EXT)) flags |= uint64_t(out->flags2) << 32;
+  uint64_t libfuse = flags;
+  flags |= kAmendFlags & kernel_flags();
+  if (!has_flags2) flags &= 0xffffffffULL;
+  out->flags = uint32_t(flags);
+  if (flags >> 32) {
+    out->flags |= FUSE_INIT_EXT;
+    out->flags2 = uint32_t(flags >> 32);
+  }
+  agreed_flags_.store(flags, std::memory_order_relaxed);
+  spdlog::info("FUSE protocol {}.{}: the kernel offered flags {:#x}, libfuse asked for {:#x}, "
+               "the reply asks for {:#x}",
+               out->major, out->minor, kernel_flags(), libfuse, flags);
+}
+
+}  // namespace tmpfsd

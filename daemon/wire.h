@@ -1,0 +1,88 @@
+// Wire: the one place that speaks the FUSE protocol itself.
+//
+// Debian's libfuse 3.14 parses the requests of its own protocol version and
+// answers the rest with ENOSYS; the kernel speaks more. Through
+// fuse_session_custom_io() every raw request read from /dev/fuse passes
+// here first and every reply written to it passes here last, so that this
+// module can
+//   - answer requests libfuse does not know (FUSE_TMPFILE, FUSE_STATX)
+//     itself, on the worker thread that read them, writing the reply to the
+//     descriptor the request came from (with clone_fd, not
+//     fuse_session_fd());
+//   - amend libfuse's INIT reply with the flags tmpfsd implements but
+//     libfuse never asks for (parallel directory operations,
+//     HANDLE_KILLPRIV_V2);
+//   - note what a request carries that libfuse drops (the kernel's
+//     "kill set-user-ID" flags) for the op that handles it;
+//   - count the requests of each opcode (tmpfsctl stats).
+// Everything else goes to libfuse unchanged. This is the only code that
+// touches the structures of <linux/fuse.h>; the 7.39 ones the installed
+// header lacks are declared in wire.cc.
+//
+// An inode returned from here counts a lookup like any other (Namespace),
+// given back by the kernel's FORGET through libfuse. An INTERRUPT for a
+// request answered here reaches libfuse, which finds no such request and
+// lets the kernel retry it until the request is done: harmless.
+//
+// Threads: every worker thread calls read() and writev(); the state shared
+// between them is atomic or set once (at INIT, before any other request).
+#pragma once
+
+#include <fuse_lowlevel.h>
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string_view>
+
+namespace tmpfsd {
+
+struct Filesystem;
+
+class Wire {
+ public:
+  explicit Wire(Filesystem& fs) : fs_(fs) {}
+  Wire(const Wire&) = delete;
+  Wire& operator=(const Wire&) = delete;
+
+  // After fuse_session_mount(): the session (whose userdata is the
+  // Filesystem given to the constructor) reads and writes through this
+  // object from now on; sets Filesystem::wire. Returns 0 or a negative errno.
+  int attach(fuse_session* se);
+
+  // For the op handling the current request on this thread: whether the
+  // kernel asked that set-user-ID and set-group-ID be cleared (write,
+  // truncate and open with O_TRUNC by a caller without CAP_FSETID, under
+  // HANDLE_KILLPRIV_V2). nullopt: the request carries no such flag, or the
+  // kernel does not use KILLPRIV_V2; the namespace decides by itself.
+  static std::optional<bool> kill_suidgid();
+
+  // Requests read of each opcode, by name ("lookup", "write", ...), for
+  // every opcode seen at least once.
+  void visit_requests(const std::function<void(std::string_view name, uint64_t count)>& f) const;
+  // The INIT flags the kernel offered, and those the reply asked for after
+  // amendment (64 bits: flags2 above flags).
+  uint64_t kernel_flags() const { return kernel_flags_.load(std::memory_order_relaxed); }
+  uint64_t agreed_flags() const { return agreed_flags_.load(std::memory_order_relaxed); }
+
+ private:
+  static ssize_t read_cb(int fd, void* buf, size_t len, void* userdata);
+  static ssize_t writev_cb(int fd, iovec* iov, int count, void* userdata);
+  ssize_t read(int fd, void* buf, size_t len);
+  ssize_t writev(int fd, iovec* iov, int count);
+  // True when the request was answered here (the caller reads the next one).
+  bool answer(int fd, const void* buf, size_t len);
+  void amend_init(iovec* iov, int count);
+
+  Filesystem& fs_;
+  static constexpr size_t kOpcodes = 64;
+  std::array<std::atomic<uint64_t>, kOpcodes> requests_{};
+  std::atomic<uint64_t> other_requests_{0};  // opcodes >= kOpcodes (CUSE, future)
+  std::atomic<uint64_t> init_unique_{0};
+  std::atomic<uint64_t> kernel_flags_{0};
+  std::atomic<uint64_t> agreed_flags_{0};
+};
+
+}  // namespace tmpfsd
