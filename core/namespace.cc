@@ -15,6 +15,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "core/acl.h"
 #include "core/await.h"
 #include "core/namespace_accounting.h"
 
@@ -222,7 +223,17 @@ Result<Attr> Namespace::setattr(uint64_t ino, const SetAttr& change, const Calle
     if (size_moves_times) inode->mtime = t;
     kill_priv_locked(*inode, who);
   }
-  if (change.mode) inode->mode = (inode->mode & S_IFMT) | (*change.mode & 07777);
+  if (change.mode) {
+    inode->mode = (inode->mode & S_IFMT) | (*change.mode & 07777);
+    // posix_acl_chmod: the access ACL follows the new mode.
+    auto it = inode->xattrs.find(std::string(acl::kAccess));
+    if (it != inode->xattrs.end()) {
+      if (auto a = acl::parse(it->second)) {
+        acl::chmod(*a, inode->mode);
+        it->second = acl::format(*a);
+      }
+    }
+  }
   if (change.uid || change.gid) {
     // chown clears set-user-ID always and set-group-ID on a group-executable
     // file, whoever asks (notify_change's ATTR_KILL_SUID, FUSE's
@@ -297,6 +308,21 @@ Namespace::InodeRef Namespace::new_inode_locked(const Inode& dir, mode_t mode, c
   timespec t = now();
   if (before_or_equal(t, time_floor_)) t = time_floor_;
   inode->atime = inode->mtime = inode->ctime = inode->btime = t;
+  // posix_acl_create: the directory's default ACL, else the umask (when the
+  // kernel left it to us). Symlinks take neither.
+  if (S_ISLNK(mode)) return inode;
+  auto def = dir.xattrs.find(std::string(acl::kDefault));
+  std::optional<acl::Acl> inherited;
+  if (def != dir.xattrs.end()) inherited = acl::parse(def->second);
+  if (inherited) {
+    mode_t m = inode->mode;
+    if (acl::create_masq(*inherited, &m))
+      inode->xattrs.emplace(acl::kAccess, acl::format(*inherited));
+    inode->mode = m;
+    if (S_ISDIR(mode)) inode->xattrs.emplace(acl::kDefault, def->second);
+  } else if (who.umask) {
+    inode->mode &= ~(*who.umask & 0777);
+  }
   return inode;
 }
 

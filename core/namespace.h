@@ -68,6 +68,11 @@ struct Caller {
   // the caller has CAP_FSETID). Unset: the namespace decides (uid 0 keeps
   // the bits).
   std::optional<bool> kill_suidgid;
+  // The caller's umask when the kernel left it to the file system (FUSE's
+  // DONT_MASK, with POSIX ACLs): a new inode's mode takes the parent's
+  // default ACL if it has one, else this umask. Unset: the kernel has
+  // already applied it to the mode.
+  std::optional<mode_t> umask;
   bool member_of(gid_t g) const { return g == gid || (in_group && in_group(g)); }
 };
 
@@ -171,10 +176,16 @@ class Namespace {
                             size_t len);
 
   // Extended attributes. flags: XATTR_CREATE / XATTR_REPLACE.
-  Status setxattr(uint64_t ino, std::string_view name, std::string_view value, int flags);
+  // system.posix_acl_access and system.posix_acl_default are POSIX ACLs
+  // (core/acl.h), kept as tmpfs keeps them: an access ACL and the mode bits
+  // follow each other (setting one, by a caller outside the file's group,
+  // also clears set-group-ID), and new inodes inherit a directory's default
+  // ACL. The kernel checks who may set them and enforces them.
+  Status setxattr(uint64_t ino, std::string_view name, std::string_view value, int flags,
+                  const Caller& who = {});
   Result<std::string> getxattr(uint64_t ino, std::string_view name);
   Result<std::string> listxattr(uint64_t ino, const Caller& who = {});  // NUL-separated names
-  Status removexattr(uint64_t ino, std::string_view name);
+  Status removexattr(uint64_t ino, std::string_view name, const Caller& who = {});
 
   StatFs statfs();
 
@@ -209,6 +220,8 @@ class Namespace {
   timespec stamp_locked(Inode& inode) REQUIRES(mu_);
   void touch_atime_locked(Inode& inode) REQUIRES(mu_);
   void kill_priv_locked(Inode& inode, const Caller& who) REQUIRES(mu_);
+  Status set_acl_locked(Inode& inode, std::string_view name, std::string_view value,
+                        const Caller& who) REQUIRES(mu_);
   Status reserve_inode_locked() REQUIRES(mu_);
   void release_inode_locked() REQUIRES(mu_);
 

@@ -11,6 +11,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "core/acl.h"
 #include "core/await.h"
 #include "core/namespace.h"
 #include "core/namespace_accounting.h"
@@ -20,17 +21,12 @@ namespace {
 
 // The namespaces tmpfs stores; a name that is only a prefix is EINVAL.
 Status check_xattr_name(std::string_view name) {
+  if (acl::is_acl_name(name)) return {};
   for (std::string_view prefix : {"user.", "trusted.", "security."}) {
     if (name.starts_with(prefix))
       return name.size() == prefix.size() ? Status{Errno{EINVAL}} : Status{};
   }
   return Errno{EOPNOTSUPP};
-}
-
-// tmpfs has POSIX ACLs; tmpfsd cannot (FUSE 7.38 without posix_acl keeps
-// permission checks on the mode bits), so a file simply never has one.
-bool is_acl_xattr(std::string_view name) {
-  return name == "system.posix_acl_access" || name == "system.posix_acl_default";
 }
 
 }  // namespace
@@ -308,13 +304,15 @@ Result<size_t> Namespace::copy_range(uint64_t src, uint64_t src_off, uint64_t ds
 
 // ---- xattrs ---------------------------------------------------------------
 
-Status Namespace::setxattr(uint64_t ino, std::string_view name, std::string_view value, int flags) {
+Status Namespace::setxattr(uint64_t ino, std::string_view name, std::string_view value, int flags,
+                           const Caller& who) {
   if (auto s = check_xattr_name(name); !s) return s;
   if (name.size() > XATTR_NAME_MAX) return Errno{ERANGE};
   if (value.size() > kXattrSizeMax) return Errno{E2BIG};
   MutexLock lock(mu_);
   InodeRef inode = get_locked(ino);
   if (!inode) return Errno{ENOENT};
+  if (acl::is_acl_name(name)) return set_acl_locked(*inode, name, value, who);
   auto it = inode->xattrs.find(std::string(name));
   if ((flags & XATTR_CREATE) && it != inode->xattrs.end()) return Errno{EEXIST};
   if ((flags & XATTR_REPLACE) && it == inode->xattrs.end()) return Errno{ENODATA};
@@ -332,8 +330,32 @@ Status Namespace::setxattr(uint64_t ino, std::string_view name, std::string_view
   return {};
 }
 
+// posix_acl_update_mode for an access ACL; a default ACL is kept as given
+// (the VFS allows one on directories only). An empty value removes the ACL.
+Status Namespace::set_acl_locked(Inode& inode, std::string_view name, std::string_view value,
+                                 const Caller& who) {
+  std::optional<acl::Acl> a;
+  if (!value.empty()) {
+    a = acl::parse(value);
+    if (!a) return Errno{EINVAL};
+  }
+  std::string key(name);
+  if (name == acl::kAccess) {
+    mode_t mode = inode.mode;
+    if (a && !acl::to_mode(*a, &mode)) a.reset();  // the mode says it all
+    if (who.uid != 0 && !who.member_of(inode.gid)) mode &= ~mode_t(S_ISGID);
+    inode.mode = mode;
+  }
+  if (a)
+    inode.xattrs[key] = acl::format(*a);
+  else
+    inode.xattrs.erase(key);
+  inode.ctime = stamp_locked(inode);
+  return {};
+}
+
 Result<std::string> Namespace::getxattr(uint64_t ino, std::string_view name) {
-  if (auto s = check_xattr_name(name); !s) return Errno{is_acl_xattr(name) ? ENODATA : s.code()};
+  if (auto s = check_xattr_name(name); !s) return Errno{s.code()};
   MutexLock lock(mu_);
   InodeRef inode = get_locked(ino);
   if (!inode) return Errno{ENOENT};
@@ -347,8 +369,16 @@ Result<std::string> Namespace::listxattr(uint64_t ino, const Caller& who) {
   InodeRef inode = get_locked(ino);
   if (!inode) return Errno{ENOENT};
   std::string out;
+  // As simple_xattr_list(): the ACLs first, then the others; trusted.* only
+  // for CAP_SYS_ADMIN (root here).
+  for (std::string_view name : {acl::kAccess, acl::kDefault}) {
+    if (inode->xattrs.contains(std::string(name))) {
+      out += name;
+      out.push_back('\0');
+    }
+  }
   for (auto& [name, value] : inode->xattrs) {
-    // As simple_xattr_list(): trusted.* only for CAP_SYS_ADMIN (root here).
+    if (acl::is_acl_name(name)) continue;
     if (who.uid != 0 && name.starts_with("trusted.")) continue;
     out += name;
     out.push_back('\0');
@@ -356,11 +386,13 @@ Result<std::string> Namespace::listxattr(uint64_t ino, const Caller& who) {
   return out;
 }
 
-Status Namespace::removexattr(uint64_t ino, std::string_view name) {
-  if (auto s = check_xattr_name(name); !s) return is_acl_xattr(name) ? Status{Errno{ENODATA}} : s;
+Status Namespace::removexattr(uint64_t ino, std::string_view name, const Caller& who) {
+  if (auto s = check_xattr_name(name); !s) return s;
   MutexLock lock(mu_);
   InodeRef inode = get_locked(ino);
   if (!inode) return Errno{ENOENT};
+  // Removing an ACL is setting none (tmpfs: success even when there was none).
+  if (acl::is_acl_name(name)) return set_acl_locked(*inode, name, {}, who);
   auto it = inode->xattrs.find(std::string(name));
   if (it == inode->xattrs.end()) return Errno{ENODATA};
   if (is_user_xattr(name) && config_.max_inodes != 0)

@@ -31,7 +31,11 @@ Namespace& ns_of(fuse_req_t req) { return *fs_of(req).ns; }
 
 Caller caller_of(fuse_req_t req) {
   const fuse_ctx* ctx = fuse_req_ctx(req);
-  Caller who{ctx->uid, ctx->gid, nullptr, Wire::kill_suidgid()};
+  Caller who;
+  who.uid = ctx->uid;
+  who.gid = ctx->gid;
+  who.kill_suidgid = Wire::kill_suidgid();
+  if (fs_of(req).wire && fs_of(req).wire->umask_left_to_us()) who.umask = ctx->umask;
   who.in_group = [req](gid_t g) {
     gid_t groups[256];
     int n = fuse_req_getgroups(req, 256, groups);
@@ -402,7 +406,8 @@ void op_statfs(fuse_req_t req, fuse_ino_t) {
 void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
                  int flags) {
   guarded(req, [&] {
-    reply_status(req, ns_of(req).setxattr(ino, name, std::string_view(value, size), flags));
+    reply_status(
+        req, ns_of(req).setxattr(ino, name, std::string_view(value, size), flags, caller_of(req)));
   });
 }
 
@@ -422,7 +427,7 @@ void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
 }
 
 void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
-  guarded(req, [&] { reply_status(req, ns_of(req).removexattr(ino, name)); });
+  guarded(req, [&] { reply_status(req, ns_of(req).removexattr(ino, name, caller_of(req))); });
 }
 
 void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len, fuse_file_info*) {

@@ -72,18 +72,68 @@ static_assert(sizeof(fuse_statx_in) == 24);
 //   HANDLE_KILLPRIV_V2: the daemon clears set-user-ID and set-group-ID on
 //     write, truncate and chown as the kernel's flags say, so the kernel
 //     stops asking GETXATTR security.capability before every write.
-constexpr uint64_t kAmendFlags = FUSE_PARALLEL_DIROPS | FUSE_HANDLE_KILLPRIV_V2;
+//   POSIX_ACL: the kernel enforces system.posix_acl_* and leaves storing
+//     them, the mode/ACL rules and inheritance to the namespace (core/acl.h);
+//   DONT_MASK: with it, the umask, which applies only where the parent has no
+//     default ACL.
+constexpr uint64_t kAmendFlags =
+    FUSE_PARALLEL_DIROPS | FUSE_HANDLE_KILLPRIV_V2 | FUSE_POSIX_ACL | FUSE_DONT_MASK;
 
 constexpr std::string_view kOpcodeNames[] = {
-    "",          "lookup",      "forget",      "getattr",     "setattr",         "readlink",
-    "symlink",   "",            "mknod",       "mkdir",       "unlink",          "rmdir",
-    "rename",    "link",        "open",        "read",        "write",           "statfs",
-    "release",   "",            "fsync",       "setxattr",    "getxattr",        "listxattr",
-    "removexattr", "flush",     "init",        "opendir",     "readdir",         "releasedir",
-    "fsyncdir",  "getlk",       "setlk",       "setlkw",      "access",          "create",
-    "interrupt", "bmap",        "destroy",     "ioctl",       "poll",            "notify_reply",
-    "batch_forget", "fallocate", "readdirplus", "rename2",    "lseek",           "copy_file_range",
-    "setupmapping", "removemapping", "syncfs",  "tmpfile",    "statx",           "copy_file_range_64",
+    "",
+    "lookup",
+    "forget",
+    "getattr",
+    "setattr",
+    "readlink",
+    "symlink",
+    "",
+    "mknod",
+    "mkdir",
+    "unlink",
+    "rmdir",
+    "rename",
+    "link",
+    "open",
+    "read",
+    "write",
+    "statfs",
+    "release",
+    "",
+    "fsync",
+    "setxattr",
+    "getxattr",
+    "listxattr",
+    "removexattr",
+    "flush",
+    "init",
+    "opendir",
+    "readdir",
+    "releasedir",
+    "fsyncdir",
+    "getlk",
+    "setlk",
+    "setlkw",
+    "access",
+    "create",
+    "interrupt",
+    "bmap",
+    "destroy",
+    "ioctl",
+    "poll",
+    "notify_reply",
+    "batch_forget",
+    "fallocate",
+    "readdirplus",
+    "rename2",
+    "lseek",
+    "copy_file_range",
+    "setupmapping",
+    "removemapping",
+    "syncfs",
+    "tmpfile",
+    "statx",
+    "copy_file_range_64",
 };
 
 thread_local std::optional<bool> t_kill_suidgid;
@@ -91,7 +141,9 @@ thread_local std::optional<bool> t_kill_suidgid;
 // The caller of a request answered here: as libfuse's fuse_req_ctx and
 // fuse_req_getgroups give it to the ops.
 Caller caller_of(const fuse_in_header& in) {
-  Caller who{in.uid, in.gid, nullptr, {}};
+  Caller who;
+  who.uid = in.uid;
+  who.gid = in.gid;
   pid_t pid = pid_t(in.pid);
   who.in_group = [pid](gid_t g) {
     std::ifstream status("/proc/" + std::to_string(pid) + "/status");
@@ -145,12 +197,13 @@ bool send_reply(int fd, uint64_t unique, int error, const void* arg1 = nullptr, 
   out.unique = unique;
   out.error = -error;
   out.len = uint32_t(sizeof out + len1 + len2);
-  iovec iov[3] = {{&out, sizeof out}, {const_cast<void*>(arg1), len1},
-                  {const_cast<void*>(arg2), len2}};
+  iovec iov[3] = {
+      {&out, sizeof out}, {const_cast<void*>(arg1), len1}, {const_cast<void*>(arg2), len2}};
   int count = 1 + (len1 ? 1 : 0) + (len2 ? 1 : 0);
   ssize_t n = ::writev(fd, iov, count);
   if (n == ssize_t(out.len)) return true;
-  if (n < 0 && errno != ENOENT) spdlog::warn("cannot write a reply to /dev/fuse: {}", strerror(errno));
+  if (n < 0 && errno != ENOENT)
+    spdlog::warn("cannot write a reply to /dev/fuse: {}", strerror(errno));
   return false;
 }
 
@@ -174,6 +227,8 @@ int Wire::attach(fuse_session* se) {
 }
 
 std::optional<bool> Wire::kill_suidgid() { return t_kill_suidgid; }
+
+bool Wire::umask_left_to_us() const { return agreed_flags() & FUSE_DONT_MASK; }
 
 void Wire::visit_requests(
     const std::function<void(std::string_view name, uint64_t count)>& f) const {
@@ -254,7 +309,9 @@ bool Wire::answer(int fd, const void* buf, size_t len) {
     case FUSE_TMPFILE: {
       fuse_create_in c{};
       if (!body_as(buf, len, &c)) return send_reply(fd, in.unique, EINVAL), true;
-      auto r = fs_.ns->tmpfile(in.nodeid, mode_t(c.mode), int(c.flags), caller_of(in));
+      Caller who = caller_of(in);
+      if (umask_left_to_us()) who.umask = mode_t(c.umask);
+      auto r = fs_.ns->tmpfile(in.nodeid, mode_t(c.mode), int(c.flags), who);
       if (!r) return send_reply(fd, in.unique, r.code()), true;
       fuse_entry_out entry{};
       entry.nodeid = r->ino;
@@ -332,9 +389,10 @@ void Wire::amend_init(iovec* iov, int /*count*/) {
     out->flags2 = uint32_t(flags >> 32);
   }
   agreed_flags_.store(flags, std::memory_order_relaxed);
-  spdlog::info("FUSE protocol {}.{}: the kernel offered flags {:#x}, libfuse asked for {:#x}, "
-               "the reply asks for {:#x}",
-               out->major, out->minor, kernel_flags(), libfuse, flags);
+  spdlog::info(
+      "FUSE protocol {}.{}: the kernel offered flags {:#x}, libfuse asked for {:#x}, "
+      "the reply asks for {:#x}",
+      out->major, out->minor, kernel_flags(), libfuse, flags);
 }
 
 }  // namespace tmpfsd

@@ -11,7 +11,7 @@
 //     fuse_session_fd());
 //   - amend libfuse's INIT reply with the flags tmpfsd implements but
 //     libfuse never asks for (parallel directory operations,
-//     HANDLE_KILLPRIV_V2);
+//     HANDLE_KILLPRIV_V2, POSIX ACLs with DONT_MASK);
 //   - note what a request carries that libfuse drops (the kernel's
 //     "kill set-user-ID" flags) for the op that handles it;
 //   - count the requests of each opcode (tmpfsctl stats).
@@ -66,6 +66,10 @@ class Wire {
   // amendment (64 bits: flags2 above flags).
   uint64_t kernel_flags() const { return kernel_flags_.load(std::memory_order_relaxed); }
   uint64_t agreed_flags() const { return agreed_flags_.load(std::memory_order_relaxed); }
+  // FUSE_DONT_MASK was agreed: the kernel sends the caller's umask with each
+  // create (fuse_ctx's umask), and the namespace applies it or the parent's
+  // default ACL.
+  bool umask_left_to_us() const;
 
  private:
   static ssize_t read_cb(int fd, void* buf, size_t len, void* userdata);

@@ -287,10 +287,12 @@ TEST_CASE(
   m.mode = 06666;
   REQUIRE(f.ns->setattr(a, m).is_ok());
   auto data = std::string("x");
-  Caller member{1000, 0, nullptr, {}};  // in the file's group (gid 0)
+  Caller member;  // in the file's group (gid 0)
+  member.uid = 1000;
   REQUIRE(f.ns->write(a, 0, std::as_bytes(std::span(data)), false, member).is_ok());
   CHECK((f.ns->getattr(a)->mode & 07777) == 02666);
-  Caller stranger{1000, 1000, nullptr, {}};
+  Caller stranger;
+  stranger.uid = stranger.gid = 1000;
   REQUIRE(f.ns->write(a, 0, std::as_bytes(std::span(data)), false, stranger).is_ok());
   CHECK((f.ns->getattr(a)->mode & 07777) == 0666);
   REQUIRE(f.ns->setattr(a, m).is_ok());

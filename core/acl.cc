@@ -1,0 +1,132 @@
+// POSIX ACL rules, as the kernel's fs/posix_acl.c. See acl.h.
+#include "core/acl.h"
+
+#include <sys/stat.h>
+
+#include <cstring>
+
+namespace tmpfsd::acl {
+namespace {
+
+constexpr uint32_t kVersion = 2;
+constexpr uint32_t kUndefinedId = uint32_t(-1);
+constexpr size_t kHeader = 4, kEntry = 8;
+
+void put16(std::string& out, uint16_t v) { out.append(reinterpret_cast<const char*>(&v), 2); }
+void put32(std::string& out, uint32_t v) { out.append(reinterpret_cast<const char*>(&v), 4); }
+
+}  // namespace
+
+std::optional<Acl> parse(std::string_view value) {
+  if (value.size() < kHeader || (value.size() - kHeader) % kEntry != 0) return std::nullopt;
+  uint32_t version;
+  std::memcpy(&version, value.data(), 4);
+  if (version != kVersion) return std::nullopt;
+  Acl acl;
+  int user_obj = 0, group_obj = 0, other = 0, mask = 0, named = 0;
+  for (size_t off = kHeader; off < value.size(); off += kEntry) {
+    Entry e;
+    std::memcpy(&e.tag, value.data() + off, 2);
+    std::memcpy(&e.perm, value.data() + off + 2, 2);
+    std::memcpy(&e.id, value.data() + off + 4, 4);
+    if (e.perm & ~uint16_t(S_IRWXO)) return std::nullopt;
+    if (!acl.empty()) {  // posix_acl_valid: tags in order, named ids ascending
+      const Entry& prev = acl.back();
+      if (e.tag < prev.tag) return std::nullopt;
+      if (e.tag == prev.tag && (e.tag != kUser && e.tag != kGroup)) return std::nullopt;
+      if (e.tag == prev.tag && e.id <= prev.id) return std::nullopt;
+    }
+    switch (e.tag) {
+      case kUserObj: ++user_obj; e.id = kUndefinedId; break;
+      case kGroupObj: ++group_obj; e.id = kUndefinedId; break;
+      case kOther: ++other; e.id = kUndefinedId; break;
+      case kMask: ++mask; e.id = kUndefinedId; break;
+      case kUser:
+      case kGroup: ++named; break;
+      default: return std::nullopt;
+    }
+    acl.push_back(e);
+  }
+  if (user_obj != 1 || group_obj != 1 || other != 1 || mask > 1) return std::nullopt;
+  if (named > 0 && mask == 0) return std::nullopt;
+  return acl;
+}
+
+std::string format(const Acl& acl) {
+  std::string out;
+  out.reserve(kHeader + kEntry * acl.size());
+  put32(out, kVersion);
+  for (const Entry& e : acl) {
+    put16(out, e.tag);
+    put16(out, e.perm);
+    put32(out, e.id);
+  }
+  return out;
+}
+
+bool to_mode(const Acl& acl, mode_t* mode) {
+  mode_t bits = 0;
+  bool not_equiv = false;
+  for (const Entry& e : acl) {
+    switch (e.tag) {
+      case kUserObj: bits |= mode_t(e.perm & S_IRWXO) << 6; break;
+      case kGroupObj: bits |= mode_t(e.perm & S_IRWXO) << 3; break;
+      case kOther: bits |= e.perm & S_IRWXO; break;
+      case kMask:
+        bits = (bits & ~mode_t(S_IRWXG)) | (mode_t(e.perm & S_IRWXO) << 3);
+        not_equiv = true;
+        break;
+      default: not_equiv = true; break;
+    }
+  }
+  *mode = (*mode & ~mode_t(S_IRWXU | S_IRWXG | S_IRWXO)) | bits;
+  return not_equiv;
+}
+
+void chmod(Acl& acl, mode_t mode) {
+  Entry* group_obj = nullptr;
+  Entry* mask = nullptr;
+  for (Entry& e : acl) {
+    switch (e.tag) {
+      case kUserObj: e.perm = uint16_t((mode & S_IRWXU) >> 6); break;
+      case kOther: e.perm = uint16_t(mode & S_IRWXO); break;
+      case kGroupObj: group_obj = &e; break;
+      case kMask: mask = &e; break;
+      default: break;
+    }
+  }
+  if (Entry* g = mask ? mask : group_obj) g->perm = uint16_t((mode & S_IRWXG) >> 3);
+}
+
+bool create_masq(Acl& acl, mode_t* mode_p) {
+  mode_t mode = *mode_p;
+  bool not_equiv = false;
+  Entry* group_obj = nullptr;
+  Entry* mask = nullptr;
+  for (Entry& e : acl) {
+    switch (e.tag) {
+      case kUserObj:
+        e.perm &= uint16_t((mode >> 6) | ~mode_t(S_IRWXO));
+        mode &= (mode_t(e.perm) << 6) | ~mode_t(S_IRWXU);
+        break;
+      case kOther:
+        e.perm &= uint16_t(mode | ~mode_t(S_IRWXO));
+        mode &= mode_t(e.perm) | ~mode_t(S_IRWXO);
+        break;
+      case kGroupObj: group_obj = &e; break;
+      case kMask:
+        mask = &e;
+        not_equiv = true;
+        break;
+      default: not_equiv = true; break;
+    }
+  }
+  if (Entry* g = mask ? mask : group_obj) {
+    g->perm &= uint16_t((mode >> 3) | ~mode_t(S_IRWXO));
+    mode &= (mode_t(g->perm) << 3) | ~mode_t(S_IRWXG);
+  }
+  *mode_p = (*mode_p & ~mode_t(S_IRWXU | S_IRWXG | S_IRWXO)) | mode;
+  return not_equiv;
+}
+
+}  // namespace tmpfsd::acl
