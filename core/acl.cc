@@ -37,13 +37,28 @@ std::optional<Acl> parse(std::string_view value) {
       if (e.tag == prev.tag && e.id <= prev.id) return std::nullopt;
     }
     switch (e.tag) {
-      case kUserObj: ++user_obj; e.id = kUndefinedId; break;
-      case kGroupObj: ++group_obj; e.id = kUndefinedId; break;
-      case kOther: ++other; e.id = kUndefinedId; break;
-      case kMask: ++mask; e.id = kUndefinedId; break;
+      case kUserObj:
+        ++user_obj;
+        e.id = kUndefinedId;
+        break;
+      case kGroupObj:
+        ++group_obj;
+        e.id = kUndefinedId;
+        break;
+      case kOther:
+        ++other;
+        e.id = kUndefinedId;
+        break;
+      case kMask:
+        ++mask;
+        e.id = kUndefinedId;
+        break;
       case kUser:
-      case kGroup: ++named; break;
-      default: return std::nullopt;
+      case kGroup:
+        ++named;
+        break;
+      default:
+        return std::nullopt;
     }
     acl.push_back(e);
   }
@@ -69,14 +84,22 @@ bool to_mode(const Acl& acl, mode_t* mode) {
   bool not_equiv = false;
   for (const Entry& e : acl) {
     switch (e.tag) {
-      case kUserObj: bits |= mode_t(e.perm & S_IRWXO) << 6; break;
-      case kGroupObj: bits |= mode_t(e.perm & S_IRWXO) << 3; break;
-      case kOther: bits |= e.perm & S_IRWXO; break;
+      case kUserObj:
+        bits |= mode_t(e.perm & S_IRWXO) << 6;
+        break;
+      case kGroupObj:
+        bits |= mode_t(e.perm & S_IRWXO) << 3;
+        break;
+      case kOther:
+        bits |= e.perm & S_IRWXO;
+        break;
       case kMask:
         bits = (bits & ~mode_t(S_IRWXG)) | (mode_t(e.perm & S_IRWXO) << 3);
         not_equiv = true;
         break;
-      default: not_equiv = true; break;
+      default:
+        not_equiv = true;
+        break;
     }
   }
   *mode = (*mode & ~mode_t(S_IRWXU | S_IRWXG | S_IRWXO)) | bits;
@@ -88,11 +111,20 @@ void chmod(Acl& acl, mode_t mode) {
   Entry* mask = nullptr;
   for (Entry& e : acl) {
     switch (e.tag) {
-      case kUserObj: e.perm = uint16_t((mode & S_IRWXU) >> 6); break;
-      case kOther: e.perm = uint16_t(mode & S_IRWXO); break;
-      case kGroupObj: group_obj = &e; break;
-      case kMask: mask = &e; break;
-      default: break;
+      case kUserObj:
+        e.perm = uint16_t((mode & S_IRWXU) >> 6);
+        break;
+      case kOther:
+        e.perm = uint16_t(mode & S_IRWXO);
+        break;
+      case kGroupObj:
+        group_obj = &e;
+        break;
+      case kMask:
+        mask = &e;
+        break;
+      default:
+        break;
     }
   }
   if (Entry* g = mask ? mask : group_obj) g->perm = uint16_t((mode & S_IRWXG) >> 3);
@@ -113,12 +145,16 @@ bool create_masq(Acl& acl, mode_t* mode_p) {
         e.perm &= uint16_t(mode | ~mode_t(S_IRWXO));
         mode &= mode_t(e.perm) | ~mode_t(S_IRWXO);
         break;
-      case kGroupObj: group_obj = &e; break;
+      case kGroupObj:
+        group_obj = &e;
+        break;
       case kMask:
         mask = &e;
         not_equiv = true;
         break;
-      default: not_equiv = true; break;
+      default:
+        not_equiv = true;
+        break;
     }
   }
   if (Entry* g = mask ? mask : group_obj) {

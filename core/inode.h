@@ -12,6 +12,7 @@
 // FilePages' own lock; Namespace::mu_ is never held across a FilePages call.
 #pragma once
 
+#include <linux/fs.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <time.h>
@@ -40,7 +41,8 @@ struct Attr {
   uint64_t size = 0;
   uint64_t blocks = 0;  // 512-byte units
   timespec atime{}, mtime{}, ctime{};
-  timespec btime{};  // birth: set at creation, never changed (statx)
+  timespec btime{};     // birth: set at creation, never changed (statx)
+  uint32_t iflags = 0;  // FS_*_FL (chattr)
 };
 
 class Inode {
@@ -53,6 +55,15 @@ class Inode {
   bool is_dir() const { return S_ISDIR(mode); }
   bool is_reg() const { return S_ISREG(mode); }
   bool is_symlink() const { return S_ISLNK(mode); }
+  // chattr +i / +a (under Namespace::mu_). The VFS refuses changes to such
+  // an inode by itself on a local file system, but the FUSE kernel client
+  // never sets S_IMMUTABLE/S_APPEND, so the namespace refuses them.
+  bool immutable() const { return iflags & FS_IMMUTABLE_FL; }
+  bool append_only() const { return iflags & FS_APPEND_FL; }
+  // Neither its names nor its attributes may change (may_delete, vfs_link,
+  // notify_change and xattr_permission refuse an immutable or append-only
+  // inode alike).
+  bool pinned() const { return iflags & (FS_IMMUTABLE_FL | FS_APPEND_FL); }
 
   const uint64_t ino;
   const uint64_t generation;
@@ -72,6 +83,7 @@ class Inode {
   uint32_t opens = 0;          // open file handles
   bool ctime_queried = false;  // getattr has shown ctime since it last changed (multigrain)
   bool linkable = false;       // an O_TMPFILE file that link() may still name once
+  uint32_t iflags = 0;         // FS_*_FL set with chattr (Namespace::set_flags)
   std::string target;          // symlinks
   std::map<std::string, std::string> xattrs;  // name -> value
   size_t xattr_bytes = 0;                     // names + values, for limits

@@ -106,6 +106,7 @@ Attr Namespace::attr_locked(const Inode& inode) const {
   a.mtime = inode.mtime;
   a.ctime = inode.ctime;
   a.btime = inode.btime;
+  a.iflags = inode.iflags;
   return a;
 }
 
@@ -199,6 +200,14 @@ Result<Attr> Namespace::setattr(uint64_t ino, const SetAttr& change, const Calle
     data_lock = std::unique_lock(inode->data_mu);
   }
   UniqueLock lock(mu_);
+  // notify_change, do_truncate and utimes(NULL) on an immutable or
+  // append-only inode.
+  // ftruncate() of a descriptor opened before chattr +i still works there.
+  if (inode->pinned() && (change.mode || change.uid || change.gid || change.atime || change.mtime))
+    return Errno{EPERM};
+  if (change.size && (inode->append_only() || (inode->immutable() && !change.size_from_handle)))
+    return Errno{EPERM};
+  if (inode->immutable() && (change.atime_now || change.mtime_now)) return Errno{EPERM};
   // tmpfs's times on truncate: ftruncate and O_TRUNC always move them;
   // truncate(2) when the size changes, or when it keeps the size of a file
   // that has pages (shmem_setattr goes through shmem_truncate_range, which
@@ -333,6 +342,7 @@ Result<Attr> Namespace::make_node_locked(uint64_t parent, std::string_view name,
   if (!dir) return Errno{dir.code()};
   Inode& d = **dir;
   if (d.dir->find(name) != 0) return Errno{EEXIST};
+  if (d.immutable()) return Errno{EPERM};
   if (auto s = reserve_inode_locked(); !s) return Errno{s.code()};
 
   InodeRef inode = new_inode_locked(d, mode, who);
@@ -389,6 +399,7 @@ Result<Attr> Namespace::link(uint64_t ino, uint64_t new_parent, std::string_view
   auto dir = dir_locked(new_parent);
   if (!dir) return Errno{dir.code()};
   if ((*dir)->dir->find(new_name) != 0) return Errno{EEXIST};
+  if ((*dir)->immutable() || inode->pinned()) return Errno{EPERM};
   // linkat() of an unlinked file is ENOENT, except an O_TMPFILE file's first
   // name (the VFS's I_LINKABLE), which takes over the inode it already has.
   if (inode->nlink == 0 && !inode->linkable) return Errno{ENOENT};
@@ -420,6 +431,7 @@ Status Namespace::remove_name(uint64_t parent, std::string_view name, Removing w
   if (!dir) return Errno{dir.code()};
   InodeRef child = child_locked(**dir, name);
   if (!child) return Errno{ENOENT};
+  if ((*dir)->pinned() || child->pinned()) return Errno{EPERM};  // may_delete
   if (what == Removing::kNonDirectory && child->is_dir()) return Errno{EISDIR};
   if (what == Removing::kEmptyDirectory) {
     if (!child->is_dir()) return Errno{ENOTDIR};
@@ -475,6 +487,7 @@ timespec Namespace::stamp_locked(Inode& inode) {
 // nodiratime as the mount was asked for (config_.atime, .nodiratime).
 void Namespace::touch_atime_locked(Inode& inode) {
   if (config_.atime == NamespaceConfig::Atime::Noatime) return;
+  if (inode.iflags & FS_NOATIME_FL) return;
   if (config_.nodiratime && S_ISDIR(inode.mode)) return;
   timespec t = now();
   if (before_or_equal(t, time_floor_)) t = time_floor_;
@@ -528,6 +541,10 @@ Status Namespace::rename(uint64_t parent, std::string_view name, uint64_t new_pa
   if (src->is_dir() && is_ancestor_locked(src->ino, ndir.ino)) return Errno{EINVAL};
   if (dst && dst->is_dir() && is_ancestor_locked(dst->ino, odir.ino))
     return (flags & RENAME_EXCHANGE) ? Errno{EINVAL} : Errno{ENOTEMPTY};
+  // may_delete of the source (and of the target it replaces), may_create
+  // in the new directory.
+  if (odir.pinned() || src->pinned()) return Errno{EPERM};
+  if (dst ? (ndir.pinned() || dst->pinned()) : ndir.immutable()) return Errno{EPERM};
 
   timespec t = now();
   if (flags & RENAME_EXCHANGE) {

@@ -187,6 +187,15 @@ class Namespace {
   Result<std::string> listxattr(uint64_t ino, const Caller& who = {});  // NUL-separated names
   Status removexattr(uint64_t ino, std::string_view name, const Caller& who = {});
 
+  // chattr / lsattr: the inode flags tmpfs supports, kInodeFlags (immutable,
+  // append-only, nodump, noatime); any other is EOPNOTSUPP. The kernel has
+  // checked ownership and CAP_LINUX_IMMUTABLE; every operation here refuses
+  // with EPERM what an immutable or append-only inode forbids.
+  static constexpr uint32_t kInodeFlags =
+      FS_IMMUTABLE_FL | FS_APPEND_FL | FS_NODUMP_FL | FS_NOATIME_FL;
+  Result<uint32_t> get_flags(uint64_t ino);
+  Status set_flags(uint64_t ino, uint32_t flags);
+
   StatFs statfs();
 
   // For tests and stats.

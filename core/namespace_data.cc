@@ -40,6 +40,12 @@ Result<Attr> Namespace::open(uint64_t ino, int flags, const Caller& who) {
     inode = get_locked(ino);
     if (!inode) return Errno{ENOENT};
     if (inode->is_dir() && (flags & O_ACCMODE) != O_RDONLY) return Errno{EISDIR};
+    // may_open: an immutable inode opens read-only; an append-only one for
+    // appending, never truncated.
+    bool writes = (flags & O_ACCMODE) != O_RDONLY;
+    if (inode->immutable() && (writes || (flags & O_TRUNC))) return Errno{EPERM};
+    if (inode->append_only() && ((writes && !(flags & O_APPEND)) || (flags & O_TRUNC)))
+      return Errno{EPERM};
     ++inode->opens;
   }
   // Linux truncates on O_TRUNC even with O_RDONLY (the kernel has already
@@ -72,6 +78,7 @@ Result<Attr> Namespace::tmpfile(uint64_t parent, mode_t mode, int flags, Caller 
   MutexLock lock(mu_);
   auto dir = dir_locked(parent);
   if (!dir) return Errno{dir.code()};
+  if ((*dir)->immutable()) return Errno{EPERM};
   if (auto s = reserve_inode_locked(); !s) return Errno{s.code()};
   InodeRef inode = new_inode_locked(**dir, S_IFREG | (mode & 07777), who);
   inode->pages = std::make_unique<FilePages>(cache_);
@@ -186,6 +193,8 @@ void Namespace::write_async(uint64_t ino, uint64_t off, std::span<const std::byt
     if (!file) return Errno{file.code()};
     InodeRef inode = std::move(*file);
     WriterLock data_lock(inode->data_mu);
+    // As on tmpfs, chattr +i or +a leaves descriptors opened before it
+    // writing where they write; open() refuses new ones.
     if (append) {
       MutexLock lock(mu_);
       off = inode->size;
@@ -225,12 +234,13 @@ Status Namespace::fallocate(uint64_t ino, int mode, uint64_t off, uint64_t len, 
   if (len == 0) return Errno{EINVAL};
   if (off > kMaxFileSize || len > kMaxFileSize - off) return Errno{EFBIG};
   WriterLock data_lock(inode->data_mu);
-  uint64_t size;
   {
     MutexLock lock(mu_);
-    size = inode->size;
+    // vfs_fallocate: nothing on an immutable file, only KEEP_SIZE
+    // preallocation on an append-only one.
+    if (inode->immutable() || (inode->append_only() && (mode & ~FALLOC_FL_KEEP_SIZE)))
+      return Errno{EPERM};
   }
-  (void)size;
   if (mode & FALLOC_FL_PUNCH_HOLE) {
     // Pages preallocated past the end are punched too, as on tmpfs.
     inode->pages->punch_hole(off, len);
@@ -312,6 +322,7 @@ Status Namespace::setxattr(uint64_t ino, std::string_view name, std::string_view
   MutexLock lock(mu_);
   InodeRef inode = get_locked(ino);
   if (!inode) return Errno{ENOENT};
+  if (inode->pinned()) return Errno{EPERM};  // xattr_permission
   if (acl::is_acl_name(name)) return set_acl_locked(*inode, name, value, who);
   auto it = inode->xattrs.find(std::string(name));
   if ((flags & XATTR_CREATE) && it != inode->xattrs.end()) return Errno{EEXIST};
@@ -391,6 +402,7 @@ Status Namespace::removexattr(uint64_t ino, std::string_view name, const Caller&
   MutexLock lock(mu_);
   InodeRef inode = get_locked(ino);
   if (!inode) return Errno{ENOENT};
+  if (inode->pinned()) return Errno{EPERM};  // xattr_permission
   // Removing an ACL is setting none (tmpfs: success even when there was none).
   if (acl::is_acl_name(name)) return set_acl_locked(*inode, name, {}, who);
   auto it = inode->xattrs.find(std::string(name));
@@ -398,6 +410,25 @@ Status Namespace::removexattr(uint64_t ino, std::string_view name, const Caller&
   if (is_user_xattr(name) && config_.max_inodes != 0)
     ispace_free_ += xattr_space(name, it->second.size());
   inode->xattrs.erase(it);
+  inode->ctime = stamp_locked(*inode);
+  return {};
+}
+
+// ---- inode flags (chattr) -----------------------------------------------------
+
+Result<uint32_t> Namespace::get_flags(uint64_t ino) {
+  MutexLock lock(mu_);
+  InodeRef inode = get_locked(ino);
+  if (!inode) return Errno{ENOENT};
+  return inode->iflags;
+}
+
+Status Namespace::set_flags(uint64_t ino, uint32_t flags) {
+  if (flags & ~kInodeFlags) return Errno{EOPNOTSUPP};  // shmem_fileattr_set
+  MutexLock lock(mu_);
+  InodeRef inode = get_locked(ino);
+  if (!inode) return Errno{ENOENT};
+  inode->iflags = flags;
   inode->ctime = stamp_locked(*inode);
   return {};
 }

@@ -7,6 +7,7 @@
 #include "daemon/fuse_ops.h"
 
 #include <fcntl.h>
+#include <linux/fs.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -254,6 +255,11 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
           [&] { reply_status(req, ns_of(req).rename(parent, name, new_parent, new_name, flags)); });
 }
 
+// The file handle of an open made while the file was append-only (the
+// kernel required O_APPEND then): its writes go to the end even after
+// fcntl() drops O_APPEND, which tmpfs refuses and the FUSE client allows.
+constexpr uint64_t kAppendOnlyHandle = 1;
+
 void set_open_flags(fuse_file_info* fi) {
   fi->keep_cache = 1;
   // close() flushes the kernel's cached writes, so that what another process
@@ -265,6 +271,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     auto r = ns_of(req).open(ino, fi->flags, caller_of(req));
     if (!r) return void(fuse_reply_err(req, r.code()));
     set_open_flags(fi);
+    fi->fh = (r->iflags & FS_APPEND_FL) ? kAppendOnlyHandle : 0;
     if (fuse_reply_open(req, fi) != 0)
       ns_of(req).release(ino);  // interrupted: no release will come
   });
@@ -307,7 +314,8 @@ void op_write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_
     if (off < 0) return void(fuse_reply_err(req, EINVAL));
     auto data = std::span(reinterpret_cast<const std::byte*>(buf), size);
     // With the writeback cache the kernel has already turned O_APPEND into an offset.
-    bool append = !fs_of(req).writeback_cache && (fi->flags & O_APPEND);
+    bool append =
+        (!fs_of(req).writeback_cache && (fi->flags & O_APPEND)) || fi->fh == kAppendOnlyHandle;
     // Replied now, or from a swap read's completion (Namespace::write_async).
     ns_of(req).write_async(ino, uint64_t(off), data, append, caller_of(req),
                            [req](Result<size_t> r) {
@@ -438,13 +446,72 @@ void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len
   });
 }
 
-// The control channel (daemon/control.h); every other ioctl is ENOTTY, as
-// before there was an ioctl op (the kernel turned ENOSYS into ENOTTY).
-// The stats are the mount's, whichever of its files or directories asks.
-void op_ioctl(fuse_req_t req, fuse_ino_t, unsigned int cmd, void*, fuse_file_info*, unsigned,
-              const void*, size_t, size_t out_size) {
+// chattr and lsattr. The kernel's fileattr code (fs/fuse/ioctl.c) sends
+// these itself, with the sizes of its own structures: an unsigned int of
+// FS_*_FL for GETFLAGS/SETFLAGS, a struct fsxattr for FSGETXATTR (which it
+// reads first, to check CAP_LINUX_IMMUTABLE against the old flags) and
+// FSSETXATTR.
+void reply_inode_flags(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, const void* in_buf,
+                       size_t in_size, size_t out_size) {
+  if (cmd == FS_IOC_SETFLAGS) {
+    uint32_t flags;
+    if (in_size != sizeof flags) return (void)fuse_reply_err(req, EINVAL);
+    std::memcpy(&flags, in_buf, sizeof flags);
+    if (auto s = ns_of(req).set_flags(ino, flags); !s) return (void)fuse_reply_err(req, s.code());
+    return (void)fuse_reply_ioctl(req, 0, nullptr, 0);
+  }
+  if (cmd == FS_IOC_FSSETXATTR) {
+    // Only the xflags that are inode flags, as fileattr_has_fsx() allows tmpfs.
+    struct fsxattr fa;
+    if (in_size != sizeof fa) return (void)fuse_reply_err(req, EINVAL);
+    std::memcpy(&fa, in_buf, sizeof fa);
+    constexpr uint32_t kCommon =
+        FS_XFLAG_SYNC | FS_XFLAG_IMMUTABLE | FS_XFLAG_APPEND | FS_XFLAG_NODUMP | FS_XFLAG_NOATIME;
+    if ((fa.fsx_xflags & ~kCommon) || fa.fsx_extsize || fa.fsx_projid || fa.fsx_cowextsize)
+      return (void)fuse_reply_err(req, EOPNOTSUPP);
+    uint32_t flags = 0;
+    if (fa.fsx_xflags & FS_XFLAG_SYNC) flags |= FS_SYNC_FL;
+    if (fa.fsx_xflags & FS_XFLAG_IMMUTABLE) flags |= FS_IMMUTABLE_FL;
+    if (fa.fsx_xflags & FS_XFLAG_APPEND) flags |= FS_APPEND_FL;
+    if (fa.fsx_xflags & FS_XFLAG_NODUMP) flags |= FS_NODUMP_FL;
+    if (fa.fsx_xflags & FS_XFLAG_NOATIME) flags |= FS_NOATIME_FL;
+    if (auto s = ns_of(req).set_flags(ino, flags); !s) return (void)fuse_reply_err(req, s.code());
+    return (void)fuse_reply_ioctl(req, 0, nullptr, 0);
+  }
+  auto r = ns_of(req).get_flags(ino);
+  if (!r) return (void)fuse_reply_err(req, r.code());
+  if (cmd == FS_IOC_GETFLAGS) {
+    uint32_t flags = *r;
+    if (out_size != sizeof flags) return (void)fuse_reply_err(req, EINVAL);
+    return (void)fuse_reply_ioctl(req, 0, &flags, sizeof flags);
+  }
+  struct fsxattr fa {};  // FS_IOC_FSGETXATTR: the flags as xflags, as fileattr_fill_flags
+  if (*r & FS_IMMUTABLE_FL) fa.fsx_xflags |= FS_XFLAG_IMMUTABLE;
+  if (*r & FS_APPEND_FL) fa.fsx_xflags |= FS_XFLAG_APPEND;
+  if (*r & FS_NODUMP_FL) fa.fsx_xflags |= FS_XFLAG_NODUMP;
+  if (*r & FS_NOATIME_FL) fa.fsx_xflags |= FS_XFLAG_NOATIME;
+  if (out_size != sizeof fa) return (void)fuse_reply_err(req, EINVAL);
+  fuse_reply_ioctl(req, 0, &fa, sizeof fa);
+}
+
+// The control channel (daemon/control.h) and the inode flags; every other
+// ioctl is ENOTTY, as before there was an ioctl op (the kernel turned
+// ENOSYS into ENOTTY). The stats are the mount's, whichever of its files or
+// directories asks.
+void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void*, fuse_file_info*, unsigned,
+              const void* in_buf, size_t in_size, size_t out_size) {
   guarded(req, [&] {
-    if (cmd != control::kStatsIoctl) return (void)fuse_reply_err(req, ENOTTY);
+    switch (cmd) {
+      case FS_IOC_GETFLAGS:
+      case FS_IOC_SETFLAGS:
+      case FS_IOC_FSGETXATTR:
+      case FS_IOC_FSSETXATTR:
+        return reply_inode_flags(req, ino, cmd, in_buf, in_size, out_size);
+      case control::kStatsIoctl:
+        break;
+      default:
+        return (void)fuse_reply_err(req, ENOTTY);
+    }
     const fuse_ctx* ctx = fuse_req_ctx(req);
     if (ctx->uid != 0 && ctx->uid != geteuid()) return (void)fuse_reply_err(req, EPERM);
     std::string text = stats_text(fs_of(req));

@@ -351,6 +351,13 @@ bool Wire::answer(int fd, const void* buf, size_t len) {
       sx.btime = sx_time(r->btime);
       sx.ctime = sx_time(r->ctime);
       sx.mtime = sx_time(r->mtime);
+      // What tmpfs reports of its inode flags (statx's generic_fillattr
+      // and shmem_getattr).
+      constexpr uint64_t kAttrs = STATX_ATTR_IMMUTABLE | STATX_ATTR_APPEND | STATX_ATTR_NODUMP;
+      sx.attributes_mask = kAttrs;
+      if (r->iflags & FS_IMMUTABLE_FL) sx.attributes |= STATX_ATTR_IMMUTABLE;
+      if (r->iflags & FS_APPEND_FL) sx.attributes |= STATX_ATTR_APPEND;
+      if (r->iflags & FS_NODUMP_FL) sx.attributes |= STATX_ATTR_NODUMP;
       sx.rdev_major = major(r->rdev);
       sx.rdev_minor = minor(r->rdev);
       send_reply(fd, in.unique, 0, &out, sizeof out);

@@ -62,11 +62,8 @@ TEST_CASE("POSIX ACLs: set, get, mode bits and the mask, access checks", "[acl][
     REC(s, ::chmod(s.p(""), 0755));
     REC(s, ::close(::open(s.p("f"), O_CREAT | O_WRONLY, 0640)));
     // A named user with rw, a mask of rw: the group bits show the mask.
-    std::string named = acl_value({{kUserObj, 6},
-                                   {kNamedUser, 6, kUser},
-                                   {kGroupObj, 4},
-                                   {kMask, 6},
-                                   {kOtherEnt, 0}});
+    std::string named = acl_value(
+        {{kUserObj, 6}, {kNamedUser, 6, kUser}, {kGroupObj, 4}, {kMask, 6}, {kOtherEnt, 0}});
     set_acl(s, "f", kAccess, named);
     s.stat("f");
     s.getxattr("f", kAccess, 0);
@@ -96,8 +93,8 @@ TEST_CASE("POSIX ACLs: set, get, mode bits and the mask, access checks", "[acl][
     s.getxattr("f", kAccess, 256);
     REC(s, ::removexattr(s.p("f"), kAccess));  // none left: still fine on tmpfs
     // Malformed values: no mask with a named entry, a bad version, a short value.
-    set_acl(s, "f", kAccess, acl_value({{kUserObj, 6}, {kNamedUser, 6, kUser}, {kGroupObj, 4},
-                                        {kOtherEnt, 0}}));
+    set_acl(s, "f", kAccess,
+            acl_value({{kUserObj, 6}, {kNamedUser, 6, kUser}, {kGroupObj, 4}, {kOtherEnt, 0}}));
     std::string bad = named;
     bad[0] = 3;
     set_acl(s, "f", kAccess, bad);
@@ -115,11 +112,8 @@ TEST_CASE("POSIX ACLs: the owner's ACL change clears set-group-ID outside the gr
     REC(s, ::close(::open(s.p("g"), O_CREAT | O_WRONLY, 0644)));
     REC(s, ::chown(s.p("g"), kUser, kOtherGroup));
     REC(s, ::chmod(s.p("g"), 02775));
-    std::string named = acl_value({{kUserObj, 7},
-                                   {kNamedUser, 5, kOther},
-                                   {kGroupObj, 5},
-                                   {kMask, 5},
-                                   {kOtherEnt, 5}});
+    std::string named = acl_value(
+        {{kUserObj, 7}, {kNamedUser, 5, kOther}, {kGroupObj, 5}, {kMask, 5}, {kOtherEnt, 5}});
     set_acl(s, "g", kAccess, named);  // root: set-group-ID stays
     s.stat("g");
     REC(s, ::chmod(s.p("g"), 02775));
@@ -133,8 +127,7 @@ TEST_CASE("POSIX ACLs: the owner's ACL change clears set-group-ID outside the gr
   });
 }
 
-TEST_CASE("POSIX ACLs: default ACLs are inherited, the umask only without one",
-          "[acl][umask]") {
+TEST_CASE("POSIX ACLs: default ACLs are inherited, the umask only without one", "[acl][umask]") {
   mt::compare([](Side& s) {
     REC(s, ::mkdir(s.p("d"), 0755));
     std::string def = acl_value({{kUserObj, 7},

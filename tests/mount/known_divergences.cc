@@ -22,10 +22,10 @@ constexpr KnownDivergence kTable[] = {
      "tmpfsd sees the kernel's internal GETATTRs as queries of ctime, so it may stamp fine where "
      "tmpfs stamps coarse",
      nullptr},
-    {Known::InodeFlags, "inode-flags", 11, S::Step,
-     "not implemented yet: FUSE's kernel client does not enforce inode flags, so the daemon would "
-     "have to; planned",
-     "-1 ENOTTY"},
+    {Known::AppendFcntl, "append-fcntl", 11, S::Step,
+     "the FUSE client does not refuse fcntl() dropping O_APPEND on an append-only file (it "
+     "never sets S_APPEND); the daemon still appends for that descriptor",
+     "ret=0"},
 };
 }  // namespace
 

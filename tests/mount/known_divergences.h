@@ -32,7 +32,7 @@ enum class Known {
   FifoTimes,       // fifo mtime/ctime after pipe I/O
   DirSeek,         // lseek on a directory with SEEK_DATA/SEEK_HOLE/SEEK_END
   McWithinTick,    // order of mtime and ctime within one coarse clock tick
-  InodeFlags,      // FS_IOC_GETFLAGS / FS_IOC_SETFLAGS
+  AppendFcntl,     // fcntl(F_SETFL) dropping O_APPEND on an append-only file
 };
 
 struct KnownDivergence {
