@@ -104,6 +104,13 @@ class FileIndex {
     return it == chunks_.end() ? nullptr : &it->second;
   }
 
+  // The last present page (one map step and a bit scan), or nullopt.
+  std::optional<uint64_t> last_present() const {
+    if (chunks_.empty()) return std::nullopt;
+    const auto& [n, c] = *chunks_.rbegin();
+    return (n << kChunkShift) | (63 - std::countl_zero(c.present));
+  }
+
   // Sets a word (w != 0); the page may or may not be present.
   void set(uint64_t page, uint64_t w) {
     Chunk& c = chunks_[page >> kChunkShift];

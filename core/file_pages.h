@@ -3,7 +3,7 @@
 // page_cache.cc (the common helpers, FilePages, PageCache), swap_in.cc
 // (asynchronous swap-in and pending writes), read.cc (read and readahead),
 // write.cc (write, fault, reserve), truncate.cc (truncate, punch, allocate,
-// seek), writeback.cc (Writeback: paging one page out) and reclaimer.cc
+// seek, where), writeback.cc (Writeback: paging one page out) and reclaimer.cc
 // (the reclaim pass). Design and states: pmap.h; locks: LOCKING.md.
 #pragma once
 
@@ -84,6 +84,8 @@ class FilePagesImpl {
   Status allocate(uint64_t off, uint64_t len);
   std::optional<uint64_t> seek_data(uint64_t off, uint64_t size) const;
   std::optional<uint64_t> seek_hole(uint64_t off, uint64_t size) const;
+  uint64_t where(uint64_t first, uint64_t end, std::span<PageRun> out, size_t* count) const;
+  uint64_t end_present() const;
   // Lock-free (an atomic published under mu_ whenever pages come or go),
   // so that the namespace may ask while it holds Namespace::mu_.
   uint64_t pages() const { return pages_.load(std::memory_order_relaxed); }

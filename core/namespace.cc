@@ -53,7 +53,9 @@ Status check_name(std::string_view name) {
 
 Namespace::Namespace(const NamespaceConfig& config, PageCache& cache)
     : config_(config), cache_(cache) {
-  ispace_free_ = config_.max_inodes * kInodeSpace;
+  MutexLock lock(mu_);  // for the analysis: nothing else can see it yet
+  max_inodes_ = config_.max_inodes;
+  ispace_free_ = max_inodes_ * kInodeSpace;
   auto root = std::make_shared<Inode>(kRootIno, 0, S_IFDIR | (config_.root_mode & 07777));
   root->nlink = 2;
   root->uid = config_.root_uid;
@@ -111,7 +113,7 @@ Attr Namespace::attr_locked(const Inode& inode) const {
 }
 
 Status Namespace::reserve_inode_locked() {
-  if (config_.max_inodes == 0) {
+  if (max_inodes_ == 0) {
     ++inodes_used_;
     return {};
   }
@@ -123,15 +125,14 @@ Status Namespace::reserve_inode_locked() {
 
 void Namespace::release_inode_locked() {
   --inodes_used_;
-  if (config_.max_inodes != 0) ispace_free_ += kInodeSpace;
+  if (max_inodes_ != 0) ispace_free_ += kInodeSpace;
 }
 
 void Namespace::maybe_free_locked(Inode& inode, InodeRef& victim) {
   if (inode.nlink != 0 || inode.lookups != 0 || inode.opens != 0) return;
   if (inode.ino == kRootIno) return;
   for (auto& [name, value] : inode.xattrs)
-    if (is_user_xattr(name) && config_.max_inodes != 0)
-      ispace_free_ += xattr_space(name, value.size());
+    if (is_user_xattr(name) && max_inodes_ != 0) ispace_free_ += xattr_space(name, value.size());
   release_inode_locked();
   // The caller's `victim` keeps the Inode alive until mu_ is dropped:
   // ~FilePages frees pages and waits for pins, never under mu_.

@@ -94,6 +94,20 @@ struct StatFs {
   uint64_t name_max;
 };
 
+// Namespace::where: one call's answer for a regular file.
+struct WhereAnswer {
+  uint64_t size = 0;  // the file's size in bytes
+  uint64_t end = 0;   // pages: the size rounded up, or the last page present + 1
+  uint64_t next = 0;  // the page after the last one in the runs (== end: done)
+  size_t count = 0;   // runs filled
+};
+
+// Namespace::set_limits: what changes (nullopt: stays; 0: unlimited).
+struct Limits {
+  std::optional<uint64_t> max_pages;   // size= in pages
+  std::optional<uint64_t> max_inodes;  // nr_inodes=
+};
+
 // One directory entry handed to a readdir sink. `next` is the offset that
 // continues after it.
 struct DirEntryView {
@@ -196,6 +210,18 @@ class Namespace {
   Result<uint32_t> get_flags(uint64_t ino);
   Status set_flags(uint64_t ino, uint32_t flags);
 
+  // Where the pages of a regular file are, from page `first` on (tmpfsctl
+  // where; FilePages::where): EISDIR for a directory, EINVAL for another
+  // non-regular file. Shares the inode's data lock, as a read does.
+  Result<WhereAnswer> where(uint64_t ino, uint64_t first, std::span<PageRun> out);
+
+  // Changes size= and nr_inodes= at run time (tmpfsctl set), both or
+  // neither, as tmpfs's remount does: EINVAL with `*why` set to tmpfs's
+  // words ("Too small a size for current use", "Too few inodes for current
+  // use", "Cannot retroactively limit size", "... inodes") when a limit is
+  // below what is in use or the mount was unlimited; nothing changes then.
+  Status set_limits(const Limits& limits, std::string* why);
+
   StatFs statfs();
 
   // For tests and stats.
@@ -234,12 +260,13 @@ class Namespace {
   Status reserve_inode_locked() REQUIRES(mu_);
   void release_inode_locked() REQUIRES(mu_);
 
-  const NamespaceConfig config_;
+  const NamespaceConfig config_;  // max_inodes: see max_inodes_
   PageCache& cache_;
 
   Mutex mu_;
   std::unordered_map<uint64_t, InodeRef> inodes_ GUARDED_BY(mu_);
   uint64_t next_ino_ GUARDED_BY(mu_) = kRootIno + 1;
+  uint64_t max_inodes_ GUARDED_BY(mu_) = 0;   // nr_inodes= now (set_limits); 0 = unlimited
   uint64_t inodes_used_ GUARDED_BY(mu_) = 0;  // tmpfs counts each extra hard link too
   // tmpfs's free_ispace: nr_inodes KiB shared by inodes (1 KiB
   // each) and user.* xattrs; meaningless when nr_inodes is unlimited.

@@ -6,6 +6,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
@@ -327,7 +328,7 @@ Status Namespace::setxattr(uint64_t ino, std::string_view name, std::string_view
   auto it = inode->xattrs.find(std::string(name));
   if ((flags & XATTR_CREATE) && it != inode->xattrs.end()) return Errno{EEXIST};
   if ((flags & XATTR_REPLACE) && it == inode->xattrs.end()) return Errno{ENODATA};
-  if (is_user_xattr(name) && config_.max_inodes != 0) {
+  if (is_user_xattr(name) && max_inodes_ != 0) {
     uint64_t need = xattr_space(name, value.size());
     uint64_t freed = it == inode->xattrs.end() ? 0 : xattr_space(name, it->second.size());
     if (need > ispace_free_ + freed) return Errno{ENOSPC};
@@ -407,8 +408,7 @@ Status Namespace::removexattr(uint64_t ino, std::string_view name, const Caller&
   if (acl::is_acl_name(name)) return set_acl_locked(*inode, name, {}, who);
   auto it = inode->xattrs.find(std::string(name));
   if (it == inode->xattrs.end()) return Errno{ENODATA};
-  if (is_user_xattr(name) && config_.max_inodes != 0)
-    ispace_free_ += xattr_space(name, it->second.size());
+  if (is_user_xattr(name) && max_inodes_ != 0) ispace_free_ += xattr_space(name, it->second.size());
   inode->xattrs.erase(it);
   inode->ctime = stamp_locked(*inode);
   return {};
@@ -433,7 +433,64 @@ Status Namespace::set_flags(uint64_t ino, uint32_t flags) {
   return {};
 }
 
+Result<WhereAnswer> Namespace::where(uint64_t ino, uint64_t first, std::span<PageRun> out) {
+  InodeRef inode;
+  {
+    MutexLock lock(mu_);
+    inode = get_locked(ino);
+  }
+  if (!inode) return Errno{ENOENT};
+  if (inode->is_dir()) return Errno{EISDIR};
+  if (!inode->is_reg()) return Errno{EINVAL};
+  ReaderLock data_lock(inode->data_mu);
+  WhereAnswer a;
+  {
+    MutexLock lock(mu_);
+    a.size = inode->size;
+  }
+  const uint64_t page = cache_.page_size();
+  a.end = std::max(a.size / page + (a.size % page != 0), inode->pages->end_present());
+  a.next = inode->pages->where(first, a.end, out, &a.count);
+  return a;
+}
+
 // ---- the whole file system ----------------------------------------------------
+
+Status Namespace::set_limits(const Limits& limits, std::string* why) {
+  MutexLock lock(mu_);  // no inode comes or goes meanwhile
+  // nr_inodes= first, checked only: size= may still refuse.
+  uint64_t ispace_used = 0;
+  if (limits.max_inodes) {
+    const uint64_t n = *limits.max_inodes;
+    ispace_used = max_inodes_ * kInodeSpace - ispace_free_;
+    if (n != 0 && max_inodes_ == 0) {
+      *why = "Cannot retroactively limit inodes";
+      return Errno{EINVAL};
+    }
+    if (n != 0 && (n > UINT64_MAX / kInodeSpace || n * kInodeSpace < ispace_used)) {
+      *why = n > UINT64_MAX / kInodeSpace ? "Too many inodes" : "Too few inodes for current use";
+      return Errno{EINVAL};
+    }
+  }
+  if (limits.max_pages) {
+    switch (cache_.set_max_pages(*limits.max_pages)) {
+      case PageCache::Resize::kDone:
+        break;
+      case PageCache::Resize::kTooSmall:
+        *why = "Too small a size for current use";
+        return Errno{EINVAL};
+      case PageCache::Resize::kUnlimited:
+        *why = "Cannot retroactively limit size";
+        return Errno{EINVAL};
+    }
+  }
+  if (limits.max_inodes) {
+    max_inodes_ = *limits.max_inodes;
+    // Unlimited: the budget is not kept (as on tmpfs), and cannot come back.
+    ispace_free_ = max_inodes_ == 0 ? 0 : max_inodes_ * kInodeSpace - ispace_used;
+  }
+  return {};
+}
 
 StatFs Namespace::statfs() {
   PageCacheStats ps = cache_.stats();
@@ -442,8 +499,8 @@ StatFs Namespace::statfs() {
   s.blocks = ps.max_pages;
   s.blocks_free = ps.max_pages > ps.pages_allocated ? ps.max_pages - ps.pages_allocated : 0;
   MutexLock lock(mu_);
-  s.files = config_.max_inodes;
-  s.files_free = config_.max_inodes ? ispace_free_ / kInodeSpace : 0;
+  s.files = max_inodes_;
+  s.files_free = max_inodes_ ? ispace_free_ / kInodeSpace : 0;
   s.name_max = kNameMax;
   return s;
 }

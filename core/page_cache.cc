@@ -67,10 +67,21 @@ bool PageCache::State::reserve_pages(uint64_t n) {
   // free a frame and a read of a swapped page never waits forever behind a
   // memory full of dirty pages. Frames are a cache; the slots are the space.
   const uint64_t cap = swap ? swap_slots : 0;
+  auto fits = [n](uint64_t used, uint64_t limit) {
+    return limit == 0 || (used <= limit && limit - used >= n);
+  };
   do {
-    if (max_pages != 0 && (cur > max_pages || max_pages - cur < n)) return false;
-    if (cap != 0 && (cur > cap || cap - cur < n)) return false;
-  } while (!pages_allocated.compare_exchange_weak(cur, cur + n, std::memory_order_relaxed));
+    if (!fits(cur, max_pages.load(std::memory_order_relaxed))) return false;
+    if (cap != 0 && !fits(cur, cap)) return false;
+  } while (!pages_allocated.compare_exchange_weak(cur, cur + n, std::memory_order_seq_cst,
+                                                  std::memory_order_relaxed));
+  // A shrink of size= (set_max_pages) stores the limit and then reads
+  // pages_allocated, both seq_cst: either it sees these pages and refuses,
+  // or this load sees its limit, and the pages go back if they do not fit.
+  if (!fits(cur, max_pages.load(std::memory_order_seq_cst))) {
+    unreserve_pages(n);
+    return false;
+  }
   return true;
 }
 
@@ -228,6 +239,11 @@ std::optional<uint64_t> FilePages::seek_data(uint64_t off, uint64_t size) const 
 std::optional<uint64_t> FilePages::seek_hole(uint64_t off, uint64_t size) const {
   return impl_->seek_hole(off, size);
 }
+uint64_t FilePages::where(uint64_t first, uint64_t end, std::span<PageRun> out,
+                          size_t* count) const {
+  return impl_->where(first, end, out, count);
+}
+uint64_t FilePages::end_present() const { return impl_->end_present(); }
 uint64_t FilePages::pages() const { return impl_->pages(); }
 
 // ---------------------------------------------------------------------------
@@ -285,6 +301,19 @@ PageCache::~PageCache() = default;
 
 size_t PageCache::page_size() const { return state_->page_size; }
 
+PageCache::Resize PageCache::set_max_pages(uint64_t pages) {
+  State& s = *state_;
+  MutexLock lock(s.resize_mu);  // one resize at a time; writers do not take it
+  const uint64_t old = s.max_pages.load(std::memory_order_relaxed);
+  if (old == 0 && pages != 0) return Resize::kUnlimited;
+  s.max_pages.store(pages, std::memory_order_seq_cst);
+  if (pages != 0 && s.pages_allocated.load(std::memory_order_seq_cst) > pages) {
+    s.max_pages.store(old, std::memory_order_seq_cst);
+    return Resize::kTooSmall;
+  }
+  return Resize::kDone;
+}
+
 PageCacheStats PageCache::stats() const {
   State& s = *state_;
   PageCacheStats r;
@@ -297,7 +326,7 @@ PageCacheStats PageCache::stats() const {
 #undef TMPFSD_STATS_COPY_counter
   // The figures.
   r.page_size = s.page_size;
-  r.max_pages = s.max_pages;
+  r.max_pages = s.max_pages.load(std::memory_order_relaxed);
   r.frames_total = s.pool->frames_total();
   r.frames_used = s.pool->frames_used();
   r.frames_prefaulted = s.pool->frames_prefaulted();

@@ -122,6 +122,15 @@ struct PageCacheStats {
   }
 };
 
+// Where a run of a file's pages is (FilePages::where): PagePlace's kinds
+// (binding.h) as the outside sees them.
+enum class PageKind : uint8_t { kHole, kResident, kSwapped, kZero, kRemote };
+struct PageRun {
+  uint64_t first = 0;  // page number
+  uint64_t pages = 0;
+  PageKind kind = PageKind::kHole;
+};
+
 // The data of one regular file. Not copyable or movable: pmaps and frames
 // point back to it.
 class FilePages {
@@ -201,6 +210,18 @@ class FilePages {
   std::optional<uint64_t> seek_data(uint64_t off, uint64_t size) const;
   std::optional<uint64_t> seek_hole(uint64_t off, uint64_t size) const;
 
+  // Where pages [first, end) are: fills `out` with runs of one kind, in
+  // order, adjacent pages of one kind merged, holes included, and returns
+  // the page after the last one described (== end: all of it; less: `out`
+  // was full). Costs O(runs + pages present) under the file's lock held
+  // shared, never O(end - first): holes are skipped by the index. A
+  // snapshot: pages may move once it returns. `end` is the caller's (the
+  // file size in pages); end_present() extends it to pages allocated past
+  // the size.
+  uint64_t where(uint64_t first, uint64_t end, std::span<PageRun> out, size_t* count) const;
+  // The page after the last one present (0: none).
+  uint64_t end_present() const;
+
   // Pages that exist, written or fallocated (for st_blocks:
   // pages * page_size / 512).
   uint64_t pages() const;
@@ -233,6 +254,14 @@ class PageCache {
 
   size_t page_size() const;
   PageCacheStats stats() const;
+
+  // size= in pages at run time (0 = unlimited). Refused when pages in use
+  // exceed it (kTooSmall) or when the mount was unlimited and `pages` is
+  // not 0 (kUnlimited: tmpfs's "Cannot retroactively limit size"); nothing
+  // changes then. A concurrent write either fits the new limit or gets
+  // ENOSPC.
+  enum class Resize { kDone, kTooSmall, kUnlimited };
+  Resize set_max_pages(uint64_t pages);
 
   // Waits until every asynchronous read and pending write has replied (its
   // `done` returned): the daemon calls it before the FUSE session those

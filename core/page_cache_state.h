@@ -73,8 +73,11 @@ struct PageCache::State {
   const unsigned page_shift;
   const unsigned block_shift;  // dirty-bitmap block: max(512, page_size / 64)
   const uint64_t all_blocks;   // the dirty bits of a whole page
-  const uint64_t max_pages;    // 0 = unlimited
-  const bool writeback_copy;   // PageCacheConfig::writeback_copy
+  // size= in pages, 0 = unlimited; changed by PageCache::set_max_pages,
+  // which with reserve_pages() orders its store and their increments
+  // seq_cst (see there).
+  std::atomic<uint64_t> max_pages;
+  const bool writeback_copy;  // PageCacheConfig::writeback_copy
   const std::unique_ptr<FramePool> pool;
   const std::span<const std::byte> zeros;  // read-only zeros, >= one page
 
@@ -105,6 +108,10 @@ struct PageCache::State {
   Mutex read_wait_mu;
   std::unordered_multimap<const Pmap*, ReadRequest*> read_waiters GUARDED_BY(read_wait_mu);
   std::unordered_map<const Pmap*, WritePatch*> write_patches GUARDED_BY(read_wait_mu);
+
+  // Serialises set_max_pages (a store, a check, maybe the old value back).
+  // A leaf lock: writers never take it; reserve_pages needs no lock.
+  Mutex resize_mu;
 
   // progress_mu guards progress_epoch only; a leaf lock, taken by I/O
   // completions and the reclaimer, never held while anything else is taken.

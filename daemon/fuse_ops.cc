@@ -11,17 +11,22 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstring>
 #include <iterator>
+#include <memory>
 #include <new>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include "daemon/control.h"
+#include "daemon/options.h"
 #include "daemon/wire.h"
 
 namespace tmpfsd {
@@ -127,6 +132,93 @@ std::string stats_text(const Filesystem& fs) {
     });
   }
   return out;
+}
+
+// tmpfsctl where: one call's runs, from the byte offset the caller asked.
+Status where_reply(Namespace& ns, size_t page_size, fuse_ino_t ino, control::WhereBuffer& b) {
+  std::array<PageRun, control::kWhereRuns> runs;
+  auto a = ns.where(ino, b.start / page_size, runs);
+  if (!a) return Status(Errno{a.code()});
+  b.size = a->size;
+  b.end = a->end * page_size;
+  b.next = a->next * page_size;
+  b.page_size = uint32_t(page_size);
+  b.count = uint32_t(a->count);
+  for (size_t i = 0; i < a->count; ++i) {
+    b.runs[i].offset = runs[i].first * page_size;
+    b.runs[i].length = runs[i].pages * page_size;
+    b.runs[i].kind = control::WhereKind(runs[i].kind);
+    b.runs[i].reserved = 0;
+  }
+  return {};
+}
+static_assert(uint32_t(PageKind::kRemote) == uint32_t(control::WhereKind::kRemote));
+
+// tmpfsctl set: "size=2g,nr_inodes=10k" applied to the live mount, all or
+// nothing. Returns 0 or an errno, and in *msg one line: why not, or a note.
+int set_limits(const Filesystem& fs, std::string_view text, std::string* msg) {
+  const uint64_t page = fs.cache->page_size();
+  Limits limits;
+  bool memory_unchanged = false;  // memory= given, the budget it already has
+  std::string size_text;
+  auto refuse = [msg](int err, std::string why) {
+    *msg = std::move(why);
+    return err;
+  };
+  size_t pos = 0;
+  while (pos <= text.size()) {
+    size_t comma = text.find(',', pos);
+    if (comma == std::string_view::npos) comma = text.size();
+    const std::string opt(text.substr(pos, comma - pos));
+    pos = comma + 1;
+    if (opt.empty()) continue;
+    const size_t eq = opt.find('=');
+    const std::string key = opt.substr(0, eq);
+    const std::string value = eq == std::string::npos ? "" : opt.substr(eq + 1);
+    if (key == "size" && eq != std::string::npos) {
+      auto v = parse_size(value, physical_memory());
+      if (!v) return refuse(EINVAL, opt + ": not a size (examples: 512m, 4g, 50%)");
+      limits.max_pages = *v / page + (*v % page != 0);
+      size_text = value;
+    } else if (key == "nr_inodes" && eq != std::string::npos) {
+      auto v = value.ends_with('%') ? std::nullopt : parse_size(value, 0);
+      if (!v) return refuse(EINVAL, opt + ": not a number (examples: 10000, 64k)");
+      limits.max_inodes = *v;
+    } else if (key == "memory" && eq != std::string::npos) {
+      // The same budget again (mount(8) repeats an fstab line's memory= on
+      // every remount) changes nothing; another cannot be had.
+      auto v = parse_size(value, physical_memory());
+      if (!v) return refuse(EINVAL, opt + ": not a size (examples: 256m, 2g, 25%)");
+      if (*v / page == fs.cache->stats().frames_total) {
+        memory_unchanged = true;
+        continue;
+      }
+      return refuse(EOPNOTSUPP,
+                    "memory= cannot change while mounted: the frame region is reserved (and "
+                    "registered with io_uring) at mount; unmount and mount with the new --memory");
+    } else {
+      return refuse(EINVAL,
+                    opt + ": not an option that can change while mounted (size=, nr_inodes=)");
+    }
+  }
+  if (!limits.max_pages && !limits.max_inodes) {
+    if (memory_unchanged) return 0;
+    return refuse(EINVAL, "nothing to change (size=, nr_inodes=)");
+  }
+  if (Status s = fs.ns->set_limits(limits, msg); !s) return s.code();
+  msg->clear();
+  const PageCacheStats st = fs.cache->stats();
+  spdlog::info("limits changed by tmpfsctl set {}: size={} bytes, nr_inodes={}", text,
+               st.max_pages * page, fs.ns->statfs().files);
+  // size= beyond what can be stored: fine (tmpfs allows size= beyond RAM),
+  // but worth a word.
+  const uint64_t cap = st.swap_slots_total != 0 ? st.swap_slots_total : st.frames_total;
+  const char* what = st.swap_slots_total != 0 ? "the swap file" : "--memory (no swap file)";
+  if (limits.max_pages && (*limits.max_pages == 0 || *limits.max_pages > cap))
+    *msg = fmt::format("note: size={} is {} than {} holds ({} bytes): writes past that get ENOSPC",
+                       size_text, *limits.max_pages == 0 ? "unlimited, more" : "more", what,
+                       cap * page);
+  return 0;
 }
 
 // ---- ops -------------------------------------------------------------------
@@ -496,8 +588,8 @@ void reply_inode_flags(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, const v
 
 // The control channel (daemon/control.h) and the inode flags; every other
 // ioctl is ENOTTY, as before there was an ioctl op (the kernel turned
-// ENOSYS into ENOTTY). The stats are the mount's, whichever of its files or
-// directories asks.
+// ENOSYS into ENOTTY). The stats and the limits are the mount's, whichever
+// of its files or directories asks; where and the flags are the file's own.
 void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void*, fuse_file_info*, unsigned,
               const void* in_buf, size_t in_size, size_t out_size) {
   guarded(req, [&] {
@@ -507,16 +599,45 @@ void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void*, fuse_file
       case FS_IOC_FSGETXATTR:
       case FS_IOC_FSSETXATTR:
         return reply_inode_flags(req, ino, cmd, in_buf, in_size, out_size);
-      case control::kStatsIoctl:
+      default:
         break;
+    }
+    const fuse_ctx* ctx = fuse_req_ctx(req);
+    const bool owner = ctx->uid == 0 || ctx->uid == geteuid();
+    Filesystem& fs = fs_of(req);
+    switch (cmd) {
+      case control::kStatsIoctl: {
+        if (!owner) return (void)fuse_reply_err(req, EPERM);
+        std::string text = stats_text(fs);
+        if (text.size() + 1 > out_size) return (void)fuse_reply_err(req, EOVERFLOW);
+        return (void)fuse_reply_ioctl(req, 0, text.c_str(), text.size() + 1);
+      }
+      case control::kWhereIoctl: {
+        // Anyone who could open the file: the kernel checked at open.
+        if (in_size < sizeof(control::WhereBuffer) || out_size < sizeof(control::WhereBuffer))
+          return (void)fuse_reply_err(req, EINVAL);
+        auto b = std::make_unique<control::WhereBuffer>();
+        std::memcpy(&b->start, in_buf, sizeof b->start);
+        if (Status s = where_reply(*fs.ns, fs.cache->page_size(), ino, *b); !s)
+          return (void)fuse_reply_err(req, s.code());
+        return (void)fuse_reply_ioctl(req, 0, b.get(), sizeof *b);
+      }
+      case control::kSetIoctl: {
+        if (!owner) return (void)fuse_reply_err(req, EPERM);
+        if (in_size < sizeof(control::SetBuffer) || out_size < sizeof(control::SetBuffer))
+          return (void)fuse_reply_err(req, EINVAL);
+        auto b = std::make_unique<control::SetBuffer>();
+        std::memcpy(b.get(), in_buf, sizeof *b);
+        const std::string text(b->text, strnlen(b->text, sizeof b->text));
+        std::string msg;
+        b->error = set_limits(fs, text, &msg);
+        std::memset(b->text, 0, sizeof b->text);
+        std::memcpy(b->text, msg.data(), std::min(msg.size(), sizeof b->text - 1));
+        return (void)fuse_reply_ioctl(req, 0, b.get(), sizeof *b);
+      }
       default:
         return (void)fuse_reply_err(req, ENOTTY);
     }
-    const fuse_ctx* ctx = fuse_req_ctx(req);
-    if (ctx->uid != 0 && ctx->uid != geteuid()) return (void)fuse_reply_err(req, EPERM);
-    std::string text = stats_text(fs_of(req));
-    if (text.size() + 1 > out_size) return (void)fuse_reply_err(req, EOVERFLOW);
-    fuse_reply_ioctl(req, 0, text.c_str(), text.size() + 1);
   });
 }
 

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <climits>
 #include <csignal>
 #include <cstdarg>
@@ -39,6 +40,7 @@
 
 #include "core/namespace.h"
 #include "core/page_cache.h"
+#include "daemon/control.h"
 #include "daemon/fuse_ops.h"
 #include "daemon/notify.h"
 #include "daemon/options.h"
@@ -333,6 +335,28 @@ int serve(const Options& o, Startup& startup) {
 
 // Paths the daemon uses after chdir("/"), made absolute against the
 // directory tmpfsd was started in.
+// -o remount (options.h): the live mount's limits, as tmpfsctl set. Exit 0,
+// or 32 (mount(8)'s "mount failure", what a refused tmpfs remount gives)
+// with one line.
+int remount(const Options& o) {
+  if (o.remount_options.empty()) return 0;  // nothing tmpfsd can change was asked for
+  const control::SetOutcome r = control::request_set(o.mountpoint, o.remount_options);
+  std::string why;
+  if (r.sys_error == ENOTTY || r.sys_error == EINVAL)
+    why = "not a tmpfsd mount";
+  else if (r.sys_error != 0)
+    why = std::strerror(r.sys_error);
+  else if (r.error != 0)
+    why = r.message + " (" + std::strerror(r.error) + ")";
+  if (!why.empty()) {
+    std::fprintf(stderr, "tmpfsd: remount %s: %s\n", o.mountpoint.c_str(), why.c_str());
+    return 32;
+  }
+  if (!r.message.empty())
+    std::fprintf(stderr, "tmpfsd: remount %s: %s\n", o.mountpoint.c_str(), r.message.c_str());
+  return 0;
+}
+
 std::string absolute(const std::string& path) {
   if (path.empty() || path[0] == '/') return path;
   char buf[PATH_MAX];
@@ -365,6 +389,7 @@ int main(int argc, char** argv) {
     return parsed.exit_code;
   }
   tmpfsd::Options o = *parsed.options;
+  if (o.remount) return tmpfsd::remount(o);
   o.mountpoint = tmpfsd::absolute(o.mountpoint);
   o.swap_dir = tmpfsd::absolute(o.swap_dir);
   o.log_file = tmpfsd::absolute(o.log_file);

@@ -183,6 +183,18 @@ ParseOutcome parse_options(int argc, char** argv) {
     o.source = positionals[0];
   }
 
+  // A remount: only what can change on a live mount counts.
+  for (const std::string& opt : mount_opts) o.remount = o.remount || opt == "remount";
+  if (o.remount) {
+    for (const std::string& opt : mount_opts) {
+      const std::string key = opt.substr(0, opt.find('='));
+      if (key == "size" || key == "nr_inodes" || key == "memory")
+        o.remount_options += (o.remount_options.empty() ? "" : ",") + opt;
+    }
+    out.options = o;
+    return out;
+  }
+
   // The daemon options' -o forms. Each names the flag it stands for; both
   // forms of one option is an error, so that which one counts never
   // depends on the order.

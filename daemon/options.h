@@ -18,6 +18,14 @@
 // times to) and the options for mount(8) and fstab only (defaults, nofail,
 // noauto, auto, user, nouser, users, owner, group, _netdev, comment=, x-*)
 // are accepted and ignored.
+//
+// `mount -o remount,OPTS DIR` on a fuse.tmpfsd mount: mount(8) runs
+// mount.fuse3 as for a mount (the kernel does not pass a FUSE remount to
+// the daemon), with OPTS after the mount's own options, "remount" among
+// them; mount.fuse3 runs tmpfsd with that list. tmpfsd then mounts
+// nothing: it asks the daemon of DIR to change size=, nr_inodes= (and
+// memory=, which it refuses) as `tmpfsctl set` does, and ignores the other
+// options (the mount's own, which mount(8) repeats).
 #pragma once
 
 #include <sys/types.h>
@@ -79,6 +87,10 @@ struct Options {
   // --pid-file: the daemon's process ID, written by the daemon when it
   // starts and removed when it exits.
   std::string pid_file;
+  // -o remount: change the live mount's limits instead of mounting;
+  // remount_options are its size=, nr_inodes= and memory= in order.
+  bool remount = false;
+  std::string remount_options;
 };
 
 struct ParseOutcome {

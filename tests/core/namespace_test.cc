@@ -419,3 +419,105 @@ TEST_CASE("atime follows the mount's atime options: relatime, noatime, strictati
     CHECK((f.ns->getattr(d)->atime.tv_sec != past.tv_sec) == c.dir_moves);
   }
 }
+
+// tmpfsctl where: runs of one kind, holes by arithmetic, in pieces when the
+// caller's array is small; EISDIR/EINVAL for what is not a regular file.
+TEST_CASE("where: the runs of a sparse file, in pieces, and of what is not a file",
+          "[namespace][where]") {
+  Fixture f;
+  const uint64_t ino = f.mkfile(kRootIno, "f");
+  const std::vector<char> page(4096, 'x');
+  auto bytes = std::as_bytes(std::span(page));
+  REQUIRE(f.ns->write(ino, 4096, bytes, false).is_ok());
+  REQUIRE(f.ns->write(ino, 8192, bytes, false).is_ok());
+  const uint64_t far = uint64_t{1} << 49;  // 512 TiB
+  REQUIRE(f.ns->write(ino, far, bytes, false).is_ok());
+  SetAttr grow;
+  grow.size = uint64_t{1} << 50;
+  REQUIRE(f.ns->setattr(ino, grow).is_ok());
+
+  std::vector<PageRun> runs(8);
+  auto a = f.ns->where(ino, 0, runs);
+  REQUIRE(a.is_ok());
+  CHECK(a->size == uint64_t{1} << 50);
+  CHECK(a->end == (uint64_t{1} << 50) / 4096);
+  CHECK(a->next == a->end);
+  REQUIRE(a->count == 5);
+  const uint64_t p = far / 4096;
+  CHECK((runs[0].first == 0 && runs[0].pages == 1 && runs[0].kind == PageKind::kHole));
+  CHECK((runs[1].first == 1 && runs[1].pages == 2 && runs[1].kind == PageKind::kResident));
+  CHECK((runs[2].first == 3 && runs[2].pages == p - 3 && runs[2].kind == PageKind::kHole));
+  CHECK((runs[3].first == p && runs[3].pages == 1 && runs[3].kind == PageKind::kResident));
+  CHECK((runs[4].first == p + 1 && runs[4].kind == PageKind::kHole));
+  CHECK(runs[4].first + runs[4].pages == a->end);
+
+  // 1 to 4 runs at a time: the caller goes on from `next` and gets the
+  // same runs, none twice (a full array may stop after a hole, before the
+  // page that follows it, or before the hole).
+  for (size_t room = 1; room <= 4; ++room) {
+    std::vector<PageRun> all;
+    uint64_t from = 0;
+    for (int calls = 0; calls < 10 && from < a->end; ++calls) {
+      std::vector<PageRun> some(room);
+      auto b = f.ns->where(ino, from, some);
+      REQUIRE(b.is_ok());
+      REQUIRE(b->next > from);
+      for (size_t i = 0; i < b->count; ++i) {
+        if (!all.empty() && all.back().kind == some[i].kind &&
+            all.back().first + all.back().pages == some[i].first)
+          all.back().pages += some[i].pages;  // split by the call's end only
+        else
+          all.push_back(some[i]);
+      }
+      from = b->next;
+    }
+    INFO("runs per call: " << room);
+    REQUIRE(all.size() == 5);
+    for (size_t i = 0; i < 5; ++i)
+      CHECK((all[i].first == runs[i].first && all[i].pages == runs[i].pages &&
+             all[i].kind == runs[i].kind));
+  }
+
+  const uint64_t d = f.mkdir(kRootIno, "d");
+  CHECK(f.ns->where(d, 0, runs).code() == EISDIR);
+  auto fifo = f.ns->mknod(kRootIno, "p", S_IFIFO | 0644, 0, {});
+  REQUIRE(fifo.is_ok());
+  CHECK(f.ns->where(fifo->ino, 0, runs).code() == EINVAL);
+  CHECK(f.ns->where(999999, 0, runs).code() == ENOENT);
+}
+
+// tmpfsctl set and mount -o remount: tmpfs's rules, all or nothing.
+TEST_CASE("set_limits: grow, shrink, refuse below use, all or nothing", "[namespace][limits]") {
+  Fixture f(10, 16);
+  const uint64_t ino = f.mkfile(kRootIno, "f");
+  const std::vector<char> data(4 * 4096, 'y');
+  REQUIRE(f.ns->write(ino, 0, std::as_bytes(std::span(data)), false).is_ok());
+  std::string why;
+  CHECK(f.ns->set_limits({.max_pages = 32, .max_inodes = std::nullopt}, &why).is_ok());
+  CHECK(f.ns->statfs().blocks == 32);
+  CHECK(f.ns->set_limits({.max_pages = 4, .max_inodes = std::nullopt}, &why).is_ok());
+  CHECK(f.ns->statfs().blocks_free == 0);
+  auto s = f.ns->set_limits({.max_pages = 3, .max_inodes = std::nullopt}, &why);
+  CHECK(s.code() == EINVAL);
+  CHECK(why == "Too small a size for current use");
+  CHECK(f.ns->statfs().blocks == 4);
+  // Two inodes in use (the root and f): 1 is too few, and size= stays too.
+  s = f.ns->set_limits({.max_pages = 64, .max_inodes = 1}, &why);
+  CHECK(s.code() == EINVAL);
+  CHECK(why == "Too few inodes for current use");
+  CHECK(f.ns->statfs().blocks == 4);
+  CHECK(f.ns->statfs().files == 10);
+  REQUIRE(f.ns->set_limits({.max_pages = 64, .max_inodes = 3}, &why).is_ok());
+  CHECK(f.ns->statfs().files == 3);
+  CHECK(f.ns->statfs().files_free == 1);
+  f.mkfile(kRootIno, "g");
+  CHECK(f.ns->mknod(kRootIno, "h", S_IFREG | 0644, 0, {}).code() == ENOSPC);
+  // 0: unlimited; a limit cannot come back, as on tmpfs.
+  REQUIRE(f.ns->set_limits({.max_pages = 0, .max_inodes = 0}, &why).is_ok());
+  CHECK(f.ns->statfs().blocks == 0);
+  f.mkfile(kRootIno, "h");
+  CHECK(f.ns->set_limits({.max_pages = 64, .max_inodes = std::nullopt}, &why).code() == EINVAL);
+  CHECK(why == "Cannot retroactively limit size");
+  CHECK(f.ns->set_limits({.max_pages = std::nullopt, .max_inodes = 64}, &why).code() == EINVAL);
+  CHECK(why == "Cannot retroactively limit inodes");
+}

@@ -300,3 +300,19 @@ TEST_CASE("mount(8)'s generic options: passed on or accepted", "[options]") {
   CHECK(fstab.options->size_bytes == 2ull << 30);
   CHECK(fstab.options->memory_bytes == 256ull << 20);
 }
+
+// mount -o remount,size=... DIR: what mount.fuse3 passes (measured on
+// bookworm) is the mount's own options, "remount" and the new ones; only
+// size=, nr_inodes= and memory= are kept, for the live daemon.
+TEST_CASE("-o remount: the limits to change, the rest ignored", "[options]") {
+  auto r = parse({"tmpfsd", "/nonexistent/dir", "-o",
+                  "rw,relatime,remount,user_id=0,group_id=0,default_permissions,size=2G,"
+                  "nr_inodes=1k,dev,suid"});
+  REQUIRE(r.options);
+  CHECK(r.options->remount);
+  CHECK(r.options->mountpoint == "/nonexistent/dir");
+  CHECK(r.options->remount_options == "size=2G,nr_inodes=1k");
+  auto plain = parse({"/tmp", "-o", "size=2G"});
+  REQUIRE(plain.options);
+  CHECK_FALSE(plain.options->remount);
+}

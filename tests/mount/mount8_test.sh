@@ -12,7 +12,8 @@
 # outside the namespace sees either mount.
 #
 # Cases: a mount with options (quiet success, findmnt SOURCE/FSTYPE, data
-# byte for byte, df size, the daemon gone within 10 s of umount); a bad
+# byte for byte, df size, mount -o remount,size= growing and refused below
+# use as kernel tmpfs refuses it, the daemon gone within 10 s of umount); a bad
 # option (non-zero, one line naming it, nothing mounted or running);
 # mount(8)'s generic options (ro gives EROFS; the rest accepted; noatime,
 # strictatime and nodiratime change when reads move atime); an fstab
@@ -133,6 +134,41 @@ if mountpoint -q "$mnt"; then
   [ "$size" = $((64 << 20)) ] && pass "df: size 64 MiB" || fail "df size $size, wanted $((64 << 20))"
   src=$(df --output=source "$mnt" | tail -1 | tr -d ' ')
   [ "$src" = mysrc ] && pass "df: source mysrc" || fail "df source '$src', wanted mysrc"
+  # ---- 1b. mount -o remount,size=: mount(8) runs mount.fuse3 and so
+  # tmpfsd with "remount" in -o, which changes the live daemon's limits
+  # (daemon/options.h); the same daemon serves on, and none is added.
+  out=$(timeout 30 mount -o remount,size=32m "$mnt" 2>&1)
+  rc=$?
+  size=$(df -B1 --output=size "$mnt" | tail -1 | tr -d ' ')
+  if [ $rc -ne 0 ] || [ -n "$out" ] || [ "$size" != $((32 << 20)) ]; then
+    fail "remount,size=32m: exit $rc, output '$out', df size $size (want $((32 << 20)))"
+  else
+    pass "remount,size=32m: exit 0, quiet, df size 32 MiB"
+  fi
+  [ "$(daemons_on "$mnt")" = "$tmpfsd_pid" ] && pass "remount: the same daemon $tmpfsd_pid, no other" \
+    || fail "remount: daemons on $mnt: $(daemons_on "$mnt" | tr '\n' ' ') (want only $tmpfsd_pid)"
+  cmp "$work/data" "$mnt/file" || fail "remount: the data changed"
+  # Below what is in use (3 MiB): refused as kernel tmpfs refuses it
+  # (EINVAL, "Too small a size for current use"; mount(8) exits 32), and
+  # nothing changes.
+  out=$(timeout 30 mount -o remount,size=1m "$mnt" 2>&1)
+  rc=$?
+  size=$(df -B1 --output=size "$mnt" | tail -1 | tr -d ' ')
+  if [ $rc -ne 32 ] || ! grep -q 'Too small a size for current use' <<<"$out" || [ "$size" != $((32 << 20)) ]; then
+    fail "remount,size=1m: exit $rc (want 32), output '$out', df size $size (want $((32 << 20)))"
+  else
+    pass "remount,size=1m refused: exit 32, '$out', df still 32 MiB"
+  fi
+  mkdir "$work/k"
+  if mount -t tmpfs -o size=8m ktmpfs "$work/k"; then
+    head -c $((3 << 20)) /dev/zero > "$work/k/f"
+    timeout 30 mount -o remount,size=1m "$work/k" >/dev/null 2>&1
+    krc=$?
+    ksize=$(df -B1 --output=size "$work/k" | tail -1 | tr -d ' ')
+    umount "$work/k"
+    [ $krc -eq 32 ] && [ "$ksize" = $((8 << 20)) ] && pass "kernel tmpfs refuses the same remount alike (exit $krc, size kept)" \
+      || fail "kernel tmpfs: remount,size=1m exit $krc, size $ksize: tmpfsd's answer no longer matches it"
+  fi
   unmount_and_wait "$tmpfsd_pid" "mount -t fuse.tmpfsd"
 else
   fail "nothing mounted on $mnt after mount -t fuse.tmpfsd"
@@ -213,6 +249,16 @@ else
   grep -q 'memory=268435456 bytes' "$work/fstab.log" && pass "log_file= has the log; memory=256M counted" \
     || fail "log_file=: no 'memory=268435456 bytes' in $work/fstab.log"
   echo fstab > "$mnt/f" && [ "$(cat "$mnt/f")" = fstab ] || fail "fstab mount: write/read failed"
+  # A remount repeats the line's options (memory=256M among them, which
+  # cannot change but is the same): only size= moves.
+  out=$(timeout 30 mount -T "$work/fstab" -o remount,size=3G "$mnt" 2>&1)
+  rc=$?
+  size=$(df -B1 --output=size "$mnt" | tail -1 | tr -d ' ')
+  if [ $rc -ne 0 ] || [ "$size" != $((3 << 30)) ]; then
+    fail "fstab remount,size=3G: exit $rc, output '$out', df size $size (want $((3 << 30)))"
+  else
+    pass "fstab remount,size=3G (memory=256M repeated): exit 0, df 3 GiB"
+  fi
   unmount_and_wait "$tmpfsd_pid" "fstab"
   [ -e "$work/fstab.pid" ] && fail "the pid file outlived the daemon"
 fi
