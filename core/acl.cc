@@ -3,6 +3,7 @@
 
 #include <sys/stat.h>
 
+#include <bit>
 #include <cstring>
 
 namespace tmpfsd::acl {
@@ -23,47 +24,27 @@ std::optional<Acl> parse(std::string_view value) {
   std::memcpy(&version, value.data(), 4);
   if (version != kVersion) return std::nullopt;
   Acl acl;
-  int user_obj = 0, group_obj = 0, other = 0, mask = 0, named = 0;
+  int count[6] = {};  // entries of each tag, by the tag's bit
   for (size_t off = kHeader; off < value.size(); off += kEntry) {
     Entry e;
     std::memcpy(&e.tag, value.data() + off, 2);
     std::memcpy(&e.perm, value.data() + off + 2, 2);
     std::memcpy(&e.id, value.data() + off + 4, 4);
     if (e.perm & ~uint16_t(S_IRWXO)) return std::nullopt;
+    if (e.tag == 0 || e.tag > kOther || (e.tag & (e.tag - 1))) return std::nullopt;
+    bool named = e.tag == kUser || e.tag == kGroup;
     if (!acl.empty()) {  // posix_acl_valid: tags in order, named ids ascending
       const Entry& prev = acl.back();
       if (e.tag < prev.tag) return std::nullopt;
-      if (e.tag == prev.tag && (e.tag != kUser && e.tag != kGroup)) return std::nullopt;
-      if (e.tag == prev.tag && e.id <= prev.id) return std::nullopt;
+      if (e.tag == prev.tag && (!named || e.id <= prev.id)) return std::nullopt;
     }
-    switch (e.tag) {
-      case kUserObj:
-        ++user_obj;
-        e.id = kUndefinedId;
-        break;
-      case kGroupObj:
-        ++group_obj;
-        e.id = kUndefinedId;
-        break;
-      case kOther:
-        ++other;
-        e.id = kUndefinedId;
-        break;
-      case kMask:
-        ++mask;
-        e.id = kUndefinedId;
-        break;
-      case kUser:
-      case kGroup:
-        ++named;
-        break;
-      default:
-        return std::nullopt;
-    }
+    if (!named) e.id = kUndefinedId;
+    ++count[std::countr_zero(e.tag)];
     acl.push_back(e);
   }
-  if (user_obj != 1 || group_obj != 1 || other != 1 || mask > 1) return std::nullopt;
-  if (named > 0 && mask == 0) return std::nullopt;
+  auto n = [&count](Tag t) { return count[std::countr_zero(uint16_t(t))]; };
+  if (n(kUserObj) != 1 || n(kGroupObj) != 1 || n(kOther) != 1) return std::nullopt;
+  if (n(kUser) + n(kGroup) > 0 && n(kMask) == 0) return std::nullopt;
   return acl;
 }
 

@@ -306,66 +306,76 @@ bool Wire::answer(int fd, const void* buf, size_t len) {
         t_kill_suidgid = (o.open_flags & FUSE_OPEN_KILL_SUIDGID) != 0;
       return false;
     }
-    case FUSE_TMPFILE: {
-      fuse_create_in c{};
-      if (!body_as(buf, len, &c)) return send_reply(fd, in.unique, EINVAL), true;
-      Caller who = caller_of(in);
-      if (umask_left_to_us()) who.umask = mode_t(c.umask);
-      auto r = fs_.ns->tmpfile(in.nodeid, mode_t(c.mode), int(c.flags), who);
-      if (!r) return send_reply(fd, in.unique, r.code()), true;
-      fuse_entry_out entry{};
-      entry.nodeid = r->ino;
-      entry.generation = r->generation;
-      entry.entry_valid = timeout_sec(fs_.entry_timeout);
-      entry.entry_valid_nsec = timeout_nsec(fs_.entry_timeout);
-      entry.attr_valid = timeout_sec(fs_.attr_timeout);
-      entry.attr_valid_nsec = timeout_nsec(fs_.attr_timeout);
-      fill_attr(entry.attr, *r, uint32_t(fs_.cache->page_size()));
-      fuse_open_out open{};
-      open.open_flags = FOPEN_KEEP_CACHE;  // as set_open_flags() in fuse_ops.cc
-      if (!send_reply(fd, in.unique, 0, &entry, sizeof entry, &open, sizeof open)) {
-        fs_.ns->release(r->ino);  // no RELEASE and no FORGET will come
-        fs_.ns->forget(r->ino, 1);
-      }
+    case FUSE_TMPFILE:
+      answer_tmpfile(fd, in, buf, len);
       return true;
-    }
-    case kOpStatx: {
-      fuse_statx_in sx_in{};
-      if (!body_as(buf, len, &sx_in)) return send_reply(fd, in.unique, EINVAL), true;
-      auto r = fs_.ns->getattr(in.nodeid);
-      if (!r) return send_reply(fd, in.unique, r.code()), true;
-      fuse_statx_out out{};
-      out.attr_valid = timeout_sec(fs_.attr_timeout);
-      out.attr_valid_nsec = timeout_nsec(fs_.attr_timeout);
-      fuse_statx& sx = out.stat;
-      sx.mask = STATX_BASIC_STATS | STATX_BTIME;
-      sx.blksize = uint32_t(fs_.cache->page_size());
-      sx.nlink = uint32_t(r->nlink);
-      sx.uid = r->uid;
-      sx.gid = r->gid;
-      sx.mode = uint16_t(r->mode);
-      sx.ino = r->ino;
-      sx.size = r->size;
-      sx.blocks = r->blocks;
-      sx.atime = sx_time(r->atime);
-      sx.btime = sx_time(r->btime);
-      sx.ctime = sx_time(r->ctime);
-      sx.mtime = sx_time(r->mtime);
-      // What tmpfs reports of its inode flags (statx's generic_fillattr
-      // and shmem_getattr).
-      constexpr uint64_t kAttrs = STATX_ATTR_IMMUTABLE | STATX_ATTR_APPEND | STATX_ATTR_NODUMP;
-      sx.attributes_mask = kAttrs;
-      if (r->iflags & FS_IMMUTABLE_FL) sx.attributes |= STATX_ATTR_IMMUTABLE;
-      if (r->iflags & FS_APPEND_FL) sx.attributes |= STATX_ATTR_APPEND;
-      if (r->iflags & FS_NODUMP_FL) sx.attributes |= STATX_ATTR_NODUMP;
-      sx.rdev_major = major(r->rdev);
-      sx.rdev_minor = minor(r->rdev);
-      send_reply(fd, in.unique, 0, &out, sizeof out);
+    case kOpStatx:
+      answer_statx(fd, in, buf, len);
       return true;
-    }
     default:
       return false;
   }
+}
+
+// O_TMPFILE: CREATE's reply (fuse_entry_out, then fuse_open_out) for a file
+// with no name (Namespace::tmpfile).
+void Wire::answer_tmpfile(int fd, const fuse_in_header& in, const void* buf, size_t len) {
+  fuse_create_in c{};
+  if (!body_as(buf, len, &c)) return void(send_reply(fd, in.unique, EINVAL));
+  Caller who = caller_of(in);
+  if (umask_left_to_us()) who.umask = mode_t(c.umask);
+  auto r = fs_.ns->tmpfile(in.nodeid, mode_t(c.mode), int(c.flags), who);
+  if (!r) return void(send_reply(fd, in.unique, r.code()));
+  fuse_entry_out entry{};
+  entry.nodeid = r->ino;
+  entry.generation = r->generation;
+  entry.entry_valid = timeout_sec(fs_.entry_timeout);
+  entry.entry_valid_nsec = timeout_nsec(fs_.entry_timeout);
+  entry.attr_valid = timeout_sec(fs_.attr_timeout);
+  entry.attr_valid_nsec = timeout_nsec(fs_.attr_timeout);
+  fill_attr(entry.attr, *r, uint32_t(fs_.cache->page_size()));
+  fuse_open_out open{};
+  open.open_flags = FOPEN_KEEP_CACHE;  // as set_open_flags() in fuse_ops.cc
+  if (!send_reply(fd, in.unique, 0, &entry, sizeof entry, &open, sizeof open)) {
+    fs_.ns->release(r->ino);  // no RELEASE and no FORGET will come
+    fs_.ns->forget(r->ino, 1);
+  }
+}
+
+// statx with more than the basic fields (the kernel asks for btime): the
+// same attributes and validity as GETATTR, plus birth time and inode flags.
+void Wire::answer_statx(int fd, const fuse_in_header& in, const void* buf, size_t len) {
+  fuse_statx_in sx_in{};
+  if (!body_as(buf, len, &sx_in)) return void(send_reply(fd, in.unique, EINVAL));
+  auto r = fs_.ns->getattr(in.nodeid);
+  if (!r) return void(send_reply(fd, in.unique, r.code()));
+  fuse_statx_out out{};
+  out.attr_valid = timeout_sec(fs_.attr_timeout);
+  out.attr_valid_nsec = timeout_nsec(fs_.attr_timeout);
+  fuse_statx& sx = out.stat;
+  sx.mask = STATX_BASIC_STATS | STATX_BTIME;
+  sx.blksize = uint32_t(fs_.cache->page_size());
+  sx.nlink = uint32_t(r->nlink);
+  sx.uid = r->uid;
+  sx.gid = r->gid;
+  sx.mode = uint16_t(r->mode);
+  sx.ino = r->ino;
+  sx.size = r->size;
+  sx.blocks = r->blocks;
+  sx.atime = sx_time(r->atime);
+  sx.btime = sx_time(r->btime);
+  sx.ctime = sx_time(r->ctime);
+  sx.mtime = sx_time(r->mtime);
+  // What tmpfs reports of its inode flags (statx's generic_fillattr
+  // and shmem_getattr).
+  constexpr uint64_t kAttrs = STATX_ATTR_IMMUTABLE | STATX_ATTR_APPEND | STATX_ATTR_NODUMP;
+  sx.attributes_mask = kAttrs;
+  if (r->iflags & FS_IMMUTABLE_FL) sx.attributes |= STATX_ATTR_IMMUTABLE;
+  if (r->iflags & FS_APPEND_FL) sx.attributes |= STATX_ATTR_APPEND;
+  if (r->iflags & FS_NODUMP_FL) sx.attributes |= STATX_ATTR_NODUMP;
+  sx.rdev_major = major(r->rdev);
+  sx.rdev_minor = minor(r->rdev);
+  send_reply(fd, in.unique, 0, &out, sizeof out);
 }
 
 ssize_t Wire::writev(int fd, iovec* iov, int count) {

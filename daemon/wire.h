@@ -37,6 +37,8 @@
 #include <optional>
 #include <string_view>
 
+struct fuse_in_header;  // <linux/fuse.h>, included by wire.cc only
+
 namespace tmpfsd {
 
 struct Filesystem;
@@ -78,6 +80,8 @@ class Wire {
   ssize_t writev(int fd, iovec* iov, int count);
   // True when the request was answered here (the caller reads the next one).
   bool answer(int fd, const void* buf, size_t len);
+  void answer_tmpfile(int fd, const fuse_in_header& in, const void* buf, size_t len);
+  void answer_statx(int fd, const fuse_in_header& in, const void* buf, size_t len);
   void amend_init(iovec* iov, int count);
 
   Filesystem& fs_;
