@@ -42,6 +42,7 @@
 #include "daemon/fuse_ops.h"
 #include "daemon/notify.h"
 #include "daemon/options.h"
+#include "daemon/remount.h"
 #include "daemon/startup.h"
 #include "swapdev/uring_swap_device.h"
 
@@ -363,6 +364,12 @@ int main(int argc, char** argv) {
   o.swap_dir = tmpfsd::absolute(o.swap_dir);
   o.log_file = tmpfsd::absolute(o.log_file);
   o.pid_file = tmpfsd::absolute(o.pid_file);
+  if (o.remount) {  // mount -o remount: the running daemon stays (daemon/remount.h)
+    std::string error;
+    int rc = tmpfsd::remount(o, error);
+    if (rc != 0) std::fprintf(stderr, "%s\n", error.c_str());
+    return rc;
+  }
   // From here on, see THE RULE at the top: daemonise before anything starts
   // a thread.
   tmpfsd::Startup startup = o.foreground ? tmpfsd::Startup::foreground(o.mountpoint)

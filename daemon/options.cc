@@ -124,7 +124,8 @@ ParseOutcome parse_options(int argc, char** argv) {
                  "log_file=, pid_file= "
                  "(the daemon options below); lazytime, defaults, nofail, noauto, _netdev, x-* ... "
                  "are accepted "
-                 "and ignored")
+                 "and ignored; remount (as mount -o remount runs it) changes the live mount's "
+                 "flags and exits")
       ->delimiter(',')
       ->allow_extra_args(false);  // one list per -o: what follows may be SOURCE or MOUNTPOINT
   app.add_option("--memory", memory,
@@ -193,6 +194,14 @@ ParseOutcome parse_options(int argc, char** argv) {
   };
   const uint64_t ram = physical_memory();
   bool size_given = false;
+  // mount(8) gives a remount's helper the kernel mount's options as
+  // /proc/mounts shows them, FUSE's own among them.
+  bool remounting = false;
+  for (const std::string& opt : mount_opts) remounting = remounting || opt == "remount";
+  auto fuse_kernel_option = [](const std::string& key) {
+    return key == "user_id" || key == "group_id" || key == "default_permissions" ||
+           key == "rootmode" || key == "max_read" || key == "blksize" || key == "fd";
+  };
   for (const std::string& opt : mount_opts) {
     if (opt.empty()) continue;
     auto eq = opt.find('=');
@@ -200,6 +209,10 @@ ParseOutcome parse_options(int argc, char** argv) {
     std::string value = eq == std::string::npos ? "" : opt.substr(eq + 1);
     if (key == "allow_other" && eq == std::string::npos) {
       o.allow_other = true;
+    } else if (opt == "remount") {
+      o.remount = true;
+    } else if (remounting && fuse_kernel_option(key)) {
+      o.ignored.push_back(opt);
     } else if (opt == "ro" || opt == "rw") {
       o.read_only = opt == "ro";
     } else if (opt == "sync" || opt == "async") {

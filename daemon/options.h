@@ -52,6 +52,9 @@ struct Options {
   // default), "noatime", "strictatime" (strictatime, norelatime).
   std::string atime = "relatime";
   bool nodiratime = false;  // nodiratime (diratime: false)
+  // -o remount: change the flags of the live mount on MOUNTPOINT and exit,
+  // as mount(8) asks for `mount -o remount,...` (daemon/remount.h).
+  bool remount = false;
   // Generic or fstab-only options accepted without effect (logged once the
   // daemon runs), in the order given.
   std::vector<std::string> ignored;
