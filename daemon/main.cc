@@ -44,6 +44,7 @@
 #include "daemon/fuse_ops.h"
 #include "daemon/notify.h"
 #include "daemon/options.h"
+#include "daemon/remount.h"
 #include "daemon/startup.h"
 #include "daemon/wire.h"
 #include "swapdev/uring_swap_device.h"
@@ -338,7 +339,7 @@ int serve(const Options& o, Startup& startup) {
 // -o remount (options.h): the live mount's limits, as tmpfsctl set. Exit 0,
 // or 32 (mount(8)'s "mount failure", what a refused tmpfs remount gives)
 // with one line.
-int remount(const Options& o) {
+int remount_limits(const Options& o) {
   if (o.remount_options.empty()) return 0;  // nothing tmpfsd can change was asked for
   const control::SetOutcome r = control::request_set(o.mountpoint, o.remount_options);
   std::string why;
@@ -389,11 +390,18 @@ int main(int argc, char** argv) {
     return parsed.exit_code;
   }
   tmpfsd::Options o = *parsed.options;
-  if (o.remount) return tmpfsd::remount(o);
   o.mountpoint = tmpfsd::absolute(o.mountpoint);
   o.swap_dir = tmpfsd::absolute(o.swap_dir);
   o.log_file = tmpfsd::absolute(o.log_file);
   o.pid_file = tmpfsd::absolute(o.pid_file);
+  if (o.remount) {  // mount -o remount: the running daemon stays (daemon/remount.h)
+    std::string error;
+    if (tmpfsd::remount(o, error) != 0) {
+      std::fprintf(stderr, "%s\n", error.c_str());
+      return 32;  // mount(8)'s "mount failure"
+    }
+    return tmpfsd::remount_limits(o);
+  }
   // From here on, see THE RULE at the top: daemonise before anything starts
   // a thread.
   tmpfsd::Startup startup = o.foreground ? tmpfsd::Startup::foreground(o.mountpoint)

@@ -124,7 +124,8 @@ ParseOutcome parse_options(int argc, char** argv) {
                  "log_file=, pid_file= "
                  "(the daemon options below); lazytime, defaults, nofail, noauto, _netdev, x-* ... "
                  "are accepted "
-                 "and ignored")
+                 "and ignored; remount (as mount -o remount runs it) changes the live mount's "
+                 "flags and exits")
       ->delimiter(',')
       ->allow_extra_args(false);  // one list per -o: what follows may be SOURCE or MOUNTPOINT
   app.add_option("--memory", memory,
@@ -183,18 +184,6 @@ ParseOutcome parse_options(int argc, char** argv) {
     o.source = positionals[0];
   }
 
-  // A remount: only what can change on a live mount counts.
-  for (const std::string& opt : mount_opts) o.remount = o.remount || opt == "remount";
-  if (o.remount) {
-    for (const std::string& opt : mount_opts) {
-      const std::string key = opt.substr(0, opt.find('='));
-      if (key == "size" || key == "nr_inodes" || key == "memory")
-        o.remount_options += (o.remount_options.empty() ? "" : ",") + opt;
-    }
-    out.options = o;
-    return out;
-  }
-
   // The daemon options' -o forms. Each names the flag it stands for; both
   // forms of one option is an error, so that which one counts never
   // depends on the order.
@@ -205,13 +194,33 @@ ParseOutcome parse_options(int argc, char** argv) {
   };
   const uint64_t ram = physical_memory();
   bool size_given = false;
+  // mount(8) gives a remount's helper the kernel mount's options as
+  // /proc/mounts shows them, FUSE's own among them.
+  bool remounting = false;
+  for (const std::string& opt : mount_opts) remounting = remounting || opt == "remount";
+  auto fuse_kernel_option = [](const std::string& key) {
+    return key == "user_id" || key == "group_id" || key == "default_permissions" ||
+           key == "rootmode" || key == "max_read" || key == "blksize" || key == "fd";
+  };
   for (const std::string& opt : mount_opts) {
     if (opt.empty()) continue;
     auto eq = opt.find('=');
     std::string key = opt.substr(0, eq);
     std::string value = eq == std::string::npos ? "" : opt.substr(eq + 1);
+    // A remount changes the kernel mount's flags (below) and the live
+    // daemon's size=, nr_inodes= and memory= (kept for it as given); every
+    // other option of the first mount, which mount(8) repeats, is ignored.
+    if (remounting && eq != std::string::npos) {
+      if (key == "size" || key == "nr_inodes" || key == "memory")
+        o.remount_options += (o.remount_options.empty() ? "" : ",") + opt;
+      continue;
+    }
     if (key == "allow_other" && eq == std::string::npos) {
       o.allow_other = true;
+    } else if (opt == "remount") {
+      o.remount = true;
+    } else if (remounting && fuse_kernel_option(key)) {
+      o.ignored.push_back(opt);
     } else if (opt == "ro" || opt == "rw") {
       o.read_only = opt == "ro";
     } else if (opt == "sync" || opt == "async") {
@@ -305,6 +314,10 @@ ParseOutcome parse_options(int argc, char** argv) {
     }
   }
   if (!size_given) o.size_bytes = ram / 2;  // tmpfs's default
+  if (o.remount) {
+    out.options = o;
+    return out;
+  }
 
   auto sep = [](const std::string& label) { return label.back() == '=' ? "" : " "; };
   if (!threads.empty()) {

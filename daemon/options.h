@@ -87,8 +87,10 @@ struct Options {
   // --pid-file: the daemon's process ID, written by the daemon when it
   // starts and removed when it exits.
   std::string pid_file;
-  // -o remount: change the live mount's limits instead of mounting;
-  // remount_options are its size=, nr_inodes= and memory= in order.
+  // -o remount: instead of mounting, change the flags of the live mount on
+  // MOUNTPOINT (ro/rw, nosuid, ..., daemon/remount.h) and the live
+  // daemon's limits: remount_options are its size=, nr_inodes= and memory=
+  // in order, as tmpfsctl set takes them.
   bool remount = false;
   std::string remount_options;
 };

@@ -1,12 +1,14 @@
 // Options: what the command line means, and the one-line errors (exit 2)
 // for what it cannot mean. No mounting.
 #define CATCH_CONFIG_MAIN
+#include <sys/mount.h>
 #include <catch2/catch.hpp>
 
 #include <string>
 #include <vector>
 
 #include "daemon/options.h"
+#include "daemon/remount.h"
 
 using namespace tmpfsd;
 
@@ -313,6 +315,31 @@ TEST_CASE("-o remount: the limits to change, the rest ignored", "[options]") {
   CHECK(r.options->mountpoint == "/nonexistent/dir");
   CHECK(r.options->remount_options == "size=2G,nr_inodes=1k");
   auto plain = parse({"/tmp", "-o", "size=2G"});
+  REQUIRE(plain.options);
+  CHECK_FALSE(plain.options->remount);
+}
+
+TEST_CASE("-o remount, as mount -o remount,ro DIR runs the helper, asks for the flags",
+          "[options]") {
+  auto r = parse({"tmpfsd_scratch", "/mnt", "-o", "rw,remount,ro,nosuid,dev,suid,noatime"});
+  REQUIRE(r.options);
+  CHECK(r.options->remount);
+  CHECK(r.options->read_only);
+  CHECK_FALSE(r.options->nosuid);  // suid came later
+  CHECK(remount_flags(*r.options) == (MS_REMOUNT | MS_RDONLY | MS_NOATIME));
+  auto rw = parse({"src", "/mnt", "-o", "remount,rw,nodev,noexec,sync,dirsync,nodiratime"});
+  REQUIRE(rw.options);
+  CHECK(remount_flags(*rw.options) == (MS_REMOUNT | MS_NODEV | MS_NOEXEC | MS_SYNCHRONOUS |
+                                       MS_DIRSYNC | MS_RELATIME | MS_NODIRATIME));
+  // mount(8) passes what /proc/mounts shows, FUSE's options too.
+  auto proc = parse({"src", "/mnt", "-o",
+                     "remount,ro,relatime,user_id=0,group_id=0,default_permissions,allow_other"});
+  REQUIRE(proc.options);
+  CHECK(proc.options->remount);
+  auto fresh = parse({"src", "/mnt", "-o", "user_id=0"});
+  CHECK_FALSE(fresh.options);
+  CHECK(fresh.message == "tmpfsd: -o user_id: unknown option");
+  auto plain = parse({"src", "/mnt", "-o", "ro"});
   REQUIRE(plain.options);
   CHECK_FALSE(plain.options->remount);
 }

@@ -17,7 +17,8 @@
 # option (non-zero, one line naming it, nothing mounted or running);
 # mount(8)'s generic options (ro gives EROFS; the rest accepted; noatime,
 # strictatime and nodiratime change when reads move atime); an fstab
-# line through `mount -T FSTAB DIR`; with BUILDDIR, `meson install
+# line through `mount -T FSTAB DIR`; `mount -o remount,ro` and back (the
+# same daemon, the data kept); with BUILDDIR, `meson install
 # --destdir` and a mount(8) that runs the installed tmpfsd. Needs root. Mounts only under its own
 # mktemp directory, unmounts in every exit path, kills only daemons it
 # started (found by their pid file or their command line naming its
@@ -226,6 +227,35 @@ else
   fi
 fi
 mountpoint -q "$mnt" && unmount_and_wait "$tmpfsd_pid" "strictatime,nodiratime"
+
+# ---- 3c. mount -o remount,ro and back: mount(8) runs the helper again,
+# with the options /proc/mounts shows; the daemon that serves the mount
+# stays (no second one), the data with it, and the kernel flag changes.
+out=$(timeout 30 mount -t fuse.tmpfsd remountsrc "$mnt" -o size=8m 2>&1)
+rc=$?
+tmpfsd_pid=$(daemons_on "$mnt" | head -1)
+if [ $rc -ne 0 ] || [ -n "$out" ] || ! mountpoint -q "$mnt"; then
+  fail "remount: first mount: exit $rc, output: $out"
+else
+  echo kept > "$mnt/f"
+  out=$(timeout 30 mount -o remount,ro "$mnt" 2>&1)
+  rc=$?
+  opts=$(findmnt -n -o OPTIONS "$mnt")
+  if [ $rc -ne 0 ] || [ -n "$out" ]; then fail "mount -o remount,ro: exit $rc, output: $out"
+  elif [ "${opts%%,*}" != ro ]; then fail "mount -o remount,ro: the mount is $opts"
+  elif touch "$mnt/g" 2>/dev/null; then fail "remount,ro: touch succeeded"
+  elif [ "$(cat "$mnt/f")" != kept ]; then fail "remount,ro: the file is gone or changed"
+  else pass "mount -o remount,ro: exit 0, $opts, EROFS, the data kept"; fi
+  out=$(timeout 30 mount -o remount,rw "$mnt" 2>&1)
+  rc=$?
+  if [ $rc -ne 0 ] || [ -n "$out" ]; then fail "mount -o remount,rw: exit $rc, output: $out"
+  elif ! touch "$mnt/g"; then fail "remount,rw: touch failed"
+  else pass "mount -o remount,rw: writable again"; fi
+  daemons=$(daemons_on "$mnt" | wc -l)
+  [ "$daemons" -eq 1 ] && pass "remount: one daemon ($tmpfsd_pid) throughout" ||
+    fail "remount: $daemons daemons on $mnt"
+fi
+mountpoint -q "$mnt" && unmount_and_wait "$tmpfsd_pid" "remount"
 
 # ---- 4. an fstab line, through mount -T FSTAB DIR (mount(8) reads the
 # options from the line, as for /etc/fstab)
