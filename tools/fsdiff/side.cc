@@ -3,9 +3,11 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/fs.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/statfs.h>
 #include <sys/xattr.h>
@@ -350,6 +352,44 @@ Outcome Side::execute(const Op& op, bool* created) {
       o.ret = int64_t(names.size());
       o.data.assign(s.begin(), s.end());
       o.has_data = true;
+      break;
+    }
+    case OpKind::Tmpfile: {
+      if (fds_[op.fd] >= 0) {
+        close(fds_[op.fd]);
+        fds_[op.fd] = -1;
+      }
+      int r = openat(rootfd_, op.path.c_str(), int(op.flags) | O_TMPFILE | O_CLOEXEC, op.mode);
+      set_result(&o, r < 0 ? -1 : 0);
+      if (r >= 0) {
+        fds_[op.fd] = r;
+        *created = true;
+      }
+      break;
+    }
+    case OpKind::Linkfd:
+      set_result(&o, linkat(fd, "", rootfd_, op.path2.c_str(), AT_EMPTY_PATH));
+      break;
+    case OpKind::Statx:
+      set_result(&o, statx_btime(op.path, &o));
+      break;
+    case OpKind::Setacl: {
+      std::vector<uint8_t> v = acl_value(op.dseed, int(op.len));
+      set_result(&o, setxattr(full(op.path).c_str(), op.name.c_str(), v.data(), v.size(), 0));
+      break;
+    }
+    case OpKind::Setflags:
+    case OpKind::Getflags: {
+      int f = openat(rootfd_, op.path.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+      if (f < 0) {
+        set_result(&o, -1);
+        o.facts["flags open"] = errno_name(errno);
+        break;
+      }
+      int v = int(op.flags);
+      set_result(&o, ioctl(f, op.kind == OpKind::Setflags ? FS_IOC_SETFLAGS : FS_IOC_GETFLAGS, &v));
+      if (o.ret == 0 && op.kind == OpKind::Getflags) o.facts["flags"] = fmt::format("{:#x}", v);
+      close(f);
       break;
     }
     case OpKind::Count_:
