@@ -90,9 +90,40 @@ bool Side::open(std::string* err) {
   return true;
 }
 
+namespace {
+
+bool has_ia_flag(int rootfd, const std::string& rel) {
+  int fd = openat(rootfd, rel.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return false;
+  int v = 0;
+  bool r = ioctl(fd, FS_IOC_GETFLAGS, &v) == 0 && (v & (FS_IMMUTABLE_FL | FS_APPEND_FL));
+  close(fd);
+  return r;
+}
+
+std::string parent_path(const std::string& p) {
+  size_t s = p.rfind('/');
+  return s == std::string::npos ? "." : p.substr(0, s);
+}
+
+}  // namespace
+
 Outcome Side::apply(const Op& op) {
   bool created = false;
   Outcome out = execute(op, &created);
+  if (ignore_.flagerrno && out.ret < 0 &&
+      (out.err == EPERM || out.err == EISDIR || out.err == ENOTDIR) &&
+      (op.kind == OpKind::Unlink || op.kind == OpKind::Rmdir || op.kind == OpKind::Rename)) {
+    std::vector<std::string> ps = {op.path, parent_path(op.path)};
+    if (op.kind == OpKind::Rename) ps.insert(ps.end(), {op.path2, parent_path(op.path2)});
+    for (const auto& p : ps) {
+      if (has_ia_flag(rootfd_, p)) {
+        out.err = EPERM;  // tmpfs's answer; the type error is FUSE's VFS order
+        out.facts["flagerrno"] = "EPERM, EISDIR or ENOTDIR";
+        break;
+      }
+    }
+  }
   observe(op, created, &out);
   return out;
 }
