@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <linux/falloc.h>
+#include <linux/fs.h>
 #include <stdio.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -14,6 +15,7 @@ namespace {
 
 const char* const kNames[] = {"a", "b", "c", "d", "e", "f"};
 const char* const kXattrNames[] = {"user.x", "user.y", "user.long_attribute_name", "user.z"};
+const char* const kAclNames[] = {"system.posix_acl_access", "system.posix_acl_default"};
 
 // Relative weights of the kinds, in OpKind order. Data ops and opens are
 // frequent; the namespace ops come often enough to make descriptors outlive
@@ -53,6 +55,13 @@ const int kWeights[] = {
     3,   // stat
     2,   // fstat
     3,   // readdir
+    // Issue 15's ops: 11 of 130 (8.5%) together.
+    3,  // tmpfile
+    2,  // linkfd
+    2,  // statx
+    2,  // setacl
+    1,  // setflags (i and a rarely: see next())
+    1,  // getflags
 };
 static_assert(sizeof(kWeights) / sizeof(kWeights[0]) == size_t(OpKind::Count_));
 
@@ -111,10 +120,17 @@ void Generator::move_tree(const std::string& from, const std::string& to) {
 
 void Generator::feedback(const Op& op, int64_t ret) {
   if (ret < 0) {
-    if (op.kind == OpKind::Open || op.kind == OpKind::Close) open_[op.fd] = false;
+    if (op.kind == OpKind::Open || op.kind == OpKind::Close || op.kind == OpKind::Tmpfile)
+      open_[op.fd] = false;
     return;
   }
   switch (op.kind) {
+    case OpKind::Tmpfile:
+      open_[op.fd] = true;
+      break;
+    case OpKind::Linkfd:
+      if (!tree_.count(op.path2)) tree_[op.path2] = 'f';
+      break;
     case OpKind::Open:
       open_[op.fd] = true;
       if ((op.flags & O_CREAT) && !tree_.count(op.path)) tree_[op.path] = 'f';
@@ -123,6 +139,7 @@ void Generator::feedback(const Op& op, int64_t ret) {
       open_[op.fd] = false;
       break;
     case OpKind::Setxattr:
+    case OpKind::Setacl:  // so that getxattr and removexattr find it
       xattr_path_ = op.path, xattr_name_ = op.name;
       break;
     case OpKind::Mkdir:
@@ -331,6 +348,7 @@ Op Generator::next() {
       op.path = pick_path();
       op.name = kXattrNames[below(std::size(kXattrNames))];
       if (!xattr_path_.empty() && chance(60)) op.path = xattr_path_, op.name = xattr_name_;
+      if (chance(15)) op.name = kAclNames[below(std::size(kAclNames))];
       op.len = chance(80) ? 65536 : chance(50) ? 0 : int64_t(below(16));  // 0 asks for the size
       break;
     case OpKind::Listxattr:
@@ -341,6 +359,7 @@ Op Generator::next() {
       op.path = pick_path();
       op.name = kXattrNames[below(std::size(kXattrNames))];
       if (!xattr_path_.empty() && chance(60)) op.path = xattr_path_, op.name = xattr_name_;
+      if (chance(15)) op.name = kAclNames[below(std::size(kAclNames))];
       break;
     case OpKind::Fsync:
     case OpKind::Fdatasync:
@@ -353,6 +372,42 @@ Op Generator::next() {
       op.off = pick_off();
       op.off2 = pick_off();
       op.len = pick_len();
+      break;
+    case OpKind::Tmpfile: {
+      static const uint32_t acc[] = {O_RDWR, O_RDWR, O_WRONLY, O_RDONLY};  // O_RDONLY: EINVAL
+      op.flags = acc[below(std::size(acc))] | (chance(30) ? O_EXCL : 0);
+      op.mode = chance(70) ? 0644 : pick_mode();
+      op.path = chance(75) ? pick_existing('d') : pick_path();
+      if (chance(20)) op.path = ".";
+      op.fd = int(below(kSlots));
+      for (int i = 0; i < kSlots && open_[op.fd] && chance(70); i++) op.fd = (op.fd + 1) % kSlots;
+      break;
+    }
+    case OpKind::Linkfd:
+      op.fd = pick_slot();
+      op.path2 = chance(80) ? pick_new_path() : pick_path();
+      break;
+    case OpKind::Statx:
+      op.path = chance(20) ? "." : pick_path();
+      break;
+    case OpKind::Setacl:
+      op.name = kAclNames[chance(60) ? 0 : 1];
+      op.path = op.name == kAclNames[1] && chance(80) ? pick_existing('d') : pick_path();
+      if (chance(10)) op.path = ".";
+      op.len = chance(85) ? 0 : int64_t(1 + below(kAclInvalidVariants));
+      break;
+    case OpKind::Setflags:
+      // Immutable and append-only make most later ops on the file fail, so
+      // they are rare; nodump and noatime are harmless and common.
+      op.path = pick_path();
+      if (chance(10)) op.flags |= FS_IMMUTABLE_FL;
+      if (chance(12)) op.flags |= FS_APPEND_FL;
+      if (chance(50)) op.flags |= FS_NODUMP_FL;
+      if (chance(50)) op.flags |= FS_NOATIME_FL;
+      if (chance(5)) op.flags |= chance(50) ? FS_SYNC_FL : FS_COMPR_FL;  // EOPNOTSUPP
+      break;
+    case OpKind::Getflags:
+      op.path = pick_path();
       break;
     case OpKind::Count_:
       break;

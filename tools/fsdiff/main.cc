@@ -67,9 +67,13 @@ bool parse_ignore(const std::string& list, Ignore* ig, std::string* err) {
       ig->fifotimes = true;
     else if (f == "dirseek")
       ig->dirseek = true;
+    else if (f == "flagerrno")
+      ig->flagerrno = true;
     else if (!f.empty()) {
-      *err = "unknown --ignore field '" + f +
-             "' (atime,mtime,ctime,dirsize,blocks,seekdata,xattr,mmaphole,fifotimes,dirseek)";
+      *err =
+          "unknown --ignore field '" + f +
+          "' "
+          "(atime,mtime,ctime,dirsize,blocks,seekdata,xattr,mmaphole,fifotimes,dirseek,flagerrno)";
       return false;
     }
   }
@@ -207,7 +211,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 1000000));
   app.add_option("--ignore", args.ignore,
                  "comma-separated fields not to compare: "
-                 "atime,mtime,ctime,dirsize,blocks,seekdata,xattr,mmaphole,fifotimes,dirseek");
+                 "atime,mtime,ctime,dirsize,blocks,seekdata,xattr,mmaphole,fifotimes,dirseek,"
+                 "flagerrno");
   app.add_flag("-v,--verbose", args.verbose, "print every op");
   app.add_flag("--stats", args.stats, "print per-kind success counts after a run");
   app.add_option("--fsx", args.fsx_file, "fsx mode: exercise this one file against a model");

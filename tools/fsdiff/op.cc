@@ -3,10 +3,12 @@
 
 #include <fcntl.h>
 #include <linux/falloc.h>
+#include <linux/fs.h>
 #include <stdio.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -35,7 +37,7 @@ enum Field : uint32_t {
 };
 
 // How Op::flags is spelled for a kind.
-enum class FlagSet { None, Open, Falloc, Rename, Xattr, Whence, At };
+enum class FlagSet { None, Open, Falloc, Rename, Xattr, Whence, At, Inode };
 
 struct KindInfo {
   const char* name;
@@ -78,6 +80,12 @@ const KindInfo kKinds[] = {
     {"stat", F_PATH, FlagSet::None},
     {"fstat", F_FD, FlagSet::None},
     {"readdir", F_PATH, FlagSet::None},
+    {"tmpfile", F_PATH | F_FLAGS | F_MODE | F_FD, FlagSet::Open},
+    {"linkfd", F_FD | F_PATH2, FlagSet::None},
+    {"statx", F_PATH, FlagSet::None},
+    {"setacl", F_PATH | F_NAME | F_LEN | F_DSEED, FlagSet::None},
+    {"setflags", F_PATH | F_FLAGS, FlagSet::Inode},
+    {"getflags", F_PATH, FlagSet::None},
 };
 static_assert(sizeof(kKinds) / sizeof(kKinds[0]) == size_t(OpKind::Count_));
 
@@ -95,6 +103,8 @@ const FlagName kFallocFlags[] = {FN(FALLOC_FL_KEEP_SIZE), FN(FALLOC_FL_PUNCH_HOL
 const FlagName kRenameFlags[] = {FN(RENAME_NOREPLACE), FN(RENAME_EXCHANGE)};
 const FlagName kXattrFlags[] = {FN(XATTR_CREATE), FN(XATTR_REPLACE)};
 const FlagName kAtFlags[] = {FN(AT_SYMLINK_NOFOLLOW)};
+const FlagName kInodeFlags[] = {FN(FS_IMMUTABLE_FL), FN(FS_APPEND_FL), FN(FS_NODUMP_FL),
+                                FN(FS_NOATIME_FL),   FN(FS_SYNC_FL),   FN(FS_COMPR_FL)};
 const FlagName kWhence[] = {FN(SEEK_SET), FN(SEEK_CUR), FN(SEEK_END), FN(SEEK_DATA), FN(SEEK_HOLE)};
 #undef FN
 
@@ -132,6 +142,8 @@ std::string flags_text(FlagSet fs, uint32_t v) {
       return bits_text(v, kXattrFlags, "0");
     case FlagSet::At:
       return bits_text(v, kAtFlags, "0");
+    case FlagSet::Inode:
+      return bits_text(v, kInodeFlags, "0");
     case FlagSet::Whence:
       for (const auto& w : kWhence)
         if (w.bit == v) return w.name;
@@ -146,7 +158,8 @@ bool parse_flags(const std::string& s, uint32_t* out) {
   static const std::pair<const FlagName*, size_t> tables[] = {
       {kOpenFlags, std::size(kOpenFlags)},     {kFallocFlags, std::size(kFallocFlags)},
       {kRenameFlags, std::size(kRenameFlags)}, {kXattrFlags, std::size(kXattrFlags)},
-      {kAtFlags, std::size(kAtFlags)},         {kWhence, std::size(kWhence)}};
+      {kAtFlags, std::size(kAtFlags)},         {kWhence, std::size(kWhence)},
+      {kInodeFlags, std::size(kInodeFlags)}};
   uint32_t v = 0;
   std::stringstream ss(s);
   std::string tok;
@@ -356,6 +369,71 @@ bool write_ops_file(const std::string& file, const std::vector<Op>& ops, const s
     return false;
   }
   return true;
+}
+
+std::vector<uint8_t> acl_value(uint64_t dseed, int variant) {
+  // Tags and layout of linux/posix_acl_xattr.h: a u32 version (2), then
+  // {u16 tag, u16 perm, u32 id} entries sorted by tag, then by id.
+  enum : uint16_t {
+    kUserObj = 1,
+    kUser = 2,
+    kGroupObj = 4,
+    kGroup = 8,
+    kMask = 0x10,
+    kOther = 0x20
+  };
+  uint64_t x = dseed;
+  auto take = [&](uint64_t n) {
+    x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (x >> 33) % n;
+  };
+  struct Entry {
+    uint16_t tag, perm;
+    uint32_t id;
+  };
+  std::vector<Entry> es;
+  auto perm = [&] { return uint16_t(take(8)); };
+  es.push_back({kUserObj, perm(), ~0u});
+  // Named users and groups from a small set of ids, so that two ACLs often
+  // name the same ones; each id at most once (a duplicate is invalid).
+  for (uint32_t id = 1000; id < 1004; id++)
+    if (take(3) == 0) es.push_back({kUser, perm(), id});
+  es.push_back({kGroupObj, perm(), ~0u});
+  for (uint32_t id = 1000; id < 1004; id++)
+    if (take(3) == 0) es.push_back({kGroup, perm(), id});
+  bool named = es.size() > 2;
+  if (named || take(2)) es.push_back({kMask, perm(), ~0u});
+  es.push_back({kOther, perm(), ~0u});
+  uint32_t version = 2;
+  switch (variant) {
+    case 0:
+      break;
+    case 1:  // a named entry and no mask
+      es.erase(std::remove_if(es.begin(), es.end(), [](const Entry& e) { return e.tag == kMask; }),
+               es.end());
+      if (!named) es.insert(es.begin() + 1, Entry{kUser, 7, 1000});
+      break;
+    case 2:  // wrong version
+      version = 1;
+      break;
+    case 3:  // out of order
+      std::swap(es.front(), es.back());
+      break;
+    case 4:  // an unknown tag
+      es.back().tag = 0x40;
+      break;
+    default:  // no OTHER entry
+      es.pop_back();
+      break;
+  }
+  std::vector<uint8_t> v(4 + 8 * es.size());
+  memcpy(v.data(), &version, 4);
+  for (size_t i = 0; i < es.size(); i++) {
+    memcpy(&v[4 + 8 * i], &es[i].tag, 2);
+    memcpy(&v[6 + 8 * i], &es[i].perm, 2);
+    memcpy(&v[8 + 8 * i], &es[i].id, 4);
+  }
+  return v;
 }
 
 void fill_pattern(uint64_t dseed, uint8_t* buf, size_t n) {

@@ -51,7 +51,14 @@ enum class OpKind : uint8_t {
   Stat,
   Fstat,
   Readdir,
-  Count_  // not an op: number of kinds
+  // Issue 15: O_TMPFILE and naming it, birth time, POSIX ACLs, inode flags.
+  Tmpfile,   // open(dir, O_TMPFILE | flags, mode) into slot fd
+  Linkfd,    // linkat(slot fd, "", root, path2, AT_EMPTY_PATH)
+  Statx,     // statx(path, STATX_BTIME): btime's relation to ctime/mtime and to itself
+  Setacl,    // setxattr(path, name = system.posix_acl_*, acl_value(dseed, len))
+  Setflags,  // FS_IOC_SETFLAGS(flags) on path, opened O_RDONLY|O_NOFOLLOW
+  Getflags,  // FS_IOC_GETFLAGS on path
+  Count_     // not an op: number of kinds
 };
 
 // Special values of Op::atime / Op::mtime (utimensat); others are ns since epoch.
@@ -86,6 +93,13 @@ std::optional<Op> parse_op(const std::string& line, std::string* err);
 bool read_ops_file(const std::string& file, std::vector<Op>* ops, std::string* err);
 bool write_ops_file(const std::string& file, const std::vector<Op>& ops, const std::string& header,
                     std::string* err);
+
+// The value of a POSIX ACL xattr for setacl: made from dseed alone, so the
+// text form of the op is enough to replay it. variant 0 is a valid ACL
+// (USER_OBJ, some USER, GROUP_OBJ, some GROUP, MASK when needed, OTHER,
+// sorted); 1..kAclInvalidVariants are invalid ones (see op.cc).
+inline constexpr int kAclInvalidVariants = 5;
+std::vector<uint8_t> acl_value(uint64_t dseed, int variant);
 
 // Deterministic bytes for a write: byte i of the stream seeded by dseed.
 void fill_pattern(uint64_t dseed, uint8_t* buf, size_t n);

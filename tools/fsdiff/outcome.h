@@ -35,6 +35,10 @@ struct Ignore {
   // lseek on directories: tmpfs allows SEEK_SET/SEEK_CUR only; FUSE answers
   // with generic_file_llseek in the kernel, without asking the daemon.
   bool dirseek = false;
+  // unlink/rmdir/rename near an immutable or append-only inode: tmpfs says
+  // EPERM before EISDIR/ENOTDIR; through FUSE the VFS gives the type error
+  // first, as it never sees the flags (fsdiff-known-divergences.md, 12).
+  bool flagerrno = false;
 };
 
 struct Outcome {

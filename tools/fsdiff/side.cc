@@ -3,9 +3,11 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/fs.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/statfs.h>
 #include <sys/xattr.h>
@@ -88,9 +90,40 @@ bool Side::open(std::string* err) {
   return true;
 }
 
+namespace {
+
+bool has_ia_flag(int rootfd, const std::string& rel) {
+  int fd = openat(rootfd, rel.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return false;
+  int v = 0;
+  bool r = ioctl(fd, FS_IOC_GETFLAGS, &v) == 0 && (v & (FS_IMMUTABLE_FL | FS_APPEND_FL));
+  close(fd);
+  return r;
+}
+
+std::string parent_path(const std::string& p) {
+  size_t s = p.rfind('/');
+  return s == std::string::npos ? "." : p.substr(0, s);
+}
+
+}  // namespace
+
 Outcome Side::apply(const Op& op) {
   bool created = false;
   Outcome out = execute(op, &created);
+  if (ignore_.flagerrno && out.ret < 0 &&
+      (out.err == EPERM || out.err == EISDIR || out.err == ENOTDIR) &&
+      (op.kind == OpKind::Unlink || op.kind == OpKind::Rmdir || op.kind == OpKind::Rename)) {
+    std::vector<std::string> ps = {op.path, parent_path(op.path)};
+    if (op.kind == OpKind::Rename) ps.insert(ps.end(), {op.path2, parent_path(op.path2)});
+    for (const auto& p : ps) {
+      if (has_ia_flag(rootfd_, p)) {
+        out.err = EPERM;  // tmpfs's answer; the type error is FUSE's VFS order
+        out.facts["flagerrno"] = "EPERM, EISDIR or ENOTDIR";
+        break;
+      }
+    }
+  }
   observe(op, created, &out);
   return out;
 }
@@ -350,6 +383,44 @@ Outcome Side::execute(const Op& op, bool* created) {
       o.ret = int64_t(names.size());
       o.data.assign(s.begin(), s.end());
       o.has_data = true;
+      break;
+    }
+    case OpKind::Tmpfile: {
+      if (fds_[op.fd] >= 0) {
+        close(fds_[op.fd]);
+        fds_[op.fd] = -1;
+      }
+      int r = openat(rootfd_, op.path.c_str(), int(op.flags) | O_TMPFILE | O_CLOEXEC, op.mode);
+      set_result(&o, r < 0 ? -1 : 0);
+      if (r >= 0) {
+        fds_[op.fd] = r;
+        *created = true;
+      }
+      break;
+    }
+    case OpKind::Linkfd:
+      set_result(&o, linkat(fd, "", rootfd_, op.path2.c_str(), AT_EMPTY_PATH));
+      break;
+    case OpKind::Statx:
+      set_result(&o, statx_btime(op.path, &o));
+      break;
+    case OpKind::Setacl: {
+      std::vector<uint8_t> v = acl_value(op.dseed, int(op.len));
+      set_result(&o, setxattr(full(op.path).c_str(), op.name.c_str(), v.data(), v.size(), 0));
+      break;
+    }
+    case OpKind::Setflags:
+    case OpKind::Getflags: {
+      int f = openat(rootfd_, op.path.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+      if (f < 0) {
+        set_result(&o, -1);
+        o.facts["flags open"] = errno_name(errno);
+        break;
+      }
+      int v = int(op.flags);
+      set_result(&o, ioctl(f, op.kind == OpKind::Setflags ? FS_IOC_SETFLAGS : FS_IOC_GETFLAGS, &v));
+      if (o.ret == 0 && op.kind == OpKind::Getflags) o.facts["flags"] = fmt::format("{:#x}", v);
+      close(f);
       break;
     }
     case OpKind::Count_:

@@ -51,6 +51,14 @@ class Side {
   void observe_path(const std::string& rel, Outcome* out);
   void observe_fd(int slot, Outcome* out);
   std::string summary(const struct stat& st);
+  // statx(rel, STATX_BTIME): whether btime is reported, btime <= ctime and
+  // <= mtime, and whether it is the btime this side last saw for the inode
+  // (never the value: the two mounts' clocks differ). Returns statx's result.
+  int statx_btime(const std::string& rel, Outcome* out);
+  void forget(ino_t ino) {
+    times_.erase(ino);
+    btimes_.erase(ino);
+  }
   void walk_dir(int dirfd, const std::string& rel, int depth, bool contents, Outcome* out);
   bool mmap_read(ino_t ino) const { return mmap_read_.count(ino) != 0; }
 
@@ -58,9 +66,10 @@ class Side {
   Ignore ignore_;
   int rootfd_ = -1;
   int fds_[kSlots] = {-1, -1, -1, -1, -1, -1};
-  std::unordered_map<ino_t, Times> times_;  // last observed times, per inode
-  struct timespec now_ = {};                // coarse clock at the start of this observation
-  std::unordered_set<ino_t> mmap_read_;     // --ignore mmaphole: inodes read through mmap
+  std::unordered_map<ino_t, Times> times_;                    // last observed times, per inode
+  std::unordered_map<ino_t, struct statx_timestamp> btimes_;  // last observed btime, per inode
+  struct timespec now_ = {};             // coarse clock at the start of this observation
+  std::unordered_set<ino_t> mmap_read_;  // --ignore mmaphole: inodes read through mmap
 };
 
 // Removes everything inside dir (not dir itself), staying on dir's file system
