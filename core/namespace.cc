@@ -208,7 +208,10 @@ Result<Attr> Namespace::setattr(uint64_t ino, const SetAttr& change, const Calle
     return Errno{EPERM};
   if (change.size && (inode->append_only() || (inode->immutable() && !change.size_from_handle)))
     return Errno{EPERM};
+  // Times set to now: never on an immutable inode; on an append-only one
+  // only both at once (utimes(NULL), "touch"), as tmpfs answers.
   if (inode->immutable() && (change.atime_now || change.mtime_now)) return Errno{EPERM};
+  if (inode->append_only() && change.atime_now != change.mtime_now) return Errno{EPERM};
   // tmpfs's times on truncate: ftruncate and O_TRUNC always move them;
   // truncate(2) when the size changes, or when it keeps the size of a file
   // that has pages (shmem_setattr goes through shmem_truncate_range, which
@@ -318,6 +321,9 @@ Namespace::InodeRef Namespace::new_inode_locked(const Inode& dir, mode_t mode, c
   timespec t = now();
   if (before_or_equal(t, time_floor_)) t = time_floor_;
   inode->atime = inode->mtime = inode->ctime = inode->btime = t;
+  // tmpfs's SHMEM_FL_INHERITED: nodump and noatime pass from a directory to
+  // what is made in it.
+  inode->iflags = dir.iflags & (FS_NODUMP_FL | FS_NOATIME_FL);
   // posix_acl_create: the directory's default ACL, else the umask (when the
   // kernel left it to us). Symlinks take neither.
   if (S_ISLNK(mode)) return inode;

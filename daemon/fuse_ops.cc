@@ -538,6 +538,14 @@ void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len
   });
 }
 
+// The flags change ctime, which the kernel's fileattr code does not know:
+// its cached attributes go, as after a setattr.
+void reply_flags_set(fuse_req_t req, fuse_ino_t ino, uint32_t flags) {
+  if (auto s = ns_of(req).set_flags(ino, flags); !s) return (void)fuse_reply_err(req, s.code());
+  if (fs_of(req).session) fuse_lowlevel_notify_inval_inode(fs_of(req).session, ino, -1, 0);
+  fuse_reply_ioctl(req, 0, nullptr, 0);
+}
+
 // chattr and lsattr. The kernel's fileattr code (fs/fuse/ioctl.c) sends
 // these itself, with the sizes of its own structures: an unsigned int of
 // FS_*_FL for GETFLAGS/SETFLAGS, a struct fsxattr for FSGETXATTR (which it
@@ -549,8 +557,7 @@ void reply_inode_flags(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, const v
     uint32_t flags;
     if (in_size != sizeof flags) return (void)fuse_reply_err(req, EINVAL);
     std::memcpy(&flags, in_buf, sizeof flags);
-    if (auto s = ns_of(req).set_flags(ino, flags); !s) return (void)fuse_reply_err(req, s.code());
-    return (void)fuse_reply_ioctl(req, 0, nullptr, 0);
+    return reply_flags_set(req, ino, flags);
   }
   if (cmd == FS_IOC_FSSETXATTR) {
     // Only the xflags that are inode flags, as fileattr_has_fsx() allows tmpfs.
@@ -567,8 +574,7 @@ void reply_inode_flags(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, const v
     if (fa.fsx_xflags & FS_XFLAG_APPEND) flags |= FS_APPEND_FL;
     if (fa.fsx_xflags & FS_XFLAG_NODUMP) flags |= FS_NODUMP_FL;
     if (fa.fsx_xflags & FS_XFLAG_NOATIME) flags |= FS_NOATIME_FL;
-    if (auto s = ns_of(req).set_flags(ino, flags); !s) return (void)fuse_reply_err(req, s.code());
-    return (void)fuse_reply_ioctl(req, 0, nullptr, 0);
+    return reply_flags_set(req, ino, flags);
   }
   auto r = ns_of(req).get_flags(ino);
   if (!r) return (void)fuse_reply_err(req, r.code());

@@ -28,7 +28,9 @@ struct Filesystem {
   std::chrono::steady_clock::time_point started;
   // The raw protocol module (daemon/wire.h): libfuse hands its custom I/O
   // callbacks the session's userdata, this struct, and they find it here.
-  class Wire* wire = nullptr;  // INIT answered (tmpfsctl's uptime)
+  class Wire* wire = nullptr;
+  // For notifications to the kernel (set once the session exists).
+  fuse_session* session = nullptr;  // INIT answered (tmpfsctl's uptime)
 };
 
 const fuse_lowlevel_ops& fuse_operations();

@@ -291,6 +291,7 @@ int serve(const Options& o, Startup& startup) {
   Wire wire(fs);  // outlives the session, which reads and writes through it
   fuse_session* se =
       fuse_session_new(&args.args, &fuse_operations(), sizeof(fuse_lowlevel_ops), &fs);
+  fs.session = se;
   if (!se) {
     startup.fail(1, "cannot create the FUSE session" + last_fuse_error());
     return 1;

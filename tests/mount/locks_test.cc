@@ -110,6 +110,8 @@ TEST_CASE("inode flags: FS_IOC_GETFLAGS/SETFLAGS append-only and immutable", "[c
     struct timespec two[2] = {{1, 0}, {2, 0}};
     REC(s, ::utimensat(AT_FDCWD, s.p("f"), two, 0));
     REC(s, ::utimensat(AT_FDCWD, s.p("f"), nullptr, 0));  // touch: allowed
+    struct timespec now_omit[2] = {{0, UTIME_NOW}, {0, UTIME_OMIT}};
+    REC(s, ::utimensat(AT_FDCWD, s.p("f"), now_omit, 0));  // one of them: EPERM
     // tmpfs refuses to drop O_APPEND; the FUSE client does not, but the
     // daemon keeps appending for that descriptor.
     s.known(mt::Known::AppendFcntl);
@@ -124,6 +126,7 @@ TEST_CASE("inode flags: FS_IOC_GETFLAGS/SETFLAGS append-only and immutable", "[c
     REC(s, ::close(::open(s.p("f"), O_RDONLY)));
     REC(s, ::chmod(s.p("f"), 0600));
     REC(s, ::utimensat(AT_FDCWD, s.p("f"), nullptr, 0));
+    REC(s, ::utimensat(AT_FDCWD, s.p("f"), now_omit, 0));
     REC(s, ::link(s.p("f"), s.p("g")));
     REC(s, ::unlink(s.p("f")));
     REC(s, ::removexattr(s.p("f"), "user.x"));
@@ -168,7 +171,24 @@ TEST_CASE("inode flags on directories; nodump and noatime; a user without the ca
     REC(s, ::close(::open(s.p("n"), O_CREAT | O_RDWR, 0666)));
     int nfd = REC_OK(s, ::open(s.p("n"), O_RDWR));
     int nd = FS_NODUMP_FL | FS_NOATIME_FL;
+    s.stat("n", mt::kStatDefault, "n");
+    Side::tick();
     REC(s, ::ioctl(nfd, FS_IOC_SETFLAGS, &nd));
+    s.stat("n", mt::kStatDefault, "n");  // ctime moved, and the kernel knows
+    // A directory passes nodump and noatime on to what is made in it.
+    REC(s, ::mkdir(s.p("nd"), 0777));
+    int ndfd = REC_OK(s, ::open(s.p("nd"), O_RDONLY | O_DIRECTORY));
+    REC(s, ::ioctl(ndfd, FS_IOC_SETFLAGS, &nd));
+    REC(s, ::close(ndfd));
+    REC(s, ::close(::open(s.p("nd/f"), O_CREAT | O_WRONLY, 0644)));
+    REC(s, ::mkdir(s.p("nd/sub"), 0755));
+    for (const char* n : {"nd/f", "nd/sub"}) {
+      int g = REC_OK(s, ::open(s.p(n), O_RDONLY));
+      int inherited = -1;
+      REC(s, ::ioctl(g, FS_IOC_GETFLAGS, &inherited));
+      s.note(std::string("inherited flags of ") + n, std::to_string(inherited));
+      REC(s, ::close(g));
+    }
     int got = 0;
     REC(s, ::ioctl(nfd, FS_IOC_GETFLAGS, &got));
     s.note("flags", std::to_string(got));

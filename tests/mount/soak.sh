@@ -56,7 +56,7 @@ run() {
 
 mount -t tmpfs -o size=2g,nr_inodes=200000 none "$work/a" || exit 1
 ops=$((10000 * scale))
-export FSDIFF_IGNORE=${FSDIFF_IGNORE:-mmaphole,fifotimes,dirseek,atime}
+export FSDIFF_IGNORE=${FSDIFF_IGNORE:-mmaphole,fifotimes,dirseek,atime,flagerrno}
 run "fsdiff --procs 4 --memory 2M" 2M $((4 * ops)) $((300 * scale)) \
   "$fsdiff" --procs 4 --seed 7 --ops "$ops" --ignore "$FSDIFF_IGNORE" "$work/a" "$work/b"
 umount "$work/a"

@@ -111,15 +111,28 @@ std::string parent_path(const std::string& p) {
 Outcome Side::apply(const Op& op) {
   bool created = false;
   Outcome out = execute(op, &created);
+  // linkat of an unlinked fd into an immutable directory: tmpfs says EPERM,
+  // the FUSE client ENOENT (for the fd) without asking the daemon.
+  bool link_case = op.kind == OpKind::Linkfd && (out.err == EPERM || out.err == ENOENT);
+  // setxattr of an ACL on an immutable or append-only inode: tmpfs says
+  // EPERM first; the FUSE client first checks the value (EINVAL) and that a
+  // default ACL goes on a directory (EACCES).
+  bool acl_case =
+      op.kind == OpKind::Setacl && (out.err == EPERM || out.err == EINVAL || out.err == EACCES);
+  link_case = link_case || acl_case;
   if (ignore_.flagerrno && out.ret < 0 &&
-      (out.err == EPERM || out.err == EISDIR || out.err == ENOTDIR) &&
-      (op.kind == OpKind::Unlink || op.kind == OpKind::Rmdir || op.kind == OpKind::Rename)) {
+      (link_case ||
+       ((out.err == EPERM || out.err == EISDIR || out.err == ENOTDIR) &&
+        (op.kind == OpKind::Unlink || op.kind == OpKind::Rmdir || op.kind == OpKind::Rename)))) {
     std::vector<std::string> ps = {op.path, parent_path(op.path)};
+    if (op.kind == OpKind::Linkfd) ps = {parent_path(op.path2)};
+    if (acl_case) ps = {op.path};
     if (op.kind == OpKind::Rename) ps.insert(ps.end(), {op.path2, parent_path(op.path2)});
     for (const auto& p : ps) {
       if (has_ia_flag(rootfd_, p)) {
         out.err = EPERM;  // tmpfs's answer; the type error is FUSE's VFS order
-        out.facts["flagerrno"] = "EPERM, EISDIR or ENOTDIR";
+        out.facts["flagerrno"] =
+            link_case ? "EPERM, or the FUSE client's own errno" : "EPERM, EISDIR or ENOTDIR";
         break;
       }
     }
