@@ -119,6 +119,16 @@ Outcome Side::apply(const Op& op) {
   // default ACL goes on a directory (EACCES).
   bool acl_case =
       op.kind == OpKind::Setacl && (out.err == EPERM || out.err == EINVAL || out.err == EACCES);
+  // removexattr of a POSIX ACL there: tmpfs says EPERM; the FUSE client
+  // answers a default ACL on a non-directory (0) or a missing one itself.
+  bool acl_remove = op.kind == OpKind::Removexattr &&
+                    (op.name == "system.posix_acl_access" || op.name == "system.posix_acl_default");
+  if (ignore_.flagerrno && acl_remove && (out.ret == 0 || out.err == EPERM || out.err == ENODATA) &&
+      has_ia_flag(rootfd_, op.path)) {
+    out.ret = -1;
+    out.err = EPERM;
+    out.facts["flagerrno"] = "EPERM, or the FUSE client's own answer";
+  }
   link_case = link_case || acl_case;
   if (ignore_.flagerrno && out.ret < 0 &&
       (link_case ||
