@@ -16,6 +16,17 @@ constexpr size_t kHeader = 4, kEntry = 8;
 void put16(std::string& out, uint16_t v) { out.append(reinterpret_cast<const char*>(&v), 2); }
 void put32(std::string& out, uint32_t v) { out.append(reinterpret_cast<const char*>(&v), 4); }
 
+// The entry that stands for the group class: the mask, else the owning
+// group's entry (fs/posix_acl.c's choice in chmod_masq and create_masq).
+Entry* group_class(Acl& acl) {
+  Entry* group_obj = nullptr;
+  for (Entry& e : acl) {
+    if (e.tag == kMask) return &e;
+    if (e.tag == kGroupObj) group_obj = &e;
+  }
+  return group_obj;
+}
+
 }  // namespace
 
 std::optional<Acl> parse(std::string_view value) {
@@ -88,57 +99,28 @@ bool to_mode(const Acl& acl, mode_t* mode) {
 }
 
 void chmod(Acl& acl, mode_t mode) {
-  Entry* group_obj = nullptr;
-  Entry* mask = nullptr;
   for (Entry& e : acl) {
-    switch (e.tag) {
-      case kUserObj:
-        e.perm = uint16_t((mode & S_IRWXU) >> 6);
-        break;
-      case kOther:
-        e.perm = uint16_t(mode & S_IRWXO);
-        break;
-      case kGroupObj:
-        group_obj = &e;
-        break;
-      case kMask:
-        mask = &e;
-        break;
-      default:
-        break;
-    }
+    if (e.tag == kUserObj) e.perm = uint16_t((mode & S_IRWXU) >> 6);
+    if (e.tag == kOther) e.perm = uint16_t(mode & S_IRWXO);
   }
-  if (Entry* g = mask ? mask : group_obj) g->perm = uint16_t((mode & S_IRWXG) >> 3);
+  if (Entry* g = group_class(acl)) g->perm = uint16_t((mode & S_IRWXG) >> 3);
 }
 
 bool create_masq(Acl& acl, mode_t* mode_p) {
   mode_t mode = *mode_p;
   bool not_equiv = false;
-  Entry* group_obj = nullptr;
-  Entry* mask = nullptr;
   for (Entry& e : acl) {
-    switch (e.tag) {
-      case kUserObj:
-        e.perm &= uint16_t((mode >> 6) | ~mode_t(S_IRWXO));
-        mode &= (mode_t(e.perm) << 6) | ~mode_t(S_IRWXU);
-        break;
-      case kOther:
-        e.perm &= uint16_t(mode | ~mode_t(S_IRWXO));
-        mode &= mode_t(e.perm) | ~mode_t(S_IRWXO);
-        break;
-      case kGroupObj:
-        group_obj = &e;
-        break;
-      case kMask:
-        mask = &e;
-        not_equiv = true;
-        break;
-      default:
-        not_equiv = true;
-        break;
+    if (e.tag == kUserObj) {
+      e.perm &= uint16_t((mode >> 6) | ~mode_t(S_IRWXO));
+      mode &= (mode_t(e.perm) << 6) | ~mode_t(S_IRWXU);
+    } else if (e.tag == kOther) {
+      e.perm &= uint16_t(mode | ~mode_t(S_IRWXO));
+      mode &= mode_t(e.perm) | ~mode_t(S_IRWXO);
+    } else if (e.tag != kGroupObj) {
+      not_equiv = true;  // named entries and the mask
     }
   }
-  if (Entry* g = mask ? mask : group_obj) {
+  if (Entry* g = group_class(acl)) {
     g->perm &= uint16_t((mode >> 3) | ~mode_t(S_IRWXO));
     mode &= (mode_t(g->perm) << 3) | ~mode_t(S_IRWXG);
   }

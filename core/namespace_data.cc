@@ -434,14 +434,9 @@ Status Namespace::set_flags(uint64_t ino, uint32_t flags) {
 }
 
 Result<WhereAnswer> Namespace::where(uint64_t ino, uint64_t first, std::span<PageRun> out) {
-  InodeRef inode;
-  {
-    MutexLock lock(mu_);
-    inode = get_locked(ino);
-  }
-  if (!inode) return Errno{ENOENT};
-  if (inode->is_dir()) return Errno{EISDIR};
-  if (!inode->is_reg()) return Errno{EINVAL};
+  Result<InodeRef> file = regular_file(ino, EINVAL);
+  if (!file) return Errno{file.code()};
+  InodeRef inode = std::move(*file);
   ReaderLock data_lock(inode->data_mu);
   WhereAnswer a;
   {
