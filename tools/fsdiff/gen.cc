@@ -400,8 +400,8 @@ Op Generator::next() {
       // Immutable and append-only make most later ops on the file fail, so
       // they are rare; nodump and noatime are harmless and common.
       op.path = pick_path();
-      if (ia_flags_ && chance(10)) op.flags |= FS_IMMUTABLE_FL;
-      if (ia_flags_ && chance(12)) op.flags |= FS_APPEND_FL;
+      if (chance(10)) op.flags |= FS_IMMUTABLE_FL;
+      if (chance(12)) op.flags |= FS_APPEND_FL;
       if (chance(50)) op.flags |= FS_NODUMP_FL;
       if (chance(50)) op.flags |= FS_NOATIME_FL;
       if (chance(5)) op.flags |= chance(50) ? FS_SYNC_FL : FS_COMPR_FL;  // EOPNOTSUPP

@@ -23,11 +23,6 @@ namespace fsdiff {
 class Generator {
  public:
   explicit Generator(uint64_t seed) : rng_(seed) {}
-  // setflags without immutable and append-only: what --procs runs use until
-  // the divergence they show there (an unlink that tmpfs refuses with EPERM
-  // where tmpfsd's inode carries no i/a flag; --procs 2 --seed 1 --ops
-  // 20000, step 6855 of proc 0, at 1913b59) is understood.
-  void without_ia_flags() { ia_flags_ = false; }
   Op next();
   // The outcome of op on side A: ret (>= 0 success) only.
   void feedback(const Op& op, int64_t ret);
@@ -35,7 +30,6 @@ class Generator {
  private:
   uint64_t below(uint64_t n) { return n ? rng_() % n : 0; }
   bool chance(int percent) { return below(100) < uint64_t(percent); }
-  bool ia_flags_ = true;
   std::string random_path();
   std::string pick_existing(char type);  // type 0: any
   std::string pick_path();               // mostly a path that exists

@@ -143,7 +143,6 @@ int run_procs(const Args& args, const RunConfig& cfg) {
       if (getppid() != parent) _exit(2);  // it died before the prctl
       Args mine = args;
       Generator gen(args.seed + uint64_t(k));
-      gen.without_ia_flags();  // see Generator::without_ia_flags
       int rc = run_one(mine, cfg, k, {}, &gen);
       fflush(stdout);
       _exit(rc);

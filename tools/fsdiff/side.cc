@@ -106,6 +106,10 @@ std::string parent_path(const std::string& p) {
   return s == std::string::npos ? "." : p.substr(0, s);
 }
 
+// The directory the kernel looks a name up in: the parent path with a
+// symlink in its last component followed (c/d with c -> a is a/d, in a).
+std::string lookup_dir(const std::string& p) { return parent_path(p) + "/."; }
+
 }  // namespace
 
 Outcome Side::apply(const Op& op) {
@@ -134,10 +138,10 @@ Outcome Side::apply(const Op& op) {
       (link_case ||
        ((out.err == EPERM || out.err == EISDIR || out.err == ENOTDIR) &&
         (op.kind == OpKind::Unlink || op.kind == OpKind::Rmdir || op.kind == OpKind::Rename)))) {
-    std::vector<std::string> ps = {op.path, parent_path(op.path)};
-    if (op.kind == OpKind::Linkfd) ps = {parent_path(op.path2)};
+    std::vector<std::string> ps = {op.path, lookup_dir(op.path)};
+    if (op.kind == OpKind::Linkfd) ps = {lookup_dir(op.path2)};
     if (acl_case) ps = {op.path};
-    if (op.kind == OpKind::Rename) ps.insert(ps.end(), {op.path2, parent_path(op.path2)});
+    if (op.kind == OpKind::Rename) ps.insert(ps.end(), {op.path2, lookup_dir(op.path2)});
     for (const auto& p : ps) {
       if (has_ia_flag(rootfd_, p)) {
         out.err = EPERM;  // tmpfs's answer; the type error is FUSE's VFS order
