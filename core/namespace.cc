@@ -495,7 +495,7 @@ timespec Namespace::stamp_locked(Inode& inode) {
 void Namespace::touch_atime_locked(Inode& inode) {
   if (config_.atime == NamespaceConfig::Atime::Noatime) return;
   if (inode.iflags & FS_NOATIME_FL) return;
-  if (config_.nodiratime && S_ISDIR(inode.mode)) return;
+  if (config_.nodiratime && inode.is_dir()) return;
   timespec t = now();
   if (before_or_equal(t, time_floor_)) t = time_floor_;
   if (config_.atime == NamespaceConfig::Atime::Strictatime) {

@@ -7,8 +7,11 @@
 #include <linux/fs.h>
 #include <sys/xattr.h>
 
+#include <atomic>
+#include <future>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/namespace.h"
@@ -520,4 +523,40 @@ TEST_CASE("set_limits: grow, shrink, refuse below use, all or nothing", "[namesp
   CHECK(why == "Cannot retroactively limit size");
   CHECK(f.ns->set_limits({.max_pages = std::nullopt, .max_inodes = 64}, &why).code() == EINVAL);
   CHECK(why == "Cannot retroactively limit inodes");
+}
+
+// chmod rewrites an inode's mode under the namespace lock while reads and
+// writes ask for its file type without it: the type must not be read from
+// the mode they share (ThreadSanitizer runs this case in the concurrency
+// suite).
+TEST_CASE("chmod racing reads and writes: the file type is read without a race",
+          "[namespace][threads]") {
+  Fixture f;
+  uint64_t ino = f.mkfile(kRootIno, "f");
+  std::vector<std::byte> data(4096, std::byte{0x5a});
+  std::atomic<bool> stop{false};
+  std::atomic<int> chmod_failures{0};  // Catch2 asserts on the test's thread only
+  std::thread chmodder([&] {
+    for (int i = 0; !stop.load(); ++i) {
+      SetAttr change;
+      change.mode = (i & 1) ? 04755 : 0644;
+      if (!f.ns->setattr(ino, change).is_ok()) chmod_failures++;
+    }
+  });
+  for (int i = 0; i < 2000; ++i) {
+    auto w = f.ns->write(ino, uint64_t(i % 8) * 4096, data, false);
+    REQUIRE(w.is_ok());
+    CHECK(*w == data.size());
+    std::promise<size_t> got;
+    f.ns->read(ino, 0, 4096, [&](Status st, std::span<const iovec> iov) {
+      size_t n = 0;
+      for (const iovec& v : iov) n += v.iov_len;
+      got.set_value(st.is_ok() ? n : 0);
+    });
+    CHECK(got.get_future().get() == 4096);
+  }
+  stop = true;
+  chmodder.join();
+  CHECK(chmod_failures == 0);
+  CHECK((f.ns->getattr(ino)->mode & S_IFMT) == S_IFREG);
 }
