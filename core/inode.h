@@ -5,6 +5,14 @@
 // handle is open. Its number is never reused in the life of a mount, so a
 // stale number from the kernel finds nothing instead of another file.
 //
+// The number is also the FUSE node ID, and with the generation it is what
+// a file handle (name_to_handle_at, NFS) holds: a handle outlives the
+// kernel's inode, and the table finds the Inode again by its number while
+// it has a name. The generation is random (32 bits, all the kernel keeps),
+// as tmpfs's i_generation, so that a handle kept across a new mount, where
+// the numbers start again, is stale rather than another file; the root's
+// is 0, which the kernel requires of FUSE's root.
+//
 // Locks: `ino`, `generation` and `type` are constant; every field below
 // `data_mu` is guarded by Namespace::mu_.
 // `data_mu` orders data operations on a regular file: write, truncate and

@@ -54,6 +54,7 @@ Status check_name(std::string_view name) {
 Namespace::Namespace(const NamespaceConfig& config, PageCache& cache)
     : config_(config), cache_(cache) {
   MutexLock lock(mu_);  // for the analysis: nothing else can see it yet
+  generations_.seed(std::random_device{}());
   max_inodes_ = config_.max_inodes;
   ispace_free_ = max_inodes_ * kInodeSpace;
   auto root = std::make_shared<Inode>(kRootIno, 0, S_IFDIR | (config_.root_mode & 07777));
@@ -79,6 +80,11 @@ Namespace::InodeRef Namespace::child_locked(const Inode& dir, std::string_view n
 Namespace::InodeRef Namespace::get_locked(uint64_t ino) {
   auto it = inodes_.find(ino);
   return it == inodes_.end() ? nullptr : it->second;
+}
+
+Namespace::InodeRef Namespace::make_inode_locked(mode_t mode) {
+  uint32_t generation = uint32_t(generations_());
+  return std::make_shared<Inode>(next_ino_++, generation, mode);
 }
 
 Result<Namespace::InodeRef> Namespace::dir_locked(uint64_t ino) {
@@ -146,15 +152,27 @@ void Namespace::maybe_free_locked(Inode& inode, InodeRef& victim) {
 Result<Attr> Namespace::lookup(uint64_t parent, std::string_view name) {
   if (name.size() > kNameMax) return Errno{ENAMETOOLONG};
   MutexLock lock(mu_);
-  auto dir = dir_locked(parent);
-  if (!dir) return dir.status().code() == ENOENT ? Errno{ENOENT} : Errno{dir.code()};
+  InodeRef node = get_locked(parent);
+  if (!node) return Errno{ESTALE};
   InodeRef child;
-  if (name == ".")
-    child = *dir;
-  else if (name == "..")
-    child = get_locked((*dir)->dir->parent);
-  else
+  if (name == "." || name == "..") {
+    // A file handle's node, or the parent of a directory the kernel is
+    // reconnecting to the tree. A node with no name left is gone for a
+    // handle, even while an open file keeps it (the kernel, which holds
+    // it then, does not ask).
+    if (node->nlink == 0) return Errno{ESTALE};
+    if (name == "..") {
+      if (!node->is_dir()) return Errno{ENOTDIR};
+      child = get_locked(node->dir->parent);
+    } else {
+      child = node;
+    }
+    if (!child) return Errno{ESTALE};
+  } else {
+    auto dir = dir_locked(parent);
+    if (!dir) return Errno{dir.code()};
     child = child_locked(**dir, name);
+  }
   if (!child) return Errno{ENOENT};
   ++child->lookups;
   return attr_locked(*child);
@@ -310,7 +328,7 @@ void Namespace::drop_name_locked(Inode& dir, std::string_view name, Inode& child
 }
 
 Namespace::InodeRef Namespace::new_inode_locked(const Inode& dir, mode_t mode, const Caller& who) {
-  auto inode = std::make_shared<Inode>(next_ino_++, 0, mode);
+  InodeRef inode = make_inode_locked(mode);
   inode->uid = who.uid;
   inode->gid = who.gid;
   // A setgid directory passes its group on, and its setgid bit to subdirectories.
@@ -605,7 +623,7 @@ Status Namespace::rename(uint64_t parent, std::string_view name, uint64_t new_pa
   if (dst) maybe_free_locked(*dst, victim);
   if (flags & RENAME_WHITEOUT) {
     // The old name becomes a whiteout: a character device 0:0 (overlayfs).
-    auto w = std::make_shared<Inode>(next_ino_++, 0, S_IFCHR);
+    InodeRef w = make_inode_locked(S_IFCHR);
     w->uid = src->uid;
     w->gid = src->gid;
     w->atime = w->mtime = w->ctime = t;
