@@ -1,6 +1,7 @@
-// PagePlace: where one page of a file lives (DESIGN.md's "weak binding").
-// It is the 8-byte word a file's index (file_index.h) holds per page, and
-// the only code that knows how that word is encoded:
+// PagePlace: where one page of a file lives (the seed's "weak binding";
+// docs/design.md, "The page word"). It is the 8-byte word a file's index
+// (file_index.h) holds per page, and the only code that knows how that
+// word is encoded:
 //
 //   kind       word                      meaning
 //   ---------  ------------------------  ------------------------------------

@@ -53,8 +53,8 @@ inline Status wait_for(FilePages::PendingWrite* w) {
 //   - a pmap under writeback (kWriteback set, pinned): its dirty bits and
 //     its frame's slot belong to the write's completion, which takes no file
 //     mutex; whoever holds mu_ and wants to change the page waits for
-//     kWriteback to clear (wait_busy_locked: DESIGN.md's "wait"), or,
-//     with --writeback-conflict copy, writes into a copy of the page
+//     kWriteback to clear (wait_busy_locked), or, with
+//     --writeback-conflict copy, writes into a copy of the page
 //     (copy_under_writeback_locked);
 //   - a pmap under swap-in (kReadPending, pinned by the read): its frame,
 //     slot and dirty bits belong to the read's completion; writers wait,

@@ -1,5 +1,5 @@
 // FramePool: the frames of one mount -- the only memory that counts against
-// --memory (DESIGN.md, "Memory and space").
+// --memory (docs/design.md, "Memory and space").
 //
 // All frames are carved from ONE region reserved with mmap(MAP_PRIVATE |
 // MAP_ANONYMOUS | MAP_NORESERVE) of frames_total * frame_size bytes: one

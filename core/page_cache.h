@@ -1,11 +1,11 @@
 // PageCache and FilePages: where every byte of every regular file lives.
 //
 // The whole of a file's data is one thing: its FilePages, an index from page
-// number to where each page lives (a PagePlace, binding.h: DESIGN.md's
-// binding): a Pmap (the management record of a page in a Frame from the
+// number to where each page lives (its PagePlace, binding.h; the seed's
+// "binding"): a Pmap (the management record of a page in a Frame from the
 // FramePool), a swap slot, a zero page, or nothing (a hole, reads as
-// zeros). Nobody outside
-// core/ sees a Pmap; the namespace and the daemon use only this header.
+// zeros). Nobody outside core/ sees a Pmap; the namespace and the daemon
+// use only this header. docs/design.md follows each data path.
 //
 // PageCache is one per mount. It owns the FramePool (the only memory that
 // counts against --memory), the swap device if there is one, and the
@@ -148,7 +148,7 @@ class FilePages {
   // below IOV_MAX). The iovecs and the memory they point to are valid only
   // for the duration of the callback (the frames are pinned until it
   // returns), so the callback replies straight from frame memory: the
-  // zero-copy read of DESIGN.md.
+  // zero-copy read of docs/design.md.
   //   - All pages resident: `done` runs before read() returns, with this
   //     file's lock held shared (writers to the file wait until it returns).
   //   - Some pages swapped: read() queues their swap-in and returns at once;
