@@ -280,16 +280,15 @@ Result<std::unique_ptr<PageCache>> PageCache::create(const PageCacheConfig& conf
     state->pool->start_prefault(std::min(std::max(total / 8, FramePool::kPrefaultRun),
                                          std::max<uint64_t>((uint64_t{16} << 20) / ps, 1)));
   }
-  // The frame region is NOT registered with the swap device as io_uring
-  // fixed buffers (UringSwapDevice::register_memory), though DESIGN.md and
-  // issue 4 ask for it. Registration pins every page of the region: the
-  // kernel faults all of --memory in at mount (measured: registering a
-  // 1 GiB MAP_NORESERVE region took VmRSS from 3 MiB to 1,052 MiB), where
-  // the pool's memory otherwise follows the frames used, as tmpfs's does.
-  // And a pinned frame the pool gives back with MADV_DONTNEED keeps the
-  // ring on the old physical page while the mapping gets a new one: fixed
-  // I/O would then move bytes the page cache never sees. swapdev reaches
-  // fio's speed without it (bench-swapdev).
+  // The frame region is not registered with the swap device as io_uring
+  // fixed buffers (UringSwapDevice::register_memory could). Registration
+  // pins every page of the region: the kernel faults all of --memory in at
+  // mount (registering a 1 GiB MAP_NORESERVE region took VmRSS from 3 MiB
+  // to 1,052 MiB), where the pool's memory otherwise follows the frames
+  // used, as tmpfs's does. And a pinned frame the pool gives back with
+  // MADV_DONTNEED keeps the ring on the old physical page while the mapping
+  // gets a new one: fixed I/O would then move bytes the page cache never
+  // sees. swapdev reaches fio's speed without it (docs/measurements.md).
   if (state->swap && config.background_reclaim) {
     state->reclaimer = std::make_unique<Reclaimer>(*state);
   }

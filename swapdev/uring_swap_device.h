@@ -204,11 +204,13 @@ class UringSwapDevice final : public SlotDevice {
   // Reaps completions on the calling thread (see the header comment).
   void wait_until(const std::function<bool()>& done) override;
 
-  // Registers [base, base+len) (e.g. the FramePool's frames) as io_uring
+  // Registers [base, base+len) (page-aligned memory) as io_uring
   // fixed buffers, so I/O on pages inside it uses READ_FIXED/WRITE_FIXED and
   // the kernel skips pinning pages per request. Call once, before I/O starts;
   // the memory must outlive the device. 0 or -errno (-EBUSY if called twice,
-  // -ENOMEM/-EPERM when RLIMIT_MEMLOCK is too low).
+  // -ENOMEM/-EPERM when RLIMIT_MEMLOCK is too low). bench-swapdev and the
+  // tests call it; the page cache does not (core/page_cache.cc says why), so
+  // the daemon's I/O is plain readv/writev.
   int register_memory(void* base, size_t len);
 
   // Punches every cluster waiting for discard now and returns when done.
