@@ -288,7 +288,9 @@ Result<std::unique_ptr<PageCache>> PageCache::create(const PageCacheConfig& conf
   // used, as tmpfs's does. And a pinned frame the pool gives back with
   // MADV_DONTNEED keeps the ring on the old physical page while the mapping
   // gets a new one: fixed I/O would then move bytes the page cache never
-  // sees. swapdev reaches fio's speed without it (docs/measurements.md).
+  // sees. What per-request pinning costs instead has not been measured
+  // through the page cache (bench-swapdev registers its buffers, as fio
+  // does; docs/measurements.md).
   if (state->swap && config.background_reclaim) {
     state->reclaimer = std::make_unique<Reclaimer>(*state);
   }
