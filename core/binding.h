@@ -15,8 +15,8 @@
 //                                        SEEK_DATA
 //   zero, up-  0b0111                    the same, fallocated twice (shmem
 //    to-date                             SGP_FALLOC): data for SEEK_DATA
-//   remote     (key << 4) | 0b1011       remote memory (the remote-tier
-//                                        issue); never passes is_pmap()
+//   remote     (key << 4) | 0b1011       remote memory (not built yet:
+//                                        nothing makes it); never a Pmap
 //   (reserved) low bits 0b1111
 //
 // A Pmap is at least 8-byte aligned (it holds 8-byte members), so a Pmap

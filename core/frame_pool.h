@@ -79,11 +79,11 @@ class alignas(8) Frame {
   Pmap* owner() const { return owner_; }
   void set_owner(Pmap* p) { owner_ = p; }  // by the owner's file, exclusive
 
-  // The swap cache (issue 5): the slot that holds a copy of this frame's
-  // bytes, or an invalid SwapSlot: all of them while the owner is clean, all but the
-  // dirty blocks while it is partly dirty (pmap.h). Written under the owner's file mutex held
-  // exclusive, except while the owner is under writeback, when the write's completion owns it
-  // (pmap.h).
+  // The swap cache: the slot that holds a copy of this frame's bytes, or an
+  // invalid SwapSlot: all of them while the owner is clean, all but the
+  // dirty blocks while it is partly dirty (pmap.h). Written under the
+  // owner's file mutex held exclusive, except while the owner is under
+  // writeback or swap-in, when that I/O's completion owns it (pmap.h).
   swapdev::SwapSlot swap_slot() const { return slot_; }
   bool has_slot() const { return slot_.valid(); }
   void set_swap_slot(swapdev::SwapSlot s) { slot_ = s; }

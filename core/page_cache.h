@@ -47,6 +47,10 @@ class SwapDevice;
 class PageCache;
 class FilePagesImpl;
 
+// Largest byte offset + 1 a file may reach: 2^63 - 1 (MAX_LFS_FILESIZE).
+// Beyond it, writes, truncate and fallocate get EFBIG.
+inline constexpr uint64_t kMaxFileSize = (uint64_t{1} << 63) - 1;
+
 struct PageCacheConfig {
   size_t page_size = 4096;         // power of two, >= 4096, fixed per mount
   uint64_t memory_bytes = 0;       // frame budget (--memory); rounded down to pages
@@ -54,7 +58,7 @@ struct PageCacheConfig {
   bool background_reclaim = true;  // with swap: run the Reclaimer thread
   // A write to a page whose swap write is in flight: false waits for the
   // I/O; true copies the page to a new frame (when one is free at once) and
-  // writes there, the I/O keeping the old frame (--writeback-copy).
+  // writes there, the I/O keeping the old frame (--writeback-conflict copy).
   bool writeback_copy = false;
 };
 
@@ -78,7 +82,7 @@ struct PageCacheConfig {
   X(pages_resident, counter, gauge, "pages in a frame")                                          \
   X(pages_swapped, counter, gauge, "pages in swap only (a compact index word)")                  \
   X(metadata_bytes, figure, gauge, "pmaps + indexes + pool descriptors, not frames")             \
-  /* Swap and reclaim (issue 5); all zero without a swap device. */                              \
+  /* Swap and reclaim; all zero without a swap device. */                                        \
   X(frames_free, figure, gauge, "neither used nor promised to a writer")                         \
   X(swap_slots_total, figure, gauge, "slots of the swap device")                                 \
   X(swap_slots_used, figure, gauge, "slots in use")                                              \

@@ -46,8 +46,8 @@
 //   Zero (evicted     zero, or   no Pmap: a fallocated   allocate (swap),
 //     fallocated)     zero up-   page, reads as zeros    page_out / fault
 //                     to-date                            (write), free
-//   Remote            remote     no Pmap (the remote-    (later)
-//                     (key)      tier issue)
+//   Remote            remote     no Pmap (the remote     (not built)
+//                     (key)      tier, not built yet)
 //
 //   Hole -> Resident dirty      FilePages::write
 //   Hole -> Resident clean      FilePages::allocate without swap (zero page,
