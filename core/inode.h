@@ -74,7 +74,7 @@ class Inode {
   // Neither its names nor its attributes may change (may_delete, vfs_link,
   // notify_change and xattr_permission refuse an immutable or append-only
   // inode alike).
-  bool pinned() const { return iflags & (FS_IMMUTABLE_FL | FS_APPEND_FL); }
+  bool immutable_or_append() const { return iflags & (FS_IMMUTABLE_FL | FS_APPEND_FL); }
 
   const uint64_t ino;
   const uint64_t generation;

@@ -222,7 +222,8 @@ Result<Attr> Namespace::setattr(uint64_t ino, const SetAttr& change, const Calle
   // notify_change, do_truncate and utimes(NULL) on an immutable or
   // append-only inode.
   // ftruncate() of a descriptor opened before chattr +i still works there.
-  if (inode->pinned() && (change.mode || change.uid || change.gid || change.atime || change.mtime))
+  if (inode->immutable_or_append() &&
+      (change.mode || change.uid || change.gid || change.atime || change.mtime))
     return Errno{EPERM};
   if (change.size && (inode->append_only() || (inode->immutable() && !change.size_from_handle)))
     return Errno{EPERM};
@@ -424,7 +425,7 @@ Result<Attr> Namespace::link(uint64_t ino, uint64_t new_parent, std::string_view
   auto dir = dir_locked(new_parent);
   if (!dir) return Errno{dir.code()};
   if ((*dir)->dir->find(new_name) != 0) return Errno{EEXIST};
-  if ((*dir)->immutable() || inode->pinned()) return Errno{EPERM};
+  if ((*dir)->immutable() || inode->immutable_or_append()) return Errno{EPERM};
   // linkat() of an unlinked file is ENOENT, except an O_TMPFILE file's first
   // name (the VFS's I_LINKABLE), which takes over the inode it already has.
   if (inode->nlink == 0 && !inode->linkable) return Errno{ENOENT};
@@ -456,7 +457,8 @@ Status Namespace::remove_name(uint64_t parent, std::string_view name, Removing w
   if (!dir) return Errno{dir.code()};
   InodeRef child = child_locked(**dir, name);
   if (!child) return Errno{ENOENT};
-  if ((*dir)->pinned() || child->pinned()) return Errno{EPERM};  // may_delete
+  if ((*dir)->immutable_or_append() || child->immutable_or_append())
+    return Errno{EPERM};  // may_delete
   if (what == Removing::kNonDirectory && child->is_dir()) return Errno{EISDIR};
   if (what == Removing::kEmptyDirectory) {
     if (!child->is_dir()) return Errno{ENOTDIR};
@@ -568,8 +570,9 @@ Status Namespace::rename(uint64_t parent, std::string_view name, uint64_t new_pa
     return (flags & RENAME_EXCHANGE) ? Errno{EINVAL} : Errno{ENOTEMPTY};
   // may_delete of the source (and of the target it replaces), may_create
   // in the new directory.
-  if (odir.pinned() || src->pinned()) return Errno{EPERM};
-  if (dst ? (ndir.pinned() || dst->pinned()) : ndir.immutable()) return Errno{EPERM};
+  if (odir.immutable_or_append() || src->immutable_or_append()) return Errno{EPERM};
+  if (dst ? (ndir.immutable_or_append() || dst->immutable_or_append()) : ndir.immutable())
+    return Errno{EPERM};
 
   timespec t = now();
   if (flags & RENAME_EXCHANGE) {

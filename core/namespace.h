@@ -38,8 +38,7 @@ namespace tmpfsd {
 
 inline constexpr uint64_t kRootIno = 1;
 inline constexpr size_t kNameMax = 255;
-inline constexpr size_t kXattrSizeMax = 65536;                   // XATTR_SIZE_MAX
-inline constexpr uint64_t kMaxFileSize = 0x7fffffffffffffffULL;  // MAX_LFS_FILESIZE
+inline constexpr size_t kXattrSizeMax = 65536;  // XATTR_SIZE_MAX
 // tmpfs keeps a symlink target of this many bytes or more in a page.
 inline constexpr size_t kShortSymlinkLen = 128;
 
