@@ -26,6 +26,7 @@
 #include <spdlog/spdlog.h>
 
 #include "daemon/control.h"
+#include "daemon/kernel_cache.h"
 #include "daemon/options.h"
 #include "daemon/wire.h"
 
@@ -391,6 +392,8 @@ void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
 void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
   guarded(req, [&] {
     if (off < 0) return void(fuse_reply_err(req, EINVAL));
+    KernelCache* kernel_cache = fs_of(req).kernel_cache;
+    if (kernel_cache && !Wire::direct_io()) kernel_cache->note_cached(ino);
     ns_of(req).read(ino, uint64_t(off), size, [req](Status s, std::span<const iovec> iov) {
       if (!s) return void(fuse_reply_err(req, s.code()));
       // Straight from frame memory to the kernel: the frames are pinned
@@ -408,12 +411,25 @@ void op_write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_
     // With the writeback cache the kernel has already turned O_APPEND into an offset.
     bool append =
         (!fs_of(req).writeback_cache && (fi->flags & O_APPEND)) || fi->fh == kAppendOnlyHandle;
+    // The kernel caches what a buffered write carries; a direct write it
+    // completes may leave older pages cached (daemon/kernel_cache.h): the
+    // reply waits until they are dropped. Whether there may be any is
+    // asked once the bytes are in place.
+    KernelCache* kernel_cache = fs_of(req).kernel_cache;
+    bool direct = Wire::direct_io();
+    if (kernel_cache && !direct) kernel_cache->note_cached(ino);
     // Replied now, or from a swap read's completion (Namespace::write_async).
-    ns_of(req).write_async(ino, uint64_t(off), data, append, caller_of(req),
-                           [req](Result<size_t> r) {
-                             if (!r) return void(fuse_reply_err(req, r.code()));
-                             fuse_reply_write(req, *r);
-                           });
+    ns_of(req).write_async(
+        ino, uint64_t(off), data, append, caller_of(req),
+        [req, ino, off, append, direct, kernel_cache](Result<size_t> r) {
+          if (!r) return void(fuse_reply_err(req, r.code()));
+          size_t n = *r;
+          if (!direct || n == 0 || !kernel_cache || !kernel_cache->may_cache(ino))
+            return void(fuse_reply_write(req, n));
+          // An append's offset is the daemon's: drop the whole file.
+          kernel_cache->after_dropping(ino, append ? 0 : uint64_t(off), append ? 0 : n,
+                                       [req, n] { fuse_reply_write(req, n); });
+        });
   });
 }
 
