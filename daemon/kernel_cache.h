@@ -31,8 +31,10 @@
 //
 // Threads. The notification waits for pages locked by reads in flight,
 // which the FUSE worker threads answer; so it is sent from a thread of its
-// own ("cache-inval"), in the order the writes completed, never from a
-// worker (workers blocked in it could leave none to answer those reads).
+// own ("cache-inval"), never from a worker (workers blocked in it could
+// leave none to answer those reads). It takes every write queued at once,
+// sends one notification per inode for them, and answers them in the order
+// they completed.
 // One case can still wait for ever: a readahead queued in the kernel
 // behind max_background asynchronous requests (64, op_init) that are all
 // direct writes waiting here. That takes more than 64 asynchronous direct
@@ -53,6 +55,7 @@
 #include <functional>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 namespace tmpfsd {
 
@@ -75,16 +78,21 @@ class KernelCache {
                       std::function<void()> then) noexcept;
 
  private:
-  struct Job {
+  struct Span {
     uint64_t ino;
     uint64_t off;
-    uint64_t len;
+    uint64_t len;  // 0: to the end of the file
+  };
+  struct Job {
+    Span span;
     std::function<void()> then;
   };
   static constexpr size_t kWords = 1024;  // 65,536 bits: 8 KiB
 
-  void drop(const Job& job) noexcept;
+  void drop(const Span& span) noexcept;
   void run(std::stop_token stop);
+  // Widens the span of s.ino in `spans` to cover s, or appends s.
+  static void merge(std::vector<Span>& spans, const Span& s);
   static size_t bit_of(uint64_t ino) noexcept;
 
   fuse_session* const se_;
