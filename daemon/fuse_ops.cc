@@ -252,7 +252,8 @@ void op_init(void* userdata, fuse_conn_info* conn) {
   if (conn->capable & FUSE_CAP_READDIRPLUS) conn->want |= FUSE_CAP_READDIRPLUS;
   if (conn->capable & FUSE_CAP_READDIRPLUS_AUTO) conn->want |= FUSE_CAP_READDIRPLUS_AUTO;
   // The kernel's own cache of the file's data is kept across opens: every
-  // change to a file passes through this same kernel, so it cannot be stale.
+  // change to a file passes through this same kernel, so it cannot be stale
+  // (but for what an asynchronous direct write leaves: daemon/kernel_cache.h).
   if (conn->capable & FUSE_CAP_AUTO_INVAL_DATA) conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
   // tmpfsctl's ioctl (daemon/control.h) may come on a directory too.
   if (conn->capable & FUSE_CAP_IOCTL_DIR) conn->want |= FUSE_CAP_IOCTL_DIR;
