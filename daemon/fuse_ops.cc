@@ -26,6 +26,7 @@
 #include <spdlog/spdlog.h>
 
 #include "daemon/control.h"
+#include "daemon/kernel_cache.h"
 #include "daemon/options.h"
 #include "daemon/wire.h"
 
@@ -235,20 +236,24 @@ void op_init(void* userdata, fuse_conn_info* conn) {
   if (conn->capable & FUSE_CAP_ASYNC_READ) conn->want |= FUSE_CAP_ASYNC_READ;
   // O_DIRECT reads and writes from io_uring or aio (FUSE_CAP_ASYNC_DIO, on
   // by libfuse's default) and readahead are "background" requests: the
-  // kernel lets at most max_background of them be outstanding and blocks
-  // the submitter beyond that. Its default, 12, capped a queue depth of 32
-  // at 12 requests in the daemon (tools/bench-reclaim). 64 admits two such
-  // queues; above congestion_threshold (3/4 of it, as the kernel's 9 of 12)
-  // the kernel skips async readahead. For a mount by a user other than
-  // root the kernel clamps both (fuse module parameters max_user_bgreq and
-  // max_user_congthresh).
-  conn->max_background = 64;
+  // kernel lets at most max_background of them be outstanding, queues the
+  // rest (readahead too) and blocks the submitter. Its default, 12, capped
+  // a queue depth of 32 at 12 requests in the daemon (tools/bench-reclaim).
+  // The protocol's most: a direct write's reply may wait for a readahead of
+  // the same pages (daemon/kernel_cache.h), which must not be queued behind
+  // max_background such replies; submitters are bounded by their own queue
+  // depth. Above congestion_threshold (the kernel's 9 of 12 was 3/4) the
+  // kernel skips async readahead. For a mount by a user other than root
+  // the kernel clamps both (fuse module parameters max_user_bgreq, by
+  // default 1/8192 of RAM in 392-byte requests, and max_user_congthresh).
+  conn->max_background = 65535;
   conn->congestion_threshold = 48;
   if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC) conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
   if (conn->capable & FUSE_CAP_READDIRPLUS) conn->want |= FUSE_CAP_READDIRPLUS;
   if (conn->capable & FUSE_CAP_READDIRPLUS_AUTO) conn->want |= FUSE_CAP_READDIRPLUS_AUTO;
   // The kernel's own cache of the file's data is kept across opens: every
-  // change to a file passes through this same kernel, so it cannot be stale.
+  // change to a file passes through this same kernel, so it cannot be stale
+  // (but for what an asynchronous direct write leaves: daemon/kernel_cache.h).
   if (conn->capable & FUSE_CAP_AUTO_INVAL_DATA) conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
   // tmpfsctl's ioctl (daemon/control.h) may come on a directory too.
   if (conn->capable & FUSE_CAP_IOCTL_DIR) conn->want |= FUSE_CAP_IOCTL_DIR;
@@ -391,6 +396,8 @@ void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
 void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
   guarded(req, [&] {
     if (off < 0) return void(fuse_reply_err(req, EINVAL));
+    KernelCache* kernel_cache = fs_of(req).kernel_cache;
+    if (kernel_cache && !Wire::direct_io()) kernel_cache->note_cached(ino);
     ns_of(req).read(ino, uint64_t(off), size, [req](Status s, std::span<const iovec> iov) {
       if (!s) return void(fuse_reply_err(req, s.code()));
       // Straight from frame memory to the kernel: the frames are pinned
@@ -408,12 +415,25 @@ void op_write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_
     // With the writeback cache the kernel has already turned O_APPEND into an offset.
     bool append =
         (!fs_of(req).writeback_cache && (fi->flags & O_APPEND)) || fi->fh == kAppendOnlyHandle;
+    // The kernel caches what a buffered write carries; a direct write it
+    // completes may leave older pages cached (daemon/kernel_cache.h): the
+    // reply waits until they are dropped. Whether there may be any is
+    // asked once the bytes are in place.
+    KernelCache* kernel_cache = fs_of(req).kernel_cache;
+    bool direct = Wire::direct_io();
+    if (kernel_cache && !direct) kernel_cache->note_cached(ino);
     // Replied now, or from a swap read's completion (Namespace::write_async).
-    ns_of(req).write_async(ino, uint64_t(off), data, append, caller_of(req),
-                           [req](Result<size_t> r) {
-                             if (!r) return void(fuse_reply_err(req, r.code()));
-                             fuse_reply_write(req, *r);
-                           });
+    ns_of(req).write_async(
+        ino, uint64_t(off), data, append, caller_of(req),
+        [req, ino, off, append, direct, kernel_cache](Result<size_t> r) {
+          if (!r) return void(fuse_reply_err(req, r.code()));
+          size_t n = *r;
+          if (!direct || n == 0 || !kernel_cache || !kernel_cache->may_cache(ino))
+            return void(fuse_reply_write(req, n));
+          // An append's offset is the daemon's: drop the whole file.
+          kernel_cache->after_dropping(ino, append ? 0 : uint64_t(off), append ? 0 : n,
+                                       [req, n] { fuse_reply_write(req, n); });
+        });
   });
 }
 

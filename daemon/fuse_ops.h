@@ -31,6 +31,9 @@ struct Filesystem {
   class Wire* wire = nullptr;
   // For notifications to the kernel (set once the session exists).
   fuse_session* session = nullptr;  // INIT answered (tmpfsctl's uptime)
+  // Which files the kernel may cache pages of; drops them before a direct
+  // write is answered (daemon/kernel_cache.h). Null: replies at once.
+  class KernelCache* kernel_cache = nullptr;
 };
 
 const fuse_lowlevel_ops& fuse_operations();

@@ -29,6 +29,7 @@
 #include <fstream>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stop_token>
 #include <string>
 #include <thread>
@@ -42,6 +43,7 @@
 #include "core/page_cache.h"
 #include "daemon/control.h"
 #include "daemon/fuse_ops.h"
+#include "daemon/kernel_cache.h"
 #include "daemon/notify.h"
 #include "daemon/options.h"
 #include "daemon/remount.h"
@@ -313,6 +315,8 @@ int serve(const Options& o, Startup& startup) {
                    o.mountpoint.c_str(), o.mountpoint.c_str());
     }
     StatsOnSignal stats_on_signal(**cache, o.mountpoint, live);
+    std::optional<KernelCache> kernel_cache(std::in_place, se);
+    fs.kernel_cache = &*kernel_cache;
     fuse_loop_config* loop = fuse_loop_cfg_create();
     if (o.max_threads) fuse_loop_cfg_set_max_threads(loop, o.max_threads);
     // libfuse reports the signal that ended the loop (SIGTERM: 15) as its
@@ -327,6 +331,9 @@ int serve(const Options& o, Startup& startup) {
     // Reads waiting for swap-in reply from the I/O completion: let them
     // finish while the session they reply to still exists.
     (*cache)->drain_reads();
+    // Then the direct writes whose replies wait for the kernel's cache.
+    fs.kernel_cache = nullptr;
+    kernel_cache.reset();
     fuse_session_unmount(se);
     log_stats("unmounted", o.mountpoint, (*cache)->stats());
   }

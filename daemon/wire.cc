@@ -142,6 +142,7 @@ constexpr std::string_view kOpcodeNames[] = {
 };
 
 thread_local std::optional<bool> t_kill_suidgid;
+thread_local bool t_direct_io = false;
 
 // The caller of a request answered here: as libfuse's fuse_req_ctx and
 // fuse_req_getgroups give it to the ops.
@@ -233,6 +234,8 @@ int Wire::attach(fuse_session* se) {
 
 std::optional<bool> Wire::kill_suidgid() { return t_kill_suidgid; }
 
+bool Wire::direct_io() { return t_direct_io; }
+
 bool Wire::umask_left_to_us() const { return agreed_flags() & FUSE_DONT_MASK; }
 
 void Wire::visit_requests(
@@ -281,6 +284,7 @@ bool Wire::answer(int fd, const void* buf, size_t len) {
     other_requests_.fetch_add(1, std::memory_order_relaxed);
 
   t_kill_suidgid.reset();
+  t_direct_io = false;
   bool killpriv_v2 = agreed_flags_.load(std::memory_order_relaxed) & FUSE_HANDLE_KILLPRIV_V2;
   switch (in.opcode) {
     case FUSE_INIT: {
@@ -295,8 +299,14 @@ bool Wire::answer(int fd, const void* buf, size_t len) {
     }
     case FUSE_WRITE: {
       fuse_write_in w{};
-      if (killpriv_v2 && body_as(buf, len, &w))
-        t_kill_suidgid = (w.write_flags & FUSE_WRITE_KILL_SUIDGID) != 0;
+      if (!body_as(buf, len, &w)) return false;
+      if (killpriv_v2) t_kill_suidgid = (w.write_flags & FUSE_WRITE_KILL_SUIDGID) != 0;
+      t_direct_io = (w.write_flags & FUSE_WRITE_LOCKOWNER) != 0;
+      return false;
+    }
+    case FUSE_READ: {
+      fuse_read_in r{};
+      if (body_as(buf, len, &r)) t_direct_io = (r.read_flags & FUSE_READ_LOCKOWNER) != 0;
       return false;
     }
     case FUSE_SETATTR: {

@@ -13,7 +13,8 @@
 //     libfuse never asks for (parallel directory operations,
 //     HANDLE_KILLPRIV_V2, POSIX ACLs with DONT_MASK, EXPORT_SUPPORT);
 //   - note what a request carries that libfuse drops (the kernel's
-//     "kill set-user-ID" flags) for the op that handles it;
+//     "kill set-user-ID" flags, whether a read or write is direct I/O) for
+//     the op that handles it;
 //   - count the requests of each opcode (tmpfsctl stats).
 // Everything else goes to libfuse unchanged. This is the only code that
 // touches the structures of <linux/fuse.h>; the 7.39 ones the installed
@@ -60,6 +61,12 @@ class Wire {
   // HANDLE_KILLPRIV_V2). nullopt: the request carries no such flag, or the
   // kernel does not use KILLPRIV_V2; the namespace decides by itself.
   static std::optional<bool> kill_suidgid();
+  // For the op handling the current READ or WRITE on this thread: it comes
+  // from the kernel's direct I/O path (fs/fuse/file.c fuse_direct_io, the
+  // only sender of FUSE_READ_LOCKOWNER / FUSE_WRITE_LOCKOWNER): the bytes
+  // bypass the kernel's page cache, and the sender holds no lock on a page
+  // of it. False: a page-cache fill or write-through (or writeback).
+  static bool direct_io();
 
   // Requests read of each opcode, by name ("lookup", "write", ...), for
   // every opcode seen at least once.
