@@ -5,6 +5,7 @@
 #include "core/namespace.h"
 
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
 #include <sys/xattr.h>
@@ -225,11 +226,20 @@ Result<Attr> Namespace::setattr(uint64_t ino, const SetAttr& change, const Calle
   }
   bool other = change.mode || change.uid || change.gid || change.atime || change.atime_now ||
                change.mtime || change.mtime_now || change.ctime;
-  // A setattr that changes nothing is chown(f, -1, -1) (or the kernel's
-  // file_remove_privs before a write): tmpfs moves ctime, and clears set-ID
-  // bits as chown does.
-  const bool chown = change.uid || change.gid || (!change.size && !other);
-  if (!change.size && !other) other = true;
+  // A setattr that changes nothing is chown(f, -1, -1), or the kernel's
+  // file_remove_privs before a write to a set-ID file (the FUSE client
+  // strips the kill flags and the mode change they imply): tmpfs moves
+  // ctime, and clears set-ID bits as chown does. The two look alike here.
+  // From a caller who may not chmod the file (not its owner, no
+  // CAP_FOWNER), tmpfs's chown(-1, -1) is EPERM and changes nothing; so
+  // nothing changes here either (the write that may follow clears the bits
+  // and moves the times), and the answer is 0 (known divergence 14).
+  const bool nothing = !change.size && !other;
+  const bool setid = !inode->is_dir() && (inode->mode & (S_ISUID | S_ISGID));
+  if (nothing && setid && who.uid != inode->uid && !who.capable(CAP_FOWNER))
+    return attr_locked(*inode);
+  const bool chown = change.uid || change.gid || nothing;
+  if (nothing) other = true;
   if (change.size && !size_moves_times && !other) return attr_locked(*inode);
   timespec t = stamp_locked(*inode);
   bool killed = false;  // set-ID bits cleared: the kernel's cached mode is stale
@@ -456,10 +466,10 @@ Status Namespace::remove_name(uint64_t parent, std::string_view name, Removing w
 // writer is not in its group: the kernel's setattr_should_drop_suidgid(),
 // which FUSE's HANDLE_KILLPRIV_V2 hands to us. Whether the caller has
 // CAP_FSETID is the kernel's word where the request carries one, else the
-// caller's own (Caller::fsetid).
+// caller's own (Caller::capable).
 bool Namespace::kill_priv_locked(Inode& inode, const Caller& who) {
   if (!inode.is_reg() || !(inode.mode & (S_ISUID | S_ISGID))) return false;
-  if (who.kill_suidgid ? !*who.kill_suidgid : who.fsetid()) return false;
+  if (who.kill_suidgid ? !*who.kill_suidgid : who.capable(CAP_FSETID)) return false;
   mode_t kill = inode.mode & S_ISUID;
   if ((inode.mode & S_ISGID) && ((inode.mode & S_IXGRP) || !who.member_of(inode.gid)))
     kill |= S_ISGID;
@@ -478,7 +488,7 @@ bool Namespace::chown_kill_locked(Inode& inode, std::optional<gid_t> new_gid, co
   std::optional<bool> capable;  // asked at most once, and only when needed
   auto in_group_or_capable = [&](gid_t g) {
     if (who.member_of(g)) return true;
-    if (!capable) capable = who.fsetid();
+    if (!capable) capable = who.capable(CAP_FSETID);
     return *capable;
   };
   mode_t kill = inode.mode & S_ISUID;

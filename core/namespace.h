@@ -66,19 +66,20 @@ struct Caller {
   // The kernel's word on clearing set-user-ID/set-group-ID for this write,
   // truncate or O_TRUNC open (FUSE's HANDLE_KILLPRIV_V2: it knows whether
   // the caller has CAP_FSETID). Unset: the namespace decides by
-  // fsetid().
+  // capable(CAP_FSETID).
   std::optional<bool> kill_suidgid;
-  // Whether the caller has CAP_FSETID, for the changes the kernel sends no
-  // kill flag with (fallocate, copy_file_range, chown); asked only when a
-  // set-ID bit is there to clear. Null: uid 0 has it, no one else.
-  std::function<bool()> has_fsetid;
+  // Whether the caller has a capability (CAP_FSETID, CAP_FOWNER), for the
+  // changes the kernel sends no kill flag with (fallocate, copy_file_range,
+  // chown); asked only when a set-ID bit is there to clear. Null: uid 0
+  // has them all, no one else.
+  std::function<bool(int cap)> has_capability;
   // The caller's umask when the kernel left it to the file system (FUSE's
   // DONT_MASK, with POSIX ACLs): a new inode's mode takes the parent's
   // default ACL if it has one, else this umask. Unset: the kernel has
   // already applied it to the mode.
   std::optional<mode_t> umask;
   bool member_of(gid_t g) const { return g == gid || (in_group && in_group(g)); }
-  bool fsetid() const { return has_fsetid ? has_fsetid() : uid == 0; }
+  bool capable(int cap) const { return has_capability ? has_capability(cap) : uid == 0; }
 };
 
 // setattr: which fields change. Times given as nullopt stay; `*_now` sets

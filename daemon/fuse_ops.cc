@@ -39,12 +39,14 @@ namespace {
 Filesystem& fs_of(fuse_req_t req) { return *static_cast<Filesystem*>(fuse_req_userdata(req)); }
 Namespace& ns_of(fuse_req_t req) { return *fs_of(req).ns; }
 
-// Whether process `pid` has CAP_FSETID as the kernel's capable() answers
-// for it: in its effective set (/proc/PID/status, CapEff) and held in our
-// user namespace (a process in a child namespace has none in ours, whatever
-// its CapEff says). Where /proc cannot say (pid 0: a process in another pid
-// namespace; gone; hidden), uid 0 stands for it, as before.
-bool has_cap_fsetid(pid_t pid, uid_t uid) {
+// Whether process `pid` has capability `cap` as the kernel's capable()
+// answers for it: in its effective set (/proc/PID/status, CapEff) and held
+// in our user namespace (a process in a child namespace has none in ours,
+// whatever its CapEff says). Where /proc cannot say (pid 0: a process in
+// another pid namespace; gone; hidden), uid 0 stands for it, as before.
+// Asked only for a set-ID file (Caller::has_capability); the caller waits
+// for the reply, so the pid is still its own.
+bool has_capability(pid_t pid, uid_t uid, int cap) {
   if (pid <= 0) return uid == 0;
   const std::string proc = "/proc/" + std::to_string(pid);
   struct stat mine, theirs;
@@ -56,7 +58,7 @@ bool has_cap_fsetid(pid_t pid, uid_t uid) {
   while (std::getline(status, line)) {
     if (!line.starts_with("CapEff:")) continue;
     uint64_t caps = std::strtoull(line.c_str() + 7, nullptr, 16);
-    return caps & (uint64_t(1) << CAP_FSETID);
+    return (caps >> cap) & 1;
   }
   return uid == 0;
 }
@@ -67,7 +69,9 @@ Caller caller_of(fuse_req_t req) {
   who.uid = ctx->uid;
   who.gid = ctx->gid;
   who.kill_suidgid = Wire::kill_suidgid();
-  who.has_fsetid = [pid = ctx->pid, uid = ctx->uid] { return has_cap_fsetid(pid, uid); };
+  who.has_capability = [pid = ctx->pid, uid = ctx->uid](int cap) {
+    return has_capability(pid, uid, cap);
+  };
   if (fs_of(req).wire && fs_of(req).wire->umask_left_to_us()) who.umask = ctx->umask;
   who.in_group = [req](gid_t g) {
     gid_t groups[256];
