@@ -133,6 +133,18 @@ Outcome Side::apply(const Op& op) {
     out.err = EPERM;
     out.facts["flagerrno"] = "EPERM, or the FUSE client's own answer";
   }
+  // copy_file_range into an immutable file that copies nothing (length 0,
+  // or a source offset at or past the end): tmpfs says EPERM, the FUSE
+  // client 0 without asking the daemon (known divergence 13).
+  if (ignore_.flagerrno && op.kind == OpKind::CopyRange && (out.ret == 0 || out.err == EPERM) &&
+      fds_[op.fd2] >= 0) {
+    int v = 0;
+    if (ioctl(fds_[op.fd2], FS_IOC_GETFLAGS, &v) == 0 && (v & FS_IMMUTABLE_FL)) {
+      out.ret = -1;
+      out.err = EPERM;
+      out.facts["flagerrno"] = "EPERM, or 0 for a copy of nothing";
+    }
+  }
   link_case = link_case || acl_case;
   if (ignore_.flagerrno && out.ret < 0 &&
       (link_case ||
