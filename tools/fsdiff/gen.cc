@@ -415,27 +415,29 @@ Op Generator::next() {
       if (chance(10)) op.path = ".";
       op.len = chance(85) ? 0 : int64_t(1 + below(kAclInvalidVariants));
       break;
-    case OpKind::Setflags:
+    case OpKind::Setflags: {
       // Immutable and append-only make most later ops on the file fail, so
       // they are rare; nodump and noatime are harmless and common.
       op.path = pick_path();
-      // Sometimes the file of an open descriptor, which keeps writing (and
-      // copying into it meets the flags).
+      // Sometimes the file of an open descriptor, which keeps writing; then
+      // i and a are common, so that copy_file_range meets them (issue 28).
+      bool of_slot = false;
       if (chance(30)) {
-        for (int i = 0, start = int(below(kSlots)); i < kSlots; i++) {
+        for (int i = 0, start = int(below(kSlots)); i < kSlots && !of_slot; i++) {
           int slot = (start + i) % kSlots;
           if (open_[slot] && !slot_path_[slot].empty()) {
             op.path = slot_path_[slot];
-            break;
+            of_slot = true;
           }
         }
       }
-      if (chance(10)) op.flags |= FS_IMMUTABLE_FL;
-      if (chance(12)) op.flags |= FS_APPEND_FL;
+      if (chance(of_slot ? 40 : 10)) op.flags |= FS_IMMUTABLE_FL;
+      if (chance(of_slot ? 30 : 12)) op.flags |= FS_APPEND_FL;
       if (chance(50)) op.flags |= FS_NODUMP_FL;
       if (chance(50)) op.flags |= FS_NOATIME_FL;
       if (chance(5)) op.flags |= chance(50) ? FS_SYNC_FL : FS_COMPR_FL;  // EOPNOTSUPP
       break;
+    }
     case OpKind::Getflags:
       op.path = pick_path();
       break;

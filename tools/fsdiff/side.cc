@@ -133,11 +133,13 @@ Outcome Side::apply(const Op& op) {
     out.err = EPERM;
     out.facts["flagerrno"] = "EPERM, or the FUSE client's own answer";
   }
-  // copy_file_range into an immutable file that copies nothing (length 0,
-  // or a source offset at or past the end): tmpfs says EPERM, the FUSE
-  // client 0 without asking the daemon (known divergence 13).
-  if (ignore_.flagerrno && op.kind == OpKind::CopyRange && (out.ret == 0 || out.err == EPERM) &&
-      fds_[op.fd2] >= 0) {
+  // copy_file_range into an immutable file: tmpfs says EPERM before the
+  // VFS checks the sizes and the overlap; through FUSE the VFS answers
+  // those itself (EOVERFLOW, EFBIG, EINVAL; 0 for a copy of nothing) and
+  // never asks the daemon (known divergence 13).
+  bool vfs_first = out.ret == 0 || out.err == EPERM || out.err == EINVAL || out.err == EFBIG ||
+                   out.err == EOVERFLOW;
+  if (ignore_.flagerrno && op.kind == OpKind::CopyRange && vfs_first && fds_[op.fd2] >= 0) {
     int v = 0;
     if (ioctl(fds_[op.fd2], FS_IOC_GETFLAGS, &v) == 0 && (v & FS_IMMUTABLE_FL)) {
       out.ret = -1;
@@ -342,6 +344,18 @@ Outcome Side::execute(const Op& op, bool* created) {
       int64_t end = std::min<int64_t>(op.off + op.len, st.st_size);
       if (!S_ISREG(st.st_mode) || end <= op.off) {
         o.ret = 0;
+        break;
+      }
+      // A shared mapping of an append-only file through a descriptor open
+      // for writing: tmpfs's do_mmap says EACCES; the FUSE client never
+      // sees S_APPEND and maps it, and what is written through the mapping
+      // lands (known divergence 15). Under flagerrno neither side maps.
+      int iflags = 0;
+      if (ignore_.flagerrno && (fcntl(fd, F_GETFL) & O_ACCMODE) != O_RDONLY &&
+          ioctl(fd, FS_IOC_GETFLAGS, &iflags) == 0 && (iflags & FS_APPEND_FL)) {
+        o.ret = -1;
+        o.err = EACCES;
+        o.facts["flagerrno"] = "EACCES without mapping (append-only)";
         break;
       }
       int64_t moff = op.off & ~int64_t(4095);
