@@ -230,11 +230,14 @@ Result<Attr> Namespace::setattr(uint64_t ino, const SetAttr& change, const Calle
   // file_remove_privs before a write to a set-ID file (the FUSE client
   // strips the kill flags and the mode change they imply): tmpfs moves
   // ctime, and clears set-ID bits as chown does. The two look alike here.
-  // From a caller who may not chmod the file (not its owner, no
-  // CAP_FOWNER), tmpfs's chown(-1, -1) is EPERM and changes nothing; so
-  // nothing changes here either (the write that may follow clears the bits
-  // and moves the times), and the answer is 0 (known divergence 14).
-  const bool nothing = !change.size && !other;
+  // (With the writeback cache chown(-1, -1) brings the kernel's own ctime,
+  // which no other request brings alone.) From a caller who may not chmod
+  // the file (not its owner, no CAP_FOWNER), tmpfs's chown(-1, -1) is EPERM
+  // and changes nothing; so nothing changes here either (the write that
+  // may follow clears the bits and moves the times), and the answer is 0
+  // (known divergence 14).
+  const bool nothing = !change.size && !change.mode && !change.uid && !change.gid &&
+                       !change.atime && !change.atime_now && !change.mtime && !change.mtime_now;
   const bool setid = !inode->is_dir() && (inode->mode & (S_ISUID | S_ISGID));
   if (nothing && setid && who.uid != inode->uid && !who.capable(CAP_FOWNER))
     return attr_locked(*inode);

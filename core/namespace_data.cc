@@ -1,6 +1,7 @@
 // Namespace, continued (namespace.h): open files, file data, xattrs and
 // the whole file system's figures. namespace.cc has names and attributes.
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
 #include <sys/xattr.h>
@@ -372,7 +373,8 @@ Status Namespace::set_acl_locked(Inode& inode, std::string_view name, std::strin
   if (name == acl::kAccess) {
     mode_t mode = inode.mode;
     if (a && !acl::to_mode(*a, &mode)) a.reset();  // the mode says it all
-    if (who.uid != 0 && !who.member_of(inode.gid)) mode &= ~mode_t(S_ISGID);
+    if ((mode & S_ISGID) && !who.member_of(inode.gid) && !who.capable(CAP_FSETID))
+      mode &= ~mode_t(S_ISGID);
     inode.mode = mode;
   }
   if (a)

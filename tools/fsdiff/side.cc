@@ -92,8 +92,10 @@ bool Side::open(std::string* err) {
 
 namespace {
 
-bool has_ia_flag(int rootfd, const std::string& rel) {
-  int fd = openat(rootfd, rel.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+// `follow`: the inode a symlink at `rel` points to (setxattr's), not the link.
+bool has_ia_flag(int rootfd, const std::string& rel, bool follow = false) {
+  int fd =
+      openat(rootfd, rel.c_str(), O_RDONLY | O_NONBLOCK | (follow ? 0 : O_NOFOLLOW) | O_CLOEXEC);
   if (fd < 0) return false;
   int v = 0;
   bool r = ioctl(fd, FS_IOC_GETFLAGS, &v) == 0 && (v & (FS_IMMUTABLE_FL | FS_APPEND_FL));
@@ -128,7 +130,7 @@ Outcome Side::apply(const Op& op) {
   bool acl_remove = op.kind == OpKind::Removexattr &&
                     (op.name == "system.posix_acl_access" || op.name == "system.posix_acl_default");
   if (ignore_.flagerrno && acl_remove && (out.ret == 0 || out.err == EPERM || out.err == ENODATA) &&
-      has_ia_flag(rootfd_, op.path)) {
+      has_ia_flag(rootfd_, op.path, true)) {
     out.ret = -1;
     out.err = EPERM;
     out.facts["flagerrno"] = "EPERM, or the FUSE client's own answer";
@@ -157,7 +159,7 @@ Outcome Side::apply(const Op& op) {
     if (acl_case) ps = {op.path};
     if (op.kind == OpKind::Rename) ps.insert(ps.end(), {op.path2, lookup_dir(op.path2)});
     for (const auto& p : ps) {
-      if (has_ia_flag(rootfd_, p)) {
+      if (has_ia_flag(rootfd_, p, acl_case)) {
         out.err = EPERM;  // tmpfs's answer; the type error is FUSE's VFS order
         out.facts["flagerrno"] =
             link_case ? "EPERM, or the FUSE client's own errno" : "EPERM, EISDIR or ENOTDIR";
