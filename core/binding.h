@@ -1,6 +1,7 @@
-// PagePlace: where one page of a file lives (DESIGN.md's "weak binding").
-// It is the 8-byte word a file's index (file_index.h) holds per page, and
-// the only code that knows how that word is encoded:
+// PagePlace: where one page of a file lives (the seed's "weak binding";
+// docs/design.md, "The page word"). It is the 8-byte word a file's index
+// (file_index.h) holds per page, and the only code that knows how that
+// word is encoded:
 //
 //   kind       word                      meaning
 //   ---------  ------------------------  ------------------------------------
@@ -14,8 +15,8 @@
 //                                        SEEK_DATA
 //   zero, up-  0b0111                    the same, fallocated twice (shmem
 //    to-date                             SGP_FALLOC): data for SEEK_DATA
-//   remote     (key << 4) | 0b1011       remote memory (the remote-tier
-//                                        issue); never passes is_pmap()
+//   remote     (key << 4) | 0b1011       remote memory (not built yet:
+//                                        nothing makes it); never a Pmap
 //   (reserved) low bits 0b1111
 //
 // A Pmap is at least 8-byte aligned (it holds 8-byte members), so a Pmap

@@ -28,8 +28,6 @@
 
 namespace tmpfsd {
 
-// Largest byte offset + 1 a file may reach (MAX_LFS_FILESIZE).
-inline constexpr uint64_t kMaxFileBytes = (uint64_t{1} << 63) - 1;
 // iovecs held inline by read(): 64 covers a 256 KiB read of scattered pages.
 inline constexpr size_t kInlineIovecs = 64;
 
@@ -53,8 +51,8 @@ inline Status wait_for(FilePages::PendingWrite* w) {
 //   - a pmap under writeback (kWriteback set, pinned): its dirty bits and
 //     its frame's slot belong to the write's completion, which takes no file
 //     mutex; whoever holds mu_ and wants to change the page waits for
-//     kWriteback to clear (wait_busy_locked: DESIGN.md's "wait"), or,
-//     with --writeback-conflict copy, writes into a copy of the page
+//     kWriteback to clear (wait_busy_locked), or, with
+//     --writeback-conflict copy, writes into a copy of the page
 //     (copy_under_writeback_locked);
 //   - a pmap under swap-in (kReadPending, pinned by the read): its frame,
 //     slot and dirty bits belong to the read's completion; writers wait,
@@ -138,17 +136,17 @@ class FilePagesImpl {
   }
   // Data for SEEK_DATA: a page that was written (or is swapped, which
   // implies written); fallocated-only pages are holes, as on tmpfs.
-  static bool is_data(PagePlace w) {
-    if (w.is_pmap()) return w.pmap()->uptodate();
-    return w != PagePlace::zero();
+  static bool is_data(PagePlace place) {
+    if (place.is_pmap()) return place.pmap()->uptodate();
+    return place != PagePlace::zero();
   }
 
   Pmap* new_pmap_locked(uint64_t page, FramePool::Reservation& frames, bool* zeroed) REQUIRES(mu_);
   Pmap* bind_locked(uint64_t page, Frame* frame) REQUIRES(mu_);
   // Pages that take a frame when faulted: a read leaves zero pages alone
   // (they read as zeros); a write needs a frame for them too.
-  static bool wants_frame(PagePlace w, bool for_write) {
-    return for_write ? w.needs_fault() : w.is_swapped();
+  static bool wants_frame(PagePlace place, bool for_write) {
+    return for_write ? place.needs_fault() : place.is_swapped();
   }
   // May drop and re-take mu_ (to reclaim): callers re-read the index.
   Result<FramePool::Reservation> reserve_locked(uint64_t first, uint64_t last, uint64_t extra,

@@ -1,13 +1,15 @@
 // FramePool: the frames of one mount -- the only memory that counts against
-// --memory (DESIGN.md, "Memory and space").
+// --memory (docs/design.md, "Memory and space").
 //
 // All frames are carved from ONE region reserved with mmap(MAP_PRIVATE |
-// MAP_ANONYMOUS | MAP_NORESERVE) of frames_total * frame_size bytes: one
-// contiguous region so that swapdev can register it as io_uring fixed
-// buffers, and so that a frame's number is its offset / frame_size. The
-// region costs nothing until a frame is touched; a freed frame's memory goes
-// back to the OS with madvise(MADV_DONTNEED), so the daemon's RSS follows
-// frames_used.
+// MAP_ANONYMOUS | MAP_NORESERVE) of frames_total * frame_size bytes, so that
+// a frame's number is its offset / frame_size; its size is fixed for the
+// life of the pool (hence --memory cannot change while mounted). The region
+// costs nothing until a frame is touched; a freed frame's memory goes back
+// to the OS with madvise(MADV_DONTNEED), so the daemon's RSS follows
+// frames_used. It is not registered with io_uring as fixed buffers
+// (PageCache::create in page_cache.cc says why), though region() would allow
+// it: swapdev reads and writes frames with plain readv/writev.
 //
 // Free frames sit on one of two stacks:
 //   warm  freed recently, memory still mapped, contents stale. At most
@@ -77,11 +79,11 @@ class alignas(8) Frame {
   Pmap* owner() const { return owner_; }
   void set_owner(Pmap* p) { owner_ = p; }  // by the owner's file, exclusive
 
-  // The swap cache (issue 5): the slot that holds a copy of this frame's
-  // bytes, or an invalid SwapSlot: all of them while the owner is clean, all but the
-  // dirty blocks while it is partly dirty (pmap.h). Written under the owner's file mutex held
-  // exclusive, except while the owner is under writeback, when the write's completion owns it
-  // (pmap.h).
+  // The swap cache: the slot that holds a copy of this frame's bytes, or an
+  // invalid SwapSlot: all of them while the owner is clean, all but the
+  // dirty blocks while it is partly dirty (pmap.h). Written under the
+  // owner's file mutex held exclusive, except while the owner is under
+  // writeback or swap-in, when that I/O's completion owns it (pmap.h).
   swapdev::SwapSlot swap_slot() const { return slot_; }
   bool has_slot() const { return slot_.valid(); }
   void set_swap_slot(swapdev::SwapSlot s) { slot_ = s; }
@@ -166,7 +168,7 @@ class FramePool {
   uint64_t madvise_calls() const { return madvise_calls_.load(std::memory_order_relaxed); }
   // Bytes of descriptors and free stacks: fixed metadata of the pool.
   uint64_t metadata_bytes() const;
-  // The whole region (for io_uring fixed buffers) and a frame's number in it.
+  // The whole region and a frame's number in it.
   std::span<std::byte> region() const { return {base_, frame_size_ * frames_total_}; }
   uint32_t number(const Frame* f) const { return static_cast<uint32_t>(f - frames_.data()); }
   // The frame whose memory contains `p` (a byte of the region), or nullptr.

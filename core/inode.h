@@ -5,7 +5,16 @@
 // handle is open. Its number is never reused in the life of a mount, so a
 // stale number from the kernel finds nothing instead of another file.
 //
-// Locks: every field below `data_mu` is guarded by Namespace::mu_.
+// The number is also the FUSE node ID, and with the generation it is what
+// a file handle (name_to_handle_at, NFS) holds: a handle outlives the
+// kernel's inode, and the table finds the Inode again by its number while
+// it has a name. The generation is random (32 bits, all the kernel keeps),
+// as tmpfs's i_generation, so that a handle kept across a new mount, where
+// the numbers start again, is stale rather than another file; the root's
+// is 0, which the kernel requires of FUSE's root.
+//
+// Locks: `ino`, `generation` and `type` are constant; every field below
+// `data_mu` is guarded by Namespace::mu_.
 // `data_mu` orders data operations on a regular file: write, truncate and
 // fallocate hold it exclusively (so size and pages agree), read shares it.
 // Lock order (core/LOCKING.md): data_mu -> Namespace::mu_, and data_mu ->
@@ -48,13 +57,15 @@ struct Attr {
 class Inode {
  public:
   Inode(uint64_t number, uint64_t gen, mode_t type_and_mode)
-      : ino(number), generation(gen), mode(type_and_mode) {}
+      : ino(number), generation(gen), type(type_and_mode & S_IFMT), mode(type_and_mode) {}
   Inode(const Inode&) = delete;
   Inode& operator=(const Inode&) = delete;
 
-  bool is_dir() const { return S_ISDIR(mode); }
-  bool is_reg() const { return S_ISREG(mode); }
-  bool is_symlink() const { return S_ISLNK(mode); }
+  // The file type never changes, so these need no lock (they read `type`,
+  // not `mode`, which chmod rewrites under Namespace::mu_).
+  bool is_dir() const { return S_ISDIR(type); }
+  bool is_reg() const { return S_ISREG(type); }
+  bool is_symlink() const { return S_ISLNK(type); }
   // chattr +i / +a (under Namespace::mu_). The VFS refuses changes to such
   // an inode by itself on a local file system, but the FUSE kernel client
   // never sets S_IMMUTABLE/S_APPEND, so the namespace refuses them.
@@ -63,15 +74,16 @@ class Inode {
   // Neither its names nor its attributes may change (may_delete, vfs_link,
   // notify_change and xattr_permission refuse an immutable or append-only
   // inode alike).
-  bool pinned() const { return iflags & (FS_IMMUTABLE_FL | FS_APPEND_FL); }
+  bool immutable_or_append() const { return iflags & (FS_IMMUTABLE_FL | FS_APPEND_FL); }
 
   const uint64_t ino;
   const uint64_t generation;
+  const mode_t type;  // S_IFMT bits: the file type, fixed at creation
 
   SharedMutex data_mu;  // see above; regular files only
 
   // Guarded by Namespace::mu_.
-  mode_t mode;        // type and permission bits
+  mode_t mode;        // type (always == `type`) and permission bits
   nlink_t nlink = 0;  // names (+ "." and subdirectories' ".." for dirs)
   uid_t uid = 0;
   gid_t gid = 0;

@@ -37,7 +37,7 @@ class PmapLists {
     MutexLock lock(mu_);
     for (Pmap* p : pmaps) push_head_locked(inactive_, p, Pmap::kOnInactive);
   }
-  // Reclaim (issue 5), the isolate half of LOCKING.md's protocol. Refills
+  // Reclaim, the isolate half of LOCKING.md's protocol. Refills
   // the inactive list from the active tail (ageing: a page deactivated
   // loses its referenced bit and gets one more chance on the inactive
   // list), then walks up to `scan` pmaps from the inactive tail: referenced

@@ -55,6 +55,7 @@ Status check_name(std::string_view name) {
 Namespace::Namespace(const NamespaceConfig& config, PageCache& cache)
     : config_(config), cache_(cache) {
   MutexLock lock(mu_);  // for the analysis: nothing else can see it yet
+  generations_.seed(std::random_device{}());
   max_inodes_ = config_.max_inodes;
   ispace_free_ = max_inodes_ * kInodeSpace;
   auto root = std::make_shared<Inode>(kRootIno, 0, S_IFDIR | (config_.root_mode & 07777));
@@ -80,6 +81,11 @@ Namespace::InodeRef Namespace::child_locked(const Inode& dir, std::string_view n
 Namespace::InodeRef Namespace::get_locked(uint64_t ino) {
   auto it = inodes_.find(ino);
   return it == inodes_.end() ? nullptr : it->second;
+}
+
+Namespace::InodeRef Namespace::make_inode_locked(mode_t mode) {
+  uint32_t generation = uint32_t(generations_());
+  return std::make_shared<Inode>(next_ino_++, generation, mode);
 }
 
 Result<Namespace::InodeRef> Namespace::dir_locked(uint64_t ino) {
@@ -147,15 +153,27 @@ void Namespace::maybe_free_locked(Inode& inode, InodeRef& victim) {
 Result<Attr> Namespace::lookup(uint64_t parent, std::string_view name) {
   if (name.size() > kNameMax) return Errno{ENAMETOOLONG};
   MutexLock lock(mu_);
-  auto dir = dir_locked(parent);
-  if (!dir) return dir.status().code() == ENOENT ? Errno{ENOENT} : Errno{dir.code()};
+  InodeRef node = get_locked(parent);
+  if (!node) return Errno{ESTALE};
   InodeRef child;
-  if (name == ".")
-    child = *dir;
-  else if (name == "..")
-    child = get_locked((*dir)->dir->parent);
-  else
+  if (name == "." || name == "..") {
+    // A file handle's node, or the parent of a directory the kernel is
+    // reconnecting to the tree. A node with no name left is gone for a
+    // handle, even while an open file keeps it (the kernel, which holds
+    // it then, does not ask).
+    if (node->nlink == 0) return Errno{ESTALE};
+    if (name == "..") {
+      if (!node->is_dir()) return Errno{ENOTDIR};
+      child = get_locked(node->dir->parent);
+    } else {
+      child = node;
+    }
+    if (!child) return Errno{ESTALE};
+  } else {
+    auto dir = dir_locked(parent);
+    if (!dir) return Errno{dir.code()};
     child = child_locked(**dir, name);
+  }
   if (!child) return Errno{ENOENT};
   ++child->lookups;
   return attr_locked(*child);
@@ -205,7 +223,8 @@ Result<Attr> Namespace::setattr(uint64_t ino, const SetAttr& change, const Calle
   // notify_change, do_truncate and utimes(NULL) on an immutable or
   // append-only inode.
   // ftruncate() of a descriptor opened before chattr +i still works there.
-  if (inode->pinned() && (change.mode || change.uid || change.gid || change.atime || change.mtime))
+  if (inode->immutable_or_append() &&
+      (change.mode || change.uid || change.gid || change.atime || change.mtime))
     return Errno{EPERM};
   if (change.size && (inode->append_only() || (inode->immutable() && !change.size_from_handle)))
     return Errno{EPERM};
@@ -235,7 +254,7 @@ Result<Attr> Namespace::setattr(uint64_t ino, const SetAttr& change, const Calle
   // the file (not its owner, no CAP_FOWNER), tmpfs's chown(-1, -1) is EPERM
   // and changes nothing; so nothing changes here either (the write that
   // may follow clears the bits and moves the times), and the answer is 0
-  // (known divergence 14).
+  // (known divergence 15).
   const bool nothing = !change.size && !change.mode && !change.uid && !change.gid &&
                        !change.atime && !change.atime_now && !change.mtime && !change.mtime_now;
   const bool setid = !inode->is_dir() && (inode->mode & (S_ISUID | S_ISGID));
@@ -323,7 +342,7 @@ void Namespace::drop_name_locked(Inode& dir, std::string_view name, Inode& child
 }
 
 Namespace::InodeRef Namespace::new_inode_locked(const Inode& dir, mode_t mode, const Caller& who) {
-  auto inode = std::make_shared<Inode>(next_ino_++, 0, mode);
+  InodeRef inode = make_inode_locked(mode);
   inode->uid = who.uid;
   inode->gid = who.gid;
   // A setgid directory passes its group on, and its setgid bit to subdirectories.
@@ -419,7 +438,7 @@ Result<Attr> Namespace::link(uint64_t ino, uint64_t new_parent, std::string_view
   auto dir = dir_locked(new_parent);
   if (!dir) return Errno{dir.code()};
   if ((*dir)->dir->find(new_name) != 0) return Errno{EEXIST};
-  if ((*dir)->immutable() || inode->pinned()) return Errno{EPERM};
+  if ((*dir)->immutable() || inode->immutable_or_append()) return Errno{EPERM};
   // linkat() of an unlinked file is ENOENT, except an O_TMPFILE file's first
   // name (the VFS's I_LINKABLE), which takes over the inode it already has.
   if (inode->nlink == 0 && !inode->linkable) return Errno{ENOENT};
@@ -451,7 +470,8 @@ Status Namespace::remove_name(uint64_t parent, std::string_view name, Removing w
   if (!dir) return Errno{dir.code()};
   InodeRef child = child_locked(**dir, name);
   if (!child) return Errno{ENOENT};
-  if ((*dir)->pinned() || child->pinned()) return Errno{EPERM};  // may_delete
+  if ((*dir)->immutable_or_append() || child->immutable_or_append())
+    return Errno{EPERM};  // may_delete
   if (what == Removing::kNonDirectory && child->is_dir()) return Errno{EISDIR};
   if (what == Removing::kEmptyDirectory) {
     if (!child->is_dir()) return Errno{ENOTDIR};
@@ -535,7 +555,7 @@ timespec Namespace::stamp_locked(Inode& inode) {
 void Namespace::touch_atime_locked(Inode& inode) {
   if (config_.atime == NamespaceConfig::Atime::Noatime) return;
   if (inode.iflags & FS_NOATIME_FL) return;
-  if (config_.nodiratime && S_ISDIR(inode.mode)) return;
+  if (config_.nodiratime && inode.is_dir()) return;
   timespec t = now();
   if (before_or_equal(t, time_floor_)) t = time_floor_;
   if (config_.atime == NamespaceConfig::Atime::Strictatime) {
@@ -590,8 +610,9 @@ Status Namespace::rename(uint64_t parent, std::string_view name, uint64_t new_pa
     return (flags & RENAME_EXCHANGE) ? Errno{EINVAL} : Errno{ENOTEMPTY};
   // may_delete of the source (and of the target it replaces), may_create
   // in the new directory.
-  if (odir.pinned() || src->pinned()) return Errno{EPERM};
-  if (dst ? (ndir.pinned() || dst->pinned()) : ndir.immutable()) return Errno{EPERM};
+  if (odir.immutable_or_append() || src->immutable_or_append()) return Errno{EPERM};
+  if (dst ? (ndir.immutable_or_append() || dst->immutable_or_append()) : ndir.immutable())
+    return Errno{EPERM};
 
   timespec t = now();
   if (flags & RENAME_EXCHANGE) {
@@ -645,7 +666,7 @@ Status Namespace::rename(uint64_t parent, std::string_view name, uint64_t new_pa
   if (dst) maybe_free_locked(*dst, victim);
   if (flags & RENAME_WHITEOUT) {
     // The old name becomes a whiteout: a character device 0:0 (overlayfs).
-    auto w = std::make_shared<Inode>(next_ino_++, 0, S_IFCHR);
+    InodeRef w = make_inode_locked(S_IFCHR);
     w->uid = src->uid;
     w->gid = src->gid;
     w->atime = w->mtime = w->ctime = t;

@@ -23,6 +23,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <random>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -37,8 +38,7 @@ namespace tmpfsd {
 
 inline constexpr uint64_t kRootIno = 1;
 inline constexpr size_t kNameMax = 255;
-inline constexpr size_t kXattrSizeMax = 65536;                   // XATTR_SIZE_MAX
-inline constexpr uint64_t kMaxFileSize = 0x7fffffffffffffffULL;  // MAX_LFS_FILESIZE
+inline constexpr size_t kXattrSizeMax = 65536;  // XATTR_SIZE_MAX
 // tmpfs keeps a symlink target of this many bytes or more in a page.
 inline constexpr size_t kShortSymlinkLen = 128;
 
@@ -133,6 +133,13 @@ class Namespace {
   // Kernel references. lookup() and every call that returns a new entry
   // (create, mkdir, mknod, symlink, link) count one lookup; forget() drops
   // them. Dropping more than were counted is a bug and aborts.
+  //
+  // lookup() of "." and ".." is how the kernel resolves a file handle
+  // (FUSE_EXPORT_SUPPORT): "." finds the inode `parent` names, whatever
+  // its type, ".." a directory's parent (the root's is the root). An inode
+  // the kernel has forgotten is still found by its number while it has a
+  // name. ESTALE: the number names no inode (never made, or freed), or
+  // one with no name left, as tmpfs answers a handle of a deleted file.
   Result<Attr> lookup(uint64_t parent, std::string_view name);
   void forget(uint64_t ino, uint64_t nlookup);
 
@@ -247,6 +254,8 @@ class Namespace {
   using InodeRef = std::shared_ptr<Inode>;
 
   InodeRef get_locked(uint64_t ino) REQUIRES(mu_);
+  // A new inode's number and generation: see Inode.
+  InodeRef make_inode_locked(mode_t mode) REQUIRES(mu_);
   InodeRef child_locked(const Inode& dir, std::string_view name) REQUIRES(mu_);
   Result<InodeRef> dir_locked(uint64_t ino) REQUIRES(mu_);
   Result<InodeRef> regular_file(uint64_t ino, int other) EXCLUDES(mu_);
@@ -290,6 +299,7 @@ class Namespace {
   Mutex mu_;
   std::unordered_map<uint64_t, InodeRef> inodes_ GUARDED_BY(mu_);
   uint64_t next_ino_ GUARDED_BY(mu_) = kRootIno + 1;
+  std::mt19937 generations_ GUARDED_BY(mu_);  // seeded from std::random_device
   uint64_t max_inodes_ GUARDED_BY(mu_) = 0;   // nr_inodes= now (set_limits); 0 = unlimited
   uint64_t inodes_used_ GUARDED_BY(mu_) = 0;  // tmpfs counts each extra hard link too
   // tmpfs's free_ispace: nr_inodes KiB shared by inodes (1 KiB

@@ -341,7 +341,7 @@ Status Namespace::setxattr(uint64_t ino, std::string_view name, std::string_view
   MutexLock lock(mu_);
   InodeRef inode = get_locked(ino);
   if (!inode) return Errno{ENOENT};
-  if (inode->pinned()) return Errno{EPERM};  // xattr_permission
+  if (inode->immutable_or_append()) return Errno{EPERM};  // xattr_permission
   if (acl::is_acl_name(name)) return set_acl_locked(*inode, name, value, who);
   auto it = inode->xattrs.find(std::string(name));
   if ((flags & XATTR_CREATE) && it != inode->xattrs.end()) return Errno{EEXIST};
@@ -422,7 +422,7 @@ Status Namespace::removexattr(uint64_t ino, std::string_view name, const Caller&
   MutexLock lock(mu_);
   InodeRef inode = get_locked(ino);
   if (!inode) return Errno{ENOENT};
-  if (inode->pinned()) return Errno{EPERM};  // xattr_permission
+  if (inode->immutable_or_append()) return Errno{EPERM};  // xattr_permission
   // Removing an ACL is setting none (tmpfs: success even when there was none).
   if (acl::is_acl_name(name)) return set_acl_locked(*inode, name, {}, who);
   auto it = inode->xattrs.find(std::string(name));

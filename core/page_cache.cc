@@ -1,9 +1,9 @@
 // The page cache: PageCache::State, the helpers every FilePagesImpl path
-// shares (binding a pmap, waiting for busy pages, a page's swap-cache slot
-// and dirty bits), FilePages and PageCache. The rest of FilePagesImpl is in
-// swap_in.cc, read.cc, write.cc, truncate.cc and writeback.cc; the reclaim
-// pass in reclaimer.cc. Design and states: pmap.h; the index:
-// file_index.h; locks: LOCKING.md.
+// shares (a new pmap bound to a frame, waiting for busy pages, a page's
+// swap-cache slot and dirty bits), FilePages and PageCache. The rest of
+// FilePagesImpl is in swap_in.cc, read.cc, write.cc, truncate.cc and
+// writeback.cc; the reclaim pass in reclaimer.cc. Design: docs/design.md;
+// states: pmap.h; the index: file_index.h; locks: LOCKING.md.
 #include "core/page_cache.h"
 
 #include <sys/mman.h>
@@ -117,9 +117,9 @@ void FilePagesImpl::wait_busy_locked(uint64_t first, uint64_t last, OnWriteback 
   for (bool waited = false;;) {
     bool busy = false;
     bool on_writeback = false;
-    index_.visit_range(first, last + 1, [&](uint64_t, PagePlace w) REQUIRES(mu_) {
-      if (w.is_pmap()) {
-        Pmap* p = w.pmap();
+    index_.visit_range(first, last + 1, [&](uint64_t, PagePlace place) REQUIRES(mu_) {
+      if (place.is_pmap()) {
+        Pmap* p = place.pmap();
         if (std::ranges::find(skip, p) != skip.end()) return true;
         // Only the writeback's pin: nobody replies from the frame.
         if (copy && p->writeback() && p->io_count() == 1 &&
@@ -144,7 +144,7 @@ void FilePagesImpl::wait_busy_locked(uint64_t first, uint64_t last, OnWriteback 
 
 // p is under writeback, pinned only by its I/O: copies its frame to a frame
 // free now and binds p to the copy, leaving the old frame to the I/O
-// (writeback_done frees it, with the slot, and marks p wholly dirty). The
+// (Writeback::done frees it, with the slot, and marks p wholly dirty). The
 // copy is made before p is marked copied: until then the completion may
 // still free the old frame, and if it has begun, the copy is given up and
 // the caller waits. False: no frame free, or the completion has begun.
@@ -280,16 +280,17 @@ Result<std::unique_ptr<PageCache>> PageCache::create(const PageCacheConfig& conf
     state->pool->start_prefault(std::min(std::max(total / 8, FramePool::kPrefaultRun),
                                          std::max<uint64_t>((uint64_t{16} << 20) / ps, 1)));
   }
-  // The frame region is NOT registered with the swap device as io_uring
-  // fixed buffers (UringSwapDevice::register_memory), though DESIGN.md and
-  // issue 4 ask for it. Registration pins every page of the region: the
-  // kernel faults all of --memory in at mount (measured: registering a
-  // 1 GiB MAP_NORESERVE region took VmRSS from 3 MiB to 1,052 MiB), where
-  // the pool's memory otherwise follows the frames used, as tmpfs's does.
-  // And a pinned frame the pool gives back with MADV_DONTNEED keeps the
-  // ring on the old physical page while the mapping gets a new one: fixed
-  // I/O would then move bytes the page cache never sees. swapdev reaches
-  // fio's speed without it (bench-swapdev).
+  // The frame region is not registered with the swap device as io_uring
+  // fixed buffers (UringSwapDevice::register_memory could). Registration
+  // pins every page of the region: the kernel faults all of --memory in at
+  // mount (registering a 1 GiB MAP_NORESERVE region took VmRSS from 3 MiB
+  // to 1,052 MiB), where the pool's memory otherwise follows the frames
+  // used, as tmpfs's does. And a pinned frame the pool gives back with
+  // MADV_DONTNEED keeps the ring on the old physical page while the mapping
+  // gets a new one: fixed I/O would then move bytes the page cache never
+  // sees. What per-request pinning costs instead has not been measured
+  // through the page cache (bench-swapdev registers its buffers, as fio
+  // does; docs/measurements.md).
   if (state->swap && config.background_reclaim) {
     state->reclaimer = std::make_unique<Reclaimer>(*state);
   }

@@ -1,11 +1,11 @@
 // PageCache and FilePages: where every byte of every regular file lives.
 //
 // The whole of a file's data is one thing: its FilePages, an index from page
-// number to where each page lives (a PagePlace, binding.h: DESIGN.md's
-// binding): a Pmap (the management record of a page in a Frame from the
+// number to where each page lives (its PagePlace, binding.h; the seed's
+// "binding"): a Pmap (the management record of a page in a Frame from the
 // FramePool), a swap slot, a zero page, or nothing (a hole, reads as
-// zeros). Nobody outside
-// core/ sees a Pmap; the namespace and the daemon use only this header.
+// zeros). Nobody outside core/ sees a Pmap; the namespace and the daemon
+// use only this header. docs/design.md follows each data path.
 //
 // PageCache is one per mount. It owns the FramePool (the only memory that
 // counts against --memory), the swap device if there is one, and the
@@ -47,6 +47,10 @@ class SwapDevice;
 class PageCache;
 class FilePagesImpl;
 
+// Largest byte offset + 1 a file may reach: 2^63 - 1 (MAX_LFS_FILESIZE).
+// Beyond it, writes, truncate and fallocate get EFBIG.
+inline constexpr uint64_t kMaxFileSize = (uint64_t{1} << 63) - 1;
+
 struct PageCacheConfig {
   size_t page_size = 4096;         // power of two, >= 4096, fixed per mount
   uint64_t memory_bytes = 0;       // frame budget (--memory); rounded down to pages
@@ -54,7 +58,7 @@ struct PageCacheConfig {
   bool background_reclaim = true;  // with swap: run the Reclaimer thread
   // A write to a page whose swap write is in flight: false waits for the
   // I/O; true copies the page to a new frame (when one is free at once) and
-  // writes there, the I/O keeping the old frame (--writeback-copy).
+  // writes there, the I/O keeping the old frame (--writeback-conflict copy).
   bool writeback_copy = false;
 };
 
@@ -78,7 +82,7 @@ struct PageCacheConfig {
   X(pages_resident, counter, gauge, "pages in a frame")                                          \
   X(pages_swapped, counter, gauge, "pages in swap only (a compact index word)")                  \
   X(metadata_bytes, figure, gauge, "pmaps + indexes + pool descriptors, not frames")             \
-  /* Swap and reclaim (issue 5); all zero without a swap device. */                              \
+  /* Swap and reclaim; all zero without a swap device. */                                        \
   X(frames_free, figure, gauge, "neither used nor promised to a writer")                         \
   X(swap_slots_total, figure, gauge, "slots of the swap device")                                 \
   X(swap_slots_used, figure, gauge, "slots in use")                                              \
@@ -148,7 +152,7 @@ class FilePages {
   // below IOV_MAX). The iovecs and the memory they point to are valid only
   // for the duration of the callback (the frames are pinned until it
   // returns), so the callback replies straight from frame memory: the
-  // zero-copy read of DESIGN.md.
+  // zero-copy read of docs/design.md.
   //   - All pages resident: `done` runs before read() returns, with this
   //     file's lock held shared (writers to the file wait until it returns).
   //   - Some pages swapped: read() queues their swap-in and returns at once;

@@ -1,4 +1,4 @@
-// Pmap: the management record of one named page (DESIGN.md; the seed's
+// Pmap: the management record of one named page (docs/design.md; the seed's
 // "pmap"). It is separate from the memory holding the page's data: the
 // page's PagePlace (binding.h) in its file's index says where the data is
 // now, and a page with a Pmap keeps it for as long as its data is in a
@@ -46,8 +46,8 @@
 //   Zero (evicted     zero, or   no Pmap: a fallocated   allocate (swap),
 //     fallocated)     zero up-   page, reads as zeros    page_out / fault
 //                     to-date                            (write), free
-//   Remote            remote     no Pmap (the remote-    (later)
-//                     (key)      tier issue)
+//   Remote            remote     no Pmap (the remote     (not built)
+//                     (key)      tier, not built yet)
 //
 //   Hole -> Resident dirty      FilePages::write
 //   Hole -> Resident clean      FilePages::allocate without swap (zero page,

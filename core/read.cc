@@ -16,9 +16,10 @@
 
 namespace tmpfsd {
 
+// Pins every pmap of [off, off + len) into `pins` and appends the iovecs of
 // a reply to `iov`: frame memory for pages with a pmap (valid or not yet:
-// the caller knows), the shared zero region for holes and zero words.
-// *ra_hit: a page read ahead was used. No swap words in the range (the
+// the caller knows), the shared zero region for holes and zero pages.
+// *ra_hit: a page read ahead was used. No swapped page in the range (the
 // caller faulted them).
 void FilePagesImpl::collect_locked(uint64_t off, size_t len, SmallVec<iovec, kInlineIovecs>& iov,
                                    SmallVec<Pmap*, kInlineIovecs>& pins, bool* ra_hit) {
@@ -34,9 +35,9 @@ void FilePagesImpl::collect_locked(uint64_t off, size_t len, SmallVec<iovec, kIn
       chunk_no = page >> FileIndex::kChunkShift;
       chunk = index_.find_chunk(chunk_no);
     }
-    const PagePlace w = chunk ? chunk->place(page & FileIndex::kMask) : PagePlace::hole();
+    const PagePlace place = chunk ? chunk->place(page & FileIndex::kMask) : PagePlace::hole();
     const std::byte* base;
-    if (w.is_hole() || w.is_zero()) {
+    if (place.is_hole() || place.is_zero()) {
       if (!iov.empty() && iov.back().iov_base == zeros &&
           iov.back().iov_len + n <= st_.zeros.size()) {
         iov.back().iov_len += n;
@@ -45,8 +46,8 @@ void FilePagesImpl::collect_locked(uint64_t off, size_t len, SmallVec<iovec, kIn
       }
       base = zeros;
     } else {
-      assert(w.is_pmap() && "collect_locked over a swapped page");
-      Pmap* p = w.pmap();
+      assert(place.is_pmap() && "collect_locked over a swapped page");
+      Pmap* p = place.pmap();
       p->pin();
       p->set_referenced();
       if (p->test_and_clear_readahead()) {
@@ -72,8 +73,8 @@ void FilePagesImpl::collect_locked(uint64_t off, size_t len, SmallVec<iovec, kIn
 // that uses one counts a hit and reads further ahead.
 void FilePagesImpl::readahead_locked(uint64_t from, uint64_t count) {
   SmallVec<uint64_t, 64> pages;
-  index_.visit_range(from, from + count, [&](uint64_t page, PagePlace w) {
-    if (w.is_swapped()) pages.push_back(page);
+  index_.visit_range(from, from + count, [&](uint64_t page, PagePlace place) {
+    if (place.is_swapped()) pages.push_back(page);
     return true;
   });
   if (pages.empty()) return;
@@ -114,8 +115,8 @@ void FilePagesImpl::read(uint64_t off, size_t len, FilePages::ReadDone done) {
   uint64_t faults = 0;
   {
     ReaderLock lock(mu_);
-    index_.visit_range(first, last + 1, [&](uint64_t, PagePlace w) {
-      faults += w.is_swapped() || (w.is_pmap() && !w.pmap()->bytes_valid());
+    index_.visit_range(first, last + 1, [&](uint64_t, PagePlace place) {
+      faults += place.is_swapped() || (place.is_pmap() && !place.pmap()->bytes_valid());
       return true;
     });
     if (faults == 0) {
@@ -184,18 +185,18 @@ void FilePagesImpl::read(uint64_t off, size_t len, FilePages::ReadDone done) {
     swapdev::IoBatch plug(*st_.swap);
     SmallVec<Pmap*, kInlineIovecs> fresh;
     index_.update_range(first, last + 1,
-                        [&](uint64_t page, PagePlace w) REQUIRES(mu_) -> PagePlace {
-                          if (w.is_swapped()) {
-                            Pmap* p = start_swap_in_locked(page, frames.take().frame, w.slot());
+                        [&](uint64_t page, PagePlace place) REQUIRES(mu_) -> PagePlace {
+                          if (place.is_swapped()) {
+                            Pmap* p = start_swap_in_locked(page, frames.take().frame, place.slot());
                             fresh.push_back(p);
                             return PagePlace::resident(p);
                           }
-                          if (w.is_pmap()) {
-                            Pmap* p = w.pmap();
+                          if (place.is_pmap()) {
+                            Pmap* p = place.pmap();
                             if (!p->read_pending() && p->read_error())
                               submit_swap_in_locked(p);  // retry
                           }
-                          return w;
+                          return place;
                         });
     st_.lists.add_new(fresh.span());
     collect_locked(off, len, r->iov, r->pins, &ra_hit);

@@ -1,5 +1,5 @@
 // Reclaimer: keeps frames free by paging pmaps out to the swap device (the
-// seed's kswapd; DESIGN.md "evict").
+// seed's kswapd; docs/design.md, "evict").
 //
 // The problem. Frames (--memory) are far fewer than pages (size=). A write
 // needs frames now; the bytes of a page no one uses should be in the swap

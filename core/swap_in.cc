@@ -179,6 +179,4 @@ bool FilePagesImpl::defer_locked(std::span<Pmap* const> pages, Deferral& d) {
   return true;
 }
 
-// Pins every pmap of [off, off + len) into `pins` and appends the iovecs of
-
 }  // namespace tmpfsd

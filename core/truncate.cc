@@ -19,9 +19,9 @@ namespace tmpfsd {
 
 void FilePagesImpl::zero_in_page_locked(uint64_t page, size_t from, size_t to) {
   if (from >= to) return;
-  PagePlace w = index_.place(page);
-  if (w.is_hole() || w.is_zero()) return;  // reads as zeros already
-  if (!w.is_pmap()) {
+  PagePlace place = index_.place(page);
+  if (place.is_hole() || place.is_zero()) return;  // reads as zeros already
+  if (!place.is_pmap()) {
     FaultRequest req;  // zeroing: no write, wait for writeback
     req.first = page;
     req.last = page;
@@ -31,8 +31,8 @@ void FilePagesImpl::zero_in_page_locked(uint64_t page, size_t from, size_t to) {
       spdlog::error("cannot fault in page {} to zero its tail: {}", page, std::strerror(s.code()));
       return;
     }
-    w = index_.place(page);
-    if (w.is_hole() || !w.is_pmap()) return;
+    place = index_.place(page);
+    if (place.is_hole() || !place.is_pmap()) return;
   }
   wait_busy_locked(page, page);
   Pmap* p = index_.place(page).pmap();
@@ -49,12 +49,12 @@ void FilePagesImpl::free_range_locked(uint64_t first, uint64_t last) {
   std::vector<swapdev::SwapSlot> slots;
   uint64_t removed = 0;
   uint64_t swapped = 0;
-  index_.update_range(first, last, [&](uint64_t, PagePlace w) -> PagePlace {
+  index_.update_range(first, last, [&](uint64_t, PagePlace place) -> PagePlace {
     ++removed;
-    if (w.is_pmap()) {
-      victims.push_back(w.pmap());
-    } else if (w.is_swapped()) {
-      slots.push_back(w.slot());
+    if (place.is_pmap()) {
+      victims.push_back(place.pmap());
+    } else if (place.is_swapped()) {
+      slots.push_back(place.slot());
       ++swapped;
     }
     return PagePlace::hole();
@@ -113,7 +113,7 @@ void FilePagesImpl::punch_hole(uint64_t off, uint64_t len) {
 
 Status FilePagesImpl::allocate(uint64_t off, uint64_t len) {
   if (len == 0) return Status::ok();
-  if (off > kMaxFileBytes || len > kMaxFileBytes - off) return Errno{EFBIG};
+  if (off > kMaxFileSize || len > kMaxFileSize - off) return Errno{EFBIG};
   const uint64_t end = off + len;
   const uint64_t first = off >> st_.page_shift;
   const uint64_t last_excl = (end + page_mask()) >> st_.page_shift;
@@ -137,9 +137,9 @@ Status FilePagesImpl::allocate(uint64_t off, uint64_t len) {
   // clears it and marks it uptodate), i.e. data for SEEK_DATA; pages new in
   // this call stay !Uptodate. (On ENOSPC the kernel has already done this
   // for the pages before the one that failed; we change nothing.)
-  index_.update_range(first, last_excl, [](uint64_t, PagePlace w) -> PagePlace {
-    if (w.is_pmap()) w.pmap()->set_uptodate();
-    return w == PagePlace::zero() ? PagePlace::zero(true) : w;
+  index_.update_range(first, last_excl, [](uint64_t, PagePlace place) -> PagePlace {
+    if (place.is_pmap()) place.pmap()->set_uptodate();
+    return place == PagePlace::zero() ? PagePlace::zero(true) : place;
   });
   if (missing == 0) return Status::ok();
   if (st_.swap) {
@@ -189,8 +189,8 @@ std::optional<uint64_t> FilePagesImpl::seek_hole(uint64_t off, uint64_t size) co
 
 namespace {
 
-PageKind kind_of(PagePlace w) {
-  switch (w.kind()) {
+PageKind kind_of(PagePlace place) {
+  switch (place.kind()) {
     case PagePlace::Kind::kHole:
       return PageKind::kHole;
     case PagePlace::Kind::kResident:
@@ -227,7 +227,7 @@ uint64_t FilePagesImpl::where(uint64_t first, uint64_t end, std::span<PageRun> o
   bool full = false;
   if (first < end) {
     ReaderLock lock(mu_);
-    index_.visit_range(first, end, [&](uint64_t page, PagePlace w) {
+    index_.visit_range(first, end, [&](uint64_t page, PagePlace place) {
       // `next` moves past each run as it goes in: a full `out` stops after
       // the hole before a page, or before the hole.
       if (page > next) {
@@ -237,7 +237,7 @@ uint64_t FilePagesImpl::where(uint64_t first, uint64_t end, std::span<PageRun> o
         }
         next = page;
       }
-      if (!add(page, 1, kind_of(w))) {
+      if (!add(page, 1, kind_of(place))) {
         full = true;
         return false;
       }

@@ -15,14 +15,14 @@
 namespace tmpfsd {
 
 // Reserves frames for the pages of [first, last] that want one
-// (wants_frame), plus `extra`. May drop and retake `lock` to reclaim; the
+// (wants_frame), plus `extra`. May drop and retake mu_ to reclaim; the
 // count is redone every time. ENOSPC: no frames and nothing to reclaim.
 Result<FramePool::Reservation> FilePagesImpl::reserve_locked(uint64_t first, uint64_t last,
                                                              uint64_t extra, bool for_write) {
   for (int attempt = 0, gave_up = 0;; ++attempt) {
     uint64_t need = extra;
-    index_.visit_range(first, last + 1, [&](uint64_t, PagePlace w) {
-      need += wants_frame(w, for_write);
+    index_.visit_range(first, last + 1, [&](uint64_t, PagePlace place) {
+      need += wants_frame(place, for_write);
       return true;
     });
     if (need == 0) return FramePool::Reservation{};
@@ -44,13 +44,13 @@ Result<FramePool::Reservation> FilePagesImpl::reserve_locked(uint64_t first, uin
 
 // Makes every present page of [first, last] resident with valid bytes and,
 // for a write, reserves `extra` more frames into req.frames (its new
-// pages). This
-// is the synchronous form, for writers and zeroing: the calling thread waits
-// for the slot reads, with `lock` held. A swapped page that [off, end)
-// covers whole and that is about to be written is not read. May drop and
-// retake `lock` to reclaim; everything is re-checked after. Errors: EIO (a
-// swap read failed: that page stays in swap, readable later; pages already
-// read stay resident), ENOSPC (no frames and nothing to reclaim).
+// pages). This is the synchronous form, for writers and zeroing: the
+// calling thread waits for the slot reads, with mu_ held. A swapped page
+// that [off, end) covers whole and that is about to be written is not
+// read. May drop and retake mu_ to reclaim; everything is re-checked
+// after. Errors: EIO (a swap read failed: that page stays in swap,
+// readable later; pages already read stay resident), ENOSPC (no frames and
+// nothing to reclaim).
 Status FilePagesImpl::fault_range_locked(FaultRequest& req) {
   const uint64_t first = req.first;
   const uint64_t last = req.last;
@@ -74,27 +74,27 @@ Status FilePagesImpl::fault_range_locked(FaultRequest& req) {
   {
     swapdev::IoBatch plug(*st_.swap);
     index_.update_range(first, last + 1,
-                        [&](uint64_t page, PagePlace w) REQUIRES(mu_) -> PagePlace {
-                          if (w.is_pmap()) {
-                            Pmap* p = w.pmap();
+                        [&](uint64_t page, PagePlace place) REQUIRES(mu_) -> PagePlace {
+                          if (place.is_pmap()) {
+                            Pmap* p = place.pmap();
                             if (!p->read_pending() && p->read_error() && !covered(page))
                               submit_swap_in_locked(p);
-                            return w;
+                            return place;
                           }
-                          if (!wants_frame(w, for_write)) return w;
+                          if (!wants_frame(place, for_write)) return place;
                           FramePool::Taken t = frames.take();
-                          if (w.is_zero()) {
+                          if (place.is_zero()) {
                             if (!t.zeroed) std::memset(t.frame->bytes().data(), 0, page_size());
                             Pmap* p = bind_locked(page, t.frame);
-                            if (w.zero_uptodate()) p->set_uptodate();
+                            if (place.zero_uptodate()) p->set_uptodate();
                             p->set_referenced();
                             fresh.push_back(p);
                             return PagePlace::resident(p);
                           }
-                          const swapdev::SwapSlot slot = w.slot();
+                          const swapdev::SwapSlot slot = place.slot();
                           if (covered(page)) {
                             wholes.push_back({page, t.frame, slot});
-                            return w;
+                            return place;
                           }
                           Pmap* p = start_swap_in_locked(page, t.frame, slot);
                           p->set_referenced();
@@ -110,17 +110,17 @@ Status FilePagesImpl::fault_range_locked(FaultRequest& req) {
     SmallVec<Pmap*, 2> skip;
     if (defer) {
       for (uint64_t page : {first, last}) {
-        const PagePlace w = index_.place(page);
-        if (covered(page) || !w.is_pmap()) continue;
-        Pmap* p = w.pmap();
+        const PagePlace place = index_.place(page);
+        if (covered(page) || !place.is_pmap()) continue;
+        Pmap* p = place.pmap();
         if (p->read_pending() && (skip.empty() || skip.back() != p)) skip.push_back(p);
       }
     }
     wait_busy_locked(first, last, req.how, skip.span());
 
     Status status;
-    index_.visit_range(first, last + 1, [&](uint64_t page, PagePlace w) {
-      if (w.is_pmap() && w.pmap()->read_error() && !covered(page)) {
+    index_.visit_range(first, last + 1, [&](uint64_t page, PagePlace place) {
+      if (place.is_pmap() && place.pmap()->read_error() && !covered(page)) {
         status = Errno{EIO};
       }
       return status.is_ok();
@@ -150,9 +150,9 @@ Status FilePagesImpl::fault_range_locked(FaultRequest& req) {
   st_.lists.add_new(bound.span());
   // Pages that failed an earlier read and are now overwritten whole: the
   // slot's copy is given up, the write supplies every byte.
-  index_.visit_range(first, last + 1, [&](uint64_t page, PagePlace w) REQUIRES(mu_) {
-    if (!w.is_pmap() || !covered(page)) return true;
-    Pmap* p = w.pmap();
+  index_.visit_range(first, last + 1, [&](uint64_t page, PagePlace place) REQUIRES(mu_) {
+    if (!place.is_pmap() || !covered(page)) return true;
+    Pmap* p = place.pmap();
     if (p->read_error()) {
       p->clear_read_error();
       drop_slot_locked(p);
@@ -167,7 +167,7 @@ Status FilePagesImpl::fault_range_locked(FaultRequest& req) {
 Result<FilePages::PendingWrite*> FilePagesImpl::write(uint64_t off,
                                                       std::span<const std::byte> data) {
   if (data.empty()) return nullptr;
-  if (off > kMaxFileBytes || data.size() > kMaxFileBytes - off) return Errno{EFBIG};
+  if (off > kMaxFileSize || data.size() > kMaxFileSize - off) return Errno{EFBIG};
   const uint64_t end = off + data.size();
   const uint64_t first = off >> st_.page_shift;
   const uint64_t last = (end - 1) >> st_.page_shift;  // inclusive
@@ -226,9 +226,9 @@ Result<FilePages::PendingWrite*> FilePagesImpl::write(uint64_t off,
   for (uint64_t page = first; page <= last; ++page) {
     const size_t from = page == first ? (off & page_mask()) : 0;
     const size_t to = page == last ? ((end - 1) & page_mask()) + 1 : page_size();
-    const PagePlace w = index_.place(page);
+    const PagePlace place = index_.place(page);
     Pmap* p;
-    if (w.is_hole()) {
+    if (place.is_hole()) {
       bool zeroed;
       p = new_pmap_locked(page, frames, &zeroed);
       fresh.push_back(p);
@@ -238,7 +238,7 @@ Result<FilePages::PendingWrite*> FilePagesImpl::write(uint64_t off,
         std::memset(f + to, 0, page_size() - to);
       }
     } else {
-      p = w.pmap();
+      p = place.pmap();
       if (std::ranges::find(deferred, p) != deferred.end()) {
         src += to - from;  // its bytes wait in the page wait table
         continue;

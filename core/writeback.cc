@@ -36,7 +36,7 @@ uint64_t coarsen(uint64_t mask, unsigned k) {
 
 }  // namespace
 
-// One page's swap write in flight (DESIGN.md's Writeback, the seed's
+// One page's swap write in flight (docs/design.md's Writeback, the seed's
 // generic_writepage): made by page_out_locked under the file's mutex, with
 // kWriteback set and the isolating pin handed to it; finished by done() on
 // the device's completion thread. It owns p's dirty bits and its frame's

@@ -225,8 +225,8 @@ int set_limits(const Filesystem& fs, std::string_view text, std::string* msg) {
         continue;
       }
       return refuse(EOPNOTSUPP,
-                    "memory= cannot change while mounted: the frame region is reserved (and "
-                    "registered with io_uring) at mount; unmount and mount with the new --memory");
+                    "memory= cannot change while mounted: the frame region is reserved at "
+                    "mount with a fixed size; unmount and mount with the new --memory");
     } else {
       return refuse(EINVAL,
                     opt + ": not an option that can change while mounted (size=, nr_inodes=)");

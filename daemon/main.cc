@@ -6,7 +6,7 @@
 // Startup::daemonise(). fork() keeps only the calling thread: a PageCache
 // made before it would have no Reclaimer, I/O completer, discarder or
 // prefault thread in the daemon, and writes beyond --memory would wait for
-// ever (issue 12; daemon/startup.h draws the start-up). Everything that
+// ever (daemon/startup.h draws the start-up). Everything that
 // starts a thread lives in serve(), which runs in the daemon.
 //
 // SIGTERM, SIGINT and SIGHUP end the loop (libfuse's handlers); the mount is

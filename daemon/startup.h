@@ -5,7 +5,7 @@
 // Startup::daemonise(). fork() copies only the calling thread; a PageCache
 // built before it has, in the child, no Reclaimer, no I/O completer, no
 // discarder and no prefault thread, and the first write beyond --memory
-// waits for ever for a frame that nobody frees (issue 12). So the process
+// waits for ever for a frame that nobody frees. So the process
 // forks first, and the child (the daemon) builds everything, mounts, and
 // reports over a pipe; the parent only waits for that report:
 //

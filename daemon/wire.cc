@@ -75,9 +75,14 @@ static_assert(sizeof(fuse_statx_in) == 24);
 //   POSIX_ACL: the kernel enforces system.posix_acl_* and leaves storing
 //     them, the mode/ACL rules and inheritance to the namespace (core/acl.h);
 //   DONT_MASK: with it, the umask, which applies only where the parent has no
-//     default ACL.
-constexpr uint64_t kAmendFlags =
-    FUSE_PARALLEL_DIROPS | FUSE_HANDLE_KILLPRIV_V2 | FUSE_POSIX_ACL | FUSE_DONT_MASK;
+//     default ACL;
+//   EXPORT_SUPPORT: file handles (open_by_handle_at, NFS) outlive the
+//     kernel's inode: to open one the kernel looks up "." in the handle's
+//     node ID, and ".." to reconnect a directory (Namespace::lookup).
+//     libfuse knows this one (FUSE_CAP_EXPORT_SUPPORT) but never asks for it
+//     unless told; here it is with the others.
+constexpr uint64_t kAmendFlags = FUSE_PARALLEL_DIROPS | FUSE_HANDLE_KILLPRIV_V2 | FUSE_POSIX_ACL |
+                                 FUSE_DONT_MASK | FUSE_EXPORT_SUPPORT;
 
 constexpr std::string_view kOpcodeNames[] = {
     "",

@@ -11,7 +11,7 @@
 //     fuse_session_fd());
 //   - amend libfuse's INIT reply with the flags tmpfsd implements but
 //     libfuse never asks for (parallel directory operations,
-//     HANDLE_KILLPRIV_V2, POSIX ACLs with DONT_MASK);
+//     HANDLE_KILLPRIV_V2, POSIX ACLs with DONT_MASK, EXPORT_SUPPORT);
 //   - note what a request carries that libfuse drops (the kernel's
 //     "kill set-user-ID" flags) for the op that handles it;
 //   - count the requests of each opcode (tmpfsctl stats).

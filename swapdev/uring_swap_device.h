@@ -21,67 +21,30 @@
 // completion thread plugs itself while it runs each callback, so the I/O one
 // callback submits leaves in one io_uring_enter, as soon as it returns.
 //
-// Why a lock around the SQ, and not the SQ handed to one thread: both were
-// built and measured (bench-swapdev, 2 vCPUs, median of 6 alternating runs,
-// IOPS, lock vs. handed-off): 4 KiB randwrite qd1 6450/8144, randread qd1
-// 11946/11125, randwrite qd32 36742/36844, randread qd32 45506/40778, 4
-// submitting threads x 8 deep randwrite 23801/22094, randread 44806/36692.
-// Handed off to a ring thread that owns an io_uring with
-// SINGLE_ISSUER|DEFER_TASKRUN (eventfd wake-up) measured no better at qd32
-// and worse with other submitting threads (medians of 6, IOPS, lock/ring
-// thread: randwrite 4x8 61296/47834, randread 4x8 44448/33782, randwrite
-// qd1 9690/6903). With the lock, the kernel's submission work (ext4 direct
-// I/O, block layer, virtio kick) runs on the submitters' CPUs; handed off,
-// it all serialises on the one ring thread, which also verifies checksums.
-// The lock only covers filling and publishing SQEs: io_uring_enter runs
-// after it is dropped (see enqueue()), else every submitter queues behind
-// one virtio doorbell (a VM exit). The price of the lock design is that
-// io_uring delivers each completion as task work to the task that submitted
-// it, so a sleeping submitter is woken once to post it; COOP_TASKRUN at
-// least keeps a running one from being interrupted for it.
+// Why a lock around the SQ, and not the SQ handed to one thread: with the
+// lock, the kernel's submission work (ext4 direct I/O, block layer, virtio
+// kick) runs on the submitters' CPUs; handed to one ring thread it all
+// serialises there, and measured no better at depth 32 and worse with
+// several submitters (docs/measurements.md, "Swap device: submission"). The
+// lock only covers filling and publishing SQEs: io_uring_enter runs after it
+// is dropped (see enqueue()), else every submitter queues behind one virtio
+// doorbell (a VM exit). The price is that io_uring delivers each completion
+// as task work to the task that submitted it, so a sleeping submitter is
+// woken once to post it; COOP_TASKRUN at least keeps a running one from
+// being interrupted for it.
 //
-// Where the 4 submitters x 8 deep rows lose to fio (0.73-0.85x, 2 vCPUs,
-// one virtio queue), measured with io_uring tracepoints on randread 4x8:
-// submit-to-CQE time is the same as fio's (~360-410 us), but the time a
-// request slot spends outside the kernel, from the CQE being posted to
-// the next submission in that slot, is 170-220 us against fio's ~28 us.
-// Completions come in clumps (the completion thread wakes every ~230 us
-// and finds ~15 CQEs, even when it spins instead of sleeping), and each
-// goes through three wake-ups in turn (the interrupt wakes the submitter
-// for its task work, which wakes the completion thread, whose callback
-// wakes the submitter) where a fio job wakes once. CPU per I/O is about
-// fio's (7-8 us). Tried and not kept (swapdev-only IOPS, randread 4x8,
-// alternating 3 s runs, same minutes; the disk drifts by 10-40% between
-// runs, so only large or consistent differences count):
-// - One ring per submitting thread (4 rings, or 2), each with its own
-//   completion thread: gets rid of the kernel ring-lock spinning
-//   (mutex_spin_on_owner, 9% of samples) but not the wake-ups. Medians
-//   of 4: lock 60.7k, 4 rings 62.7k, 2 rings 64.6k; randwrite lock 82.3k,
-//   4 rings 53.2k, 2 rings 76.8k; against fio (median pair, 5 rounds,
-//   two runs each) lock 0.80/0.76x write, 0.73/0.80x read, 2 rings
-//   0.83/0.81x, 0.80/0.80x. No gain worth the threads.
-// - One thread at a time in io_uring_enter, the others leaving their
-//   SQEs to it (combining, so several go in one call): 62.6k vs 60.7k.
-// - The completion thread as the issuer of submitters' SQEs whenever it
-//   is awake (task work then goes to it: two wake-ups, not three), with
-//   submitters entering themselves or kicking it through an eventfd when
-//   it sleeps, with and without 30-200 us of spinning: always worse,
-//   39-58k vs 56-67k, context switches per I/O 0.7-1.0 vs 0.35 (a
-//   submitter whose read() no longer enters the kernel goes back to sleep
-//   after each freed lane instead of taking several per wake-up).
-// - SQPOLL (2 ms idle): 38-50k, 28-33 us CPU per I/O. COOP_TASKRUN off:
-//   no change. No checksums at all: +0-10% read, nothing on writes.
-//
-// What removed two of the three wake-ups: wait_until(). A thread that waits
-// for its own I/O (bench-swapdev's threaded rows; not the page cache, whose
-// I/O is asynchronous) reaps completions itself and runs their callbacks,
-// as a fio job does. It sleeps in epoll_wait on its own eventfd (Waker),
-// not in io_uring_enter: the task work of its I/O wakes it, and epoll_wait,
-// unlike a futex wait, then returns -EINTR to user space after the task
-// work has posted the CQEs, so the one wake-up that io_uring costs anyway is
-// the only one. A sleeper in io_uring_enter(GETEVENTS) would be woken by
-// every CQE any thread posts, so while a thread waits the completion thread
-// keeps out of it too: it sleeps on its own Waker and wakes for its own task
+// wait_until(): a thread that waits for its own I/O (bench-swapdev's
+// threaded rows; not the page cache, whose I/O is asynchronous) reaps
+// completions itself and runs their callbacks, as a fio job does, which
+// saves two of the three wake-ups a completion otherwise costs (interrupt
+// -> submitter's task work -> completion thread -> callback waking the
+// submitter). It sleeps in epoll_wait on its own eventfd (Waker), not in
+// io_uring_enter: the task work of its I/O wakes it, and epoll_wait, unlike
+// a futex wait, then returns -EINTR to user space after the task work has
+// posted the CQEs, so the one wake-up that io_uring costs anyway is the
+// only one. A sleeper in io_uring_enter(GETEVENTS) would be woken by every
+// CQE any thread posts, so while a thread waits the completion thread keeps
+// out of it too: it sleeps on its own Waker and wakes for its own task
 // work, for a kick when the last waiter leaves, or every kWaitSliceMs (for
 // completions of threads that do not wait). Every reaper takes CQEs under
 // cq_mu_ and completes them outside it, so each CQE is taken once; a
@@ -89,39 +52,11 @@
 // waiter whose callback another thread ran (it took the CQEs first) is woken
 // through its Waker by that thread (requests record their submitting
 // thread), and any waiter looks again every kWaitSliceMs in any case.
-// Measured (bench-swapdev, the 4x8 rows waiting in wait_until() against the
-// branch-start binary waiting on a condition variable, alternating runs in
-// the same minutes, 10 runs each of 2-3 s rows, 2 rounds; medians of each
-// run's best IOPS, and of the per-round swapdev/fio pair ratios):
-// randwrite 4x8 99.9k -> 115.2k IOPS, 0.80x -> 0.95x fio; randread 4x8
-// 65.0k -> 70.0k, 0.82x -> 0.88x. Context switches per I/O (randread 4x8,
-// whole process) 0.16 against 0.35, involuntary ones a tenth. The rows
-// without waiters (qd1, qd32, 1 MiB) run through the completion thread as
-// before; swapdev-only medians of 4 alternating runs did not move beyond
-// the noise (1.00-1.20x of the old binary). Reads still trail fio: 15% of
-// the samples are the kernel spinning on the ring's uring_lock in
-// io_uring_enter (four submitters on one ring; fio has a ring per job).
-// Tried and not kept: a ring per waiting thread (commit bb08438, branch
-// rings, reverted). A thread's first wait_until() gave it an io_uring of its
-// own (the file and register_memory()'s buffers registered there; at most 8
-// rings, a ring freed when its thread exited went to the next waiter); its
-// later I/O went there and it reaped only that ring. The page cache stayed
-// on the shared ring; while thread rings existed the completion thread slept
-// at most 1 ms and took the CQEs an owner had left for a whole slice (owner
-// stopped waiting or exited). The kernel's spinning on uring_lock went away
-// (perf, randread 4x8: mutex_spin_on_owner 14.5% of samples -> not in the
-// top entries) but the IOPS did not follow: that spinning burnt otherwise
-// idle CPU while the one virtio queue was the limit. Measured against the
-// branch-start binary, alternating runs in the same minutes, 9 each, 2 s
-// rows, 3 rounds with fio; medians of each run's best IOPS and of the
-// per-run median pair ratio: randread 4x8 76.3k 0.91x -> 78.8k 0.89x;
-// randwrite 4x8 125.5k 0.94x -> 126.7k 0.98x. One pass over all rows each
-// (1 s, 3 rounds): 4x8 read 0.91x -> 0.98x, write 0.94x -> 0.99x, the other
-// rows within the disk's drift (0.94-1.08x -> 0.91-1.23x). No clear win on
-// reads, the row it was for. What is left there is the virtio queue and the
-// wake-ups, not the ring. (That commit has the code and its tests,
-// tests/swapdev/thread_rings_test.cc; they passed, and TSan reported
-// nothing.)
+//
+// One ring for all submitters, with one completion thread: rings per
+// thread, SQPOLL, a combining submitter and the completion thread as the
+// issuer were each built and measured, and none gained enough to keep
+// (docs/measurements.md, "Swap device: what was tried").
 //
 // Freed slots: a cluster whose slots are all free waits on the allocator's
 // discard list; the discard thread punches batches of them out of the file
@@ -204,11 +139,13 @@ class UringSwapDevice final : public SlotDevice {
   // Reaps completions on the calling thread (see the header comment).
   void wait_until(const std::function<bool()>& done) override;
 
-  // Registers [base, base+len) (e.g. the FramePool's frames) as io_uring
+  // Registers [base, base+len) (page-aligned memory) as io_uring
   // fixed buffers, so I/O on pages inside it uses READ_FIXED/WRITE_FIXED and
   // the kernel skips pinning pages per request. Call once, before I/O starts;
   // the memory must outlive the device. 0 or -errno (-EBUSY if called twice,
-  // -ENOMEM/-EPERM when RLIMIT_MEMLOCK is too low).
+  // -ENOMEM/-EPERM when RLIMIT_MEMLOCK is too low). bench-swapdev and the
+  // tests call it; the page cache does not (core/page_cache.cc says why), so
+  // the daemon's I/O is plain readv/writev.
   int register_memory(void* base, size_t len);
 
   // Punches every cluster waiting for discard now and returns when done.

@@ -19,18 +19,18 @@ struct Case {
   Kind kind;
 };
 
-void check_only(PagePlace w, Kind k) {
-  CHECK(w.kind() == k);
-  CHECK(w.is_hole() == (k == Kind::kHole));
-  CHECK(w.present() == (k != Kind::kHole));
-  CHECK(w.is_pmap() == (k == Kind::kResident));
-  CHECK(w.is_swapped() == (k == Kind::kSwapped));
-  CHECK(w.is_zero() == (k == Kind::kZero));
-  CHECK(w.is_remote() == (k == Kind::kRemote));
-  CHECK(w.needs_fault() == (k == Kind::kSwapped || k == Kind::kZero || k == Kind::kRemote));
-  CHECK(w.reads_as_zeros() == (k == Kind::kHole || k == Kind::kZero));
+void check_only(PagePlace place, Kind k) {
+  CHECK(place.kind() == k);
+  CHECK(place.is_hole() == (k == Kind::kHole));
+  CHECK(place.present() == (k != Kind::kHole));
+  CHECK(place.is_pmap() == (k == Kind::kResident));
+  CHECK(place.is_swapped() == (k == Kind::kSwapped));
+  CHECK(place.is_zero() == (k == Kind::kZero));
+  CHECK(place.is_remote() == (k == Kind::kRemote));
+  CHECK(place.needs_fault() == (k == Kind::kSwapped || k == Kind::kZero || k == Kind::kRemote));
+  CHECK(place.reads_as_zeros() == (k == Kind::kHole || k == Kind::kZero));
   // What the index stores is what comes back.
-  CHECK(PagePlace::from_word(w.word()) == w);
+  CHECK(PagePlace::from_word(place.word()) == place);
 }
 
 }  // namespace
@@ -94,12 +94,12 @@ TEST_CASE("FileIndex: callbacks taking a PagePlace see places") {
   CHECK(ix.place(1).slot().value == 10);
   CHECK(ix.place(4).is_hole());
   std::vector<Kind> kinds;
-  ix.visit_range(0, 10, [&](uint64_t, PagePlace w) {
-    kinds.push_back(w.kind());
+  ix.visit_range(0, 10, [&](uint64_t, PagePlace place) {
+    kinds.push_back(place.kind());
     return true;
   });
   CHECK(kinds == std::vector<Kind>{Kind::kSwapped, Kind::kZero, Kind::kRemote});
-  CHECK(ix.next_matching(0, [](PagePlace w) { return w.is_remote(); }) ==
+  CHECK(ix.next_matching(0, [](PagePlace place) { return place.is_remote(); }) ==
         std::optional<uint64_t>(3));
   ix.update_range(0, UINT64_MAX, [](uint64_t, PagePlace) { return PagePlace::hole(); });
   CHECK(ix.empty());

@@ -7,9 +7,12 @@
 #include <linux/fs.h>
 #include <sys/xattr.h>
 
+#include <atomic>
+#include <future>
 #include <set>
 #include <span>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/namespace.h"
@@ -521,6 +524,103 @@ TEST_CASE("set_limits: grow, shrink, refuse below use, all or nothing", "[namesp
   CHECK(why == "Cannot retroactively limit size");
   CHECK(f.ns->set_limits({.max_pages = std::nullopt, .max_inodes = 64}, &why).code() == EINVAL);
   CHECK(why == "Cannot retroactively limit inodes");
+}
+
+TEST_CASE("file handles: lookup of \".\" and \"..\" by node number, ESTALE once gone",
+          "[namespace][handle]") {
+  Fixture f;
+  uint64_t d = f.mkdir(kRootIno, "d");
+  uint64_t file = f.mkfile(d, "file");
+  // The kernel forgets both (drop_caches): they keep their names, so a
+  // handle still finds them, and each lookup counts again.
+  f.ns->forget(file, 1);
+  f.ns->forget(d, 1);
+  auto self = f.ns->lookup(file, ".");
+  REQUIRE(self.is_ok());
+  CHECK(self->ino == file);
+  CHECK(S_ISREG(self->mode));
+  CHECK(self->generation == f.ns->getattr(file)->generation);
+  CHECK(f.ns->lookup(d, ".")->ino == d);
+  CHECK(f.ns->lookup(d, "..")->ino == kRootIno);
+  CHECK(f.ns->lookup(kRootIno, "..")->ino == kRootIno);
+  CHECK(f.ns->lookup(kRootIno, ".")->ino == kRootIno);
+  CHECK(f.ns->lookup(file, "..").code() == ENOTDIR);
+  // Numbers never made, and a forged one: ESTALE, whatever the name.
+  CHECK(f.ns->lookup(0, ".").code() == ESTALE);
+  CHECK(f.ns->lookup(~uint64_t(0), ".").code() == ESTALE);
+  CHECK(f.ns->lookup(file + 1000, "..").code() == ESTALE);
+  CHECK(f.ns->lookup(file + 1000, "name").code() == ESTALE);
+
+  // Deleted while the kernel still holds it (the lookup of "." above):
+  // ESTALE for a handle, as tmpfs, which counts nothing; the inode is
+  // freed at the kernel's forget.
+  REQUIRE(f.ns->unlink(d, "file").is_ok());
+  CHECK(f.ns->lookup(file, ".").code() == ESTALE);
+  CHECK(f.ns->getattr(file).is_ok());
+  f.ns->forget(file, 1);
+  CHECK(f.ns->getattr(file).code() == ENOENT);
+  CHECK(f.ns->lookup(file, ".").code() == ESTALE);
+  REQUIRE(f.ns->rmdir(kRootIno, "d").is_ok());
+  CHECK(f.ns->lookup(d, ".").code() == ESTALE);
+  CHECK(f.ns->lookup(d, "..").code() == ESTALE);
+  f.ns->forget(d, 1);
+  CHECK(f.ns->lookup(d, ".").code() == ESTALE);
+  CHECK(f.ns->inode_count() == 1);
+}
+
+TEST_CASE("file handles: generations are random, the root's is 0", "[namespace][handle]") {
+  // Two mounts number their inodes alike; a handle of the first must not
+  // open the second's file of the same number (tmpfs: random i_generation).
+  Fixture one, two;
+  CHECK(one.ns->getattr(kRootIno)->generation == 0);
+  std::set<uint64_t> generations;
+  for (int i = 0; i < 8; ++i) {
+    std::string name = "f" + std::to_string(i);
+    auto a = one.ns->getattr(one.mkfile(kRootIno, name));
+    auto b = two.ns->getattr(two.mkfile(kRootIno, name));
+    REQUIRE(a->ino == b->ino);
+    CHECK(a->generation <= UINT32_MAX);  // all the kernel keeps
+    generations.insert(a->generation);
+    generations.insert(b->generation);
+  }
+  // 16 draws of 32 bits: a collision has odds near 3e-8.
+  CHECK(generations.size() == 16);
+}
+
+// chmod rewrites an inode's mode under the namespace lock while reads and
+// writes ask for its file type without it: the type must not be read from
+// the mode they share (ThreadSanitizer runs this case in the concurrency
+// suite).
+TEST_CASE("chmod racing reads and writes: the file type is read without a race",
+          "[namespace][threads]") {
+  Fixture f;
+  uint64_t ino = f.mkfile(kRootIno, "f");
+  std::vector<std::byte> data(4096, std::byte{0x5a});
+  std::atomic<bool> stop{false};
+  std::atomic<int> chmod_failures{0};  // Catch2 asserts on the test's thread only
+  std::thread chmodder([&] {
+    for (int i = 0; !stop.load(); ++i) {
+      SetAttr change;
+      change.mode = (i & 1) ? 04755 : 0644;
+      if (!f.ns->setattr(ino, change).is_ok()) chmod_failures++;
+    }
+  });
+  for (int i = 0; i < 2000; ++i) {
+    auto w = f.ns->write(ino, uint64_t(i % 8) * 4096, data, false);
+    REQUIRE(w.is_ok());
+    CHECK(*w == data.size());
+    std::promise<size_t> got;
+    f.ns->read(ino, 0, 4096, [&](Status st, std::span<const iovec> iov) {
+      size_t n = 0;
+      for (const iovec& v : iov) n += v.iov_len;
+      got.set_value(st.is_ok() ? n : 0);
+    });
+    CHECK(got.get_future().get() == 4096);
+  }
+  stop = true;
+  chmodder.join();
+  CHECK(chmod_failures == 0);
+  CHECK((f.ns->getattr(ino)->mode & S_IFMT) == S_IFREG);
 }
 
 // Issue 28: who clears set-ID bits, and that the daemon hears of it (the

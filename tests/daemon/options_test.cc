@@ -294,7 +294,7 @@ TEST_CASE("mount(8)'s generic options: passed on or accepted", "[options]") {
     CHECK(r.options->ignored == std::vector<std::string>{a});
     CHECK(r.options->size_bytes == 64ull << 20);
   }
-  // The fstab line, as mount.fuse3 hands it on (nofail stripped)
+  // README's fstab line, as mount.fuse3 hands it on (nofail stripped)
   // and as given directly.
   auto fstab = parse({"scratch", "/tmp", "-o", "rw,size=2G,memory=256M,nofail"});
   REQUIRE(fstab.options);

@@ -2,8 +2,8 @@
 // daemon as in the foreground: its background threads alive, pages spilling
 // to the swap file and coming back, SIGTERM ending it even while writers
 // wait for frames, and a failed start that says why and leaves nothing.
-// Issue 12: a daemon that forked after starting its threads kept none of
-// them, and the first write beyond --memory waited for ever.
+// A daemon that forks after starting its threads keeps none of them, and
+// its first write beyond --memory waits for ever.
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>

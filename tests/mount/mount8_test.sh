@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# mount8_test.sh TMPFSD [BUILDDIR]: tmpfsd mounted the way mount(8) and fstab mount it
-# (issue 14): `mount -t fuse.tmpfsd SOURCE DIR -o OPTS` runs mount.fuse3,
+# mount8_test.sh TMPFSD [BUILDDIR]: tmpfsd mounted the way mount(8) and fstab mount it:
+# `mount -t fuse.tmpfsd SOURCE DIR -o OPTS` runs mount.fuse3,
 # which runs `tmpfsd SOURCE DIR -o OPTS` through /bin/sh.
 #
 # mount(8) (util-linux 2.38) clears PATH before it runs a helper, so the

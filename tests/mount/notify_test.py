@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""tmpfsd under a service manager's notify protocol (issue 14, sd_notify(3)).
+"""tmpfsd under a service manager's notify protocol (sd_notify(3)).
 
 The test plays systemd: it binds an AF_UNIX SOCK_DGRAM socket in a mktemp
 directory, sets NOTIFY_SOCKET to it and starts tmpfsd, once with -f and

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Mount-level pressure test of reclaim, writeback and swap-in (issue 5).
+"""Mount-level pressure test of reclaim, writeback and swap-in.
 
 tmpfsd runs with --memory 32M and its swap file in a mktemp dir under
 /var/tmp (--swap-dir). Phase 1 writes 512 MiB over many files, overwrites

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # soak.sh FSDIFF_BIN FSSTRESS_BIN TMPFSD_BIN: many processes against a
-# daemonised tmpfsd with very few frames, the load that hung issue 12's
-# daemon (every writer in direct reclaim, no Reclaimer to free a frame):
+# daemonised tmpfsd with very few frames, the load that hung a daemon
+# that had lost its threads in the fork (every writer in direct reclaim,
+# no Reclaimer to free a frame):
 #   1. fsdiff --procs 4 against kernel tmpfs, tmpfsd with --memory 2M;
 #   2. xfstests' fsstress -p 8 against tmpfsd with --memory 4M.
 # Each is time-bounded (a hang prints the daemon's stacks and fails) and

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# verify_units.sh BUILDDIR: `systemd-analyze verify` on the installed units
-# (issue 14): tmpfsd.service, the template tmpfsd@.service and an instance
+# verify_units.sh BUILDDIR: `systemd-analyze verify` on the installed units:
+# tmpfsd.service, the template tmpfsd@.service and an instance
 # of it (tmpfsd@mnt-scratch.service). Each must verify with exit 0 and
 # print nothing (systemd-analyze only warns, exit 0, about an unknown key).
 #

@@ -55,7 +55,7 @@ const int kWeights[] = {
     3,   // stat
     2,   // fstat
     3,   // readdir
-    // Issue 15's ops: 11 of 130 (8.5%) together.
+    // O_TMPFILE, btime, ACL and inode-flag ops: 11 of 130 (8.5%) together.
     3,  // tmpfile
     2,  // linkfd
     2,  // statx

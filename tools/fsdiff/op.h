@@ -51,7 +51,7 @@ enum class OpKind : uint8_t {
   Stat,
   Fstat,
   Readdir,
-  // Issue 15: O_TMPFILE and naming it, birth time, POSIX ACLs, inode flags.
+  // O_TMPFILE and naming it, birth time, POSIX ACLs, inode flags.
   Tmpfile,   // open(dir, O_TMPFILE | flags, mode) into slot fd
   Linkfd,    // linkat(slot fd, "", root, path2, AT_EMPTY_PATH)
   Statx,     // statx(path, STATX_BTIME): btime's relation to ctime/mtime and to itself

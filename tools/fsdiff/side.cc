@@ -138,7 +138,7 @@ Outcome Side::apply(const Op& op) {
   // copy_file_range into an immutable file: tmpfs says EPERM before the
   // VFS checks the sizes and the overlap; through FUSE the VFS answers
   // those itself (EOVERFLOW, EFBIG, EINVAL; 0 for a copy of nothing) and
-  // never asks the daemon (known divergence 13).
+  // never asks the daemon (known divergence 14).
   bool vfs_first = out.ret == 0 || out.err == EPERM || out.err == EINVAL || out.err == EFBIG ||
                    out.err == EOVERFLOW;
   if (ignore_.flagerrno && op.kind == OpKind::CopyRange && vfs_first && fds_[op.fd2] >= 0) {
@@ -351,7 +351,7 @@ Outcome Side::execute(const Op& op, bool* created) {
       // A shared mapping of an append-only file through a descriptor open
       // for writing: tmpfs's do_mmap says EACCES; the FUSE client never
       // sees S_APPEND and maps it, and what is written through the mapping
-      // lands (known divergence 15). Under flagerrno neither side maps.
+      // lands (known divergence 16). Under flagerrno neither side maps.
       int iflags = 0;
       if (ignore_.flagerrno && (fcntl(fd, F_GETFL) & O_ACCMODE) != O_RDONLY &&
           ioctl(fd, FS_IOC_GETFLAGS, &iflags) == 0 && (iflags & FS_APPEND_FL)) {
