@@ -5,6 +5,7 @@
 #include "core/namespace.h"
 
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
 #include <sys/xattr.h>
@@ -244,16 +245,32 @@ Result<Attr> Namespace::setattr(uint64_t ino, const SetAttr& change, const Calle
   }
   bool other = change.mode || change.uid || change.gid || change.atime || change.atime_now ||
                change.mtime || change.mtime_now || change.ctime;
-  // A setattr that changes nothing is chown(f, -1, -1): tmpfs moves ctime.
-  if (!change.size && !other) other = true;
+  // A setattr that changes nothing is chown(f, -1, -1), or the kernel's
+  // file_remove_privs before a write to a set-ID file (the FUSE client
+  // strips the kill flags and the mode change they imply): tmpfs moves
+  // ctime, and clears set-ID bits as chown does. The two look alike here.
+  // (With the writeback cache chown(-1, -1) brings the kernel's own ctime,
+  // which no other request brings alone.) From a caller who may not chmod
+  // the file (not its owner, no CAP_FOWNER), tmpfs's chown(-1, -1) is EPERM
+  // and changes nothing; so nothing changes here either (the write that
+  // may follow clears the bits and moves the times), and the answer is 0
+  // (known divergence 15).
+  const bool nothing = !change.size && !change.mode && !change.uid && !change.gid &&
+                       !change.atime && !change.atime_now && !change.mtime && !change.mtime_now;
+  const bool setid = !inode->is_dir() && (inode->mode & (S_ISUID | S_ISGID));
+  if (nothing && setid && who.uid != inode->uid && !who.capable(CAP_FOWNER))
+    return attr_locked(*inode);
+  const bool chown = change.uid || change.gid || nothing;
+  if (nothing) other = true;
   if (change.size && !size_moves_times && !other) return attr_locked(*inode);
   timespec t = stamp_locked(*inode);
+  bool killed = false;  // set-ID bits cleared: the kernel's cached mode is stale
   if (change.size) {
     uint64_t old_size = inode->size;
     truncate_from = old_size;
     inode->size = *change.size;
     if (size_moves_times) inode->mtime = t;
-    kill_priv_locked(*inode, who);
+    killed = kill_priv_locked(*inode, who);
   }
   if (change.mode) {
     inode->mode = (inode->mode & S_IFMT) | (*change.mode & 07777);
@@ -266,16 +283,7 @@ Result<Attr> Namespace::setattr(uint64_t ino, const SetAttr& change, const Calle
       }
     }
   }
-  if (change.uid || change.gid) {
-    // chown clears set-user-ID always and set-group-ID on a group-executable
-    // file, whoever asks (notify_change's ATTR_KILL_SUID, FUSE's
-    // handle_killpriv leaves it to us).
-    if (!inode->is_dir() && !change.mode) {
-      inode->mode &= ~mode_t(S_ISUID);
-      if ((inode->mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))
-        inode->mode &= ~mode_t(S_ISGID);
-    }
-  }
+  if (chown && !change.mode) killed = chown_kill_locked(*inode, change.gid, who) || killed;
   if (change.uid) inode->uid = *change.uid;
   if (change.gid) inode->gid = *change.gid;
   if (change.atime_now)
@@ -301,7 +309,12 @@ Result<Attr> Namespace::setattr(uint64_t ino, const SetAttr& change, const Calle
     inode->pages->truncate(*truncate_from, *change.size);
     lock.lock();
   }
-  return attr_locked(*inode);
+  Attr a = attr_locked(*inode);
+  lock.unlock();
+  if (data_lock.owns_lock()) data_lock.unlock();
+  // The reply carries the new mode, but an O_TRUNC open's does not.
+  if (killed) attrs_changed(ino);
+  return a;
 }
 
 // ---- creating and removing names --------------------------------------------
@@ -471,17 +484,44 @@ Status Namespace::remove_name(uint64_t parent, std::string_view name, Removing w
   return {};
 }
 
-// A write or truncate by someone without CAP_FSETID (we take it to be
-// root's) clears set-user-ID, and set-group-ID when the file is
-// group-executable or the writer is not in its group: the kernel's
-// should_remove_suid(), which FUSE's handle_killpriv hands to us.
-void Namespace::kill_priv_locked(Inode& inode, const Caller& who) {
-  if (!inode.is_reg() || !who.kill_suidgid.value_or(who.uid != 0)) return;
-  if (!(inode.mode & (S_ISUID | S_ISGID))) return;
+// A write, truncate or fallocate by someone without CAP_FSETID clears
+// set-user-ID, and set-group-ID when the file is group-executable or the
+// writer is not in its group: the kernel's setattr_should_drop_suidgid(),
+// which FUSE's HANDLE_KILLPRIV_V2 hands to us. Whether the caller has
+// CAP_FSETID is the kernel's word where the request carries one, else the
+// caller's own (Caller::capable).
+bool Namespace::kill_priv_locked(Inode& inode, const Caller& who) {
+  if (!inode.is_reg() || !(inode.mode & (S_ISUID | S_ISGID))) return false;
+  if (who.kill_suidgid ? !*who.kill_suidgid : who.capable(CAP_FSETID)) return false;
   mode_t kill = inode.mode & S_ISUID;
   if ((inode.mode & S_ISGID) && ((inode.mode & S_IXGRP) || !who.member_of(inode.gid)))
     kill |= S_ISGID;
   inode.mode &= ~kill;
+  return kill != 0;
+}
+
+// chown of a non-directory, whoever asks (chown_common, notify_change and
+// setattr_copy_mode; FUSE's HANDLE_KILLPRIV_V2 leaves it to us): set-user-ID
+// goes; set-group-ID when the file is group-executable or the caller is
+// neither in its group nor has CAP_FSETID; and when the mode changed at all,
+// set-group-ID also goes if the caller is neither in the new group nor has
+// CAP_FSETID. Called before the new owner and group are set.
+bool Namespace::chown_kill_locked(Inode& inode, std::optional<gid_t> new_gid, const Caller& who) {
+  if (inode.is_dir() || !(inode.mode & (S_ISUID | S_ISGID))) return false;
+  std::optional<bool> capable;  // asked at most once, and only when needed
+  auto in_group_or_capable = [&](gid_t g) {
+    if (who.member_of(g)) return true;
+    if (!capable) capable = who.capable(CAP_FSETID);
+    return *capable;
+  };
+  mode_t kill = inode.mode & S_ISUID;
+  if ((inode.mode & S_ISGID) && ((inode.mode & S_IXGRP) || !in_group_or_capable(inode.gid)))
+    kill |= S_ISGID;
+  if (kill == 0) return false;
+  mode_t mode = inode.mode & ~kill;
+  if ((mode & S_ISGID) && !in_group_or_capable(new_gid.value_or(inode.gid))) mode &= ~S_ISGID;
+  inode.mode = mode;
+  return true;
 }
 
 // The kernel's multigrain timestamps (6.13+, tmpfs has them): a change takes

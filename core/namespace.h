@@ -65,15 +65,21 @@ struct Caller {
   std::function<bool(gid_t)> in_group;
   // The kernel's word on clearing set-user-ID/set-group-ID for this write,
   // truncate or O_TRUNC open (FUSE's HANDLE_KILLPRIV_V2: it knows whether
-  // the caller has CAP_FSETID). Unset: the namespace decides (uid 0 keeps
-  // the bits).
+  // the caller has CAP_FSETID). Unset: the namespace decides by
+  // capable(CAP_FSETID).
   std::optional<bool> kill_suidgid;
+  // Whether the caller has a capability (CAP_FSETID, CAP_FOWNER), for the
+  // changes the kernel sends no kill flag with (fallocate, copy_file_range,
+  // chown); asked only when a set-ID bit is there to clear. Null: uid 0
+  // has them all, no one else.
+  std::function<bool(int cap)> has_capability;
   // The caller's umask when the kernel left it to the file system (FUSE's
   // DONT_MASK, with POSIX ACLs): a new inode's mode takes the parent's
   // default ACL if it has one, else this umask. Unset: the kernel has
   // already applied it to the mode.
   std::optional<mode_t> umask;
   bool member_of(gid_t g) const { return g == gid || (in_group && in_group(g)); }
+  bool capable(int cap) const { return has_capability ? has_capability(cap) : uid == 0; }
 };
 
 // setattr: which fields change. Times given as nullopt stay; `*_now` sets
@@ -193,8 +199,10 @@ class Namespace {
   Status fallocate(uint64_t ino, int mode, uint64_t off, uint64_t len, const Caller& who = {});
   Result<uint64_t> lseek(uint64_t ino, uint64_t off, int whence);  // SEEK_DATA / SEEK_HOLE
   // copy_file_range: copies through frames without a round trip to the kernel.
+  // EPERM into an immutable file, whatever the descriptor (the VFS's
+  // generic_copy_file_checks, which never sees a FUSE inode's flags).
   Result<size_t> copy_range(uint64_t src, uint64_t src_off, uint64_t dst, uint64_t dst_off,
-                            size_t len);
+                            size_t len, const Caller& who = {});
 
   // Extended attributes. flags: XATTR_CREATE / XATTR_REPLACE.
   // system.posix_acl_access and system.posix_acl_default are POSIX ACLs
@@ -231,6 +239,14 @@ class Namespace {
 
   StatFs statfs();
 
+  // Called with an inode number, without mu_, when an operation changed
+  // attributes the kernel's cached copy does not expect it to: set-ID bits
+  // cleared by a write, fallocate, copy_file_range or truncate (the kernel
+  // invalidates only size and times after those). The daemon drops the
+  // kernel's cached attributes, before it replies. Set before the first
+  // request; null: nobody to tell.
+  void set_attr_hook(std::function<void(uint64_t ino)> hook) { attr_hook_ = std::move(hook); }
+
   // For tests and stats.
   size_t inode_count();
 
@@ -263,7 +279,14 @@ class Namespace {
   bool is_ancestor_locked(uint64_t maybe_ancestor, uint64_t ino) REQUIRES(mu_);
   timespec stamp_locked(Inode& inode) REQUIRES(mu_);
   void touch_atime_locked(Inode& inode) REQUIRES(mu_);
-  void kill_priv_locked(Inode& inode, const Caller& who) REQUIRES(mu_);
+  // Clears set-ID bits as a write by `who` does; true when the mode changed.
+  bool kill_priv_locked(Inode& inode, const Caller& who) REQUIRES(mu_);
+  // The same for chown (uid/gid given, or neither: chown(f, -1, -1)).
+  bool chown_kill_locked(Inode& inode, std::optional<gid_t> new_gid, const Caller& who)
+      REQUIRES(mu_);
+  void attrs_changed(uint64_t ino) EXCLUDES(mu_) {
+    if (attr_hook_) attr_hook_(ino);
+  }
   Status set_acl_locked(Inode& inode, std::string_view name, std::string_view value,
                         const Caller& who) REQUIRES(mu_);
   Status reserve_inode_locked() REQUIRES(mu_);
@@ -271,6 +294,7 @@ class Namespace {
 
   const NamespaceConfig config_;  // max_inodes: see max_inodes_
   PageCache& cache_;
+  std::function<void(uint64_t)> attr_hook_;  // set before serving (set_attr_hook)
 
   Mutex mu_;
   std::unordered_map<uint64_t, InodeRef> inodes_ GUARDED_BY(mu_);

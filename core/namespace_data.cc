@@ -1,6 +1,7 @@
 // Namespace, continued (namespace.h): open files, file data, xattrs and
 // the whole file system's figures. namespace.cc has names and attributes.
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
 #include <sys/xattr.h>
@@ -189,6 +190,7 @@ void Namespace::write_async(uint64_t ino, uint64_t off, std::span<const std::byt
   // Everything up to the pages' answer, under the inode's data lock; the
   // reply after it is dropped.
   FilePages::PendingWrite* pending = nullptr;
+  bool killed = false;  // set-ID bits cleared (attrs_changed, before the reply)
   Result<size_t> r = [&]() -> Result<size_t> {
     Result<InodeRef> file = regular_file(ino, EINVAL);
     if (!file) return Errno{file.code()};
@@ -213,9 +215,10 @@ void Namespace::write_async(uint64_t ino, uint64_t off, std::span<const std::byt
     MutexLock lock(mu_);
     inode->size = std::max<uint64_t>(inode->size, off + n);
     inode->mtime = inode->ctime = stamp_locked(*inode);
-    kill_priv_locked(*inode, who);
+    killed = kill_priv_locked(*inode, who);
     return n;
   }();
+  if (killed) attrs_changed(ino);
   if (!pending) return done(std::move(r));
   FilePages::when_written(pending, [n = *r, done = std::move(done)](Status s) {
     if (s) {
@@ -248,12 +251,17 @@ Status Namespace::fallocate(uint64_t ino, int mode, uint64_t off, uint64_t len, 
   } else if (auto s = inode->pages->allocate(off, len); !s) {
     return s;
   }
-  MutexLock lock(mu_);
-  if (!(mode & (FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE)) && off + len > inode->size)
-    inode->size = off + len;
-  // tmpfs's fallocate starts with file_modified(): the times always move.
-  inode->mtime = inode->ctime = stamp_locked(*inode);
-  kill_priv_locked(*inode, who);
+  bool killed;
+  {
+    MutexLock lock(mu_);
+    if (!(mode & (FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE)) && off + len > inode->size)
+      inode->size = off + len;
+    // tmpfs's fallocate starts with file_modified(): the times always move,
+    // and set-ID bits go as on a write (the kernel sends no kill flag).
+    inode->mtime = inode->ctime = stamp_locked(*inode);
+    killed = kill_priv_locked(*inode, who);
+  }
+  if (killed) attrs_changed(ino);
   return {};
 }
 
@@ -279,7 +287,15 @@ Result<uint64_t> Namespace::lseek(uint64_t ino, uint64_t off, int whence) {
 }
 
 Result<size_t> Namespace::copy_range(uint64_t src, uint64_t src_off, uint64_t dst, uint64_t dst_off,
-                                     size_t len) {
+                                     size_t len, const Caller& who) {
+  {
+    MutexLock lock(mu_);
+    InodeRef out = get_locked(dst);
+    if (!out) return Errno{ENOENT};
+    // generic_copy_file_checks: an immutable destination, even through a
+    // descriptor opened before chattr +i (which write() may still use).
+    if (out->immutable()) return Errno{EPERM};
+  }
   // Through a bounce buffer a chunk at a time: the source's frames are only
   // pinned inside the read callback, and the destination may be the same file.
   constexpr size_t kChunk = 1 << 20;
@@ -301,7 +317,9 @@ Result<size_t> Namespace::copy_range(uint64_t src, uint64_t src_off, uint64_t ds
                   });
     if (!rs) return copied ? Result<size_t>(copied) : Errno{rs.code()};
     if (got == 0) break;
-    auto w = write(dst, dst_off + copied, std::span(buf.data(), got), false);
+    // A write by `who`: set-ID bits go as on write(2) (the kernel's
+    // file_modified() leaves them to us and sends no kill flag).
+    auto w = write(dst, dst_off + copied, std::span(buf.data(), got), false, who);
     if (!w) return copied ? Result<size_t>(copied) : Errno{w.code()};
     copied += *w;
     if (*w < got) break;
@@ -355,7 +373,8 @@ Status Namespace::set_acl_locked(Inode& inode, std::string_view name, std::strin
   if (name == acl::kAccess) {
     mode_t mode = inode.mode;
     if (a && !acl::to_mode(*a, &mode)) a.reset();  // the mode says it all
-    if (who.uid != 0 && !who.member_of(inode.gid)) mode &= ~mode_t(S_ISGID);
+    if ((mode & S_ISGID) && !who.member_of(inode.gid) && !who.capable(CAP_FSETID))
+      mode &= ~mode_t(S_ISGID);
     inode.mode = mode;
   }
   if (a)

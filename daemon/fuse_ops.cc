@@ -7,14 +7,18 @@
 #include "daemon/fuse_ops.h"
 
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <linux/fs.h>
+#include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <iterator>
 #include <memory>
 #include <new>
@@ -36,12 +40,39 @@ namespace {
 Filesystem& fs_of(fuse_req_t req) { return *static_cast<Filesystem*>(fuse_req_userdata(req)); }
 Namespace& ns_of(fuse_req_t req) { return *fs_of(req).ns; }
 
+// Whether process `pid` has capability `cap` as the kernel's capable()
+// answers for it: in its effective set (/proc/PID/status, CapEff) and held
+// in our user namespace (a process in a child namespace has none in ours,
+// whatever its CapEff says). Where /proc cannot say (pid 0: a process in
+// another pid namespace; gone; hidden), uid 0 stands for it, as before.
+// Asked only for a set-ID file (Caller::has_capability); the caller waits
+// for the reply, so the pid is still its own.
+bool has_capability(pid_t pid, uid_t uid, int cap) {
+  if (pid <= 0) return uid == 0;
+  const std::string proc = "/proc/" + std::to_string(pid);
+  struct stat mine, theirs;
+  if (::stat("/proc/self/ns/user", &mine) != 0 || ::stat((proc + "/ns/user").c_str(), &theirs) != 0)
+    return uid == 0;
+  if (mine.st_dev != theirs.st_dev || mine.st_ino != theirs.st_ino) return false;
+  std::ifstream status(proc + "/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (!line.starts_with("CapEff:")) continue;
+    uint64_t caps = std::strtoull(line.c_str() + 7, nullptr, 16);
+    return (caps >> cap) & 1;
+  }
+  return uid == 0;
+}
+
 Caller caller_of(fuse_req_t req) {
   const fuse_ctx* ctx = fuse_req_ctx(req);
   Caller who;
   who.uid = ctx->uid;
   who.gid = ctx->gid;
   who.kill_suidgid = Wire::kill_suidgid();
+  who.has_capability = [pid = ctx->pid, uid = ctx->uid](int cap) {
+    return has_capability(pid, uid, cap);
+  };
   if (fs_of(req).wire && fs_of(req).wire->umask_left_to_us()) who.umask = ctx->umask;
   who.in_group = [req](gid_t g) {
     gid_t groups[256];
@@ -678,10 +709,15 @@ void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, fuse_file_i
 }
 
 void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_file_info*,
-                        fuse_ino_t ino_out, off_t off_out, fuse_file_info*, size_t len, int flags) {
+                        fuse_ino_t ino_out, off_t off_out, fuse_file_info* fi_out, size_t len,
+                        int flags) {
   guarded(req, [&] {
     if (flags != 0 || off_in < 0 || off_out < 0) return void(fuse_reply_err(req, EINVAL));
-    auto r = ns_of(req).copy_range(ino_in, uint64_t(off_in), ino_out, uint64_t(off_out), len);
+    // A descriptor opened while the file was append-only had O_APPEND, which
+    // on tmpfs it keeps (known divergence 11): copy_file_range refuses it.
+    if (fi_out && fi_out->fh == kAppendOnlyHandle) return void(fuse_reply_err(req, EBADF));
+    auto r = ns_of(req).copy_range(ino_in, uint64_t(off_in), ino_out, uint64_t(off_out), len,
+                                   caller_of(req));
     if (!r) return void(fuse_reply_err(req, r.code()));
     fuse_reply_write(req, *r);
   });

@@ -298,6 +298,10 @@ int serve(const Options& o, Startup& startup) {
     startup.fail(1, "cannot create the FUSE session" + last_fuse_error());
     return 1;
   }
+  // Set-ID bits cleared where the kernel expects only size and times to
+  // change (Namespace::set_attr_hook): its cached attributes go, so that
+  // stat and exec see the new mode.
+  ns.set_attr_hook([se](uint64_t ino) { fuse_lowlevel_notify_inval_inode(se, ino, -1, 0); });
   int rc = 1;
   if (fuse_set_signal_handlers(se) != 0) {
     startup.fail(1, "cannot set the signal handlers" + last_fuse_error());

@@ -26,6 +26,14 @@ constexpr KnownDivergence kTable[] = {
      "the FUSE client does not refuse fcntl() dropping O_APPEND on an append-only file (it "
      "never sets S_APPEND); the daemon still appends for that descriptor",
      "ret=0"},
+    {Known::CopyNothingImmutable, "cfr-nothing-immutable", 14, S::Step,
+     "the VFS checks S_IMMUTABLE before it shortens the copy to the source's end, and the FUSE "
+     "client returns 0 for a copy of nothing without asking the daemon",
+     "ret=0"},
+    {Known::ChownSetidNonOwner, "chown-setid-non-owner", 15, S::Step,
+     "the FUSE client strips the mode change chown implies on a set-ID file (HANDLE_KILLPRIV_V2), "
+     "and the daemon cannot tell chown(-1, -1) from the kernel's own request before a write",
+     "ret=0"},
 };
 }  // namespace
 

@@ -28,11 +28,13 @@
 namespace mt {
 
 enum class Known {
-  StatxAttrFlags,  // statx: file-system bits of stx_attributes_mask
-  FifoTimes,       // fifo mtime/ctime after pipe I/O
-  DirSeek,         // lseek on a directory with SEEK_DATA/SEEK_HOLE/SEEK_END
-  McWithinTick,    // order of mtime and ctime within one coarse clock tick
-  AppendFcntl,     // fcntl(F_SETFL) dropping O_APPEND on an append-only file
+  StatxAttrFlags,        // statx: file-system bits of stx_attributes_mask
+  FifoTimes,             // fifo mtime/ctime after pipe I/O
+  DirSeek,               // lseek on a directory with SEEK_DATA/SEEK_HOLE/SEEK_END
+  McWithinTick,          // order of mtime and ctime within one coarse clock tick
+  AppendFcntl,           // fcntl(F_SETFL) dropping O_APPEND on an append-only file
+  CopyNothingImmutable,  // copy_file_range of nothing into an immutable file
+  ChownSetidNonOwner,    // chown(f, -1, -1) of a set-ID file by a non-owner
 };
 
 struct KnownDivergence {

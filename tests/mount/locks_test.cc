@@ -139,6 +139,80 @@ TEST_CASE("inode flags: FS_IOC_GETFLAGS/SETFLAGS append-only and immutable", "[c
   });
 }
 
+// generic_copy_file_checks: EPERM into an immutable file even through a
+// descriptor that may still write(2) (generic/553), EBADF into a descriptor
+// with O_APPEND; neither end is otherwise restricted.
+TEST_CASE("inode flags: copy_file_range and O_DIRECT writes", "[chattr]") {
+  mt::compare([](Side& s) {
+    int src = REC_OK(s, ::open(s.p("src"), O_CREAT | O_RDWR, 0644));
+    REC(s, ::write(src, "0123456789", 10));
+    int im = REC_OK(s, ::open(s.p("im"), O_CREAT | O_RDWR, 0644));
+    REC(s, ::write(im, "abc", 3));
+    int direct = REC_OK(s, ::open(s.p("im"), O_WRONLY | O_DIRECT));
+    int flags = FS_IMMUTABLE_FL;
+    REC(s, ::ioctl(im, FS_IOC_SETFLAGS, &flags));
+    off64_t in = 0, out = 0;
+    REC(s, ::copy_file_range(src, &in, im, &out, 5, 0));
+    REC(s, ::lseek(src, 0, SEEK_SET));
+    REC(s, ::copy_file_range(src, nullptr, im, nullptr, 5, 0));
+    // The VFS refuses before it looks at the length; the FUSE client
+    // returns 0 for a copy of nothing first.
+    in = 0, out = 0;
+    s.known(mt::Known::CopyNothingImmutable);
+    REC(s, ::copy_file_range(src, &in, im, &out, 0, 0));
+    in = 20, out = 0;
+    s.known(mt::Known::CopyNothingImmutable);
+    REC(s, ::copy_file_range(src, &in, im, &out, 5, 0));
+    // Descriptors from before chattr +i still write, direct or not.
+    REC(s, ::pwrite(im, "x", 1, 0));
+    void* buf = nullptr;
+    REQUIRE(::posix_memalign(&buf, 4096, 4096) == 0);
+    std::memset(buf, 'd', 4096);
+    REC(s, ::pwrite(direct, buf, 4096, 4096));
+    std::free(buf);
+    // From an immutable file: allowed.
+    in = 0, out = 0;
+    REC(s, ::copy_file_range(im, &in, src, &out, 2, 0));
+    flags = 0;
+    REC(s, ::ioctl(im, FS_IOC_SETFLAGS, &flags));
+    REC(s, ::close(direct));
+    REC(s, ::close(im));
+
+    // Append-only: a descriptor from before chattr +a copies where it is
+    // told; one opened since has O_APPEND, and copy_file_range refuses it.
+    int ap = REC_OK(s, ::open(s.p("ap"), O_CREAT | O_RDWR, 0644));
+    REC(s, ::write(ap, "abcdefgh", 8));
+    flags = FS_APPEND_FL;
+    REC(s, ::ioctl(ap, FS_IOC_SETFLAGS, &flags));
+    in = 0, out = 2;
+    REC(s, ::copy_file_range(src, &in, ap, &out, 3, 0));
+    int apo = REC_OK(s, ::open(s.p("ap"), O_WRONLY | O_APPEND));
+    in = 0, out = 0;
+    REC(s, ::copy_file_range(src, &in, apo, &out, 3, 0));
+    REC(s, ::lseek(src, 0, SEEK_SET));
+    REC(s, ::copy_file_range(src, nullptr, apo, nullptr, 3, 0));
+    // tmpfs keeps O_APPEND; the FUSE client drops it, and the daemon still
+    // refuses the copy for that descriptor.
+    s.known(mt::Known::AppendFcntl);
+    REC(s, ::fcntl(apo, F_SETFL, 0));
+    in = 0, out = 0;
+    REC(s, ::copy_file_range(src, &in, apo, &out, 3, 0));
+    in = 0, out = 0;
+    REC(s, ::copy_file_range(ap, &in, src, &out, 3, 0));  // from it: allowed
+    flags = 0;
+    REC(s, ::ioctl(ap, FS_IOC_SETFLAGS, &flags));
+    REC(s, ::close(apo));
+    REC(s, ::close(ap));
+    REC(s, ::close(src));
+    s.read_all("src");
+    s.read_all("im");
+    s.read_all("ap");
+    s.stat("src");
+    s.stat("im");
+    s.stat("ap");
+  });
+}
+
 TEST_CASE("inode flags on directories; nodump and noatime; a user without the capability",
           "[chattr][nonroot]") {
   mt::compare([](Side& s) {

@@ -120,23 +120,34 @@ void Generator::move_tree(const std::string& from, const std::string& to) {
 
 void Generator::feedback(const Op& op, int64_t ret) {
   if (ret < 0) {
-    if (op.kind == OpKind::Open || op.kind == OpKind::Close || op.kind == OpKind::Tmpfile)
+    if (op.kind == OpKind::Open || op.kind == OpKind::Close || op.kind == OpKind::Tmpfile) {
       open_[op.fd] = false;
+      slot_path_[op.fd].clear();
+    }
     return;
   }
   switch (op.kind) {
     case OpKind::Tmpfile:
       open_[op.fd] = true;
+      slot_path_[op.fd].clear();
+      break;
+    case OpKind::Setflags:
+      if (op.flags & (FS_IMMUTABLE_FL | FS_APPEND_FL))
+        ia_flagged_.insert(op.path);
+      else
+        ia_flagged_.erase(op.path);
       break;
     case OpKind::Linkfd:
       if (!tree_.count(op.path2)) tree_[op.path2] = 'f';
       break;
     case OpKind::Open:
       open_[op.fd] = true;
+      slot_path_[op.fd] = op.path;
       if ((op.flags & O_CREAT) && !tree_.count(op.path)) tree_[op.path] = 'f';
       break;
     case OpKind::Close:
       open_[op.fd] = false;
+      slot_path_[op.fd].clear();
       break;
     case OpKind::Setxattr:
     case OpKind::Setacl:  // so that getxattr and removexattr find it
@@ -366,13 +377,21 @@ Op Generator::next() {
     case OpKind::Fstat:
       op.fd = pick_slot();
       break;
-    case OpKind::CopyRange:
+    case OpKind::CopyRange: {
       op.fd = pick_slot();
       op.fd2 = pick_slot();
-      op.off = pick_off();
+      // Often into a descriptor whose file became immutable or append-only
+      // after it was opened (generic_copy_file_checks' EPERM; issue 28).
+      std::vector<int> flagged;
+      for (int i = 0; i < kSlots; i++)
+        if (open_[i] && ia_flagged_.count(slot_path_[i])) flagged.push_back(i);
+      if (!flagged.empty() && chance(50)) op.fd2 = flagged[below(flagged.size())];
+      // Mostly from inside the source, so that something is copied.
+      op.off = chance(50) ? int64_t(below(8192)) : pick_off();
       op.off2 = pick_off();
       op.len = pick_len();
       break;
+    }
     case OpKind::Tmpfile: {
       static const uint32_t acc[] = {O_RDWR, O_RDWR, O_WRONLY, O_RDONLY};  // O_RDONLY: EINVAL
       op.flags = acc[below(std::size(acc))] | (chance(30) ? O_EXCL : 0);
@@ -396,16 +415,29 @@ Op Generator::next() {
       if (chance(10)) op.path = ".";
       op.len = chance(85) ? 0 : int64_t(1 + below(kAclInvalidVariants));
       break;
-    case OpKind::Setflags:
+    case OpKind::Setflags: {
       // Immutable and append-only make most later ops on the file fail, so
       // they are rare; nodump and noatime are harmless and common.
       op.path = pick_path();
-      if (chance(10)) op.flags |= FS_IMMUTABLE_FL;
-      if (chance(12)) op.flags |= FS_APPEND_FL;
+      // Sometimes the file of an open descriptor, which keeps writing; then
+      // i and a are common, so that copy_file_range meets them (issue 28).
+      bool of_slot = false;
+      if (chance(30)) {
+        for (int i = 0, start = int(below(kSlots)); i < kSlots && !of_slot; i++) {
+          int slot = (start + i) % kSlots;
+          if (open_[slot] && !slot_path_[slot].empty()) {
+            op.path = slot_path_[slot];
+            of_slot = true;
+          }
+        }
+      }
+      if (chance(of_slot ? 40 : 10)) op.flags |= FS_IMMUTABLE_FL;
+      if (chance(of_slot ? 30 : 12)) op.flags |= FS_APPEND_FL;
       if (chance(50)) op.flags |= FS_NODUMP_FL;
       if (chance(50)) op.flags |= FS_NOATIME_FL;
       if (chance(5)) op.flags |= chance(50) ? FS_SYNC_FL : FS_COMPR_FL;  // EOPNOTSUPP
       break;
+    }
     case OpKind::Getflags:
       op.path = pick_path();
       break;

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <map>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -45,6 +46,8 @@ class Generator {
   std::mt19937_64 rng_;
   std::map<std::string, char> tree_;     // path -> 'f' file, 'd' dir, 'l' link, 'p' fifo
   bool open_[kSlots] = {};               // slot holds a descriptor on side A
+  std::string slot_path_[kSlots];        // the path it was opened by (empty: none, O_TMPFILE)
+  std::set<std::string> ia_flagged_;     // paths given immutable or append-only on side A
   std::string xattr_path_, xattr_name_;  // the last xattr set on side A
 };
 

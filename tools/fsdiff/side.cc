@@ -92,8 +92,10 @@ bool Side::open(std::string* err) {
 
 namespace {
 
-bool has_ia_flag(int rootfd, const std::string& rel) {
-  int fd = openat(rootfd, rel.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+// `follow`: the inode a symlink at `rel` points to (setxattr's), not the link.
+bool has_ia_flag(int rootfd, const std::string& rel, bool follow = false) {
+  int fd =
+      openat(rootfd, rel.c_str(), O_RDONLY | O_NONBLOCK | (follow ? 0 : O_NOFOLLOW) | O_CLOEXEC);
   if (fd < 0) return false;
   int v = 0;
   bool r = ioctl(fd, FS_IOC_GETFLAGS, &v) == 0 && (v & (FS_IMMUTABLE_FL | FS_APPEND_FL));
@@ -128,10 +130,24 @@ Outcome Side::apply(const Op& op) {
   bool acl_remove = op.kind == OpKind::Removexattr &&
                     (op.name == "system.posix_acl_access" || op.name == "system.posix_acl_default");
   if (ignore_.flagerrno && acl_remove && (out.ret == 0 || out.err == EPERM || out.err == ENODATA) &&
-      has_ia_flag(rootfd_, op.path)) {
+      has_ia_flag(rootfd_, op.path, true)) {
     out.ret = -1;
     out.err = EPERM;
     out.facts["flagerrno"] = "EPERM, or the FUSE client's own answer";
+  }
+  // copy_file_range into an immutable file: tmpfs says EPERM before the
+  // VFS checks the sizes and the overlap; through FUSE the VFS answers
+  // those itself (EOVERFLOW, EFBIG, EINVAL; 0 for a copy of nothing) and
+  // never asks the daemon (known divergence 14).
+  bool vfs_first = out.ret == 0 || out.err == EPERM || out.err == EINVAL || out.err == EFBIG ||
+                   out.err == EOVERFLOW;
+  if (ignore_.flagerrno && op.kind == OpKind::CopyRange && vfs_first && fds_[op.fd2] >= 0) {
+    int v = 0;
+    if (ioctl(fds_[op.fd2], FS_IOC_GETFLAGS, &v) == 0 && (v & FS_IMMUTABLE_FL)) {
+      out.ret = -1;
+      out.err = EPERM;
+      out.facts["flagerrno"] = "EPERM, or 0 for a copy of nothing";
+    }
   }
   link_case = link_case || acl_case;
   if (ignore_.flagerrno && out.ret < 0 &&
@@ -143,7 +159,7 @@ Outcome Side::apply(const Op& op) {
     if (acl_case) ps = {op.path};
     if (op.kind == OpKind::Rename) ps.insert(ps.end(), {op.path2, lookup_dir(op.path2)});
     for (const auto& p : ps) {
-      if (has_ia_flag(rootfd_, p)) {
+      if (has_ia_flag(rootfd_, p, acl_case)) {
         out.err = EPERM;  // tmpfs's answer; the type error is FUSE's VFS order
         out.facts["flagerrno"] =
             link_case ? "EPERM, or the FUSE client's own errno" : "EPERM, EISDIR or ENOTDIR";
@@ -330,6 +346,18 @@ Outcome Side::execute(const Op& op, bool* created) {
       int64_t end = std::min<int64_t>(op.off + op.len, st.st_size);
       if (!S_ISREG(st.st_mode) || end <= op.off) {
         o.ret = 0;
+        break;
+      }
+      // A shared mapping of an append-only file through a descriptor open
+      // for writing: tmpfs's do_mmap says EACCES; the FUSE client never
+      // sees S_APPEND and maps it, and what is written through the mapping
+      // lands (known divergence 16). Under flagerrno neither side maps.
+      int iflags = 0;
+      if (ignore_.flagerrno && (fcntl(fd, F_GETFL) & O_ACCMODE) != O_RDONLY &&
+          ioctl(fd, FS_IOC_GETFLAGS, &iflags) == 0 && (iflags & FS_APPEND_FL)) {
+        o.ret = -1;
+        o.err = EACCES;
+        o.facts["flagerrno"] = "EACCES without mapping (append-only)";
         break;
       }
       int64_t moff = op.off & ~int64_t(4095);
