@@ -81,7 +81,7 @@ void KernelCache::run(std::stop_token stop) {
     // per inode covers them all (with the pages between their ranges: a
     // needless drop at worst), then they are answered in order. Under a
     // deep queue of small writes this is what keeps one thread from
-    // halving the writes per second (issue 28's measurements).
+    // halving the writes per second (measured: docs/measurements.md).
     batch.swap(jobs_);
     lock.unlock();
     try {

@@ -36,6 +36,15 @@ struct Fixture {
     REQUIRE(r.is_ok());
     return r->ino;
   }
+  // A new file in the root with `mode` (set-ID bits and all).
+  uint64_t setid_file(const std::string& name, mode_t mode) {
+    uint64_t ino = mkfile(kRootIno, name);
+    SetAttr c;
+    c.mode = mode;
+    REQUIRE(ns->setattr(ino, c).is_ok());
+    return ino;
+  }
+  mode_t mode_of(uint64_t ino) { return ns->getattr(ino)->mode & 07777; }
   uint64_t mkdir(uint64_t parent, const std::string& name) {
     auto r = ns->mkdir(parent, name, 0755, {});
     REQUIRE(r.is_ok());
@@ -623,7 +632,7 @@ TEST_CASE("chmod racing reads and writes: the file type is read without a race",
   CHECK((f.ns->getattr(ino)->mode & S_IFMT) == S_IFREG);
 }
 
-// Issue 28: who clears set-ID bits, and that the daemon hears of it (the
+// Who clears set-ID bits, and that the daemon hears of it (the
 // kernel's cached mode is stale after a write, fallocate or copy).
 TEST_CASE("set-ID bits: writes, fallocate and copies by a caller without CAP_FSETID",
           "[namespace][setid]") {
@@ -632,14 +641,6 @@ TEST_CASE("set-ID bits: writes, fallocate and copies by a caller without CAP_FSE
   f.ns->set_attr_hook([&](uint64_t ino) { told.push_back(ino); });
   uint64_t src = f.mkfile(kRootIno, "src");
   REQUIRE(f.ns->write(src, 0, std::as_bytes(std::span("hello", 5)), false).is_ok());
-  auto mode_of = [&](uint64_t ino) { return f.ns->getattr(ino)->mode & 07777; };
-  auto setid_file = [&](const std::string& name, mode_t mode) {
-    uint64_t ino = f.mkfile(kRootIno, name);
-    SetAttr c;
-    c.mode = mode;
-    REQUIRE(f.ns->setattr(ino, c).is_ok());
-    return ino;
-  };
   Caller user;
   user.uid = 1000;
   user.gid = 1000;
@@ -647,40 +648,32 @@ TEST_CASE("set-ID bits: writes, fallocate and copies by a caller without CAP_FSE
   root_without_fsetid.has_capability = [](int) { return false; };
   auto data = std::as_bytes(std::span("x", 1));
 
-  uint64_t a = setid_file("a", 06666);
+  uint64_t a = f.setid_file("a", 06666);
   REQUIRE(f.ns->write(a, 0, data, false).is_ok());  // root: kept
-  CHECK(mode_of(a) == 06666);
+  CHECK(f.mode_of(a) == 06666);
   CHECK(told.empty());
   REQUIRE(f.ns->write(a, 0, data, false, user).is_ok());
-  CHECK(mode_of(a) == 0666);  // not in group 0: set-group-ID goes too
+  CHECK(f.mode_of(a) == 0666);  // not in group 0: set-group-ID goes too
   CHECK(told == std::vector<uint64_t>{a});
 
-  uint64_t b = setid_file("b", 06766);
+  uint64_t b = f.setid_file("b", 06766);
   REQUIRE(f.ns->fallocate(b, 0, 0, 4096, root_without_fsetid).is_ok());
-  CHECK(mode_of(b) == 02766);  // in group 0, not group-executable: kept
-  uint64_t c = setid_file("c", 06676);
+  CHECK(f.mode_of(b) == 02766);  // in group 0, not group-executable: kept
+  uint64_t c = f.setid_file("c", 06676);
   REQUIRE(f.ns->copy_range(src, 0, c, 0, 5, root_without_fsetid).is_ok());
-  CHECK(mode_of(c) == 0676);
+  CHECK(f.mode_of(c) == 0676);
   // The kernel's word wins where the request carries it.
-  uint64_t d = setid_file("d", 06666);
+  uint64_t d = f.setid_file("d", 06666);
   Caller kernel_says_keep = user;
   kernel_says_keep.kill_suidgid = false;
   REQUIRE(f.ns->write(d, 0, data, false, kernel_says_keep).is_ok());
-  CHECK(mode_of(d) == 06666);
+  CHECK(f.mode_of(d) == 06666);
   CHECK(told == std::vector<uint64_t>{a, b, c});
 }
 
 TEST_CASE("set-ID bits: chown, chown(-1, -1) and a non-owner's empty setattr",
           "[namespace][setid]") {
   Fixture f;
-  auto mode_of = [&](uint64_t ino) { return f.ns->getattr(ino)->mode & 07777; };
-  auto setid_file = [&](const std::string& name, mode_t mode) {
-    uint64_t ino = f.mkfile(kRootIno, name);
-    SetAttr c;
-    c.mode = mode;
-    REQUIRE(f.ns->setattr(ino, c).is_ok());
-    return ino;
-  };
   Caller root_without_fsetid;
   root_without_fsetid.has_capability = [](int) { return false; };
   Caller user;
@@ -689,24 +682,24 @@ TEST_CASE("set-ID bits: chown, chown(-1, -1) and a non-owner's empty setattr",
   SetAttr nothing;
   // chown(-1, -1) by root: set-user-ID goes; set-group-ID stays on a file
   // that is not group-executable.
-  uint64_t a = setid_file("a", 06666);
+  uint64_t a = f.setid_file("a", 06666);
   REQUIRE(f.ns->setattr(a, nothing).is_ok());
-  CHECK(mode_of(a) == 02666);
+  CHECK(f.mode_of(a) == 02666);
   // chgrp by root without CAP_FSETID to a group it is not in: the mode
   // changes (set-user-ID), so set-group-ID goes against the new group.
-  uint64_t b = setid_file("b", 06666);
+  uint64_t b = f.setid_file("b", 06666);
   SetAttr chgrp;
   chgrp.gid = 1000;
   REQUIRE(f.ns->setattr(b, chgrp, root_without_fsetid).is_ok());
-  CHECK(mode_of(b) == 0666);
-  uint64_t c = setid_file("c", 02666);  // no mode change: set-group-ID stays
+  CHECK(f.mode_of(b) == 0666);
+  uint64_t c = f.setid_file("c", 02666);  // no mode change: set-group-ID stays
   REQUIRE(f.ns->setattr(c, chgrp, root_without_fsetid).is_ok());
-  CHECK(mode_of(c) == 02666);
+  CHECK(f.mode_of(c) == 02666);
   // A non-owner's empty setattr changes nothing, ctime included.
-  uint64_t d = setid_file("d", 06777);
+  uint64_t d = f.setid_file("d", 06777);
   timespec before = f.ns->getattr(d)->ctime;
   REQUIRE(f.ns->setattr(d, nothing, user).is_ok());
-  CHECK(mode_of(d) == 06777);
+  CHECK(f.mode_of(d) == 06777);
   CHECK(f.ns->getattr(d)->ctime.tv_nsec == before.tv_nsec);
   CHECK(f.ns->getattr(d)->ctime.tv_sec == before.tv_sec);
 }

@@ -482,7 +482,7 @@ std::string direct_writes_racing_reads(const std::string& path, int* rounds_done
 
 // A buffered read after an asynchronous O_DIRECT write completed returns
 // the written bytes, never older ones the kernel cached from reads racing
-// the write (issue 28; daemon/kernel_cache.h). Run on both mounts: kernel
+// the write (xfstests generic/451; daemon/kernel_cache.h). Run on both mounts: kernel
 // tmpfs must pass it too.
 TEST_CASE("direct writes racing buffered reads: a read after the write sees it",
           "[concurrency][direct]") {

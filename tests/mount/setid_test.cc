@@ -1,5 +1,5 @@
 // Set-user-ID and set-group-ID bits after each way of changing a file's
-// data (issue 28): write, O_DIRECT write, io_uring, copy_file_range,
+// data: write, O_DIRECT write, io_uring, copy_file_range,
 // fallocate, punch hole, truncate, ftruncate, an O_TRUNC open and chown, by
 // a user, by root and by root without CAP_FSETID, on files of every set-ID
 // mode, owned by root and by the user. The mode is read twice after the

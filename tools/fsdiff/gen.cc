@@ -381,7 +381,7 @@ Op Generator::next() {
       op.fd = pick_slot();
       op.fd2 = pick_slot();
       // Often into a descriptor whose file became immutable or append-only
-      // after it was opened (generic_copy_file_checks' EPERM; issue 28).
+      // after it was opened (generic_copy_file_checks' EPERM; xfstests generic/553).
       std::vector<int> flagged;
       for (int i = 0; i < kSlots; i++)
         if (open_[i] && ia_flagged_.count(slot_path_[i])) flagged.push_back(i);
@@ -420,7 +420,7 @@ Op Generator::next() {
       // they are rare; nodump and noatime are harmless and common.
       op.path = pick_path();
       // Sometimes the file of an open descriptor, which keeps writing; then
-      // i and a are common, so that copy_file_range meets them (issue 28).
+      // i and a are common, so that copy_file_range meets them.
       bool of_slot = false;
       if (chance(30)) {
         for (int i = 0, start = int(below(kSlots)); i < kSlots && !of_slot; i++) {
