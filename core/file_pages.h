@@ -163,6 +163,8 @@ class FilePagesImpl {
   void wait_busy_locked(uint64_t first, uint64_t last, OnWriteback how = OnWriteback::kWait,
                         std::span<Pmap* const> skip = {}) REQUIRES(mu_);
   bool copy_under_writeback_locked(Pmap* p) REQUIRES(mu_);
+  // page_out_locked's dirty page: its swap write (writeback.cc).
+  PageOut write_back_locked(Pmap* p, ScanControl& sc) REQUIRES(mu_);
   void drop_slot_locked(Pmap* p) REQUIRES(mu_);
   void dirty_locked(Pmap* p, uint64_t blocks) REQUIRES(mu_);
   void zero_in_page_locked(uint64_t page, size_t from, size_t to) REQUIRES(mu_);

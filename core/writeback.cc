@@ -168,6 +168,16 @@ PageOut FilePagesImpl::page_out_locked(Pmap* p, ScanControl& sc) {
     st_.pages_evicted.fetch_add(1, std::memory_order_relaxed);
     return PageOut::kFreed;
   }
+  return write_back_locked(p, sc);
+}
+
+// p is dirty, isolated and pinned by the caller (page_out_locked); this
+// file's mutex is held exclusive. Starts its swap write (the pin becomes the
+// I/O's), or puts it back when too many writes are in flight or the swap is
+// full.
+PageOut FilePagesImpl::write_back_locked(Pmap* p, ScanControl& sc) {
+  using Where = PmapLists::Where;
+  Frame* f = p->frame();
   if (st_.writeback_in_flight.load(std::memory_order_relaxed) >= writeback_cap(st_)) {
     st_.lists.putback_unpin(p, Where::kInactiveHead);
     return PageOut::kKept;
