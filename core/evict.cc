@@ -100,6 +100,45 @@ void page_out_run(PageCache::State& st, ScanControl& sc, FilePagesImpl& file,
 
 }  // namespace
 
+// p is isolated and pinned by the caller; this file's mutex is held
+// exclusive. Every path ends with p put back, freed, or handed to I/O; the
+// result says which (reclaim_pass counts it).
+PageOut FilePagesImpl::page_out_locked(Pmap* p, ScanControl& sc) {
+  using Where = PmapLists::Where;
+  if (p->io_count() != 1) {
+    st_.lists.putback_unpin(p, Where::kInactiveHead);
+    return PageOut::kKept;
+  }
+  if (p->test_and_clear_referenced()) {
+    st_.lists.putback_unpin(p, Where::kActiveHead);
+    return PageOut::kActivated;
+  }
+  Frame* f = p->frame();
+  if (!p->dirty()) {
+    if (!sc.evict) {
+      st_.lists.putback_unpin(p, Where::kInactiveHead);
+      return PageOut::kKept;
+    }
+    PagePlace place;
+    if (f->has_slot()) {
+      place = PagePlace::swapped(st_.take_slot(f));
+      st_.pages_swapped.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      place = PagePlace::zero(p->uptodate());  // clean, no slot: zeros
+    }
+    index_.set(p->index(), place);
+    f->set_owner(nullptr);
+    st_.pool->free(f);
+    st_.pages_resident.fetch_sub(1, std::memory_order_relaxed);
+    p->unpin();
+    delete p;
+    st_.metadata.fetch_sub(sizeof(Pmap), std::memory_order_relaxed);
+    st_.pages_evicted.fetch_add(1, std::memory_order_relaxed);
+    return PageOut::kFreed;
+  }
+  return write_back_locked(p, sc);
+}
+
 void reclaim_pass(PageCache::State& st, ScanControl& sc) {
   assert(st.swap);
   std::vector<Pmap*> batch(sc.batch);  // allocated before the LRU lock

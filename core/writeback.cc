@@ -132,45 +132,6 @@ void Writeback::done(int err) const {
   st.notify_progress();
 }
 
-// p is isolated and pinned by the caller; this file's mutex is held
-// exclusive. Every path ends with p put back, freed, or handed to I/O; the
-// result says which (reclaim_pass counts it).
-PageOut FilePagesImpl::page_out_locked(Pmap* p, ScanControl& sc) {
-  using Where = PmapLists::Where;
-  if (p->io_count() != 1) {
-    st_.lists.putback_unpin(p, Where::kInactiveHead);
-    return PageOut::kKept;
-  }
-  if (p->test_and_clear_referenced()) {
-    st_.lists.putback_unpin(p, Where::kActiveHead);
-    return PageOut::kActivated;
-  }
-  Frame* f = p->frame();
-  if (!p->dirty()) {
-    if (!sc.evict) {
-      st_.lists.putback_unpin(p, Where::kInactiveHead);
-      return PageOut::kKept;
-    }
-    PagePlace place;
-    if (f->has_slot()) {
-      place = PagePlace::swapped(st_.take_slot(f));
-      st_.pages_swapped.fetch_add(1, std::memory_order_relaxed);
-    } else {
-      place = PagePlace::zero(p->uptodate());  // clean, no slot: zeros
-    }
-    index_.set(p->index(), place);
-    f->set_owner(nullptr);
-    st_.pool->free(f);
-    st_.pages_resident.fetch_sub(1, std::memory_order_relaxed);
-    p->unpin();
-    delete p;
-    st_.metadata.fetch_sub(sizeof(Pmap), std::memory_order_relaxed);
-    st_.pages_evicted.fetch_add(1, std::memory_order_relaxed);
-    return PageOut::kFreed;
-  }
-  return write_back_locked(p, sc);
-}
-
 // p is dirty, isolated and pinned by the caller (page_out_locked); this
 // file's mutex is held exclusive. Starts its swap write (the pin becomes the
 // I/O's), or puts it back when too many writes are in flight or the swap is
