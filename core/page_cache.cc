@@ -142,28 +142,6 @@ void FilePagesImpl::wait_busy_locked(uint64_t first, uint64_t last, OnWriteback 
   }
 }
 
-// p is under writeback, pinned only by its I/O: copies its frame to a frame
-// free now and binds p to the copy, leaving the old frame to the I/O
-// (Writeback::done frees it, with the slot, and marks p wholly dirty). The
-// copy is made before p is marked copied: until then the completion may
-// still free the old frame, and if it has begun, the copy is given up and
-// the caller waits. False: no frame free, or the completion has begun.
-bool FilePagesImpl::copy_under_writeback_locked(Pmap* p) {
-  auto r = st_.pool->reserve(1);
-  if (!r) return false;
-  FramePool::Taken t = r.value().take();
-  Frame* old = p->frame();
-  std::memcpy(t.frame->bytes().data(), old->bytes().data(), page_size());
-  if (!p->try_mark_copied()) {
-    st_.pool->free(t.frame);
-    return false;
-  }
-  t.frame->set_owner(p);
-  p->set_frame(t.frame);
-  st_.writeback_copies.fetch_add(1, std::memory_order_relaxed);
-  return true;
-}
-
 // The page gives up its swap-cache slot. No I/O is in flight on it
 // (writeback waited for, faults are synchronous under mu_).
 void FilePagesImpl::drop_slot_locked(Pmap* p) {
