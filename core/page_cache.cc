@@ -104,44 +104,6 @@ Pmap* FilePagesImpl::bind_locked(uint64_t page, Frame* frame) {
   return p;
 }
 
-// Waits until no pmap in [first, last] is under writeback or swap-in or
-// pinned by a reply. The completions take no file mutex, so waiting with
-// mu_ held cannot deadlock. kCopy (writes, with writeback_copy): a page
-// under writeback is copied to a new frame instead when one is free now
-// (copy_under_writeback_locked); the caller then writes into the copy.
-// `skip`: pages under swap-in that the caller's write leaves to their
-// completion (Deferral).
-void FilePagesImpl::wait_busy_locked(uint64_t first, uint64_t last, OnWriteback how,
-                                     std::span<Pmap* const> skip) {
-  const bool copy = how == OnWriteback::kCopy && st_.writeback_copy;
-  for (bool waited = false;;) {
-    bool busy = false;
-    bool on_writeback = false;
-    index_.visit_range(first, last + 1, [&](uint64_t, PagePlace place) REQUIRES(mu_) {
-      if (place.is_pmap()) {
-        Pmap* p = place.pmap();
-        if (std::ranges::find(skip, p) != skip.end()) return true;
-        // Only the writeback's pin: nobody replies from the frame.
-        if (copy && p->writeback() && p->io_count() == 1 &&
-            (p->copied() || copy_under_writeback_locked(p))) {
-          return true;
-        }
-        // io_count: also a reply in flight from this page (an
-        // asynchronous read's pins): a write waits for it, so a reply
-        // never carries half-old, half-new bytes. Reclaim's pins are
-        // transient (it cannot take mu_ from us and puts the page back).
-        busy = p->writeback() || p->read_pending() || p->io_count() != 0;
-        on_writeback = p->writeback();
-      }
-      return !busy;
-    });
-    if (!busy) return;
-    if (!waited && on_writeback) st_.writeback_waits.fetch_add(1, std::memory_order_relaxed);
-    waited = true;
-    st_.wait_progress();
-  }
-}
-
 // The page gives up its swap-cache slot. No I/O is in flight on it
 // (writeback waited for, faults are synchronous under mu_).
 void FilePagesImpl::drop_slot_locked(Pmap* p) {
