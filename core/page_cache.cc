@@ -13,12 +13,12 @@
 #include <bit>
 #include <cassert>
 #include <cerrno>
-#include <condition_variable>
 #include <cstring>
 #include <mutex>
 #include <shared_mutex>
 #include <vector>
 
+#include "core/await.h"
 #include "core/file_pages.h"
 #include "core/swap_in.h"
 #include "swapdev/swap_device.h"
@@ -138,19 +138,14 @@ void FilePages::read(uint64_t off, size_t len, ReadDone done) {
 
 void read_and_wait(const std::function<void(FilePages::ReadDone)>& start,
                    const FilePages::ReadDone& done) {
-  struct {
-    Mutex mu;
-    std::condition_variable cv;
-    bool finished = false;  // under mu
-  } sync;
-  start([&sync, &done](Status s, std::span<const iovec> iov) {
-    done(s, iov);
-    MutexLock lock(sync.mu);
-    sync.finished = true;
-    sync.cv.notify_all();
+  // The iovecs are valid only inside the callback: `done` runs there, and
+  // the wait ends once it has returned.
+  (void)await_callback<Status>([&start, &done](auto finished) {
+    start([&done, finished](Status s, std::span<const iovec> iov) {
+      done(s, iov);
+      finished(s);
+    });
   });
-  UniqueLock lock(sync.mu);
-  sync.cv.wait(lock.native(), [&] { return sync.finished; });
 }
 
 Result<FilePages::PendingWrite*> FilePages::start_write(uint64_t off,
