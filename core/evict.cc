@@ -1,6 +1,8 @@
-// The Reclaimer thread and the reclaim pass it and direct reclaim run. The
-// policy is described in reclaimer.h; paging one page out is Writeback's
-// (writeback.cc, FilePagesImpl::page_out_locked).
+// The evict path: the Reclaimer thread, the reclaim pass it and direct
+// reclaim run, and what a pass does with one isolated page
+// (FilePagesImpl::page_out_locked). The policy is described in reclaimer.h;
+// the lists and their isolate step are lru.h's; a dirty page's swap write is
+// writeback.cc's (write_back_locked).
 #include "core/reclaimer.h"
 
 #include <pthread.h>

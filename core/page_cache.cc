@@ -1,9 +1,9 @@
 // The page cache: PageCache::State, the helpers every FilePagesImpl path
-// shares (a new pmap bound to a frame, waiting for busy pages, a page's
-// swap-cache slot and dirty bits), FilePages and PageCache. The rest of
-// FilePagesImpl is in swap_in.cc, read.cc, write.cc, truncate.cc and
-// writeback.cc; the reclaim pass in reclaimer.cc. Design: docs/design.md;
-// states: pmap.h; the index: file_index.h; locks: LOCKING.md.
+// shares (a new pmap bound to a frame, a page's swap-cache slot and dirty
+// bits), FilePages (forwarding to FilePagesImpl), read_and_wait and
+// PageCache. The data paths have a file each (file_pages.h lists them).
+// Design: docs/design.md; states: pmap.h; the index: file_index.h; locks:
+// LOCKING.md.
 #include "core/page_cache.h"
 
 #include <sys/mman.h>

@@ -1,6 +1,8 @@
-// Writeback: paging one page out (FilePagesImpl::page_out_locked) and the
-// completion of its swap write (the seed's generic_writepage). Policy:
-// reclaimer.h.
+// The writeback path: a dirty page's swap write (FilePagesImpl::
+// write_back_locked, from page_out_locked in evict.cc), its completion
+// (Writeback, the seed's generic_writepage), and a writer's copy of a page
+// whose write is in flight (copy_under_writeback_locked, --writeback-conflict
+// copy). Policy: reclaimer.h.
 #include "core/file_pages.h"
 
 #include <algorithm>

@@ -1,4 +1,4 @@
-// Tests core/page_cache.cc against an in-memory model of a tmpfs file.
+// Tests FilePages (core/page_cache.h) against an in-memory model of a tmpfs file.
 #include "core/page_cache.h"
 
 #include <atomic>
