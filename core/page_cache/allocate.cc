@@ -1,6 +1,6 @@
 // Allocate (FilePagesImpl, file_pages.h): fallocate mode 0 and KEEP_SIZE,
 // pages that exist and read as zeros.
-#include "core/file_pages.h"
+#include "core/page_cache/file_pages.h"
 
 #include <cassert>
 #include <cerrno>

@@ -3,7 +3,7 @@
 // (FilePagesImpl::page_out_locked). The policy is described in reclaimer.h;
 // the lists and their isolate step are lru.h's; a dirty page's swap write is
 // writeback.cc's (write_back_locked).
-#include "core/reclaimer.h"
+#include "core/page_cache/reclaimer.h"
 
 #include <pthread.h>
 #include <algorithm>
@@ -13,8 +13,8 @@
 #include <shared_mutex>
 #include <vector>
 
-#include "core/file_pages.h"
-#include "core/page_cache_state.h"
+#include "core/page_cache/file_pages.h"
+#include "core/page_cache/page_cache_state.h"
 #include "swapdev/swap_device.h"
 
 namespace tmpfsd {

@@ -5,7 +5,7 @@
 // for pages under I/O or pinned by a reply. Called by write (write.cc),
 // read (read.cc, reserve only) and the zeroing of truncate and punch hole
 // (truncate.cc).
-#include "core/file_pages.h"
+#include "core/page_cache/file_pages.h"
 
 #include <algorithm>
 #include <cassert>
@@ -14,7 +14,7 @@
 #include <mutex>
 #include <shared_mutex>
 
-#include "core/swap_in.h"
+#include "core/page_cache/swap_in.h"
 #include "swapdev/swap_device.h"
 
 namespace tmpfsd {

@@ -26,13 +26,13 @@
 #include <span>
 
 #include "core/await.h"
-#include "core/file_index.h"
-#include "core/frame_pool.h"
 #include "core/page_cache.h"
-#include "core/page_cache_state.h"
-#include "core/pmap.h"
-#include "core/reclaimer.h"
-#include "core/small_vec.h"
+#include "core/page_cache/file_index.h"
+#include "core/page_cache/frame_pool.h"
+#include "core/page_cache/page_cache_state.h"
+#include "core/page_cache/pmap.h"
+#include "core/page_cache/reclaimer.h"
+#include "core/page_cache/small_vec.h"
 #include "swapdev/thread_annotations.h"
 
 namespace tmpfsd {

@@ -19,8 +19,8 @@
 #include <vector>
 
 #include "core/await.h"
-#include "core/file_pages.h"
-#include "core/swap_in.h"
+#include "core/page_cache/file_pages.h"
+#include "core/page_cache/swap_in.h"
 #include "swapdev/swap_device.h"
 
 namespace tmpfsd {

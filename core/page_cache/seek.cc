@@ -1,6 +1,6 @@
 // Seek and where (FilePagesImpl, file_pages.h): SEEK_DATA/SEEK_HOLE and
 // where the pages are (tmpfsctl where), under the file's mutex held shared.
-#include "core/file_pages.h"
+#include "core/page_cache/file_pages.h"
 
 #include <algorithm>
 #include <mutex>

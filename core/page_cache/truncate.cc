@@ -1,6 +1,6 @@
 // Truncate and punch hole (FilePagesImpl, file_pages.h): freeing pages
 // (free_range_locked, also ~FilePages's) and zeroing the edges.
-#include "core/file_pages.h"
+#include "core/page_cache/file_pages.h"
 
 #include <algorithm>
 #include <cassert>

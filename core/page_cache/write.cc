@@ -1,6 +1,6 @@
 // Write (FilePagesImpl, file_pages.h): reserving the new pages, faulting in
 // the ones the write touches (fault.cc), and copying the bytes into them.
-#include "core/file_pages.h"
+#include "core/page_cache/file_pages.h"
 
 #include <algorithm>
 #include <cassert>
@@ -9,7 +9,7 @@
 #include <mutex>
 #include <shared_mutex>
 
-#include "core/swap_in.h"
+#include "core/page_cache/swap_in.h"
 #include "swapdev/swap_device.h"
 
 namespace tmpfsd {

@@ -3,7 +3,7 @@
 // (Writeback, the seed's generic_writepage), and a writer's copy of a page
 // whose write is in flight (copy_under_writeback_locked, --writeback-conflict
 // copy). Policy: reclaimer.h.
-#include "core/file_pages.h"
+#include "core/page_cache/file_pages.h"
 
 #include <algorithm>
 #include <cassert>

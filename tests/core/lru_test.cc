@@ -6,7 +6,7 @@
 #include <memory>
 #include <vector>
 
-#include "core/lru.h"
+#include "core/page_cache/lru.h"
 
 namespace tmpfsd {
 namespace {

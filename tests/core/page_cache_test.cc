@@ -11,8 +11,8 @@
 
 #include <catch2/catch.hpp>
 
-#include "core/page_cache_state.h"
-#include "core/pmap.h"
+#include "core/page_cache/page_cache_state.h"
+#include "core/page_cache/pmap.h"
 
 namespace tmpfsd {
 namespace {

@@ -12,8 +12,8 @@
 #include <catch2/catch.hpp>
 
 #include "core/page_cache.h"
-#include "core/page_cache_state.h"
-#include "core/reclaimer.h"
+#include "core/page_cache/page_cache_state.h"
+#include "core/page_cache/reclaimer.h"
 #include "swapdev/memory_swap_device.h"
 
 namespace tmpfsd {
