@@ -1,4 +1,4 @@
-// Tests core/binding.h: every kind of PagePlace round-trips through the
+// Tests core/page_cache/binding.h: every kind of PagePlace round-trips through the
 // index word and is told apart from every other kind.
 #include "core/page_cache/binding.h"
 

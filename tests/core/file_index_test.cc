@@ -1,4 +1,4 @@
-// Tests core/file_index.h: the sparse two-level index.
+// Tests core/page_cache/file_index.h: the sparse two-level index.
 #include "core/page_cache/file_index.h"
 
 #include <set>

@@ -1,4 +1,4 @@
-// Tests reclaim, writeback and swap-in (core/evict.cc, writeback.cc, swap_in.cc)
+// Tests reclaim, writeback and swap-in (core/page_cache/evict.cc, writeback.cc, swap_in.cc)
 // against MemorySwapDevice: tiny frame budgets, byte-for-byte models, held
 // I/O (manual completion), injected errors, and threads.
 #include <atomic>
