@@ -232,6 +232,8 @@ class FilePages {
   uint64_t pages() const;
 
  private:
+  // Every method forwards to it (page_cache/page_cache.cc): pmaps, the index
+  // and the file's mutex stay out of this header.
   std::unique_ptr<FilePagesImpl> impl_;
 };
 
