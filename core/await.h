@@ -1,7 +1,9 @@
 // await_callback: the blocking form of an asynchronous call that reports
-// through a callback (a pending write, Namespace::write_async). For tests,
-// copy_file_range and the few paths that must have the result before they
-// go on; never on a thread the callback may need.
+// through a callback, and the only one in core/: read_and_wait
+// (page_cache.h: one read's bytes), wait_for (page_cache/file_pages.h: a pending
+// write) and Namespace::write are built on it. For tests, copy_file_range
+// and the few paths that must have the result before they go on; never on
+// a thread the callback may need.
 // Threads: the callback may run on any thread, before or after `start`
 // returns.
 #pragma once

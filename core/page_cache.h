@@ -1,15 +1,16 @@
 // PageCache and FilePages: where every byte of every regular file lives.
 //
 // The whole of a file's data is one thing: its FilePages, an index from page
-// number to where each page lives (its PagePlace, binding.h; the seed's
-// "binding"): a Pmap (the management record of a page in a Frame from the
+// number to where each page lives (its PagePlace, page_cache/binding.h; the
+// seed's "binding"): a Pmap (the management record of a page in a Frame from the
 // FramePool), a swap slot, a zero page, or nothing (a hole, reads as
 // zeros). Nobody outside core/ sees a Pmap; the namespace and the daemon
 // use only this header. docs/design.md follows each data path.
 //
 // PageCache is one per mount. It owns the FramePool (the only memory that
 // counts against --memory), the swap device if there is one, and the
-// Reclaimer (reclaimer.h) that keeps frames free by paging out to it. Limits:
+// Reclaimer (page_cache/reclaimer.h) that keeps frames free by paging out
+// to it. Limits:
 //   - size=   : pages allocated in the whole file system (resident + swapped)
 //   - --memory: frames. With a swap device a write that finds no free frame
 //               waits for reclaim (it reclaims itself: direct reclaim) and
@@ -127,7 +128,7 @@ struct PageCacheStats {
 };
 
 // Where a run of a file's pages is (FilePages::where): PagePlace's kinds
-// (binding.h) as the outside sees them.
+// (page_cache/binding.h) as the outside sees them.
 enum class PageKind : uint8_t { kHole, kResident, kSwapped, kZero, kRemote };
 struct PageRun {
   uint64_t first = 0;  // page number
@@ -231,6 +232,8 @@ class FilePages {
   uint64_t pages() const;
 
  private:
+  // Every method forwards to it (page_cache/page_cache.cc): pmaps, the index
+  // and the file's mutex stay out of this header.
   std::unique_ptr<FilePagesImpl> impl_;
 };
 

@@ -144,7 +144,7 @@ class UringSwapDevice final : public SlotDevice {
   // the kernel skips pinning pages per request. Call once, before I/O starts;
   // the memory must outlive the device. 0 or -errno (-EBUSY if called twice,
   // -ENOMEM/-EPERM when RLIMIT_MEMLOCK is too low). bench-swapdev and the
-  // tests call it; the page cache does not (core/page_cache.cc says why), so
+  // tests call it; the page cache does not (core/page_cache/page_cache.cc says why), so
   // the daemon's I/O is plain readv/writev.
   int register_memory(void* base, size_t len);
 

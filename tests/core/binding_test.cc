@@ -1,12 +1,12 @@
-// Tests core/binding.h: every kind of PagePlace round-trips through the
+// Tests core/page_cache/binding.h: every kind of PagePlace round-trips through the
 // index word and is told apart from every other kind.
-#include "core/binding.h"
+#include "core/page_cache/binding.h"
 
 #include <vector>
 
 #include <catch2/catch.hpp>
 
-#include "core/file_index.h"
+#include "core/page_cache/file_index.h"
 
 namespace tmpfsd {
 

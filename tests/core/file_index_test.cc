@@ -1,5 +1,5 @@
-// Tests core/file_index.h: the sparse two-level index.
-#include "core/file_index.h"
+// Tests core/page_cache/file_index.h: the sparse two-level index.
+#include "core/page_cache/file_index.h"
 
 #include <set>
 

@@ -1,6 +1,6 @@
-// Tests core/frame_pool.{h,cc}: the budget, reservations, zeroing and the
+// Tests core/page_cache/frame_pool.{h,cc}: the budget, reservations, zeroing and the
 // return of freed memory to the OS.
-#include "core/frame_pool.h"
+#include "core/page_cache/frame_pool.h"
 
 #include <unistd.h>
 

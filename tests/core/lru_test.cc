@@ -1,4 +1,4 @@
-// PmapLists (core/lru.h): the order in which reclaim meets pages, as the
+// PmapLists (core/page_cache/lru.h): the order in which reclaim meets pages, as the
 // Reclaimer and Writeback rely on it. isolate() takes from the inactive
 // tail; putback_unpin() puts a page at the end it names.
 #include <catch2/catch.hpp>
@@ -6,7 +6,7 @@
 #include <memory>
 #include <vector>
 
-#include "core/lru.h"
+#include "core/page_cache/lru.h"
 
 namespace tmpfsd {
 namespace {

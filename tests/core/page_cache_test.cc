@@ -1,4 +1,4 @@
-// Tests core/page_cache.cc against an in-memory model of a tmpfs file.
+// Tests FilePages (core/page_cache.h) against an in-memory model of a tmpfs file.
 #include "core/page_cache.h"
 
 #include <atomic>
@@ -11,8 +11,8 @@
 
 #include <catch2/catch.hpp>
 
-#include "core/page_cache_state.h"
-#include "core/pmap.h"
+#include "core/page_cache/page_cache_state.h"
+#include "core/page_cache/pmap.h"
 
 namespace tmpfsd {
 namespace {

@@ -1,4 +1,4 @@
-// Tests reclaim, writeback and swap-in (core/reclaimer.h, core/page_cache.cc)
+// Tests reclaim, writeback and swap-in (core/page_cache/evict.cc, writeback.cc, swap_in.cc)
 // against MemorySwapDevice: tiny frame budgets, byte-for-byte models, held
 // I/O (manual completion), injected errors, and threads.
 #include <atomic>
@@ -12,8 +12,8 @@
 #include <catch2/catch.hpp>
 
 #include "core/page_cache.h"
-#include "core/page_cache_state.h"
-#include "core/reclaimer.h"
+#include "core/page_cache/page_cache_state.h"
+#include "core/page_cache/reclaimer.h"
 #include "swapdev/memory_swap_device.h"
 
 namespace tmpfsd {

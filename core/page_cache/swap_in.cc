@@ -1,5 +1,5 @@
 // Asynchronous swap-in and pending writes (FilePagesImpl, file_pages.h).
-#include "core/file_pages.h"
+#include "core/page_cache/file_pages.h"
 
 #include <cassert>
 #include <cstring>
@@ -8,7 +8,7 @@
 
 #include <spdlog/spdlog.h>
 
-#include "core/swap_in.h"
+#include "core/page_cache/swap_in.h"
 #include "swapdev/swap_device.h"
 
 namespace tmpfsd {

@@ -1,7 +1,7 @@
 // Read and readahead (FilePagesImpl, file_pages.h): replies from frame
 // memory, swap-in of what a read meets, and reading ahead of a sequential
 // reader.
-#include "core/file_pages.h"
+#include "core/page_cache/file_pages.h"
 
 #include <algorithm>
 #include <cassert>
@@ -11,7 +11,7 @@
 #include <shared_mutex>
 #include <vector>
 
-#include "core/swap_in.h"
+#include "core/page_cache/swap_in.h"
 #include "swapdev/swap_device.h"
 
 namespace tmpfsd {

@@ -19,7 +19,7 @@
 #include <mutex>
 #include <span>
 
-#include "core/pmap.h"
+#include "core/page_cache/pmap.h"
 #include "swapdev/thread_annotations.h"
 
 namespace tmpfsd {

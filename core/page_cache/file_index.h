@@ -35,7 +35,7 @@
 #include <optional>
 #include <type_traits>
 
-#include "core/binding.h"
+#include "core/page_cache/binding.h"
 #include "swapdev/thread_annotations.h"
 
 namespace tmpfsd {

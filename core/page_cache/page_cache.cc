@@ -1,9 +1,9 @@
 // The page cache: PageCache::State, the helpers every FilePagesImpl path
-// shares (a new pmap bound to a frame, waiting for busy pages, a page's
-// swap-cache slot and dirty bits), FilePages and PageCache. The rest of
-// FilePagesImpl is in swap_in.cc, read.cc, write.cc, truncate.cc and
-// writeback.cc; the reclaim pass in reclaimer.cc. Design: docs/design.md;
-// states: pmap.h; the index: file_index.h; locks: LOCKING.md.
+// shares (a new pmap bound to a frame, a page's swap-cache slot and dirty
+// bits), FilePages (forwarding to FilePagesImpl), read_and_wait and
+// PageCache. The data paths have a file each (file_pages.h lists them).
+// Design: docs/design.md; states: pmap.h; the index: file_index.h; locks:
+// LOCKING.md.
 #include "core/page_cache.h"
 
 #include <sys/mman.h>
@@ -13,14 +13,14 @@
 #include <bit>
 #include <cassert>
 #include <cerrno>
-#include <condition_variable>
 #include <cstring>
 #include <mutex>
 #include <shared_mutex>
 #include <vector>
 
-#include "core/file_pages.h"
-#include "core/swap_in.h"
+#include "core/await.h"
+#include "core/page_cache/file_pages.h"
+#include "core/page_cache/swap_in.h"
 #include "swapdev/swap_device.h"
 
 namespace tmpfsd {
@@ -104,66 +104,6 @@ Pmap* FilePagesImpl::bind_locked(uint64_t page, Frame* frame) {
   return p;
 }
 
-// Waits until no pmap in [first, last] is under writeback or swap-in or
-// pinned by a reply. The completions take no file mutex, so waiting with
-// mu_ held cannot deadlock. kCopy (writes, with writeback_copy): a page
-// under writeback is copied to a new frame instead when one is free now
-// (copy_under_writeback_locked); the caller then writes into the copy.
-// `skip`: pages under swap-in that the caller's write leaves to their
-// completion (Deferral).
-void FilePagesImpl::wait_busy_locked(uint64_t first, uint64_t last, OnWriteback how,
-                                     std::span<Pmap* const> skip) {
-  const bool copy = how == OnWriteback::kCopy && st_.writeback_copy;
-  for (bool waited = false;;) {
-    bool busy = false;
-    bool on_writeback = false;
-    index_.visit_range(first, last + 1, [&](uint64_t, PagePlace place) REQUIRES(mu_) {
-      if (place.is_pmap()) {
-        Pmap* p = place.pmap();
-        if (std::ranges::find(skip, p) != skip.end()) return true;
-        // Only the writeback's pin: nobody replies from the frame.
-        if (copy && p->writeback() && p->io_count() == 1 &&
-            (p->copied() || copy_under_writeback_locked(p))) {
-          return true;
-        }
-        // io_count: also a reply in flight from this page (an
-        // asynchronous read's pins): a write waits for it, so a reply
-        // never carries half-old, half-new bytes. Reclaim's pins are
-        // transient (it cannot take mu_ from us and puts the page back).
-        busy = p->writeback() || p->read_pending() || p->io_count() != 0;
-        on_writeback = p->writeback();
-      }
-      return !busy;
-    });
-    if (!busy) return;
-    if (!waited && on_writeback) st_.writeback_waits.fetch_add(1, std::memory_order_relaxed);
-    waited = true;
-    st_.wait_progress();
-  }
-}
-
-// p is under writeback, pinned only by its I/O: copies its frame to a frame
-// free now and binds p to the copy, leaving the old frame to the I/O
-// (Writeback::done frees it, with the slot, and marks p wholly dirty). The
-// copy is made before p is marked copied: until then the completion may
-// still free the old frame, and if it has begun, the copy is given up and
-// the caller waits. False: no frame free, or the completion has begun.
-bool FilePagesImpl::copy_under_writeback_locked(Pmap* p) {
-  auto r = st_.pool->reserve(1);
-  if (!r) return false;
-  FramePool::Taken t = r.value().take();
-  Frame* old = p->frame();
-  std::memcpy(t.frame->bytes().data(), old->bytes().data(), page_size());
-  if (!p->try_mark_copied()) {
-    st_.pool->free(t.frame);
-    return false;
-  }
-  t.frame->set_owner(p);
-  p->set_frame(t.frame);
-  st_.writeback_copies.fetch_add(1, std::memory_order_relaxed);
-  return true;
-}
-
 // The page gives up its swap-cache slot. No I/O is in flight on it
 // (writeback waited for, faults are synchronous under mu_).
 void FilePagesImpl::drop_slot_locked(Pmap* p) {
@@ -198,19 +138,14 @@ void FilePages::read(uint64_t off, size_t len, ReadDone done) {
 
 void read_and_wait(const std::function<void(FilePages::ReadDone)>& start,
                    const FilePages::ReadDone& done) {
-  struct {
-    Mutex mu;
-    std::condition_variable cv;
-    bool finished = false;  // under mu
-  } sync;
-  start([&sync, &done](Status s, std::span<const iovec> iov) {
-    done(s, iov);
-    MutexLock lock(sync.mu);
-    sync.finished = true;
-    sync.cv.notify_all();
+  // The iovecs are valid only inside the callback: `done` runs there, and
+  // the wait ends once it has returned.
+  (void)await_callback<Status>([&start, &done](auto finished) {
+    start([&done, finished](Status s, std::span<const iovec> iov) {
+      done(s, iov);
+      finished(s);
+    });
   });
-  UniqueLock lock(sync.mu);
-  sync.cv.wait(lock.native(), [&] { return sync.finished; });
 }
 
 Result<FilePages::PendingWrite*> FilePages::start_write(uint64_t off,

@@ -1,10 +1,19 @@
 // FilePagesImpl: one file's pages (the implementation behind FilePages,
-// page_cache.h), and what its parts share. Internal to core/: included by
-// page_cache.cc (the common helpers, FilePages, PageCache), swap_in.cc
-// (asynchronous swap-in and pending writes), read.cc (read and readahead),
-// write.cc (write, fault, reserve), truncate.cc (truncate, punch, allocate,
-// seek, where), writeback.cc (Writeback: paging one page out) and reclaimer.cc
-// (the reclaim pass). Design and states: pmap.h; locks: LOCKING.md.
+// page_cache.h), and what its parts share. Internal to core/. Its methods
+// are spread over one file per data path (docs/design.md, "Data paths"):
+//   fault.cc      reserve frames, fault a range in, wait for busy pages
+//   read.cc       read and readahead
+//   write.cc      write
+//   evict.cc      the reclaim pass and page_out_locked (one isolated page)
+//   writeback.cc  a dirty page's swap write (Writeback), the copy of a page
+//                 under writeback
+//   swap_in.cc    asynchronous swap-in, pending writes
+//   truncate.cc   truncate, punch hole, freeing pages
+//   allocate.cc   fallocate
+//   seek.cc       SEEK_DATA/SEEK_HOLE, where
+//   page_cache.cc the helpers they share, FilePages (which forwards here),
+//                 PageCache
+// Design and states: pmap.h; locks: LOCKING.md.
 #pragma once
 
 #include <sys/uio.h>
@@ -17,13 +26,13 @@
 #include <span>
 
 #include "core/await.h"
-#include "core/file_index.h"
-#include "core/frame_pool.h"
 #include "core/page_cache.h"
-#include "core/page_cache_state.h"
-#include "core/pmap.h"
-#include "core/reclaimer.h"
-#include "core/small_vec.h"
+#include "core/page_cache/file_index.h"
+#include "core/page_cache/frame_pool.h"
+#include "core/page_cache/page_cache_state.h"
+#include "core/page_cache/pmap.h"
+#include "core/page_cache/reclaimer.h"
+#include "core/page_cache/small_vec.h"
 #include "swapdev/thread_annotations.h"
 
 namespace tmpfsd {
@@ -88,8 +97,8 @@ class FilePagesImpl {
   // so that the namespace may ask while it holds Namespace::mu_.
   uint64_t pages() const { return pages_.load(std::memory_order_relaxed); }
 
-  // Reclaim (reclaim_pass): the file's mutex, try-locked, and the page-out
-  // of one isolated pmap under it.
+  // Reclaim (reclaim_pass, evict.cc): the file's mutex, try-locked, and the
+  // page-out of one isolated pmap under it.
   SharedMutex& mutex() RETURN_CAPABILITY(mu_) { return mu_; }
   PageOut page_out_locked(Pmap* p, ScanControl& sc) REQUIRES(mu_);
 
@@ -141,8 +150,13 @@ class FilePagesImpl {
     return place != PagePlace::zero();
   }
 
+  // page_cache.cc: a new pmap bound to a frame, a page's slot and dirty bits.
   Pmap* new_pmap_locked(uint64_t page, FramePool::Reservation& frames, bool* zeroed) REQUIRES(mu_);
   Pmap* bind_locked(uint64_t page, Frame* frame) REQUIRES(mu_);
+  void drop_slot_locked(Pmap* p) REQUIRES(mu_);
+  void dirty_locked(Pmap* p, uint64_t blocks) REQUIRES(mu_);
+
+  // fault.cc: frames for a range, its pages made resident, busy pages waited for.
   // Pages that take a frame when faulted: a read leaves zero pages alone
   // (they read as zeros); a write needs a frame for them too.
   static bool wants_frame(PagePlace place, bool for_write) {
@@ -152,19 +166,27 @@ class FilePagesImpl {
   Result<FramePool::Reservation> reserve_locked(uint64_t first, uint64_t last, uint64_t extra,
                                                 bool for_write) REQUIRES(mu_);
   Status fault_range_locked(FaultRequest& req) REQUIRES(mu_);
-  bool defer_locked(std::span<Pmap* const> pages, Deferral& d) REQUIRES(mu_);
-  void submit_swap_in_locked(Pmap* p) REQUIRES(mu_);
-  Pmap* start_swap_in_locked(uint64_t page, Frame* frame, swapdev::SwapSlot slot) REQUIRES(mu_);
-  bool await_locked(Pmap* p, ReadRequest* r) REQUIRES(mu_);
+  void wait_busy_locked(uint64_t first, uint64_t last, OnWriteback how = OnWriteback::kWait,
+                        std::span<Pmap* const> skip = {}) REQUIRES(mu_);
+
+  // read.cc: the reply's iovecs, readahead.
   void collect_locked(uint64_t off, size_t len, SmallVec<iovec, kInlineIovecs>& iov,
                       SmallVec<Pmap*, kInlineIovecs>& pins, bool* ra_hit) REQUIRES_SHARED(mu_);
   void readahead_locked(uint64_t from, uint64_t count) REQUIRES(mu_);
   uint64_t readahead_window(uint64_t pages) const;
-  void wait_busy_locked(uint64_t first, uint64_t last, OnWriteback how = OnWriteback::kWait,
-                        std::span<Pmap* const> skip = {}) REQUIRES(mu_);
+
+  // swap_in.cc: a slot read into a frame, its waiters and pending writes.
+  void submit_swap_in_locked(Pmap* p) REQUIRES(mu_);
+  Pmap* start_swap_in_locked(uint64_t page, Frame* frame, swapdev::SwapSlot slot) REQUIRES(mu_);
+  bool await_locked(Pmap* p, ReadRequest* r) REQUIRES(mu_);
+  bool defer_locked(std::span<Pmap* const> pages, Deferral& d) REQUIRES(mu_);
+
+  // writeback.cc: page_out_locked's dirty page, and a writer's copy of a
+  // page under writeback.
+  PageOut write_back_locked(Pmap* p, ScanControl& sc) REQUIRES(mu_);
   bool copy_under_writeback_locked(Pmap* p) REQUIRES(mu_);
-  void drop_slot_locked(Pmap* p) REQUIRES(mu_);
-  void dirty_locked(Pmap* p, uint64_t blocks) REQUIRES(mu_);
+
+  // truncate.cc
   void zero_in_page_locked(uint64_t page, size_t from, size_t to) REQUIRES(mu_);
   void free_range_locked(uint64_t first, uint64_t last) REQUIRES(mu_);
 

@@ -1,7 +1,9 @@
-// Writeback: paging one page out (FilePagesImpl::page_out_locked) and the
-// completion of its swap write (the seed's generic_writepage). Policy:
-// reclaimer.h.
-#include "core/file_pages.h"
+// The writeback path: a dirty page's swap write (FilePagesImpl::
+// write_back_locked, from page_out_locked in evict.cc), its completion
+// (Writeback, the seed's generic_writepage), and a writer's copy of a page
+// whose write is in flight (copy_under_writeback_locked, --writeback-conflict
+// copy). Policy: reclaimer.h.
+#include "core/page_cache/file_pages.h"
 
 #include <algorithm>
 #include <cassert>
@@ -132,42 +134,13 @@ void Writeback::done(int err) const {
   st.notify_progress();
 }
 
-// p is isolated and pinned by the caller; this file's mutex is held
-// exclusive. Every path ends with p put back, freed, or handed to I/O; the
-// result says which (reclaim_pass counts it).
-PageOut FilePagesImpl::page_out_locked(Pmap* p, ScanControl& sc) {
+// p is dirty, isolated and pinned by the caller (page_out_locked); this
+// file's mutex is held exclusive. Starts its swap write (the pin becomes the
+// I/O's), or puts it back when too many writes are in flight or the swap is
+// full.
+PageOut FilePagesImpl::write_back_locked(Pmap* p, ScanControl& sc) {
   using Where = PmapLists::Where;
-  if (p->io_count() != 1) {
-    st_.lists.putback_unpin(p, Where::kInactiveHead);
-    return PageOut::kKept;
-  }
-  if (p->test_and_clear_referenced()) {
-    st_.lists.putback_unpin(p, Where::kActiveHead);
-    return PageOut::kActivated;
-  }
   Frame* f = p->frame();
-  if (!p->dirty()) {
-    if (!sc.evict) {
-      st_.lists.putback_unpin(p, Where::kInactiveHead);
-      return PageOut::kKept;
-    }
-    PagePlace place;
-    if (f->has_slot()) {
-      place = PagePlace::swapped(st_.take_slot(f));
-      st_.pages_swapped.fetch_add(1, std::memory_order_relaxed);
-    } else {
-      place = PagePlace::zero(p->uptodate());  // clean, no slot: zeros
-    }
-    index_.set(p->index(), place);
-    f->set_owner(nullptr);
-    st_.pool->free(f);
-    st_.pages_resident.fetch_sub(1, std::memory_order_relaxed);
-    p->unpin();
-    delete p;
-    st_.metadata.fetch_sub(sizeof(Pmap), std::memory_order_relaxed);
-    st_.pages_evicted.fetch_add(1, std::memory_order_relaxed);
-    return PageOut::kFreed;
-  }
   if (st_.writeback_in_flight.load(std::memory_order_relaxed) >= writeback_cap(st_)) {
     st_.lists.putback_unpin(p, Where::kInactiveHead);
     return PageOut::kKept;
@@ -195,6 +168,28 @@ PageOut FilePagesImpl::page_out_locked(Pmap* p, ScanControl& sc) {
   // The pin is the I/O's now; writers of this page wait for kWriteback.
   Writeback::start(st_, p, run.first, sc.background, /*partial=*/false);
   return PageOut::kWriteback;
+}
+
+// p is under writeback, pinned only by its I/O: copies its frame to a frame
+// free now and binds p to the copy, leaving the old frame to the I/O
+// (Writeback::done frees it, with the slot, and marks p wholly dirty). The
+// copy is made before p is marked copied: until then the completion may
+// still free the old frame, and if it has begun, the copy is given up and
+// the caller waits. False: no frame free, or the completion has begun.
+bool FilePagesImpl::copy_under_writeback_locked(Pmap* p) {
+  auto r = st_.pool->reserve(1);
+  if (!r) return false;
+  FramePool::Taken t = r.value().take();
+  Frame* old = p->frame();
+  std::memcpy(t.frame->bytes().data(), old->bytes().data(), page_size());
+  if (!p->try_mark_copied()) {
+    st_.pool->free(t.frame);
+    return false;
+  }
+  t.frame->set_owner(p);
+  p->set_frame(t.frame);
+  st_.writeback_copies.fetch_add(1, std::memory_order_relaxed);
+  return true;
 }
 
 }  // namespace tmpfsd

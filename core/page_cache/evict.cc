@@ -1,7 +1,9 @@
-// The Reclaimer thread and the reclaim pass it and direct reclaim run. The
-// policy is described in reclaimer.h; paging one page out is Writeback's
-// (writeback.cc, FilePagesImpl::page_out_locked).
-#include "core/reclaimer.h"
+// The evict path: the Reclaimer thread, the reclaim pass it and direct
+// reclaim run, and what a pass does with one isolated page
+// (FilePagesImpl::page_out_locked). The policy is described in reclaimer.h;
+// the lists and their isolate step are lru.h's; a dirty page's swap write is
+// writeback.cc's (write_back_locked).
+#include "core/page_cache/reclaimer.h"
 
 #include <pthread.h>
 #include <algorithm>
@@ -11,8 +13,8 @@
 #include <shared_mutex>
 #include <vector>
 
-#include "core/file_pages.h"
-#include "core/page_cache_state.h"
+#include "core/page_cache/file_pages.h"
+#include "core/page_cache/page_cache_state.h"
 #include "swapdev/swap_device.h"
 
 namespace tmpfsd {
@@ -99,6 +101,45 @@ void page_out_run(PageCache::State& st, ScanControl& sc, FilePagesImpl& file,
 }
 
 }  // namespace
+
+// p is isolated and pinned by the caller; this file's mutex is held
+// exclusive. Every path ends with p put back, freed, or handed to I/O; the
+// result says which (reclaim_pass counts it).
+PageOut FilePagesImpl::page_out_locked(Pmap* p, ScanControl& sc) {
+  using Where = PmapLists::Where;
+  if (p->io_count() != 1) {
+    st_.lists.putback_unpin(p, Where::kInactiveHead);
+    return PageOut::kKept;
+  }
+  if (p->test_and_clear_referenced()) {
+    st_.lists.putback_unpin(p, Where::kActiveHead);
+    return PageOut::kActivated;
+  }
+  Frame* f = p->frame();
+  if (!p->dirty()) {
+    if (!sc.evict) {
+      st_.lists.putback_unpin(p, Where::kInactiveHead);
+      return PageOut::kKept;
+    }
+    PagePlace place;
+    if (f->has_slot()) {
+      place = PagePlace::swapped(st_.take_slot(f));
+      st_.pages_swapped.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      place = PagePlace::zero(p->uptodate());  // clean, no slot: zeros
+    }
+    index_.set(p->index(), place);
+    f->set_owner(nullptr);
+    st_.pool->free(f);
+    st_.pages_resident.fetch_sub(1, std::memory_order_relaxed);
+    p->unpin();
+    delete p;
+    st_.metadata.fetch_sub(sizeof(Pmap), std::memory_order_relaxed);
+    st_.pages_evicted.fetch_add(1, std::memory_order_relaxed);
+    return PageOut::kFreed;
+  }
+  return write_back_locked(p, sc);
+}
 
 void reclaim_pass(PageCache::State& st, ScanControl& sc) {
   assert(st.swap);

@@ -148,7 +148,7 @@
 #include <cassert>
 #include <cstdint>
 
-#include "core/frame_pool.h"
+#include "core/page_cache/frame_pool.h"
 
 namespace tmpfsd {
 

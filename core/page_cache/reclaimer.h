@@ -1,5 +1,6 @@
 // Reclaimer: keeps frames free by paging pmaps out to the swap device (the
-// seed's kswapd; docs/design.md, "evict").
+// seed's kswapd; docs/design.md, "evict"). The evict path's code is
+// evict.cc; the lists, lru.h; the swap write, writeback.cc.
 //
 // The problem. Frames (--memory) are far fewer than pages (size=). A write
 // needs frames now; the bytes of a page no one uses should be in the swap
@@ -84,7 +85,7 @@ enum class PageOut : uint8_t {
   kSwapFull,   // dirty and no slot free: to the active head
 };
 
-// One pass over the inactive tail (reclaimer.cc). Requires a swap device.
+// One pass over the inactive tail (evict.cc). Requires a swap device.
 void reclaim_pass(PageCache::State& st, ScanControl& sc);
 // Reclaims until `frames` are available or nothing more can be done; false
 // in the latter case. Call with no core/ lock held.

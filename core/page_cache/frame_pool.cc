@@ -1,4 +1,4 @@
-#include "core/frame_pool.h"
+#include "core/page_cache/frame_pool.h"
 
 #include <pthread.h>
 #include <sys/mman.h>

@@ -10,7 +10,7 @@
 #include <atomic>
 #include <cstdint>
 
-#include "core/file_pages.h"
+#include "core/page_cache/file_pages.h"
 
 namespace tmpfsd {
 

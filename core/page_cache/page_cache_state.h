@@ -21,9 +21,9 @@
 #include <span>
 #include <unordered_map>
 
-#include "core/frame_pool.h"
-#include "core/lru.h"
 #include "core/page_cache.h"
+#include "core/page_cache/frame_pool.h"
+#include "core/page_cache/lru.h"
 #include "swapdev/thread_annotations.h"
 
 namespace tmpfsd {
