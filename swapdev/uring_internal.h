@@ -110,11 +110,14 @@ struct UringSwapDevice::Request {
   // one. Atomic: two threads may reap two units of one request at once.
   std::atomic<uint32_t> parts{0};
   std::atomic<int> part_err{0};
-  uint64_t submitter = 0;       // thread_token() of the calling thread
-  std::vector<iovec> pages;     // the caller's pages
-  std::vector<uint64_t> sums;   // write: XXH3 of each page, taken at submission
-  std::byte* bounce = nullptr;  // O_DIRECT with unaligned caller memory
-  int err = 0;                  // decided before any I/O (-EINVAL, injected)
+  uint64_t submitter = 0;         // thread_token() of the calling thread
+  PageOwner owner;                // whose pages: sealed pages are bound to it
+  std::vector<iovec> pages;       // the caller's pages
+  std::vector<PageProof> proofs;  // write: each page's, taken at submission
+  // What the kernel moves instead of the caller's pages: sealed writes (the
+  // ciphertext; frames stay plaintext), or O_DIRECT with unaligned memory.
+  std::byte* bounce = nullptr;
+  int err = 0;  // decided before any I/O (-EINVAL, injected)
   IoDone done;
 
   ~Request() { std::free(bounce); }
@@ -147,16 +150,17 @@ struct UringSwapDevice::Request {
     parts.store(0, std::memory_order_relaxed);
     part_err.store(0, std::memory_order_relaxed);
     submitter = 0;
+    owner = {};
     err = 0;
     done = nullptr;
     std::free(bounce);
     bounce = nullptr;
     if (pages.capacity() > uring_detail::kPoolKeepPages) {
       std::vector<iovec>().swap(pages);
-      std::vector<uint64_t>().swap(sums);
+      std::vector<PageProof>().swap(proofs);
     } else {
       pages.clear();
-      sums.clear();
+      proofs.clear();
     }
   }
 };

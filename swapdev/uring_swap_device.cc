@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <bit>
 #include <cerrno>
 #include <cstring>
 
@@ -62,12 +63,13 @@ void UringSwapDevice::recycle(Unit* u) {
 }
 
 UringSwapDevice::UringSwapDevice(const UringOptions& opt, int fd, bool direct, bool can_punch,
-                                 unsigned min_block_shift)
+                                 unsigned min_block_shift, std::unique_ptr<Sealer> sealer)
     : SlotDevice(opt.page_size, min_block_shift,
                  {.total_slots = opt.size_bytes / opt.page_size,
                   .cluster_slots = opt.cluster_slots,
                   .shards = 0,
-                  .discard = can_punch}),
+                  .discard = can_punch},
+                 std::move(sealer)),
       max_merge_(std::clamp<uint32_t>(opt.max_merge_pages, 1, kMaxRequestPages)),
       discard_batch_(std::max<uint32_t>(1, opt.discard_batch)),
       discard_interval_(opt.discard_interval),
@@ -166,34 +168,46 @@ bool UringSwapDevice::admit(Request* r, SwapSlot first, size_t pages, bool malfo
   return true;
 }
 
-void UringSwapDevice::write(SwapSlot first, ConstPages pages, IoDone done) {
+// Sealed, every write goes through a bounce buffer (the frames stay
+// plaintext); unsealed, only unaligned memory under O_DIRECT does.
+void UringSwapDevice::write(SwapSlot first, ConstPages pages, PageOwner owner, IoDone done) {
   Request* r = new_request(true, first, std::move(done));
+  r->owner = owner;
   auto [bad, aligned] = r->add_pages(pages, page_size_);
   if (admit(r, first, pages.size(), bad)) {
-    r->sums.reserve(pages.size());
-    for (auto p : pages) r->sums.push_back(ChecksumTable::hash(p));
-    if (direct_ && !aligned) {
-      // O_DIRECT needs aligned memory: copy into an aligned bounce buffer.
+    if (sealed() || (direct_ && !aligned))
       r->bounce = static_cast<std::byte*>(std::aligned_alloc(kDioAlign, pages.size() * page_size_));
-      for (size_t i = 0; i < pages.size(); ++i)
-        std::memcpy(r->bounce + i * page_size_, pages[i].data(), page_size_);
+    r->proofs.resize(pages.size());
+    for (size_t i = 0; i < pages.size(); ++i) {
+      std::span<std::byte> out;
+      if (r->bounce) out = {r->bounce + i * page_size_, page_size_};
+      if (!prove(first.value + i, owner.page(i), pages[i], out, &r->proofs[i])) {
+        r->err = -EIO;  // OpenSSL failed: nothing goes to the medium
+        r->rejected = true;
+        break;
+      }
+      if (r->bounce && !sealed()) std::memcpy(out.data(), pages[i].data(), page_size_);
     }
   }
   enqueue(r);
 }
 
-void UringSwapDevice::read(SwapSlot first, MutablePages pages, IoDone done) {
+// Reads land in the caller's pages (or a bounce buffer under O_DIRECT with
+// unaligned memory); a sealed page is opened in place at completion.
+void UringSwapDevice::read(SwapSlot first, MutablePages pages, PageOwner owner, IoDone done) {
   Request* r = new_request(false, first, std::move(done));
+  r->owner = owner;
   auto [bad, aligned] = r->add_pages(pages, page_size_);
   if (admit(r, first, pages.size(), bad) && direct_ && !aligned)
     r->bounce = static_cast<std::byte*>(std::aligned_alloc(kDioAlign, pages.size() * page_size_));
   enqueue(r);
 }
 
-void UringSwapDevice::write_blocks(SwapSlot slot, std::span<const std::byte> page,
+void UringSwapDevice::write_blocks(SwapSlot slot, std::span<const std::byte> page, PageOwner owner,
                                    uint64_t block_mask, unsigned block_shift, IoDone done) {
   Request* r = new_request(true, slot, std::move(done));
   r->partial = true;
+  r->owner = owner;
   r->mask = block_mask;
   r->shift = block_shift;
   r->pages.push_back({const_cast<std::byte*>(page.data()), page.size()});
@@ -201,7 +215,7 @@ void UringSwapDevice::write_blocks(SwapSlot slot, std::span<const std::byte> pag
       !alloc_.all_allocated(slot, 1)) {
     r->err = -EINVAL;
     r->rejected = true;
-  } else if (!sums_.has_data(slot.value)) {
+  } else if (!has_data(slot.value)) {
     r->err = -ENODATA;
     r->rejected = true;
   } else if (block_mask == 0) {
@@ -210,9 +224,20 @@ void UringSwapDevice::write_blocks(SwapSlot slot, std::span<const std::byte> pag
     r->err = e;
     DeviceStats::add(stats_.injected_errors);
   } else {
-    r->sums.push_back(ChecksumTable::hash(page));
-    if (direct_ && reinterpret_cast<uintptr_t>(page.data()) % kDioAlign != 0) {
+    if (sealed()) {
+      // A fresh seal changes every byte: the whole page is one block.
+      r->shift = static_cast<unsigned>(std::countr_zero(page_size_));
+      r->mask = 1;
+    }
+    if (sealed() || (direct_ && reinterpret_cast<uintptr_t>(page.data()) % kDioAlign != 0))
       r->bounce = static_cast<std::byte*>(std::aligned_alloc(kDioAlign, page_size_));
+    r->proofs.resize(1);
+    std::span<std::byte> out;
+    if (r->bounce) out = {r->bounce, page_size_};
+    if (!prove(slot.value, owner, page, out, &r->proofs[0])) {
+      r->err = -EIO;
+      r->rejected = true;
+    } else if (r->bounce && !sealed()) {
       std::memcpy(r->bounce, page.data(), page_size_);
     }
   }
@@ -235,11 +260,11 @@ SlotRun UringSwapDevice::allocate(uint32_t want, SwapSlot hint) {
 void UringSwapDevice::free(SwapSlot first, uint32_t count) {
   // Forget the checksums before the slots can be handed out again.
   if (alloc_.all_allocated(first, count)) {
-    for (uint64_t s = first.value; s < first.value + count; ++s) sums_.clear(s);
+    for (uint64_t s = first.value; s < first.value + count; ++s) clear_proof(s);
   } else if (first.valid()) {
     uint64_t end = std::min<uint64_t>(alloc_.total_slots(), first.value + count);
     for (uint64_t s = first.value; s < end; ++s)
-      if (alloc_.allocated(SwapSlot(s))) sums_.clear(s);
+      if (alloc_.allocated(SwapSlot(s))) clear_proof(s);
   }
   alloc_.free(first, count);
   if (alloc_.discard_waiting() >= discard_batch_) {

@@ -170,7 +170,12 @@ struct UringOptions {
   uint32_t max_merge_pages = 256;  // cap of one merged I/O
   bool direct_io = true;           // false: buffered I/O from the start
   bool allow_tmpfs = false;        // tests of the buffered fallback only
-  uint32_t discard_batch = 16;     // clusters waiting before the discard thread runs
+  // Seal every page (AES-256-GCM, a key made here and kept in memory only:
+  // seal.h) instead of writing it as it is with a checksum. The daemon sets
+  // it unless --seal off; the default here is the plain device that
+  // bench-swapdev measures against fio.
+  bool seal = false;
+  uint32_t discard_batch = 16;  // clusters waiting before the discard thread runs
   std::chrono::milliseconds discard_interval{1000};  // ... or this long
   // Tests only: see SwapFileOptions.
   bool test_no_tmpfile = false;
@@ -196,10 +201,13 @@ class UringSwapDevice final : public SlotDevice {
 
   SlotRun allocate(uint32_t want, SwapSlot hint = {}) override;
   void free(SwapSlot first, uint32_t count = 1) override;
-  void write(SwapSlot first, ConstPages pages, IoDone done) override;
-  void read(SwapSlot first, MutablePages pages, IoDone done) override;
-  void write_blocks(SwapSlot slot, std::span<const std::byte> page, uint64_t block_mask,
-                    unsigned block_shift, IoDone done) override;
+  using SwapDevice::read;
+  using SwapDevice::write;
+  using SwapDevice::write_blocks;
+  void write(SwapSlot first, ConstPages pages, PageOwner owner, IoDone done) override;
+  void read(SwapSlot first, MutablePages pages, PageOwner owner, IoDone done) override;
+  void write_blocks(SwapSlot slot, std::span<const std::byte> page, PageOwner owner,
+                    uint64_t block_mask, unsigned block_shift, IoDone done) override;
   void flush() override;
   // Reaps completions on the calling thread (see the header comment).
   void wait_until(const std::function<bool()>& done) override;
@@ -240,7 +248,7 @@ class UringSwapDevice final : public SlotDevice {
   friend UringOpenResult open_uring_swap_device(const UringOptions&) noexcept;
 
   UringSwapDevice(const UringOptions& opt, int fd, bool direct, bool can_punch,
-                  unsigned min_block_shift);
+                  unsigned min_block_shift, std::unique_ptr<Sealer> sealer);
   int init_ring(unsigned entries, std::string& error);
 
   void enqueue(Request* r);
