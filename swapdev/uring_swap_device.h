@@ -11,8 +11,14 @@
 //                                              │ io_uring_submit (batched)
 //                                              v
 //   IoDone(err) <── completion thread <── CQE: -EAGAIN and short transfers
-//                   (verifies checksums)       are resubmitted from here
+//                   (verifies checksums,       are resubmitted from here
+//                   opens seals)
 //                   or a thread in wait_until()
+//
+// A sealed device (UringOptions::seal, seal.h) seals each page of a write
+// on the calling thread, into a bounce buffer that the SQE then carries
+// (the caller's page stays plaintext), and opens each page of a read in
+// place on the reaping thread.
 //
 // A request is queued rather than submitted while the calling thread holds an
 // IoBatch on this device; otherwise write()/read() submit at once. When the
