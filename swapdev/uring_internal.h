@@ -41,6 +41,15 @@ inline uint64_t thread_token() {
   return token;
 }
 
+// Sealed writes a thread made while plugged on a device (IoBatch), not yet
+// sealed: they are sealed when that device is flushed, outside the locks
+// the caller held while it wrote (the reclaimer's file mutexes).
+struct DeferredSeal {
+  const void* device;
+  void* request;
+};
+inline thread_local std::vector<DeferredSeal> tl_deferred_seals;
+
 // The last of a free list, or null.
 template <class T>
 T* pop_free(std::vector<T*>& free_list) {
@@ -103,6 +112,7 @@ struct UringSwapDevice::Request {
   bool write = false;
   bool partial = false;   // write_blocks(): one unit per run of blocks
   bool rejected = false;  // err comes from the arguments: touch nothing
+  bool to_prove = false;  // write: proofs (checksums or seals) not taken yet
   uint64_t first = 0;
   uint64_t mask = 0;   // write_blocks: blocks to write
   unsigned shift = 0;  // write_blocks: log2 of the block size
@@ -144,6 +154,7 @@ struct UringSwapDevice::Request {
     write = false;
     partial = false;
     rejected = false;
+    to_prove = false;
     first = 0;
     mask = 0;
     shift = 0;

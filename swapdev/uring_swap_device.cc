@@ -177,19 +177,36 @@ void UringSwapDevice::write(SwapSlot first, ConstPages pages, PageOwner owner, I
   if (admit(r, first, pages.size(), bad)) {
     if (sealed() || (direct_ && !aligned))
       r->bounce = static_cast<std::byte*>(std::aligned_alloc(kDioAlign, pages.size() * page_size_));
-    r->proofs.resize(pages.size());
-    for (size_t i = 0; i < pages.size(); ++i) {
-      std::span<std::byte> out;
-      if (r->bounce) out = {r->bounce + i * page_size_, page_size_};
-      if (!prove(first.value + i, owner.page(i), pages[i], out, &r->proofs[i])) {
-        r->err = -EIO;  // OpenSSL failed: nothing goes to the medium
-        r->rejected = true;
-        break;
-      }
-      if (r->bounce && !sealed()) std::memcpy(out.data(), pages[i].data(), page_size_);
-    }
+    r->to_prove = true;
   }
+  submit_write(r);
+}
+
+void UringSwapDevice::submit_write(Request* r) {
+  if (r->to_prove && sealed() && IoBatch::plugged(this)) {
+    tl_deferred_seals.push_back({this, r});
+    return;
+  }
+  if (r->to_prove) prove_request(r);
   enqueue(r);
+}
+
+void UringSwapDevice::prove_request(Request* r) {
+  r->to_prove = false;
+  const uint32_t n = r->npages();
+  r->proofs.resize(n);
+  for (uint32_t i = 0; i < n; ++i) {
+    const std::span<const std::byte> page{static_cast<const std::byte*>(r->pages[i].iov_base),
+                                          page_size_};
+    std::span<std::byte> out;
+    if (r->bounce) out = {r->bounce + i * page_size_, page_size_};
+    if (!prove(r->first + i, r->owner.page(i), page, out, &r->proofs[i])) {
+      r->err = -EIO;  // OpenSSL failed: nothing goes to the medium
+      r->rejected = true;
+      return;
+    }
+    if (r->bounce && !sealed()) std::memcpy(out.data(), page.data(), page_size_);
+  }
 }
 
 // Reads land in the caller's pages (or a bounce buffer under O_DIRECT with
@@ -231,17 +248,9 @@ void UringSwapDevice::write_blocks(SwapSlot slot, std::span<const std::byte> pag
     }
     if (sealed() || (direct_ && reinterpret_cast<uintptr_t>(page.data()) % kDioAlign != 0))
       r->bounce = static_cast<std::byte*>(std::aligned_alloc(kDioAlign, page_size_));
-    r->proofs.resize(1);
-    std::span<std::byte> out;
-    if (r->bounce) out = {r->bounce, page_size_};
-    if (!prove(slot.value, owner, page, out, &r->proofs[0])) {
-      r->err = -EIO;
-      r->rejected = true;
-    } else if (r->bounce && !sealed()) {
-      std::memcpy(r->bounce, page.data(), page_size_);
-    }
+    r->to_prove = true;
   }
-  enqueue(r);
+  submit_write(r);
 }
 
 SlotRun UringSwapDevice::allocate(uint32_t want, SwapSlot hint) {

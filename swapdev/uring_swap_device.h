@@ -258,8 +258,13 @@ class UringSwapDevice final : public SlotDevice {
   int init_ring(unsigned entries, std::string& error);
 
   void enqueue(Request* r);
-  unsigned flush_locked() REQUIRES(sq_mu_);            // returns what enter() must send
-  unsigned publish_locked() REQUIRES(sq_mu_);          // makes prepared SQEs visible; how many
+  // A write whose proofs are to be taken: sealed under a plug, deferred to
+  // this thread's flush of the device; otherwise proved and enqueued now.
+  void submit_write(Request* r);
+  void prove_request(Request* r);              // seals (or sums) r's pages; -EIO if OpenSSL fails
+  void prove_deferred();                       // this thread's deferred seals, into pending_
+  unsigned flush_locked() REQUIRES(sq_mu_);    // returns what enter() must send
+  unsigned publish_locked() REQUIRES(sq_mu_);  // makes prepared SQEs visible; how many
   unsigned unsubmitted_locked() REQUIRES(sq_mu_);      // published, not yet taken by the kernel
   void enter(unsigned n);                              // hands n SQEs to the kernel; no lock held
   void push_locked(Unit* u) REQUIRES(sq_mu_);          // into the ring, or the backlog
