@@ -15,7 +15,9 @@
 
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
+#include <new>
 
 #include "swapdev/seal.h"
 
@@ -25,24 +27,34 @@ class SealTable {
  public:
   static constexpr uint64_t kPoisoned = UINT64_MAX;  // never drawn: the counter stops short
 
+  // calloc: a large table is fresh zero pages that cost no memory until a
+  // slot is written (the daemon's RSS follows the slots used).
   explicit SealTable(uint64_t slots)
-      : versions_(std::make_unique<std::atomic<uint64_t>[]>(slots)),
-        tags_(std::make_unique<SealTag[]>(slots)) {
-    for (uint64_t i = 0; i < slots; ++i) versions_[i].store(0, std::memory_order_relaxed);
+      : versions_(static_cast<uint64_t*>(std::calloc(slots ? slots : 1, sizeof(uint64_t)))),
+        tags_(static_cast<SealTag*>(std::calloc(slots ? slots : 1, sizeof(SealTag)))) {
+    if (!versions_ || !tags_) throw std::bad_alloc();
   }
 
   void set(uint64_t slot, uint64_t version, const SealTag& tag) {
-    tags_[slot] = tag;
-    versions_[slot].store(version, std::memory_order_release);
+    tags_.get()[slot] = tag;
+    std::atomic_ref<uint64_t>(versions_.get()[slot]).store(version, std::memory_order_release);
   }
-  void clear(uint64_t slot) { versions_[slot].store(0, std::memory_order_release); }
-  void poison(uint64_t slot) { versions_[slot].store(kPoisoned, std::memory_order_release); }
-  uint64_t version(uint64_t slot) const { return versions_[slot].load(std::memory_order_acquire); }
-  const SealTag& tag(uint64_t slot) const { return tags_[slot]; }
+  void clear(uint64_t slot) { store(slot, 0); }
+  void poison(uint64_t slot) { store(slot, kPoisoned); }
+  uint64_t version(uint64_t slot) const {
+    return std::atomic_ref<uint64_t>(versions_.get()[slot]).load(std::memory_order_acquire);
+  }
+  const SealTag& tag(uint64_t slot) const { return tags_.get()[slot]; }
 
  private:
-  std::unique_ptr<std::atomic<uint64_t>[]> versions_;
-  std::unique_ptr<SealTag[]> tags_;
+  void store(uint64_t slot, uint64_t v) {
+    std::atomic_ref<uint64_t>(versions_.get()[slot]).store(v, std::memory_order_release);
+  }
+  struct Free {
+    void operator()(void* p) const { std::free(p); }
+  };
+  std::unique_ptr<uint64_t[], Free> versions_;  // accessed through atomic_ref only
+  std::unique_ptr<SealTag[], Free> tags_;
 };
 
 }  // namespace tmpfsd::swapdev

@@ -27,8 +27,9 @@ namespace tmpfsd::swapdev {
 namespace uring_detail {
 constexpr size_t kDioAlign = 4096;  // memory alignment O_DIRECT needs, at most
 constexpr size_t kMaxRequestPages = IOV_MAX;
-constexpr size_t kPoolMax = 4096;      // idle Requests (and Units) kept
-constexpr size_t kPoolKeepPages = 16;  // larger vectors are not kept
+constexpr size_t kPoolMax = 4096;         // idle Requests (and Units) kept
+constexpr size_t kPoolKeepPages = 16;     // larger vectors are not kept
+constexpr size_t kBounceChunkPages = 64;  // one-page bounce buffers are mapped 64 at a time
 // How long a thread in wait_until() sleeps before it looks again without
 // being woken, and the completion thread while waiting threads reap.
 constexpr int kWaitSliceMs = 1;

@@ -12,6 +12,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include <sys/mman.h>
+
 namespace tmpfsd::swapdev {
 
 using namespace uring_detail;
@@ -40,7 +42,33 @@ UringSwapDevice::Unit* UringSwapDevice::new_unit() {
   return u ? u : new Unit;
 }
 
+// One-page bounce buffers are carved from chunks mapped for them and never
+// given back before the device goes: there are at most as many as pages
+// were in flight at once, and a page of their own each (aligned_alloc of a
+// page wastes up to another page beside it in the heap).
+std::byte* UringSwapDevice::new_bounce(size_t pages) {
+  if (pages != 1) return static_cast<std::byte*>(std::aligned_alloc(kDioAlign, pages * page_size_));
+  MutexLock lk(pool_mu_);
+  if (free_bounces_.empty()) {
+    const size_t len = kBounceChunkPages * page_size_;
+    void* m = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) return nullptr;
+    bounce_chunks_.push_back(static_cast<std::byte*>(m));
+    for (size_t i = 0; i < kBounceChunkPages; ++i)
+      free_bounces_.push_back(static_cast<std::byte*>(m) + i * page_size_);
+  }
+  return pop_free(free_bounces_);
+}
+
 void UringSwapDevice::recycle(Unit* u) {
+  // One-page bounce buffers back to their free list.
+  for (Request* r : u->reqs) {
+    if (r->bounce && r->npages() == 1) {
+      MutexLock lk(pool_mu_);
+      free_bounces_.push_back(r->bounce);
+      r->bounce = nullptr;
+    }
+  }
   // Reset outside the lock: it may free memory (bounce buffers, vectors).
   for (Request* r : u->reqs) r->reset();
   size_t nreq = u->reqs.size();
@@ -149,6 +177,7 @@ UringSwapDevice::~UringSwapDevice() {
   if (fd_ >= 0) ::close(fd_);
   for (Request* r : free_reqs_) delete r;
   for (Unit* u : free_units_) delete u;
+  for (std::byte* c : bounce_chunks_) ::munmap(c, kBounceChunkPages * page_size_);
 }
 
 // What a read and a write check before the disk: a malformed request or
@@ -175,8 +204,7 @@ void UringSwapDevice::write(SwapSlot first, ConstPages pages, PageOwner owner, I
   r->owner = owner;
   auto [bad, aligned] = r->add_pages(pages, page_size_);
   if (admit(r, first, pages.size(), bad)) {
-    if (sealed() || (direct_ && !aligned))
-      r->bounce = static_cast<std::byte*>(std::aligned_alloc(kDioAlign, pages.size() * page_size_));
+    if (sealed() || (direct_ && !aligned)) r->bounce = new_bounce(pages.size());
     r->to_prove = true;
   }
   submit_write(r);
@@ -193,6 +221,11 @@ void UringSwapDevice::submit_write(Request* r) {
 
 void UringSwapDevice::prove_request(Request* r) {
   r->to_prove = false;
+  if (sealed() && !r->bounce) {
+    r->err = -ENOMEM;  // no bounce buffer to seal into
+    r->rejected = true;
+    return;
+  }
   const uint32_t n = r->npages();
   r->proofs.resize(n);
   for (uint32_t i = 0; i < n; ++i) {
@@ -216,7 +249,7 @@ void UringSwapDevice::read(SwapSlot first, MutablePages pages, PageOwner owner, 
   r->owner = owner;
   auto [bad, aligned] = r->add_pages(pages, page_size_);
   if (admit(r, first, pages.size(), bad) && direct_ && !aligned)
-    r->bounce = static_cast<std::byte*>(std::aligned_alloc(kDioAlign, pages.size() * page_size_));
+    r->bounce = new_bounce(pages.size());
   enqueue(r);
 }
 
@@ -247,7 +280,7 @@ void UringSwapDevice::write_blocks(SwapSlot slot, std::span<const std::byte> pag
       r->mask = 1;
     }
     if (sealed() || (direct_ && reinterpret_cast<uintptr_t>(page.data()) % kDioAlign != 0))
-      r->bounce = static_cast<std::byte*>(std::aligned_alloc(kDioAlign, page_size_));
+      r->bounce = new_bounce(1);
     r->to_prove = true;
   }
   submit_write(r);

@@ -282,6 +282,10 @@ class UringSwapDevice final : public SlotDevice {
   bool admit(Request* r, SwapSlot first, size_t pages, bool malformed);
   Unit* new_unit();
   void recycle(Unit* u);  // u and its requests back to the pool
+  // A bounce buffer of `pages` pages (aligned for O_DIRECT); single pages
+  // come from a free list, so that sealed writeback, which bounces every
+  // page, does not churn (and fragment) the heap.
+  std::byte* new_bounce(size_t pages);
   void completion_loop(std::stop_token st);
   void discard_loop(std::stop_token st);
   size_t discard_round(size_t max_clusters);
@@ -325,6 +329,8 @@ class UringSwapDevice final : public SlotDevice {
   Mutex pool_mu_;  // a leaf lock (taken under sq_mu_ too)
   std::vector<Request*> free_reqs_ GUARDED_BY(pool_mu_);
   std::vector<Unit*> free_units_ GUARDED_BY(pool_mu_);
+  std::vector<std::byte*> free_bounces_ GUARDED_BY(pool_mu_);   // one page each
+  std::vector<std::byte*> bounce_chunks_ GUARDED_BY(pool_mu_);  // their mappings
 
   Mutex disc_mu_;
   std::condition_variable_any disc_cv_;   // wakes the discard thread
