@@ -219,6 +219,7 @@ int serve(const Options& o, Startup& startup) {
     swapdev::UringOptions uo;
     uo.dir = o.swap_dir;
     uo.size_bytes = o.swap_bytes;
+    uo.seal = o.seal;
     uo.page_size = o.page_size;
     swapdev::UringOpenResult r = swapdev::open_uring_swap_device(uo);
     if (!r.device) {
@@ -228,8 +229,9 @@ int serve(const Options& o, Startup& startup) {
       }
       spdlog::warn("running without swap (frames are all the space there is): {}", r.error);
     } else {
-      spdlog::info("swap: {} bytes in {} ({})", o.swap_bytes, o.swap_dir,
-                   r.device->direct_io() ? "O_DIRECT" : "buffered");
+      spdlog::info("swap: {} bytes in {} ({}, {})", o.swap_bytes, o.swap_dir,
+                   r.device->direct_io() ? "O_DIRECT" : "buffered",
+                   r.device->sealed() ? "sealed" : "not sealed (--seal off)");
       swap = std::move(r.device);
     }
   }

@@ -119,7 +119,7 @@ ParseOutcome parse_options(int argc, char** argv) {
                  "gid=N, allow_other, "
                  "nosuid, nodev, noexec, ro, rw, sync, async, dirsync, noatime, atime, relatime, "
                  "strictatime, nodiratime, "
-                 "diratime; memory=, swap=, swap_dir=, "
+                 "diratime; memory=, swap=, swap_dir=, seal=, "
                  "page_size=, writeback_cache, writeback_conflict=, threads=, log_level=, "
                  "log_file=, pid_file= "
                  "(the daemon options below); lazytime, defaults, nofail, noauto, _netdev, x-* ... "
@@ -136,6 +136,11 @@ ParseOutcome parse_options(int argc, char** argv) {
   app.add_option("--swap-dir", o.swap_dir,
                  "Directory of the private swap file (not a tmpfs; the file has no name)")
       ->capture_default_str();
+  std::string seal;
+  app.add_option("--seal", seal,
+                 "on: pages in the swap file are sealed (AES-256-GCM, a key made at mount and "
+                 "kept only in memory); off: written as they are, with a checksum (default: on)")
+      ->check(CLI::IsMember({"on", "off"}));
   app.add_option("--page-size", page_size,
                  "Page size in bytes: a power of two, 4096 or more (default: 4096)");
   app.add_flag("-f,--foreground", o.foreground, "Stay in the foreground and log to stderr");
@@ -245,6 +250,10 @@ ParseOutcome parse_options(int argc, char** argv) {
       (opt == "nosuid" ? o.nosuid : opt == "nodev" ? o.nodev : o.noexec) = true;
     } else if (opt == "suid" || opt == "dev" || opt == "exec") {
       (opt == "suid" ? o.nosuid : opt == "dev" ? o.nodev : o.noexec) = false;
+    } else if (key == "seal") {
+      if (app.count("--seal")) return both(key, "--seal");
+      if (value != "on" && value != "off") return fail("-o seal=" + value + ": must be on or off");
+      seal = value;
     } else if (key == "memory" || key == "swap" || key == "swap_dir" || key == "page_size" ||
                key == "writeback_conflict" || key == "threads" || key == "log_level" ||
                key == "log_file" || key == "pid_file") {
@@ -356,6 +365,7 @@ ParseOutcome parse_options(int argc, char** argv) {
     o.swap_bytes = o.size_bytes;
   }
   if (o.swap_dir.empty()) return fail("--swap-dir: empty");
+  o.seal = seal != "off";
   if (o.fuse_debug) o.foreground = true;
 
   struct stat st;

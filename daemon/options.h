@@ -70,6 +70,10 @@ struct Options {
   uint64_t swap_bytes = 0;
   bool swap_given = false;
   std::string swap_dir = "/var/tmp";  // --swap-dir: where the swap file lives
+  // --seal on|off (-o seal=): pages in the swap file sealed with
+  // AES-256-GCM under a key that lives only in the daemon's memory (on), or
+  // written as they are with an XXH3 checksum (off).
+  bool seal = true;
   size_t page_size = 4096;
   bool foreground = false;
   bool fuse_debug = false;

@@ -15,7 +15,8 @@ MemorySwapDevice::MemorySwapDevice(const Options& opt)
                  {.total_slots = opt.slots,
                   .cluster_slots = opt.cluster_slots,
                   .shards = 0,
-                  .discard = false}),
+                  .discard = false},
+                 opt.seal ? Sealer::create(nullptr) : nullptr),
       mode_(opt.completion),
       delay_(opt.delay),
       data_(opt.slots) {
@@ -45,39 +46,42 @@ void MemorySwapDevice::free(SwapSlot first, uint32_t count) {
     uint64_t end = std::min<uint64_t>(data_.size(), first.value + count);
     for (uint64_t s = first.value; s < end; ++s) {
       if (!alloc_.allocated(SwapSlot(s))) continue;
-      sums_.clear(s);
+      clear_proof(s);
       data_[s].reset();
     }
   }
   alloc_.free(first, count);
 }
 
-void MemorySwapDevice::write(SwapSlot first, ConstPages pages, IoDone done) {
+void MemorySwapDevice::write(SwapSlot first, ConstPages pages, PageOwner owner, IoDone done) {
   DeviceStats::add(stats_.write_requests);
   Op op;
   op.write = true;
   op.first = first.value;
+  op.owner = owner;
   op.done = std::move(done);
   for (auto p : pages) op.pages.emplace_back(const_cast<std::byte*>(p.data()), p.size());
   submit(std::move(op));
 }
 
-void MemorySwapDevice::read(SwapSlot first, MutablePages pages, IoDone done) {
+void MemorySwapDevice::read(SwapSlot first, MutablePages pages, PageOwner owner, IoDone done) {
   DeviceStats::add(stats_.read_requests);
   Op op;
   op.first = first.value;
+  op.owner = owner;
   op.done = std::move(done);
   op.pages.assign(pages.begin(), pages.end());
   submit(std::move(op));
 }
 
-void MemorySwapDevice::write_blocks(SwapSlot slot, std::span<const std::byte> page,
+void MemorySwapDevice::write_blocks(SwapSlot slot, std::span<const std::byte> page, PageOwner owner,
                                     uint64_t block_mask, unsigned block_shift, IoDone done) {
   DeviceStats::add(stats_.write_requests);
   Op op;
   op.write = true;
   op.partial = true;
   op.first = slot.value;
+  op.owner = owner;
   op.mask = block_mask;
   op.shift = block_shift;
   op.done = std::move(done);
@@ -92,7 +96,7 @@ void MemorySwapDevice::submit(Op op) {
   if (bad) {
     op.err = -EINVAL;
     op.rejected = true;
-  } else if (op.partial && !sums_.has_data(op.first)) {
+  } else if (op.partial && !has_data(op.first)) {
     op.err = -ENODATA;
     op.rejected = true;
   } else if (op.partial && op.mask == 0) {
@@ -101,7 +105,22 @@ void MemorySwapDevice::submit(Op op) {
     op.err = e;
     DeviceStats::add(stats_.injected_errors);
   } else if (op.write) {
-    for (auto p : op.pages) op.sums.push_back(ChecksumTable::hash(p));
+    if (op.partial && sealed()) {
+      // A fresh seal changes every byte: the whole page is one block.
+      op.shift = static_cast<unsigned>(std::countr_zero(page_size_));
+      op.mask = 1;
+    }
+    if (sealed()) op.sealed.resize(op.pages.size() * page_size_);
+    op.proofs.resize(op.pages.size());
+    for (size_t i = 0; i < op.pages.size(); ++i) {
+      std::span<std::byte> out;
+      if (sealed()) out = {op.sealed.data() + i * page_size_, page_size_};
+      if (!prove(op.first + i, op.owner.page(i), op.pages[i], out, &op.proofs[i])) {
+        op.err = -EIO;
+        op.rejected = true;
+        break;
+      }
+    }
   }
   DeviceStats::add(stats_.ios_submitted);
   if (op.pages.size() > 1) DeviceStats::add(stats_.multi_page_ios);
@@ -129,14 +148,15 @@ void MemorySwapDevice::perform(Op& op) {
       if (!to) {
         op.err = -ENODATA;  // freed since submission: the caller broke the contract
       } else {
+        const std::byte* from = sealed() ? op.sealed.data() : op.pages[0].data();
         for (unsigned b = 0; b < 64; ++b)
           if (op.mask >> b & 1)
-            std::memcpy(to + (size_t{b} << op.shift), op.pages[0].data() + (size_t{b} << op.shift),
+            std::memcpy(to + (size_t{b} << op.shift), from + (size_t{b} << op.shift),
                         size_t{1} << op.shift);
-        sums_.set(op.first, op.sums[0]);
+        record(op.first, op.proofs[0]);
       }
     } else if (op.err != 0 && !op.rejected) {
-      sums_.poison(op.first);  // some blocks may have landed: trust none
+      poison(op.first);  // some blocks may have landed: trust none
     }
   } else if (op.err == 0) {
     MutexLock lk(mu_);
@@ -144,25 +164,27 @@ void MemorySwapDevice::perform(Op& op) {
       uint64_t slot = op.first + i;
       if (op.write) {
         if (!data_[slot]) data_[slot] = std::make_unique<std::byte[]>(page_size_);
-        std::memcpy(data_[slot].get(), op.pages[i].data(), page_size_);
-        sums_.set(slot, op.sums[i]);
-      } else if (!data_[slot] || !sums_.has_data(slot)) {
+        std::memcpy(data_[slot].get(),
+                    sealed() ? op.sealed.data() + i * page_size_ : op.pages[i].data(), page_size_);
+        record(slot, op.proofs[i]);
+      } else if (!data_[slot] || !has_data(slot)) {
         op.err = -ENODATA;
       } else {
         std::memcpy(op.pages[i].data(), data_[slot].get(), page_size_);
-        int v = sums_.verify(slot, op.pages[i]);
-        if (v == -EIO && sums_.poisoned(slot)) {
+        int v = verify(slot, op.owner.page(i), op.pages[i]);
+        if (v == -EIO && poisoned(slot)) {
           spdlog::error("swapdev(mem): slot {}: its last partial write failed", slot);
         } else if (v == -EIO) {
           DeviceStats::add(stats_.checksum_failures);
-          spdlog::error("swapdev(mem): checksum mismatch at slot {}", slot);
+          spdlog::error("swapdev(mem): {} at slot {}",
+                        sealed() ? "a seal that does not open" : "checksum mismatch", slot);
         }
         if (v != 0 && op.err == 0) op.err = v;
       }
     }
   } else if (op.write && !op.rejected) {
     // A failed write leaves nothing trustworthy behind.
-    for (size_t i = 0; i < op.pages.size(); ++i) sums_.clear(op.first + i);
+    for (size_t i = 0; i < op.pages.size(); ++i) clear_proof(op.first + i);
   }
   if (op.err != 0) {
     // Never hand back bytes that failed verification.
@@ -224,6 +246,12 @@ void MemorySwapDevice::corrupt(SwapSlot slot, size_t offset) {
   MutexLock lk(mu_);
   if (slot.value < data_.size() && data_[slot.value])
     data_[slot.value][offset % page_size_] ^= std::byte{0x5a};
+}
+
+void MemorySwapDevice::overwrite(SwapSlot slot, std::span<const std::byte> bytes) {
+  MutexLock lk(mu_);
+  if (slot.value < data_.size() && data_[slot.value] && bytes.size() == page_size_)
+    std::memcpy(data_[slot.value].get(), bytes.data(), page_size_);
 }
 
 std::vector<std::byte> MemorySwapDevice::stored(SwapSlot slot) const {

@@ -1,7 +1,9 @@
 // MemorySwapDevice: a SwapDevice whose slots live in process memory, for fast
 // unit tests of reclaim and writeback (the LevelDB MemEnv idea). Same
-// allocator, checksums, error injection and counters as the real device; no
-// disk, no io_uring.
+// allocator, checksums or seals, error injection and counters as the real
+// device; no disk, no io_uring. With Options::seal it seals as the real
+// device does (the slots then hold ciphertext: stored() shows it); by
+// default it keeps checksums, so that tests can read the slots' bytes.
 //
 // Completion modes let callers test races:
 //   Inline  - the I/O is done and `done` runs before write()/read() return.
@@ -42,6 +44,7 @@ class MemorySwapDevice final : public SlotDevice {
     Completion completion = Completion::Inline;
     std::chrono::microseconds delay{0};  // Thread mode: time before each completion
     unsigned min_block_shift = 9;        // what min_block_shift() reports
+    bool seal = false;                   // AES-256-GCM as UringOptions::seal
   };
 
   explicit MemorySwapDevice(const Options& opt);
@@ -49,10 +52,13 @@ class MemorySwapDevice final : public SlotDevice {
 
   SlotRun allocate(uint32_t want, SwapSlot hint = {}) override;
   void free(SwapSlot first, uint32_t count = 1) override;
-  void write(SwapSlot first, ConstPages pages, IoDone done) override;
-  void read(SwapSlot first, MutablePages pages, IoDone done) override;
-  void write_blocks(SwapSlot slot, std::span<const std::byte> page, uint64_t block_mask,
-                    unsigned block_shift, IoDone done) override;
+  using SwapDevice::read;
+  using SwapDevice::write;
+  using SwapDevice::write_blocks;
+  void write(SwapSlot first, ConstPages pages, PageOwner owner, IoDone done) override;
+  void read(SwapSlot first, MutablePages pages, PageOwner owner, IoDone done) override;
+  void write_blocks(SwapSlot slot, std::span<const std::byte> page, PageOwner owner,
+                    uint64_t block_mask, unsigned block_shift, IoDone done) override;
   void flush() override {}
   // Runs queued requests on the calling thread (complete_pending()) until
   // done() is true; in Thread mode the worker may run some of them instead.
@@ -66,6 +72,9 @@ class MemorySwapDevice final : public SlotDevice {
 
   // Test hook: flips one byte of the stored slot behind the checksum's back.
   void corrupt(SwapSlot slot, size_t offset = 0);
+  // Test hook: puts `bytes` (a page) in the slot's storage, as an attacker
+  // with the medium would: another slot's bytes, or an old image.
+  void overwrite(SwapSlot slot, std::span<const std::byte> bytes);
   // Test hook: the bytes the slot holds now (empty if it never held any).
   std::vector<std::byte> stored(SwapSlot slot) const;
 
@@ -74,7 +83,9 @@ class MemorySwapDevice final : public SlotDevice {
     bool write = false;
     uint64_t first = 0;
     std::vector<std::span<std::byte>> pages;  // write: really const
-    std::vector<uint64_t> sums;               // write: taken at submission
+    PageOwner owner;                          // whose pages
+    std::vector<PageProof> proofs;            // write: taken at submission
+    std::vector<std::byte> sealed;            // sealed write: what goes to the slots
     uint64_t mask = 0;                        // write_blocks: the blocks to write
     unsigned shift = 0;                       // write_blocks: log2 of the block size
     bool partial = false;                     // a write_blocks()

@@ -1,18 +1,36 @@
 // What both swap devices stand on: a SlotAllocator that hands out the
-// slots, a ChecksumTable that every read is verified against, the I/O
-// counters, and the error injection of the tests. MemorySwapDevice and
-// UringSwapDevice add only where the bytes go and how I/O completes.
+// slots, the proof every read is verified against (a ChecksumTable, or
+// with a Sealer a SealTable: each page sealed with AES-256-GCM, see
+// seal.h), the I/O counters, and the error injection of the tests.
+// MemorySwapDevice and UringSwapDevice add only where the bytes go and how
+// I/O completes.
+//
+// A write takes its proof at submission (prove(): the checksum of the
+// page, or its seal into the bytes that go to the medium), records it when
+// the write completes (record()); a read is verified at completion
+// (verify(): the checksum compared, or the page opened in place).
 #pragma once
 
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 
 #include "swapdev/checksum_table.h"
 #include "swapdev/device_stats.h"
+#include "swapdev/seal.h"
+#include "swapdev/seal_table.h"
 #include "swapdev/slot_allocator.h"
 #include "swapdev/swap_device.h"
 
 namespace tmpfsd::swapdev {
+
+// A write's proof of one page, taken at submission: its checksum, or its
+// seal's version and tag.
+struct PageProof {
+  uint64_t sum_or_version = 0;
+  SealTag tag{};
+};
 
 class SlotDevice : public SwapDevice {
  public:
@@ -21,19 +39,67 @@ class SlotDevice : public SwapDevice {
   unsigned min_block_shift() const final { return min_block_shift_; }
   SwapCounters counters() const final { return stats_.counters(alloc_); }
   void inject_errors(uint32_t n, int err) final { inject_.arm(n, err); }
+  bool sealed() const final { return sealer_ != nullptr; }
 
  protected:
   // One slot of page_size bytes per page; alloc.total_slots of them.
-  SlotDevice(size_t page_size, unsigned min_block_shift, const SlotAllocator::Options& alloc)
+  // `sealer` null: checksums only.
+  SlotDevice(size_t page_size, unsigned min_block_shift, const SlotAllocator::Options& alloc,
+             std::unique_ptr<Sealer> sealer)
       : page_size_(page_size),
         min_block_shift_(min_block_shift),
         alloc_(alloc),
-        sums_(alloc.total_slots) {}
+        sealer_(std::move(sealer)),
+        sums_(sealer_ ? 0 : alloc.total_slots),
+        seals_(sealer_ ? alloc.total_slots : 0) {}
+
+  // The proof of `page`, to go to `slot` as page `index` of `file`. Sealed:
+  // the ciphertext goes to `out` (page_size bytes); false if sealing failed.
+  bool prove(uint64_t slot, PageOwner owner, std::span<const std::byte> page,
+             std::span<std::byte> out, PageProof* proof) {
+    if (!sealer_) {
+      proof->sum_or_version = ChecksumTable::hash(page);
+      return true;
+    }
+    SealBinding b{.where = slot, .file = owner.file, .index = owner.index};
+    if (!sealer_->seal(b, page, out, &proof->tag)) return false;
+    proof->sum_or_version = b.version;
+    return true;
+  }
+  void record(uint64_t slot, const PageProof& p) {
+    if (sealer_)
+      seals_.set(slot, p.sum_or_version, p.tag);
+    else
+      sums_.set(slot, p.sum_or_version);
+  }
+  void clear_proof(uint64_t slot) { sealer_ ? seals_.clear(slot) : sums_.clear(slot); }
+  void poison(uint64_t slot) { sealer_ ? seals_.poison(slot) : sums_.poison(slot); }
+  // True for poisoned slots too: they hold bytes, just none to trust.
+  bool has_data(uint64_t slot) const {
+    return sealer_ ? seals_.version(slot) != 0 : sums_.has_data(slot);
+  }
+  bool poisoned(uint64_t slot) const {
+    return sealer_ ? seals_.version(slot) == SealTable::kPoisoned : sums_.poisoned(slot);
+  }
+  // 0 when `page` (as read from the medium) is what was written to `slot`
+  // as page `index` of `file`; sealed, it is opened in place (plaintext
+  // after, undefined on failure). -ENODATA: nothing written; -EIO: it does
+  // not match, or the slot is poisoned.
+  int verify(uint64_t slot, PageOwner owner, std::span<std::byte> page) const {
+    if (!sealer_) return sums_.verify(slot, page);
+    const uint64_t v = seals_.version(slot);
+    if (v == 0) return -ENODATA;
+    if (v == SealTable::kPoisoned) return -EIO;
+    SealBinding b{.where = slot, .file = owner.file, .index = owner.index, .version = v};
+    return sealer_->open(b, page, seals_.tag(slot)) ? 0 : -EIO;
+  }
 
   const size_t page_size_;
   const unsigned min_block_shift_;
   SlotAllocator alloc_;
-  ChecksumTable sums_;  // of each slot's last write; set, cleared, poisoned by the device
+  const std::unique_ptr<Sealer> sealer_;  // null: checksums
+  ChecksumTable sums_;                    // unsealed: of each slot's last write
+  SealTable seals_;                       // sealed: of each slot's last write
   DeviceStats stats_;
   ErrorInjector inject_;
 };

@@ -16,8 +16,13 @@
 // - The page memory passed to write()/read() must stay valid and, for writes,
 //   unchanged until `done` runs. The span-of-spans itself is copied before
 //   write()/read() return, so it may be a temporary.
-// - Writes record a checksum per slot (XXH3-64); a read whose bytes do not
-//   match gets -EIO and the checksum_failures counter moves. A read of a slot
+// - Writes record a proof per slot: a checksum (XXH3-64), or on a sealed
+//   device (sealed()) the AES-256-GCM tag of the page, sealed at submission
+//   and bound to the slot, its owner (file, index) and a version unique per
+//   write (swapdev/seal.h); the medium then holds only ciphertext. A read
+//   whose bytes do not match (or, sealed, that names another owner, or
+//   finds a slot's older image or another slot's bytes) gets -EIO and the
+//   checksum_failures counter moves; its pages are zeroed. A read of a slot
 //   that holds no completed write gets -ENODATA. A failed write leaves its
 //   slots without data (reads get -ENODATA), never with stale bytes; a
 //   failed write_blocks() leaves its slot poisoned (reads get -EIO).
@@ -34,6 +39,7 @@
 #include <cstdint>
 #include <functional>
 #include <span>
+#include <utility>
 
 namespace tmpfsd::swapdev {
 
@@ -55,6 +61,23 @@ struct SlotRun {
   SwapSlot first;
   uint32_t count = 0;
   int err = 0;
+};
+
+// Whose page a request moves: page i of a request is page `index + i` of
+// file `file`. A sealed device binds each page's seal to it, so a read must
+// name the owner its write named; an unsealed device ignores it. Callers
+// that model no files (tests, benchmarks) use the overloads without one:
+// file 0 names no file, and every page of such a request is bound to
+// {0, 0} (so any run of those slots may be read back), and still to its
+// slot and version.
+struct PageOwner {
+  uint64_t file = 0;   // names the file for as long as its slots live; 0: none
+  uint64_t index = 0;  // the first page's index in it
+
+  // The owner of the request's page i.
+  constexpr PageOwner page(uint64_t i) const {
+    return file == 0 ? PageOwner{} : PageOwner{file, index + i};
+  }
 };
 
 // 0 on success or a negative errno. Runs exactly once.
@@ -81,7 +104,7 @@ struct SwapCounters {
   uint64_t retries = 0;            // -EAGAIN and short-transfer resubmissions
   uint64_t errors = 0;             // requests completed with an error (any cause)
   uint64_t injected_errors = 0;    // of which injected by inject_errors()
-  uint64_t checksum_failures = 0;  // reads whose bytes did not match
+  uint64_t checksum_failures = 0;  // reads whose bytes did not match (checksum or seal)
   uint64_t double_frees = 0;       // free() of a slot that was not allocated
   uint64_t alloc_failures = 0;     // allocate() that returned nothing
   uint64_t discards = 0;           // discard operations (punch-hole calls)
@@ -112,8 +135,14 @@ class SwapDevice {
   // Writes/reads pages.size() pages at slots first, first+1, ... Each span is
   // exactly page_size() bytes. The whole run is one I/O where the backend
   // allows it; adjacent requests queued in one IoBatch are merged.
-  virtual void write(SwapSlot first, ConstPages pages, IoDone done) = 0;
-  virtual void read(SwapSlot first, MutablePages pages, IoDone done) = 0;
+  virtual void write(SwapSlot first, ConstPages pages, PageOwner owner, IoDone done) = 0;
+  virtual void read(SwapSlot first, MutablePages pages, PageOwner owner, IoDone done) = 0;
+  void write(SwapSlot first, ConstPages pages, IoDone done) {
+    write(first, pages, PageOwner{}, std::move(done));
+  }
+  void read(SwapSlot first, MutablePages pages, IoDone done) {
+    read(first, pages, PageOwner{}, std::move(done));
+  }
 
   // Partial rewrite of a slot that holds a completed write: `page` is the
   // whole new page (page_size() bytes, page-aligned memory such as a frame),
@@ -122,7 +151,9 @@ class SwapDevice {
   // of consecutive set bits is one I/O at its offset in the slot; all runs
   // leave in one submission. On success the slot's checksum is that of the
   // whole `page`, so the caller promises the blocks outside the mask equal
-  // what the slot holds. `done` runs once, after every run, with 0 or the
+  // what the slot holds. A sealed device writes the whole page, sealed
+  // afresh (GCM has no partial rewrite); the mask then only says whether
+  // there is anything to write. `done` runs once, after every run, with 0 or the
   // first error. After a failure (injected ones included) the slot's bytes
   // are undefined and it is poisoned: reads get -EIO, never wrong bytes,
   // until a write() of the whole slot or free(). bytes_written counts only
@@ -135,8 +166,16 @@ class SwapDevice {
   //   direct I/O alignment (512 B on common disks); if not, the I/O fails.
   // - Same rules as write() otherwise: `page` valid and unchanged until
   //   `done`, no other request in flight on the slot.
-  virtual void write_blocks(SwapSlot slot, std::span<const std::byte> page, uint64_t block_mask,
-                            unsigned block_shift, IoDone done) = 0;
+  virtual void write_blocks(SwapSlot slot, std::span<const std::byte> page, PageOwner owner,
+                            uint64_t block_mask, unsigned block_shift, IoDone done) = 0;
+  void write_blocks(SwapSlot slot, std::span<const std::byte> page, uint64_t block_mask,
+                    unsigned block_shift, IoDone done) {
+    write_blocks(slot, page, PageOwner{}, block_mask, block_shift, std::move(done));
+  }
+
+  // True when pages are sealed (AES-256-GCM) on the medium, false when they
+  // are written as they are, with a checksum.
+  virtual bool sealed() const = 0;
 
   // Submits everything queued (see IoBatch). Cheap when nothing is queued.
   virtual void flush() = 0;

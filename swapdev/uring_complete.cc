@@ -75,29 +75,32 @@ void UringSwapDevice::finish_request(Request* r, int err) {
   if (err == 0) err = r->err;
   if (r->partial) {
     if (err == 0 && r->mask != 0) {
-      sums_.set(r->first, r->sums[0]);
+      record(r->first, r->proofs[0]);
       DeviceStats::add(stats_.bytes_written, uint64_t(std::popcount(r->mask)) << r->shift);
     } else if (err != 0 && !r->rejected) {
-      sums_.poison(r->first);  // some runs may have landed: trust none of it
+      poison(r->first);  // some runs may have landed: trust none of it
     }
   } else if (r->write) {
     if (err == 0) {
-      for (uint32_t i = 0; i < n; ++i) sums_.set(r->first + i, r->sums[i]);
+      for (uint32_t i = 0; i < n; ++i) record(r->first + i, r->proofs[i]);
       DeviceStats::add(stats_.bytes_written, uint64_t{n} * page_size_);
     } else if (!r->rejected) {
       // What is on the medium now is unknown: no read may trust it.
-      for (uint32_t i = 0; i < n; ++i) sums_.clear(r->first + i);
+      for (uint32_t i = 0; i < n; ++i) clear_proof(r->first + i);
     }
   } else {
     for (uint32_t i = 0; i < n && err == 0; ++i) {
       std::byte* at =
           r->bounce ? r->bounce + i * page_size_ : static_cast<std::byte*>(r->pages[i].iov_base);
-      int v = sums_.verify(r->first + i, {at, page_size_});
-      if (v == -EIO && sums_.poisoned(r->first + i)) {
-        spdlog::error("swapdev: slot {}: its last partial write failed", r->first + i);
+      const uint64_t slot = r->first + i;
+      int v = verify(slot, r->owner.page(i), {at, page_size_});
+      if (v == -EIO && poisoned(slot)) {
+        spdlog::error("swapdev: slot {}: its last partial write failed", slot);
       } else if (v == -EIO) {
         DeviceStats::add(stats_.checksum_failures);
-        spdlog::error("swapdev: checksum mismatch reading slot {}", r->first + i);
+        spdlog::error("swapdev: slot {}: {}", slot,
+                      sealed() ? "the seal does not open (altered, moved or an old image)"
+                               : "checksum mismatch");
       }
       err = v;
     }

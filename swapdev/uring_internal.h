@@ -27,8 +27,9 @@ namespace tmpfsd::swapdev {
 namespace uring_detail {
 constexpr size_t kDioAlign = 4096;  // memory alignment O_DIRECT needs, at most
 constexpr size_t kMaxRequestPages = IOV_MAX;
-constexpr size_t kPoolMax = 4096;      // idle Requests (and Units) kept
-constexpr size_t kPoolKeepPages = 16;  // larger vectors are not kept
+constexpr size_t kPoolMax = 4096;         // idle Requests (and Units) kept
+constexpr size_t kPoolKeepPages = 16;     // larger vectors are not kept
+constexpr size_t kBounceChunkPages = 64;  // one-page bounce buffers are mapped 64 at a time
 // How long a thread in wait_until() sleeps before it looks again without
 // being woken, and the completion thread while waiting threads reap.
 constexpr int kWaitSliceMs = 1;
@@ -40,6 +41,15 @@ inline uint64_t thread_token() {
   thread_local const uint64_t token = g_next_thread_token.fetch_add(1, std::memory_order_relaxed);
   return token;
 }
+
+// Sealed writes a thread made while plugged on a device (IoBatch), not yet
+// sealed: they are sealed when that device is flushed, outside the locks
+// the caller held while it wrote (the reclaimer's file mutexes).
+struct DeferredSeal {
+  const void* device;
+  void* request;
+};
+inline thread_local std::vector<DeferredSeal> tl_deferred_seals;
 
 // The last of a free list, or null.
 template <class T>
@@ -103,6 +113,7 @@ struct UringSwapDevice::Request {
   bool write = false;
   bool partial = false;   // write_blocks(): one unit per run of blocks
   bool rejected = false;  // err comes from the arguments: touch nothing
+  bool to_prove = false;  // write: proofs (checksums or seals) not taken yet
   uint64_t first = 0;
   uint64_t mask = 0;   // write_blocks: blocks to write
   unsigned shift = 0;  // write_blocks: log2 of the block size
@@ -110,11 +121,14 @@ struct UringSwapDevice::Request {
   // one. Atomic: two threads may reap two units of one request at once.
   std::atomic<uint32_t> parts{0};
   std::atomic<int> part_err{0};
-  uint64_t submitter = 0;       // thread_token() of the calling thread
-  std::vector<iovec> pages;     // the caller's pages
-  std::vector<uint64_t> sums;   // write: XXH3 of each page, taken at submission
-  std::byte* bounce = nullptr;  // O_DIRECT with unaligned caller memory
-  int err = 0;                  // decided before any I/O (-EINVAL, injected)
+  uint64_t submitter = 0;         // thread_token() of the calling thread
+  PageOwner owner;                // whose pages: sealed pages are bound to it
+  std::vector<iovec> pages;       // the caller's pages
+  std::vector<PageProof> proofs;  // write: each page's, taken at submission
+  // What the kernel moves instead of the caller's pages: sealed writes (the
+  // ciphertext; frames stay plaintext), or O_DIRECT with unaligned memory.
+  std::byte* bounce = nullptr;
+  int err = 0;  // decided before any I/O (-EINVAL, injected)
   IoDone done;
 
   ~Request() { std::free(bounce); }
@@ -141,22 +155,24 @@ struct UringSwapDevice::Request {
     write = false;
     partial = false;
     rejected = false;
+    to_prove = false;
     first = 0;
     mask = 0;
     shift = 0;
     parts.store(0, std::memory_order_relaxed);
     part_err.store(0, std::memory_order_relaxed);
     submitter = 0;
+    owner = {};
     err = 0;
     done = nullptr;
     std::free(bounce);
     bounce = nullptr;
     if (pages.capacity() > uring_detail::kPoolKeepPages) {
       std::vector<iovec>().swap(pages);
-      std::vector<uint64_t>().swap(sums);
+      std::vector<PageProof>().swap(proofs);
     } else {
       pages.clear();
-      sums.clear();
+      proofs.clear();
     }
   }
 };

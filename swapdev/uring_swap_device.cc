@@ -8,8 +8,11 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <bit>
 #include <cerrno>
 #include <cstring>
+
+#include <sys/mman.h>
 
 namespace tmpfsd::swapdev {
 
@@ -39,7 +42,33 @@ UringSwapDevice::Unit* UringSwapDevice::new_unit() {
   return u ? u : new Unit;
 }
 
+// One-page bounce buffers are carved from chunks mapped for them and never
+// given back before the device goes: there are at most as many as pages
+// were in flight at once, and a page of their own each (aligned_alloc of a
+// page wastes up to another page beside it in the heap).
+std::byte* UringSwapDevice::new_bounce(size_t pages) {
+  if (pages != 1) return static_cast<std::byte*>(std::aligned_alloc(kDioAlign, pages * page_size_));
+  MutexLock lk(pool_mu_);
+  if (free_bounces_.empty()) {
+    const size_t len = kBounceChunkPages * page_size_;
+    void* m = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) return nullptr;
+    bounce_chunks_.push_back(static_cast<std::byte*>(m));
+    for (size_t i = 0; i < kBounceChunkPages; ++i)
+      free_bounces_.push_back(static_cast<std::byte*>(m) + i * page_size_);
+  }
+  return pop_free(free_bounces_);
+}
+
 void UringSwapDevice::recycle(Unit* u) {
+  // One-page bounce buffers back to their free list.
+  for (Request* r : u->reqs) {
+    if (r->bounce && r->npages() == 1) {
+      MutexLock lk(pool_mu_);
+      free_bounces_.push_back(r->bounce);
+      r->bounce = nullptr;
+    }
+  }
   // Reset outside the lock: it may free memory (bounce buffers, vectors).
   for (Request* r : u->reqs) r->reset();
   size_t nreq = u->reqs.size();
@@ -62,12 +91,13 @@ void UringSwapDevice::recycle(Unit* u) {
 }
 
 UringSwapDevice::UringSwapDevice(const UringOptions& opt, int fd, bool direct, bool can_punch,
-                                 unsigned min_block_shift)
+                                 unsigned min_block_shift, std::unique_ptr<Sealer> sealer)
     : SlotDevice(opt.page_size, min_block_shift,
                  {.total_slots = opt.size_bytes / opt.page_size,
                   .cluster_slots = opt.cluster_slots,
                   .shards = 0,
-                  .discard = can_punch}),
+                  .discard = can_punch},
+                 std::move(sealer)),
       max_merge_(std::clamp<uint32_t>(opt.max_merge_pages, 1, kMaxRequestPages)),
       discard_batch_(std::max<uint32_t>(1, opt.discard_batch)),
       discard_interval_(opt.discard_interval),
@@ -147,6 +177,7 @@ UringSwapDevice::~UringSwapDevice() {
   if (fd_ >= 0) ::close(fd_);
   for (Request* r : free_reqs_) delete r;
   for (Unit* u : free_units_) delete u;
+  for (std::byte* c : bounce_chunks_) ::munmap(c, kBounceChunkPages * page_size_);
 }
 
 // What a read and a write check before the disk: a malformed request or
@@ -166,34 +197,67 @@ bool UringSwapDevice::admit(Request* r, SwapSlot first, size_t pages, bool malfo
   return true;
 }
 
-void UringSwapDevice::write(SwapSlot first, ConstPages pages, IoDone done) {
+// Sealed, every write goes through a bounce buffer (the frames stay
+// plaintext); unsealed, only unaligned memory under O_DIRECT does.
+void UringSwapDevice::write(SwapSlot first, ConstPages pages, PageOwner owner, IoDone done) {
   Request* r = new_request(true, first, std::move(done));
+  r->owner = owner;
   auto [bad, aligned] = r->add_pages(pages, page_size_);
   if (admit(r, first, pages.size(), bad)) {
-    r->sums.reserve(pages.size());
-    for (auto p : pages) r->sums.push_back(ChecksumTable::hash(p));
-    if (direct_ && !aligned) {
-      // O_DIRECT needs aligned memory: copy into an aligned bounce buffer.
-      r->bounce = static_cast<std::byte*>(std::aligned_alloc(kDioAlign, pages.size() * page_size_));
-      for (size_t i = 0; i < pages.size(); ++i)
-        std::memcpy(r->bounce + i * page_size_, pages[i].data(), page_size_);
-    }
+    if (sealed() || (direct_ && !aligned)) r->bounce = new_bounce(pages.size());
+    r->to_prove = true;
   }
+  submit_write(r);
+}
+
+void UringSwapDevice::submit_write(Request* r) {
+  if (r->to_prove && sealed() && IoBatch::plugged(this)) {
+    tl_deferred_seals.push_back({this, r});
+    return;
+  }
+  if (r->to_prove) prove_request(r);
   enqueue(r);
 }
 
-void UringSwapDevice::read(SwapSlot first, MutablePages pages, IoDone done) {
+void UringSwapDevice::prove_request(Request* r) {
+  r->to_prove = false;
+  if (sealed() && !r->bounce) {
+    r->err = -ENOMEM;  // no bounce buffer to seal into
+    r->rejected = true;
+    return;
+  }
+  const uint32_t n = r->npages();
+  r->proofs.resize(n);
+  for (uint32_t i = 0; i < n; ++i) {
+    const std::span<const std::byte> page{static_cast<const std::byte*>(r->pages[i].iov_base),
+                                          page_size_};
+    std::span<std::byte> out;
+    if (r->bounce) out = {r->bounce + i * page_size_, page_size_};
+    if (!prove(r->first + i, r->owner.page(i), page, out, &r->proofs[i])) {
+      r->err = -EIO;  // OpenSSL failed: nothing goes to the medium
+      r->rejected = true;
+      return;
+    }
+    if (r->bounce && !sealed()) std::memcpy(out.data(), page.data(), page_size_);
+  }
+}
+
+// Reads land in the caller's pages (or a bounce buffer under O_DIRECT with
+// unaligned memory); a sealed page is opened in place at completion.
+void UringSwapDevice::read(SwapSlot first, MutablePages pages, PageOwner owner, IoDone done) {
   Request* r = new_request(false, first, std::move(done));
+  r->owner = owner;
   auto [bad, aligned] = r->add_pages(pages, page_size_);
   if (admit(r, first, pages.size(), bad) && direct_ && !aligned)
-    r->bounce = static_cast<std::byte*>(std::aligned_alloc(kDioAlign, pages.size() * page_size_));
+    r->bounce = new_bounce(pages.size());
   enqueue(r);
 }
 
-void UringSwapDevice::write_blocks(SwapSlot slot, std::span<const std::byte> page,
+void UringSwapDevice::write_blocks(SwapSlot slot, std::span<const std::byte> page, PageOwner owner,
                                    uint64_t block_mask, unsigned block_shift, IoDone done) {
   Request* r = new_request(true, slot, std::move(done));
   r->partial = true;
+  r->owner = owner;
   r->mask = block_mask;
   r->shift = block_shift;
   r->pages.push_back({const_cast<std::byte*>(page.data()), page.size()});
@@ -201,7 +265,7 @@ void UringSwapDevice::write_blocks(SwapSlot slot, std::span<const std::byte> pag
       !alloc_.all_allocated(slot, 1)) {
     r->err = -EINVAL;
     r->rejected = true;
-  } else if (!sums_.has_data(slot.value)) {
+  } else if (!has_data(slot.value)) {
     r->err = -ENODATA;
     r->rejected = true;
   } else if (block_mask == 0) {
@@ -210,13 +274,16 @@ void UringSwapDevice::write_blocks(SwapSlot slot, std::span<const std::byte> pag
     r->err = e;
     DeviceStats::add(stats_.injected_errors);
   } else {
-    r->sums.push_back(ChecksumTable::hash(page));
-    if (direct_ && reinterpret_cast<uintptr_t>(page.data()) % kDioAlign != 0) {
-      r->bounce = static_cast<std::byte*>(std::aligned_alloc(kDioAlign, page_size_));
-      std::memcpy(r->bounce, page.data(), page_size_);
+    if (sealed()) {
+      // A fresh seal changes every byte: the whole page is one block.
+      r->shift = static_cast<unsigned>(std::countr_zero(page_size_));
+      r->mask = 1;
     }
+    if (sealed() || (direct_ && reinterpret_cast<uintptr_t>(page.data()) % kDioAlign != 0))
+      r->bounce = new_bounce(1);
+    r->to_prove = true;
   }
-  enqueue(r);
+  submit_write(r);
 }
 
 SlotRun UringSwapDevice::allocate(uint32_t want, SwapSlot hint) {
@@ -235,11 +302,11 @@ SlotRun UringSwapDevice::allocate(uint32_t want, SwapSlot hint) {
 void UringSwapDevice::free(SwapSlot first, uint32_t count) {
   // Forget the checksums before the slots can be handed out again.
   if (alloc_.all_allocated(first, count)) {
-    for (uint64_t s = first.value; s < first.value + count; ++s) sums_.clear(s);
+    for (uint64_t s = first.value; s < first.value + count; ++s) clear_proof(s);
   } else if (first.valid()) {
     uint64_t end = std::min<uint64_t>(alloc_.total_slots(), first.value + count);
     for (uint64_t s = first.value; s < end; ++s)
-      if (alloc_.allocated(SwapSlot(s))) sums_.clear(s);
+      if (alloc_.allocated(SwapSlot(s))) clear_proof(s);
   }
   alloc_.free(first, count);
   if (alloc_.discard_waiting() >= discard_batch_) {

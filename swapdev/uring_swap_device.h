@@ -11,8 +11,14 @@
 //                                              │ io_uring_submit (batched)
 //                                              v
 //   IoDone(err) <── completion thread <── CQE: -EAGAIN and short transfers
-//                   (verifies checksums)       are resubmitted from here
+//                   (verifies checksums,       are resubmitted from here
+//                   opens seals)
 //                   or a thread in wait_until()
+//
+// A sealed device (UringOptions::seal, seal.h) seals each page of a write
+// on the calling thread, into a bounce buffer that the SQE then carries
+// (the caller's page stays plaintext), and opens each page of a read in
+// place on the reaping thread.
 //
 // A request is queued rather than submitted while the calling thread holds an
 // IoBatch on this device; otherwise write()/read() submit at once. When the
@@ -105,7 +111,12 @@ struct UringOptions {
   uint32_t max_merge_pages = 256;  // cap of one merged I/O
   bool direct_io = true;           // false: buffered I/O from the start
   bool allow_tmpfs = false;        // tests of the buffered fallback only
-  uint32_t discard_batch = 16;     // clusters waiting before the discard thread runs
+  // Seal every page (AES-256-GCM, a key made here and kept in memory only:
+  // seal.h) instead of writing it as it is with a checksum. The daemon sets
+  // it unless --seal off; the default here is the plain device that
+  // bench-swapdev measures against fio.
+  bool seal = false;
+  uint32_t discard_batch = 16;  // clusters waiting before the discard thread runs
   std::chrono::milliseconds discard_interval{1000};  // ... or this long
   // Tests only: see SwapFileOptions.
   bool test_no_tmpfile = false;
@@ -131,10 +142,13 @@ class UringSwapDevice final : public SlotDevice {
 
   SlotRun allocate(uint32_t want, SwapSlot hint = {}) override;
   void free(SwapSlot first, uint32_t count = 1) override;
-  void write(SwapSlot first, ConstPages pages, IoDone done) override;
-  void read(SwapSlot first, MutablePages pages, IoDone done) override;
-  void write_blocks(SwapSlot slot, std::span<const std::byte> page, uint64_t block_mask,
-                    unsigned block_shift, IoDone done) override;
+  using SwapDevice::read;
+  using SwapDevice::write;
+  using SwapDevice::write_blocks;
+  void write(SwapSlot first, ConstPages pages, PageOwner owner, IoDone done) override;
+  void read(SwapSlot first, MutablePages pages, PageOwner owner, IoDone done) override;
+  void write_blocks(SwapSlot slot, std::span<const std::byte> page, PageOwner owner,
+                    uint64_t block_mask, unsigned block_shift, IoDone done) override;
   void flush() override;
   // Reaps completions on the calling thread (see the header comment).
   void wait_until(const std::function<bool()>& done) override;
@@ -177,12 +191,17 @@ class UringSwapDevice final : public SlotDevice {
   friend UringOpenResult open_uring_swap_device(const UringOptions&) noexcept;
 
   UringSwapDevice(const UringOptions& opt, int fd, bool direct, bool can_punch,
-                  unsigned min_block_shift);
+                  unsigned min_block_shift, std::unique_ptr<Sealer> sealer);
   int init_ring(unsigned entries, std::string& error);
 
   void enqueue(Request* r);
-  unsigned flush_locked() REQUIRES(sq_mu_);            // returns what enter() must send
-  unsigned publish_locked() REQUIRES(sq_mu_);          // makes prepared SQEs visible; how many
+  // A write whose proofs are to be taken: sealed under a plug, deferred to
+  // this thread's flush of the device; otherwise proved and enqueued now.
+  void submit_write(Request* r);
+  void prove_request(Request* r);              // seals (or sums) r's pages; -EIO if OpenSSL fails
+  void prove_deferred();                       // this thread's deferred seals, into pending_
+  unsigned flush_locked() REQUIRES(sq_mu_);    // returns what enter() must send
+  unsigned publish_locked() REQUIRES(sq_mu_);  // makes prepared SQEs visible; how many
   unsigned unsubmitted_locked() REQUIRES(sq_mu_);      // published, not yet taken by the kernel
   void enter(unsigned n);                              // hands n SQEs to the kernel; no lock held
   void push_locked(Unit* u) REQUIRES(sq_mu_);          // into the ring, or the backlog
@@ -200,6 +219,10 @@ class UringSwapDevice final : public SlotDevice {
   bool admit(Request* r, SwapSlot first, size_t pages, bool malformed);
   Unit* new_unit();
   void recycle(Unit* u);  // u and its requests back to the pool
+  // A bounce buffer of `pages` pages (aligned for O_DIRECT); single pages
+  // come from a free list, so that sealed writeback, which bounces every
+  // page, does not churn (and fragment) the heap.
+  std::byte* new_bounce(size_t pages);
   void completion_loop(std::stop_token st);
   void discard_loop(std::stop_token st);
   size_t discard_round(size_t max_clusters);
@@ -243,6 +266,8 @@ class UringSwapDevice final : public SlotDevice {
   Mutex pool_mu_;  // a leaf lock (taken under sq_mu_ too)
   std::vector<Request*> free_reqs_ GUARDED_BY(pool_mu_);
   std::vector<Unit*> free_units_ GUARDED_BY(pool_mu_);
+  std::vector<std::byte*> free_bounces_ GUARDED_BY(pool_mu_);   // one page each
+  std::vector<std::byte*> bounce_chunks_ GUARDED_BY(pool_mu_);  // their mappings
 
   Mutex disc_mu_;
   std::condition_variable_any disc_cv_;   // wakes the discard thread

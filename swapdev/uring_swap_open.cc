@@ -47,14 +47,24 @@ UringOpenResult open_uring_swap_device(const UringOptions& opt) noexcept {
     // never more than a page.
     const unsigned page_shift = static_cast<unsigned>(std::countr_zero(opt.page_size));
     const unsigned min_shift = f.direct ? std::min(f.dio_shift, page_shift) : 9;
+    std::unique_ptr<Sealer> sealer;
+    if (opt.seal) {
+      std::string why;
+      sealer = Sealer::create(&why);
+      if (!sealer) {
+        ::close(f.fd);
+        return error(-EIO, why);
+      }
+    }
     std::unique_ptr<UringSwapDevice> dev(
-        new UringSwapDevice(opt, f.fd, f.direct, f.can_punch, min_shift));
+        new UringSwapDevice(opt, f.fd, f.direct, f.can_punch, min_shift, std::move(sealer)));
     std::string why;
     if (int r = dev->init_ring(opt.queue_depth, why); r < 0)
       return error(r, fmt::format("cannot set up io_uring for the swap file: {}", why));
-    spdlog::info("swapdev: {} slots of {} bytes in {} ({}, {}-byte blocks, discard {})", slots,
+    spdlog::info("swapdev: {} slots of {} bytes in {} ({}, {}-byte blocks, discard {}, {})", slots,
                  opt.page_size, opt.dir, f.direct ? "O_DIRECT" : "buffered", 1u << min_shift,
-                 f.can_punch ? "on" : "off");
+                 f.can_punch ? "on" : "off",
+                 opt.seal ? "sealed: AES-256-GCM" : "not sealed: XXH3 checksums");
     UringOpenResult r;
     r.device = std::move(dev);
     return r;

@@ -71,7 +71,10 @@ inline Status wait_for(FilePages::PendingWrite* w) {
 
 class FilePagesImpl {
  public:
-  explicit FilePagesImpl(PageCache::State& st) : st_(st), index_(&st.metadata) {
+  explicit FilePagesImpl(PageCache::State& st)
+      : st_(st),
+        serial_(st.next_file_serial.fetch_add(1, std::memory_order_relaxed)),
+        index_(&st.metadata) {
     st_.files.fetch_add(1, std::memory_order_relaxed);
     st_.metadata.fetch_add(sizeof(*this), std::memory_order_relaxed);
   }
@@ -96,6 +99,12 @@ class FilePagesImpl {
   // Lock-free (an atomic published under mu_ whenever pages come or go),
   // so that the namespace may ask while it holds Namespace::mu_.
   uint64_t pages() const { return pages_.load(std::memory_order_relaxed); }
+
+  // The file's number for the swap device (swapdev::PageOwner::file):
+  // unique in the mount for its life, so that the seal binds each swapped
+  // page to its file as well as its index.
+  uint64_t serial() const { return serial_; }
+  swapdev::PageOwner owner(uint64_t page) const { return {serial_, page}; }
 
   // Reclaim (reclaim_pass, evict.cc): the file's mutex, try-locked, and the
   // page-out of one isolated pmap under it.
@@ -191,6 +200,7 @@ class FilePagesImpl {
   void free_range_locked(uint64_t first, uint64_t last) REQUIRES(mu_);
 
   PageCache::State& st_;
+  const uint64_t serial_;  // see serial()
   mutable SharedMutex mu_;
   FileIndex index_ GUARDED_BY(mu_);
   // Page after the last read's end: a read starting there is sequential

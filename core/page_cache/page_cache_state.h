@@ -95,6 +95,10 @@ struct PageCache::State {
 
   std::atomic<uint64_t> metadata{0};  // Pmaps + indexes (pool descriptors added in stats)
   std::atomic<uint64_t> files{0};
+  // The next file's serial (FilePagesImpl::serial): names a file to the
+  // swap device's seal for the mount's life; never reused, unlike inode
+  // numbers, and never 0 (the device's "no file").
+  std::atomic<uint64_t> next_file_serial{1};
   std::atomic<uint64_t> writeback_in_flight{0};  // pages
   std::atomic<uint64_t> reads_in_flight{0};      // ReadRequests, PendingWrites not yet replied
 

@@ -119,7 +119,8 @@ void FilePagesImpl::submit_swap_in_locked(Pmap* p) {
   const swapdev::SwapSlot slot = f->swap_slot();
   std::span<std::byte> bytes = f->bytes();
   PageCache::State* st = &st_;
-  st_.swap->read(slot, {&bytes, 1}, [st, p, slot](int err) { swap_in_done(*st, p, slot, err); });
+  st_.swap->read(slot, {&bytes, 1}, owner(p->index()),
+                 [st, p, slot](int err) { swap_in_done(*st, p, slot, err); });
 }
 
 // A swapped page (its word is the compact word of `slot`) becomes a pmap

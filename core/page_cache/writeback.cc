@@ -52,11 +52,14 @@ class Writeback {
     Writeback wb{&st, p, p->frame(), slot, background, partial};
     p->set_writeback();
     st.writeback_in_flight.fetch_add(1, std::memory_order_relaxed);
+    // The seal binds the slot's bytes to this page of this file.
+    const swapdev::PageOwner owner = p->file()->owner(p->index());
     if (partial) {
-      st.swap->write_blocks(slot, wb.f_->bytes(), mask, shift, [wb](int err) { wb.done(err); });
+      st.swap->write_blocks(slot, wb.f_->bytes(), owner, mask, shift,
+                            [wb](int err) { wb.done(err); });
     } else {
       const std::span<const std::byte> bytes = wb.f_->bytes();
-      st.swap->write(slot, {&bytes, 1}, [wb](int err) { wb.done(err); });
+      st.swap->write(slot, {&bytes, 1}, owner, [wb](int err) { wb.done(err); });
     }
   }
 

@@ -31,8 +31,9 @@ struct Rig {
 Rig make_rig(uint64_t frames, uint64_t slots,
              MemorySwapDevice::Completion mode = MemorySwapDevice::Completion::Inline,
              bool background = true, uint64_t max_pages = 0, unsigned min_block_shift = 9,
-             bool writeback_copy = false) {
+             bool writeback_copy = false, bool seal = false) {
   MemorySwapDevice::Options o;
+  o.seal = seal;
   o.slots = slots;
   o.min_block_shift = min_block_shift;
   o.page_size = kPage;
@@ -226,6 +227,63 @@ TEST_CASE("reclaim: partial and page-crossing writes after swap-in", "[reclaim]"
   f.punch_hole(10 * kPage + 5, 3 * kPage);
   std::memset(m.data.data() + 10 * kPage + 5, 0, 3 * kPage);
   check_file(f, m);
+}
+
+TEST_CASE(
+    "reclaim: sealed swap: two files page out and back, partial rewrites included; slot "
+    "images moved on the medium are EIO",
+    "[reclaim][seal]") {
+  auto rig = make_rig(16, 4096, MemorySwapDevice::Completion::Inline, true, 0, 9, false, true);
+  REQUIRE(rig.dev->sealed());
+  PageCache& pc = *rig.cache;
+  FilePages f1(pc), f2(pc);
+  Model m1, m2;
+  const uint64_t size = 40 * kPage;
+  m1.write(0, pattern(size, 21));
+  m2.write(0, pattern(size, 22));
+  REQUIRE(f1.write(0, m1.data).is_ok());
+  REQUIRE(f2.write(0, m2.data).is_ok());
+  std::mt19937 rng(5);
+  for (int i = 0; i < 200; ++i) {
+    pc.shrink(16);
+    FilePages& f = i % 2 ? f1 : f2;
+    Model& m = i % 2 ? m1 : m2;
+    const uint64_t off = rng() % size;
+    Bytes b = pattern(1 + rng() % 700, 500 + i);
+    if (off + b.size() > size) b.resize(size - off);
+    REQUIRE(f.write(off, b).is_ok());
+    m.write(off, b);
+  }
+  check_file(f1, m1);
+  check_file(f2, m2);
+  CHECK(pc.stats().partial_writebacks > 0);  // write_blocks, resealed whole
+  CHECK(pc.stats().swap_checksum_failures == 0);
+  // Out again; no slot holds a page's bytes, and each slot's image moved to
+  // the next used slot (same device, same key) reads as EIO, never as
+  // another page's bytes.
+  pc.shrink(16);
+  std::vector<swapdev::SwapSlot> used;
+  for (uint64_t s = 0; s < 4096; ++s)
+    if (!rig.dev->stored(swapdev::SwapSlot(s)).empty()) used.push_back(swapdev::SwapSlot(s));
+  REQUIRE(used.size() >= 40);
+  for (auto s : used) {
+    auto img = rig.dev->stored(s);
+    CHECK(std::search(img.begin(), img.end(), m1.data.begin(), m1.data.begin() + 64) == img.end());
+  }
+  std::vector<std::vector<std::byte>> images;
+  for (auto s : used) images.push_back(rig.dev->stored(s));
+  for (size_t i = 0; i < used.size(); ++i)
+    rig.dev->overwrite(used[i], images[(i + 1) % used.size()]);
+  int eio = 0;
+  for (uint64_t p = 0; p < 40; ++p) {
+    auto [s1, b1] = try_read(f1, p * kPage, kPage);
+    auto [s2, b2] = try_read(f2, p * kPage, kPage);
+    eio += (s1.code() == EIO) + (s2.code() == EIO);
+    if (s1.is_ok()) CHECK(std::memcmp(b1.data(), m1.data.data() + p * kPage, kPage) == 0);
+    if (s2.is_ok()) CHECK(std::memcmp(b2.data(), m2.data.data() + p * kPage, kPage) == 0);
+  }
+  CHECK(eio > 0);
+  CHECK(pc.stats().swap_checksum_failures > 0);
 }
 
 TEST_CASE("reclaim: a write during writeback waits and never changes the bytes in flight",

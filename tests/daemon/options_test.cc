@@ -83,6 +83,10 @@ TEST_CASE("bad options give a one-line error naming the option and exit status 2
       {{"-o", "swap_dir=", "/tmp"}, "swap_dir"},
       {{"-o", "page_size=5000", "/tmp"}, "page_size="},
       {{"-o", "writeback_conflict=skip", "/tmp"}, "writeback_conflict"},
+      {{"-o", "seal=maybe", "/tmp"}, "-o seal=maybe"},
+      {{"-o", "seal", "/tmp"}, "seal"},
+      {{"--seal", "no", "/tmp"}, "--seal"},
+      {{"-o", "seal=off", "--seal", "off", "/tmp"}, "both given"},
       {{"-o", "threads=many", "/tmp"}, "threads="},
       {{"-o", "log_level=loud", "/tmp"}, "log_level"},
       {{"-o", "log_file=", "/tmp"}, "log_file"},
@@ -156,6 +160,26 @@ TEST_CASE("SOURCE before MOUNTPOINT is the fsname; without it, tmpfsd", "[option
   REQUIRE(flags_first.options);
   CHECK(flags_first.options->source == "scratch,x");
   CHECK(flags_first.options->memory_bytes == 32ull << 20);
+}
+
+TEST_CASE("--seal takes on or off, on by default; -o seal= the same", "[options]") {
+  auto def = parse({"/tmp"});
+  REQUIRE(def.options);
+  CHECK(def.options->seal);
+  for (auto args : {std::vector<std::string>{"--seal", "off", "/tmp"},
+                    std::vector<std::string>{"-o", "seal=off", "/tmp"},
+                    std::vector<std::string>{"-o", "size=1g,seal=off,memory=64m", "/tmp"}}) {
+    auto off = parse(args);
+    INFO(off.message);
+    REQUIRE(off.options);
+    CHECK_FALSE(off.options->seal);
+  }
+  for (auto args : {std::vector<std::string>{"--seal", "on", "/tmp"},
+                    std::vector<std::string>{"-o", "seal=on", "/tmp"}}) {
+    auto on = parse(args);
+    REQUIRE(on.options);
+    CHECK(on.options->seal);
+  }
 }
 
 TEST_CASE("every daemon option has a mount-option form", "[options]") {

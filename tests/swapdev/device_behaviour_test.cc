@@ -13,7 +13,7 @@
 using namespace tmpfsd::swapdev;
 using namespace tmpfsd::swapdev::test;
 
-#define DEVICES SWAPDEV_ALL_DEVICES
+#define DEVICES SWAPDEV_ALL_DEVICES, SWAPDEV_SEALED_DEVICES
 
 TEMPLATE_TEST_CASE("device: random pages at random slots round-trip with concurrent submitters",
                    "[device][mt]", DEVICES) {

@@ -6,7 +6,9 @@
 #include <unistd.h>
 #include <catch2/catch.hpp>
 
+#include <cstring>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "swapdev/memory_swap_device.h"
@@ -99,7 +101,49 @@ struct UringBuffered {
   std::vector<std::byte> stored(SwapSlot s) { return stored_in_file(*dev, s); }
 };
 
+// Sealed devices (AES-256-GCM, swapdev/seal.h): what the slots hold is
+// ciphertext, so stored() is not the page.
+struct MemorySealed {
+  static constexpr const char* kName = "memory-sealed";
+  std::unique_ptr<MemorySwapDevice> dev;
+  explicit MemorySealed(uint64_t slots, uint32_t cluster = 256)
+      : dev(std::make_unique<MemorySwapDevice>(MemorySwapDevice::Options{
+            .slots = slots, .page_size = 4096, .cluster_slots = cluster, .seal = true})) {
+    REQUIRE(dev->sealed());
+  }
+  SwapDevice& d() { return *dev; }
+  void corrupt(SwapSlot s) { dev->corrupt(s, 100); }
+  std::vector<std::byte> stored(SwapSlot s) { return dev->stored(s); }
+  void overwrite(SwapSlot s, std::span<const std::byte> b) { dev->overwrite(s, b); }
+};
+
+// Puts `bytes` in the slot of the file, as someone with the disk would.
+inline void overwrite_file(UringSwapDevice& dev, SwapSlot s, std::span<const std::byte> bytes) {
+  Pages p(1, dev.page_size());
+  std::memcpy(p.data(), bytes.data(), dev.page_size());
+  REQUIRE(::pwrite(dev.fd(), p.data(), dev.page_size(),
+                   static_cast<off_t>(s.value * dev.page_size())) ==
+          static_cast<ssize_t>(dev.page_size()));
+}
+
+struct UringSealed {
+  static constexpr const char* kName = "uring-sealed";
+  std::unique_ptr<UringSwapDevice> dev;
+  explicit UringSealed(uint64_t slots, uint32_t cluster = 256)
+      : dev(open_uring({.dir = "/var/tmp",
+                        .size_bytes = slots * 4096,
+                        .cluster_slots = cluster,
+                        .seal = true})) {
+    REQUIRE(dev->sealed());
+  }
+  SwapDevice& d() { return *dev; }
+  void corrupt(SwapSlot s) { corrupt_file(*dev, s); }
+  std::vector<std::byte> stored(SwapSlot s) { return stored_in_file(*dev, s); }
+  void overwrite(SwapSlot s, std::span<const std::byte> b) { overwrite_file(*dev, s, b); }
+};
+
 // Every fixture above: the list behavioural TEMPLATE_TEST_CASEs run on.
 #define SWAPDEV_ALL_DEVICES MemoryInline, MemoryThreaded, UringDirect, UringBuffered
+#define SWAPDEV_SEALED_DEVICES MemorySealed, UringSealed
 
 }  // namespace tmpfsd::swapdev::test

@@ -72,7 +72,7 @@ int read_waiting(SwapDevice& d, SwapSlot s, std::vector<std::span<std::byte>> pa
 }  // namespace
 
 TEMPLATE_TEST_CASE("wait_until: returns once the callbacks it waits for have run", "[wait_until]",
-                   SWAPDEV_ALL_DEVICES) {
+                   SWAPDEV_ALL_DEVICES, SWAPDEV_SEALED_DEVICES) {
   TestType f(256);
   SwapDevice& d = f.d();
   Pages src(16, 4096), dst(16, 4096);
