@@ -11,7 +11,13 @@
 //
 // SIGTERM, SIGINT and SIGHUP end the loop (libfuse's handlers); the mount is
 // then removed and the process exits 0. SIGUSR1 logs the page cache's
-// counters (what a hung test prints beside the thread stacks).
+// counters (what a hung test prints beside the thread stacks). Only the
+// main thread and libfuse's workers take the three: libfuse's handler only
+// sets a flag, which the main thread sees when the signal interrupts its
+// wait and a worker when it interrupts its read of /dev/fuse. Taken by a
+// thread of ours (reclaimer, swap completions, ...), it would wake neither,
+// and the daemon would not end until the next request; so every thread of
+// ours starts with them blocked.
 #include <fuse_log.h>
 #include <fuse_lowlevel.h>
 #include <malloc.h>
@@ -200,15 +206,25 @@ class StatsOnSignal {
   std::jthread thread_;
 };
 
-void block_stats_signal() {
+// SIGUSR1 is waited for by the stats thread alone; the exit signals are
+// for the main thread and libfuse's workers (see the top of this file).
+sigset_t exit_signals() {
   sigset_t set;
   sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGHUP);
+  return set;
+}
+
+void block_signals_for_our_threads() {
+  sigset_t set = exit_signals();
   sigaddset(&set, SIGUSR1);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 }
 
 int serve(const Options& o, Startup& startup) {
-  block_stats_signal();  // before the first thread, so that all inherit it
+  block_signals_for_our_threads();  // before the first thread, so that all inherit it
   PageCacheConfig pc;
   pc.page_size = o.page_size;
   pc.memory_bytes = o.memory_bytes;
@@ -327,6 +343,11 @@ int serve(const Options& o, Startup& startup) {
     if (o.max_threads) fuse_loop_cfg_set_max_threads(loop, o.max_threads);
     // libfuse reports the signal that ended the loop (SIGTERM: 15) as its
     // result: that is the normal way to stop, not a failure.
+    // The exit signals again, for this thread and the workers the loop
+    // starts from it (one that came meanwhile was kept pending: the loop
+    // then ends at once).
+    sigset_t exits = exit_signals();
+    pthread_sigmask(SIG_UNBLOCK, &exits, nullptr);
     int loop_rc = fuse_session_loop_mt(se, loop);
     rc = (loop_rc == 0 || loop_rc == SIGTERM || loop_rc == SIGINT || loop_rc == SIGHUP) ? 0 : 1;
     fuse_loop_cfg_destroy(loop);
