@@ -174,6 +174,9 @@ def plot(table, path, rounds):
     ax.bar(xs, ratios, color=colors, width=0.6, label="tmpfsd / tmpfs")
     ax.scatter(xs, [e["target"] for e in table], marker="_", s=900, color="black", linewidths=2,
                label="target", zorder=3)
+    for x, e in zip(xs, table):
+        if e["ratio"] is None:
+            ax.text(x, 0.012, "FAILED", rotation=90, ha="center", va="bottom", color="tab:red")
     ax.axhline(1.0, color="grey", linestyle=":", linewidth=1)
     ax.set_yscale("log")
     ax.set_ylim(0.01, 2)
