@@ -270,14 +270,18 @@ void op_init(void* userdata, fuse_conn_info* conn) {
   // kernel lets at most max_background of them be outstanding, queues the
   // rest (readahead too) and blocks the submitter. Its default, 12, capped
   // a queue depth of 32 at 12 requests in the daemon (tools/bench-reclaim).
-  // The protocol's most: a direct write's reply may wait for a readahead of
-  // the same pages (daemon/kernel_cache.h), which must not be queued behind
-  // max_background such replies; submitters are bounded by their own queue
-  // depth. Above congestion_threshold (the kernel's 9 of 12 was 3/4) the
-  // kernel skips async readahead. For a mount by a user other than root
-  // the kernel clamps both (fuse module parameters max_user_bgreq, by
-  // default 1/8192 of RAM in 392-byte requests, and max_user_congthresh).
-  conn->max_background = 65535;
+  // 64 admits two such queues. Not more: each direct write holds its frames
+  // until it is applied, and with the protocol's most (65,535) hundreds of
+  // them at once took every frame of a small --memory and were answered
+  // ENOSPC (xfstests generic/113, aio-stress, at memory=16M). The price,
+  // open: a direct write's reply may wait for a readahead of the same pages
+  // (daemon/kernel_cache.h), which the kernel can queue behind 64 such
+  // writes (seen with 512 AIO writes racing buffered reads of one file).
+  // Above congestion_threshold (the kernel's 9 of 12 was 3/4) the kernel
+  // skips async readahead. For a mount by a user other than root the
+  // kernel clamps both (fuse module parameters max_user_bgreq and
+  // max_user_congthresh).
+  conn->max_background = 64;
   conn->congestion_threshold = 48;
   if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC) conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
   if (conn->capable & FUSE_CAP_READDIRPLUS) conn->want |= FUSE_CAP_READDIRPLUS;
