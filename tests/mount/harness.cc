@@ -1077,8 +1077,9 @@ bool parse_mc(const std::string& t, std::string& order, int64_t& d) {
   return end && *end == '\0';
 }
 // Two outcomes match when every token is the same except mtime/ctime
-// orders, which match when they are the same order beyond the tolerance, or
-// when their m - c are within the tolerance of each other.
+// orders, which match when they are the same order beyond the tolerance,
+// when their m - c are within the tolerance of each other, or when both are
+// more than one coarse tick apart in the same direction.
 bool mc_compatible(const std::string& x, const std::string& y) {
   std::istringstream xs(x), ys(y);
   std::string tx, ty;
@@ -1091,7 +1092,14 @@ bool mc_compatible(const std::string& x, const std::string& y) {
     int64_t dx, dy;
     if (!parse_mc(tx, ox, dx) || !parse_mc(ty, oy, dy)) return false;
     if (ox == oy && ox != "m~c") continue;
-    if (dx - dy > mc_tolerance_ns() || dy - dx > mc_tolerance_ns()) return false;
+    if (dx - dy > mc_tolerance_ns() || dy - dx > mc_tolerance_ns()) {
+      // Both more than a tick apart in the same direction: two different
+      // operations set them on both sides, and the gap is the wall time
+      // between the steps, which a loaded machine stretches on one side.
+      const int64_t tick = coarse_tick_ns();
+      if ((dx < -tick && dy < -tick) || (dx > tick && dy > tick)) continue;
+      return false;
+    }
   }
 }
 }  // namespace
