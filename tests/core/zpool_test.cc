@@ -1,0 +1,156 @@
+// Tests core/page_cache/zpool.{h,cc}: packing, freeing, the frame bound,
+// compaction under churn and the order of the oldest.
+#include "core/page_cache/zpool.h"
+
+#include <algorithm>
+#include <map>
+#include <random>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+namespace tmpfsd {
+namespace {
+
+std::vector<std::byte> object(size_t n, uint32_t seed) {
+  std::vector<std::byte> v(n);
+  std::mt19937 rng(seed);
+  for (auto& b : v) b = static_cast<std::byte>(rng());
+  return v;
+}
+
+std::vector<std::byte> load(const ZPool& z, ZHandle h) {
+  std::vector<std::byte> v(z.max_object());
+  v.resize(z.load(h, v));
+  return v;
+}
+
+}  // namespace
+
+TEST_CASE("ZPool: size classes waste little: 2,720-byte slots go three to two frames") {
+  auto fp = FramePool::create(4096, 16);
+  REQUIRE(fp);
+  ZPool z(**fp, 16, 3072);
+  CHECK(z.class_shape(2700) == std::pair<size_t, unsigned>{2720, 2});
+  CHECK(z.class_shape(1) == std::pair<size_t, unsigned>{32, 1});
+  CHECK(z.class_shape(2048) == std::pair<size_t, unsigned>{2048, 1});
+  CHECK(z.class_shape(3072).first == 3072);
+  // Three objects of 2,700 bytes: two frames, one of them straddling both.
+  std::vector<ZHandle> h;
+  for (uint32_t i = 0; i < 3; ++i) {
+    auto r = z.store(object(2700, i), i);
+    REQUIRE(r);
+    h.push_back(*r);
+  }
+  CHECK(z.stats().frames == 2);
+  CHECK((**fp).frames_used() == 2);
+  for (uint32_t i = 0; i < 3; ++i) {
+    CHECK(load(z, h[i]) == object(2700, i));
+    CHECK(z.size(h[i]) == 2700);
+    CHECK(z.tag(h[i]) == i);
+  }
+}
+
+TEST_CASE("ZPool: bad sizes are EINVAL; the frame bound is ENOSPC; freeing gives frames back") {
+  auto fp = FramePool::create(4096, 16);
+  REQUIRE(fp);
+  ZPool z(**fp, 4, 3072);
+  CHECK(z.store({}, 0).code() == EINVAL);
+  CHECK(z.store(object(3073, 1), 0).code() == EINVAL);
+  // 1,024-byte objects: four to a frame, four frames at most.
+  std::vector<ZHandle> h;
+  for (uint32_t i = 0; i < 16; ++i) {
+    auto r = z.store(object(1000, i), i);
+    REQUIRE(r);
+    h.push_back(*r);
+  }
+  CHECK(z.stats().frames == 4);
+  CHECK(z.store(object(1000, 99), 0).code() == ENOSPC);
+  // The FramePool's own limit counts too: take its other frames away.
+  {
+    auto rest = (**fp).reserve(12);
+    REQUIRE(rest);
+    ZPool other(**fp, 16, 3072);
+    CHECK(other.store(object(100, 1), 0).code() == ENOSPC);
+  }
+  for (ZHandle x : h) z.free(x);
+  CHECK(z.stats().frames == 0);
+  CHECK(z.stats().objects == 0);
+  CHECK((**fp).frames_used() == 0);
+  CHECK_FALSE(z.oldest().valid());
+}
+
+TEST_CASE("ZPool: churn keeps every object intact, and compaction gives back the frames") {
+  auto fp = FramePool::create(4096, 2048);
+  REQUIRE(fp);
+  ZPool z(**fp, 2048, 3072);
+  std::mt19937 rng(42);
+  std::map<uint32_t, std::pair<ZHandle, size_t>> live;  // seed -> handle, size
+  uint32_t seed = 0;
+  for (int round = 0; round < 20; ++round) {
+    for (int i = 0; i < 400; ++i) {
+      const size_t n = 1 + rng() % 3072;
+      auto r = z.store(object(n, seed), seed);
+      REQUIRE(r);
+      live[seed++] = {*r, n};
+    }
+    // Free about a third, at random.
+    for (auto it = live.begin(); it != live.end();) {
+      if (rng() % 3 == 0) {
+        z.free(it->second.first);
+        it = live.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  uint64_t bytes = 0;
+  for (auto& [s, hn] : live) bytes += hn.second;
+  const auto before = z.stats();
+  CHECK(before.objects == live.size());
+  CHECK(before.object_bytes == bytes);
+  const uint64_t freed = z.compact();
+  const auto after = z.stats();
+  CHECK(freed == before.frames - after.frames);
+  CHECK(freed > 0);
+  CHECK(after.moved > 0);
+  // After compaction each class has at most one partial span: the frames
+  // held are within a span per class of what the objects need.
+  const uint64_t need = (bytes + 4095) / 4096;
+  INFO("objects " << after.objects << " bytes " << bytes << " frames " << after.frames);
+  CHECK(after.frames <= need + need / 4 + 96 * ZPool::kMaxSpanFrames);
+  CHECK((**fp).frames_used() == after.frames);
+  for (auto& [s, hn] : live) {
+    INFO(s);
+    REQUIRE(load(z, hn.first) == object(hn.second, s));
+    CHECK(z.tag(hn.first) == s);
+  }
+  // Metadata is counted, and small beside the data (its vectors keep the
+  // high-water mark of the churn above).
+  CHECK(after.metadata_bytes > 0);
+  CHECK(after.metadata_bytes < bytes / 10);
+}
+
+TEST_CASE("ZPool: oldest() follows the order of stores, across frees") {
+  auto fp = FramePool::create(4096, 16);
+  REQUIRE(fp);
+  ZPool z(**fp, 16, 3072);
+  std::vector<ZHandle> h;
+  for (uint32_t i = 0; i < 5; ++i) h.push_back(*z.store(object(500, i), 100 + i));
+  CHECK(z.oldest() == h[0]);
+  z.free(h[0]);
+  CHECK(z.oldest() == h[1]);
+  z.free(h[2]);
+  z.free(h[1]);
+  CHECK(z.oldest() == h[3]);
+  auto again = z.store(object(10, 9), 9);
+  REQUIRE(again);
+  z.free(h[3]);
+  z.free(h[4]);
+  CHECK(z.oldest() == *again);
+  CHECK(z.tag(z.oldest()) == 9);
+  z.free(*again);
+  CHECK_FALSE(z.oldest().valid());
+}
+
+}  // namespace tmpfsd
