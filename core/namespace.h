@@ -29,6 +29,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "core/image.h"
 #include "core/inode.h"
 #include "core/page_cache.h"
 #include "core/result.h"
@@ -238,6 +239,18 @@ class Namespace {
   Status set_limits(const Limits& limits, std::string* why);
 
   StatFs statfs();
+
+  // Hibernation (core/namespace_image.cc, docs/design.md "Surviving a
+  // restart"). save_image writes every inode that has a name, its
+  // attributes, xattrs, entries and data; nothing else may use the
+  // namespace meanwhile (the daemon calls it once it serves no more). EIO: a
+  // page could not be read; the writer's sink error otherwise.
+  Status save_image(ImageWriter& w);
+  // Fills a namespace that has served nothing yet from an image. On failure
+  // (EINVAL with r.why() saying what is wrong, ENOSPC when the image does
+  // not fit this mount's limits) the namespace may hold part of it and must
+  // be discarded.
+  Status load_image(ImageReader& r);
 
   // Called with an inode number, without mu_, when an operation changed
   // attributes the kernel's cached copy does not expect it to: set-ID bits

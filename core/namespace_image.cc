@@ -1,0 +1,276 @@
+// Namespace::save_image and load_image: the tree, every attribute and every
+// byte of data in a hibernation image (core/image.h gives the framing), and
+// back. docs/design.md, "Surviving a restart", says what is kept and why.
+//
+// Layout after the header (kImageMagic, kImageVersion, next inode number,
+// inode count): one record per inode that has a name (the root first, then
+// by number): number, generation, mode, nlink, owner, rdev, size, the four
+// times, inode flags, symlink target, xattrs, and for a directory its
+// parent and entries in readdir order. Then the data: (inode, offset,
+// length, bytes) for every data extent (SEEK_DATA to SEEK_HOLE) of every
+// regular file, in chunks of at most kDataChunk, ended by inode 0.
+//
+// An inode with no name (unlinked, still open) is not kept: after a restart
+// no descriptor can reach it. Nor is what the kernel holds (lookups, open
+// handles): a new mount starts with none.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <vector>
+
+#include <fmt/core.h>
+
+#include "core/image.h"
+#include "core/namespace.h"
+#include "core/namespace_accounting.h"
+
+namespace tmpfsd {
+
+namespace {
+constexpr uint64_t kImageMagic = 0x31496473666d7074ULL;  // "tmpfsdI1"
+constexpr uint32_t kImageVersion = 1;
+constexpr size_t kDataChunk = size_t{1} << 20;
+constexpr size_t kXattrNameMax = 255;
+constexpr size_t kTargetMax = 4096;  // PATH_MAX
+
+void put_time(ImageWriter& w, const timespec& t) {
+  w.u64(static_cast<uint64_t>(t.tv_sec));
+  w.u64(static_cast<uint64_t>(t.tv_nsec));
+}
+
+bool get_time(ImageReader& r, timespec* t) {
+  uint64_t s, ns;
+  if (!r.u64(&s) || !r.u64(&ns)) return false;
+  if (ns >= 1000000000) return r.fail("a time with more than 10^9 nanoseconds");
+  t->tv_sec = static_cast<time_t>(s);
+  t->tv_nsec = static_cast<long>(ns);
+  return true;
+}
+
+}  // namespace
+
+Status Namespace::save_image(ImageWriter& w) {
+  std::vector<std::pair<InodeRef, uint64_t>> files;  // regular files, their sizes
+  {
+    MutexLock lock(mu_);
+    std::vector<const Inode*> keep;
+    for (const auto& [ino, inode] : inodes_)
+      if (inode->nlink > 0 || ino == kRootIno) keep.push_back(inode.get());
+    std::sort(keep.begin(), keep.end(),
+              [](const Inode* a, const Inode* b) { return a->ino < b->ino; });
+    w.u64(kImageMagic);
+    w.u32(kImageVersion);
+    w.u32(0);  // reserved
+    w.u64(next_ino_);
+    w.u64(keep.size());
+    for (const Inode* n : keep) {
+      w.u64(n->ino);
+      w.u64(n->generation);
+      w.u32(n->mode);
+      w.u32(static_cast<uint32_t>(n->nlink));
+      w.u32(n->uid);
+      w.u32(n->gid);
+      w.u64(n->rdev);
+      w.u64(n->size);
+      for (const timespec* t : {&n->atime, &n->mtime, &n->ctime, &n->btime}) put_time(w, *t);
+      w.u32(n->iflags);
+      w.str(n->target);
+      w.u32(static_cast<uint32_t>(n->xattrs.size()));
+      for (const auto& [name, value] : n->xattrs) {
+        w.str(name);
+        w.str(value);
+      }
+      if (n->dir) {
+        w.u64(n->dir->parent);
+        w.u64(n->dir->size());
+        for (auto it = n->dir->after(0); it != n->dir->end(); ++it) {
+          w.str(it->second.name);
+          w.u64(it->second.ino);
+        }
+      }
+      if (n->is_reg() && n->size > 0) files.emplace_back(inodes_.at(n->ino), n->size);
+    }
+  }
+  // The data, read from the pages without moving atime (a hibernation is
+  // no access), with no lock of ours held.
+  std::vector<std::byte> buf;
+  for (const auto& [inode, size] : files) {
+    const uint64_t ino = inode->ino;
+    for (uint64_t off = 0; off < size;) {
+      auto data = lseek(ino, off, SEEK_DATA);
+      if (!data) {
+        if (data.code() == ENXIO) break;  // only a hole from here on
+        return Errno{data.code()};
+      }
+      auto hole = lseek(ino, *data, SEEK_HOLE);
+      if (!hole) return Errno{hole.code()};
+      for (off = *data; off < *hole;) {
+        const size_t want = static_cast<size_t>(std::min<uint64_t>(kDataChunk, *hole - off));
+        buf.resize(want);
+        size_t got = 0;
+        Status rs;
+        read_and_wait([&](FilePages::ReadDone d) { inode->pages->read(off, want, std::move(d)); },
+                      [&](Status s, std::span<const iovec> iov) {
+                        rs = s;
+                        if (!s) return;
+                        for (const iovec& v : iov) {
+                          std::memcpy(buf.data() + got, v.iov_base, v.iov_len);
+                          got += v.iov_len;
+                        }
+                      });
+        if (!rs) return rs;  // EIO: a page the swap file lost
+        if (got != want) return Errno{EIO};
+        w.u64(ino);
+        w.u64(off);
+        w.u64(got);
+        w.bytes(buf.data(), got);
+        off += got;
+      }
+    }
+  }
+  w.u64(0);
+  return w.finish();
+}
+
+Status Namespace::load_image(ImageReader& r) {
+  auto bad = [&r](std::string why, int code = EINVAL) -> Status {
+    r.fail(std::move(why));
+    return Errno{code};
+  };
+  struct Saved {
+    uint64_t size;
+    timespec atime, mtime, ctime;
+  };
+  std::map<uint64_t, Saved> files;  // regular files: what the data's writes change
+  {
+    MutexLock lock(mu_);
+    if (inodes_.size() != 1 || next_ino_ != kRootIno + 1)
+      return bad("load_image on a namespace already in use", EBUSY);
+    uint64_t magic, next, count;
+    uint32_t version, reserved;
+    if (!r.u64(&magic) || !r.u32(&version) || !r.u32(&reserved) || !r.u64(&next) || !r.u64(&count))
+      return Errno{EINVAL};
+    if (magic != kImageMagic) return bad("not a tmpfsd image");
+    if (version != kImageVersion)
+      return bad(fmt::format("image version {}, this tmpfsd reads {}", version, kImageVersion));
+    decltype(inodes_) table;
+    uint64_t extra_links = 0, user_xattr_space = 0;
+    for (uint64_t i = 0; i < count; ++i) {
+      uint64_t ino, gen, rdev, size;
+      uint32_t mode, nlink, uid, gid, iflags, nx;
+      if (!r.u64(&ino) || !r.u64(&gen) || !r.u32(&mode) || !r.u32(&nlink) || !r.u32(&uid) ||
+          !r.u32(&gid) || !r.u64(&rdev) || !r.u64(&size))
+        return Errno{EINVAL};
+      if (ino < kRootIno || ino >= next || table.count(ino))
+        return bad(fmt::format("inode number {} out of range or repeated", ino));
+      if ((ino == kRootIno) != (i == 0) || (ino == kRootIno && !S_ISDIR(mode)))
+        return bad("the root is not the first inode, or not a directory");
+      auto n = std::make_shared<Inode>(ino, gen, static_cast<mode_t>(mode));
+      n->nlink = nlink;
+      n->uid = uid;
+      n->gid = gid;
+      n->rdev = static_cast<dev_t>(rdev);
+      n->size = size;
+      for (timespec* t : {&n->atime, &n->mtime, &n->ctime, &n->btime})
+        if (!get_time(r, t)) return Errno{EINVAL};
+      if (!r.u32(&iflags) || !r.str(&n->target, kTargetMax) || !r.u32(&nx)) return Errno{EINVAL};
+      n->iflags = iflags;
+      for (uint32_t x = 0; x < nx; ++x) {
+        std::string name, value;
+        if (!r.str(&name, kXattrNameMax + 32) || !r.str(&value, kXattrSizeMax))
+          return Errno{EINVAL};
+        if (is_user_xattr(name)) user_xattr_space += xattr_space(name, value.size());
+        n->xattrs.emplace(std::move(name), std::move(value));
+      }
+      if (n->is_dir()) {
+        n->dir = std::make_unique<Directory>();
+        uint64_t entries;
+        if (!r.u64(&n->dir->parent) || !r.u64(&entries)) return Errno{EINVAL};
+        for (uint64_t e = 0; e < entries; ++e) {
+          std::string name;
+          uint64_t child;
+          if (!r.str(&name, kNameMax) || !r.u64(&child)) return Errno{EINVAL};
+          if (name.empty() || name == "." || name == ".." || name.find('/') != name.npos ||
+              n->dir->find(name) != 0)
+            return bad(fmt::format("directory {}: a bad or repeated name", ino));
+          n->dir->insert(name, child);
+        }
+      } else if (n->is_reg()) {
+        n->pages = std::make_unique<FilePages>(cache_);
+        files[ino] = Saved{size, n->atime, n->mtime, n->ctime};
+        if (nlink > 1) extra_links += nlink - 1;
+      } else if (nlink > 1) {
+        extra_links += nlink - 1;
+      }
+      table.emplace(ino, std::move(n));
+    }
+    // Every name names an inode of the image, and every inode has as many
+    // names as its nlink says (a directory: its name, "." and its
+    // subdirectories' "..").
+    std::map<uint64_t, uint64_t> names;
+    for (const auto& [ino, n] : table) {
+      if (!n->dir) continue;
+      for (auto it = n->dir->after(0); it != n->dir->end(); ++it) {
+        auto c = table.find(it->second.ino);
+        if (c == table.end() || c->first == kRootIno)
+          return bad(fmt::format("directory {} names an inode the image lacks", ino));
+        if (c->second->dir && c->second->dir->parent != ino)
+          return bad(fmt::format("directory {}'s parent is not {}", c->first, ino));
+        ++names[c->first];
+        if (c->second->dir) ++names[ino];  // its ".."
+      }
+    }
+    for (const auto& [ino, n] : table) {
+      const uint64_t expect = n->dir ? names[ino] + (ino == kRootIno ? 2 : 1) : names[ino];
+      if (n->nlink != expect)
+        return bad(fmt::format("inode {} has nlink {} and {} names", ino, n->nlink, expect));
+    }
+    // The budget: as if each inode, extra link and user xattr were made now.
+    const uint64_t inodes = table.size() + extra_links;
+    if (max_inodes_ != 0 && inodes * kInodeSpace + user_xattr_space > max_inodes_ * kInodeSpace)
+      return bad(fmt::format("the image holds {} inodes and links, more than nr_inodes={}", inodes,
+                             max_inodes_),
+                 ENOSPC);
+    table[kRootIno]->lookups = 1;  // the kernel never forgets the root
+    inodes_ = std::move(table);
+    next_ino_ = next;
+    inodes_used_ = inodes;
+    if (max_inodes_ != 0)
+      ispace_free_ = max_inodes_ * kInodeSpace - inodes * kInodeSpace - user_xattr_space;
+  }
+  // The data, written as a writer would; then what those writes moved is
+  // put back.
+  std::vector<std::byte> buf;
+  for (;;) {
+    uint64_t ino, off, len;
+    if (!r.u64(&ino)) return Errno{EINVAL};
+    if (ino == 0) break;
+    if (!r.u64(&off) || !r.u64(&len)) return Errno{EINVAL};
+    auto f = files.find(ino);
+    if (f == files.end() || len == 0 || len > kDataChunk || off > f->second.size ||
+        len > f->second.size - off)
+      return bad(fmt::format("data for inode {} outside a regular file", ino));
+    buf.resize(len);
+    if (!r.bytes(buf.data(), len)) return Errno{EINVAL};
+    auto wr = write(ino, off, buf, false);
+    if (!wr)
+      return bad(fmt::format("inode {}: writing its data back: {}", ino, std::strerror(wr.code())),
+                 wr.code());
+  }
+  if (!r.finish()) return Errno{EINVAL};
+  MutexLock lock(mu_);
+  for (const auto& [ino, s] : files) {
+    Inode& n = *inodes_.at(ino);
+    n.size = s.size;
+    n.atime = s.atime;
+    n.mtime = s.mtime;
+    n.ctime = s.ctime;
+  }
+  return {};
+}
+
+}  // namespace tmpfsd
