@@ -52,6 +52,7 @@
 #include "daemon/kernel_cache.h"
 #include "daemon/notify.h"
 #include "daemon/options.h"
+#include "daemon/persist.h"
 #include "daemon/remount.h"
 #include "daemon/startup.h"
 #include "daemon/wire.h"
@@ -266,6 +267,15 @@ int serve(const Options& o, Startup& startup) {
                                         : NamespaceConfig::Atime::Relatime;
   nc.nodiratime = o.nodiratime;
   Namespace ns(nc, **cache);
+  std::unique_ptr<Persist> persist;
+  if (!o.persist.empty()) {
+    std::string why;
+    persist = Persist::open(o.persist, &why);
+    if (!persist || !persist->load(ns, &why)) {
+      startup.fail(1, "--persist: " + why);
+      return 1;
+    }
+  }
   Filesystem fs;
   fs.cache = cache->get();
   fs.ns = &ns;
@@ -363,6 +373,11 @@ int serve(const Options& o, Startup& startup) {
     kernel_cache.reset();
     fuse_session_unmount(se);
     log_stats("unmounted", o.mountpoint, (*cache)->stats());
+    // Served no more: what it holds now is what the next start restores.
+    if (std::string why; persist && !persist->save(ns, &why)) {
+      spdlog::error("--persist: {}", why);
+      rc = 1;
+    }
   }
   fuse_remove_signal_handlers(se);
   fuse_session_destroy(se);
@@ -429,6 +444,7 @@ int main(int argc, char** argv) {
   o.swap_dir = tmpfsd::absolute(o.swap_dir);
   o.log_file = tmpfsd::absolute(o.log_file);
   o.pid_file = tmpfsd::absolute(o.pid_file);
+  o.persist = tmpfsd::absolute(o.persist);
   if (o.remount) {  // mount -o remount: the running daemon stays (daemon/remount.h)
     std::string error;
     if (tmpfsd::remount(o, error) != 0) {

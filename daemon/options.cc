@@ -119,7 +119,7 @@ ParseOutcome parse_options(int argc, char** argv) {
                  "gid=N, allow_other, "
                  "nosuid, nodev, noexec, ro, rw, sync, async, dirsync, noatime, atime, relatime, "
                  "strictatime, nodiratime, "
-                 "diratime; memory=, swap=, swap_dir=, seal=, "
+                 "diratime; memory=, swap=, swap_dir=, seal=, persist=, "
                  "page_size=, writeback_cache, writeback_conflict=, threads=, log_level=, "
                  "log_file=, pid_file= "
                  "(the daemon options below); lazytime, defaults, nofail, noauto, _netdev, x-* ... "
@@ -141,6 +141,9 @@ ParseOutcome parse_options(int argc, char** argv) {
                  "on: pages in the swap file are sealed (AES-256-GCM, a key made at mount and "
                  "kept only in memory); off: written as they are, with a checksum (default: on)")
       ->check(CLI::IsMember({"on", "off"}));
+  app.add_option("--persist", o.persist,
+                 "Keep the file system in DIR across a stop and a start: saved there when the "
+                 "daemon stops cleanly (umount, SIGTERM), restored at the next start");
   app.add_option("--page-size", page_size,
                  "Page size in bytes: a power of two, 4096 or more (default: 4096)");
   app.add_flag("-f,--foreground", o.foreground, "Stay in the foreground and log to stderr");
@@ -254,6 +257,10 @@ ParseOutcome parse_options(int argc, char** argv) {
       if (app.count("--seal")) return both(key, "--seal");
       if (value != "on" && value != "off") return fail("-o seal=" + value + ": must be on or off");
       seal = value;
+    } else if (key == "persist") {
+      if (app.count("--persist")) return both(key, "--persist");
+      if (value.empty()) return fail("-o persist: needs a directory (persist=DIR)");
+      o.persist = value;
     } else if (key == "memory" || key == "swap" || key == "swap_dir" || key == "page_size" ||
                key == "writeback_conflict" || key == "threads" || key == "log_level" ||
                key == "log_file" || key == "pid_file") {

@@ -74,6 +74,10 @@ struct Options {
   // AES-256-GCM under a key that lives only in the daemon's memory (on), or
   // written as they are with an XXH3 checksum (off).
   bool seal = true;
+  // --persist DIR (-o persist=): the file system is saved to DIR when the
+  // daemon stops cleanly and restored from it when it starts
+  // (daemon/persist.h). Empty: nothing survives the daemon, as on tmpfs.
+  std::string persist;
   size_t page_size = 4096;
   bool foreground = false;
   bool fuse_debug = false;

@@ -87,6 +87,8 @@ TEST_CASE("bad options give a one-line error naming the option and exit status 2
       {{"-o", "seal", "/tmp"}, "seal"},
       {{"--seal", "no", "/tmp"}, "--seal"},
       {{"-o", "seal=off", "--seal", "off", "/tmp"}, "both given"},
+      {{"-o", "persist=", "/tmp"}, "persist"},
+      {{"-o", "persist=/a", "--persist", "/a", "/tmp"}, "both given"},
       {{"-o", "threads=many", "/tmp"}, "threads="},
       {{"-o", "log_level=loud", "/tmp"}, "log_level"},
       {{"-o", "log_file=", "/tmp"}, "log_file"},
@@ -179,6 +181,19 @@ TEST_CASE("--seal takes on or off, on by default; -o seal= the same", "[options]
     auto on = parse(args);
     REQUIRE(on.options);
     CHECK(on.options->seal);
+  }
+}
+
+TEST_CASE("--persist DIR and -o persist=DIR; none by default", "[options]") {
+  auto def = parse({"/tmp"});
+  REQUIRE(def.options);
+  CHECK(def.options->persist.empty());
+  for (auto args : {std::vector<std::string>{"--persist", "/var/lib/t", "/tmp"},
+                    std::vector<std::string>{"-o", "size=1g,persist=/var/lib/t", "/tmp"}}) {
+    auto p = parse(args);
+    INFO(p.message);
+    REQUIRE(p.options);
+    CHECK(p.options->persist == "/var/lib/t");
   }
 }
 

@@ -1,0 +1,142 @@
+#include "daemon/persist.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <thread>
+
+#include <spdlog/spdlog.h>
+
+#include "core/image.h"
+#include "core/namespace.h"
+
+namespace tmpfsd {
+
+namespace {
+
+std::string errno_text(const std::string& what) { return what + ": " + std::strerror(errno); }
+
+// Every byte of `b` to `fd`.
+Status write_all(int fd, std::span<const std::byte> b) {
+  while (!b.empty()) {
+    const ssize_t n = ::write(fd, b.data(), b.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Errno{errno};
+    b = b.subspan(static_cast<size_t>(n));
+  }
+  return {};
+}
+
+}  // namespace
+
+std::unique_ptr<Persist> Persist::open(const std::string& dir, std::string* why) {
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    *why = errno_text("cannot create " + dir);
+    return nullptr;
+  }
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) {
+    *why = errno_text(dir);
+    return nullptr;
+  }
+  const int lfd = ::openat(dfd, "lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (lfd < 0) {
+    *why = errno_text(dir + "/lock");
+    ::close(dfd);
+    return nullptr;
+  }
+  // A daemon that has just been unmounted may still be saving: wait for it.
+  const auto deadline = std::chrono::steady_clock::now() + kLockWait;
+  bool said = false;
+  while (::flock(lfd, LOCK_EX | LOCK_NB) != 0) {
+    if (errno != EWOULDBLOCK && errno != EINTR) {
+      *why = errno_text("cannot lock " + dir + "/lock");
+      ::close(lfd);
+      ::close(dfd);
+      return nullptr;
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      *why = dir + " is in use by another tmpfsd (its lock was held for " +
+             std::to_string(kLockWait.count()) + " s)";
+      ::close(lfd);
+      ::close(dfd);
+      return nullptr;
+    }
+    if (!said) spdlog::info("persist: waiting for the tmpfsd that holds {}/lock", dir);
+    said = true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return std::unique_ptr<Persist>(new Persist(dir, dfd, lfd));
+}
+
+Persist::~Persist() {
+  ::close(lock_fd_);  // releases the flock
+  ::close(dir_fd_);
+}
+
+bool Persist::load(Namespace& ns, std::string* why) {
+  const int fd = ::openat(dir_fd_, "image", O_RDONLY | O_CLOEXEC);
+  if (fd < 0 && errno == ENOENT) {
+    spdlog::info("persist: no image in {}: an empty file system", dir_);
+    return true;
+  }
+  if (fd < 0) {
+    *why = errno_text(dir_ + "/image");
+    return false;
+  }
+  const auto start = std::chrono::steady_clock::now();
+  ImageReader r([fd](std::span<std::byte> out) -> Result<size_t> {
+    for (;;) {
+      const ssize_t n = ::read(fd, out.data(), out.size());
+      if (n >= 0) return static_cast<size_t>(n);
+      if (errno != EINTR) return Errno{errno};
+    }
+  });
+  const Status s = ns.load_image(r);
+  ::close(fd);
+  if (!s) {
+    *why = dir_ + "/image: " + (r.why().empty() ? std::strerror(s.code()) : r.why());
+    return false;
+  }
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::steady_clock::now() - start)
+                      .count();
+  spdlog::info("persist: restored {} inodes from {}/image in {} ms", ns.inode_count(), dir_, ms);
+  return true;
+}
+
+bool Persist::save(Namespace& ns, std::string* why) {
+  const auto start = std::chrono::steady_clock::now();
+  const int fd = ::openat(dir_fd_, "image.new", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    *why = errno_text(dir_ + "/image.new");
+    return false;
+  }
+  uint64_t bytes = 0;
+  ImageWriter w([fd, &bytes](std::span<const std::byte> b) {
+    bytes += b.size();
+    return write_all(fd, b);
+  });
+  Status s = ns.save_image(w);
+  if (s && ::fsync(fd) != 0) s = Errno{errno};
+  if (::close(fd) != 0 && s) s = Errno{errno};
+  if (s && ::renameat(dir_fd_, "image.new", dir_fd_, "image") != 0) s = Errno{errno};
+  if (s && ::fsync(dir_fd_) != 0) s = Errno{errno};
+  if (!s) {
+    *why = dir_ + "/image: " + std::strerror(s.code()) + " (the previous image, if any, stays)";
+    ::unlinkat(dir_fd_, "image.new", 0);
+    return false;
+  }
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::steady_clock::now() - start)
+                      .count();
+  spdlog::info("persist: saved {} inodes, {} bytes, to {}/image in {} ms", ns.inode_count(), bytes,
+               dir_, ms);
+  return true;
+}
+
+}  // namespace tmpfsd

@@ -1,0 +1,58 @@
+// Persist: --persist DIR, the file system kept across a stop and a start
+// (docs/design.md, "Surviving a restart").
+//
+// DIR holds `image` (core/namespace_image.cc: the tree, attributes and
+// data) and `lock`. A daemon holds the lock (flock, exclusive) from before
+// it loads the image until after it has saved the next one, so a second
+// daemon on the same DIR waits for the first to finish saving (the usual
+// case: `umount; mount` returns before the old daemon has written its
+// image) and refuses after kLockWait.
+//
+// A save writes `image.new`, fsyncs it, renames it over `image` and fsyncs
+// DIR: at every instant DIR holds the previous image or the new one, whole.
+// A daemon that dies without saving (kill -9, power loss) leaves the last
+// clean image; a start then restores that. An image that fails its checks
+// is refused with the reason and nothing is mounted.
+//
+// Threads: the daemon's main thread only.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+namespace tmpfsd {
+
+class Namespace;
+
+class Persist {
+ public:
+  static constexpr std::chrono::seconds kLockWait{120};
+
+  // Creates DIR (0700) if needed and takes its lock. Null with `why` set on
+  // failure.
+  static std::unique_ptr<Persist> open(const std::string& dir, std::string* why);
+  ~Persist();  // releases the lock
+  Persist(const Persist&) = delete;
+  Persist& operator=(const Persist&) = delete;
+
+  // Fills `ns` (fresh) from DIR/image; true with nothing done when there is
+  // none. False with `why` on a bad image, or one that does not fit this
+  // mount's limits.
+  bool load(Namespace& ns, std::string* why);
+  // Writes DIR/image as described above; false with `why` (the previous
+  // image stays).
+  bool save(Namespace& ns, std::string* why);
+
+  const std::string& dir() const { return dir_; }
+
+ private:
+  Persist(std::string dir, int dir_fd, int lock_fd)
+      : dir_(std::move(dir)), dir_fd_(dir_fd), lock_fd_(lock_fd) {}
+
+  const std::string dir_;
+  const int dir_fd_;
+  const int lock_fd_;
+};
+
+}  // namespace tmpfsd

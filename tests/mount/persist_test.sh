@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# tests/mount/persist_test.sh TMPFSD: --persist DIR keeps the file system
+# across a stop and a start (issue 32). A tree with one of everything
+# (data larger than --memory, a sparse file, hard links, symlinks, a fifo,
+# xattrs, an ACL, an immutable file, set times and owners) is written, and
+# its manifest taken (stat fields to the nanosecond and inode numbers,
+# sha256 of every file, xattrs, lsattr); the daemon stops (SIGTERM, then
+# umount(8) with an immediate new start, which must wait for the old
+# daemon's save); every start must show the same manifest. Then: a change
+# followed by kill -9 restores the last clean image (the change is gone);
+# a second daemon on the same DIR does not mount while the first holds it;
+# an image with one byte changed is refused with the reason and nothing is
+# mounted.
+set -euo pipefail
+bin=$(realpath "$1")
+source "$(dirname "$0")/tmpfsd_lib.sh"
+tmpfsd_scratch persist mnt mnt2
+mnt=$work/mnt
+state=$work/state
+opts=(--memory 8M --swap 256M --swap-dir "$swapdir" --persist "$state" -o size=256M)
+fail=0
+
+manifest() {  # everything a user would compare, path by path
+  (cd "$mnt" && find . -printf '%p\n' | LC_ALL=C sort | while read -r p; do
+    stat -c '%n type=%F mode=%a nlink=%h uid=%u gid=%g size=%s blocks=%b ino=%i rdev=%t:%T a=%.9X m=%.9Y c=%.9Z' -- "$p"
+    [ -f "$p" ] && [ ! -L "$p" ] && sha256sum -- "$p"
+    [ -L "$p" ] && echo "-> $(readlink -- "$p")"
+    [ ! -L "$p" ] && [ ! -p "$p" ] && { getfattr -h -d -m - -e hex -- "$p" 2>/dev/null | grep -v '^#' || true; }
+    [ -f "$p" ] && [ ! -L "$p" ] && lsattr -d -- "$p" | cut -d' ' -f1
+    true
+  done)
+}
+
+tmpfsd_start "$bin" "$work/daemon.1.log" "$mnt" "${opts[@]}" || exit 1
+mkdir -p "$mnt/dir/sub"
+head -c $((24 << 20)) /dev/urandom > "$mnt/dir/big"   # three times --memory
+head -c 100000 < <(yes 'a line of text') > "$mnt/dir/text"
+ln "$mnt/dir/text" "$mnt/hardlink"
+ln -s dir/text "$mnt/short"
+ln -s "$(printf 'L%.0s' $(seq 300))" "$mnt/long"
+mkfifo "$mnt/fifo"
+printf 'head' > "$mnt/sparse"
+dd if=/dev/urandom of="$mnt/sparse" bs=4096 seek=1000 count=3 conv=notrunc status=none
+truncate -s 64M "$mnt/sparse"
+: > "$mnt/dir/sub/empty"
+setfattr -n user.note -v hello "$mnt/dir/text"
+setfattr -n trusted.bin -v 0x00ff10 "$mnt/dir"
+setfacl -m u:1234:rx "$mnt/dir/sub"
+chown 1000:100 "$mnt/dir/sub/empty"
+chmod 2751 "$mnt/dir/sub"
+touch -m -d '2001-02-03 04:05:06.123456789' "$mnt/dir/sub/empty"
+chattr +i "$mnt/dir/sub/empty"
+manifest > /dev/null             # reads every file: atimes move once (relatime)
+manifest > "$work/m.before"
+
+tmpfsd_stop || fail=1   # SIGTERM: a clean stop saves
+grep -q 'persist: saved' "$work/daemon.1.log" || { echo "FAIL: no save in the log"; fail=1; }
+tmpfsd_start "$bin" "$work/daemon.2.log" "$mnt" "${opts[@]}" || exit 1
+grep -q 'persist: restored' "$work/daemon.2.log" || { echo "FAIL: no restore in the log"; fail=1; }
+manifest > "$work/m.after"
+if ! diff "$work/m.before" "$work/m.after" > "$work/m.diff"; then
+  echo "FAIL: after SIGTERM and a start, the tree differs:"; head -40 "$work/m.diff"; fail=1
+fi
+echo "stop and start: $(wc -l < "$work/m.before") manifest lines, $(grep -c '' "$work/m.diff" || true) differing"
+# Reads that reach this daemon (the kernel's cache is cold) may move atimes
+# once more: the reference for what it saves is taken after them.
+manifest > /dev/null
+manifest > "$work/m.saved"
+
+# umount(8), then a start at once: the old daemon may still be saving.
+umount "$mnt"
+tmpfsd_mnt=
+tmpfsd_start "$bin" "$work/daemon.3.log" "$mnt" "${opts[@]}" || exit 1
+grep -q 'persist: saved' "$work/daemon.2.log" || { echo "FAIL: the new daemon started before the old one saved"; fail=1; }
+manifest > "$work/m.cycle"
+diff -q "$work/m.saved" "$work/m.cycle" > /dev/null ||
+  { echo "FAIL: after umount and mount, the tree differs:"; diff "$work/m.saved" "$work/m.cycle" | head -20; fail=1; }
+
+# A second daemon on the same DIR waits (and so does not mount); it is
+# stopped by its pid while it waits.
+"$bin" --log-file "$work/daemon.second.log" --pid-file "$work/second.pid" "${opts[@]}" \
+  "$work/mnt2" > /dev/null 2>&1 &
+starter=$!
+sleep 2
+second=$(cat "$work/second.pid" 2>/dev/null || true)
+if mountpoint -q "$work/mnt2"; then
+  echo "FAIL: a second daemon mounted with the same --persist DIR"; fail=1
+fi
+grep -q 'waiting for the tmpfsd that holds' "$work/daemon.second.log" ||
+  { echo "FAIL: the second daemon did not say it waits for the lock"; fail=1; }
+[ -n "$second" ] && kill -KILL "$second" 2>/dev/null
+wait "$starter" 2>/dev/null || true
+mountpoint -q "$work/mnt2" && umount -l "$work/mnt2"
+
+# A change, then kill -9: the next start has the last clean image.
+echo changed > "$mnt/after-image"
+kill -KILL "$tmpfsd_pid"
+while kill -0 "$tmpfsd_pid" 2>/dev/null; do sleep 0.05; done
+tmpfsd_pid=
+umount -l "$mnt"
+tmpfsd_mnt=
+tmpfsd_start "$bin" "$work/daemon.4.log" "$mnt" "${opts[@]}" || exit 1
+[ -e "$mnt/after-image" ] && { echo "FAIL: a change after the last image came back after kill -9"; fail=1; }
+manifest > "$work/m.killed"
+diff -q "$work/m.saved" "$work/m.killed" > /dev/null ||
+  { echo "FAIL: after kill -9 the last clean image was not restored whole"; fail=1; }
+tmpfsd_stop || fail=1
+
+# One byte of the image changed: refused with the reason, nothing mounted.
+size=$(stat -c %s "$state/image")
+printf 'X' | dd of="$state/image" bs=1 seek=$((size / 2)) conv=notrunc status=none
+if out=$("$bin" --log-file "$work/daemon.5.log" "${opts[@]}" "$mnt" 2>&1); then
+  echo "FAIL: a damaged image was accepted"; tmpfsd_mnt=$mnt; fail=1
+else
+  echo "damaged image refused: $out"
+  case $out in *"checksum mismatch"*) ;; *) echo "FAIL: the reason is not given"; fail=1 ;; esac
+fi
+mountpoint -q "$mnt" && { echo "FAIL: mounted from a damaged image"; umount -l "$mnt"; fail=1; }
+
+[ $fail -eq 0 ] && echo "persist: all checks passed"
+exit $fail
