@@ -392,8 +392,11 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
 // fcntl() drops O_APPEND, which tmpfs refuses and the FUSE client allows.
 constexpr uint64_t kAppendOnlyHandle = 1;
 
-void set_open_flags(fuse_file_info* fi) {
-  fi->keep_cache = 1;
+void set_open_flags(fuse_req_t req, fuse_file_info* fi) {
+  // Reads the kernel serves from its cache never reach the daemon, so they
+  // cannot move atime; strictatime asks that every read does, so there each
+  // open drops the cache and its first read comes here.
+  fi->keep_cache = !fs_of(req).strict_atime;
   // close() flushes the kernel's cached writes, so that what another process
   // sees after it (st_blocks, the data) is what tmpfs would show.
 }
@@ -402,7 +405,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   guarded(req, [&] {
     auto r = ns_of(req).open(ino, fi->flags, caller_of(req));
     if (!r) return void(fuse_reply_err(req, r.code()));
-    set_open_flags(fi);
+    set_open_flags(req, fi);
     fi->fh = (r->iflags & FS_APPEND_FL) ? kAppendOnlyHandle : 0;
     if (fuse_reply_open(req, fi) != 0)
       ns_of(req).release(ino);  // interrupted: no release will come
@@ -414,7 +417,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
   guarded(req, [&] {
     auto r = ns_of(req).create(parent, name, mode, fi->flags, caller_of(req));
     if (!r) return void(fuse_reply_err(req, r.code()));
-    set_open_flags(fi);
+    set_open_flags(req, fi);
     fuse_entry_param e = to_entry(req, *r);
     if (fuse_reply_create(req, &e, fi) != 0) {
       ns_of(req).release(r->ino);

@@ -22,6 +22,9 @@ struct Filesystem {
   // The kernel caches writes and sends them in large batches; it then owns
   // the file size, O_APPEND offsets and mtime/ctime until it flushes them.
   bool writeback_cache = false;
+  // -o strictatime: opens do not keep the kernel's cached pages (see
+  // set_open_flags in fuse_ops.cc).
+  bool strict_atime = false;
   // Called once INIT is answered-to-be: the mount serves requests from here
   // on (Startup::ready). Must not throw.
   std::function<void()> on_init;

@@ -280,6 +280,7 @@ int serve(const Options& o, Startup& startup) {
   fs.cache = cache->get();
   fs.ns = &ns;
   fs.writeback_cache = o.writeback_cache;
+  fs.strict_atime = o.atime == "strictatime";
   std::atomic<bool> live{false};
   fs.on_init = [&startup, &live] {
     startup.ready();
