@@ -270,7 +270,7 @@ int serve(const Options& o, Startup& startup) {
   std::unique_ptr<Persist> persist;
   if (!o.persist.empty()) {
     std::string why;
-    persist = Persist::open(o.persist, &why);
+    persist = Persist::open(o.persist, o.persist_key, &why);
     if (!persist || !persist->load(ns, &why)) {
       startup.fail(1, "--persist: " + why);
       return 1;
@@ -446,6 +446,7 @@ int main(int argc, char** argv) {
   o.log_file = tmpfsd::absolute(o.log_file);
   o.pid_file = tmpfsd::absolute(o.pid_file);
   o.persist = tmpfsd::absolute(o.persist);
+  o.persist_key = tmpfsd::absolute(o.persist_key);
   if (o.remount) {  // mount -o remount: the running daemon stays (daemon/remount.h)
     std::string error;
     if (tmpfsd::remount(o, error) != 0) {

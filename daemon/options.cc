@@ -119,7 +119,7 @@ ParseOutcome parse_options(int argc, char** argv) {
                  "gid=N, allow_other, "
                  "nosuid, nodev, noexec, ro, rw, sync, async, dirsync, noatime, atime, relatime, "
                  "strictatime, nodiratime, "
-                 "diratime; memory=, swap=, swap_dir=, seal=, persist=, "
+                 "diratime; memory=, swap=, swap_dir=, seal=, persist=, persist_key=, "
                  "page_size=, writeback_cache, writeback_conflict=, threads=, log_level=, "
                  "log_file=, pid_file= "
                  "(the daemon options below); lazytime, defaults, nofail, noauto, _netdev, x-* ... "
@@ -144,6 +144,9 @@ ParseOutcome parse_options(int argc, char** argv) {
   app.add_option("--persist", o.persist,
                  "Keep the file system in DIR across a stop and a start: saved there when the "
                  "daemon stops cleanly (umount, SIGTERM), restored at the next start");
+  app.add_option("--persist-key", o.persist_key,
+                 "With --persist: seal the image (AES-256-GCM) under the key in FILE (32 bytes, "
+                 "or 64 hex digits)");
   app.add_option("--page-size", page_size,
                  "Page size in bytes: a power of two, 4096 or more (default: 4096)");
   app.add_flag("-f,--foreground", o.foreground, "Stay in the foreground and log to stderr");
@@ -257,6 +260,10 @@ ParseOutcome parse_options(int argc, char** argv) {
       if (app.count("--seal")) return both(key, "--seal");
       if (value != "on" && value != "off") return fail("-o seal=" + value + ": must be on or off");
       seal = value;
+    } else if (key == "persist_key") {
+      if (app.count("--persist-key")) return both(key, "--persist-key");
+      if (value.empty()) return fail("-o persist_key: needs a file (persist_key=FILE)");
+      o.persist_key = value;
     } else if (key == "persist") {
       if (app.count("--persist")) return both(key, "--persist");
       if (value.empty()) return fail("-o persist: needs a directory (persist=DIR)");
@@ -372,6 +379,8 @@ ParseOutcome parse_options(int argc, char** argv) {
     o.swap_bytes = o.size_bytes;
   }
   if (o.swap_dir.empty()) return fail("--swap-dir: empty");
+  if (!o.persist_key.empty() && o.persist.empty())
+    return fail("--persist-key: only with --persist DIR (it seals DIR's image)");
   o.seal = seal != "off";
   if (o.fuse_debug) o.foreground = true;
 

@@ -78,6 +78,9 @@ struct Options {
   // daemon stops cleanly and restored from it when it starts
   // (daemon/persist.h). Empty: nothing survives the daemon, as on tmpfs.
   std::string persist;
+  // --persist-key FILE (-o persist_key=): the image is sealed under the key
+  // in FILE (daemon/image_seal.h). Empty: not sealed.
+  std::string persist_key;
   size_t page_size = 4096;
   bool foreground = false;
   bool fuse_debug = false;

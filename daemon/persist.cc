@@ -7,12 +7,14 @@
 
 #include <cerrno>
 #include <cstring>
+#include <optional>
 #include <thread>
 
 #include <spdlog/spdlog.h>
 
 #include "core/image.h"
 #include "core/namespace.h"
+#include "daemon/image_seal.h"
 
 namespace tmpfsd {
 
@@ -33,7 +35,13 @@ Status write_all(int fd, std::span<const std::byte> b) {
 
 }  // namespace
 
-std::unique_ptr<Persist> Persist::open(const std::string& dir, std::string* why) {
+Persist::Persist(std::string dir, int dir_fd, int lock_fd, std::unique_ptr<ImageKey> key)
+    : dir_(std::move(dir)), dir_fd_(dir_fd), lock_fd_(lock_fd), key_(std::move(key)) {}
+
+std::unique_ptr<Persist> Persist::open(const std::string& dir, const std::string& key_file,
+                                       std::string* why) {
+  std::unique_ptr<ImageKey> key;
+  if (!key_file.empty() && !(key = ImageKey::load(key_file, why))) return nullptr;
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
     *why = errno_text("cannot create " + dir);
     return nullptr;
@@ -70,7 +78,7 @@ std::unique_ptr<Persist> Persist::open(const std::string& dir, std::string* why)
     said = true;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  return std::unique_ptr<Persist>(new Persist(dir, dfd, lfd));
+  return std::unique_ptr<Persist>(new Persist(dir, dfd, lfd, std::move(key)));
 }
 
 Persist::~Persist() {
@@ -89,7 +97,18 @@ bool Persist::load(Namespace& ns, std::string* why) {
     return false;
   }
   const auto start = std::chrono::steady_clock::now();
-  ImageReader r([fd](std::span<std::byte> out) -> Result<size_t> {
+  const bool sealed = is_sealed_image(fd);
+  if (sealed && !key_) {
+    ::close(fd);
+    *why = dir_ + "/image is sealed: start with its --persist-key";
+    return false;
+  }
+  if (!sealed && key_)
+    spdlog::info("persist: {}/image is not sealed; the next save seals it", dir_);
+  std::optional<SealedImageReader> opener;
+  if (sealed) opener.emplace(fd, *key_);
+  ImageReader r([fd, &opener](std::span<std::byte> out) -> Result<size_t> {
+    if (opener) return opener->read(out);
     for (;;) {
       const ssize_t n = ::read(fd, out.data(), out.size());
       if (n >= 0) return static_cast<size_t>(n);
@@ -99,7 +118,8 @@ bool Persist::load(Namespace& ns, std::string* why) {
   const Status s = ns.load_image(r);
   ::close(fd);
   if (!s) {
-    *why = dir_ + "/image: " + (r.why().empty() ? std::strerror(s.code()) : r.why());
+    const std::string& reason = opener && !opener->why().empty() ? opener->why() : r.why();
+    *why = dir_ + "/image: " + (reason.empty() ? std::strerror(s.code()) : reason);
     return false;
   }
   const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -117,11 +137,14 @@ bool Persist::save(Namespace& ns, std::string* why) {
     return false;
   }
   uint64_t bytes = 0;
-  ImageWriter w([fd, &bytes](std::span<const std::byte> b) {
+  std::optional<SealedImageWriter> sealer;
+  if (key_) sealer.emplace(fd, *key_);
+  ImageWriter w([fd, &bytes, &sealer](std::span<const std::byte> b) {
     bytes += b.size();
-    return write_all(fd, b);
+    return sealer ? sealer->write(b) : write_all(fd, b);
   });
   Status s = ns.save_image(w);
+  if (s && sealer) s = sealer->finish();
   if (s && ::fsync(fd) != 0) s = Errno{errno};
   if (::close(fd) != 0 && s) s = Errno{errno};
   if (s && ::renameat(dir_fd_, "image.new", dir_fd_, "image") != 0) s = Errno{errno};
@@ -134,8 +157,8 @@ bool Persist::save(Namespace& ns, std::string* why) {
   const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                       std::chrono::steady_clock::now() - start)
                       .count();
-  spdlog::info("persist: saved {} inodes, {} bytes, to {}/image in {} ms", ns.inode_count(), bytes,
-               dir_, ms);
+  spdlog::info("persist: saved {} inodes, {} bytes, to {}/image{} in {} ms", ns.inode_count(),
+               bytes, dir_, key_ ? " (sealed)" : "", ms);
   return true;
 }
 

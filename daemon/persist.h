@@ -14,6 +14,10 @@
 // clean image; a start then restores that. An image that fails its checks
 // is refused with the reason and nothing is mounted.
 //
+// With --persist-key FILE the image is sealed (daemon/image_seal.h); an
+// image written without a key is still read with one (and sealed at the
+// next save), a sealed one is refused without its key.
+//
 // Threads: the daemon's main thread only.
 #pragma once
 
@@ -23,15 +27,17 @@
 
 namespace tmpfsd {
 
+class ImageKey;
 class Namespace;
 
 class Persist {
  public:
   static constexpr std::chrono::seconds kLockWait{120};
 
-  // Creates DIR (0700) if needed and takes its lock. Null with `why` set on
-  // failure.
-  static std::unique_ptr<Persist> open(const std::string& dir, std::string* why);
+  // Creates DIR (0700) if needed, reads the key file if one is named
+  // (empty: none), and takes DIR's lock. Null with `why` set on failure.
+  static std::unique_ptr<Persist> open(const std::string& dir, const std::string& key_file,
+                                       std::string* why);
   ~Persist();  // releases the lock
   Persist(const Persist&) = delete;
   Persist& operator=(const Persist&) = delete;
@@ -47,12 +53,12 @@ class Persist {
   const std::string& dir() const { return dir_; }
 
  private:
-  Persist(std::string dir, int dir_fd, int lock_fd)
-      : dir_(std::move(dir)), dir_fd_(dir_fd), lock_fd_(lock_fd) {}
+  Persist(std::string dir, int dir_fd, int lock_fd, std::unique_ptr<ImageKey> key);
 
   const std::string dir_;
   const int dir_fd_;
   const int lock_fd_;
+  const std::unique_ptr<ImageKey> key_;  // null: the image is not sealed
 };
 
 }  // namespace tmpfsd

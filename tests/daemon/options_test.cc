@@ -89,6 +89,8 @@ TEST_CASE("bad options give a one-line error naming the option and exit status 2
       {{"-o", "seal=off", "--seal", "off", "/tmp"}, "both given"},
       {{"-o", "persist=", "/tmp"}, "persist"},
       {{"-o", "persist=/a", "--persist", "/a", "/tmp"}, "both given"},
+      {{"--persist-key", "/k", "/tmp"}, "only with --persist"},
+      {{"-o", "persist=/a,persist_key=", "/tmp"}, "persist_key"},
       {{"-o", "threads=many", "/tmp"}, "threads="},
       {{"-o", "log_level=loud", "/tmp"}, "log_level"},
       {{"-o", "log_file=", "/tmp"}, "log_file"},

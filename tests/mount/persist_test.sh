@@ -10,7 +10,8 @@
 # followed by kill -9 restores the last clean image (the change is gone);
 # a second daemon on the same DIR does not mount while the first holds it;
 # an image with one byte changed is refused with the reason and nothing is
-# mounted.
+# mounted. With --persist-key the image is sealed: no plaintext in it, and
+# without its key, with another key, altered or cut, it is refused.
 set -euo pipefail
 bin=$(realpath "$1")
 source "$(dirname "$0")/tmpfsd_lib.sh"
@@ -116,6 +117,47 @@ else
   case $out in *"checksum mismatch"*) ;; *) echo "FAIL: the reason is not given"; fail=1 ;; esac
 fi
 mountpoint -q "$mnt" && { echo "FAIL: mounted from a damaged image"; umount -l "$mnt"; fail=1; }
+
+# The unsealed image holds the data as written (so the search below can
+# find plaintext when it is there).
+grep -q -a 'a line of text' "$state/image" || { echo "FAIL: no plaintext in the unsealed image"; fail=1; }
+
+# --persist-key: the image is sealed. It holds no plaintext, opens with its
+# key only, and one changed byte or a cut is refused.
+sstate=$work/sealed
+head -c 32 /dev/urandom > "$work/key"
+head -c 32 /dev/urandom > "$work/other-key"
+chmod 600 "$work/key" "$work/other-key"
+sopts=(--memory 8M --swap 64M --swap-dir "$swapdir" --persist "$sstate" -o size=64M)
+marker="tmpfsd-persist-probe-$(od -An -tx8 -N16 /dev/urandom | tr -d ' \n')"
+tmpfsd_start "$bin" "$work/daemon.s1.log" "$mnt" "${sopts[@]}" --persist-key "$work/key" || exit 1
+head -c $((3 << 20)) < <(yes "$marker") > "$mnt/secret"
+sum=$(sha256sum < "$mnt/secret")
+tmpfsd_stop || fail=1
+grep -q 'saved .*(sealed)' "$work/daemon.s1.log" || { echo "FAIL: the save does not say sealed"; fail=1; }
+if grep -q -a -F -- "$marker" "$sstate/image"; then
+  echo "FAIL: --persist-key: the plaintext is in the image"; fail=1
+fi
+tmpfsd_start "$bin" "$work/daemon.s2.log" "$mnt" "${sopts[@]}" --persist-key "$work/key" || exit 1
+[ "$(sha256sum < "$mnt/secret")" = "$sum" ] || { echo "FAIL: the sealed image did not restore the data"; fail=1; }
+tmpfsd_stop || fail=1
+refused() {  # refused WHAT EXPECTED-TEXT ARGS...: the start fails with the text, nothing mounted
+  local what=$1 text=$2 out
+  shift 2
+  if out=$("$bin" --log-file "$work/daemon.refused.log" "${sopts[@]}" "$@" "$mnt" 2>&1); then
+    echo "FAIL: $what: accepted"; tmpfsd_mnt=$mnt; tmpfsd_stop; fail=1; return
+  fi
+  case $out in *"$text"*) echo "$what: refused: $out" ;; *) echo "FAIL: $what: the reason is not given: $out"; fail=1 ;; esac
+  if mountpoint -q "$mnt"; then echo "FAIL: $what: mounted"; umount -l "$mnt"; fail=1; fi
+}
+refused "no key" "is sealed: start with its --persist-key"
+refused "another key" "does not open" --persist-key "$work/other-key"
+cp "$sstate/image" "$work/image.good"
+size=$(stat -c %s "$sstate/image")
+printf 'X' | dd of="$sstate/image" bs=1 seek=$((size / 2)) conv=notrunc status=none
+refused "a changed byte" "does not open" --persist-key "$work/key"
+head -c $((size / 2)) "$work/image.good" > "$sstate/image"
+refused "half an image" "ends too soon" --persist-key "$work/key"
 
 [ $fail -eq 0 ] && echo "persist: all checks passed"
 exit $fail
