@@ -386,7 +386,10 @@ void RemoteStore::worker(std::stop_token stop) {
       UniqueLock lk(mu_);
       cv_.wait(lk.native(), stop, [&]() REQUIRES(mu_) { return !queue_.empty(); });
       if (queue_.empty()) return;  // stopped, and nothing left to do
-      while (!queue_.empty() && batch.size() < kBatchOps) {
+      // A fair share, so that the other I/O threads' connections carry
+      // the rest of a large batch at the same time.
+      const size_t share = std::min(kBatchOps, (queue_.size() + opt_.threads - 1) / opt_.threads);
+      while (!queue_.empty() && batch.size() < share) {
         batch.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }

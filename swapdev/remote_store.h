@@ -68,7 +68,7 @@ struct RemoteOptions {
   size_t page_size = 4096;
   std::chrono::milliseconds timeout{500};       // one network operation, at most
   std::chrono::milliseconds retry_after{1000};  // a failed server, or a full pool, rests
-  unsigned threads = 2;                         // I/O threads
+  unsigned threads = 4;                         // I/O threads, each with a connection per server
   uint64_t mount_id = 0;                        // names this mount's keys; 0: random
 };
 
