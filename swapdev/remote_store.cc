@@ -35,6 +35,11 @@ bool pool_full(memcached_st* st, memcached_return_t rc) {
   return m != nullptr && std::strstr(m, "out of memory") != nullptr;
 }
 
+// After a failure (a time-out, above all) the connection may still owe
+// the answer to the request that failed; read later, it would pass for the
+// next request's. Closed, the next request starts on a fresh connection.
+void drop_connection(memcached_st* st) { memcached_quit(st); }
+
 }  // namespace
 
 // One request: pages to write (already sealed) or read, or slots to delete.
@@ -367,6 +372,7 @@ void RemoteStore::perform_writes(std::vector<Conn>& conns, std::span<Op* const> 
         if (!memcached_success(rc)) {
           const bool full = pool_full(conns[s].st, rc);
           failed(s, full);
+          if (!full) drop_connection(conns[s].st);
           spdlog::debug("remote: set of {} on {}:{} failed: {}", k, opt_.servers[s].host,
                         opt_.servers[s].port, memcached_strerror(conns[s].st, rc));
           op->err = full ? -ENOSPC : -EIO;
@@ -488,6 +494,7 @@ void RemoteStore::perform_reads(std::vector<Conn>& conns, std::span<Op* const> o
       }
       if (!ok) {
         failed(s, false);
+        drop_connection(st);
         spdlog::debug("remote: multi-get on {}:{} failed: {}", opt_.servers[s].host,
                       opt_.servers[s].port, memcached_strerror(st, rc));
       }
@@ -506,7 +513,10 @@ void RemoteStore::perform_deletes(std::vector<Conn>& conns, std::span<Op* const>
         if (!up(s) || !conns[s].st) continue;  // it took the copy with it
         round_trips_.fetch_add(1, std::memory_order_relaxed);
         const memcached_return_t rc = memcached_delete(conns[s].st, k.data(), k.size(), 0);
-        if (!memcached_success(rc) && rc != MEMCACHED_NOTFOUND) failed(s, false);
+        if (!memcached_success(rc) && rc != MEMCACHED_NOTFOUND) {
+          failed(s, false);
+          drop_connection(conns[s].st);
+        }
       }
       alloc_.free(SwapSlot(slot), 1);  // reusable now that no delete can follow a new write
     }

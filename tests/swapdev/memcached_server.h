@@ -54,10 +54,17 @@ class MemcachedServer {
   bool ready() const { return ready_; }
   uint16_t port() const { return port_; }
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  // SIGSTOP / SIGCONT: a server that answers nothing, as a slow or hung one.
+  void pause() {
+    if (pid_ > 0) ::kill(pid_, SIGSTOP);
+  }
+  void resume() {
+    if (pid_ > 0) ::kill(pid_, SIGCONT);
+  }
   // SIGKILL and reap: the server and everything it held are gone.
   void kill() {
     if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
+      ::kill(pid_, SIGKILL);  // a stopped process dies of it too
       waitpid(pid_, nullptr, 0);
       pid_ = -1;
     }

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -243,4 +244,35 @@ TEST_CASE("RemoteStore: with replicas=1 no page is lost when one server dies", "
   SlotRun r = st->allocate(1);
   CHECK(write_sync(*st, r.first, pages.const_spans(0, 1)) == 0);
   CHECK(read_sync(*st, r.first, pages.spans(kPages, 1)) == 0);
+}
+
+TEST_CASE("RemoteStore: a server that stops answering fails the write after the time-out",
+          "[remote]") {
+  MemcachedServer srv;
+  REQUIRE(srv.ready());
+  auto st = make_store(options_for({&srv}));  // 300 ms time-out
+  Pages pages(2, 4096);
+  pages.fill_random(0, 21);
+  SlotRun a = st->allocate(1), b = st->allocate(1);
+  REQUIRE(write_sync(*st, a.first, pages.const_spans(0, 1)) == 0);
+  srv.pause();
+  const auto t0 = std::chrono::steady_clock::now();
+  const int err = write_sync(*st, b.first, pages.const_spans(0, 1));
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  WARN("a write to a stopped server failed after "
+       << std::chrono::duration_cast<std::chrono::milliseconds>(waited).count() << " ms");
+  CHECK(err != 0);
+  CHECK(waited < std::chrono::seconds(3));
+  CHECK_FALSE(st->healthy());  // the caller's next page goes to the file
+  // While it rests, a read of its page fails at once, and the write path
+  // does not knock again.
+  const auto t1 = std::chrono::steady_clock::now();
+  CHECK(read_sync(*st, a.first, pages.spans(1, 1)) == -EIO);
+  CHECK(std::chrono::steady_clock::now() - t1 < std::chrono::milliseconds(200));
+  srv.resume();
+  // After retry_after (1 s) the server is tried again and its page is there.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  CHECK(st->healthy());
+  CHECK(read_sync(*st, a.first, pages.spans(1, 1)) == 0);
+  CHECK(std::equal(pages.page(0).begin(), pages.page(0).end(), pages.page(1).begin()));
 }
