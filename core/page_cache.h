@@ -111,7 +111,16 @@ struct PageCacheConfig {
   X(swap_bytes_read, figure, counter, "bytes read from the swap device")                         \
   X(swap_max_queue_depth, figure, gauge, "most I/Os in flight at once")                          \
   X(swap_errors, figure, counter, "requests that failed, checksum failures included")            \
-  X(swap_checksum_failures, figure, counter, "reads whose checksum did not match")
+  X(swap_checksum_failures, figure, counter, "reads whose checksum did not match")               \
+  /* The remote tier (swapdev/tiered_swap_device.h); all zero without one. */                    \
+  X(remote_pages, figure, gauge, "pages in the remote pool")                                     \
+  X(remote_bytes, figure, gauge, "bytes of pages in the remote pool (each copy once)")           \
+  X(remote_bytes_written, figure, counter, "bytes written to the pool")                          \
+  X(remote_bytes_read, figure, counter, "bytes read back from the pool")                         \
+  X(remote_round_trips, figure, counter, "memcached sets, deletes and multi-gets")               \
+  X(remote_failures, figure, counter, "memcached operations that failed (gone, slow, full)")     \
+  X(remote_fallbacks, figure, counter, "new pages sent to the swap file, the pool unfit")        \
+  X(remote_seal_failures, figure, counter, "pool values that did not open (EIO)")
 
 struct PageCacheStats {
 #define TMPFSD_STATS_FIELD(name, source, kind, what) uint64_t name = 0;

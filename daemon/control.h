@@ -52,7 +52,7 @@ enum class WhereKind : uint32_t {
   kResident = 1,  // in a frame (--memory), maybe with a copy in swap too
   kSwapped = 2,   // in the swap file only
   kZero = 3,      // fallocated, evicted without a slot: reads as zeros
-  kRemote = 4,    // in remote memory (not written yet: the remote tier)
+  kRemote = 4,    // in the remote pool (--remote): a clean page, sealed, no frame
 };
 constexpr unsigned kWhereKinds = 5;
 struct WhereRun {

@@ -56,6 +56,8 @@
 #include "daemon/remount.h"
 #include "daemon/startup.h"
 #include "daemon/wire.h"
+#include "swapdev/remote_store.h"
+#include "swapdev/tiered_swap_device.h"
 #include "swapdev/uring_swap_device.h"
 
 namespace tmpfsd {
@@ -139,6 +141,13 @@ void log_stats(const char* what, const std::string& mountpoint, const PageCacheS
         "{} errors ({} checksum failures)",
         s.swap_ios, s.swap_bytes_written >> 20, s.swap_bytes_read >> 20, s.swap_max_queue_depth,
         s.swap_errors, s.swap_checksum_failures);
+  }
+  if (s.remote_round_trips || s.remote_fallbacks) {
+    spdlog::info(
+        "remote tier: {} pages, {} MiB written, {} MiB read, {} round trips, {} failures, "
+        "{} fallbacks to the swap file, {} seal failures",
+        s.remote_pages, s.remote_bytes_written >> 20, s.remote_bytes_read >> 20,
+        s.remote_round_trips, s.remote_failures, s.remote_fallbacks, s.remote_seal_failures);
   }
 }
 
@@ -251,6 +260,25 @@ int serve(const Options& o, Startup& startup) {
                    r.device->sealed() ? "sealed" : "not sealed (--seal off)");
       swap = std::move(r.device);
     }
+  }
+  if (!o.remote.empty()) {
+    if (!swap) {
+      startup.fail(1, "--remote needs the swap file, which could not be made");
+      return 1;
+    }
+    swapdev::RemoteOptions ro;
+    std::string why;
+    (void)swapdev::parse_remote_url(o.remote, &ro, &why);  // checked by parse_options
+    ro.slots = o.remote_bytes / o.page_size;
+    ro.page_size = o.page_size;
+    std::unique_ptr<swapdev::RemoteStore> remote = swapdev::RemoteStore::create(ro, &why);
+    if (!remote) {
+      startup.fail(1, "cannot set up the remote tier: " + why);
+      return 1;
+    }
+    spdlog::info("remote tier: {} ({} servers, {} replicas), at most {} bytes, sealed", o.remote,
+                 ro.servers.size(), ro.replicas, ro.slots * o.page_size);
+    swap = std::make_unique<swapdev::TieredSwapDevice>(std::move(swap), std::move(remote));
   }
   auto cache = swap ? PageCache::create(pc, std::move(swap)) : PageCache::create(pc);
   if (!cache) {

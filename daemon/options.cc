@@ -7,10 +7,20 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <regex>
 #include <sstream>
+
+#include "swapdev/remote_store.h"
 
 namespace tmpfsd {
 namespace {
+
+// An -o item that continues remote='s server list: HOST:PORT or
+// [V6]:PORT, maybe with the URL's ?query.
+bool continues_remote(const std::string& opt) {
+  static const std::regex server(R"((\[[^\]=]*\]|[^=:\[\]]+):[0-9]+(\?.*)?)");
+  return std::regex_match(opt, server);
+}
 
 std::optional<uint64_t> parse_number(const std::string& text, int base) {
   if (text.empty() || text[0] == '-' || text[0] == '+') return std::nullopt;
@@ -106,6 +116,7 @@ ParseOutcome parse_options(int argc, char** argv) {
   std::string swap;
   std::string page_size;
   std::string threads;
+  std::string remote_size;
   CLI::App app{
       "tmpfsd: a tmpfs served from user space, with a memory budget\n"
       "Usage: tmpfsd [options] [SOURCE] MOUNTPOINT   (mount(8): mount -t fuse.tmpfsd SOURCE "
@@ -119,7 +130,8 @@ ParseOutcome parse_options(int argc, char** argv) {
                  "gid=N, allow_other, "
                  "nosuid, nodev, noexec, ro, rw, sync, async, dirsync, noatime, atime, relatime, "
                  "strictatime, nodiratime, "
-                 "diratime; memory=, swap=, swap_dir=, seal=, persist=, persist_key=, "
+                 "diratime; memory=, swap=, swap_dir=, seal=, persist=, persist_key=, remote=, "
+                 "remote_size=, "
                  "page_size=, writeback_cache, writeback_conflict=, threads=, log_level=, "
                  "log_file=, pid_file= "
                  "(the daemon options below); lazytime, defaults, nofail, noauto, _netdev, x-* ... "
@@ -147,6 +159,12 @@ ParseOutcome parse_options(int argc, char** argv) {
   app.add_option("--persist-key", o.persist_key,
                  "With --persist: seal the image (AES-256-GCM) under the key in FILE (32 bytes, "
                  "or 64 hex digits)");
+  app.add_option("--remote", o.remote,
+                 "Remote tier: evicted pages go to this memcached pool (sealed) while it is "
+                 "healthy and below --remote-size, else to the swap file: "
+                 "memcached://HOST[:PORT][,HOST[:PORT]...][?replicas=N]");
+  app.add_option("--remote-size", remote_size,
+                 "Most the remote pool holds: SIZE or N% of RAM (default: the swap size)");
   app.add_option("--page-size", page_size,
                  "Page size in bytes: a power of two, 4096 or more (default: 4096)");
   app.add_flag("-f,--foreground", o.foreground, "Stay in the foreground and log to stderr");
@@ -213,8 +231,16 @@ ParseOutcome parse_options(int argc, char** argv) {
     return key == "user_id" || key == "group_id" || key == "default_permissions" ||
            key == "rootmode" || key == "max_read" || key == "blksize" || key == "fd";
   };
+  // The -o form of a pool of several servers is split at its commas:
+  // items that follow remote= and look like HOST:PORT[?...] continue it.
+  bool in_remote = false;
   for (const std::string& opt : mount_opts) {
     if (opt.empty()) continue;
+    if (in_remote && continues_remote(opt)) {
+      o.remote += "," + opt;
+      continue;
+    }
+    in_remote = false;
     auto eq = opt.find('=');
     std::string key = opt.substr(0, eq);
     std::string value = eq == std::string::npos ? "" : opt.substr(eq + 1);
@@ -268,6 +294,13 @@ ParseOutcome parse_options(int argc, char** argv) {
       if (app.count("--persist")) return both(key, "--persist");
       if (value.empty()) return fail("-o persist: needs a directory (persist=DIR)");
       o.persist = value;
+    } else if (key == "remote") {
+      if (app.count("--remote")) return both(key, "--remote");
+      o.remote = value;
+      in_remote = true;
+    } else if (key == "remote_size") {
+      if (app.count("--remote-size")) return both(key, "--remote-size");
+      remote_size = value;
     } else if (key == "memory" || key == "swap" || key == "swap_dir" || key == "page_size" ||
                key == "writeback_conflict" || key == "threads" || key == "log_level" ||
                key == "log_file" || key == "pid_file") {
@@ -381,6 +414,24 @@ ParseOutcome parse_options(int argc, char** argv) {
   if (o.swap_dir.empty()) return fail("--swap-dir: empty");
   if (!o.persist_key.empty() && o.persist.empty())
     return fail("--persist-key: only with --persist DIR (it seals DIR's image)");
+  if (!remote_size.empty() && o.remote.empty())
+    return fail("--remote-size without --remote: there is no pool to size");
+  if (!o.remote.empty()) {
+    swapdev::RemoteOptions ro;
+    std::string why;
+    if (!swapdev::parse_remote_url(o.remote, &ro, &why)) return fail("--remote: " + why);
+    if (o.swap_bytes == 0)
+      return fail(
+          "--remote needs a swap file (--swap above 0): pages go there when the pool "
+          "cannot take them");
+    o.remote_bytes = o.swap_bytes;
+    if (!remote_size.empty()) {
+      auto v = parse_size(remote_size, ram);
+      if (!v || *v < o.page_size)
+        return fail("--remote-size " + remote_size + ": not a size of at least one page");
+      o.remote_bytes = *v;
+    }
+  }
   o.seal = seal != "off";
   if (o.fuse_debug) o.foreground = true;
 

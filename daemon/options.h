@@ -81,6 +81,14 @@ struct Options {
   // --persist-key FILE (-o persist_key=): the image is sealed under the key
   // in FILE (daemon/image_seal.h). Empty: not sealed.
   std::string persist_key;
+  // --remote URL (-o remote=): the remote tier, a memcached pool
+  // ("memcached://h1:11211,h2:11211[?replicas=N]", checked by
+  // swapdev::parse_remote_url); empty: none. In the -o form the servers
+  // after the first need their :port (the comma also separates options).
+  std::string remote;
+  // --remote-size (-o remote_size=): the most the pool holds, in bytes of
+  // pages (each copy counted once). Default, with --remote: --swap's size.
+  uint64_t remote_bytes = 0;
   size_t page_size = 4096;
   bool foreground = false;
   bool fuse_debug = false;

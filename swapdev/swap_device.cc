@@ -30,6 +30,8 @@ IoBatch::~IoBatch() {
   if (outer_ != &dev_) dev_.flush();
 }
 
-bool IoBatch::plugged(const SwapDevice* dev) { return dev != nullptr && tl_plugged == dev; }
+bool IoBatch::plugged(const SwapDevice* dev) {
+  return dev != nullptr && tl_plugged != nullptr && (tl_plugged == dev || tl_plugged->plugs(dev));
+}
 
 }  // namespace tmpfsd::swapdev

@@ -109,6 +109,14 @@ struct SwapCounters {
   uint64_t alloc_failures = 0;     // allocate() that returned nothing
   uint64_t discards = 0;           // discard operations (punch-hole calls)
   uint64_t discarded_bytes = 0;    // bytes given back by them
+  // The remote tier (TieredSwapDevice); all zero without one.
+  uint64_t remote_pages = 0;          // gauge: pages in the pool
+  uint64_t remote_bytes_written = 0;  // payload bytes written to the pool (each copy once)
+  uint64_t remote_bytes_read = 0;     // payload bytes read back from it
+  uint64_t remote_round_trips = 0;    // sets, deletes, multi-gets
+  uint64_t remote_failures = 0;       // network operations that failed (gone, slow, full)
+  uint64_t remote_fallbacks = 0;      // new pages sent to the swap file, the pool unfit
+  uint64_t remote_seal_failures = 0;  // values that did not open (tampered, stale, other)
 };
 
 class SwapDevice {
@@ -199,6 +207,13 @@ class SwapDevice {
   virtual void wait_until(const std::function<bool()>& done);
 
   virtual SwapCounters counters() const = 0;
+
+  // True when `slot` lives in a remote pool (TieredSwapDevice), not on
+  // this machine: the page cache records such a page as PagePlace::remote.
+  virtual bool is_remote(SwapSlot) const { return false; }
+  // True when an IoBatch on this device plugs `dev` too (a device made of
+  // others: TieredSwapDevice plugs its two, and flushes them in flush()).
+  virtual bool plugs(const SwapDevice*) const { return false; }
 
   // Test hook: the next n read/write requests fail with `err` (e.g. -EIO,
   // -ENOSPC) without touching the medium; callbacks still run asynchronously.

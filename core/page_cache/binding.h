@@ -15,8 +15,10 @@
 //                                        SEEK_DATA
 //   zero, up-  0b0111                    the same, fallocated twice (shmem
 //    to-date                             SGP_FALLOC): data for SEEK_DATA
-//   remote     (key << 4) | 0b1011       remote memory (not built yet:
-//                                        nothing makes it); never a Pmap
+//   remote     (key << 4) | 0b1011       a clean page in the remote pool and
+//                                        nothing else: no Pmap, no frame; the
+//                                        key is the swap device's slot
+//                                        (SwapDevice::is_remote says which)
 //   (reserved) low bits 0b1111
 //
 // A Pmap is at least 8-byte aligned (it holds 8-byte members), so a Pmap
@@ -60,6 +62,11 @@ class PagePlace {
     assert(key <= kMaxRemoteKey);
     return PagePlace((key << 4) | kRemoteTag);
   }
+  // A clean page that lives only in the swap device's slot `s`: remote when
+  // the device says the slot is in its remote pool, else swapped.
+  static constexpr PagePlace paged_out(swapdev::SwapSlot s, bool in_remote) {
+    return in_remote ? remote(s.value) : swapped(s);
+  }
   // The index's raw word back as a place (FileIndex only).
   static constexpr PagePlace from_word(uint64_t w) { return PagePlace(w); }
   constexpr uint64_t word() const { return word_; }
@@ -78,6 +85,12 @@ class PagePlace {
   constexpr bool is_swapped() const { return (word_ & 3) == kSwapTag; }
   constexpr bool is_zero() const { return word_ == kZeroWord || word_ == kZeroUptodateWord; }
   constexpr bool is_remote() const { return (word_ & 15) == kRemoteTag; }
+  // Swapped or remote: its bytes are in the swap device's device_slot().
+  constexpr bool paged_out() const { return is_swapped() || is_remote(); }
+  constexpr swapdev::SwapSlot device_slot() const {
+    assert(paged_out());
+    return swapdev::SwapSlot(is_remote() ? word_ >> 4 : word_ >> 2);
+  }
   // Reads as zeros without a frame: a hole or a zero page.
   constexpr bool reads_as_zeros() const { return word_ == 0 || is_zero(); }
   // Present but with no Pmap: swapped, zero or remote (a fault makes it one).

@@ -123,7 +123,8 @@ PageOut FilePagesImpl::page_out_locked(Pmap* p, ScanControl& sc) {
     }
     PagePlace place;
     if (f->has_slot()) {
-      place = PagePlace::swapped(st_.take_slot(f));
+      const swapdev::SwapSlot s = st_.take_slot(f);
+      place = PagePlace::paged_out(s, st_.swap->is_remote(s));
       st_.pages_swapped.fetch_add(1, std::memory_order_relaxed);
     } else {
       place = PagePlace::zero(p->uptodate());  // clean, no slot: zeros

@@ -96,7 +96,7 @@ Status FilePagesImpl::fault_range_locked(FaultRequest& req) {
                             fresh.push_back(p);
                             return PagePlace::resident(p);
                           }
-                          const swapdev::SwapSlot slot = place.slot();
+                          const swapdev::SwapSlot slot = place.device_slot();
                           if (covered(page)) {
                             wholes.push_back({page, t.frame, slot});
                             return place;

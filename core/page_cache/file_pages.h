@@ -169,7 +169,7 @@ class FilePagesImpl {
   // Pages that take a frame when faulted: a read leaves zero pages alone
   // (they read as zeros); a write needs a frame for them too.
   static bool wants_frame(PagePlace place, bool for_write) {
-    return for_write ? place.needs_fault() : place.is_swapped();
+    return for_write ? place.needs_fault() : place.paged_out();
   }
   // May drop and re-take mu_ (to reclaim): callers re-read the index.
   Result<FramePool::Reservation> reserve_locked(uint64_t first, uint64_t last, uint64_t extra,

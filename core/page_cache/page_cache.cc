@@ -279,6 +279,14 @@ PageCacheStats PageCache::stats() const {
     r.swap_max_queue_depth = c.max_queue_depth;
     r.swap_errors = c.errors;
     r.swap_checksum_failures = c.checksum_failures;
+    r.remote_pages = c.remote_pages;
+    r.remote_bytes = c.remote_pages * s.page_size;
+    r.remote_bytes_written = c.remote_bytes_written;
+    r.remote_bytes_read = c.remote_bytes_read;
+    r.remote_round_trips = c.remote_round_trips;
+    r.remote_failures = c.remote_failures;
+    r.remote_fallbacks = c.remote_fallbacks;
+    r.remote_seal_failures = c.remote_seal_failures;
   }
   return r;
 }

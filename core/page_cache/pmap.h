@@ -46,8 +46,10 @@
 //   Zero (evicted     zero, or   no Pmap: a fallocated   allocate (swap),
 //     fallocated)     zero up-   page, reads as zeros    page_out / fault
 //                     to-date                            (write), free
-//   Remote            remote     no Pmap (the remote     (not built)
-//                     (key)      tier, not built yet)
+//   Remote            remote     no Pmap: a Swapped      as Swapped: the slot
+//                     (key)      page whose slot is in   is in the pool
+//                                the remote pool         (SwapDevice::
+//                                                        is_remote)
 //
 //   Hole -> Resident dirty      FilePages::write
 //   Hole -> Resident clean      FilePages::allocate without swap (zero page,
@@ -83,12 +85,14 @@
 //                               min_block_shift) into the same slot. On
 //                               error the slot (poisoned) is freed and the
 //                               page is wholly dirty.
-//   Swap cached -> Swapped      page_out_locked: not referenced, io_count
+//   Swap cached -> Swapped (or Remote, the slot being in the pool)
+//                               page_out_locked: not referenced, io_count
 //                               == 1 (our pin): frame freed, the Pmap
 //                               replaced by the compact word. No I/O.
 //   Resident clean, no slot -> Zero
 //                               page_out_locked (only fallocated pages).
-//   Swapped -> Under swap-in    start_swap_in_locked (a read, a partial
+//   Swapped (or Remote) -> Under swap-in
+//                               start_swap_in_locked (a read, a partial
 //                               write, partial zeroing, readahead): frame
 //                               taken, Pmap made with kReadPending, pinned
 //                               by the I/O, the slot kept as the frame's.

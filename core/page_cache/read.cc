@@ -74,7 +74,7 @@ void FilePagesImpl::collect_locked(uint64_t off, size_t len, SmallVec<iovec, kIn
 void FilePagesImpl::readahead_locked(uint64_t from, uint64_t count) {
   SmallVec<uint64_t, 64> pages;
   index_.visit_range(from, from + count, [&](uint64_t page, PagePlace place) {
-    if (place.is_swapped()) pages.push_back(page);
+    if (place.paged_out()) pages.push_back(page);
     return true;
   });
   if (pages.empty()) return;
@@ -87,7 +87,7 @@ void FilePagesImpl::readahead_locked(uint64_t from, uint64_t count) {
   FramePool::Reservation frames = std::move(r).value();
   SmallVec<Pmap*, 64> fresh;
   for (uint64_t page : pages.span().first(n)) {
-    const swapdev::SwapSlot slot = index_.place(page).slot();
+    const swapdev::SwapSlot slot = index_.place(page).device_slot();
     Pmap* p = start_swap_in_locked(page, frames.take().frame, slot);
     index_.set(page, PagePlace::resident(p));
     p->set_readahead();
@@ -116,7 +116,7 @@ void FilePagesImpl::read(uint64_t off, size_t len, FilePages::ReadDone done) {
   {
     ReaderLock lock(mu_);
     index_.visit_range(first, last + 1, [&](uint64_t, PagePlace place) {
-      faults += place.is_swapped() || (place.is_pmap() && !place.pmap()->bytes_valid());
+      faults += place.paged_out() || (place.is_pmap() && !place.pmap()->bytes_valid());
       return true;
     });
     if (faults == 0) {
@@ -184,20 +184,19 @@ void FilePagesImpl::read(uint64_t off, size_t len, FilePages::ReadDone done) {
   {
     swapdev::IoBatch plug(*st_.swap);
     SmallVec<Pmap*, kInlineIovecs> fresh;
-    index_.update_range(first, last + 1,
-                        [&](uint64_t page, PagePlace place) REQUIRES(mu_) -> PagePlace {
-                          if (place.is_swapped()) {
-                            Pmap* p = start_swap_in_locked(page, frames.take().frame, place.slot());
-                            fresh.push_back(p);
-                            return PagePlace::resident(p);
-                          }
-                          if (place.is_pmap()) {
-                            Pmap* p = place.pmap();
-                            if (!p->read_pending() && p->read_error())
-                              submit_swap_in_locked(p);  // retry
-                          }
-                          return place;
-                        });
+    index_.update_range(
+        first, last + 1, [&](uint64_t page, PagePlace place) REQUIRES(mu_) -> PagePlace {
+          if (place.paged_out()) {
+            Pmap* p = start_swap_in_locked(page, frames.take().frame, place.device_slot());
+            fresh.push_back(p);
+            return PagePlace::resident(p);
+          }
+          if (place.is_pmap()) {
+            Pmap* p = place.pmap();
+            if (!p->read_pending() && p->read_error()) submit_swap_in_locked(p);  // retry
+          }
+          return place;
+        });
     st_.lists.add_new(fresh.span());
     collect_locked(off, len, r->iov, r->pins, &ra_hit);
     uint32_t awaited = 0;

@@ -52,8 +52,8 @@ void FilePagesImpl::free_range_locked(uint64_t first, uint64_t last) {
     ++removed;
     if (place.is_pmap()) {
       victims.push_back(place.pmap());
-    } else if (place.is_swapped()) {
-      slots.push_back(place.slot());
+    } else if (place.paged_out()) {
+      slots.push_back(place.device_slot());
       ++swapped;
     }
     return PagePlace::hole();

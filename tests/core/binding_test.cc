@@ -27,6 +27,7 @@ void check_only(PagePlace place, Kind k) {
   CHECK(place.is_swapped() == (k == Kind::kSwapped));
   CHECK(place.is_zero() == (k == Kind::kZero));
   CHECK(place.is_remote() == (k == Kind::kRemote));
+  CHECK(place.paged_out() == (k == Kind::kSwapped || k == Kind::kRemote));
   CHECK(place.needs_fault() == (k == Kind::kSwapped || k == Kind::kZero || k == Kind::kRemote));
   CHECK(place.reads_as_zeros() == (k == Kind::kHole || k == Kind::kZero));
   // What the index stores is what comes back.
@@ -65,6 +66,13 @@ TEST_CASE("PagePlace: each kind round-trips and is told apart from the others") 
   CHECK(PagePlace::zero(true).zero_uptodate());
   CHECK(PagePlace::remote(77).remote_key() == 77);
   CHECK(PagePlace::remote(PagePlace::kMaxRemoteKey).remote_key() == PagePlace::kMaxRemoteKey);
+  // A page in the swap device: the device says whether its slot is remote,
+  // and either kind gives the slot back.
+  const swapdev::SwapSlot s(4242);
+  CHECK(PagePlace::paged_out(s, false) == PagePlace::swapped(s));
+  CHECK(PagePlace::paged_out(s, true) == PagePlace::remote(4242));
+  CHECK(PagePlace::paged_out(s, false).device_slot() == s);
+  CHECK(PagePlace::paged_out(s, true).device_slot() == s);
 
   // Distinct values never share a word (besides the two spellings of hole).
   for (size_t i = 0; i < cases.size(); ++i) {

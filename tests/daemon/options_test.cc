@@ -384,3 +384,48 @@ TEST_CASE("-o remount, as mount -o remount,ro DIR runs the helper, asks for the 
   REQUIRE(plain.options);
   CHECK_FALSE(plain.options->remount);
 }
+
+TEST_CASE("--remote and --remote-size, and their -o forms", "[options]") {
+  auto cli = parse({"--swap", "64m", "--remote", "memcached://h1:11211,h2:11300?replicas=1",
+                    "--remote-size", "32m", "/tmp"});
+  INFO(cli.message);
+  REQUIRE(cli.options);
+  CHECK(cli.options->remote == "memcached://h1:11211,h2:11300?replicas=1");
+  CHECK(cli.options->remote_bytes == 32u << 20);
+  // -o splits at commas: the servers after the first continue remote=.
+  auto mnt =
+      parse({"-o", "swap=64m,remote=memcached://h1:11211,h2:11300?replicas=1,noatime", "/tmp"});
+  INFO(mnt.message);
+  REQUIRE(mnt.options);
+  CHECK(mnt.options->remote == "memcached://h1:11211,h2:11300?replicas=1");
+  CHECK(mnt.options->atime == "noatime");
+  CHECK(mnt.options->remote_bytes == 64u << 20);  // the swap size by default
+  auto sized = parse({"-o", "swap=64m,remote=memcached://h1,remote_size=16m", "/tmp"});
+  REQUIRE(sized.options);
+  CHECK(sized.options->remote_bytes == 16u << 20);
+  CHECK(parse({"/tmp"}).options->remote.empty());
+
+  struct Case {
+    std::vector<std::string> args;
+    std::string names;
+  };
+  const std::vector<Case> bad = {
+      {{"--remote", "redis://h1", "/tmp"}, "bad remote URL"},
+      {{"--remote", "memcached://h1:0", "/tmp"}, "bad port"},
+      {{"--remote", "memcached://h1?replicas=1", "/tmp"}, "replicas=1"},
+      {{"--remote", "memcached://h1?copies=2", "/tmp"}, "unknown parameter"},
+      {{"-o", "remote=memcached://h1,bogus", "/tmp"}, "bogus"},
+      {{"--swap", "0", "--remote", "memcached://h1", "/tmp"}, "needs a swap file"},
+      {{"--remote-size", "1g", "/tmp"}, "without --remote"},
+      {{"--remote", "memcached://h1", "--remote-size", "lots", "/tmp"}, "--remote-size"},
+      {{"-o", "remote=memcached://h1", "--remote", "memcached://h1", "/tmp"}, "both given"},
+  };
+  for (const Case& c : bad) {
+    auto r = parse(c.args);
+    INFO(r.message);
+    CHECK_FALSE(r.options);
+    CHECK(r.exit_code == 2);
+    CHECK(r.message.find(c.names) != std::string::npos);
+    CHECK(r.message.find('\n') == std::string::npos);
+  }
+}
