@@ -475,7 +475,6 @@ void op_write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_
   });
 }
 
-void op_flush(fuse_req_t req, fuse_ino_t, fuse_file_info*) { fuse_reply_err(req, 0); }
 void op_fsync(fuse_req_t req, fuse_ino_t, int, fuse_file_info*) { fuse_reply_err(req, 0); }
 
 // One open directory: where the current readdir pass ends (see
@@ -750,7 +749,11 @@ fuse_lowlevel_ops make_ops() {
   ops.create = op_create;
   ops.read = op_read;
   ops.write = op_write;
-  ops.flush = op_flush;
+  // No flush: libfuse answers ENOSYS to the first FLUSH and the kernel
+  // sends none again (fc->no_flush), which saves a round trip on every
+  // close(). The kernel still writes its dirty pages back at close before
+  // it looks at no_flush; the daemon keeps nothing per open file to flush,
+  // and POSIX locks are the kernel's own (no lock ops here).
   ops.fsync = op_fsync;
   ops.release = op_release;
   ops.opendir = op_opendir;

@@ -17,8 +17,15 @@ namespace tmpfsd {
 struct Filesystem {
   PageCache* cache = nullptr;
   Namespace* ns = nullptr;
-  double entry_timeout = 1.0;  // seconds the kernel may cache names and attributes
-  double attr_timeout = 1.0;
+  // Seconds the kernel may cache names (positive and negative) and
+  // attributes. Long: every change to a name or an attribute passes through
+  // this one kernel, which updates or drops its copy as it goes (create,
+  // link, unlink, rename, setattr, write, read's atime). What changes
+  // without the kernel knowing is invalidated by the daemon as it happens
+  // (set-ID bits cleared by a write: Namespace::set_attr_hook; chattr's
+  // ctime: reply_flags_set). A stat then costs no request.
+  double entry_timeout = 86400.0;
+  double attr_timeout = 86400.0;
   // The kernel caches writes and sends them in large batches; it then owns
   // the file size, O_APPEND offsets and mtime/ctime until it flushes them.
   bool writeback_cache = false;

@@ -63,7 +63,7 @@ def fmt(v):
     return f"{v:.3g}"
 
 
-def report(results, stats_dir, hz, rounds, json_out, plot_out, options, quick):
+def report(results, stats_dir, hz, rounds, json_out, plot_out, options, quick, rows=None):
     hz, rounds = int(hz), int(rounds)
     runs = {}  # (row, side) -> list of per-round dicts
     failures = []
@@ -93,6 +93,8 @@ def report(results, stats_dir, hz, rounds, json_out, plot_out, options, quick):
 
     table = []
     for row, what, unit, target in ROWS:
+        if rows is not None and row not in rows.split():
+            continue
         entry = {"row": row, "what": what, "unit": unit, "target": target}
         problems = []
         for side in SIDES:
@@ -193,6 +195,6 @@ if __name__ == "__main__":
     if sys.argv[1] == "fio":
         fio(sys.argv[2], sys.argv[3])
     elif sys.argv[1] == "report":
-        sys.exit(report(*sys.argv[2:10]))
+        sys.exit(report(*sys.argv[2:11]))
     else:
         sys.exit(__doc__)
