@@ -120,7 +120,17 @@ struct PageCacheConfig {
   X(remote_round_trips, figure, counter, "memcached sets, deletes and multi-gets")               \
   X(remote_failures, figure, counter, "memcached operations that failed (gone, slow, full)")     \
   X(remote_fallbacks, figure, counter, "new pages sent to the swap file, the pool unfit")        \
-  X(remote_seal_failures, figure, counter, "pool values that did not open (EIO)")
+  X(remote_seal_failures, figure, counter, "pool values that did not open (EIO)")                \
+  /* The compressed pool (swapdev/compressed_swap_device.h); all zero without one. */            \
+  X(zpool_pages, figure, gauge, "pages kept compressed in memory")                               \
+  X(zpool_bytes, figure, gauge, "their compressed bytes")                                        \
+  X(zpool_frames, figure, gauge, "frames the compressed pool holds (part of frames_used)")       \
+  X(zpool_same_filled, figure, gauge, "of zpool_pages, pages of one repeated word (8 bytes)")    \
+  X(zpool_stored, figure, counter, "pages that went into the compressed pool")                   \
+  X(zpool_rejects, figure, counter, "pages that compressed too little: to the swap file")        \
+  X(zpool_full, figure, counter, "pages the full pool sent to the swap file")                    \
+  X(zpool_writebacks, figure, counter, "pool pages written on to the swap file, oldest first")   \
+  X(zpool_loads, figure, counter, "reads served from the compressed pool")
 
 struct PageCacheStats {
 #define TMPFSD_STATS_FIELD(name, source, kind, what) uint64_t name = 0;

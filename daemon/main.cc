@@ -56,6 +56,7 @@
 #include "daemon/remount.h"
 #include "daemon/startup.h"
 #include "daemon/wire.h"
+#include "swapdev/compressed_swap_device.h"
 #include "swapdev/remote_store.h"
 #include "swapdev/tiered_swap_device.h"
 #include "swapdev/uring_swap_device.h"
@@ -148,6 +149,13 @@ void log_stats(const char* what, const std::string& mountpoint, const PageCacheS
         "{} fallbacks to the swap file, {} seal failures",
         s.remote_pages, s.remote_bytes_written >> 20, s.remote_bytes_read >> 20,
         s.remote_round_trips, s.remote_failures, s.remote_fallbacks, s.remote_seal_failures);
+  }
+  if (s.zpool_stored || s.zpool_rejects) {
+    spdlog::info(
+        "compressed pool: {} pages in {} bytes ({} frames, {} same-filled); {} stored, {} "
+        "rejected, {} sent on full, {} written on, {} loads",
+        s.zpool_pages, s.zpool_bytes, s.zpool_frames, s.zpool_same_filled, s.zpool_stored,
+        s.zpool_rejects, s.zpool_full, s.zpool_writebacks, s.zpool_loads);
   }
 }
 
@@ -279,6 +287,14 @@ int serve(const Options& o, Startup& startup) {
     spdlog::info("remote tier: {} ({} servers, {} replicas), at most {} bytes, sealed", o.remote,
                  ro.servers.size(), ro.replicas, ro.slots * o.page_size);
     swap = std::make_unique<swapdev::TieredSwapDevice>(std::move(swap), std::move(remote));
+  }
+  if (o.compress != "off" && swap) {
+    swapdev::CompressedSwapDevice::Options co;
+    co.codec = *swapdev::parse_codec(o.compress);  // checked by parse_options
+    co.max_pages = o.memory_bytes / o.page_size * o.compress_pool_percent / 100;
+    spdlog::info("compressed pool: {}, at most {} bytes ({}% of --memory)", o.compress,
+                 co.max_pages * o.page_size, o.compress_pool_percent);
+    swap = std::make_unique<swapdev::CompressedSwapDevice>(std::move(swap), co);
   }
   auto cache = swap ? PageCache::create(pc, std::move(swap)) : PageCache::create(pc);
   if (!cache) {

@@ -5,6 +5,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cerrno>
+#include <charconv>
 #include <cstdlib>
 #include <cstring>
 #include <regex>
@@ -117,6 +118,7 @@ ParseOutcome parse_options(int argc, char** argv) {
   std::string page_size;
   std::string threads;
   std::string remote_size;
+  std::string compress_pool;
   CLI::App app{
       "tmpfsd: a tmpfs served from user space, with a memory budget\n"
       "Usage: tmpfsd [options] [SOURCE] MOUNTPOINT   (mount(8): mount -t fuse.tmpfsd SOURCE "
@@ -131,7 +133,7 @@ ParseOutcome parse_options(int argc, char** argv) {
                  "nosuid, nodev, noexec, ro, rw, sync, async, dirsync, noatime, atime, relatime, "
                  "strictatime, nodiratime, "
                  "diratime; memory=, swap=, swap_dir=, seal=, persist=, persist_key=, remote=, "
-                 "remote_size=, "
+                 "remote_size=, compress=, compress_pool=, "
                  "page_size=, writeback_cache, writeback_conflict=, threads=, log_level=, "
                  "log_file=, pid_file= "
                  "(the daemon options below); lazytime, defaults, nofail, noauto, _netdev, x-* ... "
@@ -163,6 +165,13 @@ ParseOutcome parse_options(int argc, char** argv) {
                  "Remote tier: evicted pages go to this memcached pool (sealed) while it is "
                  "healthy and below --remote-size, else to the swap file: "
                  "memcached://HOST[:PORT][,HOST[:PORT]...][?replicas=N]");
+  app.add_option("--compress", o.compress,
+                 "lz4 or zstd: pages evicted from memory are kept compressed in memory first "
+                 "(a share of --memory, --compress-pool), the rest go to the swap file; off: "
+                 "none (default: off)")
+      ->check(CLI::IsMember({"lz4", "zstd", "off"}));
+  app.add_option("--compress-pool", compress_pool,
+                 "The compressed pool's share of --memory: N% (default: 25%)");
   app.add_option("--remote-size", remote_size,
                  "Most the remote pool holds: SIZE or N% of RAM (default: the swap size)");
   app.add_option("--page-size", page_size,
@@ -298,6 +307,14 @@ ParseOutcome parse_options(int argc, char** argv) {
       if (app.count("--remote")) return both(key, "--remote");
       o.remote = value;
       in_remote = true;
+    } else if (key == "compress") {
+      if (app.count("--compress")) return both(key, "--compress");
+      if (value != "lz4" && value != "zstd" && value != "off")
+        return fail("-o compress=" + value + ": must be lz4, zstd or off");
+      o.compress = value;
+    } else if (key == "compress_pool") {
+      if (app.count("--compress-pool")) return both(key, "--compress-pool");
+      compress_pool = value;
     } else if (key == "remote_size") {
       if (app.count("--remote-size")) return both(key, "--remote-size");
       remote_size = value;
@@ -432,6 +449,19 @@ ParseOutcome parse_options(int argc, char** argv) {
       o.remote_bytes = *v;
     }
   }
+  if (!compress_pool.empty()) {
+    unsigned n = 0;
+    const auto [end, ec] =
+        std::from_chars(compress_pool.data(), compress_pool.data() + compress_pool.size(), n);
+    if (ec != std::errc() || end + 1 != compress_pool.data() + compress_pool.size() ||
+        *end != '%' || n < 1 || n > 90)
+      return fail("--compress-pool " + compress_pool + ": a share of --memory, 1% to 90%");
+    o.compress_pool_percent = n;
+  }
+  if (o.compress != "off" && o.swap_bytes == 0)
+    return fail(
+        "--compress needs a swap file (--swap above 0): the pool writes its oldest pages "
+        "there when full");
   o.seal = seal != "off";
   if (o.fuse_debug) o.foreground = true;
 

@@ -89,6 +89,11 @@ struct Options {
   // --remote-size (-o remote_size=): the most the pool holds, in bytes of
   // pages (each copy counted once). Default, with --remote: --swap's size.
   uint64_t remote_bytes = 0;
+  // --compress lz4|zstd|off (-o compress=): the compressed pool in front of
+  // the swap file (swapdev/compressed_swap_device.h); "off": none.
+  std::string compress = "off";
+  // --compress-pool N% (-o compress_pool=): the pool's share of --memory.
+  unsigned compress_pool_percent = 25;
   size_t page_size = 4096;
   bool foreground = false;
   bool fuse_debug = false;

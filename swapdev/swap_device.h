@@ -43,6 +43,8 @@
 
 namespace tmpfsd::swapdev {
 
+class PageSource;
+
 // A slot number. Default-constructed is invalid.
 struct SwapSlot {
   static constexpr uint64_t kInvalid = UINT64_MAX;
@@ -117,6 +119,16 @@ struct SwapCounters {
   uint64_t remote_failures = 0;       // network operations that failed (gone, slow, full)
   uint64_t remote_fallbacks = 0;      // new pages sent to the swap file, the pool unfit
   uint64_t remote_seal_failures = 0;  // values that did not open (tampered, stale, other)
+  // The compressed pool (CompressedSwapDevice); all zero without one.
+  uint64_t zpool_pages = 0;        // gauge: pages kept compressed in memory
+  uint64_t zpool_bytes = 0;        // gauge: their compressed bytes
+  uint64_t zpool_frames = 0;       // gauge: frames the pool holds for them
+  uint64_t zpool_same_filled = 0;  // gauge: of zpool_pages, pages of one repeated word
+  uint64_t zpool_stored = 0;       // pages that went into the pool
+  uint64_t zpool_rejects = 0;      // pages that compressed too little: to the backing device
+  uint64_t zpool_full = 0;         // pages the full pool sent to the backing device
+  uint64_t zpool_writebacks = 0;   // pool pages written on to the backing device (oldest first)
+  uint64_t zpool_loads = 0;        // reads served from the pool
 };
 
 class SwapDevice {
@@ -211,6 +223,10 @@ class SwapDevice {
   // True when `slot` lives in a remote pool (TieredSwapDevice), not on
   // this machine: the page cache records such a page as PagePlace::remote.
   virtual bool is_remote(SwapSlot) const { return false; }
+  // A device that keeps pages in memory (CompressedSwapDevice) takes them
+  // from `pages` from now on; the page cache calls this once, with its
+  // frame pool, before any I/O. The default keeps none.
+  virtual void use_pages(PageSource* pages) { (void)pages; }
   // True when an IoBatch on this device plugs `dev` too (a device made of
   // others: TieredSwapDevice plugs its two, and flushes them in flush()).
   virtual bool plugs(const SwapDevice*) const { return false; }

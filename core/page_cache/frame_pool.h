@@ -62,6 +62,7 @@
 #include <vector>
 
 #include "core/result.h"
+#include "swapdev/page_source.h"
 #include "swapdev/swap_device.h"
 #include "swapdev/thread_annotations.h"
 
@@ -209,6 +210,23 @@ class FramePool {
   std::condition_variable_any prefault_cv_;
   std::atomic<uint64_t> prefaulted_{0};
   std::jthread prefault_thread_;  // stopped and joined first in ~FramePool
+};
+
+// The frame pool as a swapdev::PageSource: where a swap device that keeps
+// pages in memory (the compressed pool) takes them, so that they count
+// against --memory. Its frames have no owner (no Pmap).
+class FramePages final : public swapdev::PageSource {
+ public:
+  explicit FramePages(FramePool& pool) : pool_(pool) {}
+  size_t page_size() const override { return pool_.frame_size(); }
+  std::byte* take() override {
+    auto r = pool_.reserve(1);
+    return r ? r.value().take().frame->bytes().data() : nullptr;
+  }
+  void give(std::byte* page) override { pool_.free(pool_.frame_at(page)); }
+
+ private:
+  FramePool& pool_;
 };
 
 }  // namespace tmpfsd

@@ -205,6 +205,9 @@ Result<std::unique_ptr<PageCache>> PageCache::create(const PageCacheConfig& conf
       config, shift, std::move(pool).value(),
       std::span<const std::byte>(static_cast<const std::byte*>(z), zero_bytes), std::move(swap));
   if (state->swap) state->pool->set_warm_limit(state->pool->frames_total());
+  // A device that keeps pages in memory (the compressed pool) takes them
+  // from the frames: they count against --memory like any page.
+  if (state->swap) state->swap->use_pages(&state->frame_pages);
   // With a swap device a used frame stays warm for good, so faulting the
   // untouched ones in ahead of the writers costs RSS only a little earlier
   // than the writers would (frame_pool.h, "Prefaulting"). The window: an
@@ -287,6 +290,15 @@ PageCacheStats PageCache::stats() const {
     r.remote_failures = c.remote_failures;
     r.remote_fallbacks = c.remote_fallbacks;
     r.remote_seal_failures = c.remote_seal_failures;
+    r.zpool_pages = c.zpool_pages;
+    r.zpool_bytes = c.zpool_bytes;
+    r.zpool_frames = c.zpool_frames;
+    r.zpool_same_filled = c.zpool_same_filled;
+    r.zpool_stored = c.zpool_stored;
+    r.zpool_rejects = c.zpool_rejects;
+    r.zpool_full = c.zpool_full;
+    r.zpool_writebacks = c.zpool_writebacks;
+    r.zpool_loads = c.zpool_loads;
   }
   return r;
 }

@@ -79,6 +79,9 @@ struct PageCache::State {
   std::atomic<uint64_t> max_pages;
   const bool writeback_copy;  // PageCacheConfig::writeback_copy
   const std::unique_ptr<FramePool> pool;
+  // The frames as the swap device sees them (SwapDevice::use_pages);
+  // declared before `swap`, which gives its pages back when destroyed.
+  FramePages frame_pages{*pool};
   const std::span<const std::byte> zeros;  // read-only zeros, >= one page
 
   PmapLists lists;

@@ -90,6 +90,12 @@ TEST_CASE("bad options give a one-line error naming the option and exit status 2
       {{"-o", "persist=", "/tmp"}, "persist"},
       {{"-o", "persist=/a", "--persist", "/a", "/tmp"}, "both given"},
       {{"--persist-key", "/k", "/tmp"}, "only with --persist"},
+      {{"--compress", "gzip", "/tmp"}, "--compress"},
+      {{"-o", "compress=gzip", "/tmp"}, "-o compress=gzip"},
+      {{"--compress", "lz4", "--swap", "0", "/tmp"}, "needs a swap file"},
+      {{"--compress-pool", "95%", "/tmp"}, "--compress-pool 95%"},
+      {{"--compress-pool", "20", "/tmp"}, "--compress-pool 20"},
+      {{"-o", "compress=lz4", "--compress", "lz4", "/tmp"}, "both given"},
       {{"-o", "persist=/a,persist_key=", "/tmp"}, "persist_key"},
       {{"-o", "threads=many", "/tmp"}, "threads="},
       {{"-o", "log_level=loud", "/tmp"}, "log_level"},
@@ -183,6 +189,22 @@ TEST_CASE("--seal takes on or off, on by default; -o seal= the same", "[options]
     auto on = parse(args);
     REQUIRE(on.options);
     CHECK(on.options->seal);
+  }
+}
+
+TEST_CASE("--compress lz4|zstd|off and --compress-pool N%; off and 25% by default", "[options]") {
+  auto def = parse({"/tmp"});
+  REQUIRE(def.options);
+  CHECK(def.options->compress == "off");
+  CHECK(def.options->compress_pool_percent == 25);
+  for (auto args :
+       {std::vector<std::string>{"--compress", "zstd", "--compress-pool", "40%", "/tmp"},
+        std::vector<std::string>{"-o", "size=1g,compress=zstd,compress_pool=40%", "/tmp"}}) {
+    auto p = parse(args);
+    INFO(p.message);
+    REQUIRE(p.options);
+    CHECK(p.options->compress == "zstd");
+    CHECK(p.options->compress_pool_percent == 40);
   }
 }
 

@@ -1,11 +1,11 @@
-#include "core/page_cache/codec.h"
+#include "swapdev/codec.h"
 
 #include <lz4.h>
 #include <zstd.h>
 
 #include <cstring>
 
-namespace tmpfsd {
+namespace tmpfsd::swapdev {
 
 namespace {
 
@@ -85,4 +85,4 @@ bool PageCodec::decompress(std::span<const std::byte> in, std::span<std::byte> p
   return !ZSTD_isError(n) && n == page.size();
 }
 
-}  // namespace tmpfsd
+}  // namespace tmpfsd::swapdev

@@ -1,6 +1,6 @@
-// ZPool: compressed pages packed into frames of the mount's FramePool, so
-// that frames and pool together never exceed --memory (docs/design.md,
-// "The compressed tier").
+// ZPool: compressed pages packed into pages of a PageSource (the mount's
+// frame pool, so that frames and pool together never exceed --memory;
+// docs/design.md, "The compressed tier").
 //
 // The problem: a compressed page is any size from a few bytes to most of a
 // page, and the pool must waste little of the frames it holds, give frames
@@ -9,7 +9,7 @@
 //
 // The idea (zsmalloc's): objects are rounded up to a size class (steps of
 // kAlign bytes up to max_object). A class keeps its objects in spans: runs
-// of 1 to kMaxSpanFrames frames, not contiguous in memory, seen as one byte
+// of 1 to kMaxSpanFrames frames (pages of the source), not contiguous in memory, seen as one byte
 // array cut into equal slots; the frame count is the one that wastes least
 // for that size (2 frames of 2,720-byte slots hold 3 of them, one frame
 // only 1). An object may straddle two frames of its span: it is copied in
@@ -36,11 +36,12 @@
 // capacity; an entry and its span slot point at each other.
 //
 // Locks: mu_ guards everything, and is held over the copy of one object in
-// or out (at most max_object bytes); it is taken after any file lock and
-// before FramePool::mu_ (core/LOCKING.md).
+// or out (at most max_object bytes) and while the source hands out or takes
+// back pages (under it the frame pool's lock; core/LOCKING.md).
 // Threads: any thread may call any method concurrently.
 #pragma once
 
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <set>
@@ -48,11 +49,10 @@
 #include <utility>
 #include <vector>
 
-#include "core/page_cache/frame_pool.h"
-#include "core/result.h"
+#include "swapdev/page_source.h"
 #include "swapdev/thread_annotations.h"
 
-namespace tmpfsd {
+namespace tmpfsd::swapdev {
 
 // An object in a ZPool. Default-constructed is invalid. Fits the page
 // word's 60 bits (binding.h).
@@ -67,17 +67,18 @@ class ZPool {
   static constexpr size_t kAlign = 32;
   static constexpr unsigned kMaxSpanFrames = 4;
 
-  // Takes frames from `frames`, at most `max_frames` at once; objects of 1 to
-  // `max_object` bytes (at most a frame).
-  ZPool(FramePool& frames, uint64_t max_frames, size_t max_object);
+  // Takes pages from `frames`, at most `max_frames` at once; objects of 1 to
+  // `max_object` bytes (at most a page).
+  ZPool(PageSource& frames, uint64_t max_frames, size_t max_object);
   ~ZPool();  // gives every frame back; live objects are dropped
   ZPool(const ZPool&) = delete;
   ZPool& operator=(const ZPool&) = delete;
 
   // Copies `data` in. `tag` is the caller's (who owns the object), handed
-  // back by tag(). EINVAL: empty or larger than max_object; ENOSPC: a new
-  // span would pass max_frames, or the FramePool has no frame left.
-  Result<ZHandle> store(std::span<const std::byte> data, uint64_t tag);
+  // back by tag(). -EINVAL: empty or larger than max_object; -ENOSPC: a new
+  // span would pass max_frames, or the source has no page left. The handle
+  // is written to *out on success (0).
+  int store(std::span<const std::byte> data, uint64_t tag, ZHandle* out);
   // Copies the object to the front of `out` (at least size(h) bytes) and
   // returns its size.
   size_t load(ZHandle h, std::span<std::byte> out) const;
@@ -117,7 +118,7 @@ class ZPool {
   struct Span {
     uint16_t cls = 0;
     uint16_t used = 0;  // 0 and no frames: on free_spans_
-    Frame* frames[kMaxSpanFrames] = {};
+    std::byte* frames[kMaxSpanFrames] = {};
     std::vector<uint32_t> slots;  // slot -> entry index, kNone when free
   };
   struct Entry {
@@ -138,7 +139,8 @@ class ZPool {
       REQUIRES(mu_);
   void read_locked(const Span& s, const Class& c, uint16_t slot, std::span<std::byte> out) const
       REQUIRES(mu_);
-  Result<uint32_t> new_span_locked(uint16_t cls) REQUIRES(mu_);
+  // A new empty span of class `cls` (its id), or kNone.
+  uint32_t new_span_locked(uint16_t cls) REQUIRES(mu_);
   void free_span_locked(uint32_t span) REQUIRES(mu_);
   // Takes a free slot of `span` (which has one) for entry `e`.
   uint16_t take_slot_locked(uint32_t span, uint32_t e) REQUIRES(mu_);
@@ -150,7 +152,7 @@ class ZPool {
   const Entry& entry_locked(ZHandle h) const REQUIRES(mu_);
 
   // Constant after construction.
-  FramePool& pool_;
+  PageSource& pool_;
   const uint64_t max_frames_;
   const size_t max_object_;
   const size_t frame_size_;
@@ -169,4 +171,4 @@ class ZPool {
   uint64_t moved_ GUARDED_BY(mu_) = 0;
 };
 
-}  // namespace tmpfsd
+}  // namespace tmpfsd::swapdev

@@ -21,7 +21,7 @@
 #include <span>
 #include <string_view>
 
-namespace tmpfsd {
+namespace tmpfsd::swapdev {
 
 enum class CodecKind : uint8_t { kLz4, kZstd };
 
@@ -53,4 +53,4 @@ class PageCodec {
   CodecKind kind_;
 };
 
-}  // namespace tmpfsd
+}  // namespace tmpfsd::swapdev

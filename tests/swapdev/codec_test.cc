@@ -1,6 +1,6 @@
-// Tests core/page_cache/codec.{h,cc}: both codecs round-trip, an
+// Tests swapdev/codec.{h,cc}: both codecs round-trip, an
 // incompressible page is refused at the limit, same-filled pages are found.
-#include "core/page_cache/codec.h"
+#include "swapdev/codec.h"
 
 #include <cstring>
 #include <random>
@@ -9,7 +9,7 @@
 
 #include <catch2/catch.hpp>
 
-namespace tmpfsd {
+namespace tmpfsd::swapdev {
 namespace {
 
 std::vector<std::byte> text_page(size_t n) {
@@ -72,4 +72,4 @@ TEST_CASE("same_filled: zeros and repeated words, not a page that differs anywhe
   CHECK(std::all_of(p.begin(), p.end(), [](std::byte b) { return b == std::byte{0}; }));
 }
 
-}  // namespace tmpfsd
+}  // namespace tmpfsd::swapdev

@@ -1,16 +1,16 @@
-#include "core/page_cache/zpool.h"
+#include "swapdev/zpool.h"
 
 #include <algorithm>
 #include <cassert>
 #include <cstring>
 
-namespace tmpfsd {
+namespace tmpfsd::swapdev {
 
-ZPool::ZPool(FramePool& frames, uint64_t max_frames, size_t max_object)
+ZPool::ZPool(PageSource& frames, uint64_t max_frames, size_t max_object)
     : pool_(frames),
       max_frames_(max_frames),
-      max_object_(std::min({max_object, frames.frame_size(), size_t{UINT16_MAX}})),
-      frame_size_(frames.frame_size()) {
+      max_object_(std::min({max_object, frames.page_size(), size_t{UINT16_MAX}})),
+      frame_size_(frames.page_size()) {
   MutexLock lk(mu_);
   classes_.resize(class_of(max_object_) + 1);
   for (size_t k = 0; k < classes_.size(); ++k) {
@@ -18,7 +18,10 @@ ZPool::ZPool(FramePool& frames, uint64_t max_frames, size_t max_object)
     c.slot_size = static_cast<uint32_t>((k + 1) * kAlign);
     // The frame count that wastes least; the smaller on a tie.
     size_t best_waste = SIZE_MAX;
-    for (unsigned n = 1; n <= kMaxSpanFrames; ++n) {
+    // At most max_frames frames a span: a tiny pool must still take every class.
+    const unsigned most =
+        static_cast<unsigned>(std::clamp<uint64_t>(max_frames_, 1, kMaxSpanFrames));
+    for (unsigned n = 1; n <= most; ++n) {
       const size_t bytes = n * frame_size_;
       const size_t waste = (bytes % c.slot_size) * kMaxSpanFrames / n;  // per kMaxSpanFrames frames
       if (waste < best_waste) {
@@ -59,7 +62,7 @@ void ZPool::for_pieces_locked(const Span& s, const Class& c, uint16_t slot, size
   for (size_t done = 0; done < len;) {
     const size_t at = off % frame_size_;
     const size_t n = std::min(len - done, frame_size_ - at);
-    f(s.frames[off / frame_size_]->bytes().data() + at, done, n);
+    f(s.frames[off / frame_size_] + at, done, n);
     done += n;
     off += n;
   }
@@ -79,11 +82,15 @@ void ZPool::read_locked(const Span& s, const Class& c, uint16_t slot,
   });
 }
 
-Result<uint32_t> ZPool::new_span_locked(uint16_t cls) {
+uint32_t ZPool::new_span_locked(uint16_t cls) {
   const Class& c = classes_[cls];
-  if (frames_held_ + c.frames > max_frames_) return Errno{ENOSPC};
-  auto r = pool_.reserve(c.frames);
-  if (!r) return Errno{ENOSPC};
+  if (frames_held_ + c.frames > max_frames_) return kNone;
+  std::byte* got[kMaxSpanFrames] = {};
+  for (unsigned i = 0; i < c.frames; ++i) {
+    if ((got[i] = pool_.take()) != nullptr) continue;
+    for (unsigned j = 0; j < i; ++j) pool_.give(got[j]);
+    return kNone;
+  }
   uint32_t id;
   if (!free_spans_.empty()) {
     id = free_spans_.back();
@@ -95,7 +102,7 @@ Result<uint32_t> ZPool::new_span_locked(uint16_t cls) {
   Span& s = spans_[id];
   s.cls = cls;
   s.used = 0;
-  for (unsigned i = 0; i < c.frames; ++i) s.frames[i] = r->take().frame;
+  for (unsigned i = 0; i < c.frames; ++i) s.frames[i] = got[i];
   s.slots.assign(c.capacity, kNone);
   frames_held_ += c.frames;
   return id;
@@ -103,9 +110,9 @@ Result<uint32_t> ZPool::new_span_locked(uint16_t cls) {
 
 void ZPool::free_span_locked(uint32_t id) {
   Span& s = spans_[id];
-  for (Frame*& f : s.frames) {
+  for (std::byte*& f : s.frames) {
     if (f == nullptr) continue;
-    pool_.free(f);
+    pool_.give(f);
     f = nullptr;
     --frames_held_;
   }
@@ -146,8 +153,8 @@ void ZPool::unlink_locked(uint32_t i) {
   e.older = e.newer = kNone;
 }
 
-Result<ZHandle> ZPool::store(std::span<const std::byte> data, uint64_t tag) {
-  if (data.empty() || data.size() > max_object_) return Errno{EINVAL};
+int ZPool::store(std::span<const std::byte> data, uint64_t tag, ZHandle* out) {
+  if (data.empty() || data.size() > max_object_) return -EINVAL;
   const auto cls = static_cast<uint16_t>(class_of(data.size()));
   MutexLock lk(mu_);
   Class& c = classes_[cls];
@@ -155,9 +162,8 @@ Result<ZHandle> ZPool::store(std::span<const std::byte> data, uint64_t tag) {
   if (!c.partial.empty()) {
     span = c.partial.rbegin()->second;  // the fullest
   } else {
-    auto s = new_span_locked(cls);
-    if (!s) return Errno{s.code()};
-    span = *s;
+    span = new_span_locked(cls);
+    if (span == kNone) return -ENOSPC;
   }
   uint32_t i;
   if (!free_entries_.empty()) {
@@ -179,7 +185,8 @@ Result<ZHandle> ZPool::store(std::span<const std::byte> data, uint64_t tag) {
   write_locked(spans_[span], c, e.slot, data);
   ++objects_;
   object_bytes_ += data.size();
-  return ZHandle{i + 1};
+  *out = ZHandle{i + 1};
+  return 0;
 }
 
 size_t ZPool::load(ZHandle h, std::span<std::byte> out) const {
@@ -266,4 +273,4 @@ ZPool::Stats ZPool::stats() const {
   return st;
 }
 
-}  // namespace tmpfsd
+}  // namespace tmpfsd::swapdev

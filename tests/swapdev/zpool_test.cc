@@ -1,6 +1,8 @@
-// Tests core/page_cache/zpool.{h,cc}: packing, freeing, the frame bound,
+// Tests swapdev/zpool.{h,cc}: packing, freeing, the frame bound,
 // compaction under churn and the order of the oldest.
-#include "core/page_cache/zpool.h"
+#include "swapdev/zpool.h"
+
+#include "counted_pages.h"
 
 #include <algorithm>
 #include <map>
@@ -9,8 +11,15 @@
 
 #include <catch2/catch.hpp>
 
-namespace tmpfsd {
+namespace tmpfsd::swapdev {
 namespace {
+
+// Stores and returns the handle; fails the test if the store does.
+ZHandle put(ZPool& z, const std::vector<std::byte>& data, uint64_t tag) {
+  ZHandle h;
+  REQUIRE(z.store(data, tag, &h) == 0);
+  return h;
+}
 
 std::vector<std::byte> object(size_t n, uint32_t seed) {
   std::vector<std::byte> v(n);
@@ -28,22 +37,17 @@ std::vector<std::byte> load(const ZPool& z, ZHandle h) {
 }  // namespace
 
 TEST_CASE("ZPool: size classes waste little: 2,720-byte slots go three to two frames") {
-  auto fp = FramePool::create(4096, 16);
-  REQUIRE(fp);
-  ZPool z(**fp, 16, 3072);
+  CountedPages fp(4096, 16);
+  ZPool z(fp, 16, 3072);
   CHECK(z.class_shape(2700) == std::pair<size_t, unsigned>{2720, 2});
   CHECK(z.class_shape(1) == std::pair<size_t, unsigned>{32, 1});
   CHECK(z.class_shape(2048) == std::pair<size_t, unsigned>{2048, 1});
   CHECK(z.class_shape(3072).first == 3072);
   // Three objects of 2,700 bytes: two frames, one of them straddling both.
   std::vector<ZHandle> h;
-  for (uint32_t i = 0; i < 3; ++i) {
-    auto r = z.store(object(2700, i), i);
-    REQUIRE(r);
-    h.push_back(*r);
-  }
+  for (uint32_t i = 0; i < 3; ++i) h.push_back(put(z, object(2700, i), i));
   CHECK(z.stats().frames == 2);
-  CHECK((**fp).frames_used() == 2);
+  CHECK(fp.used() == 2);
   for (uint32_t i = 0; i < 3; ++i) {
     CHECK(load(z, h[i]) == object(2700, i));
     CHECK(z.size(h[i]) == 2700);
@@ -52,47 +56,41 @@ TEST_CASE("ZPool: size classes waste little: 2,720-byte slots go three to two fr
 }
 
 TEST_CASE("ZPool: bad sizes are EINVAL; the frame bound is ENOSPC; freeing gives frames back") {
-  auto fp = FramePool::create(4096, 16);
-  REQUIRE(fp);
-  ZPool z(**fp, 4, 3072);
-  CHECK(z.store({}, 0).code() == EINVAL);
-  CHECK(z.store(object(3073, 1), 0).code() == EINVAL);
+  CountedPages fp(4096, 16);
+  ZPool z(fp, 4, 3072);
+  ZHandle x;
+  CHECK(z.store({}, 0, &x) == -EINVAL);
+  CHECK(z.store(object(3073, 1), 0, &x) == -EINVAL);
   // 1,024-byte objects: four to a frame, four frames at most.
   std::vector<ZHandle> h;
-  for (uint32_t i = 0; i < 16; ++i) {
-    auto r = z.store(object(1000, i), i);
-    REQUIRE(r);
-    h.push_back(*r);
-  }
+  for (uint32_t i = 0; i < 16; ++i) h.push_back(put(z, object(1000, i), i));
   CHECK(z.stats().frames == 4);
-  CHECK(z.store(object(1000, 99), 0).code() == ENOSPC);
-  // The FramePool's own limit counts too: take its other frames away.
+  CHECK(z.store(object(1000, 99), 0, &x) == -ENOSPC);
+  // The source's own limit counts too: it has no page left.
   {
-    auto rest = (**fp).reserve(12);
-    REQUIRE(rest);
-    ZPool other(**fp, 16, 3072);
-    CHECK(other.store(object(100, 1), 0).code() == ENOSPC);
+    fp.set_limit(4);
+    ZPool other(fp, 16, 3072);
+    CHECK(other.store(object(100, 1), 0, &x) == -ENOSPC);
+    fp.set_limit(16);
   }
-  for (ZHandle x : h) z.free(x);
+  for (ZHandle y : h) z.free(y);
   CHECK(z.stats().frames == 0);
   CHECK(z.stats().objects == 0);
-  CHECK((**fp).frames_used() == 0);
+  CHECK(fp.used() == 0);
   CHECK_FALSE(z.oldest().valid());
 }
 
 TEST_CASE("ZPool: churn keeps every object intact, and compaction gives back the frames") {
-  auto fp = FramePool::create(4096, 2048);
-  REQUIRE(fp);
-  ZPool z(**fp, 2048, 3072);
+  CountedPages fp(4096, 2048);
+  ZPool z(fp, 2048, 3072);
   std::mt19937 rng(42);
   std::map<uint32_t, std::pair<ZHandle, size_t>> live;  // seed -> handle, size
   uint32_t seed = 0;
   for (int round = 0; round < 20; ++round) {
     for (int i = 0; i < 400; ++i) {
       const size_t n = 1 + rng() % 3072;
-      auto r = z.store(object(n, seed), seed);
-      REQUIRE(r);
-      live[seed++] = {*r, n};
+      const ZHandle h = put(z, object(n, seed), seed);
+      live[seed++] = {h, n};
     }
     // Free about a third, at random.
     for (auto it = live.begin(); it != live.end();) {
@@ -119,7 +117,7 @@ TEST_CASE("ZPool: churn keeps every object intact, and compaction gives back the
   const uint64_t need = (bytes + 4095) / 4096;
   INFO("objects " << after.objects << " bytes " << bytes << " frames " << after.frames);
   CHECK(after.frames <= need + need / 4 + 96 * ZPool::kMaxSpanFrames);
-  CHECK((**fp).frames_used() == after.frames);
+  CHECK(fp.used() == after.frames);
   for (auto& [s, hn] : live) {
     INFO(s);
     REQUIRE(load(z, hn.first) == object(hn.second, s));
@@ -132,25 +130,23 @@ TEST_CASE("ZPool: churn keeps every object intact, and compaction gives back the
 }
 
 TEST_CASE("ZPool: oldest() follows the order of stores, across frees") {
-  auto fp = FramePool::create(4096, 16);
-  REQUIRE(fp);
-  ZPool z(**fp, 16, 3072);
+  CountedPages fp(4096, 16);
+  ZPool z(fp, 16, 3072);
   std::vector<ZHandle> h;
-  for (uint32_t i = 0; i < 5; ++i) h.push_back(*z.store(object(500, i), 100 + i));
+  for (uint32_t i = 0; i < 5; ++i) h.push_back(put(z, object(500, i), 100 + i));
   CHECK(z.oldest() == h[0]);
   z.free(h[0]);
   CHECK(z.oldest() == h[1]);
   z.free(h[2]);
   z.free(h[1]);
   CHECK(z.oldest() == h[3]);
-  auto again = z.store(object(10, 9), 9);
-  REQUIRE(again);
+  const ZHandle again = put(z, object(10, 9), 9);
   z.free(h[3]);
   z.free(h[4]);
-  CHECK(z.oldest() == *again);
+  CHECK(z.oldest() == again);
   CHECK(z.tag(z.oldest()) == 9);
-  z.free(*again);
+  z.free(again);
   CHECK_FALSE(z.oldest().valid());
 }
 
-}  // namespace tmpfsd
+}  // namespace tmpfsd::swapdev

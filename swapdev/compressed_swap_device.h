@@ -1,0 +1,136 @@
+// CompressedSwapDevice: a compressed pool in memory in front of another
+// SwapDevice (the swap file, or the file and the remote pool), as zswap is
+// in front of the kernel's swap device (docs/design.md, "The compressed
+// tier").
+//
+// Slots are the backing device's: allocate() and free() go there, so a
+// page keeps the name (slot) it would have had, and moving a page from the
+// pool to the backing device changes no page word. A write compresses each
+// page (codec.h); one that shrinks to at most max_object bytes is kept in
+// the pool (zpool.h), whose memory comes from the page cache's frames
+// (use_pages), at most max_pages of them; any other page, or every page
+// while the pool is full or has no memory yet, is written to the backing
+// slot. A read of a pooled slot decompresses into the caller's page at
+// once; any other read goes to the backing device.
+//
+// A full pool writes its oldest pages on to their backing slots
+// (kWritebackBatch at a time, from the write that found it full): the
+// object is decompressed into a heap page that serves reads of the slot
+// until the backing write completes; a write or free of the slot meanwhile
+// wins (the completion sees the entry's generation moved and only cleans
+// up; a free's backing slot is freed then).
+//
+// The pool holds plaintext, as frames do: it is memory, not a medium.
+// Sealing stays the backing device's business.
+//
+// Per slot:   not here ──write fits──> pooled ──full, oldest──> writing
+//               ^  <─────free────────┘  ^  <──write (new gen)─┘  │
+//               └──────────────────── completion ────────────────┘
+//
+// Locks: mu_ guards the slot map and the bounce pages; held over a pool
+// store/load (ZPool::mu_ inside it, then the frame pool's lock), never while
+// a callback runs or the backing device is called.
+// Threads: any thread may call anything; callbacks of pooled pages run on
+// the calling thread before write()/read() return, the others on the
+// backing device's completion thread.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <unordered_map>
+#include <vector>
+
+#include "swapdev/codec.h"
+#include "swapdev/swap_device.h"
+#include "swapdev/thread_annotations.h"
+#include "swapdev/zpool.h"
+
+namespace tmpfsd::swapdev {
+
+class CompressedSwapDevice final : public SwapDevice {
+ public:
+  static constexpr unsigned kWritebackBatch = 16;
+
+  struct Options {
+    CodecKind codec = CodecKind::kLz4;
+    size_t max_object = 0;   // compressed bytes a kept page may take; 0: 3/4 of a page
+    uint64_t max_pages = 0;  // memory pages the pool may hold
+  };
+
+  CompressedSwapDevice(std::unique_ptr<SwapDevice> backing, const Options& opt);
+  ~CompressedSwapDevice() override;
+
+  size_t page_size() const override { return backing_->page_size(); }
+  uint64_t total_slots() const override { return backing_->total_slots(); }
+  unsigned min_block_shift() const override { return backing_->min_block_shift(); }
+  SlotRun allocate(uint32_t want, SwapSlot hint = {}) override {
+    return backing_->allocate(want, hint);
+  }
+  void free(SwapSlot first, uint32_t count = 1) override;
+  using SwapDevice::read;
+  using SwapDevice::write;
+  using SwapDevice::write_blocks;
+  void write(SwapSlot first, ConstPages pages, PageOwner owner, IoDone done) override;
+  void read(SwapSlot first, MutablePages pages, PageOwner owner, IoDone done) override;
+  void write_blocks(SwapSlot slot, std::span<const std::byte> page, PageOwner owner,
+                    uint64_t block_mask, unsigned block_shift, IoDone done) override;
+  bool sealed() const override { return backing_->sealed(); }
+  void flush() override { backing_->flush(); }
+  SwapCounters counters() const override;
+  void inject_errors(uint32_t n, int err) override { backing_->inject_errors(n, err); }
+  bool is_remote(SwapSlot s) const override { return backing_->is_remote(s); }
+  bool plugs(const SwapDevice* dev) const override {
+    return dev == backing_.get() || backing_->plugs(dev);
+  }
+  void use_pages(PageSource* pages) override;
+
+  SwapDevice& backing() { return *backing_; }
+  // Whether `slot` is in the pool now (tests).
+  bool pooled(SwapSlot slot) const;
+
+ private:
+  struct Entry {
+    ZHandle h;                    // the object; invalid while writing back
+    uint32_t gen = 0;             // moves with every write of the slot
+    std::byte* bounce = nullptr;  // writing back: the page, serving reads
+    PageOwner owner;              // whose page (the backing write seals with it)
+    bool same = false;            // a same-filled page (its object is the word)
+    bool inflight = false;        // the write-back of `bounce` is in flight
+    bool freed = false;           // freed while writing back: free the slot after
+    // A backing write of the slot that waits for the write-back in flight
+    // (two requests on one slot at once are not allowed): submitted by its
+    // completion.
+    std::function<void()> deferred;
+  };
+  struct Aggregate;
+
+  // Keeps `page` in the pool if it fits; false: it goes to the backing slot
+  // (*full set when the pool had no room rather than the page too little).
+  bool keep(uint64_t slot, std::span<const std::byte> page, PageOwner owner, bool* full);
+  // The slot's page from the pool into `page`: 0, -EIO (does not
+  // decompress), or 1 when the slot is not pooled.
+  int load(uint64_t slot, std::span<std::byte> page);
+  // Drops the slot's pooled copy, if any (before a backing write of it).
+  void forget(uint64_t slot);
+  // Starts writing the oldest pooled pages on to their backing slots.
+  void write_back_oldest();
+  void written_back(uint64_t slot, uint32_t gen, std::byte* bounce, int err);
+  void release_locked(Entry& e) REQUIRES(mu_);
+
+  // Constant after construction.
+  const std::unique_ptr<SwapDevice> backing_;
+  const PageCodec codec_;
+  const size_t max_object_;
+  const uint64_t max_pages_;
+
+  mutable Mutex mu_;
+  std::unique_ptr<ZPool> pool_ GUARDED_BY(mu_);  // null until use_pages
+  std::unordered_map<uint64_t, Entry> slots_ GUARDED_BY(mu_);
+  uint64_t same_filled_ GUARDED_BY(mu_) = 0;
+  std::atomic<uint64_t> stored_{0}, rejects_{0}, full_{0}, writebacks_{0}, loads_{0};
+  std::atomic<unsigned> writing_{0};  // write-backs in flight
+};
+
+}  // namespace tmpfsd::swapdev
