@@ -114,7 +114,7 @@ struct PageCacheConfig {
   X(swap_checksum_failures, figure, counter, "reads whose checksum did not match")               \
   /* The remote tier (swapdev/tiered_swap_device.h); all zero without one. */                    \
   X(remote_pages, figure, gauge, "pages in the remote pool")                                     \
-  X(remote_bytes, figure, gauge, "bytes of pages in the remote pool (each copy once)")           \
+  X(remote_bytes, figure, gauge, "bytes of pages in the remote pool (not per copy)")             \
   X(remote_bytes_written, figure, counter, "bytes written to the pool")                          \
   X(remote_bytes_read, figure, counter, "bytes read back from the pool")                         \
   X(remote_round_trips, figure, counter, "memcached sets, deletes and multi-gets")               \

@@ -113,7 +113,7 @@ struct SwapCounters {
   uint64_t discarded_bytes = 0;    // bytes given back by them
   // The remote tier (TieredSwapDevice); all zero without one.
   uint64_t remote_pages = 0;          // gauge: pages in the pool
-  uint64_t remote_bytes_written = 0;  // payload bytes written to the pool (each copy once)
+  uint64_t remote_bytes_written = 0;  // payload bytes written to the pool, not per copy
   uint64_t remote_bytes_read = 0;     // payload bytes read back from it
   uint64_t remote_round_trips = 0;    // sets, deletes, multi-gets
   uint64_t remote_failures = 0;       // network operations that failed (gone, slow, full)
@@ -241,6 +241,8 @@ class SwapDevice {
 // IoBatch's destructor flushes `dev`. (Another thread's unplugged request or
 // flush() may submit them earlier, which is harmless.) Use it to evict or read ahead many pages so
 // that one io_uring_enter carries them all and adjacent slots merge into one I/O.
+// A device made of others (plugs(): TieredSwapDevice) plugs them with itself,
+// and its flush() flushes them.
 class IoBatch {
  public:
   explicit IoBatch(SwapDevice& dev);

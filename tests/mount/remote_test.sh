@@ -7,8 +7,12 @@
 # killed between them, and everything reads back byte for byte with
 # O_DIRECT (so the daemon pages it in). tmpfsctl shows remote pages
 # (stats, and 'R' runs in where); the pool saw no seal failures and the
-# daemon's swap-ins show that pages came back. Servers and the daemon are
-# killed by PID, the mount unmounted, in every exit path.
+# daemon's swap-ins show that pages came back. Then without replicas, on
+# the two servers left: 16 MiB written, one server killed, and every page
+# read on its own: the pages that were on it are EIO, every other page
+# reads back right, the daemon goes on and new writes go elsewhere.
+# Servers and the daemon are killed by PID, the mount unmounted, in every
+# exit path.
 set -euo pipefail
 [ "$(id -u)" -eq 0 ] || { echo "remote_test: needs root to mount; skipped"; exit 77; }
 bin=$(realpath "$1")
@@ -72,6 +76,45 @@ done
 [ "$(stat_of swap_ins)" -gt 0 ] || { echo "FAIL: nothing paged in"; fail=1; }
 tmpfsd_stop || fail=1
 grep -q "remote tier: [0-9]* pages" "$work/daemon.log" || { echo "FAIL: no remote line at unmount"; fail=1; }
+
+# Without replicas: a page whose only copy dies is EIO, for that page only.
+url0="memcached://127.0.0.1:${ports[0]},127.0.0.1:${ports[2]}"
+tmpfsd_start "$bin" "$work/daemon0.log" "$mnt" --memory 8M --swap 64M --swap-dir "$swapdir" \
+  --remote "$url0" -o size=64M || exit 1
+bounded 60 dd if="$work/ref" of="$mnt/g" bs=1M count=16 status=none
+kill -KILL "${servers[2]}"; wait "${servers[2]}" 2>/dev/null || true
+echo "killed memcached on port ${ports[2]}; replicas=0"
+# Every page on its own, O_DIRECT: "ok", "eio" or "wrong" per page.
+cat >"$work/pages.py" <<'PY'
+import errno, mmap, os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECT)
+ref = open(sys.argv[2], "rb")
+buf = mmap.mmap(-1, 4096)
+for page in range(4096):
+    ref.seek(page * 4096)
+    want = ref.read(4096)
+    try:
+        n = os.preadv(fd, [buf], page * 4096)
+        print("ok" if n == 4096 and buf[:] == want else "wrong")
+    except OSError as e:
+        print("eio" if e.errno == errno.EIO else "errno%d" % e.errno)
+PY
+bounded 120 python3 "$work/pages.py" "$mnt/g" "$work/ref" >"$work/pages" || fail=1
+ok=$(grep -c '^ok$' "$work/pages" || true)
+eio=$(grep -c '^eio$' "$work/pages" || true)
+other=$(grep -vc '^ok$\|^eio$' "$work/pages" || true)
+echo "replicas=0, one of two servers killed: $ok pages read back, $eio EIO, $other other"
+[ "$other" -eq 0 ] || { echo "FAIL: pages read wrong or with another error"; fail=1; }
+[ "$eio" -gt 0 ] || { echo "FAIL: no page was lost with its server?"; fail=1; }
+[ "$ok" -gt 0 ] || { echo "FAIL: every page lost"; fail=1; }
+tmpfsd_alive || { echo "FAIL: the daemon died"; fail=1; }
+# New data still goes somewhere and reads back.
+t0=$(date +%s%N)
+bounded 60 dd if="$work/ref" of="$mnt/h" bs=1M count=16 status=none
+echo "16 MiB written after the kill in $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+bounded 60 dd if="$mnt/h" bs=1M iflag=direct status=none | cmp - <(head -c $((16 << 20)) "$work/ref") ||
+  { echo "FAIL: a file written after the kill does not read back"; fail=1; }
+tmpfsd_stop || fail=1
 echo "remote_test: $(($(date +%s) - start)) s"
 [ $fail = 0 ] && echo "remote_test: ok"
 exit $fail
