@@ -317,8 +317,8 @@ void UringTransport::handle_request(Entry& e) {
   // payload; in.len counts them all.
   if (in.len < sizeof in + payload || in.len - sizeof in - payload > uring_abi::kOpInBytes ||
       payload > payload_bytes_) {
-    spdlog::error("FUSE ring: malformed request (opcode {}, len {}, payload {})", in.opcode,
-                  in.len, payload);
+    spdlog::error("FUSE ring: malformed request (opcode {}, len {}, payload {})", in.opcode, in.len,
+                  payload);
     fuse_out_header out{sizeof(fuse_out_header), -EIO, in.unique};
     iovec iov{&out, sizeof out};
     reply(&iov, 1);

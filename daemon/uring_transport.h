@@ -105,7 +105,7 @@ class UringTransport {
   void handle_request(Entry& e);
 
   const unsigned depth_;
-  int fuse_fd_ = -1;          // set by start()
+  int fuse_fd_ = -1;  // set by start()
   const Dispatch dispatch_;
   size_t payload_bytes_ = 0;  // set by start()
   std::vector<std::unique_ptr<Queue>> queues_;

@@ -278,9 +278,9 @@ std::string_view Wire::transport() const {
   return rings_on_.load(std::memory_order_acquire) && rings_->started() ? "uring" : "dev";
 }
 
-void Wire::visit_transport(const std::function<void(std::string_view name, uint64_t value,
-                                                    std::string_view kind, std::string_view what)>&
-                               line) const {
+void Wire::visit_transport(
+    const std::function<void(std::string_view name, uint64_t value, std::string_view kind,
+                             std::string_view what)>& line) const {
   const bool uring = transport() == "uring";
   line("transport_uring", uring, "gauge",
        "1: requests travel over io_uring rings (--transport); 0: over /dev/fuse");
@@ -479,13 +479,15 @@ size_t Wire::amend_init(iovec* iov, int /*count*/) {
   size_t ring_payload = 0;
   if (rings_ && has_flags2 && (kernel_flags() & uring_abi::kOverIoUring)) {
     flags |= uring_abi::kOverIoUring;
-    size_t pages = (flags & FUSE_MAX_PAGES) && iov[1].iov_len >= offsetof(fuse_init_out, max_pages) + sizeof out->max_pages
-                       ? out->max_pages
-                       : uring_abi::kDefaultMaxPages;
+    size_t pages =
+        (flags & FUSE_MAX_PAGES) &&
+                iov[1].iov_len >= offsetof(fuse_init_out, max_pages) + sizeof out->max_pages
+            ? out->max_pages
+            : uring_abi::kDefaultMaxPages;
     ring_payload = std::max({uring_abi::kMinReadBuffer, size_t(out->max_write),
                              std::max<size_t>(pages, 1) * size_t(sysconf(_SC_PAGESIZE))});
-    spdlog::info("transport: io_uring ({} queues of {} entries, {} KiB payloads)",
-                 rings_->queues(), rings_->depth(), ring_payload >> 10);
+    spdlog::info("transport: io_uring ({} queues of {} entries, {} KiB payloads)", rings_->queues(),
+                 rings_->depth(), ring_payload >> 10);
   } else if (rings_) {
     spdlog::info(
         "transport: /dev/fuse (the kernel did not offer FUSE over io_uring at INIT; "

@@ -43,8 +43,8 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
-#include <optional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -78,9 +78,9 @@ class Wire {
   // "uring" once the rings carry the requests, else "dev".
   std::string_view transport() const;
   // The transport's figures for tmpfsctl stats, in fuse_ops.cc's line().
-  void visit_transport(const std::function<void(std::string_view name, uint64_t value,
-                                                std::string_view kind, std::string_view what)>&
-                           line) const;
+  void visit_transport(
+      const std::function<void(std::string_view name, uint64_t value, std::string_view kind,
+                               std::string_view what)>& line) const;
 
   // For the op handling the current request on this thread: whether the
   // kernel asked that set-user-ID and set-group-ID be cleared (write,
@@ -114,8 +114,8 @@ class Wire {
   // One reply of a request answered here, header and arguments in one
   // writev() (through writev(), so that a ring request's reply goes back to
   // its entry). False when the kernel no longer waits for it.
-  bool send_reply(int fd, uint64_t unique, int error, const void* arg1 = nullptr,
-                  size_t len1 = 0, const void* arg2 = nullptr, size_t len2 = 0);
+  bool send_reply(int fd, uint64_t unique, int error, const void* arg1 = nullptr, size_t len1 = 0,
+                  const void* arg2 = nullptr, size_t len2 = 0);
   static ssize_t writev_cb(int fd, iovec* iov, int count, void* userdata);
   ssize_t read(int fd, void* buf, size_t len);
   ssize_t writev(int fd, iovec* iov, int count);
@@ -127,7 +127,7 @@ class Wire {
   size_t amend_init(iovec* iov, int count);
 
   Filesystem& fs_;
-  fuse_session* se_ = nullptr;  // set by attach()
+  fuse_session* se_ = nullptr;             // set by attach()
   std::unique_ptr<UringTransport> rings_;  // set before the session starts
   std::atomic<bool> rings_on_{false};      // INIT accepted them: replies go there
   std::atomic<uint64_t> dev_requests_{0};  // requests read from /dev/fuse
