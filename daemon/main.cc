@@ -389,14 +389,16 @@ int serve(const Options& o, Startup& startup) {
     // the parent must not wait for a ready that never comes.
     startup.fail(1, "the FUSE session ended before it was initialised");
     // Reads waiting for swap-in reply from the I/O completion: let them
-    // finish while the session they reply to still exists.
+    // finish while the session they reply to still exists (and the rings
+    // that carry the replies).
     (*cache)->drain_reads();
+    // The rings' queue threads, which dispatch requests like the workers
+    // the loop has ended: none runs an op from here on (the kernel cancels
+    // the rings' commands; a request still held ends with the connection).
+    wire.stop_rings();
     // Then the direct writes whose replies wait for the kernel's cache.
     fs.kernel_cache = nullptr;
     kernel_cache.reset();
-    // No reply is still to come: the rings can go (the kernel cancels their
-    // commands; a request still held ends with the connection).
-    wire.stop_rings();
     fuse_session_unmount(se);
     log_stats("unmounted", o.mountpoint, (*cache)->stats());
   }

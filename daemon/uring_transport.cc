@@ -299,8 +299,18 @@ void UringTransport::stop() {
   }
   // Closing the rings cancels the commands in flight (the kernel's
   // fuse_uring_cancel); requests still held get no reply and end when the
-  // connection does.
-  queues_.clear();
+  // connection does. A reply sent from now on goes to /dev/fuse, which
+  // no longer knows the request (ENOENT, as for an interrupted one). The
+  // entries' memory stays until the destructor: a reply() that found its
+  // entry before this may still be copying into it.
+  for (auto& q : queues_) {
+    if (!q->ring_made) continue;
+    io_uring_queue_exit(&q->ring);
+    q->ring_made = false;
+  }
+  std::lock_guard lk(held_mu_);
+  held_.clear();
+  stopped_ = true;
 }
 
 void UringTransport::handle_request(Entry& e) {
@@ -310,6 +320,7 @@ void UringTransport::handle_request(Entry& e) {
   e.commit_id = e.header->ring_ent_in_out.commit_id;
   {
     std::lock_guard lk(held_mu_);
+    if (stopped_) return;
     held_[in.unique] = &e;
   }
   requests_.fetch_add(1, std::memory_order_relaxed);

@@ -90,7 +90,7 @@ class UringTransport {
   // False: not a ring request; the caller writes it to /dev/fuse.
   bool reply(const iovec* iov, int count);
   // Ends the queue threads and closes the rings (the kernel cancels the
-  // commands in flight). Idempotent.
+  // commands in flight); reply() returns false from then on. Idempotent.
   void stop();
 
   unsigned queues() const { return unsigned(queues_.size()); }
@@ -114,6 +114,7 @@ class UringTransport {
 
   std::mutex held_mu_;
   std::unordered_map<uint64_t, Entry*> held_;  // guarded by held_mu_: unique -> Held entry
+  bool stopped_ = false;                       // guarded by held_mu_: stop() ran
 };
 
 }  // namespace tmpfsd
