@@ -14,6 +14,7 @@
 #include <csignal>
 #include <cstring>
 #include <fstream>
+#include <new>
 #include <sstream>
 #include <thread>
 
@@ -47,6 +48,7 @@ struct UringTransport::Entry {
   char* payload = nullptr;                 // region + kHeadroom
   iovec iov[2] = {};                       // what REGISTER lends: header, payload
   uint64_t commit_id = 0;                  // Held: the request's unique
+  bool fetched = false;                    // queue thread only: a request came
   bool dead = false;                       // queue thread only
 };
 
@@ -176,6 +178,14 @@ void UringTransport::Queue::run() {
       e.dead = true;
       --live;
       int err = -cqe->res;
+      if (!e.fetched && err != ENOTCONN && err != ECONNABORTED && err != ECANCELED) {
+        // REGISTER refused: the kernel turns the rings off for the
+        // connection (fuse_uring_cmd) and requests stay on /dev/fuse.
+        if (!owner->refused_.exchange(true))
+          spdlog::warn("transport: /dev/fuse (the kernel refused the ring entries: {})",
+                       strerror(err));
+        warned = true;
+      }
       if (!warned && err != ENOTCONN && err != ECONNABORTED && err != ECANCELED) {
         warned = true;
         spdlog::warn("FUSE ring queue {}: the kernel ended an entry: {}{}", qid, strerror(err),
@@ -254,6 +264,10 @@ UringTransport::~UringTransport() { stop(); }
 
 void UringTransport::start(int fuse_fd, size_t payload_bytes) {
   fuse_fd_ = fuse_fd;
+  {
+    std::lock_guard lk(held_mu_);
+    held_.reserve(queues_.size() * depth_);  // no rehash while requests come
+  }
   const size_t page = size_t(sysconf(_SC_PAGESIZE));
   payload_bytes_ = round_up(payload_bytes, page);
   for (auto& q : queues_) {
@@ -318,10 +332,18 @@ void UringTransport::handle_request(Entry& e) {
   std::memcpy(&in, e.header->in_out, sizeof in);
   const size_t payload = e.header->ring_ent_in_out.payload_sz;
   e.commit_id = e.header->ring_ent_in_out.commit_id;
-  {
+  e.fetched = true;
+  try {
     std::lock_guard lk(held_mu_);
     if (stopped_) return;
     held_[in.unique] = &e;
+  } catch (const std::bad_alloc&) {
+    // No memory for the map's node: ENOMEM straight back through the entry.
+    fuse_out_header out{sizeof(fuse_out_header), -ENOMEM, in.unique};
+    std::memcpy(e.header->in_out, &out, sizeof out);
+    e.header->ring_ent_in_out.payload_sz = 0;
+    e.queue->commit(e);
+    return;
   }
   requests_.fetch_add(1, std::memory_order_relaxed);
   // The kernel put the first argument in op_in and the rest in the

@@ -95,7 +95,10 @@ class UringTransport {
 
   unsigned queues() const { return unsigned(queues_.size()); }
   unsigned depth() const { return depth_; }
-  bool started() const { return started_.load(std::memory_order_relaxed); }
+  // The queue threads run and the kernel took their entries (none refused).
+  bool started() const {
+    return started_.load(std::memory_order_relaxed) && !refused_.load(std::memory_order_relaxed);
+  }
   uint64_t requests() const { return requests_.load(std::memory_order_relaxed); }
 
  private:
@@ -110,6 +113,7 @@ class UringTransport {
   size_t payload_bytes_ = 0;  // set by start()
   std::vector<std::unique_ptr<Queue>> queues_;
   std::atomic<bool> started_{false};
+  std::atomic<bool> refused_{false};  // a REGISTER failed: the kernel stays on /dev/fuse
   std::atomic<uint64_t> requests_{0};
 
   std::mutex held_mu_;
