@@ -262,7 +262,7 @@ std::unique_ptr<UringTransport> UringTransport::create(unsigned depth, Dispatch 
 
 UringTransport::~UringTransport() { stop(); }
 
-void UringTransport::start(int fuse_fd, size_t payload_bytes) {
+void UringTransport::start(int fuse_fd, size_t payload_bytes) noexcept {
   fuse_fd_ = fuse_fd;
   {
     std::lock_guard lk(held_mu_);
@@ -299,9 +299,30 @@ void UringTransport::start(int fuse_fd, size_t payload_bytes) {
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, &old);
-  for (auto& q : queues_) q->thread = std::thread([q = q.get()] { q->run(); });
+  for (auto& q : queues_) {
+    try {
+      q->thread = std::thread([q = q.get()] { q->run(); });
+    } catch (const std::exception& e) {
+      // Without this queue's entries the kernel would hold every request
+      // for ever (it waits for all queues): hand it an entry it refuses,
+      // which turns the rings off for the connection (fuse_uring_cmd).
+      spdlog::error("FUSE ring queue {}: cannot start its thread: {}", q->qid, e.what());
+      refuse(*q);
+      break;
+    }
+  }
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
   started_.store(true, std::memory_order_relaxed);
+}
+
+void UringTransport::refuse(Queue& q) {
+  static uring_abi::ReqHeader header;
+  Entry& e = q.entries.front();
+  e.iov[0] = {&header, sizeof header};
+  e.iov[1] = {nullptr, 0};  // smaller than any payload the kernel accepts
+  q.prep_register(e);
+  io_uring_submit_and_wait(&q.ring, 1);
+  if (!refused_.exchange(true)) spdlog::warn("transport: /dev/fuse (the rings could not start)");
 }
 
 void UringTransport::stop() {

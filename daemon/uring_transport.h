@@ -83,7 +83,7 @@ class UringTransport {
   // Lends the kernel the entries through the /dev/fuse descriptor
   // `fuse_fd` (payload buffers of `payload_bytes`, at least what the kernel
   // computed from INIT) and starts the queue threads.
-  void start(int fuse_fd, size_t payload_bytes);
+  void start(int fuse_fd, size_t payload_bytes) noexcept;
   // When iov[0]'s fuse_out_header answers a request held by an entry: the
   // reply is committed through that entry and true returned (whatever
   // became of it: a connection that ended drops it, as writev would).
@@ -106,6 +106,9 @@ class UringTransport {
   struct Entry;
   UringTransport(unsigned depth, Dispatch dispatch);
   void handle_request(Entry& e);
+  // Makes the kernel turn the rings off (an entry it refuses), on q's ring
+  // from this thread: for a queue whose thread could not start.
+  void refuse(Queue& q);
 
   const unsigned depth_;
   int fuse_fd_ = -1;  // set by start()

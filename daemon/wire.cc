@@ -456,7 +456,7 @@ ssize_t Wire::writev(int fd, iovec* iov, int count) {
       // register now.
       if (n > 0 && payload) {
         rings_on_.store(true, std::memory_order_release);
-        rings_->start(fd, payload);
+        rings_->start(fd, payload);  // noexcept: a failure turns the rings off
       }
       return n;
     }
