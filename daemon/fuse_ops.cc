@@ -162,6 +162,7 @@ std::string stats_text(const Filesystem& fs) {
     fs.wire->visit_requests([&](std::string_view op, uint64_t n) {
       line(fmt::format("requests_{}", op), n, "counter", "FUSE requests of this opcode");
     });
+    fs.wire->visit_transport(line);
   }
   return out;
 }

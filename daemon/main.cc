@@ -241,6 +241,37 @@ void block_signals_for_our_threads() {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 }
 
+// --transport: the rings are made before the mount (so that --transport
+// uring fails without mounting) and used once INIT is answered
+// (daemon/wire.h). False: the mount must not go on; startup.fail said why.
+constexpr unsigned kRingDepth = 32;  // entries per queue unless --uring-depth
+bool choose_transport(const Options& o, Wire& wire, Startup& startup) {
+  if (o.transport == "dev") {
+    spdlog::info("transport: /dev/fuse (--transport dev)");
+    return true;
+  }
+  const bool required = o.transport == "uring";
+  if (!UringTransport::enabled_in_kernel()) {
+    const std::string why = std::string("the kernel does not offer FUSE over io_uring: ") +
+                            UringTransport::kParameter + " is not Y (as root: echo Y > " +
+                            UringTransport::kParameter + ")";
+    if (required) {
+      startup.fail(1, "--transport uring: " + why);
+      return false;
+    }
+    spdlog::info("transport: /dev/fuse ({})", why);
+    return true;
+  }
+  std::string error;
+  if (wire.use_rings(o.uring_depth ? o.uring_depth : kRingDepth, error)) return true;
+  if (required) {
+    startup.fail(1, "--transport uring: cannot make the io_uring rings: " + error);
+    return false;
+  }
+  spdlog::warn("transport: /dev/fuse (cannot make the io_uring rings: {})", error);
+  return true;
+}
+
 int serve(const Options& o, Startup& startup) {
   block_signals_for_our_threads();  // before the first thread, so that all inherit it
   PageCacheConfig pc;
@@ -376,7 +407,9 @@ int serve(const Options& o, Startup& startup) {
   // stat and exec see the new mode.
   ns.set_attr_hook([se](uint64_t ino) { fuse_lowlevel_notify_inval_inode(se, ino, -1, 0); });
   int rc = 1;
-  if (fuse_set_signal_handlers(se) != 0) {
+  if (!choose_transport(o, wire, startup)) {
+    // said
+  } else if (fuse_set_signal_handlers(se) != 0) {
     startup.fail(1, "cannot set the signal handlers" + last_fuse_error());
   } else if (fuse_session_mount(se, o.mountpoint.c_str()) != 0) {
     startup.fail(1, "cannot mount on " + o.mountpoint + last_fuse_error());
@@ -411,8 +444,13 @@ int serve(const Options& o, Startup& startup) {
     // the parent must not wait for a ready that never comes.
     startup.fail(1, "the FUSE session ended before it was initialised");
     // Reads waiting for swap-in reply from the I/O completion: let them
-    // finish while the session they reply to still exists.
+    // finish while the session they reply to still exists (and the rings
+    // that carry the replies).
     (*cache)->drain_reads();
+    // The rings' queue threads, which dispatch requests like the workers
+    // the loop has ended: none runs an op from here on (the kernel cancels
+    // the rings' commands; a request still held ends with the connection).
+    wire.stop_rings();
     // Then the direct writes whose replies wait for the kernel's cache.
     fs.kernel_cache = nullptr;
     kernel_cache.reset();

@@ -119,6 +119,7 @@ ParseOutcome parse_options(int argc, char** argv) {
   std::string threads;
   std::string remote_size;
   std::string compress_pool;
+  std::string uring_depth;
   CLI::App app{
       "tmpfsd: a tmpfs served from user space, with a memory budget\n"
       "Usage: tmpfsd [options] [SOURCE] MOUNTPOINT   (mount(8): mount -t fuse.tmpfsd SOURCE "
@@ -135,7 +136,7 @@ ParseOutcome parse_options(int argc, char** argv) {
                  "diratime; memory=, swap=, swap_dir=, seal=, persist=, persist_key=, remote=, "
                  "remote_size=, compress=, compress_pool=, "
                  "page_size=, writeback_cache, writeback_conflict=, threads=, log_level=, "
-                 "log_file=, pid_file= "
+                 "log_file=, pid_file=, transport=, uring_depth= "
                  "(the daemon options below); lazytime, defaults, nofail, noauto, _netdev, x-* ... "
                  "are accepted "
                  "and ignored; remount (as mount -o remount runs it) changes the live mount's "
@@ -188,6 +189,14 @@ ParseOutcome parse_options(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::IsMember({"wait", "copy"}));
   app.add_option("--threads", threads, "Most FUSE worker threads (default: libfuse's)");
+  app.add_option("--transport", o.transport,
+                 "How requests reach the daemon: uring (io_uring rings; needs Y in "
+                 "/sys/module/fuse/parameters/enable_uring), dev (/dev/fuse), or auto (uring when "
+                 "the kernel offers it, else dev)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "uring", "dev"}));
+  app.add_option("--uring-depth", uring_depth,
+                 "Ring entries per queue (one queue per possible CPU) with the uring transport");
   app.add_option("--log-file", o.log_file,
                  "Append the log to this file (default: syslog when daemonised, stderr with -f)");
   app.add_option("--pid-file", o.pid_file,
@@ -320,7 +329,8 @@ ParseOutcome parse_options(int argc, char** argv) {
       remote_size = value;
     } else if (key == "memory" || key == "swap" || key == "swap_dir" || key == "page_size" ||
                key == "writeback_conflict" || key == "threads" || key == "log_level" ||
-               key == "log_file" || key == "pid_file") {
+               key == "log_file" || key == "pid_file" || key == "transport" ||
+               key == "uring_depth") {
       if (value.empty()) return fail("-o " + key + ": needs a value (" + key + "=...)");
       if (key == "memory") {
         if (app.count("--memory")) return both(key, "--memory");
@@ -352,6 +362,14 @@ ParseOutcome parse_options(int argc, char** argv) {
           return fail("-o log_level=" + value +
                       ": must be trace, debug, info, warn, error, critical or off");
         o.log_level = value;
+      } else if (key == "transport") {
+        if (app.count("--transport")) return both(key, "--transport");
+        if (value != "auto" && value != "uring" && value != "dev")
+          return fail("-o transport=" + value + ": must be auto, uring or dev");
+        o.transport = value;
+      } else if (key == "uring_depth") {
+        if (app.count("--uring-depth")) return both(key, "--uring-depth");
+        uring_depth = value;
       } else if (key == "log_file") {
         if (app.count("--log-file")) return both(key, "--log-file");
         o.log_file = value;
@@ -399,6 +417,12 @@ ParseOutcome parse_options(int argc, char** argv) {
       return fail(threads_label + sep(threads_label) + threads +
                   ": not a number of threads (0: libfuse's default)");
     o.max_threads = unsigned(*v);
+  }
+  if (!uring_depth.empty()) {
+    auto v = parse_number(uring_depth, 10);
+    if (!v || *v < 1 || *v > 1024)
+      return fail("uring_depth " + uring_depth + ": must be a number of entries from 1 to 1024");
+    o.uring_depth = unsigned(*v);
   }
   if (!page_size.empty()) {
     auto v = parse_number(page_size, 10);

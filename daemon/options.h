@@ -104,6 +104,12 @@ struct Options {
   // in flight: "wait" for the I/O, or "copy" the page to a free frame.
   std::string writeback_conflict = "wait";
   unsigned max_threads = 0;  // 0 = libfuse's default
+  // --transport auto|uring|dev (-o transport=): how requests reach the
+  // daemon (daemon/uring_transport.h). auto: io_uring rings when the kernel
+  // offers them (the fuse module's enable_uring), else /dev/fuse; uring:
+  // the rings or no mount; dev: /dev/fuse.
+  std::string transport = "auto";
+  unsigned uring_depth = 0;  // --uring-depth (-o uring_depth=): entries per queue; 0 = default
   std::string log_level = "info";
   // --log-file: where the log goes instead of syslog (daemonised) or
   // stderr (-f); appended to.

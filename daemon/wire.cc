@@ -7,6 +7,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstddef>
@@ -20,6 +21,7 @@
 
 #include "core/namespace.h"
 #include "daemon/fuse_ops.h"
+#include "daemon/wire_uring_abi.h"
 
 namespace tmpfsd {
 namespace {
@@ -195,24 +197,6 @@ void fill_attr(fuse_attr& fa, const Attr& a, uint32_t blksize) {
 
 fuse_sx_time sx_time(const timespec& t) { return {int64_t(t.tv_sec), uint32_t(t.tv_nsec), 0}; }
 
-// One reply, header and arguments in one writev, as the kernel requires.
-// False when the kernel no longer waits for it (ENOENT: interrupted).
-bool send_reply(int fd, uint64_t unique, int error, const void* arg1 = nullptr, size_t len1 = 0,
-                const void* arg2 = nullptr, size_t len2 = 0) {
-  fuse_out_header out{};
-  out.unique = unique;
-  out.error = -error;
-  out.len = uint32_t(sizeof out + len1 + len2);
-  iovec iov[3] = {
-      {&out, sizeof out}, {const_cast<void*>(arg1), len1}, {const_cast<void*>(arg2), len2}};
-  int count = 1 + (len1 ? 1 : 0) + (len2 ? 1 : 0);
-  ssize_t n = ::writev(fd, iov, count);
-  if (n == ssize_t(out.len)) return true;
-  if (n < 0 && errno != ENOENT)
-    spdlog::warn("cannot write a reply to /dev/fuse: {}", strerror(errno));
-  return false;
-}
-
 template <class T>
 bool body_as(const void* buf, size_t len, T* out) {
   if (len < sizeof(fuse_in_header) + sizeof(T)) return false;
@@ -222,8 +206,27 @@ bool body_as(const void* buf, size_t len, T* out) {
 
 }  // namespace
 
+// One reply, header and arguments in one writev, as the kernel requires.
+bool Wire::send_reply(int fd, uint64_t unique, int error, const void* arg1, size_t len1,
+                      const void* arg2, size_t len2) {
+  fuse_out_header out{};
+  out.unique = unique;
+  out.error = -error;
+  out.len = uint32_t(sizeof out + len1 + len2);
+  iovec iov[3] = {
+      {&out, sizeof out}, {const_cast<void*>(arg1), len1}, {const_cast<void*>(arg2), len2}};
+  int count = 1 + (len1 ? 1 : 0) + (len2 ? 1 : 0);
+  if (!len1 && len2) iov[1] = iov[2];
+  ssize_t n = writev(fd, iov, count);
+  if (n == ssize_t(out.len)) return true;
+  if (n < 0 && errno != ENOENT)
+    spdlog::warn("cannot write a reply to /dev/fuse: {}", strerror(errno));
+  return false;
+}
+
 int Wire::attach(fuse_session* se) {
   fs_.wire = this;
+  se_ = se;
   fuse_custom_io io{};
   io.read = read_cb;
   io.writev = writev_cb;
@@ -261,10 +264,53 @@ ssize_t Wire::writev_cb(int fd, iovec* iov, int count, void* userdata) {
   return static_cast<Filesystem*>(userdata)->wire->writev(fd, iov, count);
 }
 
+bool Wire::use_rings(unsigned depth, std::string& error) {
+  rings_ = UringTransport::create(
+      depth, [this](void* buf, size_t len) { dispatch(buf, len); }, error);
+  return rings_ != nullptr;
+}
+
+void Wire::stop_rings() {
+  if (rings_) rings_->stop();
+}
+
+std::string_view Wire::transport() const {
+  return rings_on_.load(std::memory_order_acquire) && rings_->started() ? "uring" : "dev";
+}
+
+void Wire::visit_transport(
+    const std::function<void(std::string_view name, uint64_t value, std::string_view kind,
+                             std::string_view what)>& line) const {
+  const bool uring = transport() == "uring";
+  line("transport_uring", uring, "gauge",
+       "1: requests travel over io_uring rings (--transport); 0: over /dev/fuse");
+  line("transport_requests_dev", dev_requests_.load(std::memory_order_relaxed), "counter",
+       "FUSE requests read from /dev/fuse (INIT, FORGET and INTERRUPT always)");
+  line("transport_requests_uring", rings_ ? rings_->requests() : 0, "counter",
+       "FUSE requests taken from io_uring ring entries");
+  if (uring) {
+    line("transport_uring_queues", rings_->queues(), "gauge", "io_uring queues (possible CPUs)");
+    line("transport_uring_depth", rings_->depth(), "gauge", "ring entries per queue");
+  }
+}
+
+void Wire::dispatch(void* buf, size_t len) {
+  try {
+    if (answer(fuse_session_fd(se_), buf, len)) return;
+  } catch (...) {
+    // As in read(): libfuse answers it.
+  }
+  fuse_buf fb{};
+  fb.mem = buf;
+  fb.size = len;
+  fuse_session_process_buf(se_, &fb);
+}
+
 ssize_t Wire::read(int fd, void* buf, size_t len) {
   for (;;) {
     ssize_t n = ::read(fd, buf, len);
     if (n < ssize_t(sizeof(fuse_in_header))) return n;  // errors and short reads: libfuse's
+    dev_requests_.fetch_add(1, std::memory_order_relaxed);
     try {
       if (!answer(fd, buf, size_t(n))) return n;
     } catch (...) {
@@ -394,26 +440,60 @@ void Wire::answer_statx(int fd, const fuse_in_header& in, const void* buf, size_
 }
 
 ssize_t Wire::writev(int fd, iovec* iov, int count) {
+  if (rings_on_.load(std::memory_order_acquire) && rings_->reply(iov, count)) {
+    size_t n = 0;
+    for (int i = 0; i < count; ++i) n += iov[i].iov_len;
+    return ssize_t(n);
+  }
   uint64_t init = init_unique_.load(std::memory_order_relaxed);
   if (init != 0 && count >= 2 && iov[0].iov_len >= sizeof(fuse_out_header)) {
     auto* out = static_cast<fuse_out_header*>(iov[0].iov_base);
     if (out->unique == init && out->error == 0) {
-      amend_init(iov, count);
+      size_t payload = amend_init(iov, count);
       init_unique_.store(0, std::memory_order_relaxed);
+      ssize_t n = ::writev(fd, iov, count);
+      // The kernel has taken the reply (fc->initialized): the rings may
+      // register now.
+      if (n > 0 && payload) {
+        rings_on_.store(true, std::memory_order_release);
+        rings_->start(fd, payload);  // noexcept: a failure turns the rings off
+      }
+      return n;
     }
   }
   return ::writev(fd, iov, count);
 }
 
-void Wire::amend_init(iovec* iov, int /*count*/) {
+size_t Wire::amend_init(iovec* iov, int /*count*/) {
   constexpr size_t kFlags2End = offsetof(fuse_init_out, flags2) + sizeof(uint32_t);
-  if (iov[1].iov_len < offsetof(fuse_init_out, flags) + sizeof(uint32_t)) return;
+  if (iov[1].iov_len < offsetof(fuse_init_out, flags) + sizeof(uint32_t)) return 0;
   auto* out = static_cast<fuse_init_out*>(iov[1].iov_base);
   bool has_flags2 = iov[1].iov_len >= kFlags2End;
   uint64_t flags = out->flags;
   if (has_flags2 && (flags & FUSE_INIT_EXT)) flags |= uint64_t(out->flags2) << 32;
   uint64_t libfuse = flags;
   flags |= kAmendFlags & kernel_flags();
+  // The rings: accepted when the kernel offers them. Their payload buffers
+  // must hold what the kernel computes (fuse_uring_create): the largest of
+  // FUSE_MIN_READ_BUFFER, max_write and max_pages pages.
+  size_t ring_payload = 0;
+  if (rings_ && has_flags2 && (kernel_flags() & uring_abi::kOverIoUring)) {
+    flags |= uring_abi::kOverIoUring;
+    size_t pages =
+        (flags & FUSE_MAX_PAGES) &&
+                iov[1].iov_len >= offsetof(fuse_init_out, max_pages) + sizeof out->max_pages
+            ? out->max_pages
+            : uring_abi::kDefaultMaxPages;
+    ring_payload = std::max({uring_abi::kMinReadBuffer, size_t(out->max_write),
+                             std::max<size_t>(pages, 1) * size_t(sysconf(_SC_PAGESIZE))});
+    spdlog::info("transport: io_uring ({} queues of {} entries, {} KiB payloads)", rings_->queues(),
+                 rings_->depth(), ring_payload >> 10);
+  } else if (rings_) {
+    spdlog::info(
+        "transport: /dev/fuse (the kernel did not offer FUSE over io_uring at INIT; "
+        "{} is Y?)",
+        UringTransport::kParameter);
+  }
   if (!has_flags2) flags &= 0xffffffffULL;
   out->flags = uint32_t(flags);
   if (flags >> 32) {
@@ -425,6 +505,7 @@ void Wire::amend_init(iovec* iov, int /*count*/) {
       "FUSE protocol {}.{}: the kernel offered flags {:#x}, libfuse asked for {:#x}, "
       "the reply asks for {:#x}",
       out->major, out->minor, kernel_flags(), libfuse, flags);
+  return ring_payload;
 }
 
 }  // namespace tmpfsd

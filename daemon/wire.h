@@ -15,18 +15,26 @@
 //   - note what a request carries that libfuse drops (the kernel's
 //     "kill set-user-ID" flags, whether a read or write is direct I/O) for
 //     the op that handles it;
-//   - count the requests of each opcode (tmpfsctl stats).
-// Everything else goes to libfuse unchanged. This is the only code that
-// touches the structures of <linux/fuse.h>; the 7.39 ones the installed
-// header lacks are declared in wire.cc.
+//   - count the requests of each opcode (tmpfsctl stats);
+//   - carry requests and replies over io_uring instead of /dev/fuse when
+//     the kernel offers it (daemon/uring_transport.h): the INIT reply
+//     accepts FUSE_OVER_IO_URING, the rings start once it is written, the
+//     queue threads hand each request to dispatch() and every reply that
+//     answers a ring request goes back through its entry.
+// Everything else goes to libfuse unchanged. This module (wire.cc and
+// uring_transport.cc) is the only code that touches the structures of
+// <linux/fuse.h>; the 7.39 ones the installed header lacks are declared in
+// wire.cc, the io_uring ones (7.42) in wire_uring_abi.h.
 //
 // An inode returned from here counts a lookup like any other (Namespace),
 // given back by the kernel's FORGET through libfuse. An INTERRUPT for a
 // request answered here reaches libfuse, which finds no such request and
 // lets the kernel retry it until the request is done: harmless.
 //
-// Threads: every worker thread calls read() and writev(); the state shared
-// between them is atomic or set once (at INIT, before any other request).
+// Threads: every worker thread calls read() and writev(), every queue
+// thread dispatch(), any thread writev() (replies sent later); the state
+// shared between them is atomic or set once (at INIT, before any other
+// request).
 #pragma once
 
 #include <fuse_lowlevel.h>
@@ -35,8 +43,12 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
+#include <string>
 #include <string_view>
+
+#include "daemon/uring_transport.h"
 
 struct fuse_in_header;  // <linux/fuse.h>, included by wire.cc only
 
@@ -54,6 +66,21 @@ class Wire {
   // Filesystem given to the constructor) reads and writes through this
   // object from now on; sets Filesystem::wire. Returns 0 or a negative errno.
   int attach(fuse_session* se);
+
+  // Before the session starts: makes the io_uring rings (`depth` entries per
+  // queue); requests go over them once INIT is answered, if the kernel
+  // offers FUSE over io_uring then (else over /dev/fuse, said in one log
+  // line). False and `error` when io_uring refuses to make them.
+  bool use_rings(unsigned depth, std::string& error);
+  // Once the session loop has ended and no reply is still to come: ends the
+  // queue threads and closes the rings.
+  void stop_rings();
+  // "uring" once the rings carry the requests, else "dev".
+  std::string_view transport() const;
+  // The transport's figures for tmpfsctl stats, in fuse_ops.cc's line().
+  void visit_transport(
+      const std::function<void(std::string_view name, uint64_t value, std::string_view kind,
+                               std::string_view what)>& line) const;
 
   // For the op handling the current request on this thread: whether the
   // kernel asked that set-user-ID and set-group-ID be cleared (write,
@@ -82,6 +109,13 @@ class Wire {
 
  private:
   static ssize_t read_cb(int fd, void* buf, size_t len, void* userdata);
+  // A request from a ring entry (a queue thread): as read() hands it on.
+  void dispatch(void* buf, size_t len);
+  // One reply of a request answered here, header and arguments in one
+  // writev() (through writev(), so that a ring request's reply goes back to
+  // its entry). False when the kernel no longer waits for it.
+  bool send_reply(int fd, uint64_t unique, int error, const void* arg1 = nullptr, size_t len1 = 0,
+                  const void* arg2 = nullptr, size_t len2 = 0);
   static ssize_t writev_cb(int fd, iovec* iov, int count, void* userdata);
   ssize_t read(int fd, void* buf, size_t len);
   ssize_t writev(int fd, iovec* iov, int count);
@@ -89,9 +123,14 @@ class Wire {
   bool answer(int fd, const void* buf, size_t len);
   void answer_tmpfile(int fd, const fuse_in_header& in, const void* buf, size_t len);
   void answer_statx(int fd, const fuse_in_header& in, const void* buf, size_t len);
-  void amend_init(iovec* iov, int count);
+  // Returns the rings' payload size when the reply accepts them, else 0.
+  size_t amend_init(iovec* iov, int count);
 
   Filesystem& fs_;
+  fuse_session* se_ = nullptr;             // set by attach()
+  std::unique_ptr<UringTransport> rings_;  // set before the session starts
+  std::atomic<bool> rings_on_{false};      // INIT accepted them: replies go there
+  std::atomic<uint64_t> dev_requests_{0};  // requests read from /dev/fuse
   static constexpr size_t kOpcodes = 64;
   std::array<std::atomic<uint64_t>, kOpcodes> requests_{};
   std::atomic<uint64_t> other_requests_{0};  // opcodes >= kOpcodes (CUSE, future)

@@ -4,9 +4,11 @@
   bench_report.py fio FIO.json RW
       prints "VALUE OPS": MB/s (1e6 bytes) for sequential jobs, IOPS for
       random ones; OPS, the I/Os the job completed.
-  bench_report.py report RESULTS.tsv STATS_DIR HZ ROUNDS JSON|- PLOT|- OPTIONS QUICK
+  bench_report.py report RESULTS.tsv STATS_DIR HZ ROUNDS JSON|- PLOT|- OPTIONS QUICK [ROWS]
       the table on stdout (and the JSON and the plot); exit status 1 if any
-      row lacks a figure on either side.
+      row lacks a figure on any side. ROWS: the rows run (comma-separated;
+      default all). A side "uring" (tools/bench --transports: tmpfsd on the
+      io_uring transport, "tmpfsd" then being /dev/fuse) adds its columns.
 """
 import json
 import os
@@ -29,7 +31,9 @@ ROWS = [
     ("f-untar", "untar tree", "entries/s", 1 / 8),
     ("f-rm", "rm -rf tree", "entries/s", 1 / 8),
 ]
-SIDES = ("tmpfs", "tmpfsd")
+# The target of the io_uring transport against /dev/fuse (issue 33), where
+# the issue sets one.
+URING_TARGET = {"c2": 1.5, "e-create": 1.5, "e-stat": 1.5, "e-unlink": 1.5}
 
 
 def fio(path, rw):
@@ -63,8 +67,9 @@ def fmt(v):
     return f"{v:.3g}"
 
 
-def report(results, stats_dir, hz, rounds, json_out, plot_out, options, quick, rows=None):
+def report(results, stats_dir, hz, rounds, json_out, plot_out, options, quick, rows_run=""):
     hz, rounds = int(hz), int(rounds)
+    wanted = set(rows_run.split(",")) if rows_run else None
     runs = {}  # (row, side) -> list of per-round dicts
     failures = []
     for line in open(results):
@@ -80,24 +85,27 @@ def report(results, stats_dir, hz, rounds, json_out, plot_out, options, quick, r
             run["cpu_s"] = int(ticks) / hz
         if hwm != "-":
             run["peak_rss_kib"] = int(hwm)
-        if side == "tmpfsd":
-            base = os.path.join(stats_dir, f"{row}.{rnd}")
+        if side != "tmpfs":
+            sfx = ".uring" if side == "uring" else ""
+            base = os.path.join(stats_dir, f"{row}.{rnd}{sfx}")
             before, after = requests(base + ".before.json"), requests(base + ".after.json")
-            o0 = requests(os.path.join(stats_dir, f"overhead.{rnd}.0.json"))
-            o1 = requests(os.path.join(stats_dir, f"overhead.{rnd}.1.json"))
+            o0 = requests(os.path.join(stats_dir, f"overhead.{rnd}.0{sfx}.json"))
+            o1 = requests(os.path.join(stats_dir, f"overhead.{rnd}.1{sfx}.json"))
             if before is not None and after is not None and o0 is not None and o1 is not None:
                 own = delta(o1, o0)  # one tmpfsctl call's requests, taken off
                 req = {k: v - own.get(k, 0) for k, v in delta(after, before).items()}
                 run["requests"] = {k: v for k, v in req.items() if v}
         runs.setdefault((row, side), []).append(run)
 
+    uring = any(side == "uring" for _, side in runs)
+    sides = ("tmpfs", "tmpfsd", "uring") if uring else ("tmpfs", "tmpfsd")
     table = []
     for row, what, unit, target in ROWS:
-        if rows is not None and row not in rows.split():
+        if wanted is not None and row not in wanted:
             continue
         entry = {"row": row, "what": what, "unit": unit, "target": target}
         problems = []
-        for side in SIDES:
+        for side in sides:
             mine = runs.get((row, side), [])
             ok = [r["value"] for r in mine if r["status"] == "ok"]
             entry[side] = statistics.median(ok) if ok else None
@@ -110,6 +118,14 @@ def report(results, stats_dir, hz, rounds, json_out, plot_out, options, quick, r
         entry["problems"] = problems
         a, b = entry["tmpfs"], entry["tmpfsd"]
         entry["ratio"] = b / a if a and b else None
+        if uring:
+            u = entry["uring"]
+            entry["uring_ratio"] = u / a if a and u else None
+            entry["uring_vs_dev"] = u / b if b and u else None
+            entry["uring_target"] = URING_TARGET.get(row)
+            du = [r for r in entry["uring_rounds"] if r["status"] == "ok"]
+            cpu = [r["cpu_s"] for r in du if "cpu_s" in r]
+            entry["uring_cpu_s"] = statistics.median(cpu) if cpu else None
         d = [r for r in entry["tmpfsd_rounds"] if r["status"] == "ok"]
         cpu = [r["cpu_s"] for r in d if "cpu_s" in r]
         entry["cpu_s"] = statistics.median(cpu) if cpu else None
@@ -124,9 +140,15 @@ def report(results, stats_dir, hz, rounds, json_out, plot_out, options, quick, r
         table.append(entry)
 
     head = f"{'row':<9} {'figure':<27} {'unit':<9} {'tmpfs':>11} {'tmpfsd':>11} {'ratio':>7} {'target':>6} " \
-           f"{'met':>3} {'CPU s':>6} {'RSS MiB':>7}  FUSE requests / op"
+           f"{'met':>3} {'CPU s':>6} {'RSS MiB':>7}"
+    if uring:
+        head += f" {'uring':>11} {'u/tmpfs':>7} {'u/dev':>6} {'target':>6} {'met':>3} {'u CPU s':>7}"
+    head += "  FUSE requests / op"
     print(f"median of {rounds} round(s); ratio = tmpfsd / tmpfs (1.0: as fast as the kernel); "
           f"CPU, RSS, requests: the daemon's, during the row")
+    if uring:
+        print("tmpfsd: --transport dev (/dev/fuse); uring: --transport uring (io_uring rings); "
+              "u/dev = uring / tmpfsd")
     print(head)
     failed = bool(failures)
     for e in table:
@@ -143,8 +165,18 @@ def report(results, stats_dir, hz, rounds, json_out, plot_out, options, quick, r
         met = ("yes" if e["ratio"] >= e["target"] else "no") if e["ratio"] is not None else "-"
         cpu = f"{e['cpu_s']:.2f}" if e["cpu_s"] is not None else "-"
         rss = f"{e['peak_rss_mib']:.0f}" if e["peak_rss_mib"] is not None else "-"
-        print(f"{e['row']:<9} {e['what']:<27} {e['unit']:<9} {a:>11} {b:>11} {ratio:>7} {e['target']:>6.3g} "
-              f"{met:>3} {cpu:>6} {rss:>7}  {req}")
+        line = f"{e['row']:<9} {e['what']:<27} {e['unit']:<9} {a:>11} {b:>11} {ratio:>7} {e['target']:>6.3g} " \
+               f"{met:>3} {cpu:>6} {rss:>7}"
+        if uring:
+            u = fmt(e["uring"]) if e["uring"] is not None else "FAILED"
+            ur = f"{e['uring_ratio']:.3f}" if e["uring_ratio"] is not None else "-"
+            ud = f"{e['uring_vs_dev']:.2f}" if e["uring_vs_dev"] is not None else "-"
+            ut = e["uring_target"]
+            utt = f"{ut:.3g}" if ut else "-"
+            umet = ("yes" if e["uring_vs_dev"] >= ut else "no") if ut and e["uring_vs_dev"] else "-"
+            ucpu = f"{e['uring_cpu_s']:.2f}" if e["uring_cpu_s"] is not None else "-"
+            line += f" {u:>11} {ur:>7} {ud:>6} {utt:>6} {umet:>3} {ucpu:>7}"
+        print(f"{line}  {req}")
         if e["problems"]:
             failed = True
             for p in e["problems"]:

@@ -145,6 +145,32 @@ TEST_CASE("--writeback-conflict takes wait or copy", "[options]") {
   CHECK(copy.options->writeback_conflict == "copy");
 }
 
+TEST_CASE("--transport takes auto, uring or dev; auto by default", "[options]") {
+  auto def = parse({"/tmp"});
+  REQUIRE(def.options);
+  CHECK(def.options->transport == "auto");
+  CHECK(def.options->uring_depth == 0);
+  auto uring = parse({"--transport", "uring", "--uring-depth", "8", "/tmp"});
+  REQUIRE(uring.options);
+  CHECK(uring.options->transport == "uring");
+  CHECK(uring.options->uring_depth == 8);
+  auto dev = parse({"-o", "transport=dev,uring_depth=64", "/tmp"});
+  REQUIRE(dev.options);
+  CHECK(dev.options->transport == "dev");
+  CHECK(dev.options->uring_depth == 64);
+  for (auto args :
+       std::vector<std::vector<std::string>>{{"-o", "transport=ring", "/tmp"},
+                                             {"--transport", "fuse", "/tmp"},
+                                             {"-o", "transport=dev", "--transport", "dev", "/tmp"},
+                                             {"-o", "uring_depth=0", "/tmp"},
+                                             {"--uring-depth", "x", "/tmp"}}) {
+    auto r = parse(args);
+    CHECK_FALSE(r.options);
+    CHECK(r.exit_code == 2);
+    CHECK(r.message.find('\n') == std::string::npos);
+  }
+}
+
 TEST_CASE("--help exits 0 with the usage", "[options]") {
   auto r = parse({"--help"});
   CHECK_FALSE(r.options);
