@@ -303,18 +303,10 @@ Result<size_t> Namespace::copy_range(uint64_t src, uint64_t src_off, uint64_t ds
   size_t copied = 0;
   while (copied < len) {
     size_t want = std::min(kChunk, len - copied);
-    Status rs;
     size_t got = 0;
     buf.resize(want);
-    read_and_wait([&](FilePages::ReadDone d) { read(src, src_off + copied, want, std::move(d)); },
-                  [&](Status s, std::span<const iovec> iov) {
-                    rs = s;
-                    if (!s) return;
-                    for (const iovec& v : iov) {
-                      std::memcpy(buf.data() + got, v.iov_base, v.iov_len);
-                      got += v.iov_len;
-                    }
-                  });
+    const Status rs = read_into(
+        [&](FilePages::ReadDone d) { read(src, src_off + copied, want, std::move(d)); }, buf, &got);
     if (!rs) return copied ? Result<size_t>(copied) : Errno{rs.code()};
     if (got == 0) break;
     // A write by `who`: set-ID bits go as on write(2) (the kernel's

@@ -112,16 +112,8 @@ Status Namespace::save_image(ImageWriter& w) {
         const size_t want = static_cast<size_t>(std::min<uint64_t>(kDataChunk, *hole - off));
         buf.resize(want);
         size_t got = 0;
-        Status rs;
-        read_and_wait([&](FilePages::ReadDone d) { inode->pages->read(off, want, std::move(d)); },
-                      [&](Status s, std::span<const iovec> iov) {
-                        rs = s;
-                        if (!s) return;
-                        for (const iovec& v : iov) {
-                          std::memcpy(buf.data() + got, v.iov_base, v.iov_len);
-                          got += v.iov_len;
-                        }
-                      });
+        const Status rs = read_into(
+            [&](FilePages::ReadDone d) { inode->pages->read(off, want, std::move(d)); }, buf, &got);
         if (!rs) return rs;  // EIO: a page the swap file lost
         if (got != want) return Errno{EIO};
         w.u64(ino);

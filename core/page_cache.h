@@ -263,6 +263,11 @@ class FilePages {
 // of that file.
 void read_and_wait(const std::function<void(FilePages::ReadDone)>& start,
                    const FilePages::ReadDone& done);
+// read_and_wait into a buffer: the bytes the read returned are copied to
+// the front of `out` (at least as long as the read asked for); *got says
+// how many. The read's status.
+Status read_into(const std::function<void(FilePages::ReadDone)>& start, std::span<std::byte> out,
+                 size_t* got);
 
 // Every FilePages must be destroyed before its PageCache.
 class PageCache {

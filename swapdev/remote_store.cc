@@ -190,22 +190,28 @@ void RemoteStore::free(SwapSlot first, uint32_t count) {
   if (!op->slots.empty()) submit(std::move(op));
 }
 
+template <class Pages>
+void RemoteStore::check_request(Op& op, SwapSlot first, Pages pages) {
+  bool bad = pages.empty() || pages.size() > kMaxPagesPerRequest ||
+             !alloc_.all_allocated(first, pages.size());
+  for (auto p : pages) bad |= p.size() != page_size_;
+  if (bad) {
+    op.err = -EINVAL;
+    op.rejected = true;
+  } else if (int e = inject_.take()) {
+    op.err = e;
+    DeviceStats::add(stats_.injected_errors);
+  }
+}
+
 void RemoteStore::write(SwapSlot first, ConstPages pages, PageOwner owner, IoDone done) {
   DeviceStats::add(stats_.write_requests);
   auto op = std::make_unique<Op>();
   op->first = first.value;
   op->owner = owner;
   op->done = std::move(done);
-  bool bad = pages.empty() || pages.size() > kMaxPagesPerRequest ||
-             !alloc_.all_allocated(first, pages.size());
-  for (auto p : pages) bad |= p.size() != page_size_;
-  if (bad) {
-    op->err = -EINVAL;
-    op->rejected = true;
-  } else if (int e = inject_.take()) {
-    op->err = e;
-    DeviceStats::add(stats_.injected_errors);
-  } else {
+  check_request(*op, first, pages);
+  if (op->err == 0) {
     op->sealed.resize(pages.size() * page_size_);
     op->proofs.resize(pages.size());
     for (size_t i = 0; i < pages.size(); ++i) {
@@ -250,16 +256,7 @@ void RemoteStore::read(SwapSlot first, MutablePages pages, PageOwner owner, IoDo
   op->owner = owner;
   op->done = std::move(done);
   op->pages.assign(pages.begin(), pages.end());
-  bool bad = pages.empty() || pages.size() > kMaxPagesPerRequest ||
-             !alloc_.all_allocated(first, pages.size());
-  for (auto p : pages) bad |= p.size() != page_size_;
-  if (bad) {
-    op->err = -EINVAL;
-    op->rejected = true;
-  } else if (int e = inject_.take()) {
-    op->err = e;
-    DeviceStats::add(stats_.injected_errors);
-  }
+  check_request(*op, first, pages);
   submit(std::move(op));
 }
 

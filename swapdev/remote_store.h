@@ -119,6 +119,10 @@ class RemoteStore final : public SlotDevice {
   RemoteStore(const RemoteOptions& opt, std::unique_ptr<Sealer> sealer);
 
   void submit(std::unique_ptr<Op> op);
+  // Marks a write's or read's op rejected (-EINVAL: bad slots or pages) or
+  // failed (an injected error) before it goes out.
+  template <class Pages>
+  void check_request(Op& op, SwapSlot first, Pages pages);
   void worker(std::stop_token stop);
   void perform_writes(std::vector<Conn>& conns, std::span<Op* const> ops);
   void perform_reads(std::vector<Conn>& conns, std::span<Op* const> ops);

@@ -148,6 +148,21 @@ void read_and_wait(const std::function<void(FilePages::ReadDone)>& start,
   });
 }
 
+Status read_into(const std::function<void(FilePages::ReadDone)>& start, std::span<std::byte> out,
+                 size_t* got) {
+  Status status;
+  *got = 0;
+  read_and_wait(start, [&](Status s, std::span<const iovec> iov) {
+    status = s;
+    if (!s) return;
+    for (const iovec& v : iov) {
+      std::memcpy(out.data() + *got, v.iov_base, v.iov_len);
+      *got += v.iov_len;
+    }
+  });
+  return status;
+}
+
 Result<FilePages::PendingWrite*> FilePages::start_write(uint64_t off,
                                                         std::span<const std::byte> data) {
   return impl_->write(off, data);
