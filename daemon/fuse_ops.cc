@@ -32,6 +32,7 @@
 #include "daemon/control.h"
 #include "daemon/kernel_cache.h"
 #include "daemon/options.h"
+#include "daemon/persist.h"
 #include "daemon/wire.h"
 
 namespace tmpfsd {
@@ -158,6 +159,11 @@ std::string stats_text(const Filesystem& fs) {
   line("uptime_seconds", uint64_t(std::chrono::duration_cast<std::chrono::seconds>(up).count()),
        "counter", "seconds since the mount went live");
   line("pid", uint64_t(getpid()), "gauge", "the daemon's process ID");
+  if (uint64_t bytes, age; fs.persist && fs.persist->image_info(&bytes, &age)) {
+    line("persist_image_bytes", bytes, "gauge",
+         "size of the --persist image restored or saved last");
+    line("persist_image_age_seconds", age, "gauge", "seconds since that image was written");
+  }
   if (fs.wire) {
     fs.wire->visit_requests([&](std::string_view op, uint64_t n) {
       line(fmt::format("requests_{}", op), n, "counter", "FUSE requests of this opcode");

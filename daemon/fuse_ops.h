@@ -44,6 +44,8 @@ struct Filesystem {
   // Which files the kernel may cache pages of; drops them before a direct
   // write is answered (daemon/kernel_cache.h). Null: replies at once.
   class KernelCache* kernel_cache = nullptr;
+  // --persist: DIR's image, for tmpfsctl stats. Null: none.
+  const class Persist* persist = nullptr;
 };
 
 const fuse_lowlevel_ops& fuse_operations();

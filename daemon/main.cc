@@ -352,6 +352,7 @@ int serve(const Options& o, Startup& startup) {
     }
   }
   Filesystem fs;
+  fs.persist = persist.get();
   fs.cache = cache->get();
   fs.ns = &ns;
   fs.writeback_cache = o.writeback_cache;

@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 #include <optional>
 #include <thread>
 
@@ -84,6 +85,15 @@ std::unique_ptr<Persist> Persist::open(const std::string& dir, const std::string
 Persist::~Persist() {
   ::close(lock_fd_);  // releases the flock
   ::close(dir_fd_);
+}
+
+bool Persist::image_info(uint64_t* bytes, uint64_t* age_seconds) const {
+  struct stat st;
+  if (::fstatat(dir_fd_, "image", &st, 0) != 0) return false;
+  *bytes = static_cast<uint64_t>(st.st_size);
+  const time_t now = ::time(nullptr);
+  *age_seconds = now > st.st_mtime ? static_cast<uint64_t>(now - st.st_mtime) : 0;
+  return true;
 }
 
 bool Persist::load(Namespace& ns, std::string* why) {

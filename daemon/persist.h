@@ -51,6 +51,9 @@ class Persist {
   bool save(Namespace& ns, std::string* why);
 
   const std::string& dir() const { return dir_; }
+  // The image in DIR now (the one restored, or the last saved): its size
+  // in bytes and age in seconds; false when there is none.
+  bool image_info(uint64_t* bytes, uint64_t* age_seconds) const;
 
  private:
   Persist(std::string dir, int dir_fd, int lock_fd, std::unique_ptr<ImageKey> key);

@@ -58,6 +58,15 @@ tmpfsd_stop || fail=1   # SIGTERM: a clean stop saves
 grep -q 'persist: saved' "$work/daemon.1.log" || { echo "FAIL: no save in the log"; fail=1; }
 tmpfsd_start "$bin" "$work/daemon.2.log" "$mnt" "${opts[@]}" || exit 1
 grep -q 'persist: restored' "$work/daemon.2.log" || { echo "FAIL: no restore in the log"; fail=1; }
+# tmpfsctl stats shows the image restored: its size, and an age.
+ctl=$(dirname "$bin")/../tools/tmpfsctl
+if [ -x "$ctl" ]; then
+  img=$("$ctl" stats "$mnt" | awk '$1 == "persist_image_bytes" { print $2 }')
+  [ "$img" = "$(stat -c %s "$state/image")" ] ||
+    { echo "FAIL: tmpfsctl stats: persist_image_bytes '$img', the image has $(stat -c %s "$state/image")"; fail=1; }
+  "$ctl" stats "$mnt" | awk '$1 == "persist_image_age_seconds" && $2 ~ /^[0-9]+$/ { ok = 1 } END { exit !ok }' ||
+    { echo "FAIL: tmpfsctl stats: no persist_image_age_seconds"; fail=1; }
+fi
 manifest > "$work/m.after"
 if ! diff "$work/m.before" "$work/m.after" > "$work/m.diff"; then
   echo "FAIL: after SIGTERM and a start, the tree differs:"; head -40 "$work/m.diff"; fail=1
