@@ -98,7 +98,11 @@ Status Namespace::save_image(ImageWriter& w) {
   // The data, read from the pages without moving atime (a hibernation is
   // no access), with no lock of ours held.
   std::vector<std::byte> buf;
-  for (const auto& [inode, size] : files) {
+  for (const auto& file : files) {
+    // Not a structured binding: the read's lambda captures it (clang
+    // before 16 refuses to capture those).
+    const InodeRef& inode = file.first;
+    const uint64_t size = file.second;
     const uint64_t ino = inode->ino;
     for (uint64_t off = 0; off < size;) {
       auto data = lseek(ino, off, SEEK_DATA);
