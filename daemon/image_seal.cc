@@ -13,6 +13,8 @@
 
 #include <fmt/core.h>
 
+#include "daemon/fd_io.h"
+
 namespace tmpfsd {
 
 namespace {
@@ -83,28 +85,14 @@ bool gcm(bool enc, const std::array<unsigned char, 32>& key, uint64_t number,
   return ok;
 }
 
-Status write_all(int fd, const unsigned char* p, size_t n) {
-  while (n > 0) {
-    const ssize_t w = ::write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0) return Errno{errno};
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-  return {};
+// This file's buffers are unsigned char (OpenSSL's); fd_io.h's take bytes.
+Status write_bytes(int fd, const unsigned char* p, size_t n) {
+  return write_all(fd, {reinterpret_cast<const std::byte*>(p), n});
 }
-
 // Exactly n bytes, or fewer at the end of the file; -errno on an error.
-ssize_t read_full(int fd, unsigned char* p, size_t n) {
-  size_t got = 0;
-  while (got < n) {
-    const ssize_t r = ::read(fd, p + got, n - got);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) return -errno;
-    if (r == 0) break;
-    got += static_cast<size_t>(r);
-  }
-  return static_cast<ssize_t>(got);
+ssize_t read_bytes(int fd, unsigned char* p, size_t n) {
+  const Result<size_t> r = read_full(fd, {reinterpret_cast<std::byte*>(p), n});
+  return r ? static_cast<ssize_t>(*r) : -r.code();
 }
 
 }  // namespace
@@ -116,7 +104,7 @@ std::unique_ptr<ImageKey> ImageKey::load(const std::string& file, std::string* w
     return nullptr;
   }
   unsigned char buf[80];
-  const ssize_t n = read_full(fd, buf, sizeof buf);
+  const ssize_t n = read_bytes(fd, buf, sizeof buf);
   ::close(fd);
   std::unique_ptr<ImageKey> k(new ImageKey);
   auto hex = [](unsigned char c) { return std::isdigit(c) ? c - '0' : std::tolower(c) - 'a' + 10; };
@@ -163,7 +151,7 @@ Status SealedImageWriter::seal(std::span<const std::byte> chunk, uint32_t flags)
     unsigned char h[24];
     std::memcpy(h, kMagic, 8);
     std::memcpy(h + 8, salt_.data(), 16);
-    if (!(err_ = write_all(fd_, h, sizeof h))) return err_;
+    if (!(err_ = write_bytes(fd_, h, sizeof h))) return err_;
     header_written_ = true;
   }
   const auto n = static_cast<uint32_t>(chunk.size());
@@ -175,7 +163,7 @@ Status SealedImageWriter::seal(std::span<const std::byte> chunk, uint32_t flags)
            out_.data() + 8, out_.data() + 8 + n))
     return err_ = Errno{EIO};
   ++next_;
-  return err_ = write_all(fd_, out_.data(), out_.size());
+  return err_ = write_bytes(fd_, out_.data(), out_.size());
 }
 
 Status SealedImageWriter::write(std::span<const std::byte> chunk) { return seal(chunk, 0); }
@@ -200,7 +188,7 @@ Result<size_t> SealedImageReader::fail(std::string why) {
 
 bool SealedImageReader::next_chunk() {
   unsigned char head[8];
-  const ssize_t h = read_full(fd_, head, sizeof head);
+  const ssize_t h = read_bytes(fd_, head, sizeof head);
   if (h < 0) return note(fmt::format("read error: {}", std::strerror(static_cast<int>(-h))));
   if (h < static_cast<ssize_t>(sizeof head))
     return note("the sealed image ends too soon (cut short?)");
@@ -208,7 +196,7 @@ bool SealedImageReader::next_chunk() {
   if (n > kMaxChunk || (flags & ~kLast) != 0)
     return note("a chunk of the sealed image is malformed");
   std::vector<unsigned char> sealed(n + kTag);
-  const ssize_t r = read_full(fd_, sealed.data(), sealed.size());
+  const ssize_t r = read_bytes(fd_, sealed.data(), sealed.size());
   if (r < static_cast<ssize_t>(sealed.size()))
     return note("the sealed image ends too soon (cut short?)");
   plain_.resize(n);
@@ -223,7 +211,7 @@ bool SealedImageReader::next_chunk() {
   if (flags & kLast) {
     ended_ = true;
     unsigned char extra;
-    if (read_full(fd_, &extra, 1) != 0) return note("bytes after the sealed image's end");
+    if (read_bytes(fd_, &extra, 1) != 0) return note("bytes after the sealed image's end");
   }
   return true;
 }
@@ -232,7 +220,7 @@ Result<size_t> SealedImageReader::read(std::span<std::byte> out) {
   if (!why_.empty()) return Errno{EBADMSG};
   if (!header_read_) {
     unsigned char h[24];
-    if (read_full(fd_, h, sizeof h) != static_cast<ssize_t>(sizeof h) ||
+    if (read_bytes(fd_, h, sizeof h) != static_cast<ssize_t>(sizeof h) ||
         std::memcmp(h, kMagic, 8) != 0)
       return fail("not a sealed tmpfsd image");
     std::memcpy(salt_.data(), h + 8, 16);

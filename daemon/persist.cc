@@ -15,6 +15,7 @@
 
 #include "core/image.h"
 #include "core/namespace.h"
+#include "daemon/fd_io.h"
 #include "daemon/image_seal.h"
 
 namespace tmpfsd {
@@ -22,17 +23,6 @@ namespace tmpfsd {
 namespace {
 
 std::string errno_text(const std::string& what) { return what + ": " + std::strerror(errno); }
-
-// Every byte of `b` to `fd`.
-Status write_all(int fd, std::span<const std::byte> b) {
-  while (!b.empty()) {
-    const ssize_t n = ::write(fd, b.data(), b.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return Errno{errno};
-    b = b.subspan(static_cast<size_t>(n));
-  }
-  return {};
-}
 
 }  // namespace
 
@@ -118,12 +108,7 @@ bool Persist::load(Namespace& ns, std::string* why) {
   std::optional<SealedImageReader> opener;
   if (sealed) opener.emplace(fd, *key_);
   ImageReader r([fd, &opener](std::span<std::byte> out) -> Result<size_t> {
-    if (opener) return opener->read(out);
-    for (;;) {
-      const ssize_t n = ::read(fd, out.data(), out.size());
-      if (n >= 0) return static_cast<size_t>(n);
-      if (errno != EINTR) return Errno{errno};
-    }
+    return opener ? opener->read(out) : read_full(fd, out);
   });
   const Status s = ns.load_image(r);
   ::close(fd);
