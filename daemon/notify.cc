@@ -59,6 +59,10 @@ bool stopping(const std::string& mountpoint) {
   return send("STOPPING=1\nSTATUS=unmounting " + one_line(mountpoint));
 }
 
+bool extend_timeout(uint64_t seconds) {
+  return send("EXTEND_TIMEOUT_USEC=" + std::to_string(seconds * 1000000));
+}
+
 bool failed(const std::string& message) { return send("STATUS=failed: " + one_line(message)); }
 
 }  // namespace tmpfsd::notify

@@ -15,6 +15,10 @@
 //                        every 5 s by the daemon's stats thread)
 //   STOPPING=1           when the FUSE loop ends (SIGTERM, umount), with
 //                        STATUS=unmounting DIR; no STATUS after it
+//   EXTEND_TIMEOUT_USEC= while --persist saves the image after STOPPING=1:
+//                        at its start and every 5 s, each time 60 s more
+//                        (Persist::save), so that the unit's TimeoutStopSec
+//                        does not kill a save that is progressing
 //   STATUS=failed: ...   when the start fails (the one line the command prints)
 //
 // STATUS lines match (ECMAScript / Python re):
@@ -49,6 +53,9 @@ bool ready(const std::string& status, pid_t main_pid = 0);
 bool status(const std::string& line);
 // STOPPING=1 and STATUS=unmounting DIR.
 bool stopping(const std::string& mountpoint);
+// EXTEND_TIMEOUT_USEC=seconds * 1e6: the stop (or start) in progress may take
+// that much longer from now.
+bool extend_timeout(uint64_t seconds);
 // STATUS=failed: message.
 bool failed(const std::string& message);
 

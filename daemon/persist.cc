@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <ctime>
 #include <optional>
@@ -17,12 +18,18 @@
 #include "core/namespace.h"
 #include "daemon/fd_io.h"
 #include "daemon/image_seal.h"
+#include "daemon/notify.h"
 
 namespace tmpfsd {
 
 namespace {
 
 std::string errno_text(const std::string& what) { return what + ": " + std::strerror(errno); }
+
+// While a save writes, systemd is asked for this much more stop time, again
+// every kStopExtensionEvery.
+constexpr std::chrono::seconds kStopExtension{60};
+constexpr std::chrono::seconds kStopExtensionEvery{5};
 
 }  // namespace
 
@@ -134,8 +141,16 @@ bool Persist::save(Namespace& ns, std::string* why) {
   uint64_t bytes = 0;
   std::optional<SealedImageWriter> sealer;
   if (key_) sealer.emplace(fd, *key_);
-  ImageWriter w([fd, &bytes, &sealer](std::span<const std::byte> b) {
+  // Under systemd the save runs after STOPPING=1, within the unit's
+  // TimeoutStopSec: a save that is writing asks for more time as it goes.
+  notify::extend_timeout(kStopExtension.count());
+  auto asked = start;
+  ImageWriter w([fd, &bytes, &sealer, &asked](std::span<const std::byte> b) {
     bytes += b.size();
+    if (const auto now = std::chrono::steady_clock::now(); now - asked >= kStopExtensionEvery) {
+      notify::extend_timeout(kStopExtension.count());
+      asked = now;
+    }
     return sealer ? sealer->write(b) : write_all(fd, b);
   });
   Status s = ns.save_image(w);

@@ -30,6 +30,11 @@ ROWS = [
     ("e-unlink", "unlink", "files/s", 0.08),
     ("f-untar", "untar tree", "entries/s", 1 / 8),
     ("f-rm", "rm -rf tree", "entries/s", 1 / 8),
+    # --beyond-memory: against kernel tmpfs with a swap file, both in a
+    # memory cgroup smaller than the data.
+    ("m-write", "beyond memory: seq write 1M", "MB/s", 1.0),
+    ("m-read", "beyond memory: seq read 1M", "MB/s", 2.0),
+    ("m-rand", "beyond memory: rand read 4k", "IOPS", 1.0),
 ]
 # The target of the io_uring transport against /dev/fuse (issue 33), where
 # the issue sets one.

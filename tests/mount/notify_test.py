@@ -15,7 +15,10 @@ once daemonised. It checks, for each:
     after 24 MiB are written through --memory 8M, a STATUS refresh (every
     5 s) reports at least 24 MiB of data and at most 8 MiB in frames;
   - SIGTERM to the daemon: STOPPING=1 arrives, no usage STATUS after it, the
-    daemon exits 0 and the mount is gone.
+    daemon exits 0 and the mount is gone;
+  - -f runs with --persist: after STOPPING=1, EXTEND_TIMEOUT_USEC asks for
+    time for the save (systemd would otherwise kill a long one at the
+    unit's TimeoutStopSec).
 And with NOTIFY_SOCKET naming a socket nobody listens on, a daemonised start
 still mounts, exits 0 and prints nothing. (Without NOTIFY_SOCKET every other
 mount-level test runs.)
@@ -132,7 +135,9 @@ def run_case(tmpfsd, work, foreground):
     cmd = [tmpfsd, "--log-file", log, "--pid-file", log + ".pid", "-o", "size=64m",
            "--memory", f"{MEMORY_MIB}M", "--swap", "48M", "--swap-dir", swap_dir]
     if foreground:
-        cmd.append("-f")
+        # With --persist the stop saves an image after STOPPING=1, asking
+        # systemd for time as it goes.
+        cmd += ["-f", "--persist", os.path.join(swap_dir, "persist")]
     cmd.append(mnt)
     started = []  # PIDs we started (the command; the daemon)
     main_pid = None
@@ -233,6 +238,7 @@ def run_case(tmpfsd, work, foreground):
         os.kill(daemon_pid, signal.SIGTERM)
         deadline = time.monotonic() + 15
         stopping = False
+        extended = None
         after_stop = []
         while time.monotonic() < deadline:
             fields = notify.from_main(min(deadline - time.monotonic(), 2 if stopping else 15), main_pid, name)
@@ -242,6 +248,8 @@ def run_case(tmpfsd, work, foreground):
                 statuses.append(fields["STATUS"])
                 if stopping:
                     after_stop.append(fields["STATUS"])
+            if "EXTEND_TIMEOUT_USEC" in fields and stopping:
+                extended = fields["EXTEND_TIMEOUT_USEC"]
             if fields.get("STOPPING") == "1":
                 stopping = True
                 if fields.get("STATUS") != "unmounting " + mnt:
@@ -252,6 +260,12 @@ def run_case(tmpfsd, work, foreground):
             fail(f"{name}: no STOPPING=1 within 15 s of SIGTERM")
         if after_stop:
             fail(f"{name}: STATUS after STOPPING=1: {after_stop}")
+        if foreground:
+            if extended is not None and extended.isdigit() and int(extended) >= 30_000_000:
+                ok(f"{name}: --persist: EXTEND_TIMEOUT_USEC={extended} after STOPPING=1, for the save")
+            else:
+                fail(f"{name}: --persist: no EXTEND_TIMEOUT_USEC of 30 s or more after STOPPING=1 "
+                     f"(got {extended})")
         rc = None
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
