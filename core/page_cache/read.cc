@@ -78,9 +78,12 @@ void FilePagesImpl::readahead_locked(uint64_t from, uint64_t count) {
     return true;
   });
   if (pages.empty()) return;
-  const uint64_t avail = st_.pool->frames_available();
-  const uint64_t keep = st_.reclaimer ? st_.reclaimer->high() : 0;
-  const uint64_t n = std::min<uint64_t>(pages.size(), avail > keep ? avail - keep : 0);
+  // Half of the free frames at most, the rest left to writers; the
+  // reclaimer is woken to make up what this takes below its watermark (at
+  // the budget, a window limited to frames above the watermark read
+  // nothing ahead: the reclaimer keeps just that many free).
+  const uint64_t n = std::min<uint64_t>(pages.size(), st_.pool->frames_available() / 2);
+  if (st_.reclaimer) st_.reclaimer->kick();
   if (n == 0) return;
   auto r = st_.pool->reserve(n);
   if (!r) return;
@@ -99,7 +102,7 @@ void FilePagesImpl::readahead_locked(uint64_t from, uint64_t count) {
 
 uint64_t FilePagesImpl::readahead_window(uint64_t pages) const {
   const uint64_t cap = std::max<uint64_t>(1, st_.pool->frames_total() / 8);
-  return std::min(cap, std::clamp<uint64_t>(2 * pages, 32, 256));
+  return std::min(cap, std::clamp<uint64_t>(4 * pages, 32, 1024));
 }
 
 void FilePagesImpl::read(uint64_t off, size_t len, FilePages::ReadDone done) {
