@@ -148,7 +148,9 @@ struct PageCacheStats {
 
 // Where a run of a file's pages is (FilePages::where): PagePlace's kinds
 // (page_cache/binding.h) as the outside sees them.
-enum class PageKind : uint8_t { kHole, kResident, kSwapped, kZero, kRemote };
+// kCompressed: swapped, to a slot the swap device keeps in its compressed
+// pool (SwapDevice::pooled), not on the medium.
+enum class PageKind : uint8_t { kHole, kResident, kSwapped, kZero, kRemote, kCompressed };
 struct PageRun {
   uint64_t first = 0;  // page number
   uint64_t pages = 0;

@@ -87,8 +87,8 @@ class CompressedSwapDevice final : public SwapDevice {
   void use_pages(PageSource* pages) override;
 
   SwapDevice& backing() { return *backing_; }
-  // Whether `slot` is in the pool now (tests).
-  bool pooled(SwapSlot slot) const;
+  // Whether `slot` is in the pool now (or being written on from it).
+  bool pooled(SwapSlot slot) const override;
 
  private:
   struct Entry {

@@ -6,7 +6,9 @@
 # the daemon pages it in), for lz4 and zstd. tmpfsctl stats must show
 # pages kept compressed, same-filled pages, random pages rejected, the full
 # pool writing its oldest on, and reads served from the pool; the swap file
-# must have taken less than the data written.
+# must have taken less than the data written. tmpfsctl where must show the
+# text and the zeros partly compressed ('C' or 'c' in the bar, "compressed" runs),
+# the random bytes not.
 set -euo pipefail
 bin=$(realpath "$1")
 ctl=$(realpath "$2")
@@ -34,6 +36,16 @@ for codec in lz4 zstd; do
   for f in text zeros random; do
     bounded 60 dd if="$work/$f" of="$mnt/$f" bs=1M status=none || { echo "FAIL: writing $f"; fail=1; }
   done
+  for f in text zeros random; do
+    bounded 30 "$ctl" where "$mnt/$f" > "$work/where.$f" || { echo "FAIL: tmpfsctl where $f"; fail=1; }
+    echo "$codec: $(sed -n 2p "$work/where.$f")"
+  done
+  for f in text zeros; do
+    grep -q '^  \[.*[Cc].*\] .* compressed$' "$work/where.$f" && grep -q ' compressed$' <(sed 1,2d "$work/where.$f") ||
+      { echo "FAIL: $codec: tmpfsctl where shows no compressed pages of $f"; cat "$work/where.$f"; fail=1; }
+  done
+  ! grep -q ' compressed$' "$work/where.random" ||
+    { echo "FAIL: $codec: tmpfsctl where shows random bytes compressed"; fail=1; }
   for f in text zeros random; do
     bounded 60 dd if="$mnt/$f" of="$work/back" bs=1M iflag=direct status=none || fail=1
     cmp -s "$work/$f" "$work/back" || { echo "FAIL: $codec: $f did not read back byte for byte"; fail=1; }
