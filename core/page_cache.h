@@ -61,6 +61,11 @@ struct PageCacheConfig {
   // I/O; true copies the page to a new frame (when one is free at once) and
   // writes there, the I/O keeping the old frame (--writeback-conflict copy).
   bool writeback_copy = false;
+  // Frames a write must leave free (or reclaimable) for reads: with a swap
+  // device that cannot always take a dirty page (the compressed pool with
+  // no swap file), memory full of dirty pages that fit nowhere would leave
+  // no frame to read a paged-out page into. 0: none.
+  uint64_t write_headroom = 0;
 };
 
 // Figures for statfs and `tmpfsctl stats`, listed once. Each row:
@@ -148,7 +153,9 @@ struct PageCacheStats {
 
 // Where a run of a file's pages is (FilePages::where): PagePlace's kinds
 // (page_cache/binding.h) as the outside sees them.
-enum class PageKind : uint8_t { kHole, kResident, kSwapped, kZero, kRemote };
+// kCompressed: swapped, to a slot the swap device keeps in its compressed
+// pool (SwapDevice::pooled), not on the medium.
+enum class PageKind : uint8_t { kHole, kResident, kSwapped, kZero, kRemote, kCompressed };
 struct PageRun {
   uint64_t first = 0;  // page number
   uint64_t pages = 0;

@@ -48,13 +48,14 @@ constexpr unsigned kFormatVersion = 1;
 // step. Each call is a snapshot under the file's lock; pages may move
 // between calls.
 enum class WhereKind : uint32_t {
-  kHole = 0,      // never written, or punched: reads as zeros, no memory
-  kResident = 1,  // in a frame (--memory), maybe with a copy in swap too
-  kSwapped = 2,   // in the swap file only
-  kZero = 3,      // fallocated, evicted without a slot: reads as zeros
-  kRemote = 4,    // in the remote pool (--remote): a clean page, sealed, no frame
+  kHole = 0,        // never written, or punched: reads as zeros, no memory
+  kResident = 1,    // in a frame (--memory), maybe with a copy in swap too
+  kSwapped = 2,     // in the swap file only
+  kZero = 3,        // fallocated, evicted without a slot: reads as zeros
+  kRemote = 4,      // in the remote pool (--remote): a clean page, sealed, no frame
+  kCompressed = 5,  // in the compressed pool (--compress), same-filled pages too: no frame
 };
-constexpr unsigned kWhereKinds = 5;
+constexpr unsigned kWhereKinds = 6;
 struct WhereRun {
   uint64_t offset;  // bytes
   uint64_t length;  // bytes, a multiple of page_size

@@ -192,6 +192,7 @@ Status where_reply(Namespace& ns, size_t page_size, fuse_ino_t ino, control::Whe
   return {};
 }
 static_assert(uint32_t(PageKind::kRemote) == uint32_t(control::WhereKind::kRemote));
+static_assert(uint32_t(PageKind::kCompressed) == uint32_t(control::WhereKind::kCompressed));
 
 // tmpfsctl set: "size=2g,nr_inodes=10k" applied to the live mount, all or
 // nothing. Returns 0 or an errno, and in *msg one line: why not, or a note.

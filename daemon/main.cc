@@ -58,6 +58,7 @@
 #include "daemon/wire.h"
 #include "swapdev/compressed_swap_device.h"
 #include "swapdev/remote_store.h"
+#include "swapdev/slot_only_device.h"
 #include "swapdev/tiered_swap_device.h"
 #include "swapdev/uring_swap_device.h"
 
@@ -319,12 +320,30 @@ int serve(const Options& o, Startup& startup) {
                  ro.servers.size(), ro.replicas, ro.slots * o.page_size);
     swap = std::make_unique<swapdev::TieredSwapDevice>(std::move(swap), std::move(remote));
   }
-  if (o.compress != "off" && swap) {
+  if (o.compress != "off") {
     swapdev::CompressedSwapDevice::Options co;
     co.codec = *swapdev::parse_codec(o.compress);  // checked by parse_options
-    co.max_pages = o.memory_bytes / o.page_size * o.compress_pool_percent / 100;
-    spdlog::info("compressed pool: {}, at most {} bytes ({}% of --memory)", o.compress,
-                 co.max_pages * o.page_size, o.compress_pool_percent);
+    co.pool_only = !swap;
+    // Without a swap file the pool is the only place pages go: most of
+    // --memory, unless --compress-pool says otherwise.
+    const unsigned percent = o.compress_pool_percent ? o.compress_pool_percent
+                             : co.pool_only          ? Options::kCompressPoolAlone
+                                                     : Options::kCompressPoolWithSwap;
+    co.max_pages = o.memory_bytes / o.page_size * percent / 100;
+    spdlog::info("compressed pool: {}, at most {} bytes ({}% of --memory){}", o.compress,
+                 co.max_pages * o.page_size, percent,
+                 co.pool_only ? ", no swap file: the pool alone" : "");
+    if (co.pool_only) {
+      // Slot numbers for the pool's pages: as many as size= allows pages.
+      const uint64_t slots = pc.max_pages ? pc.max_pages : uint64_t{1} << 40;
+      swap = std::make_unique<swapdev::SlotOnlyDevice>(o.page_size, slots);
+      // Dirty pages that do not compress stay in frames: writes leave room
+      // for a read of pooled pages (one FUSE read, 1 MiB, or an eighth of
+      // the frames if more; at most half of them).
+      const uint64_t frames = o.memory_bytes / o.page_size;
+      pc.write_headroom =
+          std::min(frames / 2, std::max<uint64_t>((1u << 20) / o.page_size, frames / 8));
+    }
     swap = std::make_unique<swapdev::CompressedSwapDevice>(std::move(swap), co);
   }
   auto cache = swap ? PageCache::create(pc, std::move(swap)) : PageCache::create(pc);

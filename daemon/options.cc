@@ -482,10 +482,6 @@ ParseOutcome parse_options(int argc, char** argv) {
       return fail("--compress-pool " + compress_pool + ": a share of --memory, 1% to 90%");
     o.compress_pool_percent = n;
   }
-  if (o.compress != "off" && o.swap_bytes == 0)
-    return fail(
-        "--compress needs a swap file (--swap above 0): the pool writes its oldest pages "
-        "there when full");
   o.seal = seal != "off";
   if (o.fuse_debug) o.foreground = true;
 

@@ -92,8 +92,12 @@ struct Options {
   // --compress lz4|zstd|off (-o compress=): the compressed pool in front of
   // the swap file (swapdev/compressed_swap_device.h); "off": none.
   std::string compress = "off";
-  // --compress-pool N% (-o compress_pool=): the pool's share of --memory.
-  unsigned compress_pool_percent = 25;
+  // --compress-pool N% (-o compress_pool=): the pool's share of --memory;
+  // 0: not given, kCompressPoolWithSwap or, with no swap file,
+  // kCompressPoolAlone.
+  unsigned compress_pool_percent = 0;
+  static constexpr unsigned kCompressPoolWithSwap = 25;
+  static constexpr unsigned kCompressPoolAlone = 75;
   size_t page_size = 4096;
   bool foreground = false;
   bool fuse_debug = false;

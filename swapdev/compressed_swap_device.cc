@@ -26,7 +26,8 @@ CompressedSwapDevice::CompressedSwapDevice(std::unique_ptr<SwapDevice> backing, 
     : backing_(std::move(backing)),
       codec_(opt.codec),
       max_object_(opt.max_object ? opt.max_object : backing_->page_size() * 3 / 4),
-      max_pages_(opt.max_pages) {}
+      max_pages_(opt.max_pages),
+      pool_only_(opt.pool_only) {}
 
 CompressedSwapDevice::~CompressedSwapDevice() {
   // Write-backs in flight call back into this object.
@@ -37,9 +38,37 @@ CompressedSwapDevice::~CompressedSwapDevice() {
   pool_.reset();  // gives its pages back to the source, which outlives this
 }
 
+namespace {
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
+
+SlotRun CompressedSwapDevice::allocate(uint32_t want, SwapSlot hint) {
+  if (pool_only_) {
+    const int64_t until = refuse_until_.load(std::memory_order_relaxed);
+    if (until != 0 && now_ns() < until) return SlotRun{SwapSlot(), 0, -ENOSPC};
+  }
+  return backing_->allocate(want, hint);
+}
+
+void CompressedSwapDevice::missed(bool any_kept, size_t n) {
+  if (!pool_only_) return;
+  if (any_kept) misses_.store(0, std::memory_order_relaxed);
+  if (n == 0) return;
+  if (misses_.fetch_add(n, std::memory_order_relaxed) + n >= kMissesBeforeFull) {
+    misses_.store(0, std::memory_order_relaxed);
+    refuse_until_.store(now_ns() + std::chrono::nanoseconds(kRefuseFor).count(),
+                        std::memory_order_relaxed);
+  }
+}
+
 void CompressedSwapDevice::use_pages(PageSource* pages) {
   MutexLock lk(mu_);
   assert(!pool_ && pages && pages->page_size() == page_size());
+  pages->keep_spare();
   pool_ = std::make_unique<ZPool>(*pages, max_pages_, max_object_);
 }
 
@@ -128,9 +157,15 @@ void CompressedSwapDevice::write(SwapSlot first, ConstPages pages, PageOwner own
   auto agg = std::make_shared<Aggregate>(std::move(done));
   bool full = false;
   std::vector<bool> kept(pages.size());
-  for (size_t i = 0; i < pages.size(); ++i)
+  size_t misses = 0;  // since the last page kept
+  bool any_kept = false;
+  for (size_t i = 0; i < pages.size(); ++i) {
     kept[i] =
         pages[i].size() == page_size() && keep(first.value + i, pages[i], owner.page(i), &full);
+    any_kept |= kept[i];
+    misses = kept[i] ? 0 : misses + 1;
+  }
+  missed(any_kept, misses);
   // The rest go to their backing slots: runs of consecutive pages, a page
   // alone (deferred) when an older copy of it is still being written back.
   constexpr size_t kNone = SIZE_MAX;
@@ -218,6 +253,7 @@ void CompressedSwapDevice::read(SwapSlot first, MutablePages pages, PageOwner ow
 }
 
 void CompressedSwapDevice::free(SwapSlot first, uint32_t count) {
+  bool room = false;  // a pooled page left: pages may fit again
   for (uint32_t i = 0; i < count; ++i) {
     const uint64_t slot = first.value + i;
     {
@@ -225,6 +261,7 @@ void CompressedSwapDevice::free(SwapSlot first, uint32_t count) {
       auto it = slots_.find(slot);
       if (it != slots_.end()) {
         Entry& e = it->second;
+        room |= e.h.valid();
         release_locked(e);
         if (e.inflight) {
           e.freed = true;  // the write-back's completion frees the slot
@@ -235,6 +272,10 @@ void CompressedSwapDevice::free(SwapSlot first, uint32_t count) {
       }
     }
     backing_->free(SwapSlot(slot), 1);
+  }
+  if (room && pool_only_) {
+    misses_.store(0, std::memory_order_relaxed);
+    refuse_until_.store(0, std::memory_order_relaxed);
   }
 }
 
@@ -249,7 +290,7 @@ void CompressedSwapDevice::write_back_oldest() {
   std::vector<std::byte> buf(max_object_);
   {
     MutexLock lk(mu_);
-    if (!pool_ || writing_.load() >= 4 * kWritebackBatch) return;
+    if (!pool_ || pool_only_ || writing_.load() >= 4 * kWritebackBatch) return;
     while (out.size() < kWritebackBatch) {
       const ZHandle h = pool_->oldest();
       if (!h.valid()) break;

@@ -20,6 +20,14 @@
 // wins (the completion sees the entry's generation moved and only cleans
 // up; a free's backing slot is freed then).
 //
+// With no swap file (Options::pool_only: the backing device is a
+// SlotOnlyDevice, slot numbers and no medium) the pool is the only place a
+// page can go: nothing is written back, and a page that does not compress
+// or finds the pool full fails its write with -ENOSPC (it stays in its
+// frame). So that reclaim does not compress the same unfit pages over and
+// over, allocate() answers "full" for kRefuseFor once kMissesBeforeFull
+// pages in a row have missed the pool, or until a slot is freed.
+//
 // The pool holds plaintext, as frames do: it is memory, not a medium.
 // Sealing stays the backing device's business.
 //
@@ -36,6 +44,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -52,11 +61,14 @@ namespace tmpfsd::swapdev {
 class CompressedSwapDevice final : public SwapDevice {
  public:
   static constexpr unsigned kWritebackBatch = 16;
+  static constexpr unsigned kMissesBeforeFull = 32;
+  static constexpr std::chrono::milliseconds kRefuseFor{50};
 
   struct Options {
     CodecKind codec = CodecKind::kLz4;
     size_t max_object = 0;   // compressed bytes a kept page may take; 0: 3/4 of a page
     uint64_t max_pages = 0;  // memory pages the pool may hold
+    bool pool_only = false;  // the backing device has no medium (SlotOnlyDevice)
   };
 
   CompressedSwapDevice(std::unique_ptr<SwapDevice> backing, const Options& opt);
@@ -65,9 +77,7 @@ class CompressedSwapDevice final : public SwapDevice {
   size_t page_size() const override { return backing_->page_size(); }
   uint64_t total_slots() const override { return backing_->total_slots(); }
   unsigned min_block_shift() const override { return backing_->min_block_shift(); }
-  SlotRun allocate(uint32_t want, SwapSlot hint = {}) override {
-    return backing_->allocate(want, hint);
-  }
+  SlotRun allocate(uint32_t want, SwapSlot hint = {}) override;
   void free(SwapSlot first, uint32_t count = 1) override;
   using SwapDevice::read;
   using SwapDevice::write;
@@ -87,8 +97,8 @@ class CompressedSwapDevice final : public SwapDevice {
   void use_pages(PageSource* pages) override;
 
   SwapDevice& backing() { return *backing_; }
-  // Whether `slot` is in the pool now (tests).
-  bool pooled(SwapSlot slot) const;
+  // Whether `slot` is in the pool now (or being written on from it).
+  bool pooled(SwapSlot slot) const override;
 
  private:
   struct Entry {
@@ -118,12 +128,16 @@ class CompressedSwapDevice final : public SwapDevice {
   void write_back_oldest();
   void written_back(uint64_t slot, uint32_t gen, std::byte* bounce, int err);
   void release_locked(Entry& e) REQUIRES(mu_);
+  // Pool only: a write kept a page in the pool (any_kept) and then `n`
+  // pages in a row missed it.
+  void missed(bool any_kept, size_t n);
 
   // Constant after construction.
   const std::unique_ptr<SwapDevice> backing_;
   const PageCodec codec_;
   const size_t max_object_;
   const uint64_t max_pages_;
+  const bool pool_only_;
 
   mutable Mutex mu_;
   std::unique_ptr<ZPool> pool_ GUARDED_BY(mu_);  // null until use_pages
@@ -131,6 +145,10 @@ class CompressedSwapDevice final : public SwapDevice {
   uint64_t same_filled_ GUARDED_BY(mu_) = 0;
   std::atomic<uint64_t> stored_{0}, rejects_{0}, full_{0}, writebacks_{0}, loads_{0};
   std::atomic<unsigned> writing_{0};  // write-backs in flight
+  // Pool only: pages that missed the pool since one went in or a slot was
+  // freed, and until when allocate() refuses (steady clock, ns; 0: no).
+  std::atomic<uint64_t> misses_{0};
+  std::atomic<int64_t> refuse_until_{0};
 };
 
 }  // namespace tmpfsd::swapdev

@@ -18,6 +18,10 @@ class PageSource {
   virtual std::byte* take() = 0;
   // A page take() returned.
   virtual void give(std::byte* page) = 0;
+  // Called once by the device that takes pages, before the first take(): a
+  // source may promise it a few pages now, so that take() finds one even
+  // when everything else is taken (FramePages).
+  virtual void keep_spare() {}
 };
 
 }  // namespace tmpfsd::swapdev

@@ -223,6 +223,11 @@ class SwapDevice {
   // True when `slot` lives in a remote pool (TieredSwapDevice), not on
   // this machine: the page cache records such a page as PagePlace::remote.
   virtual bool is_remote(SwapSlot) const { return false; }
+  // True when `slot`'s page is kept in this process's memory
+  // (CompressedSwapDevice's pool), not on the medium: tmpfsctl where shows
+  // such a page as compressed. The page word does not change when the pool
+  // writes the page on, so this is asked at the time of the question.
+  virtual bool pooled(SwapSlot) const { return false; }
   // A device that keeps pages in memory (CompressedSwapDevice) takes them
   // from `pages` from now on; the page cache calls this once, with its
   // frame pool, before any I/O. The default keeps none.

@@ -213,13 +213,15 @@ int stats(const std::string& path, bool json, bool prometheus) {
 
 using tmpfsd::control::WhereKind;
 constexpr unsigned kKinds = tmpfsd::control::kWhereKinds;
-const char* const kKindNames[kKinds] = {"hole", "resident", "swapped", "zero", "remote"};
+const char* const kKindNames[kKinds] = {"hole", "resident", "swapped",
+                                        "zero", "remote",   "compressed"};
 // The residency bar, as vmtouch -v draws it: a cell wholly of one kind is
-// ' ' (hole), 'O' (resident), 'S' (swapped), 'Z' (zero) or 'R' (remote); a
-// cell of several kinds is the lower-case letter of its kind other than
-// hole with the most bytes ('o': partly resident). README has the legend.
-constexpr char kWholeCells[kKinds] = {' ', 'O', 'S', 'Z', 'R'};
-constexpr char kPartCells[kKinds] = {' ', 'o', 's', 'z', 'r'};
+// ' ' (hole), 'O' (resident), 'S' (swapped), 'Z' (zero), 'R' (remote) or
+// 'C' (compressed); a cell of several kinds is the lower-case letter of its
+// kind other than hole with the most bytes ('o': partly resident). README
+// has the legend.
+constexpr char kWholeCells[kKinds] = {' ', 'O', 'S', 'Z', 'R', 'C'};
+constexpr char kPartCells[kKinds] = {' ', 'o', 's', 'z', 'r', 'c'};
 constexpr size_t kBarCells = 60;
 
 const char* kind_name(WhereKind k) {
@@ -319,13 +321,13 @@ std::string pages_of(const WhereFile& f, WhereKind k) {
   return std::to_string(f.page_size ? f.bytes[static_cast<uint32_t>(k)] / f.page_size : 0);
 }
 
-// "R/N pages resident, S swapped, H hole[, Z zero][, X remote]"
+// "R/N pages resident, S swapped, H hole[, Z zero][, X remote][, C compressed]"
 std::string totals(const WhereFile& f) {
   const uint64_t pages = f.page_size ? f.end / f.page_size : 0;
   std::string out = pages_of(f, WhereKind::kResident) + "/" + std::to_string(pages) +
                     " pages resident, " + pages_of(f, WhereKind::kSwapped) + " swapped, " +
                     pages_of(f, WhereKind::kHole) + " hole";
-  for (WhereKind k : {WhereKind::kZero, WhereKind::kRemote})
+  for (WhereKind k : {WhereKind::kZero, WhereKind::kRemote, WhereKind::kCompressed})
     if (f.bytes[static_cast<uint32_t>(k)]) out += ", " + pages_of(f, k) + " " + kind_name(k);
   return out;
 }

@@ -31,7 +31,8 @@ Result<FramePool::Reservation> FilePagesImpl::reserve_locked(uint64_t first, uin
       return true;
     });
     if (need == 0) return FramePool::Reservation{};
-    if (auto r = st_.pool->reserve(need)) {
+    const uint64_t keep = for_write ? st_.write_headroom : 0;
+    if (auto r = st_.pool->reserve(need, keep)) {
       if (st_.reclaimer && st_.pool->frames_available() < st_.reclaimer->high()) {
         st_.reclaimer->kick();
       }
@@ -42,7 +43,7 @@ Result<FramePool::Reservation> FilePagesImpl::reserve_locked(uint64_t first, uin
     if (st_.reclaimer) st_.reclaimer->kick();
     // The caller's lock object still owns mu_: it is held again on return.
     mu_.unlock();
-    if (!direct_reclaim(st_, need)) ++gave_up;
+    if (!direct_reclaim(st_, need + keep)) ++gave_up;
     mu_.lock();
   }
 }

@@ -57,10 +57,10 @@ uint64_t FramePool::metadata_bytes() const NO_THREAD_SAFETY_ANALYSIS {
          (cold_.capacity() + warm_.capacity()) * sizeof(uint32_t);
 }
 
-Result<FramePool::Reservation> FramePool::reserve(uint64_t n) {
+Result<FramePool::Reservation> FramePool::reserve(uint64_t n, uint64_t keep) {
   MutexLock lock(mu_);
   const uint64_t free = warm_.size() + cold_.size();
-  if (free - reserved_ < n) return Errno{ENOSPC};
+  if (free - reserved_ < n || free - reserved_ - n < keep) return Errno{ENOSPC};
   reserved_ += n;
   return Reservation(this, n);
 }

@@ -134,8 +134,9 @@ class FramePool {
     uint64_t left_ = 0;
   };
 
-  // n frames or nothing (nullopt-like: ok() false).
-  Result<Reservation> reserve(uint64_t n);
+  // n frames or nothing (nullopt-like: ok() false); with `keep`, only if
+  // `keep` more stay available after them.
+  Result<Reservation> reserve(uint64_t n, uint64_t keep = 0);
   // Returns a frame that was taken. Its owner must already be cleared.
   void free(Frame* f);
   // How many free frames stay warm before a batch is madvised (default
@@ -217,16 +218,50 @@ class FramePool {
 // against --memory. Its frames have no owner (no Pmap).
 class FramePages final : public swapdev::PageSource {
  public:
+  // Frames kept promised to the pool beyond what it holds: when every frame
+  // holds a dirty page (writers took them all before reclaim ran), the
+  // first page reclaim compresses still finds a frame to start a span in;
+  // that page's frame then comes free, and the next ones. Without it a pool
+  // with no swap file behind it could never start (ZPool spans are at most
+  // 4 frames).
+  static constexpr size_t kSpare = 4;
+
   explicit FramePages(FramePool& pool) : pool_(pool) {}
   size_t page_size() const override { return pool_.frame_size(); }
+  // Called by one ZPool, under its lock: no lock of its own.
   std::byte* take() override {
-    auto r = pool_.reserve(1);
-    return r ? r.value().take().frame->bytes().data() : nullptr;
+    if (auto r = pool_.reserve(1)) {
+      top_up();
+      return r.value().take().frame->bytes().data();
+    }
+    if (spare_.empty()) {
+      // Not even a spare: the first call, or every frame taken since.
+      top_up();
+      if (spare_.empty()) return nullptr;
+    }
+    std::byte* page = spare_.back().take().frame->bytes().data();
+    spare_.pop_back();
+    return page;
   }
-  void give(std::byte* page) override { pool_.free(pool_.frame_at(page)); }
+  void give(std::byte* page) override {
+    pool_.free(pool_.frame_at(page));
+    top_up();
+  }
+  void keep_spare() override { top_up(); }
 
  private:
+  // Promises kSpare frames (those free) to the pool; again after each
+  // take() and give().
+  void top_up() {
+    while (spare_.size() < kSpare) {
+      auto r = pool_.reserve(1);
+      if (!r) break;
+      spare_.push_back(std::move(r.value()));
+    }
+  }
+
   FramePool& pool_;
+  std::vector<FramePool::Reservation> spare_;  // one frame each
 };
 
 }  // namespace tmpfsd

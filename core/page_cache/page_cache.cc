@@ -47,6 +47,7 @@ PageCache::State::State(const PageCacheConfig& c, unsigned shift, std::unique_pt
                      : (uint64_t{1} << (uint64_t{1} << (shift - block_shift))) - 1),
       max_pages(c.max_pages),
       writeback_copy(c.writeback_copy),
+      write_headroom(c.write_headroom),
       pool(std::move(p)),
       zeros(zero_region),
       swap(std::move(dev)),

@@ -77,7 +77,8 @@ struct PageCache::State {
   // which with reserve_pages() orders its store and their increments
   // seq_cst (see there).
   std::atomic<uint64_t> max_pages;
-  const bool writeback_copy;  // PageCacheConfig::writeback_copy
+  const bool writeback_copy;      // PageCacheConfig::writeback_copy
+  const uint64_t write_headroom;  // PageCacheConfig::write_headroom, in frames
   const std::unique_ptr<FramePool> pool;
   // The frames as the swap device sees them (SwapDevice::use_pages);
   // declared before `swap`, which gives its pages back when destroyed.

@@ -6,6 +6,9 @@
 #include <mutex>
 #include <shared_mutex>
 
+#include "core/page_cache/page_cache_state.h"
+#include "swapdev/swap_device.h"
+
 namespace tmpfsd {
 
 std::optional<uint64_t> FilePagesImpl::seek_data(uint64_t off, uint64_t size) const {
@@ -26,14 +29,14 @@ std::optional<uint64_t> FilePagesImpl::seek_hole(uint64_t off, uint64_t size) co
 
 namespace {
 
-PageKind kind_of(PagePlace place) {
+PageKind kind_of(PagePlace place, const swapdev::SwapDevice* swap) {
   switch (place.kind()) {
     case PagePlace::Kind::kHole:
       return PageKind::kHole;
     case PagePlace::Kind::kResident:
       return PageKind::kResident;
     case PagePlace::Kind::kSwapped:
-      return PageKind::kSwapped;
+      return swap && swap->pooled(place.slot()) ? PageKind::kCompressed : PageKind::kSwapped;
     case PagePlace::Kind::kZero:
       return PageKind::kZero;
     case PagePlace::Kind::kRemote:
@@ -74,7 +77,7 @@ uint64_t FilePagesImpl::where(uint64_t first, uint64_t end, std::span<PageRun> o
         }
         next = page;
       }
-      if (!add(page, 1, kind_of(place))) {
+      if (!add(page, 1, kind_of(place, st_.swap.get()))) {
         full = true;
         return false;
       }

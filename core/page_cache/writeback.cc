@@ -127,7 +127,10 @@ void Writeback::done(int err) const {
       st.swap->free(slot_);
     }
     st.writeback_errors.fetch_add(1, std::memory_order_relaxed);
-    spdlog::warn("writeback to slot {} failed: {}", slot_.value, std::strerror(-err));
+    // -ENOSPC is the compressed pool with no swap file turning a page away
+    // (swapdev/slot_only_device.h): routine, not worth a line each.
+    spdlog::log(err == -ENOSPC ? spdlog::level::debug : spdlog::level::warn,
+                "writeback to slot {} failed: {}", slot_.value, std::strerror(-err));
   }
   st.writeback_in_flight.fetch_sub(1, std::memory_order_relaxed);
   p->end_writeback();

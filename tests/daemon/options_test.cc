@@ -92,7 +92,6 @@ TEST_CASE("bad options give a one-line error naming the option and exit status 2
       {{"--persist-key", "/k", "/tmp"}, "only with --persist"},
       {{"--compress", "gzip", "/tmp"}, "--compress"},
       {{"-o", "compress=gzip", "/tmp"}, "-o compress=gzip"},
-      {{"--compress", "lz4", "--swap", "0", "/tmp"}, "needs a swap file"},
       {{"--compress-pool", "95%", "/tmp"}, "--compress-pool 95%"},
       {{"--compress-pool", "20", "/tmp"}, "--compress-pool 20"},
       {{"-o", "compress=lz4", "--compress", "lz4", "/tmp"}, "both given"},
@@ -218,11 +217,15 @@ TEST_CASE("--seal takes on or off, on by default; -o seal= the same", "[options]
   }
 }
 
-TEST_CASE("--compress lz4|zstd|off and --compress-pool N%; off and 25% by default", "[options]") {
+TEST_CASE("--compress lz4|zstd|off and --compress-pool N%; off and not given by default",
+          "[options]") {
   auto def = parse({"/tmp"});
   REQUIRE(def.options);
   CHECK(def.options->compress == "off");
-  CHECK(def.options->compress_pool_percent == 25);
+  CHECK(def.options->compress_pool_percent == 0);  // 25% with a swap file, 75% alone
+  auto alone = parse({"--compress", "lz4", "--swap", "0", "/tmp"});  // the pool alone
+  INFO(alone.message);
+  CHECK(alone.options);
   for (auto args :
        {std::vector<std::string>{"--compress", "zstd", "--compress-pool", "40%", "/tmp"},
         std::vector<std::string>{"-o", "size=1g,compress=zstd,compress_pool=40%", "/tmp"}}) {

@@ -19,7 +19,13 @@ writeback; each sealed write needs a page for its ciphertext) and the seal
 table (24 bytes per slot used); measured peak 65 MiB sealed, 48 MiB with
 --seal off.
 
-Usage: pressure_test.py TMPFSD_BIN [--quick]. Needs /dev/fuse (root or
+With --compress CODEC the daemon keeps evicted pages compressed in memory
+first (--compress CODEC, the pool a share of --memory) and the data written
+compresses about 2:1 (each page half random bytes, half zeros, as fio's
+buffer_compress_percentage=50): the same RSS bound must hold, the pool's
+memory being part of --memory.
+
+Usage: pressure_test.py TMPFSD_BIN [--quick] [--compress CODEC]. Needs /dev/fuse (root or
 fusermount3). Always unmounts and kills the daemon (by PID) on the way out.
 """
 import hashlib
@@ -54,7 +60,7 @@ class Daemon:
     """tmpfsd started as users start it: daemonised; the command returns
     once the mount is live and prints nothing."""
 
-    def __init__(self, binary):
+    def __init__(self, binary, extra=()):
         self.mnt = tempfile.mkdtemp(prefix="tmpfsd-pressure-mnt.")
         self.swapdir = tempfile.mkdtemp(prefix="tmpfsd-pressure-swap.", dir="/var/tmp")
         self.log_path = os.path.join(self.swapdir, "log")
@@ -65,7 +71,7 @@ class Daemon:
         start = subprocess.run(
             [binary, "--memory", f"{MEMORY_MIB}M", "--swap", "1G", "--swap-dir",
              self.swapdir, "-o", "size=1G", "--log-file", self.log_path, "--pid-file",
-             self.pid_path, self.mnt],
+             self.pid_path, *extra, self.mnt],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
         if start.returncode != 0 or not os.path.ismount(self.mnt):
             raise RuntimeError(f"tmpfsd did not mount (exit {start.returncode}): "
@@ -137,12 +143,23 @@ class Daemon:
         return log
 
 
+HALF_ZEROS = False  # --compress: pages half random, half zeros (about 2:1)
+
+
+def file_data(rng, n):
+    if not HALF_ZEROS:
+        return bytearray(rng.randbytes(n))
+    r = rng.randbytes(n // 2)
+    zeros = bytes(PAGE // 2)
+    return bytearray(b"".join(r[i:i + PAGE // 2] + zeros for i in range(0, len(r), PAGE // 2)))
+
+
 def workload(root, name, nfiles, file_bytes, rng, ops):
     """Writes nfiles files, overwrites and truncates; returns the model."""
     model = {}
     for i in range(nfiles):
         path = os.path.join(root, f"{name}-{i}")
-        data = bytearray(rng.randbytes(file_bytes))
+        data = file_data(rng, file_bytes)
         fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
         try:
             for off in range(0, file_bytes, 1 << 20):
@@ -199,7 +216,12 @@ def main():
     binary = sys.argv[1]
     quick = "--quick" in sys.argv
     total_mib = 128 if quick else 512
-    d = Daemon(binary)
+    extra = []
+    if "--compress" in sys.argv:
+        global HALF_ZEROS
+        HALF_ZEROS = True
+        extra = ["--compress", sys.argv[sys.argv.index("--compress") + 1]]
+    d = Daemon(binary, extra)
     failures = []
     try:
         t0 = time.time()
@@ -253,6 +275,8 @@ def main():
     m = re.search(r"swap-ins (\d+)", log)
     swap_ins = int(m.group(1)) if m else -1
     print("\n".join(l for l in log.splitlines() if "page cache:" in l or "error" in l)[:4000])
+    if extra and f"compressed pool: {extra[1]}" not in log:
+        failures.append(f"the log does not say the compressed pool ({extra[1]}) is on")
     if swap_ins <= 0:
         failures.append(f"no swap-in happened (swap-ins {swap_ins}): the test did not test reclaim")
     # The overwrites land in part of swapped pages: the paths that leave a

@@ -1,7 +1,8 @@
 // Tests swapdev/compressed_swap_device.{h,cc}: pages that compress stay in
 // the pool and read back byte for byte; the others, and the oldest when the
 // pool is full, reach the backing device; frees and rewrites racing a
-// write-back in flight; the pool's memory comes back.
+// write-back in flight; the pool's memory comes back; with no swap file
+// (pool only), what does not fit fails with ENOSPC.
 #include "swapdev/compressed_swap_device.h"
 
 #include <catch2/catch.hpp>
@@ -13,6 +14,7 @@
 
 #include "counted_pages.h"
 #include "swapdev/memory_swap_device.h"
+#include "swapdev/slot_only_device.h"
 
 namespace tmpfsd::swapdev {
 namespace {
@@ -213,6 +215,56 @@ TEST_CASE("CompressedSwapDevice: a free or a rewrite while the page is being wri
     if (i != 1) r.dev->free(s[i]);
   CHECK(r.dev->counters().slots_used == 0);
   CHECK(r.pages.used() == 0);
+}
+
+TEST_CASE(
+    "CompressedSwapDevice pool only: what does not fit fails with ENOSPC; a run of "
+    "misses makes allocate() say full until a pooled page is freed",
+    "[zswap]") {
+  CountedPages pages(kPage, 1 << 20);
+  CompressedSwapDevice::Options co;
+  co.max_pages = 2;
+  co.pool_only = true;
+  CompressedSwapDevice dev(std::make_unique<SlotOnlyDevice>(kPage, 1000), co);
+  dev.use_pages(&pages);
+  auto put = [&](SwapSlot s, const std::vector<std::byte>& page) {
+    int got = 1;
+    const std::span<const std::byte> p = page;
+    dev.write(s, {&p, 1}, PageOwner{7, s.value}, [&](int e) { got = e; });
+    REQUIRE(got != 1);  // inline
+    return got;
+  };
+  // Compressible pages are kept and read back.
+  const SlotRun a = dev.allocate(1);
+  REQUIRE(a.count == 1);
+  CHECK(put(a.first, text_page(1)) == 0);
+  CHECK(dev.pooled(a.first));
+  std::vector<std::byte> back(kPage);
+  const std::span<std::byte> b = back;
+  int got = 1;
+  dev.read(a.first, {&b, 1}, PageOwner{7, a.first.value}, [&](int e) { got = e; });
+  CHECK(got == 0);
+  CHECK(back == text_page(1));
+  // Random pages fail with ENOSPC, and are not in the pool.
+  for (unsigned i = 0; i + 1 < CompressedSwapDevice::kMissesBeforeFull; ++i) {
+    const SlotRun r = dev.allocate(1);
+    REQUIRE(r.count == 1);
+    CHECK(put(r.first, random_page(i)) == -ENOSPC);
+    CHECK_FALSE(dev.pooled(r.first));
+    dev.free(r.first);  // as the page cache does after a failed write
+  }
+  const SlotRun last = dev.allocate(1);
+  REQUIRE(last.count == 1);
+  CHECK(put(last.first, random_page(99)) == -ENOSPC);
+  dev.free(last.first);
+  // kMissesBeforeFull in a row: full, with no I/O tried.
+  const SlotRun none = dev.allocate(1);
+  CHECK(none.count == 0);
+  CHECK(none.err == -ENOSPC);
+  // A pooled page freed: room, maybe; allocate() answers again.
+  dev.free(a.first);
+  CHECK(dev.allocate(1).count == 1);
+  CHECK(dev.counters().zpool_pages == 0);
 }
 
 }  // namespace tmpfsd::swapdev
