@@ -33,6 +33,10 @@ constexpr size_t kBounceChunkPages = 64;  // one-page bounce buffers are mapped 
 // How long a thread in wait_until() sleeps before it looks again without
 // being woken, and the completion thread while waiting threads reap.
 constexpr int kWaitSliceMs = 1;
+// A sealed read is opened by up to this many openers at once, each taking
+// at least kMinOpenChunk of its pages (fewer pages: one opener).
+constexpr unsigned kMaxOpeners = 8;
+constexpr uint32_t kMinOpenChunk = 16;
 
 // A number per thread, recorded in each request so that whoever reaps it
 // can wake the thread that submitted it.
@@ -121,6 +125,10 @@ struct UringSwapDevice::Request {
   // one. Atomic: two threads may reap two units of one request at once.
   std::atomic<uint32_t> parts{0};
   std::atomic<int> part_err{0};
+  // sealed read handed to the openers: chunks not yet opened, and the
+  // first error of one that was. Atomic: two openers may share a request.
+  std::atomic<uint32_t> open_parts{0};
+  std::atomic<int> open_err{0};
   uint64_t submitter = 0;         // thread_token() of the calling thread
   PageOwner owner;                // whose pages: sealed pages are bound to it
   std::vector<iovec> pages;       // the caller's pages
@@ -161,6 +169,8 @@ struct UringSwapDevice::Request {
     shift = 0;
     parts.store(0, std::memory_order_relaxed);
     part_err.store(0, std::memory_order_relaxed);
+    open_parts.store(0, std::memory_order_relaxed);
+    open_err.store(0, std::memory_order_relaxed);
     submitter = 0;
     owner = {};
     err = 0;

@@ -18,7 +18,12 @@
 // A sealed device (UringOptions::seal, seal.h) seals each page of a write
 // on the calling thread, into a bounce buffer that the SQE then carries
 // (the caller's page stays plaintext), and opens each page of a read in
-// place on the reaping thread.
+// place. Opening is the one heavy step of a read: the completion thread
+// hands every sealed read it reaps to a pool of opener threads (one per
+// CPU, "uring-open"), splitting a large one into chunks that several
+// openers share, and the last opener of a request runs its callback; so
+// decryption runs on every CPU and the completion thread only reaps and
+// submits. A thread in wait_until() opens the reads it reaps itself.
 //
 // A request is queued rather than submitted while the calling thread holds an
 // IoBatch on this device; otherwise write()/read() submit at once. When the
@@ -74,13 +79,15 @@
 // and publishing SQEs, not the io_uring_enter that sends them) and the
 // registered-buffer table; it is never held while a callback runs. cq_mu_
 // guards the CQ head (taking CQEs and advancing past them), only for that.
-// wait_mu_ guards the list of threads in wait_until(). disc_mu_ guards the
+// wait_mu_ guards the list of threads in wait_until(). open_mu_ guards the
+// openers' queue (a leaf). disc_mu_ guards the
 // discard thread's wake-up. Order: none of sq_mu_, cq_mu_, wait_mu_ and the
 // allocator's shard locks is held together with another (pool_mu_ is a leaf
 // under sq_mu_).
 //
 // Threads: any thread may call the public methods. Callbacks run on the
-// completion thread, or on a thread inside wait_until(). The destructor waits
+// completion thread, an opener (sealed reads), or a thread inside
+// wait_until(). The destructor waits
 // for every in-flight request (their callbacks run) and must not be called
 // from a callback, nor while a thread is in wait_until().
 #pragma once
@@ -212,7 +219,16 @@ class UringSwapDevice final : public SlotDevice {
   unsigned cq_ready() const;        // CQEs posted and not taken: a hint, no lock
   void complete(Unit* u, int res);  // the reaping thread
   void finish(Unit* u, int err);    // runs the callbacks, frees u
-  void finish_request(Request* r, int err);
+  // `verified`: a read's pages were opened or checked already (openers).
+  void finish_request(Request* r, int err, bool verified = false);
+  // Pages [begin, end) of read r checked, or opened in place; the first error.
+  int verify_pages(Request* r, uint32_t begin, uint32_t end);
+  // On the completion thread: a sealed read that arrived intact is queued
+  // for the openers instead of opened here; false when it is not theirs.
+  bool to_openers(Request* r, int err);
+  void dispatch_opens();  // the completion thread's queued opens, to the openers
+  void opener_loop(std::stop_token st);
+  void recycle_request(Request* r);  // r (not in a unit) back to the pool
   // From the pool, or the heap: counted as a read or write request, and
   // stamped with the calling thread and the caller's callback.
   Request* new_request(bool write, SwapSlot first, IoDone done);
@@ -274,8 +290,24 @@ class UringSwapDevice final : public SlotDevice {
   std::condition_variable_any space_cv_;  // a discard round finished
   bool disc_kick_ GUARDED_BY(disc_mu_) = false;
 
+  // Opening sealed reads (see the header comment): the completion thread
+  // collects a reap's worth of chunks in open_batch_ (its own), then moves
+  // them to open_q_, which the openers drain.
+  struct OpenJob {
+    Request* r;
+    uint32_t begin, end;  // pages
+  };
+  std::atomic<uint64_t> completer_token_{0};  // thread_token() of the completion thread
+  std::vector<OpenJob> open_batch_;           // the completion thread's only
+  Mutex open_mu_;                             // a leaf lock
+  std::deque<OpenJob> open_q_ GUARDED_BY(open_mu_);
+  std::condition_variable_any open_cv_;  // open_q_ not empty
+  unsigned nopeners_ = 0;                // constant once the ring is up
+  std::atomic<unsigned> opening_{0};     // reads with the openers, callbacks not yet run
+
   std::jthread completer_;
   std::jthread discarder_;
+  std::vector<std::jthread> openers_;  // sealed devices only
 };
 
 }  // namespace tmpfsd::swapdev
