@@ -67,11 +67,11 @@ void UringSwapDevice::finish(Unit* u, int err) {
     }
     err = r->part_err.load(std::memory_order_relaxed);
   }
-  // Sealed reads the openers take leave the unit: their last opener
+  // Sealed reads the crypto threads take leave the unit: their last crypto thread
   // recycles them.
   size_t kept = 0;
   for (Request* r : u->reqs) {
-    if (to_openers(r, err)) continue;
+    if (to_crypto(r, err)) continue;
     finish_request(r, err);
     u->reqs[kept++] = r;
   }
@@ -79,12 +79,12 @@ void UringSwapDevice::finish(Unit* u, int err) {
   recycle(u);
 }
 
-bool UringSwapDevice::to_openers(Request* r, int err) {
-  if (nopeners_ == 0 || r->write || err != 0 || r->err != 0 ||
+bool UringSwapDevice::to_crypto(Request* r, int err) {
+  if (ncrypto_ == 0 || r->write || err != 0 || r->err != 0 ||
       thread_token() != completer_token_.load(std::memory_order_relaxed))
     return false;
   const uint32_t n = r->npages();
-  const uint32_t chunks = std::clamp<uint32_t>(n / kMinOpenChunk, 1, nopeners_);
+  const uint32_t chunks = std::clamp<uint32_t>(n / kMinOpenChunk, 1, ncrypto_);
   r->open_parts.store(chunks, std::memory_order_relaxed);
   opening_.fetch_add(1, std::memory_order_relaxed);
   for (uint32_t c = 0; c < chunks; ++c)
@@ -96,26 +96,32 @@ void UringSwapDevice::dispatch_opens() {
   if (open_batch_.empty()) return;
   const size_t jobs = open_batch_.size();
   {
-    MutexLock lk(open_mu_);
-    open_q_.insert(open_q_.end(), open_batch_.begin(), open_batch_.end());
+    MutexLock lk(crypto_mu_);
+    crypto_q_.insert(crypto_q_.end(), open_batch_.begin(), open_batch_.end());
   }
   open_batch_.clear();
   if (jobs == 1)
-    open_cv_.notify_one();
+    crypto_cv_.notify_one();
   else
-    open_cv_.notify_all();
+    crypto_cv_.notify_all();
 }
 
-void UringSwapDevice::opener_loop(std::stop_token st) {
-  pthread_setname_np(pthread_self(), "uring-open");
+void UringSwapDevice::crypto_loop(std::stop_token st) {
+  pthread_setname_np(pthread_self(), "uring-crypto");
   for (;;) {
-    OpenJob j;
+    CryptoJob j;
     {
-      UniqueLock lk(open_mu_);
-      open_cv_.wait(lk.native(), st, [&]() REQUIRES(open_mu_) { return !open_q_.empty(); });
-      if (open_q_.empty()) return;  // stopped, and nothing left to open
-      j = open_q_.front();
-      open_q_.pop_front();
+      UniqueLock lk(crypto_mu_);
+      crypto_cv_.wait(lk.native(), st, [&]() REQUIRES(crypto_mu_) { return !crypto_q_.empty(); });
+      if (crypto_q_.empty()) return;  // stopped, and nothing left to open
+      j = crypto_q_.front();
+      crypto_q_.pop_front();
+    }
+    if (j.seal) {
+      for (uint32_t i = j.begin; i < j.end; ++i) prove_request(j.seal[i]);
+      std::lock_guard lk(j.batch->mu);
+      if (--j.batch->left == 0) j.batch->cv.notify_one();
+      continue;
     }
     Request* r = j.r;
     if (int e = verify_pages(r, j.begin, j.end)) {
@@ -279,7 +285,7 @@ void UringSwapDevice::completion_loop(std::stop_token st) {
   Reaped batch;
   for (;;) {
     if (st.stop_requested() && opening_.load(std::memory_order_acquire) > 0) {
-      // Stopping, and reads are still with the openers: their callbacks
+      // Stopping, and reads are still with the crypto threads: their callbacks
       // may submit more, so look again shortly, without blocking.
       std::this_thread::sleep_for(std::chrono::milliseconds(kWaitSliceMs));
     } else if (ct_waker_ && waiting_count_.load() > 0) {

@@ -152,9 +152,9 @@ int UringSwapDevice::init_ring(unsigned entries, std::string& error) {
   if (!ct_waker_->ok()) ct_waker_.reset();  // then it sleeps in io_uring_enter only
   completer_ = std::jthread([this](std::stop_token st) { completion_loop(st); });
   if (sealed()) {
-    nopeners_ = std::clamp(std::thread::hardware_concurrency(), 1u, kMaxOpeners);
-    for (unsigned i = 0; i < nopeners_; ++i)
-      openers_.emplace_back([this](std::stop_token st) { opener_loop(st); });
+    ncrypto_ = std::clamp(std::thread::hardware_concurrency(), 1u, kMaxCryptoThreads);
+    for (unsigned i = 0; i < ncrypto_; ++i)
+      crypto_threads_.emplace_back([this](std::stop_token st) { crypto_loop(st); });
   }
   discarder_ = std::jthread([this](std::stop_token st) { discard_loop(st); });
   return 0;
@@ -190,11 +190,11 @@ UringSwapDevice::~UringSwapDevice() {
       io_uring_submit(&ring_);
     }
     if (ct_waker_) ct_waker_->wake();
-    completer_.join();  // returns when no read is left with the openers
+    completer_.join();  // returns when no read is left with the crypto threads
   }
-  for (auto& t : openers_) t.request_stop();
-  open_cv_.notify_all();
-  openers_.clear();
+  for (auto& t : crypto_threads_) t.request_stop();
+  crypto_cv_.notify_all();
+  crypto_threads_.clear();
   if (ring_ready_) io_uring_queue_exit(&ring_);
   if (fd_ >= 0) ::close(fd_);
   for (Request* r : free_reqs_) delete r;

@@ -320,3 +320,33 @@ TEST_CASE(
   CHECK(std::all_of(dst.data(), dst.data() + dst.bytes(),
                     [](std::byte b) { return b == std::byte{0}; }));
 }
+
+TEST_CASE("sealed uring device: a flush of many plugged writes seals them on several threads",
+          "[seal][uring]") {
+  UringSealed f(256);
+  SwapDevice& d = f.d();
+  SlotRun s = d.allocate(96);
+  REQUIRE(s.count == 96);
+  Pages src(96, 4096), dst(96, 4096);
+  for (size_t i = 0; i < 96; ++i) src.fill_random(i, 500 + i);
+  const PageOwner owner{.file = 6, .index = 0};
+  Latch l;
+  {
+    IoBatch plug(d);
+    for (uint32_t i = 0; i < 96; ++i) {
+      const std::span<const std::byte> one = src.page(i);
+      d.write(s.first + i, {&one, 1}, owner.page(i), l.cb());
+    }
+  }
+  REQUIRE(l.wait(96));
+  for (int e : l.errors()) CHECK(e == 0);
+  for (uint32_t i = 0; i < 96; i += 19) {
+    auto img = f.stored(s.first + i);
+    CHECK_FALSE(std::equal(img.begin(), img.end(), src.page(i).begin()));
+  }
+  Latch r;
+  d.read(s.first, dst.spans(0, 96), owner, r.cb());
+  REQUIRE(r.wait(1));
+  CHECK(r.errors()[0] == 0);
+  CHECK(std::memcmp(dst.data(), src.data(), 96 * 4096) == 0);
+}
