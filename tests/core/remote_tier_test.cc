@@ -104,7 +104,9 @@ TEST_CASE("remote tier: pages go to the pool, come back, and leave it with trunc
   PageCacheStats s = pc.stats();
   CHECK(s.remote_pages > 0);
   CHECK(s.remote_bytes == s.remote_pages * kPage);
-  CHECK(s.remote_round_trips >= s.remote_pages);
+  // Sets are pipelined: a writeback pass costs a round trip per window.
+  CHECK(s.remote_round_trips > 0);
+  CHECK(s.remote_round_trips < s.remote_pages);
   CHECK(pages_of_kind(f, kPages, PageKind::kRemote) > 100);
   for (uint32_t i = 0; i < kPages; ++i) {
     auto [st, b] = read_page(f, i);
