@@ -19,7 +19,8 @@ namespace {
 
 constexpr size_t kMaxPagesPerRequest = 1024;
 constexpr size_t kMaxServers = 32;  // holders_ is a 32-bit mask
-constexpr size_t kBatchOps = 256;   // requests an I/O thread takes at once
+constexpr size_t kBatchOps = 256;   // requests an I/O thread takes at once, at most
+constexpr size_t kMinShare = 32;    // ... and at least, when as many are queued
 constexpr int64_t kUsPerMs = 1000;
 
 int64_t now_ns() {
@@ -309,8 +310,11 @@ void RemoteStore::worker(std::stop_token stop) {
       cv_.wait(lk.native(), stop, [&]() REQUIRES(mu_) { return !queue_.empty(); });
       if (queue_.empty()) return;  // stopped, and nothing left to do
       // A fair share, so that the other I/O threads' connections carry
-      // the rest of a large batch at the same time.
-      const size_t share = std::min(kBatchOps, (queue_.size() + opt_.threads - 1) / opt_.threads);
+      // the rest of a large batch at the same time; but never less than
+      // kMinShare, so that reads queued a few at a time still meet in one
+      // multi-get rather than one each on every thread.
+      const size_t share = std::min(
+          kBatchOps, std::max(kMinShare, (queue_.size() + opt_.threads - 1) / opt_.threads));
       while (!queue_.empty() && batch.size() < share) {
         batch.push_back(std::move(queue_.front()));
         queue_.pop_front();
