@@ -64,7 +64,10 @@ struct RemoteServer {
 struct RemoteOptions {
   std::vector<RemoteServer> servers;
   unsigned replicas = 0;  // extra copies of each page, each on another server
-  uint64_t slots = 0;     // how many pages the pool may hold (--remote-size)
+  // Keep a copy of each pool page in the swap file too, while it has room
+  // (TieredSwapDevice does; the pool itself ignores it).
+  bool local_copy = false;
+  uint64_t slots = 0;  // how many pages the pool may hold (--remote-size)
   size_t page_size = 4096;
   std::chrono::milliseconds timeout{500};       // one network operation, at most
   std::chrono::milliseconds retry_after{1000};  // a failed server, or a full pool, rests
@@ -72,9 +75,9 @@ struct RemoteOptions {
   uint64_t mount_id = 0;                        // names this mount's keys; 0: random
 };
 
-// "memcached://h1:11211,h2[:port][?replicas=N]" into opt->servers and
-// opt->replicas. False with a sentence in *error for anything else (no
-// server, a bad port, an unknown parameter, replicas >= servers).
+// "memcached://h1:11211,h2[:port][?replicas=N][&local_copy=0|1]" into
+// opt->servers, opt->replicas and opt->local_copy. False with a sentence in *error for anything
+// else (no server, a bad port, an unknown parameter, replicas >= servers).
 bool parse_remote_url(std::string_view url, RemoteOptions* opt, std::string* error);
 
 // The remote figures (monotonic unless noted).
