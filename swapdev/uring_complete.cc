@@ -108,6 +108,7 @@ void UringSwapDevice::dispatch_opens() {
 
 void UringSwapDevice::crypto_loop(std::stop_token st) {
   pthread_setname_np(pthread_self(), "uring-crypto");
+  tl_crypto_thread = true;
   for (;;) {
     CryptoJob j;
     {

@@ -60,6 +60,11 @@ struct DeferredSeal {
 };
 inline thread_local std::vector<DeferredSeal> tl_deferred_seals;
 
+// Set on a crypto thread: what it flushes (a callback's writes) it seals
+// itself, never waiting on the pool it belongs to (all of them waiting on
+// each other would be a deadlock).
+inline thread_local bool tl_crypto_thread = false;
+
 // The last of a free list, or null.
 template <class T>
 T* pop_free(std::vector<T*>& free_list) {

@@ -68,7 +68,7 @@ void UringSwapDevice::seal_in_parallel(std::vector<Request*>& reqs) {
   for (Request* r : reqs) pages += r->npages();
   const size_t shares =
       std::min<size_t>({ncrypto_ + size_t{1}, pages / kMinParallelSealPages, reqs.size()});
-  if (shares <= 1) {
+  if (shares <= 1 || tl_crypto_thread) {
     for (Request* r : reqs) prove_request(r);
     return;
   }
