@@ -11,8 +11,8 @@
 //   write(slots) --queue--> I/O thread: for each page, a set on each of the
 //                           1 + replicas servers chosen for it (the first
 //                           servers that are up, from the slot's home
-//                           server on); the servers that took it are
-//                           remembered per slot
+//                           server on), pipelined per server; the servers
+//                           sent a copy are remembered per slot
 //   read(slots)  --queue--> I/O thread: one multi-get per server for the
 //                           batch; a miss, a failure or a seal that does
 //                           not open tries the slot's next copy; none left:
@@ -31,8 +31,10 @@
 //
 // Contract: SwapDevice's (swap_device.h). Every completion runs on an I/O
 // thread ("remote-io"), never inside write()/read(); a caller never waits
-// on the network. Sets are one round trip each; a read batch is one
-// multi-get per server (round_trips counts both).
+// on the network. The sets of a batch go out pipelined, one round trip
+// per server and 64 pages (MemcachedPipe: each still gets its own
+// answer); a read batch is one multi-get per server (round_trips counts
+// both).
 //
 // Threads: any thread may call anything. mu_ guards the queues; the I/O
 // threads own their memcached connections (one per server each, since a
