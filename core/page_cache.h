@@ -126,6 +126,8 @@ struct PageCacheConfig {
   X(remote_failures, figure, counter, "memcached operations that failed (gone, slow, full)")     \
   X(remote_fallbacks, figure, counter, "new pages sent to the swap file, the pool unfit")        \
   X(remote_seal_failures, figure, counter, "pool values that did not open (EIO)")                \
+  X(remote_local_copies, figure, gauge, "pool pages with a copy in the swap file (local_copy)")  \
+  X(remote_local_reads, figure, counter, "pool pages read from their swap-file copy instead")    \
   /* The compressed pool (swapdev/compressed_swap_device.h); all zero without one. */            \
   X(zpool_pages, figure, gauge, "pages kept compressed in memory")                               \
   X(zpool_bytes, figure, gauge, "their compressed bytes")                                        \

@@ -147,9 +147,10 @@ void log_stats(const char* what, const std::string& mountpoint, const PageCacheS
   if (s.remote_round_trips || s.remote_fallbacks) {
     spdlog::info(
         "remote tier: {} pages, {} MiB written, {} MiB read, {} round trips, {} failures, "
-        "{} fallbacks to the swap file, {} seal failures",
+        "{} fallbacks to the swap file, {} seal failures; {} local copies, {} read from them",
         s.remote_pages, s.remote_bytes_written >> 20, s.remote_bytes_read >> 20,
-        s.remote_round_trips, s.remote_failures, s.remote_fallbacks, s.remote_seal_failures);
+        s.remote_round_trips, s.remote_failures, s.remote_fallbacks, s.remote_seal_failures,
+        s.remote_local_copies, s.remote_local_reads);
   }
   if (s.zpool_stored || s.zpool_rejects) {
     spdlog::info(
@@ -316,8 +317,10 @@ int serve(const Options& o, Startup& startup) {
       startup.fail(1, "cannot set up the remote tier: " + why);
       return 1;
     }
-    spdlog::info("remote tier: {} ({} servers, {} replicas), at most {} bytes, sealed", o.remote,
-                 ro.servers.size(), ro.replicas, ro.slots * o.page_size);
+    spdlog::info("remote tier: {} ({} servers, {} replicas{}), at most {} bytes, sealed", o.remote,
+                 ro.servers.size(), ro.replicas,
+                 ro.local_copy ? ", a local copy in the swap file while it has room" : "",
+                 ro.slots * o.page_size);
     swap = std::make_unique<swapdev::TieredSwapDevice>(std::move(swap), std::move(remote));
   }
   if (o.compress != "off") {

@@ -165,7 +165,7 @@ ParseOutcome parse_options(int argc, char** argv) {
   app.add_option("--remote", o.remote,
                  "Remote tier: evicted pages go to this memcached pool (sealed) while it is "
                  "healthy and below --remote-size, else to the swap file: "
-                 "memcached://HOST[:PORT][,HOST[:PORT]...][?replicas=N]");
+                 "memcached://HOST[:PORT][,HOST[:PORT]...][?replicas=N][&local_copy=1]");
   app.add_option("--compress", o.compress,
                  "lz4 or zstd: pages evicted from memory are kept compressed in memory first "
                  "(a share of --memory, --compress-pool), the rest go to the swap file; off: "

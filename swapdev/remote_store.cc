@@ -1,5 +1,7 @@
 #include "swapdev/remote_store.h"
 
+#include "swapdev/memcached_pipe.h"
+
 #include <libmemcached-1.0/memcached.h>
 #include <pthread.h>
 #include <spdlog/spdlog.h>
@@ -17,22 +19,14 @@ namespace {
 
 constexpr size_t kMaxPagesPerRequest = 1024;
 constexpr size_t kMaxServers = 32;  // holders_ is a 32-bit mask
-constexpr size_t kBatchOps = 256;   // requests an I/O thread takes at once
+constexpr size_t kBatchOps = 256;   // requests an I/O thread takes at once, at most
+constexpr size_t kMinShare = 32;    // ... and at least, when as many are queued
 constexpr int64_t kUsPerMs = 1000;
 
 int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
              std::chrono::steady_clock::now().time_since_epoch())
       .count();
-}
-
-// "out of memory" from memcached -M (libmemcached's code for it, or the
-// server's own words when it passes them on as a generic server error).
-bool pool_full(memcached_st* st, memcached_return_t rc) {
-  if (rc == MEMCACHED_SERVER_MEMORY_ALLOCATION_FAILURE) return true;
-  if (rc != MEMCACHED_SERVER_ERROR && rc != MEMCACHED_E2BIG) return false;
-  const char* m = memcached_last_error_message(st);
-  return m != nullptr && std::strstr(m, "out of memory") != nullptr;
 }
 
 // After a failure (a time-out, above all) the connection may still owe
@@ -58,10 +52,11 @@ struct RemoteStore::Op {
 
 // An I/O thread's connection to one server.
 struct RemoteStore::Conn {
-  memcached_st* st = nullptr;
+  memcached_st* st = nullptr;           // gets and deletes
+  std::unique_ptr<MemcachedPipe> pipe;  // sets, pipelined
   Conn() = default;
   Conn(const Conn&) = delete;
-  Conn(Conn&& o) noexcept : st(std::exchange(o.st, nullptr)) {}
+  Conn(Conn&& o) noexcept : st(std::exchange(o.st, nullptr)), pipe(std::move(o.pipe)) {}
   ~Conn() {
     if (st) memcached_free(st);
   }
@@ -305,6 +300,8 @@ void RemoteStore::worker(std::stop_token stop) {
     // Our own health (failed()) decides when to try a server again.
     memcached_behavior_set(st, MEMCACHED_BEHAVIOR_RETRY_TIMEOUT, 0);
     conns[s].st = st;
+    conns[s].pipe =
+        std::make_unique<MemcachedPipe>(opt_.servers[s].host, opt_.servers[s].port, opt_.timeout);
   }
   std::vector<std::unique_ptr<Op>> batch;
   for (;;) {
@@ -313,8 +310,11 @@ void RemoteStore::worker(std::stop_token stop) {
       cv_.wait(lk.native(), stop, [&]() REQUIRES(mu_) { return !queue_.empty(); });
       if (queue_.empty()) return;  // stopped, and nothing left to do
       // A fair share, so that the other I/O threads' connections carry
-      // the rest of a large batch at the same time.
-      const size_t share = std::min(kBatchOps, (queue_.size() + opt_.threads - 1) / opt_.threads);
+      // the rest of a large batch at the same time; but never less than
+      // kMinShare, so that reads queued a few at a time still meet in one
+      // multi-get rather than one each on every thread.
+      const size_t share = std::min(
+          kBatchOps, std::max(kMinShare, (queue_.size() + opt_.threads - 1) / opt_.threads));
       while (!queue_.empty() && batch.size() < share) {
         batch.push_back(std::move(queue_.front()));
         queue_.pop_front();
@@ -351,48 +351,82 @@ void RemoteStore::worker(std::stop_token stop) {
 
 void RemoteStore::perform_writes(std::vector<Conn>& conns, std::span<Op* const> ops) {
   const unsigned n = static_cast<unsigned>(conns.size());
-  for (Op* op : ops) {
-    const size_t pages = op->proofs.size();
-    for (size_t i = 0; i < pages && op->err == 0; ++i) {
+  // Which servers take each page's copies: the first copies_ that are up,
+  // from the slot's home server on. Every copy of the batch bound for one
+  // server then goes out in one pipeline (MemcachedPipe).
+  struct Copy {
+    Op* op;
+    size_t i;
+  };
+  std::vector<std::vector<Copy>> to(n);
+  std::vector<std::vector<uint32_t>> masks(ops.size());
+  std::vector<std::string> keys;
+  for (size_t o = 0; o < ops.size(); ++o) {
+    Op* op = ops[o];
+    masks[o].assign(op->proofs.size(), 0);
+    for (size_t i = 0; i < op->proofs.size() && op->err == 0; ++i) {
       const uint64_t slot = op->first + i;
-      const std::string k = key(SwapSlot(slot));
-      const char* value = reinterpret_cast<const char*>(op->sealed.data() + i * page_size_);
-      uint32_t mask = 0;
       unsigned got = 0;
       for (unsigned j = 0; j < n && got < copies_; ++j) {
         const unsigned s = (home(slot) + j) % n;
-        if (!up(s) || !conns[s].st) continue;
-        mask |= uint32_t{1} << s;
-        round_trips_.fetch_add(1, std::memory_order_relaxed);
-        const memcached_return_t rc =
-            memcached_set(conns[s].st, k.data(), k.size(), value, page_size_, 0, 0);
-        if (!memcached_success(rc)) {
-          const bool full = pool_full(conns[s].st, rc);
-          failed(s, full);
-          if (!full) drop_connection(conns[s].st);
-          spdlog::debug("remote: set of {} on {}:{} failed: {}", k, opt_.servers[s].host,
-                        opt_.servers[s].port, memcached_strerror(conns[s].st, rc));
-          op->err = full ? -ENOSPC : -EIO;
-          break;
-        }
+        if (!up(s) || !conns[s].pipe) continue;
+        masks[o][i] |= uint32_t{1} << s;
+        to[s].push_back({op, i});
         ++got;
       }
-      if (op->err == 0 && got < copies_) op->err = -EHOSTDOWN;  // too few servers up
+      if (got < copies_) op->err = -EHOSTDOWN;  // too few servers up
+    }
+  }
+  std::vector<MemcachedPipe::Set> sets;
+  std::vector<int> results;
+  for (unsigned s = 0; s < n; ++s) {
+    if (to[s].empty()) continue;
+    keys.clear();
+    sets.clear();
+    for (const Copy& c : to[s]) keys.push_back(key(SwapSlot(c.op->first + c.i)));
+    for (size_t x = 0; x < to[s].size(); ++x) {
+      const Copy& c = to[s][x];
+      sets.push_back({keys[x], {c.op->sealed.data() + c.i * page_size_, page_size_}});
+    }
+    results.assign(sets.size(), 0);
+    uint64_t windows = 0;
+    const bool connected = conns[s].pipe->set_all(sets, results, &windows);
+    round_trips_.fetch_add(windows, std::memory_order_relaxed);
+    bool full = false, bad = !connected;
+    for (size_t x = 0; x < to[s].size(); ++x) {
+      if (results[x] == 0) continue;
+      full |= results[x] == -ENOSPC;
+      bad |= results[x] == -EIO;
+      Op* op = to[s][x].op;
+      if (op->err == 0) op->err = results[x];
+    }
+    if (bad || full) {
+      failed(s, !bad);
+      spdlog::debug("remote: sets on {}:{} failed: {}", opt_.servers[s].host, opt_.servers[s].port,
+                    !connected ? "connection lost"
+                    : bad      ? "server error"
+                               : "out of memory");
+    }
+  }
+  for (size_t o = 0; o < ops.size(); ++o) {
+    Op* op = ops[o];
+    for (size_t i = 0; i < op->proofs.size(); ++i) {
+      const uint64_t slot = op->first + i;
       // Copies a rewrite no longer uses are deleted, so that a read never
       // meets them (they could not open, but would count as tampering).
+      const uint32_t mask = masks[o][i];
       const uint32_t old = holders_[slot].exchange(mask, std::memory_order_relaxed);
       for (uint32_t stale = old & ~mask; stale != 0; stale &= stale - 1) {
         const unsigned s = static_cast<unsigned>(std::countr_zero(stale));
         if (!up(s) || !conns[s].st) continue;
+        const std::string k = key(SwapSlot(slot));
         round_trips_.fetch_add(1, std::memory_order_relaxed);
         (void)memcached_delete(conns[s].st, k.data(), k.size(), 0);
       }
-    }
-    for (size_t i = 0; i < pages; ++i) {
       if (op->err == 0)
-        seals_.set(op->first + i, op->proofs[i].sum_or_version, op->proofs[i].tag);
+        seals_.set(slot, op->proofs[i].sum_or_version, op->proofs[i].tag);
       else
-        clear_proof(op->first + i);  // a failed write leaves its slots without data
+        clear_proof(slot);  // a failed write leaves its slots without data
     }
   }
 }

@@ -11,8 +11,8 @@
 //   write(slots) --queue--> I/O thread: for each page, a set on each of the
 //                           1 + replicas servers chosen for it (the first
 //                           servers that are up, from the slot's home
-//                           server on); the servers that took it are
-//                           remembered per slot
+//                           server on), pipelined per server; the servers
+//                           sent a copy are remembered per slot
 //   read(slots)  --queue--> I/O thread: one multi-get per server for the
 //                           batch; a miss, a failure or a seal that does
 //                           not open tries the slot's next copy; none left:
@@ -31,8 +31,10 @@
 //
 // Contract: SwapDevice's (swap_device.h). Every completion runs on an I/O
 // thread ("remote-io"), never inside write()/read(); a caller never waits
-// on the network. Sets are one round trip each; a read batch is one
-// multi-get per server (round_trips counts both).
+// on the network. The sets of a batch go out pipelined, one round trip
+// per server and 64 pages (MemcachedPipe: each still gets its own
+// answer); a read batch is one multi-get per server (round_trips counts
+// both).
 //
 // Threads: any thread may call anything. mu_ guards the queues; the I/O
 // threads own their memcached connections (one per server each, since a
@@ -64,7 +66,10 @@ struct RemoteServer {
 struct RemoteOptions {
   std::vector<RemoteServer> servers;
   unsigned replicas = 0;  // extra copies of each page, each on another server
-  uint64_t slots = 0;     // how many pages the pool may hold (--remote-size)
+  // Keep a copy of each pool page in the swap file too, while it has room
+  // (TieredSwapDevice does; the pool itself ignores it).
+  bool local_copy = false;
+  uint64_t slots = 0;  // how many pages the pool may hold (--remote-size)
   size_t page_size = 4096;
   std::chrono::milliseconds timeout{500};       // one network operation, at most
   std::chrono::milliseconds retry_after{1000};  // a failed server, or a full pool, rests
@@ -72,9 +77,9 @@ struct RemoteOptions {
   uint64_t mount_id = 0;                        // names this mount's keys; 0: random
 };
 
-// "memcached://h1:11211,h2[:port][?replicas=N]" into opt->servers and
-// opt->replicas. False with a sentence in *error for anything else (no
-// server, a bad port, an unknown parameter, replicas >= servers).
+// "memcached://h1:11211,h2[:port][?replicas=N][&local_copy=0|1]" into
+// opt->servers, opt->replicas and opt->local_copy. False with a sentence in *error for anything
+// else (no server, a bad port, an unknown parameter, replicas >= servers).
 bool parse_remote_url(std::string_view url, RemoteOptions* opt, std::string* error);
 
 // The remote figures (monotonic unless noted).

@@ -25,7 +25,7 @@ bool parse_remote_url(std::string_view url, RemoteOptions* opt, std::string* err
   constexpr std::string_view kScheme = "memcached://";
   auto fail = [&](const std::string& why) {
     *error = "bad remote URL '" + std::string(url) + "': " + why +
-             " (expected memcached://HOST[:PORT][,HOST[:PORT]...][?replicas=N])";
+             " (expected memcached://HOST[:PORT][,HOST[:PORT]...][?replicas=N][&local_copy=0|1])";
     return false;
   };
   if (url.substr(0, kScheme.size()) != kScheme) return fail("it must start with memcached://");
@@ -68,23 +68,29 @@ bool parse_remote_url(std::string_view url, RemoteOptions* opt, std::string* err
   if (servers.size() > kMaxServers)
     return fail("more than " + std::to_string(kMaxServers) + " servers");
   unsigned replicas = 0;
+  bool local_copy = false;
   while (!query.empty()) {
     const size_t amp = query.find('&');
     std::string_view kv = query.substr(0, amp);
     query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
     const size_t eq = kv.find('=');
-    if (kv.substr(0, eq) != "replicas" || eq == std::string_view::npos)
+    const std::string_view name = kv.substr(0, eq);
+    if ((name != "replicas" && name != "local_copy") || eq == std::string_view::npos)
       return fail("unknown parameter '" + std::string(kv) + "'");
     uint64_t n = 0;
-    if (!parse_uint(kv.substr(eq + 1), kMaxServers, &n))
-      return fail("bad replicas '" + std::string(kv.substr(eq + 1)) + "'");
-    replicas = static_cast<unsigned>(n);
+    if (!parse_uint(kv.substr(eq + 1), name == "replicas" ? kMaxServers : 1, &n))
+      return fail("bad " + std::string(name) + " '" + std::string(kv.substr(eq + 1)) + "'");
+    if (name == "replicas")
+      replicas = static_cast<unsigned>(n);
+    else
+      local_copy = n == 1;
   }
   if (replicas >= servers.size())
     return fail("replicas=" + std::to_string(replicas) + " needs at least " +
                 std::to_string(replicas + 1) + " servers");
   opt->servers = std::move(servers);
   opt->replicas = replicas;
+  opt->local_copy = local_copy;
   return true;
 }
 

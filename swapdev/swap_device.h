@@ -119,6 +119,8 @@ struct SwapCounters {
   uint64_t remote_failures = 0;       // network operations that failed (gone, slow, full)
   uint64_t remote_fallbacks = 0;      // new pages sent to the swap file, the pool unfit
   uint64_t remote_seal_failures = 0;  // values that did not open (tampered, stale, other)
+  uint64_t remote_local_copies = 0;   // gauge: pool pages with a copy in the swap file
+  uint64_t remote_local_reads = 0;    // pool pages read from that copy instead
   // The compressed pool (CompressedSwapDevice); all zero without one.
   uint64_t zpool_pages = 0;        // gauge: pages kept compressed in memory
   uint64_t zpool_bytes = 0;        // gauge: their compressed bytes

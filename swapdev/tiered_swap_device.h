@@ -15,6 +15,18 @@
 // adds speed, not room: total_slots() is the file's alone, and every page
 // the mount holds can always go to the file.
 //
+// Local copy (RemoteOptions::local_copy, "?local_copy=1"): the other way
+// than replicas to lose no page when a server dies. A page written to the
+// pool is also written to a swap-file slot of its own while the file has
+// room (allocate() there succeeds); the write completes when both have,
+// with the pool's result (a failed local write only drops the copy). A
+// pool read that fails (-EIO: every copy gone or bad) is read again from
+// the local copies if every page of it has one. Free frees both. The
+// file has room for them: the page cache keeps no more pages out of
+// memory than the file could hold, so pool pages plus file pages, hence
+// copies plus file pages, fit; when a copy's slot cannot be had the page
+// simply has none.
+//
 // is_remote() tells the page cache which place a slot is (PagePlace::remote
 // holds a pool slot's number as its key). Reads, writes and frees go to
 // the device that owns the slot; an IoBatch on this device plugs both.
@@ -26,6 +38,7 @@
 
 #include <atomic>
 #include <memory>
+#include <vector>
 
 #include "swapdev/remote_store.h"
 #include "swapdev/swap_device.h"
@@ -64,12 +77,31 @@ class TieredSwapDevice final : public SwapDevice {
   RemoteStore& remote() { return *remote_; }
 
  private:
+  struct Join;
   SwapSlot to_remote(SwapSlot s) const { return SwapSlot(s.value - base_); }
+  // Local copies (shadow_ non-null). k is a pool slot.
+  void give_copies(uint64_t k, size_t n);  // a file slot to each that has none, if room
+  void drop_copy(uint64_t k);              // frees k's file slot, if any
+  uint64_t copy_of(uint64_t k) const {     // k's file slot + 1, or 0
+    return shadow_[k].load(std::memory_order_acquire);
+  }
+  // Pool slots [k, k + n) that have copies, cut in runs of adjacent file
+  // slots: page i of the request and n pages from file slot `file` on.
+  struct CopyRun {
+    size_t i, n;
+    SwapSlot file;
+  };
+  std::vector<CopyRun> copy_runs(uint64_t k, size_t n) const;
 
   const std::unique_ptr<SwapDevice> file_;
   const uint64_t base_;                        // the pool's first slot: the file's slot count
   const std::unique_ptr<RemoteStore> remote_;  // declared last: destroyed first
   std::atomic<uint64_t> fallbacks_{0};         // new pages sent to the file instead
+  // Per pool slot: its local copy's file slot + 1, or 0; null without
+  // local_copy. A slot's entry changes only with requests on that slot,
+  // which the device contract keeps one at a time.
+  std::unique_ptr<std::atomic<uint64_t>[]> shadow_;
+  std::atomic<uint64_t> local_copies_{0}, local_reads_{0};
 };
 
 }  // namespace tmpfsd::swapdev

@@ -10,6 +10,7 @@
 #include <bit>
 #include <cerrno>
 #include <cstring>
+#include <thread>
 
 namespace tmpfsd::swapdev {
 
@@ -66,11 +67,104 @@ void UringSwapDevice::finish(Unit* u, int err) {
     }
     err = r->part_err.load(std::memory_order_relaxed);
   }
-  for (Request* r : u->reqs) finish_request(r, err);
+  // Sealed reads the crypto threads take leave the unit: their last crypto thread
+  // recycles them.
+  size_t kept = 0;
+  for (Request* r : u->reqs) {
+    if (to_crypto(r, err)) continue;
+    finish_request(r, err);
+    u->reqs[kept++] = r;
+  }
+  u->reqs.resize(kept);
   recycle(u);
 }
 
-void UringSwapDevice::finish_request(Request* r, int err) {
+bool UringSwapDevice::to_crypto(Request* r, int err) {
+  if (ncrypto_ == 0 || r->write || err != 0 || r->err != 0 ||
+      thread_token() != completer_token_.load(std::memory_order_relaxed))
+    return false;
+  const uint32_t n = r->npages();
+  const uint32_t chunks = std::clamp<uint32_t>(n / kMinOpenChunk, 1, ncrypto_);
+  r->open_parts.store(chunks, std::memory_order_relaxed);
+  opening_.fetch_add(1, std::memory_order_relaxed);
+  for (uint32_t c = 0; c < chunks; ++c)
+    open_batch_.push_back({r, n * c / chunks, n * (c + 1) / chunks});
+  return true;
+}
+
+void UringSwapDevice::dispatch_opens() {
+  if (open_batch_.empty()) return;
+  const size_t jobs = open_batch_.size();
+  {
+    MutexLock lk(crypto_mu_);
+    crypto_q_.insert(crypto_q_.end(), open_batch_.begin(), open_batch_.end());
+  }
+  open_batch_.clear();
+  if (jobs == 1)
+    crypto_cv_.notify_one();
+  else
+    crypto_cv_.notify_all();
+}
+
+void UringSwapDevice::crypto_loop(std::stop_token st) {
+  pthread_setname_np(pthread_self(), "uring-crypto");
+  tl_crypto_thread = true;
+  for (;;) {
+    CryptoJob j;
+    {
+      UniqueLock lk(crypto_mu_);
+      crypto_cv_.wait(lk.native(), st, [&]() REQUIRES(crypto_mu_) { return !crypto_q_.empty(); });
+      if (crypto_q_.empty()) return;  // stopped, and nothing left to open
+      j = crypto_q_.front();
+      crypto_q_.pop_front();
+    }
+    if (j.seal) {
+      for (uint32_t i = j.begin; i < j.end; ++i) prove_request(j.seal[i]);
+      std::lock_guard lk(j.batch->mu);
+      if (--j.batch->left == 0) j.batch->cv.notify_one();
+      continue;
+    }
+    Request* r = j.r;
+    if (int e = verify_pages(r, j.begin, j.end)) {
+      int none = 0;
+      r->open_err.compare_exchange_strong(none, e, std::memory_order_relaxed);
+    }
+    if (r->open_parts.fetch_sub(1, std::memory_order_acq_rel) > 1) continue;
+    const uint64_t submitter = r->submitter;
+    {
+      IoBatch plug(*this);  // what the callback submits leaves when it returns
+      finish_request(r, r->open_err.load(std::memory_order_relaxed), /*verified=*/true);
+    }
+    recycle_request(r);
+    opening_.fetch_sub(1, std::memory_order_release);
+    if (waiting_count_.load(std::memory_order_relaxed) > 0) {
+      MutexLock lk(wait_mu_);
+      for (Waker* w : waiting_)
+        if (w->token == submitter) w->wake_if_sleeping();
+    }
+  }
+}
+
+int UringSwapDevice::verify_pages(Request* r, uint32_t begin, uint32_t end) {
+  for (uint32_t i = begin; i < end; ++i) {
+    std::byte* at =
+        r->bounce ? r->bounce + i * page_size_ : static_cast<std::byte*>(r->pages[i].iov_base);
+    const uint64_t slot = r->first + i;
+    const int v = verify(slot, r->owner.page(i), {at, page_size_});
+    if (v == -EIO && poisoned(slot)) {
+      spdlog::error("swapdev: slot {}: its last partial write failed", slot);
+    } else if (v == -EIO) {
+      DeviceStats::add(stats_.checksum_failures);
+      spdlog::error("swapdev: slot {}: {}", slot,
+                    sealed() ? "the seal does not open (altered, moved or an old image)"
+                             : "checksum mismatch");
+    }
+    if (v != 0) return v;
+  }
+  return 0;
+}
+
+void UringSwapDevice::finish_request(Request* r, int err, bool verified) {
   const uint32_t n = r->npages();
   if (err == 0) err = r->err;
   if (r->partial) {
@@ -89,21 +183,7 @@ void UringSwapDevice::finish_request(Request* r, int err) {
       for (uint32_t i = 0; i < n; ++i) clear_proof(r->first + i);
     }
   } else {
-    for (uint32_t i = 0; i < n && err == 0; ++i) {
-      std::byte* at =
-          r->bounce ? r->bounce + i * page_size_ : static_cast<std::byte*>(r->pages[i].iov_base);
-      const uint64_t slot = r->first + i;
-      int v = verify(slot, r->owner.page(i), {at, page_size_});
-      if (v == -EIO && poisoned(slot)) {
-        spdlog::error("swapdev: slot {}: its last partial write failed", slot);
-      } else if (v == -EIO) {
-        DeviceStats::add(stats_.checksum_failures);
-        spdlog::error("swapdev: slot {}: {}", slot,
-                      sealed() ? "the seal does not open (altered, moved or an old image)"
-                               : "checksum mismatch");
-      }
-      err = v;
-    }
+    if (err == 0 && !verified) err = verify_pages(r, 0, n);
     if (err == 0 && r->bounce)
       for (uint32_t i = 0; i < n; ++i)
         std::memcpy(r->pages[i].iov_base, r->bounce + i * page_size_, page_size_);
@@ -202,9 +282,14 @@ unsigned UringSwapDevice::reap(Reaped& out) {
 void UringSwapDevice::completion_loop(std::stop_token st) {
   pthread_setname_np(pthread_self(),
                      "uring-complete");  // how stack dumps and /proc/PID/task name it
+  completer_token_.store(thread_token(), std::memory_order_relaxed);
   Reaped batch;
   for (;;) {
-    if (ct_waker_ && waiting_count_.load() > 0) {
+    if (st.stop_requested() && opening_.load(std::memory_order_acquire) > 0) {
+      // Stopping, and reads are still with the crypto threads: their callbacks
+      // may submit more, so look again shortly, without blocking.
+      std::this_thread::sleep_for(std::chrono::milliseconds(kWaitSliceMs));
+    } else if (ct_waker_ && waiting_count_.load() > 0) {
       ct_waker_->sleeping.store(true);
       if (waiting_count_.load() > 0 && cq_ready() == 0) ct_waker_->sleep(kWaitSliceMs);
       ct_waker_->sleeping.store(false, std::memory_order_relaxed);
@@ -215,8 +300,11 @@ void UringSwapDevice::completion_loop(std::stop_token st) {
         spdlog::error("swapdev: io_uring_enter(GETEVENTS): {}", std::strerror(-r));
     }
     reap(batch);
+    dispatch_opens();
     MutexLock lk(sq_mu_);
-    if (inflight_ == 0 && backlog_.empty() && st.stop_requested() && stopping_) return;
+    if (inflight_ == 0 && backlog_.empty() && st.stop_requested() && stopping_ &&
+        opening_.load(std::memory_order_acquire) == 0)
+      return;
   }
 }
 

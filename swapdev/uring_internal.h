@@ -15,8 +15,10 @@
 
 #include <atomic>
 #include <climits>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
+#include <mutex>
 #include <span>
 #include <vector>
 
@@ -33,6 +35,13 @@ constexpr size_t kBounceChunkPages = 64;  // one-page bounce buffers are mapped 
 // How long a thread in wait_until() sleeps before it looks again without
 // being woken, and the completion thread while waiting threads reap.
 constexpr int kWaitSliceMs = 1;
+// A sealed read is opened by up to this many crypto threads at once, each taking
+// at least kMinOpenChunk of its pages (fewer pages: one thread).
+constexpr unsigned kMaxCryptoThreads = 8;
+constexpr uint32_t kMinOpenChunk = 16;
+// A flush seals its deferred writes on the crypto threads too when they
+// hold at least this many pages.
+constexpr uint32_t kMinParallelSealPages = 32;
 
 // A number per thread, recorded in each request so that whoever reaps it
 // can wake the thread that submitted it.
@@ -50,6 +59,11 @@ struct DeferredSeal {
   void* request;
 };
 inline thread_local std::vector<DeferredSeal> tl_deferred_seals;
+
+// Set on a crypto thread: what it flushes (a callback's writes) it seals
+// itself, never waiting on the pool it belongs to (all of them waiting on
+// each other would be a deadlock).
+inline thread_local bool tl_crypto_thread = false;
 
 // The last of a free list, or null.
 template <class T>
@@ -121,6 +135,10 @@ struct UringSwapDevice::Request {
   // one. Atomic: two threads may reap two units of one request at once.
   std::atomic<uint32_t> parts{0};
   std::atomic<int> part_err{0};
+  // sealed read handed to the crypto threads: chunks not yet opened, and the
+  // first error of one that was. Atomic: two crypto threads may share a request.
+  std::atomic<uint32_t> open_parts{0};
+  std::atomic<int> open_err{0};
   uint64_t submitter = 0;         // thread_token() of the calling thread
   PageOwner owner;                // whose pages: sealed pages are bound to it
   std::vector<iovec> pages;       // the caller's pages
@@ -161,6 +179,8 @@ struct UringSwapDevice::Request {
     shift = 0;
     parts.store(0, std::memory_order_relaxed);
     part_err.store(0, std::memory_order_relaxed);
+    open_parts.store(0, std::memory_order_relaxed);
+    open_err.store(0, std::memory_order_relaxed);
     submitter = 0;
     owner = {};
     err = 0;
@@ -175,6 +195,15 @@ struct UringSwapDevice::Request {
       proofs.clear();
     }
   }
+};
+
+// A flush's seal jobs report to this, on the flushing thread's stack; it
+// leaves only when `left` is 0, which the last job sets under `mu` (so no
+// job touches it after).
+struct UringSwapDevice::SealBatch {
+  std::mutex mu;
+  std::condition_variable cv;
+  uint32_t left = 0;
 };
 
 // One SQE's worth of work: adjacent requests of one direction, merged.

@@ -55,9 +55,45 @@ void UringSwapDevice::prove_deferred() {
       *keep++ = d;
   }
   all.erase(keep, all.end());
-  for (Request* r : mine) prove_request(r);
+  seal_in_parallel(mine);
   MutexLock lk(sq_mu_);
   pending_.insert(pending_.end(), mine.begin(), mine.end());
+}
+
+// Seals reqs on this thread and, when they are many pages, on the crypto
+// threads too: they take all but the first share, this thread seals that
+// one and waits for theirs.
+void UringSwapDevice::seal_in_parallel(std::vector<Request*>& reqs) {
+  size_t pages = 0;
+  for (Request* r : reqs) pages += r->npages();
+  const size_t shares =
+      std::min<size_t>({ncrypto_ + size_t{1}, pages / kMinParallelSealPages, reqs.size()});
+  if (shares <= 1 || tl_crypto_thread) {
+    for (Request* r : reqs) prove_request(r);
+    return;
+  }
+  // Shares of about pages / shares pages each, cut between requests.
+  std::vector<uint32_t> cut{0};
+  size_t acc = 0;
+  for (uint32_t i = 0; i < reqs.size() && cut.size() < shares; ++i) {
+    acc += reqs[i]->npages();
+    if (acc * shares >= pages * cut.size()) cut.push_back(i + 1);
+  }
+  if (cut.back() != reqs.size()) cut.push_back(static_cast<uint32_t>(reqs.size()));
+  SealBatch batch;
+  batch.left = static_cast<uint32_t>(cut.size() - 2);
+  if (batch.left > 0) {
+    {
+      MutexLock lk(crypto_mu_);
+      for (size_t k = 1; k + 1 < cut.size(); ++k)
+        crypto_q_.push_back(
+            {.begin = cut[k], .end = cut[k + 1], .seal = reqs.data(), .batch = &batch});
+    }
+    crypto_cv_.notify_all();
+  }
+  for (uint32_t i = cut[0]; i < cut[1]; ++i) prove_request(reqs[i]);
+  std::unique_lock lk(batch.mu);
+  batch.cv.wait(lk, [&] { return batch.left == 0; });
 }
 
 unsigned UringSwapDevice::flush_locked() {

@@ -90,6 +90,20 @@ void UringSwapDevice::recycle(Unit* u) {
   if (!keep_unit) delete u;
 }
 
+void UringSwapDevice::recycle_request(Request* r) {
+  std::byte* one = r->npages() == 1 ? std::exchange(r->bounce, nullptr) : nullptr;
+  r->reset();
+  {
+    MutexLock lk(pool_mu_);
+    if (one) free_bounces_.push_back(one);
+    if (free_reqs_.size() < kPoolMax) {
+      free_reqs_.push_back(r);
+      return;
+    }
+  }
+  delete r;
+}
+
 UringSwapDevice::UringSwapDevice(const UringOptions& opt, int fd, bool direct, bool can_punch,
                                  unsigned min_block_shift, std::unique_ptr<Sealer> sealer)
     : SlotDevice(opt.page_size, min_block_shift,
@@ -137,6 +151,11 @@ int UringSwapDevice::init_ring(unsigned entries, std::string& error) {
   ct_waker_ = std::make_unique<Waker>();
   if (!ct_waker_->ok()) ct_waker_.reset();  // then it sleeps in io_uring_enter only
   completer_ = std::jthread([this](std::stop_token st) { completion_loop(st); });
+  if (sealed()) {
+    ncrypto_ = std::clamp(std::thread::hardware_concurrency(), 1u, kMaxCryptoThreads);
+    for (unsigned i = 0; i < ncrypto_; ++i)
+      crypto_threads_.emplace_back([this](std::stop_token st) { crypto_loop(st); });
+  }
   discarder_ = std::jthread([this](std::stop_token st) { discard_loop(st); });
   return 0;
 }
@@ -171,8 +190,11 @@ UringSwapDevice::~UringSwapDevice() {
       io_uring_submit(&ring_);
     }
     if (ct_waker_) ct_waker_->wake();
-    completer_.join();
+    completer_.join();  // returns when no read is left with the crypto threads
   }
+  for (auto& t : crypto_threads_) t.request_stop();
+  crypto_cv_.notify_all();
+  crypto_threads_.clear();
   if (ring_ready_) io_uring_queue_exit(&ring_);
   if (fd_ >= 0) ::close(fd_);
   for (Request* r : free_reqs_) delete r;

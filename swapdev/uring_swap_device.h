@@ -16,9 +16,16 @@
 //                   or a thread in wait_until()
 //
 // A sealed device (UringOptions::seal, seal.h) seals each page of a write
-// on the calling thread, into a bounce buffer that the SQE then carries
-// (the caller's page stays plaintext), and opens each page of a read in
-// place on the reaping thread.
+// into a bounce buffer that the SQE then carries (the caller's page stays
+// plaintext), and opens each page of a read in place. The cipher is the
+// heavy step of both, so it runs on a pool of crypto threads (one per CPU,
+// "uring-crypto") as well as the caller's: the completion thread hands
+// every sealed read it reaps to the pool, splitting a large one into
+// chunks that several threads share, and the last of them on a request
+// runs its callback; a flush that seals many deferred writes (the
+// reclaimer's) seals a share itself and waits for the pool to seal the
+// rest. So the cipher runs on every CPU, and the completion thread only
+// reaps and submits. A thread in wait_until() opens what it reaps itself.
 //
 // A request is queued rather than submitted while the calling thread holds an
 // IoBatch on this device; otherwise write()/read() submit at once. When the
@@ -74,13 +81,15 @@
 // and publishing SQEs, not the io_uring_enter that sends them) and the
 // registered-buffer table; it is never held while a callback runs. cq_mu_
 // guards the CQ head (taking CQEs and advancing past them), only for that.
-// wait_mu_ guards the list of threads in wait_until(). disc_mu_ guards the
+// wait_mu_ guards the list of threads in wait_until(). crypto_mu_ guards the
+// crypto threads' queue (a leaf). disc_mu_ guards the
 // discard thread's wake-up. Order: none of sq_mu_, cq_mu_, wait_mu_ and the
 // allocator's shard locks is held together with another (pool_mu_ is a leaf
 // under sq_mu_).
 //
 // Threads: any thread may call the public methods. Callbacks run on the
-// completion thread, or on a thread inside wait_until(). The destructor waits
+// completion thread, a crypto thread (sealed reads), or a thread inside
+// wait_until(). The destructor waits
 // for every in-flight request (their callbacks run) and must not be called
 // from a callback, nor while a thread is in wait_until().
 #pragma once
@@ -212,7 +221,16 @@ class UringSwapDevice final : public SlotDevice {
   unsigned cq_ready() const;        // CQEs posted and not taken: a hint, no lock
   void complete(Unit* u, int res);  // the reaping thread
   void finish(Unit* u, int err);    // runs the callbacks, frees u
-  void finish_request(Request* r, int err);
+  // `verified`: a read's pages were opened or checked already (crypto threads).
+  void finish_request(Request* r, int err, bool verified = false);
+  // Pages [begin, end) of read r checked, or opened in place; the first error.
+  int verify_pages(Request* r, uint32_t begin, uint32_t end);
+  // On the completion thread: a sealed read that arrived intact is queued
+  // for the crypto threads instead of opened here; false when it is not theirs.
+  bool to_crypto(Request* r, int err);
+  void dispatch_opens();  // the completion thread's queued opens, to the crypto threads
+  void crypto_loop(std::stop_token st);
+  void recycle_request(Request* r);  // r (not in a unit) back to the pool
   // From the pool, or the heap: counted as a read or write request, and
   // stamped with the calling thread and the caller's callback.
   Request* new_request(bool write, SwapSlot first, IoDone done);
@@ -274,8 +292,29 @@ class UringSwapDevice final : public SlotDevice {
   std::condition_variable_any space_cv_;  // a discard round finished
   bool disc_kick_ GUARDED_BY(disc_mu_) = false;
 
+  // The crypto threads (see the header comment). The completion thread
+  // collects a reap's worth of read chunks in open_batch_ (its own), then
+  // moves them to crypto_q_, which the crypto threads drain; a flush puts
+  // its seal jobs there directly and waits on their SealBatch.
+  struct SealBatch;
+  struct CryptoJob {
+    Request* r = nullptr;  // a read: pages [begin, end) of it to open
+    uint32_t begin = 0, end = 0;
+    Request* const* seal = nullptr;  // or writes: seal[begin, end) to seal
+    SealBatch* batch = nullptr;      // ... and whom to tell
+  };
+  void seal_in_parallel(std::vector<Request*>& reqs);
+  std::atomic<uint64_t> completer_token_{0};  // thread_token() of the completion thread
+  std::vector<CryptoJob> open_batch_;         // the completion thread's only
+  Mutex crypto_mu_;                           // a leaf lock
+  std::deque<CryptoJob> crypto_q_ GUARDED_BY(crypto_mu_);
+  std::condition_variable_any crypto_cv_;  // crypto_q_ not empty
+  unsigned ncrypto_ = 0;                   // constant once the ring is up
+  std::atomic<unsigned> opening_{0};       // reads with the crypto threads, callbacks not yet run
+
   std::jthread completer_;
   std::jthread discarder_;
+  std::vector<std::jthread> crypto_threads_;  // sealed devices only
 };
 
 }  // namespace tmpfsd::swapdev

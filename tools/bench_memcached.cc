@@ -2,13 +2,23 @@
 // libmemcached, with the batching RemoteStore (swapdev/remote_store.h)
 // uses, as the baseline of tools/bench-reclaim --remote-compare:
 //   set      one set per value, one round trip each, THREADS connections
+//   pset     the same sets pipelined as RemoteStore sends a writeback pass
+//            (swapdev/memcached_pipe.h: 64 a round trip), THREADS connections
 //   get      multi-gets of BATCH random keys, THREADS connections
-// Prints one line: "set_MBps get_pages_per_s" (MB = 1e6 bytes).
+//   seal     the remote tier's seal (swapdev/seal.h, AES-256-GCM) of a 4 KiB
+//            page and its open, one thread, no network: what sealing adds
+//            to each page the pool moves
+// Prints one line: "set_MBps get_pages_per_s set_us get_us seal_us open_us
+// pset_MBps" (MB = 1e6 bytes): the two rates; one set's round trip on one connection
+// (the set phase's time x THREADS / PAGES) and one page's share of a
+// multi-get (get phase's time x THREADS / pages got), in microseconds;
+// one seal and one open, in microseconds; the pipelined sets' rate.
 //
 // Usage: bench-memcached HOST:PORT [PAGES (65536)] [THREADS (2)] [BATCH (32)]
 //        [SECONDS of gets (5)]
 #include <libmemcached-1.0/memcached.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -17,6 +27,9 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "swapdev/memcached_pipe.h"
+#include "swapdev/seal.h"
 
 namespace {
 
@@ -67,6 +80,32 @@ int main(int argc, char** argv) {
   const double set_s = std::chrono::duration<double>(clock::now() - t0).count();
   ts.clear();
 
+  const auto tp = clock::now();
+  for (unsigned t = 0; t < threads; ++t) {
+    ts.emplace_back([&, t] {
+      tmpfsd::swapdev::MemcachedPipe pipe(host, static_cast<uint16_t>(port),
+                                          std::chrono::milliseconds(5000));
+      std::vector<std::byte> value(4096, std::byte{'p'});
+      std::vector<std::string> keys;
+      std::vector<tmpfsd::swapdev::MemcachedPipe::Set> sets;
+      std::vector<int> results;
+      uint64_t windows = 0;
+      for (uint64_t i = t; i < pages;) {
+        keys.clear();
+        sets.clear();
+        for (; i < pages && keys.size() < tmpfsd::swapdev::MemcachedPipe::kWindow; i += threads)
+          keys.push_back("p" + key(i));
+        for (const auto& k : keys) sets.push_back({k, value});
+        results.assign(sets.size(), 0);
+        if (!pipe.set_all(sets, results, &windows)) failed.fetch_add(1);
+        for (int r : results) failed.fetch_add(r != 0);
+      }
+    });
+  }
+  for (auto& t : ts) t.join();
+  const double pset_s = std::chrono::duration<double>(clock::now() - tp).count();
+  ts.clear();
+
   std::atomic<uint64_t> got{0};
   const auto t1 = clock::now();
   const auto end = t1 + std::chrono::duration<double>(seconds);
@@ -98,7 +137,44 @@ int main(int argc, char** argv) {
   }
   for (auto& t : ts) t.join();
   const double get_s = std::chrono::duration<double>(clock::now() - t1).count();
+
+  // The seal, as RemoteStore::write() and perform_reads() call it.
+  using tmpfsd::swapdev::SealBinding;
+  using tmpfsd::swapdev::Sealer;
+  using tmpfsd::swapdev::SealTag;
+  std::string why;
+  auto sealer = Sealer::create(&why);
+  if (!sealer) {
+    std::fprintf(stderr, "bench-memcached: %s\n", why.c_str());
+    return 1;
+  }
+  std::vector<SealBinding> bindings(4096);
+  std::vector<std::byte> page(4096, std::byte{'v'}), sealed(bindings.size() * 4096);
+  std::vector<SealTag> tags(bindings.size());
+  const int rounds = 32;  // x 4096 pages: about 0.3 s
+  double seal_s = 0, open_s = 0;
+  for (int r = 0; r < rounds; ++r) {
+    const auto a = clock::now();
+    for (size_t i = 0; i < bindings.size(); ++i) {
+      bindings[i] = {.where = i, .file = 1, .index = i};
+      if (!sealer->seal(bindings[i], page, {sealed.data() + i * 4096, 4096}, &tags[i]))
+        failed.fetch_add(1);
+    }
+    const auto b = clock::now();
+    for (size_t i = 0; i < bindings.size(); ++i)
+      if (!sealer->open(bindings[i], {sealed.data() + i * 4096, 4096}, tags[i]))
+        failed.fetch_add(1);
+    const auto c = clock::now();
+    seal_s += std::chrono::duration<double>(b - a).count();
+    open_s += std::chrono::duration<double>(c - b).count();
+  }
+  const double sealed_pages = double(rounds) * double(bindings.size());
+
   if (failed.load() != 0) std::fprintf(stderr, "bench-memcached: %lu failures\n", failed.load());
-  std::printf("%.0f %.0f\n", double(pages) * 4096 / set_s / 1e6, double(got.load()) / get_s);
+  const double got_pages = std::max<double>(1, double(got.load()));
+  std::printf("%.0f %.0f %.1f %.2f %.2f %.2f %.0f\n", double(pages) * 4096 / set_s / 1e6,
+              double(got.load()) / get_s, set_s * threads / double(pages) * 1e6,
+              get_s * threads / got_pages * 1e6, seal_s / sealed_pages * 1e6,
+              open_s / sealed_pages * 1e6, double(pages) * 4096 / pset_s / 1e6);
   return failed.load() == 0 ? 0 : 1;
 }

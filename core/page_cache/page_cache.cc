@@ -306,6 +306,8 @@ PageCacheStats PageCache::stats() const {
     r.remote_failures = c.remote_failures;
     r.remote_fallbacks = c.remote_fallbacks;
     r.remote_seal_failures = c.remote_seal_failures;
+    r.remote_local_copies = c.remote_local_copies;
+    r.remote_local_reads = c.remote_local_reads;
     r.zpool_pages = c.zpool_pages;
     r.zpool_bytes = c.zpool_bytes;
     r.zpool_frames = c.zpool_frames;

@@ -11,6 +11,8 @@
 # the two servers left: 16 MiB written, one server killed, and every page
 # read on its own: the pages that were on it are EIO, every other page
 # reads back right, the daemon goes on and new writes go elsewhere.
+# Last, ?local_copy=1 on the one server left: 16 MiB written, that server
+# killed, and the file reads back whole from the copies in the swap file.
 # Servers and the daemon are killed by PID, the mount unmounted, in every
 # exit path.
 set -euo pipefail
@@ -114,6 +116,20 @@ bounded 60 dd if="$work/ref" of="$mnt/h" bs=1M count=16 status=none
 echo "16 MiB written after the kill in $(( ($(date +%s%N) - t0) / 1000000 )) ms"
 bounded 60 dd if="$mnt/h" bs=1M iflag=direct status=none | cmp - <(head -c $((16 << 20)) "$work/ref") ||
   { echo "FAIL: a file written after the kill does not read back"; fail=1; }
+tmpfsd_stop || fail=1
+
+# local_copy instead of replicas: the last server killed, nothing is lost.
+url1="memcached://127.0.0.1:${ports[0]}?local_copy=1"
+tmpfsd_start "$bin" "$work/daemon1.log" "$mnt" --memory 8M --swap 64M --swap-dir "$swapdir" \
+  --remote "$url1" -o size=64M || exit 1
+bounded 60 dd if="$work/ref" of="$mnt/k" bs=1M count=16 status=none
+kill -KILL "${servers[0]}"; wait "${servers[0]}" 2>/dev/null || true
+echo "killed memcached on port ${ports[0]}, the pool's only server; local_copy=1"
+bounded 60 dd if="$mnt/k" bs=1M iflag=direct status=none | cmp - <(head -c $((16 << 20)) "$work/ref") ||
+  { echo "FAIL: with local copies, the file does not read back"; fail=1; }
+bounded 30 "$ctl" stats "$mnt" >"$work/stats" || { echo "FAIL: tmpfsctl stats"; fail=1; }
+echo "remote_local_copies $(stat_of remote_local_copies), remote_local_reads $(stat_of remote_local_reads)"
+[ "$(stat_of remote_local_reads)" -gt 0 ] || { echo "FAIL: nothing read from the local copies"; fail=1; }
 tmpfsd_stop || fail=1
 echo "remote_test: $(($(date +%s) - start)) s"
 [ $fail = 0 ] && echo "remote_test: ok"

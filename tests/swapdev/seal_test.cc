@@ -286,3 +286,67 @@ TEST_CASE("sealed uring device: writes under a plug are sealed at the flush and 
   CHECK(r.errors()[0] == 0);
   CHECK(std::memcmp(dst.data(), src.data(), 8 * 4096) == 0);
 }
+
+TEST_CASE(
+    "sealed uring device: a large read is opened in chunks by several threads, and one bad "
+    "page fails it whole",
+    "[seal][uring]") {
+  UringSealed f(256);
+  SwapDevice& d = f.d();
+  SlotRun s = d.allocate(128);
+  REQUIRE(s.count == 128);
+  Pages src(128, 4096), dst(128, 4096);
+  for (size_t i = 0; i < 128; ++i) src.fill_random(i, 900 + i);
+  const PageOwner owner{.file = 4, .index = 0};
+  Latch w;
+  d.write(s.first, src.const_spans(0, 128), owner, w.cb());
+  REQUIRE(w.wait(1));
+  REQUIRE(w.errors()[0] == 0);
+  // Two reads at once, each long enough for every opener to take a chunk.
+  Latch r;
+  d.read(s.first, dst.spans(0, 64), owner, r.cb());
+  d.read(s.first + 64, dst.spans(64, 64), owner.page(64), r.cb());
+  REQUIRE(r.wait(2));
+  for (int e : r.errors()) CHECK(e == 0);
+  CHECK(std::memcmp(dst.data(), src.data(), 128 * 4096) == 0);
+
+  // A flipped bit in the last page: the whole read is EIO and zeroed.
+  f.corrupt(s.first + 127);
+  std::memset(dst.data(), 0xaa, dst.bytes());
+  Latch bad;
+  d.read(s.first, dst.spans(0, 128), owner, bad.cb());
+  REQUIRE(bad.wait(1));
+  CHECK(bad.errors()[0] == -EIO);
+  CHECK(std::all_of(dst.data(), dst.data() + dst.bytes(),
+                    [](std::byte b) { return b == std::byte{0}; }));
+}
+
+TEST_CASE("sealed uring device: a flush of many plugged writes seals them on several threads",
+          "[seal][uring]") {
+  UringSealed f(256);
+  SwapDevice& d = f.d();
+  SlotRun s = d.allocate(96);
+  REQUIRE(s.count == 96);
+  Pages src(96, 4096), dst(96, 4096);
+  for (size_t i = 0; i < 96; ++i) src.fill_random(i, 500 + i);
+  const PageOwner owner{.file = 6, .index = 0};
+  Latch l;
+  {
+    IoBatch plug(d);
+    for (uint32_t i = 0; i < 96; ++i) {
+      const std::span<const std::byte> one = src.page(i);
+      d.write(s.first + i, {&one, 1}, owner.page(i), l.cb());
+    }
+  }
+  REQUIRE(l.wait(96));
+  for (int e : l.errors()) CHECK(e == 0);
+  for (uint32_t i = 0; i < 96; i += 19) {
+    auto img = f.stored(s.first + i);
+    CHECK_FALSE(std::equal(img.begin(), img.end(), src.page(i).begin()));
+  }
+  Latch r;
+  d.read(s.first, dst.spans(0, 96), owner, r.cb());
+  REQUIRE(r.wait(1));
+  CHECK(r.errors()[0] == 0);
+  CHECK(std::memcmp(dst.data(), src.data(), 96 * 4096) == 0);
+}
