@@ -61,4 +61,6 @@ bool stopping(const std::string& mountpoint) {
 
 bool failed(const std::string& message) { return send("STATUS=failed: " + one_line(message)); }
 
+bool main_pid(pid_t pid) { return send("MAINPID=" + std::to_string(pid)); }
+
 }  // namespace tmpfsd::notify

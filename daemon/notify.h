@@ -16,6 +16,8 @@
 //   STOPPING=1           when the FUSE loop ends (SIGTERM, umount), with
 //                        STATUS=unmounting DIR; no STATUS after it
 //   STATUS=failed: ...   when the start fails (the one line the command prints)
+//   MAINPID=<new daemon> from a daemon that handed the mount to a new one
+//                        (daemon/restart.h), just before it exits
 //
 // STATUS lines match (ECMAScript / Python re):
 //   ^(mounted on (/.*); ([0-9]+) MiB of data, ([0-9]+) MiB in frames, ([0-9]+) MiB in
@@ -51,5 +53,7 @@ bool status(const std::string& line);
 bool stopping(const std::string& mountpoint);
 // STATUS=failed: message.
 bool failed(const std::string& message);
+// MAINPID=pid: the service's main process is `pid` from now on.
+bool main_pid(pid_t pid);
 
 }  // namespace tmpfsd::notify

@@ -39,14 +39,20 @@
 
 #include <fuse_lowlevel.h>
 
+#include <pthread.h>
+
 #include <array>
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "daemon/uring_transport.h"
 
@@ -66,6 +72,27 @@ class Wire {
   // Filesystem given to the constructor) reads and writes through this
   // object from now on; sets Filesystem::wire. Returns 0 or a negative errno.
   int attach(fuse_session* se);
+
+  // Restart without unmounting (daemon/restart.h). The INIT the kernel sent
+  // and the flags its reply agreed: what the next daemon replays.
+  struct Handshake {
+    std::string init_request;  // the raw request, header and body
+    uint64_t agreed_flags = 0;
+  };
+  Handshake handshake() const;
+  // In the next daemon, instead of attach() on a fresh mount: the session
+  // reads and writes through this object on `fd` (the old daemon's
+  // /dev/fuse, already initialised). The first read hands libfuse the saved
+  // INIT; its reply is taken here and not written (the kernel answered INIT
+  // long ago), and no other request is read until it has been.
+  int attach_initialised(fuse_session* se, int fd, Handshake saved);
+  // Stops taking requests: readers wait before their next read of
+  // /dev/fuse (those blocked in one are woken by a signal), and waits until
+  // every request read has been answered. False after `timeout` (the readers
+  // go on then). Not with the rings (transport() "uring").
+  bool quiesce(std::chrono::milliseconds timeout);
+  // After a quiesce(): readers go on.
+  void resume();
 
   // Before the session starts: makes the io_uring rings (`depth` entries per
   // queue); requests go over them once INIT is answered, if the kernel
@@ -119,6 +146,7 @@ class Wire {
   static ssize_t writev_cb(int fd, iovec* iov, int count, void* userdata);
   ssize_t read(int fd, void* buf, size_t len);
   ssize_t writev(int fd, iovec* iov, int count);
+  ssize_t write_reply(int fd, iovec* iov, int count);
   // True when the request was answered here (the caller reads the next one).
   bool answer(int fd, const void* buf, size_t len);
   void answer_tmpfile(int fd, const fuse_in_header& in, const void* buf, size_t len);
@@ -126,8 +154,24 @@ class Wire {
   // Returns the rings' payload size when the reply accepts them, else 0.
   size_t amend_init(iovec* iov, int count);
 
+  // The gate every read of /dev/fuse passes (quiesce, attach_initialised).
+  // >0: the replayed INIT, copied to buf; 0: the caller may read(2) now.
+  ssize_t enter_read(void* buf, size_t len);
+  void leave_read();
+
   Filesystem& fs_;
-  fuse_session* se_ = nullptr;             // set by attach()
+  fuse_session* se_ = nullptr;  // set by attach()
+  // Requests read (or dispatched from a ring) that expect a reply and have
+  // none yet: FORGET, BATCH_FORGET, INTERRUPT and NOTIFY_REPLY expect none.
+  std::atomic<int64_t> in_flight_{0};
+  std::string init_request_;  // set while INIT is answered, before any other request
+  std::mutex gate_mu_;
+  std::condition_variable gate_cv_;
+  bool paused_ = false;                    // guarded by gate_mu_
+  std::vector<pthread_t> in_read_;         // guarded by gate_mu_: threads in read(2)
+  std::string replay_init_;                // guarded by gate_mu_: the INIT to hand libfuse
+  std::atomic<bool> swallow_init_{false};  // its reply is not written
+  uint64_t saved_agreed_flags_ = 0;        // set before the session starts
   std::unique_ptr<UringTransport> rings_;  // set before the session starts
   std::atomic<bool> rings_on_{false};      // INIT accepted them: replies go there
   std::atomic<uint64_t> dev_requests_{0};  // requests read from /dev/fuse
