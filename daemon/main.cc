@@ -167,7 +167,11 @@ void log_stats(const char* what, const std::string& mountpoint, const PageCacheS
 // if it still names this process).
 class PidFile {
  public:
-  explicit PidFile(std::string path) : path_(std::move(path)) {
+  // `now` false: write() later (a take-over: once it serves the mount).
+  explicit PidFile(std::string path, bool now = true) : path_(std::move(path)) {
+    if (now) write();
+  }
+  void write() const {
     if (path_.empty()) return;
     std::ofstream out(path_, std::ios::trunc);
     out << ::getpid() << "\n";
@@ -293,7 +297,7 @@ bool choose_transport(const Options& o, Wire& wire, Startup& startup) {
 
 // `takeover`: this process takes the mount over from the daemon that
 // started it (daemon/restart.h); null: it mounts.
-int serve(const Options& o, Startup& startup, const Takeover* takeover) {
+int serve(const Options& o, Startup& startup, const Takeover* takeover, const PidFile& pid_file) {
   block_signals_for_our_threads();  // before the first thread, so that all inherit it
   PageCacheConfig pc;
   pc.page_size = o.page_size;
@@ -384,7 +388,8 @@ int serve(const Options& o, Startup& startup, const Takeover* takeover) {
   fs.writeback_cache = o.writeback_cache;
   fs.strict_atime = o.atime == "strictatime";
   std::atomic<bool> live{false};
-  fs.on_init = [&startup, &live] {
+  fs.on_init = [&startup, &live, &pid_file, takeover] {
+    if (takeover) pid_file.write();  // the mount is this process's now
     startup.ready();
     live = true;
   };
@@ -654,9 +659,9 @@ int main(int argc, char** argv) {
                      : tmpfsd::Startup::daemonise(o.mountpoint);
   tmpfsd::set_logger(o, startup.daemonised());
   fuse_set_log_func(tmpfsd::fuse_log_to_spdlog);
-  tmpfsd::PidFile pid_file(o.pid_file);
+  tmpfsd::PidFile pid_file(o.pid_file, !takeover);
   try {
-    return tmpfsd::serve(o, startup, takeover ? &*takeover : nullptr);
+    return tmpfsd::serve(o, startup, takeover ? &*takeover : nullptr, pid_file);
   } catch (const std::exception& e) {
     startup.fail(1, e.what());
     return 1;
