@@ -15,6 +15,8 @@
 #   - a restart into a binary that exits at once, and into one that does
 #     not exist: refused or failed, the same daemon serves on, nothing lost;
 #   - with --persist: the new daemon holds DIR's lock and saves at its stop;
+#   - under a (played) service manager: MAINPID= names the new daemon, and
+#     SIGTERM to it unmounts;
 #   - with the rings (when enable_uring is Y): refused, with the reason.
 # Prints the restart times.
 set -euo pipefail
@@ -236,6 +238,50 @@ check grep -q "persist: saved" "$work/persist.log"
 tmpfsd_start "$bin" "$work/persist2.log" "$mnt" --transport dev --persist "$work/state" || exit 1
 check test "$(cat "$mnt/file")" = "$(printf 'kept\nmore')"
 tmpfsd_stop || fail=1
+
+echo "== under a service manager: MAINPID= names the new daemon"
+# As the units run it (-f, Type=notify, NotifyAccess=main): a notify socket
+# of our own plays systemd's.
+if ! python3 - "$bin" "$ctl" "$work" > "$work/notify.out" 2>&1 <<'PY'
+import os, socket, subprocess, sys
+bin, ctl, work = sys.argv[1:4]
+mnt = os.path.join(work, "mnt2")
+path = os.path.join(work, "notify")
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(path)
+s.settimeout(30)
+p = subprocess.Popen([bin, "-f", "--transport", "dev", "--log-file", work + "/notify.log",
+                      "tmpfsd", mnt], env=dict(os.environ, NOTIFY_SOCKET=path),
+                     stderr=subprocess.DEVNULL)
+def wait_for(word):
+    while True:
+        m = s.recv(4096).decode()
+        if word in m:
+            return m
+try:
+    wait_for("READY=1")
+    out = subprocess.run([ctl, "restart", mnt], capture_output=True, text=True, timeout=60)
+    print(out.stdout.strip(), out.stderr.strip())
+    new = int(wait_for("MAINPID=").split("MAINPID=")[1].split()[0])
+    assert p.wait(timeout=10) == 0, "the old daemon did not exit 0"
+    assert f"pid {new} serves" in out.stdout, "MAINPID= is not the pid that serves"
+    os.kill(new, 15)
+    for _ in range(200):
+        if not os.path.ismount(mnt):
+            break
+        __import__("time").sleep(0.05)
+    assert not os.path.ismount(mnt), "the new daemon did not unmount at SIGTERM"
+    print("ok")
+finally:
+    if p.poll() is None:
+        p.kill()
+    if os.path.ismount(mnt):
+        subprocess.run(["umount", "-l", mnt])
+PY
+then
+  echo "FAIL: notify: $(cat "$work/notify.out")"
+  fail=1
+fi
 
 if [ "$(cat /sys/module/fuse/parameters/enable_uring 2>/dev/null)" = Y ]; then
   echo "== the rings: refused"
