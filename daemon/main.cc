@@ -479,8 +479,9 @@ int serve(const Options& o, Startup& startup, const Takeover* takeover, const Pi
     restart_ctx.args = g_args;
     restart_ctx.cwd = g_cwd;
     std::mutex restart_mu;
-    std::mutex restart_running;  // held by a restart: the loop's end waits for it
-    std::string restart_binary;  // guarded by restart_mu: tmpfsctl restart's binary
+    std::mutex restart_running;       // held by a restart: the loop's end waits for it
+    std::atomic<bool> serving{true};  // false once the loop has ended
+    std::string restart_binary;       // guarded by restart_mu: tmpfsctl restart's binary
     fs.request_restart = [&](const std::string& binary, std::string* why) {
       const int e = restart_possible(restart_ctx, binary, why);
       if (e == 0) {
@@ -496,6 +497,7 @@ int serve(const Options& o, Startup& startup, const Takeover* takeover, const Pi
         binary.swap(restart_binary);
       }
       std::lock_guard running(restart_running);
+      if (!serving.load()) return;  // the loop has ended: nothing to hand over
       if (std::string why; !restart(restart_ctx, binary, &why)) {
         spdlog::error("restart: {}", why);
         fs.restarts_failed.fetch_add(1);
@@ -518,6 +520,7 @@ int serve(const Options& o, Startup& startup, const Takeover* takeover, const Pi
     fuse_loop_cfg_destroy(loop);
     // A restart under way (SIGTERM came meanwhile): if it succeeds this
     // process ends there and the new daemon serves; if not, the stop goes on.
+    serving = false;
     { std::lock_guard wait_for_restart(restart_running); }
     notify::stopping(o.mountpoint);
     // A loop that ended before INIT (the kernel aborted the connection):

@@ -423,10 +423,21 @@ void Wire::dispatch(void* buf, size_t len) {
 ssize_t Wire::read(int fd, void* buf, size_t len) {
   for (;;) {
     if (ssize_t replayed = enter_read(buf, len); replayed != 0) return replayed;  // or -1
-    ssize_t n = ::read(fd, buf, len);
-    const int err = errno;
-    leave_read();
-    errno = err;
+    ssize_t n;
+    {
+      // Left also when libfuse cancels the thread in read(2) at the loop's
+      // end (the unwinding runs this destructor): no stale thread in
+      // in_read_ for quiesce() to signal.
+      struct Leave {
+        Wire* w;
+        ~Leave() {
+          const int err = errno;
+          w->leave_read();
+          errno = err;
+        }
+      } leave{this};
+      n = ::read(fd, buf, len);
+    }
     if (n < ssize_t(sizeof(fuse_in_header))) return n;  // errors and short reads: libfuse's
     dev_requests_.fetch_add(1, std::memory_order_relaxed);
     try {
