@@ -19,6 +19,7 @@
 // thread of ours (reclaimer, swap completions, ...), it would wake neither,
 // and the daemon would not end until the next request; so every thread of
 // ours starts with them blocked.
+#include <fcntl.h>
 #include <fuse_log.h>
 #include <fuse_lowlevel.h>
 #include <malloc.h>
@@ -635,6 +636,9 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "tmpfsd: --takeover %s: not F,S,R[,L]\n", o.takeover.c_str());
       return 2;
     }
+    // Inherited without it (for the exec); a restart passes them on itself.
+    ::fcntl(takeover->fuse_fd, F_SETFD, FD_CLOEXEC);
+    ::fcntl(takeover->state_fd, F_SETFD, FD_CLOEXEC);
   }
   o.mountpoint = tmpfsd::absolute(o.mountpoint, !o.takeover.empty());
   o.swap_dir = tmpfsd::absolute(o.swap_dir);

@@ -3,6 +3,7 @@
 #include "daemon/restart.h"
 
 #include <fcntl.h>
+#include <linux/close_range.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -187,6 +188,9 @@ bool restart(const RestartContext& c, const std::string& binary, std::string* wh
   const pid_t child = ::fork();
   if (child < 0) return give_up(errno_text("fork"));
   if (child == 0) {
+    // Nothing else goes over (a log file opened without O_CLOEXEC would
+    // pile up, one more with every restart).
+    ::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
     for (int fd : inherit)
       if (fd >= 0) ::fcntl(fd, F_SETFD, 0);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
