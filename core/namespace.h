@@ -237,6 +237,8 @@ class Namespace {
   // use", "Cannot retroactively limit size", "... inodes") when a limit is
   // below what is in use or the mount was unlimited; nothing changes then.
   Status set_limits(const Limits& limits, std::string* why);
+  // The limits now (both set; 0: unlimited), as set_limits takes them.
+  Limits limits();
 
   StatFs statfs();
 

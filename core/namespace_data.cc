@@ -498,6 +498,11 @@ Status Namespace::set_limits(const Limits& limits, std::string* why) {
   return {};
 }
 
+Limits Namespace::limits() {
+  MutexLock lock(mu_);
+  return Limits{cache_.stats().max_pages, max_inodes_};
+}
+
 StatFs Namespace::statfs() {
   PageCacheStats ps = cache_.stats();
   StatFs s{};

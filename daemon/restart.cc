@@ -66,6 +66,10 @@ bool write_state(const RestartContext& c, int fd, uint64_t* bytes, std::string* 
   w.u32(0);
   w.str(hs.init_request);
   w.u64(hs.agreed_flags);
+  // The limits as tmpfsctl set or mount -o remount left them.
+  const Limits limits = c.ns->limits();
+  w.u64(*limits.max_pages);
+  w.u64(*limits.max_inodes);
   c.fs->dir_handles.save(w);
   if (Status s = c.ns->save_image(w, /*live=*/true); !s) {
     *why = std::string("cannot write the state: ") + std::strerror(s.code());
@@ -246,8 +250,14 @@ bool load_handover(int fd, Namespace& ns, Filesystem& fs, Wire::Handshake* hs, s
   if (ok && version != kHandoverVersion)
     ok = r.fail("restart state version " + std::to_string(version) + ", this tmpfsd reads " +
                 std::to_string(kHandoverVersion));
-  ok = ok && r.str(&hs->init_request, kInitMax) && r.u64(&hs->agreed_flags) &&
-       fs.dir_handles.load(r);
+  uint64_t max_pages = 0, max_inodes = 0;
+  ok = ok && r.str(&hs->init_request, kInitMax) && r.u64(&hs->agreed_flags) && r.u64(&max_pages) &&
+       r.u64(&max_inodes) && fs.dir_handles.load(r);
+  // The previous daemon's limits, before anything is in the namespace (the
+  // command line's may be smaller than what it holds).
+  if (std::string limits_why; ok && !ns.set_limits(Limits{max_pages, max_inodes}, &limits_why))
+    ok = r.fail("the previous daemon's limits (size=" + std::to_string(max_pages) +
+                " pages, nr_inodes=" + std::to_string(max_inodes) + "): " + limits_why);
   if (ok) {
     const Status s = ns.load_image(r);
     if (!s && r.why().empty()) r.fail(std::strerror(s.code()));

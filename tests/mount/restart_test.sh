@@ -14,6 +14,7 @@
 #     is never gone (a watcher stats it every 10 ms), the daemon never dies;
 #   - a restart into a binary that exits at once, and into one that does
 #     not exist: refused or failed, the same daemon serves on, nothing lost;
+#     a good one then keeps the limits tmpfsctl set changed;
 #   - with --persist: the new daemon holds DIR's lock and saves at its stop;
 #   - under a (played) service manager: MAINPID= names the new daemon, and
 #     SIGTERM to it unmounts;
@@ -222,7 +223,10 @@ check test "$(cat "$tmpfsd_log.pid")" = "$old_pid"
 check tmpfsd_alive
 manifest > "$work/m.after3"
 check diff "$work/m.base2" "$work/m.after3"
-restart   # and a good one after them
+# And a good one after them, which keeps what tmpfsctl set changed.
+check "$ctl" set "$mnt" size=900m
+restart
+check test "$(df -B1 --output=size "$mnt" | tail -1 | tr -d ' ')" = $((900 << 20))
 manifest > "$work/m.after4"
 check diff "$work/m.base2" "$work/m.after4"
 tmpfsd_stop || fail=1
