@@ -576,6 +576,19 @@ int remount_limits(const Options& o) {
   return 0;
 }
 
+// The path this process's binary was run from, as the file there is now:
+// once a newer one is installed over it, /proc/self/exe says "PATH
+// (deleted)", and PATH is the newer one, which a restart runs.
+std::string installed_binary() {
+  char exe[PATH_MAX];
+  const ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n <= 0) return {};
+  std::string path(exe, size_t(n));
+  constexpr std::string_view kDeleted = " (deleted)";
+  if (path.ends_with(kDeleted)) path.resize(path.size() - kDeleted.size());
+  return path;
+}
+
 // `lexical`: without looking at the path (a take-over's mount point: the
 // mount's daemon waits for this one).
 std::string absolute(const std::string& path, bool lexical = false) {
@@ -610,16 +623,8 @@ int main(int argc, char** argv) {
     return parsed.exit_code;
   }
   tmpfsd::Options o = *parsed.options;
-  // For a restart: this binary's path (a newer one installed there is what
-  // runs next; " (deleted)" once replaced) and the arguments but --takeover.
-  if (char exe[PATH_MAX]; ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1)) {
-    if (n > 0) {
-      std::string path(exe, size_t(n));
-      constexpr std::string_view kDeleted = " (deleted)";
-      if (path.ends_with(kDeleted)) path.resize(path.size() - kDeleted.size());
-      tmpfsd::g_binary = path;
-    }
-  }
+  // For a restart: this binary's path and the arguments but --takeover.
+  tmpfsd::g_binary = tmpfsd::installed_binary();
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--takeover") {
@@ -647,8 +652,8 @@ int main(int argc, char** argv) {
   o.persist = tmpfsd::absolute(o.persist);
   o.persist_key = tmpfsd::absolute(o.persist_key);
   if (char cwd[PATH_MAX]; ::getcwd(cwd, sizeof cwd)) tmpfsd::g_cwd = cwd;
-  if (!o.takeover.empty() && ::chdir("/") != 0) {
-  }
+  if (!o.takeover.empty() && ::chdir("/") != 0)
+    spdlog::warn("cannot change to /: {}", std::strerror(errno));
   if (o.remount) {  // mount -o remount: the running daemon stays (daemon/remount.h)
     std::string error;
     if (tmpfsd::remount(o, error) != 0) {

@@ -250,7 +250,7 @@ int Wire::attach(fuse_session* se) {
 }
 
 Wire::Handshake Wire::handshake() const {
-  std::lock_guard lk(const_cast<std::mutex&>(gate_mu_));
+  std::lock_guard lk(gate_mu_);
   return Handshake{init_request_, agreed_flags()};
 }
 
@@ -297,7 +297,10 @@ ssize_t Wire::enter_read(void* buf, size_t len) {
   if (!replay_init_.empty()) {
     // The saved INIT, for libfuse alone; paused_ stays until its reply.
     const size_t n = replay_init_.size();
-    if (n > len) return -1;
+    if (n > len) {
+      errno = EINVAL;
+      return -1;
+    }
     std::memcpy(buf, replay_init_.data(), n);
     replay_init_.clear();
     return ssize_t(n);

@@ -20,7 +20,11 @@
 //     the kernel offers it (daemon/uring_transport.h): the INIT reply
 //     accepts FUSE_OVER_IO_URING, the rings start once it is written, the
 //     queue threads hand each request to dispatch() and every reply that
-//     answers a ring request goes back through its entry.
+//     answers a ring request goes back through its entry;
+//   - for a restart without unmounting (daemon/restart.h): hold every
+//     reader at a gate before its next read of /dev/fuse and count the
+//     requests read and not yet answered (quiesce), and in the next daemon
+//     hand libfuse the saved INIT and keep its reply from the kernel.
 // Everything else goes to libfuse unchanged. This module (wire.cc and
 // uring_transport.cc) is the only code that touches the structures of
 // <linux/fuse.h>; the 7.39 ones the installed header lacks are declared in
@@ -155,7 +159,8 @@ class Wire {
   size_t amend_init(iovec* iov, int count);
 
   // The gate every read of /dev/fuse passes (quiesce, attach_initialised).
-  // >0: the replayed INIT, copied to buf; 0: the caller may read(2) now.
+  // >0: the replayed INIT, copied to buf; 0: the caller may read(2) now;
+  // -1 (errno EINTR): the session ended while the gate was closed.
   ssize_t enter_read(void* buf, size_t len);
   void leave_read();
 
@@ -165,7 +170,7 @@ class Wire {
   // none yet: FORGET, BATCH_FORGET, INTERRUPT and NOTIFY_REPLY expect none.
   std::atomic<int64_t> in_flight_{0};
   std::string init_request_;  // set while INIT is answered, before any other request
-  std::mutex gate_mu_;
+  mutable std::mutex gate_mu_;
   std::condition_variable gate_cv_;
   bool paused_ = false;                    // guarded by gate_mu_
   std::vector<pthread_t> in_read_;         // guarded by gate_mu_: threads in read(2)
