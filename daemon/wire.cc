@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <new>
 #include <sstream>
 #include <string>
@@ -272,7 +273,7 @@ int Wire::attach_initialised(fuse_session* se, int fd, Handshake saved) {
     std::lock_guard lk(gate_mu_);
     init_request_ = saved.init_request;
     replay_init_ = std::move(saved.init_request);
-    paused_ = true;  // until libfuse has answered the replayed INIT
+    paused_.store(true);  // until libfuse has answered the replayed INIT
   }
   swallow_init_.store(true, std::memory_order_release);
   fs_.wire = this;
@@ -283,37 +284,72 @@ int Wire::attach_initialised(fuse_session* se, int fd, Handshake saved) {
   return fuse_session_custom_io(se, &io, fd);
 }
 
-ssize_t Wire::enter_read(void* buf, size_t len) {
+// A thread that reads /dev/fuse. The gate costs a reader no lock: it says
+// it is in read(2) (in_read), then looks at paused_; quiesce() sets paused_,
+// then looks at each in_read. Both sequentially consistent, so at least one
+// sees the other: the reader waits at the gate, or quiesce() signals it
+// out of read(2) (again until it is out).
+struct Wire::Reader {
+  pthread_t thread = pthread_self();
+  std::atomic<bool> in_read{false};
+};
+
+namespace {
+// Unregisters the thread's Reader when the thread ends (libfuse ends idle
+// workers, and cancels the rest at the loop's end; the Wire outlives them).
+struct ReaderSlot {
+  Wire* wire = nullptr;
+  Wire::Reader* reader = nullptr;
+  std::function<void()> forget;
+  ~ReaderSlot() {
+    if (forget) forget();
+  }
+};
+thread_local ReaderSlot t_reader;
+}  // namespace
+
+Wire::Reader& Wire::reader() {
+  if (t_reader.wire == this) return *t_reader.reader;
+  auto* r = new Reader;
+  {
+    std::lock_guard lk(gate_mu_);
+    readers_.push_back(r);
+  }
+  t_reader.wire = this;
+  t_reader.reader = r;
+  t_reader.forget = [this, r] { forget_reader(r); };
+  return *r;
+}
+
+void Wire::forget_reader(Reader* r) {
+  {
+    std::lock_guard lk(gate_mu_);
+    std::erase(readers_, r);
+  }
+  delete r;
+}
+
+ssize_t Wire::wait_at_gate(void* buf, size_t len) {
   std::unique_lock lk(gate_mu_);
   // Waits, but not past the session's end (SIGTERM during a restart): the
   // reader then returns to libfuse, which ends the loop.
-  while (paused_ && replay_init_.empty()) {
+  while (paused_.load() && replay_init_.empty()) {
     gate_cv_.wait_for(lk, std::chrono::milliseconds(50));
-    if (paused_ && se_ && fuse_session_exited(se_)) {
+    if (paused_.load() && se_ && fuse_session_exited(se_)) {
       errno = EINTR;
       return -1;
     }
   }
-  if (!replay_init_.empty()) {
-    // The saved INIT, for libfuse alone; paused_ stays until its reply.
-    const size_t n = replay_init_.size();
-    if (n > len) {
-      errno = EINVAL;
-      return -1;
-    }
-    std::memcpy(buf, replay_init_.data(), n);
-    replay_init_.clear();
-    return ssize_t(n);
+  if (replay_init_.empty()) return 0;
+  // The saved INIT, for libfuse alone; the gate stays closed until its reply.
+  const size_t n = replay_init_.size();
+  if (n > len) {
+    errno = EINVAL;
+    return -1;
   }
-  in_read_.push_back(pthread_self());
-  return 0;
-}
-
-void Wire::leave_read() {
-  std::lock_guard lk(gate_mu_);
-  auto it = std::find_if(in_read_.begin(), in_read_.end(),
-                         [](pthread_t t) { return pthread_equal(t, pthread_self()); });
-  if (it != in_read_.end()) in_read_.erase(it);
+  std::memcpy(buf, replay_init_.data(), n);
+  replay_init_.clear();
+  return ssize_t(n);
 }
 
 bool Wire::quiesce(std::chrono::milliseconds timeout) {
@@ -326,17 +362,22 @@ bool Wire::quiesce(std::chrono::milliseconds timeout) {
     sigaction(wake_signal(), &sa, nullptr);
   });
   const auto deadline = std::chrono::steady_clock::now() + timeout;
-  std::unique_lock lk(gate_mu_);
-  paused_ = true;
+  std::unique_lock lk(gate_mu_);  // no reader registers or ends meanwhile
+  paused_.store(true);
   for (;;) {
     // Again and again: a reader may take the signal just before it enters
     // read(2), and then block in it.
-    for (pthread_t t : in_read_) pthread_kill(t, wake_signal());
-    if (in_read_.empty() && in_flight_.load(std::memory_order_acquire) == 0) return true;
+    size_t reading = 0;
+    for (Reader* r : readers_) {
+      if (!r->in_read.load()) continue;
+      ++reading;
+      pthread_kill(r->thread, wake_signal());
+    }
+    if (reading == 0 && in_flight_.load() == 0) return true;
     if (std::chrono::steady_clock::now() >= deadline) {
       spdlog::warn("restart: {} requests still unanswered and {} readers in read(2) after {} ms",
-                   in_flight_.load(), in_read_.size(), timeout.count());
-      paused_ = false;
+                   in_flight_.load(), reading, timeout.count());
+      paused_.store(false);
       gate_cv_.notify_all();
       return false;
     }
@@ -348,7 +389,7 @@ bool Wire::quiesce(std::chrono::milliseconds timeout) {
 
 void Wire::resume() {
   std::lock_guard lk(gate_mu_);
-  paused_ = false;
+  paused_.store(false);
   gate_cv_.notify_all();
 }
 
@@ -425,22 +466,17 @@ void Wire::dispatch(void* buf, size_t len) {
 
 ssize_t Wire::read(int fd, void* buf, size_t len) {
   for (;;) {
-    if (ssize_t replayed = enter_read(buf, len); replayed != 0) return replayed;  // or -1
-    ssize_t n;
-    {
-      // Left also when libfuse cancels the thread in read(2) at the loop's
-      // end (the unwinding runs this destructor): no stale thread in
-      // in_read_ for quiesce() to signal.
-      struct Leave {
-        Wire* w;
-        ~Leave() {
-          const int err = errno;
-          w->leave_read();
-          errno = err;
-        }
-      } leave{this};
-      n = ::read(fd, buf, len);
+    Reader& me = reader();
+    me.in_read.store(true);
+    if (paused_.load()) {
+      me.in_read.store(false);
+      if (ssize_t replayed = wait_at_gate(buf, len); replayed != 0) return replayed;  // or -1
+      continue;
     }
+    // A thread cancelled in read(2) at the loop's end leaves in_read set;
+    // it ends, and its Reader with it.
+    const ssize_t n = ::read(fd, buf, len);
+    me.in_read.store(false, std::memory_order_release);
     if (n < ssize_t(sizeof(fuse_in_header))) return n;  // errors and short reads: libfuse's
     dev_requests_.fetch_add(1, std::memory_order_relaxed);
     try {

@@ -77,6 +77,9 @@ class Wire {
   // object from now on; sets Filesystem::wire. Returns 0 or a negative errno.
   int attach(fuse_session* se);
 
+  // A thread that reads /dev/fuse (wire.cc).
+  struct Reader;
+
   // Restart without unmounting (daemon/restart.h). The INIT the kernel sent
   // and the flags its reply agreed: what the next daemon replays.
   struct Handshake {
@@ -159,10 +162,11 @@ class Wire {
   size_t amend_init(iovec* iov, int count);
 
   // The gate every read of /dev/fuse passes (quiesce, attach_initialised).
-  // >0: the replayed INIT, copied to buf; 0: the caller may read(2) now;
-  // -1 (errno EINTR): the session ended while the gate was closed.
-  ssize_t enter_read(void* buf, size_t len);
-  void leave_read();
+  // With the gate closed: waits for it to open. >0: the replayed INIT,
+  // copied to buf; 0: try again; -1 (errno EINTR): the session ended.
+  ssize_t wait_at_gate(void* buf, size_t len);
+  Reader& reader();  // this thread's, registered on its first read
+  void forget_reader(Reader* r);
 
   Filesystem& fs_;
   fuse_session* se_ = nullptr;  // set by attach()
@@ -172,8 +176,10 @@ class Wire {
   std::string init_request_;  // set while INIT is answered, before any other request
   mutable std::mutex gate_mu_;
   std::condition_variable gate_cv_;
-  bool paused_ = false;                    // guarded by gate_mu_
-  std::vector<pthread_t> in_read_;         // guarded by gate_mu_: threads in read(2)
+  // Closed gate: written under gate_mu_, read without it by each reader
+  // (after it has said it is in read(2): see Reader in wire.cc).
+  std::atomic<bool> paused_{false};
+  std::vector<Reader*> readers_;           // guarded by gate_mu_: every thread that reads /dev/fuse
   std::string replay_init_;                // guarded by gate_mu_: the INIT to hand libfuse
   std::atomic<bool> swallow_init_{false};  // its reply is not written
   uint64_t saved_agreed_flags_ = 0;        // set before the session starts
