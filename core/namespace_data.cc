@@ -499,8 +499,9 @@ Status Namespace::set_limits(const Limits& limits, std::string* why) {
 }
 
 Limits Namespace::limits() {
+  const uint64_t max_pages = cache_.stats().max_pages;  // as statfs(): not under mu_
   MutexLock lock(mu_);
-  return Limits{cache_.stats().max_pages, max_inodes_};
+  return Limits{max_pages, max_inodes_};
 }
 
 StatFs Namespace::statfs() {
