@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <string_view>
 
 #include <spdlog/spdlog.h>
 
@@ -40,8 +41,21 @@ long long ms_since(Clock::time_point t) {
 
 std::string errno_text(const std::string& what) { return what + ": " + std::strerror(errno); }
 
-// Where the state goes: a memfd, or with TMPFSD_RESTART_STATE_DIR (for
-// measuring the two) an unnamed file in that directory.
+// How the state goes over (docs/measurements.md compares them): a pipe the
+// new daemon reads while this one writes (the default: loading overlaps
+// writing), a memfd written whole before the new daemon starts
+// (TMPFSD_RESTART_STATE=memfd), or an unnamed file in a directory
+// (TMPFSD_RESTART_STATE_DIR=DIR).
+enum class StateVia { kPipe, kMemfd, kFile };
+StateVia state_via() {
+  if (const char* dir = std::getenv("TMPFSD_RESTART_STATE_DIR"); dir && *dir)
+    return StateVia::kFile;
+  if (const char* v = std::getenv("TMPFSD_RESTART_STATE"); v && std::string_view(v) == "memfd")
+    return StateVia::kMemfd;
+  return StateVia::kPipe;
+}
+
+// The memfd or the file.
 int state_file(std::string* why) {
   if (const char* dir = std::getenv("TMPFSD_RESTART_STATE_DIR"); dir && *dir) {
     const int fd = ::open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
@@ -55,10 +69,31 @@ int state_file(std::string* why) {
 
 // The state: the handshake, the directory handles, the live image (which
 // ends with the trailer that covers all of it).
-bool write_state(const RestartContext& c, int fd, uint64_t* bytes, std::string* why) {
-  ImageWriter w([fd, bytes](std::span<const std::byte> b) {
+// All of `b` to the pipe `fd` (non-blocking), or ETIMEDOUT at `deadline`
+// (a new daemon that stopped reading), EPIPE (one that is gone).
+Status write_all_by(int fd, std::span<const std::byte> b, Clock::time_point deadline) {
+  while (!b.empty()) {
+    const ssize_t n = ::write(fd, b.data(), b.size());
+    if (n > 0) {
+      b = b.subspan(size_t(n));
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno != EAGAIN) return Errno{errno};
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    if (left.count() <= 0) return Errno{ETIMEDOUT};
+    pollfd p{fd, POLLOUT, 0};
+    ::poll(&p, 1, int(left.count()));
+  }
+  return {};
+}
+
+bool write_state(const RestartContext& c, const ImageWriter::Sink& sink, uint64_t* bytes,
+                 std::string* why) {
+  ImageWriter w([&sink, bytes](std::span<const std::byte> b) {
     *bytes += b.size();
-    return write_all(fd, b);
+    return sink(b);
   });
   const Wire::Handshake hs = c.wire->handshake();
   w.u64(kHandoverMagic);
@@ -72,7 +107,8 @@ bool write_state(const RestartContext& c, int fd, uint64_t* bytes, std::string* 
   w.u64(*limits.max_inodes);
   c.fs->dir_handles.save(w);
   if (Status s = c.ns->save_image(w, /*live=*/true); !s) {
-    *why = std::string("cannot write the state: ") + std::strerror(s.code());
+    *why = std::string("cannot write the state: ") +
+           (s.code() == EPIPE ? "the new daemon stopped reading it" : std::strerror(s.code()));
     return false;
   }
   return true;
@@ -153,21 +189,34 @@ bool restart(const RestartContext& c, const std::string& binary, std::string* wh
     return false;
   }
   const long long quiesce_ms = ms_since(start);
-  const int state = state_file(why);
+  const StateVia via = state_via();
+  int state = -1;    // what the new daemon reads the state from
+  int state_w = -1;  // the pipe's write end (kPipe)
   int ready[2] = {-1, -1};
   uint64_t bytes = 0;
+  long long write_ms = 0;
   auto give_up = [&](const std::string& reason) {
     *why = reason;
-    if (state >= 0) ::close(state);
-    if (ready[0] >= 0) ::close(ready[0]);
-    if (ready[1] >= 0) ::close(ready[1]);
+    for (int fd : {state, state_w, ready[0], ready[1]})
+      if (fd >= 0) ::close(fd);
     c.wire->resume();
     return false;
   };
-  if (state < 0) return give_up(*why);
-  const auto write_start = Clock::now();
-  if (!write_state(c, state, &bytes, why)) return give_up(*why);
-  const long long write_ms = ms_since(write_start);
+  if (via == StateVia::kPipe) {
+    int p[2];
+    if (::pipe2(p, O_CLOEXEC) != 0) return give_up(errno_text("pipe"));
+    state = p[0];
+    state_w = p[1];
+    ::fcntl(state_w, F_SETFL, O_NONBLOCK);
+    ::fcntl(state_w, F_SETPIPE_SZ, 1 << 20);  // fewer wake-ups; the default is 64 KiB
+  } else {
+    if ((state = state_file(why)) < 0) return give_up(*why);
+    const auto write_start = Clock::now();
+    if (!write_state(
+            c, [state](std::span<const std::byte> b) { return write_all(state, b); }, &bytes, why))
+      return give_up(*why);
+    write_ms = ms_since(write_start);
+  }
   if (::pipe2(ready, O_CLOEXEC) != 0) return give_up(errno_text("pipe"));
 
   // Everything the child needs, made before fork(): after it, a child of
@@ -205,30 +254,65 @@ bool restart(const RestartContext& c, const std::string& binary, std::string* wh
   ::close(ready[1]);
   ready[1] = -1;
   bool timed_out = false;
-  const std::string line = read_report(ready[0], kReadyWait, &timed_out);
+  std::string line;
+  std::string write_failed;  // why the state could not be written to the pipe
+  if (via == StateVia::kPipe) {
+    // Written while the new daemon reads it; a write to a pipe it has
+    // closed fails with EPIPE here (SIGPIPE blocked in this thread).
+    ::close(state);
+    state = -1;
+    sigset_t pipe_signal, old_mask;
+    sigemptyset(&pipe_signal);
+    sigaddset(&pipe_signal, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_signal, &old_mask);
+    const auto write_start = Clock::now();
+    const auto deadline = write_start + kReadyWait;
+    const bool written = write_state(
+        c, [&](std::span<const std::byte> b) { return write_all_by(state_w, b, deadline); }, &bytes,
+        why);
+    write_ms = ms_since(write_start);
+    ::close(state_w);
+    state_w = -1;
+    const timespec at_once{0, 0};
+    while (sigtimedwait(&pipe_signal, nullptr, &at_once) == SIGPIPE) {
+    }
+    pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+    if (!written) {  // its reason, if it gives one; it is ended either way
+      write_failed = *why;
+      line = read_report(ready[0], std::chrono::seconds(5), &timed_out);
+      if (line.empty()) line = "-";
+    }
+  }
+  if (line.empty()) line = read_report(ready[0], kReadyWait, &timed_out);
   if (line == "ready") {
     spdlog::info(
         "restart: pid {} serves the mount now; {} ms in all (quiesce {} ms, state {} bytes "
-        "written in {} ms, new daemon ready in {} ms)",
-        child, ms_since(start), quiesce_ms, bytes, write_ms, ms_since(spawn));
+        "written{} in {} ms, new daemon ready in {} ms)",
+        child, ms_since(start), quiesce_ms, bytes,
+        via == StateVia::kPipe    ? " to a pipe"
+        : via == StateVia::kMemfd ? " to a memfd"
+                                  : " to a file",
+        write_ms, ms_since(spawn));
     // The service's main process is this one, about to exit.
     if (notify::wanted() && !notify::main_pid(child))
       spdlog::warn("restart: cannot send MAINPID={} to the service manager", child);
     spdlog::default_logger()->flush();
     ::_exit(0);  // no unmount, no save: the mount and the state are the new daemon's
   }
-  if (timed_out) ::kill(child, SIGKILL);
+  if (timed_out || !write_failed.empty()) ::kill(child, SIGKILL);
   int status = 0;
   while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
   }
   std::string reason;
-  if (timed_out)
-    reason = "the new daemon was not ready within " + std::to_string(kReadyWait.count()) + " s";
-  else if (line.rfind("fail ", 0) == 0)
+  if (line.rfind("fail ", 0) == 0)
     reason = "the new daemon failed: " + line.substr(line.find(' ', 5) + 1);
   else if (WIFEXITED(status))
     reason = "the new daemon exited with status " + std::to_string(WEXITSTATUS(status)) +
              (WEXITSTATUS(status) == 127 ? " (could not execute " + path + ")" : "");
+  else if (!write_failed.empty())
+    reason = write_failed;
+  else if (timed_out)
+    reason = "the new daemon was not ready within " + std::to_string(kReadyWait.count()) + " s";
   else if (WIFSIGNALED(status))
     reason = std::string("the new daemon was killed by signal ") + ::strsignal(WTERMSIG(status));
   else
@@ -238,7 +322,7 @@ bool restart(const RestartContext& c, const std::string& binary, std::string* wh
 
 bool load_handover(int fd, Namespace& ns, Filesystem& fs, Wire::Handshake* hs, std::string* why) {
   const auto start = Clock::now();
-  if (::lseek(fd, 0, SEEK_SET) != 0) {
+  if (::lseek(fd, 0, SEEK_SET) != 0 && errno != ESPIPE) {  // a pipe is read as it comes
     *why = errno_text("the state");
     return false;
   }

@@ -6,21 +6,20 @@
 //   quiesce: readers stop before their next
 //     read of /dev/fuse (requests wait in the
 //     kernel), in-flight ones are answered
-//   the state into a memfd: the handshake,
-//     the directory handles, the live image
-//     (core/namespace_image.cc)
-//   fork + exec BINARY ARGS... --takeover F,S,R[,L] ----> loads the state, a
-//                                                         session on fd F
-//                                                         without mounting;
-//                                                         libfuse answers the
-//                                                         replayed INIT
+//   fork + exec BINARY ARGS... --takeover F,S,R[,L] --> start-up
+//   the state into the pipe S: the handshake, ------> loads it as it comes;
+//     the limits, the directory handles, the          a session on fd F
+//     live image (core/namespace_image.cc)            without mounting;
+//                                                     libfuse answers the
+//                                                     replayed INIT
 //   reads R <------------------------- "ready" ---------- serves requests
 //   MAINPID=new (sd_notify), _exit(0): no unmount
 //
 // Until "ready" the old daemon serves again on any failure (the new one
 // exits, says "fail ...", or takes longer than kReadyWait: it is killed).
 // F is /dev/fuse (the same open file: the kernel sees one connection), S the
-// state, R the pipe's write end, L the --persist lock (the same flock).
+// state's pipe (or a memfd or file: restart.cc), R the report pipe's write
+// end, L the --persist lock (the same flock).
 //
 // Not with FUSE over io_uring: the rings' entries belong to the old
 // process's io_uring and go with it (refused, with the reason).
