@@ -237,6 +237,8 @@ class Namespace {
   // use", "Cannot retroactively limit size", "... inodes") when a limit is
   // below what is in use or the mount was unlimited; nothing changes then.
   Status set_limits(const Limits& limits, std::string* why);
+  // The limits now (both set; 0: unlimited), as set_limits takes them.
+  Limits limits();
 
   StatFs statfs();
 
@@ -245,8 +247,15 @@ class Namespace {
   // attributes, xattrs, entries and data; nothing else may use the
   // namespace meanwhile (the daemon calls it once it serves no more). EIO: a
   // page could not be read; the writer's sink error otherwise.
-  Status save_image(ImageWriter& w);
-  // Fills a namespace that has served nothing yet from an image. On failure
+  //
+  // A live image (`live`, for a restart without unmounting: the kernel
+  // keeps its references across it) also keeps every inode the kernel
+  // still holds without a name (unlinked, open or not yet forgotten) and,
+  // for each inode, its lookup count, open handles and O_TMPFILE linkability,
+  // so that FORGET and RELEASE find what they expect in the next daemon.
+  Status save_image(ImageWriter& w, bool live = false);
+  // Fills a namespace that has served nothing yet from an image (either
+  // kind: the header says which). On failure
   // (EINVAL with r.why() saying what is wrong, ENOSPC when the image does
   // not fit this mount's limits) the namespace may hold part of it and must
   // be discarded.

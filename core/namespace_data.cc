@@ -498,6 +498,12 @@ Status Namespace::set_limits(const Limits& limits, std::string* why) {
   return {};
 }
 
+Limits Namespace::limits() {
+  const uint64_t max_pages = cache_.stats().max_pages;  // as statfs(): not under mu_
+  MutexLock lock(mu_);
+  return Limits{max_pages, max_inodes_};
+}
+
 StatFs Namespace::statfs() {
   PageCacheStats ps = cache_.stats();
   StatFs s{};

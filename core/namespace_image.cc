@@ -12,7 +12,9 @@
 //
 // An inode with no name (unlinked, still open) is not kept: after a restart
 // no descriptor can reach it. Nor is what the kernel holds (lookups, open
-// handles): a new mount starts with none.
+// handles): a new mount starts with none. A live image (header flag
+// kLiveImage, written for a restart without unmounting) keeps both: every
+// inode, and after each record its lookups, opens and linkable flag.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -36,6 +38,7 @@ constexpr uint32_t kImageVersion = 1;
 constexpr size_t kDataChunk = size_t{1} << 20;
 constexpr size_t kXattrNameMax = 255;
 constexpr size_t kTargetMax = 4096;  // PATH_MAX
+constexpr uint32_t kLiveImage = 1;   // header flag: the kernel's references follow each inode
 
 void put_time(ImageWriter& w, const timespec& t) {
   w.u64(static_cast<uint64_t>(t.tv_sec));
@@ -53,18 +56,18 @@ bool get_time(ImageReader& r, timespec* t) {
 
 }  // namespace
 
-Status Namespace::save_image(ImageWriter& w) {
+Status Namespace::save_image(ImageWriter& w, bool live) {
   std::vector<std::pair<InodeRef, uint64_t>> files;  // regular files, their sizes
   {
     MutexLock lock(mu_);
     std::vector<const Inode*> keep;
     for (const auto& [ino, inode] : inodes_)
-      if (inode->nlink > 0 || ino == kRootIno) keep.push_back(inode.get());
+      if (live || inode->nlink > 0 || ino == kRootIno) keep.push_back(inode.get());
     std::sort(keep.begin(), keep.end(),
               [](const Inode* a, const Inode* b) { return a->ino < b->ino; });
     w.u64(kImageMagic);
     w.u32(kImageVersion);
-    w.u32(0);  // reserved
+    w.u32(live ? kLiveImage : 0);
     w.u64(next_ino_);
     w.u64(keep.size());
     for (const Inode* n : keep) {
@@ -91,6 +94,11 @@ Status Namespace::save_image(ImageWriter& w) {
           w.str(it->second.name);
           w.u64(it->second.ino);
         }
+      }
+      if (live) {
+        w.u64(n->lookups);
+        w.u32(n->opens);
+        w.u32(n->linkable ? 1 : 0);
       }
       if (n->is_reg() && n->size > 0) files.emplace_back(inodes_.at(n->ino), n->size);
     }
@@ -147,9 +155,10 @@ Status Namespace::load_image(ImageReader& r) {
     if (inodes_.size() != 1 || next_ino_ != kRootIno + 1)
       return bad("load_image on a namespace already in use", EBUSY);
     uint64_t magic, next, count;
-    uint32_t version, reserved;
-    if (!r.u64(&magic) || !r.u32(&version) || !r.u32(&reserved) || !r.u64(&next) || !r.u64(&count))
+    uint32_t version, flags;
+    if (!r.u64(&magic) || !r.u32(&version) || !r.u32(&flags) || !r.u64(&next) || !r.u64(&count))
       return Errno{EINVAL};
+    const bool live = flags & kLiveImage;
     if (magic != kImageMagic) return bad("not a tmpfsd image");
     if (version != kImageVersion)
       return bad(fmt::format("image version {}, this tmpfsd reads {}", version, kImageVersion));
@@ -202,6 +211,14 @@ Status Namespace::load_image(ImageReader& r) {
       } else if (nlink > 1) {
         extra_links += nlink - 1;
       }
+      if (live) {
+        uint32_t opens, linkable;
+        if (!r.u64(&n->lookups) || !r.u32(&opens) || !r.u32(&linkable)) return Errno{EINVAL};
+        n->opens = opens;
+        n->linkable = linkable != 0;
+        if (n->nlink == 0 && n->lookups == 0 && n->opens == 0 && ino != kRootIno)
+          return bad(fmt::format("inode {} has no name and no reference", ino));
+      }
       table.emplace(ino, std::move(n));
     }
     // Every name names an inode of the image, and every inode has as many
@@ -221,6 +238,7 @@ Status Namespace::load_image(ImageReader& r) {
       }
     }
     for (const auto& [ino, n] : table) {
+      if (live && n->nlink == 0) continue;  // unlinked, held by the kernel
       const uint64_t expect = n->dir ? names[ino] + (ino == kRootIno ? 2 : 1) : names[ino];
       if (n->nlink != expect)
         return bad(fmt::format("inode {} has nlink {} and {} names", ino, n->nlink, expect));
@@ -231,7 +249,7 @@ Status Namespace::load_image(ImageReader& r) {
       return bad(fmt::format("the image holds {} inodes and links, more than nr_inodes={}", inodes,
                              max_inodes_),
                  ENOSPC);
-    table[kRootIno]->lookups = 1;  // the kernel never forgets the root
+    if (!live) table[kRootIno]->lookups = 1;  // the kernel never forgets the root
     inodes_ = std::move(table);
     next_ino_ = next;
     inodes_used_ = inodes;

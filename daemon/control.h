@@ -3,7 +3,7 @@
 // as FUSE_IOCTL (restricted ioctls: the sizes of the request and the reply
 // are in the command number), so no socket or path is needed, the channel
 // goes where the mount goes (namespaces, containers), and the daemon sees
-// the caller's uid. kStatsIoctl and kSetIoctl: only root and the user who
+// the caller's uid. kStatsIoctl, kSetIoctl and kRestartIoctl: only root and the user who
 // mounted (EPERM otherwise). kWhereIoctl: anyone who could open the file
 // (the kernel checked that at open). A file system that is not tmpfsd
 // answers ENOTTY.
@@ -119,5 +119,17 @@ inline SetOutcome request_set(const std::string& path, const std::string& option
   out.message = b->text;
   return out;
 }
+
+// tmpfsctl restart: in `text` the binary to restart into (empty: the one
+// the daemon was started from, as installed now); out `error` (0: the
+// restart starts once this reply is sent) and in `text` why not. Whether it
+// then succeeded shows in kStatsIoctl's figures: `pid` changes, or
+// `restarts_failed` grows (the reason is in the daemon's log).
+struct RestartBuffer {
+  int32_t error;
+  uint32_t reserved;
+  char text[kSetBytes - 8];
+};
+constexpr unsigned kRestartIoctl = _IOWR('t', 0x54, RestartBuffer);
 
 }  // namespace tmpfsd::control

@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <linux/capability.h>
 #include <linux/fs.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -159,6 +160,9 @@ std::string stats_text(const Filesystem& fs) {
   line("uptime_seconds", uint64_t(std::chrono::duration_cast<std::chrono::seconds>(up).count()),
        "counter", "seconds since the mount went live");
   line("pid", uint64_t(getpid()), "gauge", "the daemon's process ID");
+  line(
+      "restarts_failed", fs.restarts_failed.load(), "counter",
+      "restarts without unmounting (tmpfsctl restart, SIGUSR2) that failed; this daemon serves on");
   if (uint64_t bytes, age; fs.persist && fs.persist->image_info(&bytes, &age)) {
     line("persist_image_bytes", bytes, "gauge",
          "size of the --persist image restored or saved last");
@@ -485,20 +489,18 @@ void op_write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_
 
 void op_fsync(fuse_req_t req, fuse_ino_t, int, fuse_file_info*) { fuse_reply_err(req, 0); }
 
-// One open directory: where the current readdir pass ends (see
-// Namespace::readdir). The kernel serialises readdir on one open file.
-struct DirHandle {
-  uint64_t pass_end = 0;
-};
-
+// One open directory: a number in fs.dir_handles (daemon/dir_handles.h),
+// owned by the kernel's open file until releasedir.
 void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   guarded(req, [&] {
-    auto handle = std::make_unique<DirHandle>();
     if (auto s = ns_of(req).opendir(ino); !s) return void(fuse_reply_err(req, s.code()));
+    DirHandles& handles = fs_of(req).dir_handles;
     fi->cache_readdir = 0;
-    fi->fh = reinterpret_cast<uint64_t>(handle.get());
-    if (fuse_reply_open(req, fi) != 0) return ns_of(req).release(ino);
-    handle.release();  // owned by the kernel's open file until releasedir
+    fi->fh = handles.open();
+    if (fuse_reply_open(req, fi) != 0) {
+      handles.close(fi->fh);
+      ns_of(req).release(ino);
+    }
   });
 }
 
@@ -531,8 +533,9 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plu
       used += need;
       return true;
     };
-    auto* handle = reinterpret_cast<DirHandle*>(fi->fh);
-    Status s = ns_of(req).readdir(ino, uint64_t(off), plus, &handle->pass_end, sink);
+    uint64_t unknown = 0;  // a handle the table lacks: a pass of its own
+    uint64_t* pass_end = fs_of(req).dir_handles.find(fi->fh);
+    Status s = ns_of(req).readdir(ino, uint64_t(off), plus, pass_end ? pass_end : &unknown, sink);
     if (!s) return void(fuse_reply_err(req, s.code()));
     fuse_reply_buf(req, buf.data(), used);
   });
@@ -545,7 +548,7 @@ void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse
   do_readdir(req, ino, size, off, true, fi);
 }
 void op_releasedir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  delete reinterpret_cast<DirHandle*>(fi->fh);
+  fs_of(req).dir_handles.close(fi->fh);
   ns_of(req).release(ino);
   fuse_reply_err(req, 0);
 }
@@ -705,6 +708,24 @@ void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void*, fuse_file
         std::memset(b->text, 0, sizeof b->text);
         std::memcpy(b->text, msg.data(), std::min(msg.size(), sizeof b->text - 1));
         return (void)fuse_reply_ioctl(req, 0, b.get(), sizeof *b);
+      }
+      case control::kRestartIoctl: {
+        if (!owner) return (void)fuse_reply_err(req, EPERM);
+        if (in_size < sizeof(control::RestartBuffer) || out_size < sizeof(control::RestartBuffer))
+          return (void)fuse_reply_err(req, EINVAL);
+        auto b = std::make_unique<control::RestartBuffer>();
+        std::memcpy(b.get(), in_buf, sizeof *b);
+        const std::string binary(b->text, strnlen(b->text, sizeof b->text));
+        std::string why = "this daemon offers no restart";
+        b->error = fs.request_restart ? fs.request_restart(binary, &why) : EOPNOTSUPP;
+        std::memset(b->text, 0, sizeof b->text);
+        if (b->error != 0)
+          std::memcpy(b->text, why.data(), std::min(why.size(), sizeof b->text - 1));
+        fuse_reply_ioctl(req, 0, b.get(), sizeof *b);
+        // Answered: the restart (daemon/restart.h) waits for no request of
+        // ours. The stats thread takes the signal (daemon/main.cc).
+        if (b->error == 0) ::kill(::getpid(), SIGUSR2);
+        return;
       }
       default:
         return (void)fuse_reply_err(req, ENOTTY);

@@ -6,11 +6,14 @@
 
 #include <fuse_lowlevel.h>
 
+#include <atomic>
 #include <chrono>
 #include <functional>
+#include <string>
 
 #include "core/namespace.h"
 #include "core/page_cache.h"
+#include "daemon/dir_handles.h"
 
 namespace tmpfsd {
 
@@ -46,6 +49,14 @@ struct Filesystem {
   class KernelCache* kernel_cache = nullptr;
   // --persist: DIR's image, for tmpfsctl stats. Null: none.
   const class Persist* persist = nullptr;
+  // Open directories (fi->fh), by number.
+  DirHandles dir_handles;
+  // tmpfsctl restart (daemon/restart.h): checks that a restart into
+  // `binary` (empty: the installed one) can be tried and arranges it, to
+  // start once the request is answered: 0, or an errno and the reason.
+  // Null: restarts are not offered.
+  std::function<int(const std::string& binary, std::string* why)> request_restart;
+  std::atomic<uint64_t> restarts_failed{0};  // tmpfsctl stats
 };
 
 const fuse_lowlevel_ops& fuse_operations();

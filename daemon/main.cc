@@ -11,13 +11,15 @@
 //
 // SIGTERM, SIGINT and SIGHUP end the loop (libfuse's handlers); the mount is
 // then removed and the process exits 0. SIGUSR1 logs the page cache's
-// counters (what a hung test prints beside the thread stacks). Only the
+// counters (what a hung test prints beside the thread stacks). SIGUSR2 (and
+// tmpfsctl restart) hands the mount to a new daemon (daemon/restart.h). Only the
 // main thread and libfuse's workers take the three: libfuse's handler only
 // sets a flag, which the main thread sees when the signal interrupts its
 // wait and a worker when it interrupts its read of /dev/fuse. Taken by a
 // thread of ours (reclaimer, swap completions, ...), it would wake neither,
 // and the daemon would not end until the next request; so every thread of
 // ours starts with them blocked.
+#include <fcntl.h>
 #include <fuse_log.h>
 #include <fuse_lowlevel.h>
 #include <malloc.h>
@@ -33,12 +35,14 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <stop_token>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
@@ -54,6 +58,7 @@
 #include "daemon/options.h"
 #include "daemon/persist.h"
 #include "daemon/remount.h"
+#include "daemon/restart.h"
 #include "daemon/startup.h"
 #include "daemon/wire.h"
 #include "swapdev/compressed_swap_device.h"
@@ -165,7 +170,11 @@ void log_stats(const char* what, const std::string& mountpoint, const PageCacheS
 // if it still names this process).
 class PidFile {
  public:
-  explicit PidFile(std::string path) : path_(std::move(path)) {
+  // `now` false: write() later (a take-over: once it serves the mount).
+  explicit PidFile(std::string path, bool now = true) : path_(std::move(path)) {
+    if (now) write();
+  }
+  void write() const {
     if (path_.empty()) return;
     std::ofstream out(path_, std::ios::trunc);
     out << ::getpid() << "\n";
@@ -184,32 +193,46 @@ class PidFile {
   std::string path_;
 };
 
+// What a restart needs to start this daemon again: the path of its binary
+// (as installed now: a newer one there is what a restart runs) and its
+// arguments, set by main().
+std::string g_binary;
+std::vector<std::string> g_args;
+std::string g_cwd;  // where it was started: relative paths in g_args are from there
+
 // The usage line of the service manager's STATUS= (daemon/notify.h).
 std::string usage_status(const std::string& mountpoint, const PageCacheStats& s) {
   return notify::usage(mountpoint, s.pages_allocated * s.page_size, s.frames_used * s.page_size,
                        s.pages_swapped * s.page_size);
 }
 
-// SIGUSR1 logs the counters. The signal is blocked in every thread (the
-// mask is set before the first one starts) and taken here with sigwait.
+// SIGUSR1 logs the counters, SIGUSR2 calls on_restart (once the mount is
+// live). The signals are blocked in every thread (the mask is set before
+// the first one starts) and taken here with sigwait.
 // Under a service manager (NOTIFY_SOCKET) the thread also refreshes
 // STATUS= every 5 s once the mount is `live`, when the usage changed.
 class StatsOnSignal {
  public:
-  StatsOnSignal(PageCache& cache, const std::string& mountpoint, const std::atomic<bool>& live)
-      : thread_([&cache, mountpoint, &live](std::stop_token stop) {
+  StatsOnSignal(PageCache& cache, const std::string& mountpoint, const std::atomic<bool>& live,
+                std::function<void()> on_restart)
+      : thread_([&cache, mountpoint, &live, on_restart](std::stop_token stop) {
           pthread_setname_np(pthread_self(), "stats");
           sigset_t set;
           sigemptyset(&set);
           sigaddset(&set, SIGUSR1);
+          sigaddset(&set, SIGUSR2);
           const timespec tick{0, 200'000'000};
           constexpr int kStatusTicks = 25;  // 5 s
           int ticks = 0;
           bool warned = false;
           std::string last = notify::usage(mountpoint, 0, 0, 0);  // sent with READY=1
           while (!stop.stop_requested()) {
-            if (sigtimedwait(&set, nullptr, &tick) == SIGUSR1)
-              log_stats("counters of", mountpoint, cache.stats());
+            const int sig = sigtimedwait(&set, nullptr, &tick);
+            if (sig == SIGUSR1) log_stats("counters of", mountpoint, cache.stats());
+            if (sig == SIGUSR2 && !live.load())
+              spdlog::warn("restart: SIGUSR2 before the mount is live: ignored");
+            else if (sig == SIGUSR2)
+              on_restart();
             if (!notify::wanted() || !live.load() || ++ticks < kStatusTicks) continue;
             ticks = 0;
             std::string now = usage_status(mountpoint, cache.stats());
@@ -240,6 +263,7 @@ sigset_t exit_signals() {
 void block_signals_for_our_threads() {
   sigset_t set = exit_signals();
   sigaddset(&set, SIGUSR1);
+  sigaddset(&set, SIGUSR2);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 }
 
@@ -274,7 +298,9 @@ bool choose_transport(const Options& o, Wire& wire, Startup& startup) {
   return true;
 }
 
-int serve(const Options& o, Startup& startup) {
+// `takeover`: this process takes the mount over from the daemon that
+// started it (daemon/restart.h); null: it mounts.
+int serve(const Options& o, Startup& startup, const Takeover* takeover, const PidFile& pid_file) {
   block_signals_for_our_threads();  // before the first thread, so that all inherit it
   PageCacheConfig pc;
   pc.page_size = o.page_size;
@@ -367,20 +393,26 @@ int serve(const Options& o, Startup& startup) {
   std::unique_ptr<Persist> persist;
   if (!o.persist.empty()) {
     std::string why;
-    persist = Persist::open(o.persist, o.persist_key, &why);
-    if (!persist || !persist->load(ns, &why)) {
+    persist = Persist::open(o.persist, o.persist_key, &why, takeover ? takeover->lock_fd : -1);
+    if (!persist || (!takeover && !persist->load(ns, &why))) {
       startup.fail(1, "--persist: " + why);
       return 1;
     }
   }
   Filesystem fs;
+  Wire::Handshake handshake;
+  if (std::string why; takeover && !load_handover(takeover->state_fd, ns, fs, &handshake, &why)) {
+    startup.fail(1, "restart: " + why);
+    return 1;
+  }
   fs.persist = persist.get();
   fs.cache = cache->get();
   fs.ns = &ns;
   fs.writeback_cache = o.writeback_cache;
   fs.strict_atime = o.atime == "strictatime";
   std::atomic<bool> live{false};
-  fs.on_init = [&startup, &live] {
+  fs.on_init = [&startup, &live, &pid_file, takeover] {
+    if (takeover) pid_file.write();  // the mount is this process's now
     startup.ready();
     live = true;
   };
@@ -430,7 +462,16 @@ int serve(const Options& o, Startup& startup) {
   // stat and exec see the new mode.
   ns.set_attr_hook([se](uint64_t ino) { fuse_lowlevel_notify_inval_inode(se, ino, -1, 0); });
   int rc = 1;
-  if (!choose_transport(o, wire, startup)) {
+  bool up = false;
+  if (takeover) {
+    spdlog::info("transport: /dev/fuse (taken over from the previous daemon)");
+    if (fuse_set_signal_handlers(se) != 0)
+      startup.fail(1, "cannot set the signal handlers" + last_fuse_error());
+    else if (int err = wire.attach_initialised(se, takeover->fuse_fd, std::move(handshake)); err)
+      startup.fail(1, std::string("cannot serve the mount taken over: ") + strerror(-err));
+    else
+      up = true;
+  } else if (!choose_transport(o, wire, startup)) {
     // said
   } else if (fuse_set_signal_handlers(se) != 0) {
     startup.fail(1, "cannot set the signal handlers" + last_fuse_error());
@@ -441,13 +482,51 @@ int serve(const Options& o, Startup& startup) {
         1, std::string("cannot route the FUSE session through the wire module: ") + strerror(-err));
     fuse_session_unmount(se);
   } else {
-    spdlog::info("mounted {} on {} (size={} bytes, nr_inodes={}, memory={} bytes, page size {})",
-                 o.source, o.mountpoint, o.size_bytes, o.nr_inodes, o.memory_bytes, o.page_size);
-    if (!startup.daemonised()) {
+    up = true;
+  }
+  if (up) {
+    spdlog::info("{} {} on {} (size={} bytes, nr_inodes={}, memory={} bytes, page size {})",
+                 takeover ? "serving" : "mounted", o.source, o.mountpoint, o.size_bytes,
+                 o.nr_inodes, o.memory_bytes, o.page_size);
+    if (!startup.daemonised() && !takeover) {
       std::fprintf(stderr, "tmpfsd: mounted on %s; unmount with: fusermount3 -u %s\n",
                    o.mountpoint.c_str(), o.mountpoint.c_str());
     }
-    StatsOnSignal stats_on_signal(**cache, o.mountpoint, live);
+    RestartContext restart_ctx;
+    restart_ctx.fs = &fs;
+    restart_ctx.ns = &ns;
+    restart_ctx.wire = &wire;
+    restart_ctx.fuse_fd = fuse_session_fd(se);
+    restart_ctx.lock_fd = persist ? persist->lock_fd() : -1;
+    restart_ctx.default_binary = g_binary;
+    restart_ctx.args = g_args;
+    restart_ctx.cwd = g_cwd;
+    std::mutex restart_mu;
+    std::mutex restart_running;       // held by a restart: the loop's end waits for it
+    std::atomic<bool> serving{true};  // false once the loop has ended
+    std::string restart_binary;       // guarded by restart_mu: tmpfsctl restart's binary
+    fs.request_restart = [&](const std::string& binary, std::string* why) {
+      const int e = restart_possible(restart_ctx, binary, why);
+      if (e == 0) {
+        std::lock_guard lk(restart_mu);
+        restart_binary = binary;
+      }
+      return e;
+    };
+    auto on_restart = [&] {
+      std::string binary;
+      {
+        std::lock_guard lk(restart_mu);
+        binary.swap(restart_binary);
+      }
+      std::lock_guard running(restart_running);
+      if (!serving.load()) return;  // the loop has ended: nothing to hand over
+      if (std::string why; !restart(restart_ctx, binary, &why)) {
+        spdlog::error("restart: {}", why);
+        fs.restarts_failed.fetch_add(1);
+      }
+    };
+    StatsOnSignal stats_on_signal(**cache, o.mountpoint, live, on_restart);
     std::optional<KernelCache> kernel_cache(std::in_place, se);
     fs.kernel_cache = &*kernel_cache;
     fuse_loop_config* loop = fuse_loop_cfg_create();
@@ -462,6 +541,10 @@ int serve(const Options& o, Startup& startup) {
     int loop_rc = fuse_session_loop_mt(se, loop);
     rc = (loop_rc == 0 || loop_rc == SIGTERM || loop_rc == SIGINT || loop_rc == SIGHUP) ? 0 : 1;
     fuse_loop_cfg_destroy(loop);
+    // A restart under way (SIGTERM came meanwhile): if it succeeds this
+    // process ends there and the new daemon serves; if not, the stop goes on.
+    serving = false;
+    { std::lock_guard wait_for_restart(restart_running); }
     notify::stopping(o.mountpoint);
     // A loop that ended before INIT (the kernel aborted the connection):
     // the parent must not wait for a ready that never comes.
@@ -478,6 +561,7 @@ int serve(const Options& o, Startup& startup) {
     fs.kernel_cache = nullptr;
     kernel_cache.reset();
     fuse_session_unmount(se);
+    if (takeover) unmount_taken_over(o.mountpoint, takeover->fuse_fd);
     log_stats("unmounted", o.mountpoint, (*cache)->stats());
     // Served no more: what it holds now is what the next start restores.
     if (std::string why; persist && !persist->save(ns, &why)) {
@@ -514,10 +598,25 @@ int remount_limits(const Options& o) {
   return 0;
 }
 
-std::string absolute(const std::string& path) {
+// The path this process's binary was run from, as the file there is now:
+// once a newer one is installed over it, /proc/self/exe says "PATH
+// (deleted)", and PATH is the newer one, which a restart runs.
+std::string installed_binary() {
+  char exe[PATH_MAX];
+  const ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n <= 0) return {};
+  std::string path(exe, size_t(n));
+  constexpr std::string_view kDeleted = " (deleted)";
+  if (path.ends_with(kDeleted)) path.resize(path.size() - kDeleted.size());
+  return path;
+}
+
+// `lexical`: without looking at the path (a take-over's mount point: the
+// mount's daemon waits for this one).
+std::string absolute(const std::string& path, bool lexical = false) {
   if (path.empty() || path[0] == '/') return path;
   char buf[PATH_MAX];
-  if (::realpath(path.c_str(), buf)) return buf;
+  if (!lexical && ::realpath(path.c_str(), buf)) return buf;
   char cwd[PATH_MAX];
   if (!::getcwd(cwd, sizeof cwd)) return path;
   return std::string(cwd) + "/" + path;
@@ -546,12 +645,37 @@ int main(int argc, char** argv) {
     return parsed.exit_code;
   }
   tmpfsd::Options o = *parsed.options;
-  o.mountpoint = tmpfsd::absolute(o.mountpoint);
+  // For a restart: this binary's path and the arguments but --takeover.
+  tmpfsd::g_binary = tmpfsd::installed_binary();
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--takeover") {
+      ++i;
+      continue;
+    }
+    if (a.starts_with("--takeover=")) continue;
+    tmpfsd::g_args.push_back(a);
+  }
+  std::optional<tmpfsd::Takeover> takeover;
+  if (!o.takeover.empty()) {
+    takeover.emplace();
+    if (!tmpfsd::parse_takeover(o.takeover, &*takeover)) {
+      std::fprintf(stderr, "tmpfsd: --takeover %s: not F,S,R[,L]\n", o.takeover.c_str());
+      return 2;
+    }
+    // Inherited without it (for the exec); a restart passes them on itself.
+    ::fcntl(takeover->fuse_fd, F_SETFD, FD_CLOEXEC);
+    ::fcntl(takeover->state_fd, F_SETFD, FD_CLOEXEC);
+  }
+  o.mountpoint = tmpfsd::absolute(o.mountpoint, !o.takeover.empty());
   o.swap_dir = tmpfsd::absolute(o.swap_dir);
   o.log_file = tmpfsd::absolute(o.log_file);
   o.pid_file = tmpfsd::absolute(o.pid_file);
   o.persist = tmpfsd::absolute(o.persist);
   o.persist_key = tmpfsd::absolute(o.persist_key);
+  if (char cwd[PATH_MAX]; ::getcwd(cwd, sizeof cwd)) tmpfsd::g_cwd = cwd;
+  if (!o.takeover.empty() && ::chdir("/") != 0)
+    spdlog::warn("cannot change to /: {}", std::strerror(errno));
   if (o.remount) {  // mount -o remount: the running daemon stays (daemon/remount.h)
     std::string error;
     if (tmpfsd::remount(o, error) != 0) {
@@ -562,13 +686,16 @@ int main(int argc, char** argv) {
   }
   // From here on, see THE RULE at the top: daemonise before anything starts
   // a thread.
-  tmpfsd::Startup startup = o.foreground ? tmpfsd::Startup::foreground(o.mountpoint)
-                                         : tmpfsd::Startup::daemonise(o.mountpoint);
+  // A take-over is already where its predecessor was: no fork.
+  tmpfsd::Startup startup =
+      takeover       ? tmpfsd::Startup::takeover(o.mountpoint, takeover->ready_fd, !o.foreground)
+      : o.foreground ? tmpfsd::Startup::foreground(o.mountpoint)
+                     : tmpfsd::Startup::daemonise(o.mountpoint);
   tmpfsd::set_logger(o, startup.daemonised());
   fuse_set_log_func(tmpfsd::fuse_log_to_spdlog);
-  tmpfsd::PidFile pid_file(o.pid_file);
+  tmpfsd::PidFile pid_file(o.pid_file, !takeover);
   try {
-    return tmpfsd::serve(o, startup);
+    return tmpfsd::serve(o, startup, takeover ? &*takeover : nullptr, pid_file);
   } catch (const std::exception& e) {
     startup.fail(1, e.what());
     return 1;

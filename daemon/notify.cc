@@ -65,4 +65,6 @@ bool extend_timeout(uint64_t seconds) {
 
 bool failed(const std::string& message) { return send("STATUS=failed: " + one_line(message)); }
 
+bool main_pid(pid_t pid) { return send("MAINPID=" + std::to_string(pid)); }
+
 }  // namespace tmpfsd::notify

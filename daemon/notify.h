@@ -20,6 +20,8 @@
 //                        (Persist::save), so that the unit's TimeoutStopSec
 //                        does not kill a save that is progressing
 //   STATUS=failed: ...   when the start fails (the one line the command prints)
+//   MAINPID=<new daemon> from a daemon that handed the mount to a new one
+//                        (daemon/restart.h), just before it exits
 //
 // STATUS lines match (ECMAScript / Python re):
 //   ^(mounted on (/.*); ([0-9]+) MiB of data, ([0-9]+) MiB in frames, ([0-9]+) MiB in
@@ -58,5 +60,7 @@ bool stopping(const std::string& mountpoint);
 bool extend_timeout(uint64_t seconds);
 // STATUS=failed: message.
 bool failed(const std::string& message);
+// MAINPID=pid: the service's main process is `pid` from now on.
+bool main_pid(pid_t pid);
 
 }  // namespace tmpfsd::notify

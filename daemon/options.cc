@@ -201,6 +201,7 @@ ParseOutcome parse_options(int argc, char** argv) {
                  "Append the log to this file (default: syslog when daemonised, stderr with -f)");
   app.add_option("--pid-file", o.pid_file,
                  "Write the daemon's process ID to this file (removed at exit)");
+  app.add_option("--takeover", o.takeover, "(internal: tmpfsctl restart)")->group("");
   app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error or critical")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
@@ -485,6 +486,12 @@ ParseOutcome parse_options(int argc, char** argv) {
   o.seal = seal != "off";
   if (o.fuse_debug) o.foreground = true;
 
+  // A take-over does not look: the mount point is the live mount, whose
+  // daemon waits for this one (daemon/restart.h).
+  if (!o.takeover.empty()) {
+    out.options = o;
+    return out;
+  }
   struct stat st;
   if (stat(o.mountpoint.c_str(), &st) != 0)
     return fail("mountpoint " + o.mountpoint + ": " + std::strerror(errno));

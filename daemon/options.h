@@ -121,6 +121,9 @@ struct Options {
   // --pid-file: the daemon's process ID, written by the daemon when it
   // starts and removed when it exits.
   std::string pid_file;
+  // --takeover F,S,R[,L] (hidden): this process takes a mount over from the
+  // daemon that started it (daemon/restart.h). Empty: a start of its own.
+  std::string takeover;
   // -o remount: instead of mounting, change the flags of the live mount on
   // MOUNTPOINT (ro/rw, nosuid, ..., daemon/remount.h) and the live
   // daemon's limits: remount_options are its size=, nr_inodes= and memory=

@@ -37,7 +37,7 @@ Persist::Persist(std::string dir, int dir_fd, int lock_fd, std::unique_ptr<Image
     : dir_(std::move(dir)), dir_fd_(dir_fd), lock_fd_(lock_fd), key_(std::move(key)) {}
 
 std::unique_ptr<Persist> Persist::open(const std::string& dir, const std::string& key_file,
-                                       std::string* why) {
+                                       std::string* why, int inherited_lock) {
   std::unique_ptr<ImageKey> key;
   if (!key_file.empty() && !(key = ImageKey::load(key_file, why))) return nullptr;
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
@@ -49,7 +49,9 @@ std::unique_ptr<Persist> Persist::open(const std::string& dir, const std::string
     *why = errno_text(dir);
     return nullptr;
   }
-  const int lfd = ::openat(dfd, "lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (inherited_lock >= 0) ::fcntl(inherited_lock, F_SETFD, FD_CLOEXEC);
+  const int lfd = inherited_lock >= 0 ? inherited_lock
+                                      : ::openat(dfd, "lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (lfd < 0) {
     *why = errno_text(dir + "/lock");
     ::close(dfd);

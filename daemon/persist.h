@@ -36,8 +36,10 @@ class Persist {
 
   // Creates DIR (0700) if needed, reads the key file if one is named
   // (empty: none), and takes DIR's lock. Null with `why` set on failure.
+  // `inherited_lock` (>= 0): DIR's lock descriptor handed over by the daemon
+  // this one takes the mount over from (daemon/restart.h), locked already.
   static std::unique_ptr<Persist> open(const std::string& dir, const std::string& key_file,
-                                       std::string* why);
+                                       std::string* why, int inherited_lock = -1);
   ~Persist();  // releases the lock
   Persist(const Persist&) = delete;
   Persist& operator=(const Persist&) = delete;
@@ -51,6 +53,7 @@ class Persist {
   bool save(Namespace& ns, std::string* why);
 
   const std::string& dir() const { return dir_; }
+  int lock_fd() const { return lock_fd_; }
   // The image in DIR now (the one restored, or the last saved): its size
   // in bytes and age in seconds; false when there is none.
   bool image_info(uint64_t* bytes, uint64_t* age_seconds) const;

@@ -153,10 +153,18 @@ Startup Startup::daemonise(const std::string& mountpoint) {
   return Startup(p[1], true, mountpoint);
 }
 
+Startup Startup::takeover(const std::string& mountpoint, int report_fd, bool daemonised) {
+  ::fcntl(report_fd, F_SETFD, FD_CLOEXEC);
+  Startup s(report_fd, daemonised, mountpoint);
+  s.takeover_ = true;
+  return s;
+}
+
 Startup::Startup(Startup&& o) noexcept
     : fd_(o.fd_.exchange(-1)),
       reported_(o.reported_.load()),
       daemonised_(o.daemonised_),
+      takeover_(o.takeover_),
       mountpoint_(std::move(o.mountpoint_)) {}
 
 Startup::~Startup() {
@@ -180,7 +188,7 @@ void Startup::report(const std::string& line) noexcept {
 
 void Startup::ready() noexcept {
   if (reported_.exchange(true)) return;
-  if (daemonised_) {
+  if (daemonised_ || takeover_) {
     report("ready");
     return;
   }
@@ -197,7 +205,7 @@ void Startup::fail(int exit_code, const std::string& message) noexcept {
   try {
     spdlog::error("{}", message);
     std::string one_line = message.substr(0, message.find('\n'));
-    if (!daemonised_) notify::failed(one_line);
+    if (!daemonised_ && !takeover_) notify::failed(one_line);
     report("fail " + std::to_string(exit_code) + " " + one_line);
   } catch (...) {
     report("fail " + std::to_string(exit_code));

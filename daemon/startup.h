@@ -46,6 +46,10 @@ class Startup {
   // detaches a mount on `mountpoint` that the child made and left.
   // `mountpoint` must be absolute. Call with no other thread running.
   static Startup daemonise(const std::string& mountpoint);
+  // A daemon started by another to take its mount over (daemon/restart.h):
+  // already detached as its predecessor was; ready() and fail() report over
+  // `report_fd` to the predecessor, which waits as daemonise()'s parent does.
+  static Startup takeover(const std::string& mountpoint, int report_fd, bool daemonised);
 
   Startup(Startup&& o) noexcept;
   Startup& operator=(Startup&&) = delete;
@@ -67,6 +71,7 @@ class Startup {
   std::atomic<int> fd_;                // write end of the pipe to the parent; -1 once reported
   std::atomic<bool> reported_{false};  // ready() or fail() was called
   bool daemonised_;
+  bool takeover_ = false;  // reports to the daemon it takes over from
   std::string mountpoint_;
 };
 

@@ -10,12 +10,15 @@
 #include <algorithm>
 #include <cerrno>
 #include <climits>
+#include <csignal>
 #include <cstddef>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <new>
 #include <sstream>
 #include <string>
+#include <thread>
 
 #include <spdlog/spdlog.h>
 
@@ -143,6 +146,18 @@ constexpr std::string_view kOpcodeNames[] = {
     "copy_file_range_64",
 };
 
+// Wakes a reader blocked in read(2) of /dev/fuse (Wire::quiesce): a signal
+// with a handler that does nothing, installed without SA_RESTART, so that
+// the read ends with EINTR and the reader comes back to the gate.
+int wake_signal() { return SIGRTMIN + 1; }
+void on_wake_signal(int) {}
+
+// FORGET, BATCH_FORGET, INTERRUPT and NOTIFY_REPLY are not answered.
+bool expects_reply(uint32_t opcode) {
+  return opcode != FUSE_FORGET && opcode != FUSE_BATCH_FORGET && opcode != FUSE_INTERRUPT &&
+         opcode != FUSE_NOTIFY_REPLY;
+}
+
 thread_local std::optional<bool> t_kill_suidgid;
 thread_local bool t_direct_io = false;
 
@@ -235,6 +250,149 @@ int Wire::attach(fuse_session* se) {
   return fuse_session_custom_io(se, &io, fuse_session_fd(se));
 }
 
+Wire::Handshake Wire::handshake() const {
+  std::lock_guard lk(gate_mu_);
+  return Handshake{init_request_, agreed_flags()};
+}
+
+int Wire::attach_initialised(fuse_session* se, int fd, Handshake saved) {
+  fuse_in_header in{};
+  fuse_init_in init{};
+  if (saved.init_request.size() < sizeof in + offsetof(fuse_init_in, flags) + sizeof init.flags)
+    return -EINVAL;
+  std::memcpy(&in, saved.init_request.data(), sizeof in);
+  if (in.opcode != FUSE_INIT) return -EINVAL;
+  std::memcpy(&init, saved.init_request.data() + sizeof in,
+              std::min(sizeof init, saved.init_request.size() - sizeof in));
+  uint64_t flags = init.flags;
+  if (flags & FUSE_INIT_EXT) flags |= uint64_t(init.flags2) << 32;
+  kernel_flags_.store(flags, std::memory_order_relaxed);
+  init_unique_.store(in.unique, std::memory_order_relaxed);
+  saved_agreed_flags_ = saved.agreed_flags;
+  {
+    std::lock_guard lk(gate_mu_);
+    init_request_ = saved.init_request;
+    replay_init_ = std::move(saved.init_request);
+    paused_.store(true);  // until libfuse has answered the replayed INIT
+  }
+  swallow_init_.store(true, std::memory_order_release);
+  fs_.wire = this;
+  se_ = se;
+  fuse_custom_io io{};
+  io.read = read_cb;
+  io.writev = writev_cb;
+  return fuse_session_custom_io(se, &io, fd);
+}
+
+// A thread that reads /dev/fuse. The gate costs a reader no lock: it says
+// it is in read(2) (in_read), then looks at paused_; quiesce() sets paused_,
+// then looks at each in_read. Both sequentially consistent, so at least one
+// sees the other: the reader waits at the gate, or quiesce() signals it
+// out of read(2) (again until it is out).
+struct Wire::Reader {
+  pthread_t thread = pthread_self();
+  std::atomic<bool> in_read{false};
+};
+
+namespace {
+// Unregisters the thread's Reader when the thread ends (libfuse ends idle
+// workers, and cancels the rest at the loop's end; the Wire outlives them).
+struct ReaderSlot {
+  Wire* wire = nullptr;
+  Wire::Reader* reader = nullptr;
+  std::function<void()> forget;
+  ~ReaderSlot() {
+    if (forget) forget();
+  }
+};
+thread_local ReaderSlot t_reader;
+}  // namespace
+
+Wire::Reader& Wire::reader() {
+  if (t_reader.wire == this) return *t_reader.reader;
+  auto* r = new Reader;
+  {
+    std::lock_guard lk(gate_mu_);
+    readers_.push_back(r);
+  }
+  t_reader.wire = this;
+  t_reader.reader = r;
+  t_reader.forget = [this, r] { forget_reader(r); };
+  return *r;
+}
+
+void Wire::forget_reader(Reader* r) {
+  {
+    std::lock_guard lk(gate_mu_);
+    std::erase(readers_, r);
+  }
+  delete r;
+}
+
+ssize_t Wire::wait_at_gate(void* buf, size_t len) {
+  std::unique_lock lk(gate_mu_);
+  // Waits, but not past the session's end (SIGTERM during a restart): the
+  // reader then returns to libfuse, which ends the loop.
+  while (paused_.load() && replay_init_.empty()) {
+    gate_cv_.wait_for(lk, std::chrono::milliseconds(50));
+    if (paused_.load() && se_ && fuse_session_exited(se_)) {
+      errno = EINTR;
+      return -1;
+    }
+  }
+  if (replay_init_.empty()) return 0;
+  // The saved INIT, for libfuse alone; the gate stays closed until its reply.
+  const size_t n = replay_init_.size();
+  if (n > len) {
+    errno = EINVAL;
+    return -1;
+  }
+  std::memcpy(buf, replay_init_.data(), n);
+  replay_init_.clear();
+  return ssize_t(n);
+}
+
+bool Wire::quiesce(std::chrono::milliseconds timeout) {
+  static std::once_flag installed;
+  std::call_once(installed, [] {
+    struct sigaction sa {};
+    sa.sa_handler = on_wake_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0;  // no SA_RESTART: a blocked read ends with EINTR
+    sigaction(wake_signal(), &sa, nullptr);
+  });
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::unique_lock lk(gate_mu_);  // no reader registers or ends meanwhile
+  paused_.store(true);
+  for (;;) {
+    // Again and again: a reader may take the signal just before it enters
+    // read(2), and then block in it.
+    size_t reading = 0;
+    for (Reader* r : readers_) {
+      if (!r->in_read.load()) continue;
+      ++reading;
+      pthread_kill(r->thread, wake_signal());
+    }
+    if (reading == 0 && in_flight_.load() == 0) return true;
+    if (std::chrono::steady_clock::now() >= deadline) {
+      spdlog::warn("restart: {} requests still unanswered and {} readers in read(2) after {} ms",
+                   in_flight_.load(), reading, timeout.count());
+      paused_.store(false);
+      gate_cv_.notify_all();
+      return false;
+    }
+    lk.unlock();
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+    lk.lock();
+  }
+}
+
+void Wire::resume() {
+  std::lock_guard lk(gate_mu_);
+  paused_.store(false);
+  gate_cv_.notify_all();
+}
+
 std::optional<bool> Wire::kill_suidgid() { return t_kill_suidgid; }
 
 bool Wire::direct_io() { return t_direct_io; }
@@ -308,7 +466,17 @@ void Wire::dispatch(void* buf, size_t len) {
 
 ssize_t Wire::read(int fd, void* buf, size_t len) {
   for (;;) {
-    ssize_t n = ::read(fd, buf, len);
+    Reader& me = reader();
+    me.in_read.store(true);
+    if (paused_.load()) {
+      me.in_read.store(false);
+      if (ssize_t replayed = wait_at_gate(buf, len); replayed != 0) return replayed;  // or -1
+      continue;
+    }
+    // A thread cancelled in read(2) at the loop's end leaves in_read set;
+    // it ends, and its Reader with it.
+    const ssize_t n = ::read(fd, buf, len);
+    me.in_read.store(false, std::memory_order_release);
     if (n < ssize_t(sizeof(fuse_in_header))) return n;  // errors and short reads: libfuse's
     dev_requests_.fetch_add(1, std::memory_order_relaxed);
     try {
@@ -324,6 +492,7 @@ ssize_t Wire::read(int fd, void* buf, size_t len) {
 bool Wire::answer(int fd, const void* buf, size_t len) {
   fuse_in_header in;
   std::memcpy(&in, buf, sizeof in);
+  if (expects_reply(in.opcode)) in_flight_.fetch_add(1, std::memory_order_acq_rel);
   if (in.opcode < kOpcodes)
     requests_[in.opcode].fetch_add(1, std::memory_order_relaxed);
   else
@@ -340,6 +509,10 @@ bool Wire::answer(int fd, const void* buf, size_t len) {
       if (flags & FUSE_INIT_EXT) flags |= uint64_t(init.flags2) << 32;
       kernel_flags_.store(flags, std::memory_order_relaxed);
       init_unique_.store(in.unique, std::memory_order_relaxed);
+      {
+        std::lock_guard lk(gate_mu_);
+        init_request_.assign(static_cast<const char*>(buf), len);
+      }
       spdlog::debug("INIT from the kernel: protocol {}.{}", init.major, init.minor);
       return false;
     }
@@ -440,6 +613,40 @@ void Wire::answer_statx(int fd, const fuse_in_header& in, const void* buf, size_
 }
 
 ssize_t Wire::writev(int fd, iovec* iov, int count) {
+  const auto* header = count >= 1 && iov[0].iov_len >= sizeof(fuse_out_header)
+                           ? static_cast<const fuse_out_header*>(iov[0].iov_base)
+                           : nullptr;
+  if (header && swallow_init_.load(std::memory_order_acquire) &&
+      header->unique == init_unique_.load(std::memory_order_relaxed)) {
+    // libfuse's answer to the replayed INIT: the kernel agreed long ago,
+    // with the old daemon; the flags are what it agreed then.
+    if (header->error == 0 && count >= 2) {
+      const uint64_t now = (amend_init(iov, count), agreed_flags());
+      if (now != saved_agreed_flags_)
+        spdlog::warn(
+            "restart: this tmpfsd would agree flags {:#x}, the kernel agreed {:#x} with the "
+            "previous one: those stay",
+            now, saved_agreed_flags_);
+    } else {
+      spdlog::warn("restart: libfuse refused the replayed INIT (error {})", header->error);
+    }
+    agreed_flags_.store(saved_agreed_flags_, std::memory_order_relaxed);
+    init_unique_.store(0, std::memory_order_relaxed);
+    swallow_init_.store(false, std::memory_order_release);
+    resume();
+    size_t n = 0;
+    for (int i = 0; i < count; ++i) n += iov[i].iov_len;
+    return ssize_t(n);
+  }
+  // A reply (not a notification, unique 0; not an INTERRUPT's, whose
+  // unique is odd: the kernel's FUSE_INT_REQ_BIT) ends a request in flight.
+  const bool ends_request = header && header->unique != 0 && !(header->unique & 1);
+  const ssize_t n = write_reply(fd, iov, count);
+  if (ends_request) in_flight_.fetch_sub(1, std::memory_order_acq_rel);
+  return n;
+}
+
+ssize_t Wire::write_reply(int fd, iovec* iov, int count) {
   if (rings_on_.load(std::memory_order_acquire) && rings_->reply(iov, count)) {
     size_t n = 0;
     for (int i = 0; i < count; ++i) n += iov[i].iov_len;

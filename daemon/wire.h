@@ -20,7 +20,11 @@
 //     the kernel offers it (daemon/uring_transport.h): the INIT reply
 //     accepts FUSE_OVER_IO_URING, the rings start once it is written, the
 //     queue threads hand each request to dispatch() and every reply that
-//     answers a ring request goes back through its entry.
+//     answers a ring request goes back through its entry;
+//   - for a restart without unmounting (daemon/restart.h): hold every
+//     reader at a gate before its next read of /dev/fuse and count the
+//     requests read and not yet answered (quiesce), and in the next daemon
+//     hand libfuse the saved INIT and keep its reply from the kernel.
 // Everything else goes to libfuse unchanged. This module (wire.cc and
 // uring_transport.cc) is the only code that touches the structures of
 // <linux/fuse.h>; the 7.39 ones the installed header lacks are declared in
@@ -39,14 +43,20 @@
 
 #include <fuse_lowlevel.h>
 
+#include <pthread.h>
+
 #include <array>
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "daemon/uring_transport.h"
 
@@ -66,6 +76,30 @@ class Wire {
   // Filesystem given to the constructor) reads and writes through this
   // object from now on; sets Filesystem::wire. Returns 0 or a negative errno.
   int attach(fuse_session* se);
+
+  // A thread that reads /dev/fuse (wire.cc).
+  struct Reader;
+
+  // Restart without unmounting (daemon/restart.h). The INIT the kernel sent
+  // and the flags its reply agreed: what the next daemon replays.
+  struct Handshake {
+    std::string init_request;  // the raw request, header and body
+    uint64_t agreed_flags = 0;
+  };
+  Handshake handshake() const;
+  // In the next daemon, instead of attach() on a fresh mount: the session
+  // reads and writes through this object on `fd` (the old daemon's
+  // /dev/fuse, already initialised). The first read hands libfuse the saved
+  // INIT; its reply is taken here and not written (the kernel answered INIT
+  // long ago), and no other request is read until it has been.
+  int attach_initialised(fuse_session* se, int fd, Handshake saved);
+  // Stops taking requests: readers wait before their next read of
+  // /dev/fuse (those blocked in one are woken by a signal), and waits until
+  // every request read has been answered. False after `timeout` (the readers
+  // go on then). Not with the rings (transport() "uring").
+  bool quiesce(std::chrono::milliseconds timeout);
+  // After a quiesce(): readers go on.
+  void resume();
 
   // Before the session starts: makes the io_uring rings (`depth` entries per
   // queue); requests go over them once INIT is answered, if the kernel
@@ -119,6 +153,7 @@ class Wire {
   static ssize_t writev_cb(int fd, iovec* iov, int count, void* userdata);
   ssize_t read(int fd, void* buf, size_t len);
   ssize_t writev(int fd, iovec* iov, int count);
+  ssize_t write_reply(int fd, iovec* iov, int count);
   // True when the request was answered here (the caller reads the next one).
   bool answer(int fd, const void* buf, size_t len);
   void answer_tmpfile(int fd, const fuse_in_header& in, const void* buf, size_t len);
@@ -126,8 +161,28 @@ class Wire {
   // Returns the rings' payload size when the reply accepts them, else 0.
   size_t amend_init(iovec* iov, int count);
 
+  // The gate every read of /dev/fuse passes (quiesce, attach_initialised).
+  // With the gate closed: waits for it to open. >0: the replayed INIT,
+  // copied to buf; 0: try again; -1 (errno EINTR): the session ended.
+  ssize_t wait_at_gate(void* buf, size_t len);
+  Reader& reader();  // this thread's, registered on its first read
+  void forget_reader(Reader* r);
+
   Filesystem& fs_;
-  fuse_session* se_ = nullptr;             // set by attach()
+  fuse_session* se_ = nullptr;  // set by attach()
+  // Requests read (or dispatched from a ring) that expect a reply and have
+  // none yet: FORGET, BATCH_FORGET, INTERRUPT and NOTIFY_REPLY expect none.
+  std::atomic<int64_t> in_flight_{0};
+  std::string init_request_;  // set while INIT is answered, before any other request
+  mutable std::mutex gate_mu_;
+  std::condition_variable gate_cv_;
+  // Closed gate: written under gate_mu_, read without it by each reader
+  // (after it has said it is in read(2): see Reader in wire.cc).
+  std::atomic<bool> paused_{false};
+  std::vector<Reader*> readers_;           // guarded by gate_mu_: every thread that reads /dev/fuse
+  std::string replay_init_;                // guarded by gate_mu_: the INIT to hand libfuse
+  std::atomic<bool> swallow_init_{false};  // its reply is not written
+  uint64_t saved_agreed_flags_ = 0;        // set before the session starts
   std::unique_ptr<UringTransport> rings_;  // set before the session starts
   std::atomic<bool> rings_on_{false};      // INIT accepted them: replies go there
   std::atomic<uint64_t> dev_requests_{0};  // requests read from /dev/fuse

@@ -4,6 +4,7 @@
 //   tmpfsctl stats PATH [--json | --prometheus]
 //   tmpfsctl where FILE... [--json]
 //   tmpfsctl set PATH OPTION=VALUE[,...]...
+//   tmpfsctl restart PATH [--binary FILE]
 //
 // PATH is the mount point or anything inside the mount. Everything goes
 // over daemon/control.h's ioctls; stats and set only for root and the user
@@ -19,6 +20,7 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <chrono>
 #include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
@@ -27,6 +29,7 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <CLI/CLI.hpp>
@@ -394,6 +397,77 @@ int where(const std::vector<std::string>& paths, bool json) {
   return rc;
 }
 
+// ---- restart ------------------------------------------------------------------
+
+// The figures `pid` and `restarts_failed` of the daemon now; false with the
+// exit code in *rc when it cannot be asked.
+bool restart_figures(const std::string& path, uint64_t* pid, uint64_t* failed, int* rc) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+  if (fd < 0) return *rc = fail(path, errno, false), false;
+  auto reply = std::make_unique<tmpfsd::control::StatsReply>();
+  const int r = ::ioctl(fd, tmpfsd::control::kStatsIoctl, reply.get());
+  const int err = errno;
+  ::close(fd);
+  if (r < 0) return *rc = fail(path, err, true), false;
+  reply->text[sizeof reply->text - 1] = '\0';
+  *pid = *failed = 0;
+  for (const Figure& f : parse(reply->text)) {
+    if (f.name == "pid") *pid = f.value;
+    if (f.name == "restarts_failed") *failed = f.value;
+  }
+  return true;
+}
+
+// Asks the daemon to hand the mount to a new one, then waits (asking
+// `pid` and `restarts_failed` every 10 ms) until another process serves it
+// or the daemon counts a failure.
+int restart(const std::string& path, const std::string& binary) {
+  uint64_t pid = 0, failed = 0, now_pid = 0, now_failed = 0;
+  int rc = kFailed;
+  if (!restart_figures(path, &pid, &failed, &rc)) return rc;
+  auto b = std::make_unique<tmpfsd::control::RestartBuffer>();
+  if (binary.size() >= sizeof b->text) {
+    std::fprintf(stderr, "tmpfsctl: %s: the binary's path is too long\n", binary.c_str());
+    return kUsage;
+  }
+  std::memcpy(b->text, binary.c_str(), binary.size() + 1);
+  const auto start = std::chrono::steady_clock::now();
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+  if (fd < 0) return fail(path, errno, false);
+  const int r = ::ioctl(fd, tmpfsd::control::kRestartIoctl, b.get());
+  const int err = errno;
+  ::close(fd);
+  if (r < 0) return fail(path, err, true);
+  b->text[sizeof b->text - 1] = '\0';
+  if (b->error != 0) {
+    std::fprintf(stderr, "tmpfsctl: %s: restart refused: %s\n", path.c_str(), b->text);
+    return kFailed;
+  }
+  // Longer than the daemon waits for its successor (daemon/restart.h).
+  const auto deadline = start + std::chrono::seconds(180);
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    if (!restart_figures(path, &now_pid, &now_failed, &rc)) return rc;
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                        std::chrono::steady_clock::now() - start)
+                        .count();
+    if (now_pid != pid) {
+      std::printf("restarted: pid %" PRIu64 " serves %s now (was %" PRIu64 "), %lld ms\n", now_pid,
+                  path.c_str(), pid, static_cast<long long>(ms));
+      return kOk;
+    }
+    if (now_failed != failed) {
+      std::fprintf(stderr,
+                   "tmpfsctl: %s: the restart failed (the reason is in the daemon's log); pid "
+                   "%" PRIu64 " serves on\n",
+                   path.c_str(), pid);
+      return kFailed;
+    }
+  }
+  std::fprintf(stderr, "tmpfsctl: %s: no new daemon after 180 s\n", path.c_str());
+  return kFailed;
+}
+
 // ---- set ----------------------------------------------------------------------
 
 int set(const std::string& path, const std::vector<std::string>& options) {
@@ -449,6 +523,16 @@ int main(int argc, char** argv) {
                  "size=SIZE (k/m/g/t suffixes, N% of RAM, 0: unlimited), nr_inodes=N; "
                  "comma-separated or one per argument")
       ->required();
+  std::string restart_path, restart_binary;
+  CLI::App* rs = app.add_subcommand(
+      "restart",
+      "hand the mount to a new daemon process (the installed binary) without unmounting: open "
+      "files stay open, requests wait and are answered by the new one");
+  rs->add_option("PATH", restart_path, "the mount point, or any file or directory in the mount")
+      ->required();
+  rs->add_option("--binary", restart_binary,
+                 "the tmpfsd binary to run (an absolute path; default: the one the daemon was "
+                 "started from, as installed now)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -458,5 +542,6 @@ int main(int argc, char** argv) {
   if (st->parsed()) return stats(path, json, prometheus);
   if (wh->parsed()) return where(files, where_json);
   if (se->parsed()) return set(set_path, set_options);
+  if (rs->parsed()) return restart(restart_path, restart_binary);
   return kUsage;
 }

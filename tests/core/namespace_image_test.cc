@@ -35,13 +35,13 @@ struct Mount {
   std::unique_ptr<Namespace> ns;
 };
 
-std::string save(Namespace& ns) {
+std::string save(Namespace& ns, bool live = false) {
   std::string out;
   ImageWriter w([&](std::span<const std::byte> b) {
     out.append(reinterpret_cast<const char*>(b.data()), b.size());
     return Status{};
   });
-  REQUIRE(ns.save_image(w).is_ok());
+  REQUIRE(ns.save_image(w, live).is_ok());
   return out;
 }
 
@@ -250,4 +250,47 @@ TEST_CASE("image: an image cut short, altered or grown is refused with the reaso
     CHECK(s.code() == ENOSPC);
     CHECK(why.find("more than nr_inodes=4") != std::string::npos);
   }
+}
+
+// A live image (a restart without unmounting) keeps what the kernel holds:
+// the unlinked file still open, with its data; every lookup count and open
+// count, so that the kernel's FORGETs and RELEASEs balance in the next
+// daemon (an underflow would abort), and the unlinked file goes at the last.
+TEST_CASE("image: a live image keeps unlinked open inodes, lookups and opens", "[image]") {
+  Mount a;
+  build(*a.ns);
+  const Caller root{};
+  auto held = a.ns->create(kRootIno, "held", S_IFREG | 0644, O_RDWR, root);  // 1 lookup, 1 open
+  REQUIRE(held.is_ok());
+  const std::string data(20000, 'q');
+  REQUIRE(a.ns->write(held->ino, 0, std::as_bytes(std::span(data)), false).is_ok());
+  REQUIRE(a.ns->unlink(kRootIno, "held").is_ok());
+  auto dir = a.ns->lookup(kRootIno, "dir");  // a second lookup of dir (mkdir made the first)
+  REQUIRE(dir.is_ok());
+  REQUIRE(a.ns->opendir(dir->ino).is_ok());
+  auto gone_dir = a.ns->mkdir(kRootIno, "gone-dir", 0755, root);  // removed while open
+  REQUIRE(gone_dir.is_ok());
+  REQUIRE(a.ns->opendir(gone_dir->ino).is_ok());
+  REQUIRE(a.ns->rmdir(kRootIno, "gone-dir").is_ok());
+  const uint64_t count = a.ns->inode_count();
+  const std::string image = save(*a.ns, /*live=*/true);
+
+  Mount b;
+  auto [s, why] = load(b, image);
+  INFO(why);
+  REQUIRE(s.is_ok());
+  CHECK(b.ns->inode_count() == count);
+  CHECK(contents(*b.ns, held->ino) == data);
+  CHECK(b.ns->getattr(held->ino)->nlink == 0);
+  // What the kernel would send: the counts it holds, no more.
+  b.ns->forget(dir->ino, 2);
+  b.ns->release(dir->ino);
+  b.ns->release(gone_dir->ino);
+  b.ns->forget(gone_dir->ino, 1);
+  b.ns->release(held->ino);
+  CHECK(b.ns->getattr(held->ino).is_ok());  // a lookup still holds it
+  b.ns->forget(held->ino, 1);
+  CHECK(!b.ns->getattr(held->ino).is_ok());  // freed
+  CHECK(!b.ns->getattr(gone_dir->ino).is_ok());
+  CHECK(b.ns->inode_count() == count - 2);
 }
