@@ -16,6 +16,12 @@
 #   bounded SECONDS CMD...
 #       runs CMD; past SECONDS prints the daemon's hang report, kills CMD,
 #       and returns 124.
+#   tmpfsd_tree DIR
+#       writes a tree with one of everything into DIR: 24 MiB of random
+#       data (three times a --memory 8M), text, a hard link, short and long
+#       symlinks, a fifo, a sparse file with data in its middle, an empty
+#       file with a set owner and mtime, xattrs in user. and trusted., a
+#       set-group-ID directory.
 tmpfsd_pid= tmpfsd_log= tmpfsd_mnt=
 tmpfsd_lib_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
@@ -100,4 +106,24 @@ bounded() {
     waited=$((waited + 1))
   done
   wait "$cmd"
+}
+
+tmpfsd_tree() {
+  local d=$1
+  mkdir -p "$d/dir/sub"
+  head -c $((24 << 20)) /dev/urandom > "$d/dir/big"
+  head -c 100000 < <(yes 'a line of text') > "$d/dir/text"
+  ln "$d/dir/text" "$d/hardlink"
+  ln -s dir/text "$d/short"
+  ln -s "$(printf 'L%.0s' $(seq 300))" "$d/long"
+  mkfifo "$d/fifo"
+  printf 'head' > "$d/sparse"
+  dd if=/dev/urandom of="$d/sparse" bs=4096 seek=1000 count=3 conv=notrunc status=none
+  truncate -s 64M "$d/sparse"
+  : > "$d/dir/sub/empty"
+  setfattr -n user.note -v hello "$d/dir/text"
+  setfattr -n trusted.bin -v 0x00ff10 "$d/dir"
+  chown 1000:100 "$d/dir/sub/empty"
+  chmod 2751 "$d/dir/sub"
+  touch -m -d '2001-02-03 04:05:06.123456789' "$d/dir/sub/empty"
 }
