@@ -324,8 +324,11 @@ int serve(const Options& o, Startup& startup) {
     swapdev::CompressedSwapDevice::Options co;
     co.codec = *swapdev::parse_codec(o.compress);  // checked by parse_options
     co.pool_only = !swap;
-    const unsigned percent =
-        o.compress_pool_percent ? o.compress_pool_percent : Options::kCompressPool;
+    // Without a swap file the pool is the only place pages go: most of
+    // --memory, unless --compress-pool says otherwise.
+    const unsigned percent = o.compress_pool_percent ? o.compress_pool_percent
+                             : co.pool_only          ? Options::kCompressPoolAlone
+                                                     : Options::kCompressPoolWithSwap;
     co.max_pages = o.memory_bytes / o.page_size * percent / 100;
     spdlog::info("compressed pool: {}, at most {} bytes ({}% of --memory){}", o.compress,
                  co.max_pages * o.page_size, percent,

@@ -93,10 +93,12 @@ struct Options {
   // the swap file (swapdev/compressed_swap_device.h); "off": none.
   std::string compress = "off";
   // --compress-pool N% (-o compress_pool=): the pool's share of --memory;
-  // 0: not given, kCompressPool. The pool takes frames only for pages that
-  // compress, so a large share costs nothing on data that does not.
+  // 0: not given, kCompressPoolWithSwap or, with no swap file,
+  // kCompressPoolAlone. The pool takes frames only for pages that
+  // compress, so its share costs nothing on data that does not.
   unsigned compress_pool_percent = 0;
-  static constexpr unsigned kCompressPool = 75;
+  static constexpr unsigned kCompressPoolWithSwap = 50;
+  static constexpr unsigned kCompressPoolAlone = 75;
   size_t page_size = 4096;
   bool foreground = false;
   bool fuse_debug = false;
