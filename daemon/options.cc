@@ -171,8 +171,9 @@ ParseOutcome parse_options(int argc, char** argv) {
                  "(a share of --memory, --compress-pool), the rest go to the swap file; off: "
                  "none (default: off)")
       ->check(CLI::IsMember({"lz4", "zstd", "off"}));
-  app.add_option("--compress-pool", compress_pool,
-                 "The compressed pool's share of --memory: N% (default: 25%)");
+  app.add_option(
+      "--compress-pool", compress_pool,
+      "The compressed pool's share of --memory: N% (default: 50%; 75% with no swap file)");
   app.add_option("--remote-size", remote_size,
                  "Most the remote pool holds: SIZE or N% of RAM (default: the swap size)");
   app.add_option("--page-size", page_size,

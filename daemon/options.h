@@ -94,9 +94,10 @@ struct Options {
   std::string compress = "off";
   // --compress-pool N% (-o compress_pool=): the pool's share of --memory;
   // 0: not given, kCompressPoolWithSwap or, with no swap file,
-  // kCompressPoolAlone.
+  // kCompressPoolAlone. The pool takes frames only for pages that
+  // compress, so its share costs nothing on data that does not.
   unsigned compress_pool_percent = 0;
-  static constexpr unsigned kCompressPoolWithSwap = 25;
+  static constexpr unsigned kCompressPoolWithSwap = 50;
   static constexpr unsigned kCompressPoolAlone = 75;
   size_t page_size = 4096;
   bool foreground = false;

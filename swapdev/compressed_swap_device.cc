@@ -153,8 +153,15 @@ int CompressedSwapDevice::load(uint64_t slot, std::span<std::byte> page) {
   return -EIO;
 }
 
+bool CompressedSwapDevice::none_here(SwapSlot first, size_t n) const {
+  MutexLock lk(mu_);
+  if (slots_.empty()) return true;
+  for (size_t i = 0; i < n; ++i)
+    if (slots_.count(first.value + i)) return false;
+  return true;
+}
+
 void CompressedSwapDevice::write(SwapSlot first, ConstPages pages, PageOwner owner, IoDone done) {
-  auto agg = std::make_shared<Aggregate>(std::move(done));
   bool full = false;
   std::vector<bool> kept(pages.size());
   size_t misses = 0;  // since the last page kept
@@ -166,6 +173,13 @@ void CompressedSwapDevice::write(SwapSlot first, ConstPages pages, PageOwner own
     misses = kept[i] ? 0 : misses + 1;
   }
   missed(any_kept, misses);
+  if (!any_kept && none_here(first, pages.size())) {
+    // Nothing of it is or was pooled: the backing device's write as it is.
+    backing_->write(first, pages, owner, std::move(done));
+    if (full) write_back_oldest();
+    return;
+  }
+  auto agg = std::make_shared<Aggregate>(std::move(done));
   // The rest go to their backing slots: runs of consecutive pages, a page
   // alone (deferred) when an older copy of it is still being written back.
   constexpr size_t kNone = SIZE_MAX;
@@ -227,6 +241,11 @@ void CompressedSwapDevice::write_blocks(SwapSlot slot, std::span<const std::byte
 }
 
 void CompressedSwapDevice::read(SwapSlot first, MutablePages pages, PageOwner owner, IoDone done) {
+  if (none_here(first, pages.size())) {
+    // The common read under pressure: a page that never went into the pool.
+    backing_->read(first, pages, owner, std::move(done));
+    return;
+  }
   auto agg = std::make_shared<Aggregate>(std::move(done));
   for (size_t i = 0; i < pages.size();) {
     const int r = pages[i].size() == page_size() ? load(first.value + i, pages[i]) : 1;

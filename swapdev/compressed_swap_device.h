@@ -122,6 +122,9 @@ class CompressedSwapDevice final : public SwapDevice {
   // The slot's page from the pool into `page`: 0, -EIO (does not
   // decompress), or 1 when the slot is not pooled.
   int load(uint64_t slot, std::span<std::byte> page);
+  // True when none of the `n` slots from `first` is pooled or being
+  // written on from the pool: their I/O is the backing device's alone.
+  bool none_here(SwapSlot first, size_t n) const;
   // Drops the slot's pooled copy, if any (before a backing write of it).
   void forget(uint64_t slot);
   // Starts writing the oldest pooled pages on to their backing slots.

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <mutex>
 #include <shared_mutex>
+#include <thread>
 #include <vector>
 
 #include "core/page_cache/file_pages.h"
@@ -79,6 +80,7 @@ void page_out_run(PageCache::State& st, ScanControl& sc, FilePagesImpl& file,
                   std::span<Pmap* const> run) {
   if (!file.mutex().try_lock()) {
     for (Pmap* p : run) st.lists.putback_unpin(p, PmapLists::Where::kInactiveHead);
+    sc.locked_out += run.size();
     return;
   }
   for (Pmap* p : run) {
@@ -164,7 +166,11 @@ void reclaim_pass(PageCache::State& st, ScanControl& sc) {
 
 bool direct_reclaim(PageCache::State& st, uint64_t frames) {
   if (!st.swap) return false;
-  for (int idle = 0; st.pool->frames_available() < frames;) {
+  // Passes that freed nothing only because the pages' file mutex was held
+  // (by other readers and writers of the same file, who let go of it soon:
+  // the caller holds no core/ lock) are not idle, up to this many.
+  constexpr int kLockedOutPasses = 4096;
+  for (int idle = 0, locked_out = 0; st.pool->frames_available() < frames;) {
     ScanControl sc;
     sc.batch = static_cast<size_t>(std::clamp<uint64_t>(frames, 32, 256));
     reclaim_pass(st, sc);
@@ -178,6 +184,10 @@ bool direct_reclaim(PageCache::State& st, uint64_t frames) {
       continue;
     }
     if (sc.submitted > 0) continue;
+    if (sc.locked_out > 0 && ++locked_out < kLockedOutPasses) {
+      std::this_thread::yield();
+      continue;
+    }
     // Nothing freed, nothing to wait for: ageing may still turn referenced
     // pages into victims, or another thread may free frames. Give up after
     // a while: every page is pinned, or dirty with the swap full.

@@ -65,9 +65,10 @@ struct ScanControl {
   bool background = false;  // counted as background cleaning
   size_t batch = 32;        // pmaps isolated per pass
   // Results.
-  uint64_t freed = 0;      // frames dropped
-  uint64_t submitted = 0;  // pages sent to writeback
-  bool swap_full = false;  // an allocation of a slot failed
+  uint64_t freed = 0;       // frames dropped
+  uint64_t submitted = 0;   // pages sent to writeback
+  bool swap_full = false;   // an allocation of a slot failed
+  uint64_t locked_out = 0;  // put back: their file's mutex was held
   // Slot hint: the last page given a slot in this pass.
   const void* last_file = nullptr;
   uint64_t last_index = 0;

@@ -222,7 +222,7 @@ TEST_CASE("--compress lz4|zstd|off and --compress-pool N%; off and not given by 
   auto def = parse({"/tmp"});
   REQUIRE(def.options);
   CHECK(def.options->compress == "off");
-  CHECK(def.options->compress_pool_percent == 0);  // 25% with a swap file, 75% alone
+  CHECK(def.options->compress_pool_percent == 0);  // 50% with a swap file, 75% alone
   auto alone = parse({"--compress", "lz4", "--swap", "0", "/tmp"});  // the pool alone
   INFO(alone.message);
   CHECK(alone.options);

@@ -10,9 +10,11 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <string_view>
 
 #include <fmt/core.h>
 
@@ -438,7 +440,13 @@ std::vector<uint8_t> acl_value(uint64_t dseed, int variant) {
 
 void fill_pattern(uint64_t dseed, uint8_t* buf, size_t n) {
   // splitmix64 over the word index: fast, and any byte is a pure function of
-  // (dseed, index), so two sides write identical bytes.
+  // (dseed, index), so two sides write identical bytes. With FSDIFF_FILL=half
+  // every other 32 bytes are zeros: pages compress about 2:1, so that a
+  // compressed pool keeps them (tests/mount/fsdiff_compress.sh).
+  static const bool half = [] {
+    const char* f = getenv("FSDIFF_FILL");
+    return f && std::string_view(f) == "half";
+  }();
   uint64_t x = dseed * 0x9E3779B97F4A7C15ULL + 1;
   size_t i = 0;
   while (i < n) {
@@ -446,6 +454,7 @@ void fill_pattern(uint64_t dseed, uint8_t* buf, size_t n) {
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
     z ^= z >> 31;
+    if (half && (i >> 5) % 2 == 1) z = 0;
     size_t k = std::min<size_t>(8, n - i);
     memcpy(buf + i, &z, k);
     i += k;
