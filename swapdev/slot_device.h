@@ -41,6 +41,40 @@ class SlotDevice : public SwapDevice {
   void inject_errors(uint32_t n, int err) final { inject_.arm(n, err); }
   bool sealed() const final { return sealer_ != nullptr; }
 
+  // --persist (docs/design.md, "Surviving a restart"): what a later device
+  // on the same medium needs to read a slot back. The proof of `slot`'s
+  // last completed write; false when it holds none (or is poisoned).
+  bool slot_proof(SwapSlot slot, PageProof* out) const {
+    if (!slot.valid() || slot.value >= total_slots()) return false;
+    const uint64_t s = slot.value;
+    if (!has_data(s) || poisoned(s)) return false;
+    if (sealer_) {
+      out->sum_or_version = seals_.version(s);
+      out->tag = seals_.tag(s);
+    } else {
+      out->sum_or_version = sums_.raw(s);
+      out->tag = {};
+    }
+    return true;
+  }
+  // Takes `slot` as holding a completed write whose proof is `p` (from
+  // slot_proof() of an earlier device on this medium, with this device's
+  // key). False, touching nothing, when the slot is out of range or taken,
+  // or the proof names no write.
+  bool adopt_slot(SwapSlot slot, const PageProof& p) {
+    if (p.sum_or_version == 0 || (sealer_ && p.sum_or_version == SealTable::kPoisoned) ||
+        (!sealer_ && p.sum_or_version == ChecksumTable::kPoisonedRaw))
+      return false;
+    if (!alloc_.claim(slot)) return false;
+    if (sealer_)
+      seals_.set(slot.value, p.sum_or_version, p.tag);
+    else
+      sums_.set_raw(slot.value, p.sum_or_version);
+    return true;
+  }
+  // The sealer (null: checksums), for its key and counter.
+  const Sealer* sealer() const { return sealer_.get(); }
+
  protected:
   // One slot of page_size bytes per page; alloc.total_slots of them.
   // `sealer` null: checksums only.
