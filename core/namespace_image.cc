@@ -19,6 +19,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <map>
@@ -34,7 +36,8 @@ namespace tmpfsd {
 
 namespace {
 constexpr uint64_t kImageMagic = 0x31496473666d7074ULL;  // "tmpfsdI1"
-constexpr uint32_t kImageVersion = 1;
+constexpr uint32_t kImageVersion = 1;                    // the data inline
+constexpr uint32_t kLazyVersion = 2;  // each page's slot in the swap file instead
 constexpr size_t kDataChunk = size_t{1} << 20;
 constexpr size_t kXattrNameMax = 255;
 constexpr size_t kTargetMax = 4096;  // PATH_MAX
@@ -56,7 +59,74 @@ bool get_time(ImageReader& r, timespec* t) {
 
 }  // namespace
 
-Status Namespace::save_image(ImageWriter& w, bool live) {
+// The bindings section of a lazy image, after the inodes: per regular
+// file with pages, (inode, file serial, page count) then per page (index,
+// kind, and for a slot: slot, checksum word or seal version, seal tag),
+// inode 0 ending it; then whether the swap file is sealed and, if so, its
+// key and seal counter.
+static Status save_bindings(ImageWriter& w,
+                            const std::vector<std::pair<std::shared_ptr<Inode>, uint64_t>>& files,
+                            const Namespace::LazyImage& lazy) {
+  swapdev::SlotDevice& dev = *lazy.dev;
+  // Nothing the namespace frees from here on is reused or discarded: the
+  // slots this image names stay as they are after the daemon is gone.
+  dev.keep_slots();
+  const size_t ps = dev.page_size();
+  std::vector<FilePages::Binding> bs;
+  std::vector<std::byte> page(ps);
+  for (const auto& file : files) {
+    const std::shared_ptr<Inode>& inode = file.first;
+    bs.clear();
+    inode->pages->bindings(&bs);
+    if (bs.empty()) continue;
+    const uint64_t serial = inode->pages->serial();
+    w.u64(inode->ino);
+    w.u64(serial);
+    w.u64(bs.size());
+    for (FilePages::Binding& b : bs) {
+      if (b.kind == FilePages::Binding::kCopy) {  // only in memory: to a slot of its own
+        size_t got = 0;
+        const Status rs = read_into(
+            [&](FilePages::ReadDone d) { inode->pages->read(b.page * ps, ps, std::move(d)); }, page,
+            &got);
+        if (!rs) return rs;
+        if (got != ps) return Errno{EIO};
+        const swapdev::SlotRun run = dev.allocate(1);
+        if (run.count == 0) return Errno{ENOSPC};
+        std::atomic<int> err{1};
+        const std::span<const std::byte> one(page);
+        dev.write(run.first, {&one, 1}, swapdev::PageOwner{serial, b.page},
+                  [&err](int e) { err.store(e, std::memory_order_seq_cst); });
+        dev.wait_until([&err] { return err.load(std::memory_order_seq_cst) != 1; });
+        if (err.load() != 0) return Errno{EIO};
+        b.slot = run.first;
+        b.kind = FilePages::Binding::kSlot;
+      }
+      w.u64(b.page);
+      w.u32(b.kind);
+      if (b.kind != FilePages::Binding::kSlot) continue;
+      swapdev::PageProof proof;
+      if (!dev.slot_proof(b.slot, &proof)) return Errno{EIO};
+      w.u64(b.slot.value);
+      w.u64(proof.sum_or_version);
+      w.bytes(proof.tag.data(), proof.tag.size());
+    }
+  }
+  w.u64(0);
+  if (const Status st = lazy.sync(); !st) return st;
+  const swapdev::Sealer* sealer = dev.sealer();
+  w.u32(sealer ? 1 : 0);
+  if (sealer) {
+    std::array<std::byte, swapdev::Sealer::kKeyBytes> key;
+    sealer->copy_key(key);
+    w.bytes(key.data(), key.size());
+    explicit_bzero(key.data(), key.size());
+    w.u64(sealer->counter());
+  }
+  return w.finish();
+}
+
+Status Namespace::save_image(ImageWriter& w, bool live, const LazyImage* lazy) {
   std::vector<std::pair<InodeRef, uint64_t>> files;  // regular files, their sizes
   {
     MutexLock lock(mu_);
@@ -66,7 +136,7 @@ Status Namespace::save_image(ImageWriter& w, bool live) {
     std::sort(keep.begin(), keep.end(),
               [](const Inode* a, const Inode* b) { return a->ino < b->ino; });
     w.u64(kImageMagic);
-    w.u32(kImageVersion);
+    w.u32(lazy ? kLazyVersion : kImageVersion);
     w.u32(live ? kLiveImage : 0);
     w.u64(next_ino_);
     w.u64(keep.size());
@@ -103,6 +173,7 @@ Status Namespace::save_image(ImageWriter& w, bool live) {
       if (n->is_reg() && n->size > 0) files.emplace_back(inodes_.at(n->ino), n->size);
     }
   }
+  if (lazy) return save_bindings(w, files, *lazy);
   // The data, read from the pages without moving atime (a hibernation is
   // no access), with no lock of ours held.
   std::vector<std::byte> buf;
@@ -140,7 +211,7 @@ Status Namespace::save_image(ImageWriter& w, bool live) {
   return w.finish();
 }
 
-Status Namespace::load_image(ImageReader& r) {
+Status Namespace::load_image(ImageReader& r, const LazyImage* lazy) {
   auto bad = [&r](std::string why, int code = EINVAL) -> Status {
     r.fail(std::move(why));
     return Errno{code};
@@ -160,8 +231,14 @@ Status Namespace::load_image(ImageReader& r) {
       return Errno{EINVAL};
     const bool live = flags & kLiveImage;
     if (magic != kImageMagic) return bad("not a tmpfsd image");
-    if (version != kImageVersion)
-      return bad(fmt::format("image version {}, this tmpfsd reads {}", version, kImageVersion));
+    if (version != kImageVersion && version != kLazyVersion)
+      return bad(fmt::format("image version {}, this tmpfsd reads {} and {}", version,
+                             kImageVersion, kLazyVersion));
+    loaded_lazy_ = version == kLazyVersion;
+    if (loaded_lazy_ && (live || !lazy))
+      return bad(
+          "the image names slots of the swap file (DIR/swap) it was saved with, and "
+          "this start has none (--swap 0, --remote, --zpool, or DIR on a tmpfs?)");
     decltype(inodes_) table;
     uint64_t extra_links = 0, user_xattr_space = 0;
     for (uint64_t i = 0; i < count; ++i) {
@@ -256,6 +333,7 @@ Status Namespace::load_image(ImageReader& r) {
     if (max_inodes_ != 0)
       ispace_free_ = max_inodes_ * kInodeSpace - inodes * kInodeSpace - user_xattr_space;
   }
+  if (loaded_lazy_) return load_bindings(r, *lazy);
   // The data, written as a writer would; then what those writes moved is
   // put back.
   std::vector<std::byte> buf;
@@ -283,6 +361,76 @@ Status Namespace::load_image(ImageReader& r) {
     n.atime = s.atime;
     n.mtime = s.mtime;
     n.ctime = s.ctime;
+  }
+  return {};
+}
+
+Status Namespace::load_bindings(ImageReader& r, const LazyImage& lazy) {
+  auto bad = [&r](std::string why, int code = EINVAL) -> Status {
+    r.fail(std::move(why));
+    return Errno{code};
+  };
+  swapdev::SlotDevice& dev = *lazy.dev;
+  struct Named {
+    FilePages* pages;
+    FilePages::Binding b;
+    swapdev::PageProof proof;
+  };
+  std::vector<Named> named;
+  for (;;) {
+    uint64_t ino, serial, count;
+    if (!r.u64(&ino)) return Errno{EINVAL};
+    if (ino == 0) break;
+    if (!r.u64(&serial) || !r.u64(&count)) return Errno{EINVAL};
+    FilePages* pages;
+    {
+      MutexLock lock(mu_);
+      auto it = inodes_.find(ino);
+      if (it == inodes_.end() || !it->second->is_reg() || serial == 0 ||
+          it->second->pages->pages() != 0)
+        return bad(fmt::format("slots for inode {}, not a regular file or named twice", ino));
+      it->second->pages = std::make_unique<FilePages>(cache_, serial);
+      pages = it->second->pages.get();
+    }
+    uint64_t last = 0;
+    for (uint64_t i = 0; i < count; ++i) {
+      Named n{pages, {}, {}};
+      uint32_t kind;
+      if (!r.u64(&n.b.page) || !r.u32(&kind)) return Errno{EINVAL};
+      if ((i > 0 && n.b.page <= last) || kind > FilePages::Binding::kZeroUptodate ||
+          kind == FilePages::Binding::kCopy)
+        return bad(fmt::format("inode {}: a bad page binding", ino));
+      last = n.b.page;
+      n.b.kind = static_cast<FilePages::Binding::Kind>(kind);
+      if (n.b.kind == FilePages::Binding::kSlot &&
+          (!r.u64(&n.b.slot.value) || !r.u64(&n.proof.sum_or_version) ||
+           !r.bytes(n.proof.tag.data(), n.proof.tag.size())))
+        return Errno{EINVAL};
+      named.push_back(n);
+    }
+  }
+  uint32_t sealed;
+  if (!r.u32(&sealed)) return Errno{EINVAL};
+  std::array<std::byte, swapdev::Sealer::kKeyBytes> key{};
+  uint64_t counter = 0;
+  if (sealed && (!r.bytes(key.data(), key.size()) || !r.u64(&counter))) return Errno{EINVAL};
+  const bool whole = r.finish();
+  struct Wipe {
+    std::array<std::byte, swapdev::Sealer::kKeyBytes>& k;
+    ~Wipe() { explicit_bzero(k.data(), k.size()); }
+  } wipe{key};
+  if (!whole) return Errno{EINVAL};
+  if ((sealed != 0) != dev.sealed())
+    return bad(sealed ? "the swap file was sealed and this start has --seal off"
+                      : "the swap file was not sealed (--seal off) and this start seals");
+  if (std::string why; sealed && !dev.adopt_key(key, counter, &why))
+    return bad("the swap file's seal key: " + why, EIO);
+  for (const Named& n : named) {
+    if (n.b.kind == FilePages::Binding::kSlot && !dev.adopt_slot(n.b.slot, n.proof))
+      return bad(fmt::format("slot {} is outside the swap file, named twice, or has no proof",
+                             n.b.slot.value));
+    if (const Status st = n.pages->adopt(n.b); !st)
+      return bad(fmt::format("page {}: {}", n.b.page, std::strerror(st.code())), st.code());
   }
   return {};
 }
