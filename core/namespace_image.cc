@@ -59,6 +59,61 @@ bool get_time(ImageReader& r, timespec* t) {
 
 }  // namespace
 
+// Writes the pages of `bs` that are only in memory (kCopy) to slots of
+// their own, runs of consecutive pages read and written together (at most
+// kDataChunk each, the runs' writes in flight at once), and binds them.
+static Status copy_to_slots(swapdev::SlotDevice& dev, Inode& inode,
+                            std::vector<FilePages::Binding>& bs) {
+  const size_t ps = dev.page_size();
+  const size_t max_run = kDataChunk / ps;
+  const uint64_t serial = inode.pages->serial();
+  std::vector<std::byte> buf;
+  for (size_t i = 0; i < bs.size();) {
+    if (bs[i].kind != FilePages::Binding::kCopy) {
+      ++i;
+      continue;
+    }
+    size_t n = 1;
+    while (i + n < bs.size() && n < max_run && bs[i + n].kind == FilePages::Binding::kCopy &&
+           bs[i + n].page == bs[i].page + n)
+      ++n;
+    buf.resize(n * ps);
+    size_t got = 0;
+    const Status rs = read_into(
+        [&](FilePages::ReadDone d) { inode.pages->read(bs[i].page * ps, n * ps, std::move(d)); },
+        buf, &got);
+    if (!rs) return rs;  // EIO: a page the swap file lost
+    if (got != n * ps) return Errno{EIO};
+    std::atomic<size_t> pending{0};
+    std::atomic<int> err{0};
+    std::vector<std::span<const std::byte>> spans;
+    for (size_t done = 0; done < n;) {
+      const swapdev::SlotRun run = dev.allocate(static_cast<uint32_t>(n - done));
+      if (run.count == 0) {
+        err.store(-ENOSPC);
+        break;
+      }
+      spans.clear();
+      for (uint32_t k = 0; k < run.count; ++k) {
+        spans.emplace_back(buf.data() + (done + k) * ps, ps);
+        bs[i + done + k].slot = run.first + k;
+        bs[i + done + k].kind = FilePages::Binding::kSlot;
+      }
+      pending.fetch_add(1, std::memory_order_seq_cst);
+      dev.write(run.first, spans, swapdev::PageOwner{serial, bs[i + done].page},
+                [&pending, &err](int e) {
+                  if (e != 0) err.store(e, std::memory_order_seq_cst);
+                  pending.fetch_sub(1, std::memory_order_seq_cst);
+                });
+      done += run.count;
+    }
+    dev.wait_until([&pending] { return pending.load(std::memory_order_seq_cst) == 0; });
+    if (const int e = err.load(); e != 0) return Errno{e == -ENOSPC ? ENOSPC : EIO};
+    i += n;
+  }
+  return {};
+}
+
 // The bindings section of a lazy image, after the inodes: per regular
 // file with pages, (inode, file serial, page count) then per page (index,
 // kind, and for a slot: slot, checksum word or seal version, seal tag),
@@ -71,37 +126,17 @@ static Status save_bindings(ImageWriter& w,
   // Nothing the namespace frees from here on is reused or discarded: the
   // slots this image names stay as they are after the daemon is gone.
   dev.keep_slots();
-  const size_t ps = dev.page_size();
   std::vector<FilePages::Binding> bs;
-  std::vector<std::byte> page(ps);
   for (const auto& file : files) {
-    const std::shared_ptr<Inode>& inode = file.first;
+    Inode& inode = *file.first;
     bs.clear();
-    inode->pages->bindings(&bs);
+    inode.pages->bindings(&bs);
     if (bs.empty()) continue;
-    const uint64_t serial = inode->pages->serial();
-    w.u64(inode->ino);
-    w.u64(serial);
+    if (const Status st = copy_to_slots(dev, inode, bs); !st) return st;
+    w.u64(inode.ino);
+    w.u64(inode.pages->serial());
     w.u64(bs.size());
-    for (FilePages::Binding& b : bs) {
-      if (b.kind == FilePages::Binding::kCopy) {  // only in memory: to a slot of its own
-        size_t got = 0;
-        const Status rs = read_into(
-            [&](FilePages::ReadDone d) { inode->pages->read(b.page * ps, ps, std::move(d)); }, page,
-            &got);
-        if (!rs) return rs;
-        if (got != ps) return Errno{EIO};
-        const swapdev::SlotRun run = dev.allocate(1);
-        if (run.count == 0) return Errno{ENOSPC};
-        std::atomic<int> err{1};
-        const std::span<const std::byte> one(page);
-        dev.write(run.first, {&one, 1}, swapdev::PageOwner{serial, b.page},
-                  [&err](int e) { err.store(e, std::memory_order_seq_cst); });
-        dev.wait_until([&err] { return err.load(std::memory_order_seq_cst) != 1; });
-        if (err.load() != 0) return Errno{EIO};
-        b.slot = run.first;
-        b.kind = FilePages::Binding::kSlot;
-      }
+    for (const FilePages::Binding& b : bs) {
       w.u64(b.page);
       w.u32(b.kind);
       if (b.kind != FilePages::Binding::kSlot) continue;
