@@ -406,42 +406,42 @@ Status Namespace::load_bindings(ImageReader& r, const LazyImage& lazy) {
     return Errno{code};
   };
   swapdev::SlotDevice& dev = *lazy.dev;
-  struct Named {
+  struct File {
     FilePages* pages;
-    FilePages::Binding b;
-    swapdev::PageProof proof;
+    std::vector<FilePages::Binding> bs;
+    std::vector<swapdev::PageProof> proofs;  // one per kSlot binding, in order
   };
-  std::vector<Named> named;
+  std::vector<File> named;
   for (;;) {
     uint64_t ino, serial, count;
     if (!r.u64(&ino)) return Errno{EINVAL};
     if (ino == 0) break;
     if (!r.u64(&serial) || !r.u64(&count)) return Errno{EINVAL};
-    FilePages* pages;
+    File& f = named.emplace_back();
     {
       MutexLock lock(mu_);
       auto it = inodes_.find(ino);
       if (it == inodes_.end() || !it->second->is_reg() || serial == 0 ||
-          it->second->pages->pages() != 0)
+          it->second->pages->pages() != 0 || count > kMaxFileSize)
         return bad(fmt::format("slots for inode {}, not a regular file or named twice", ino));
       it->second->pages = std::make_unique<FilePages>(cache_, serial);
-      pages = it->second->pages.get();
+      f.pages = it->second->pages.get();
     }
-    uint64_t last = 0;
     for (uint64_t i = 0; i < count; ++i) {
-      Named n{pages, {}, {}};
+      FilePages::Binding b;
       uint32_t kind;
-      if (!r.u64(&n.b.page) || !r.u32(&kind)) return Errno{EINVAL};
-      if ((i > 0 && n.b.page <= last) || kind > FilePages::Binding::kZeroUptodate ||
+      if (!r.u64(&b.page) || !r.u32(&kind)) return Errno{EINVAL};
+      if ((i > 0 && b.page <= f.bs.back().page) || kind > FilePages::Binding::kZeroUptodate ||
           kind == FilePages::Binding::kCopy)
         return bad(fmt::format("inode {}: a bad page binding", ino));
-      last = n.b.page;
-      n.b.kind = static_cast<FilePages::Binding::Kind>(kind);
-      if (n.b.kind == FilePages::Binding::kSlot &&
-          (!r.u64(&n.b.slot.value) || !r.u64(&n.proof.sum_or_version) ||
-           !r.bytes(n.proof.tag.data(), n.proof.tag.size())))
-        return Errno{EINVAL};
-      named.push_back(n);
+      b.kind = static_cast<FilePages::Binding::Kind>(kind);
+      if (b.kind == FilePages::Binding::kSlot) {
+        swapdev::PageProof& proof = f.proofs.emplace_back();
+        if (!r.u64(&b.slot.value) || !r.u64(&proof.sum_or_version) ||
+            !r.bytes(proof.tag.data(), proof.tag.size()))
+          return Errno{EINVAL};
+      }
+      f.bs.push_back(b);
     }
   }
   uint32_t sealed;
@@ -460,12 +460,16 @@ Status Namespace::load_bindings(ImageReader& r, const LazyImage& lazy) {
                       : "the swap file was not sealed (--seal off) and this start seals");
   if (std::string why; sealed && !dev.adopt_key(key, counter, &why))
     return bad("the swap file's seal key: " + why, EIO);
-  for (const Named& n : named) {
-    if (n.b.kind == FilePages::Binding::kSlot && !dev.adopt_slot(n.b.slot, n.proof))
-      return bad(fmt::format("slot {} is outside the swap file, named twice, or has no proof",
-                             n.b.slot.value));
-    if (const Status st = n.pages->adopt(n.b); !st)
-      return bad(fmt::format("page {}: {}", n.b.page, std::strerror(st.code())), st.code());
+  for (const File& f : named) {
+    size_t p = 0;
+    for (const FilePages::Binding& b : f.bs) {
+      if (b.kind != FilePages::Binding::kSlot) continue;
+      if (!dev.adopt_slot(b.slot, f.proofs[p++]))
+        return bad(fmt::format("slot {} is outside the swap file, named twice, or has no proof",
+                               b.slot.value));
+    }
+    if (const Status st = f.pages->adopt(f.bs); !st)
+      return bad(fmt::format("binding pages to slots: {}", std::strerror(st.code())), st.code());
   }
   return {};
 }

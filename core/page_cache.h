@@ -280,10 +280,11 @@ class FilePages {
     Kind kind = kSlot;
   };
   void bindings(std::vector<Binding>* out) const;
-  // Puts page b.page of this file (a hole now) in b.slot (kSlot: swapped,
-  // the caller has taken the slot in the device) or makes it a zero page.
-  // ENOSPC past size=; EINVAL for kCopy or a page already present.
-  Status adopt(const Binding& b);
+  // Puts each page b.page of this file (which has none yet) in b.slot
+  // (kSlot: swapped, the caller has taken the slot in the device) or makes
+  // it a zero page. ENOSPC past size=; EINVAL for kCopy, pages out of
+  // order, or a file with pages.
+  Status adopt(std::span<const Binding> bs);
 
  private:
   // Every method forwards to it (page_cache/page_cache.cc): pmaps, the index

@@ -103,7 +103,7 @@ class FilePagesImpl {
   // page to its file as well as its index.
   uint64_t serial() const { return serial_; }
   void bindings(std::vector<FilePages::Binding>* out) const;
-  Status adopt(const FilePages::Binding& b);
+  Status adopt(std::span<const FilePages::Binding> bs);
   swapdev::PageOwner owner(uint64_t page) const { return {serial_, page}; }
 
   // Reclaim (reclaim_pass, evict.cc): the file's mutex, try-locked, and the

@@ -137,7 +137,7 @@ FilePages::~FilePages() = default;
 
 uint64_t FilePages::serial() const { return impl_->serial(); }
 void FilePages::bindings(std::vector<Binding>* out) const { impl_->bindings(out); }
-Status FilePages::adopt(const Binding& b) { return impl_->adopt(b); }
+Status FilePages::adopt(std::span<const Binding> bs) { return impl_->adopt(bs); }
 
 void FilePages::read(uint64_t off, size_t len, ReadDone done) {
   impl_->read(off, len, std::move(done));

@@ -35,20 +35,25 @@ void FilePagesImpl::bindings(std::vector<FilePages::Binding>* out) const {
   });
 }
 
-Status FilePagesImpl::adopt(const FilePages::Binding& b) {
+Status FilePagesImpl::adopt(std::span<const FilePages::Binding> bs) {
   using B = FilePages::Binding;
-  if (b.kind == B::kCopy || (b.kind == B::kSlot && !b.slot.valid()) ||
-      (b.kind == B::kSlot && b.slot.value > PagePlace::kMaxSlot))
-    return Errno{EINVAL};
-  WriterLock lock(mu_);
-  if (index_.place(b.page).present()) return Errno{EINVAL};
-  if (!st_.reserve_pages(1)) return Errno{ENOSPC};
-  if (b.kind == B::kSlot) {
-    index_.set(b.page, PagePlace::swapped(b.slot));
-    st_.pages_swapped.fetch_add(1, std::memory_order_relaxed);
-  } else {
-    index_.set(b.page, PagePlace::zero(b.kind == B::kZeroUptodate));
+  uint64_t swapped = 0;
+  for (size_t i = 0; i < bs.size(); ++i) {
+    const B& b = bs[i];
+    if (b.kind == B::kCopy || (i > 0 && b.page <= bs[i - 1].page) ||
+        (b.kind == B::kSlot && (!b.slot.valid() || b.slot.value > PagePlace::kMaxSlot)))
+      return Errno{EINVAL};
+    swapped += b.kind == B::kSlot;
   }
+  WriterLock lock(mu_);
+  if (!index_.empty()) return Errno{EINVAL};
+  if (!st_.reserve_pages(bs.size())) return Errno{ENOSPC};
+  index_.set_sorted(bs.begin(), bs.end(), [](const B& b) {
+    return (b.kind == B::kSlot ? PagePlace::swapped(b.slot)
+                               : PagePlace::zero(b.kind == B::kZeroUptodate))
+        .word();
+  });
+  st_.pages_swapped.fetch_add(swapped, std::memory_order_relaxed);
   publish_pages_locked();
   return Status::ok();
 }
