@@ -6,7 +6,8 @@
 # than --memory. Restored pages overwritten (whole pages and parts of
 # pages, pushed out to swap) and then kill -9: the next start has the last
 # clean image whole, and a clean stop after that saves the new state. Run
-# with the swap sealed (the default) and with --seal off.
+# with the swap sealed (the default) and with --seal off. Then a restart
+# without unmounting after a lazy start, and kill -9 of the new daemon.
 set -euo pipefail
 bin=$(realpath "$1")
 source "$(dirname "$0")/tmpfsd_lib.sh"
@@ -89,6 +90,29 @@ for seal in on off; do
   tmpfsd_stop || fail=1
   echo "[$seal] swap file $(du -k "$state/swap" | cut -f1) KiB used, image $(stat -c %s "$state/image") bytes"
 done
+
+# Restart without unmounting after a lazy start: the new daemon has the
+# bytes (the live state carries them); kill -9 of it leaves the last
+# clean image (state-off's, saved by the loop's last stop) whole.
+state=$swapdir/state-off
+opts=(--memory 8M --swap 256M --swap-dir "$swapdir" --seal off --persist "$state" -o size=256M)
+tmpfsd_start "$bin" "$work/r.1.log" "$mnt" "${opts[@]}" || exit 1
+dd if=/dev/urandom of="$mnt/big" bs=1M count=3 seek=5 conv=notrunc status=none
+sum=$(sha256sum < "$mnt/big")
+"$ctl" restart "$mnt" > /dev/null || { echo "FAIL: tmpfsctl restart after a lazy start"; fail=1; }
+tmpfsd_pid=$(cat "$work/r.1.log.pid")
+[ "$(sha256sum < "$mnt/big")" = "$sum" ] || { echo "FAIL: after a restart the bytes differ"; fail=1; }
+dd if=/dev/urandom of="$mnt/big" bs=1M count=3 seek=20 conv=notrunc status=none
+kill -KILL "$tmpfsd_pid"
+while kill -0 "$tmpfsd_pid" 2>/dev/null; do sleep 0.05; done
+tmpfsd_pid=
+umount -l "$mnt"
+tmpfsd_mnt=
+tmpfsd_start "$bin" "$work/r.2.log" "$mnt" "${opts[@]}" || exit 1
+manifest > "$work/m.r"
+diff "$work/m.5" "$work/m.r" > "$work/m.diff" ||
+  { echo "FAIL: kill -9 after a restart: the last clean image was not restored whole:"; head -20 "$work/m.diff"; fail=1; }
+tmpfsd_stop || fail=1
 
 [ $fail -eq 0 ] && echo "persist_lazy: all checks passed"
 exit $fail
