@@ -458,7 +458,13 @@ Status Namespace::load_bindings(ImageReader& r, const LazyImage& lazy) {
   if ((sealed != 0) != dev.sealed())
     return bad(sealed ? "the swap file was sealed and this start has --seal off"
                       : "the swap file was not sealed (--seal off) and this start seals");
-  if (std::string why; sealed && !dev.adopt_key(key, counter, &why))
+  // The counter was read before the old daemon's last writes (the
+  // reclaimer may still have sealed pages after the save): a nonce must
+  // never be drawn twice under the key, so the new one starts far past it.
+  constexpr uint64_t kCounterGap = uint64_t{1} << 32;
+  if (sealed && (counter == 0 || counter > UINT64_MAX / 2))
+    return bad("the swap file's seal counter is out of range");
+  if (std::string why; sealed && !dev.adopt_key(key, counter + kCounterGap, &why))
     return bad("the swap file's seal key: " + why, EIO);
   for (const File& f : named) {
     size_t p = 0;
