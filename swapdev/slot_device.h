@@ -73,6 +73,7 @@ class SlotDevice : public SwapDevice {
       return false;
     if (!alloc_.claim(slot)) return false;
     pinned_[slot.value / 64].fetch_or(uint64_t{1} << (slot.value % 64), std::memory_order_relaxed);
+    any_pinned_.store(true, std::memory_order_relaxed);
     if (sealer_)
       seals_.set(slot.value, p.sum_or_version, p.tag);
     else
@@ -120,7 +121,9 @@ class SlotDevice : public SwapDevice {
   template <class F>
   bool hold_frees(SwapSlot first, uint32_t count, F&& free_one) {
     if (keep_all_.load(std::memory_order_relaxed)) return true;
-    if (!first.valid() || first.value >= total_slots()) return false;
+    if (!any_pinned_.load(std::memory_order_relaxed) || !first.valid() ||
+        first.value >= total_slots())
+      return false;
     const uint64_t end = std::min<uint64_t>(total_slots(), first.value + count);
     bool any = false;
     for (uint64_t s = first.value; s < end && !any; ++s) any = pinned(SwapSlot(s));
@@ -181,6 +184,7 @@ class SlotDevice : public SwapDevice {
   ErrorInjector inject_;
   std::unique_ptr<std::atomic<uint64_t>[]> pinned_;  // adopt_slot's slots, a bit each
   std::atomic<bool> keep_all_{false};                // keep_slots()
+  std::atomic<bool> any_pinned_{false};              // a bit of pinned_ is set
 };
 
 }  // namespace tmpfsd::swapdev
