@@ -33,6 +33,7 @@
 #include "core/inode.h"
 #include "core/page_cache.h"
 #include "core/result.h"
+#include "swapdev/slot_device.h"
 #include "swapdev/thread_annotations.h"
 
 namespace tmpfsd {
@@ -253,13 +254,28 @@ class Namespace {
   // still holds without a name (unlinked, open or not yet forgotten) and,
   // for each inode, its lookup count, open handles and O_TMPFILE linkability,
   // so that FORGET and RELEASE find what they expect in the next daemon.
-  Status save_image(ImageWriter& w, bool live = false);
+  //
+  // With `lazy` (--persist with the swap file DIR/swap) the image holds no
+  // data: each page's slot and the proof the device needs to read it back
+  // (and a sealed device's key and counter); pages only in memory are
+  // written to slots of their own first, and lazy->sync makes the swap
+  // file durable before the image ends. Its load binds the pages to their
+  // slots and reads nothing.
+  struct LazyImage {
+    swapdev::SlotDevice* dev = nullptr;
+    std::function<Status()> sync;  // fdatasync of the swap file
+  };
+  Status save_image(ImageWriter& w, bool live = false, const LazyImage* lazy = nullptr);
   // Fills a namespace that has served nothing yet from an image (either
   // kind: the header says which). On failure
   // (EINVAL with r.why() saying what is wrong, ENOSPC when the image does
   // not fit this mount's limits) the namespace may hold part of it and must
   // be discarded.
-  Status load_image(ImageReader& r);
+  // A lazy image needs `lazy` (the device its slots are in): without it,
+  // EINVAL with the reason.
+  Status load_image(ImageReader& r, const LazyImage* lazy = nullptr);
+  // True when the image read by the last load_image was lazy.
+  bool loaded_lazy() const { return loaded_lazy_; }
 
   // Called with an inode number, without mu_, when an operation changed
   // attributes the kernel's cached copy does not expect it to: set-ID bits
@@ -318,6 +334,8 @@ class Namespace {
   PageCache& cache_;
   std::function<void(uint64_t)> attr_hook_;  // set before serving (set_attr_hook)
 
+  Status load_bindings(ImageReader& r, const LazyImage& lazy);  // namespace_image.cc
+  bool loaded_lazy_ = false;                                    // see loaded_lazy()
   Mutex mu_;
   std::unordered_map<uint64_t, InodeRef> inodes_ GUARDED_BY(mu_);
   uint64_t next_ino_ GUARDED_BY(mu_) = kRootIno + 1;

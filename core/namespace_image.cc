@@ -19,6 +19,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <map>
@@ -34,7 +36,8 @@ namespace tmpfsd {
 
 namespace {
 constexpr uint64_t kImageMagic = 0x31496473666d7074ULL;  // "tmpfsdI1"
-constexpr uint32_t kImageVersion = 1;
+constexpr uint32_t kImageVersion = 1;                    // the data inline
+constexpr uint32_t kLazyVersion = 2;  // each page's slot in the swap file instead
 constexpr size_t kDataChunk = size_t{1} << 20;
 constexpr size_t kXattrNameMax = 255;
 constexpr size_t kTargetMax = 4096;  // PATH_MAX
@@ -56,7 +59,109 @@ bool get_time(ImageReader& r, timespec* t) {
 
 }  // namespace
 
-Status Namespace::save_image(ImageWriter& w, bool live) {
+// Writes the pages of `bs` that are only in memory (kCopy) to slots of
+// their own, runs of consecutive pages read and written together (at most
+// kDataChunk each, the runs' writes in flight at once), and binds them.
+static Status copy_to_slots(swapdev::SlotDevice& dev, Inode& inode,
+                            std::vector<FilePages::Binding>& bs) {
+  const size_t ps = dev.page_size();
+  const size_t max_run = kDataChunk / ps;
+  const uint64_t serial = inode.pages->serial();
+  std::vector<std::byte> buf;
+  for (size_t i = 0; i < bs.size();) {
+    if (bs[i].kind != FilePages::Binding::kCopy) {
+      ++i;
+      continue;
+    }
+    size_t n = 1;
+    while (i + n < bs.size() && n < max_run && bs[i + n].kind == FilePages::Binding::kCopy &&
+           bs[i + n].page == bs[i].page + n)
+      ++n;
+    buf.resize(n * ps);
+    size_t got = 0;
+    const Status rs = read_into(
+        [&](FilePages::ReadDone d) { inode.pages->read(bs[i].page * ps, n * ps, std::move(d)); },
+        buf, &got);
+    if (!rs) return rs;  // EIO: a page the swap file lost
+    if (got != n * ps) return Errno{EIO};
+    std::atomic<size_t> pending{0};
+    std::atomic<int> err{0};
+    std::vector<std::span<const std::byte>> spans;
+    for (size_t done = 0; done < n;) {
+      const swapdev::SlotRun run = dev.allocate(static_cast<uint32_t>(n - done));
+      if (run.count == 0) {
+        err.store(-ENOSPC);
+        break;
+      }
+      spans.clear();
+      for (uint32_t k = 0; k < run.count; ++k) {
+        spans.emplace_back(buf.data() + (done + k) * ps, ps);
+        bs[i + done + k].slot = run.first + k;
+        bs[i + done + k].kind = FilePages::Binding::kSlot;
+      }
+      pending.fetch_add(1, std::memory_order_seq_cst);
+      dev.write(run.first, spans, swapdev::PageOwner{serial, bs[i + done].page},
+                [&pending, &err](int e) {
+                  if (e != 0) err.store(e, std::memory_order_seq_cst);
+                  pending.fetch_sub(1, std::memory_order_seq_cst);
+                });
+      done += run.count;
+    }
+    dev.wait_until([&pending] { return pending.load(std::memory_order_seq_cst) == 0; });
+    if (const int e = err.load(); e != 0) return Errno{e == -ENOSPC ? ENOSPC : EIO};
+    i += n;
+  }
+  return {};
+}
+
+// The bindings section of a lazy image, after the inodes: per regular
+// file with pages, (inode, file serial, page count) then per page (index,
+// kind, and for a slot: slot, checksum word or seal version, seal tag),
+// inode 0 ending it; then whether the swap file is sealed and, if so, its
+// key and seal counter.
+static Status save_bindings(ImageWriter& w,
+                            const std::vector<std::pair<std::shared_ptr<Inode>, uint64_t>>& files,
+                            const Namespace::LazyImage& lazy) {
+  swapdev::SlotDevice& dev = *lazy.dev;
+  // Nothing the namespace frees from here on is reused or discarded: the
+  // slots this image names stay as they are after the daemon is gone.
+  dev.keep_slots();
+  std::vector<FilePages::Binding> bs;
+  for (const auto& file : files) {
+    Inode& inode = *file.first;
+    bs.clear();
+    inode.pages->bindings(&bs);
+    if (bs.empty()) continue;
+    if (const Status st = copy_to_slots(dev, inode, bs); !st) return st;
+    w.u64(inode.ino);
+    w.u64(inode.pages->serial());
+    w.u64(bs.size());
+    for (const FilePages::Binding& b : bs) {
+      w.u64(b.page);
+      w.u32(b.kind);
+      if (b.kind != FilePages::Binding::kSlot) continue;
+      swapdev::PageProof proof;
+      if (!dev.slot_proof(b.slot, &proof)) return Errno{EIO};
+      w.u64(b.slot.value);
+      w.u64(proof.sum_or_version);
+      w.bytes(proof.tag.data(), proof.tag.size());
+    }
+  }
+  w.u64(0);
+  if (const Status st = lazy.sync(); !st) return st;
+  const swapdev::Sealer* sealer = dev.sealer();
+  w.u32(sealer ? 1 : 0);
+  if (sealer) {
+    std::array<std::byte, swapdev::Sealer::kKeyBytes> key;
+    sealer->copy_key(key);
+    w.bytes(key.data(), key.size());
+    explicit_bzero(key.data(), key.size());
+    w.u64(sealer->counter());
+  }
+  return w.finish();
+}
+
+Status Namespace::save_image(ImageWriter& w, bool live, const LazyImage* lazy) {
   std::vector<std::pair<InodeRef, uint64_t>> files;  // regular files, their sizes
   {
     MutexLock lock(mu_);
@@ -66,7 +171,7 @@ Status Namespace::save_image(ImageWriter& w, bool live) {
     std::sort(keep.begin(), keep.end(),
               [](const Inode* a, const Inode* b) { return a->ino < b->ino; });
     w.u64(kImageMagic);
-    w.u32(kImageVersion);
+    w.u32(lazy ? kLazyVersion : kImageVersion);
     w.u32(live ? kLiveImage : 0);
     w.u64(next_ino_);
     w.u64(keep.size());
@@ -103,6 +208,7 @@ Status Namespace::save_image(ImageWriter& w, bool live) {
       if (n->is_reg() && n->size > 0) files.emplace_back(inodes_.at(n->ino), n->size);
     }
   }
+  if (lazy) return save_bindings(w, files, *lazy);
   // The data, read from the pages without moving atime (a hibernation is
   // no access), with no lock of ours held.
   std::vector<std::byte> buf;
@@ -140,7 +246,7 @@ Status Namespace::save_image(ImageWriter& w, bool live) {
   return w.finish();
 }
 
-Status Namespace::load_image(ImageReader& r) {
+Status Namespace::load_image(ImageReader& r, const LazyImage* lazy) {
   auto bad = [&r](std::string why, int code = EINVAL) -> Status {
     r.fail(std::move(why));
     return Errno{code};
@@ -160,8 +266,14 @@ Status Namespace::load_image(ImageReader& r) {
       return Errno{EINVAL};
     const bool live = flags & kLiveImage;
     if (magic != kImageMagic) return bad("not a tmpfsd image");
-    if (version != kImageVersion)
-      return bad(fmt::format("image version {}, this tmpfsd reads {}", version, kImageVersion));
+    if (version != kImageVersion && version != kLazyVersion)
+      return bad(fmt::format("image version {}, this tmpfsd reads {} and {}", version,
+                             kImageVersion, kLazyVersion));
+    loaded_lazy_ = version == kLazyVersion;
+    if (loaded_lazy_ && (live || !lazy))
+      return bad(
+          "the image names slots of the swap file (DIR/swap) it was saved with, and "
+          "this start has none (--swap 0, --remote, --zpool, or DIR on a tmpfs?)");
     decltype(inodes_) table;
     uint64_t extra_links = 0, user_xattr_space = 0;
     for (uint64_t i = 0; i < count; ++i) {
@@ -256,6 +368,7 @@ Status Namespace::load_image(ImageReader& r) {
     if (max_inodes_ != 0)
       ispace_free_ = max_inodes_ * kInodeSpace - inodes * kInodeSpace - user_xattr_space;
   }
+  if (loaded_lazy_) return load_bindings(r, *lazy);
   // The data, written as a writer would; then what those writes moved is
   // put back.
   std::vector<std::byte> buf;
@@ -283,6 +396,86 @@ Status Namespace::load_image(ImageReader& r) {
     n.atime = s.atime;
     n.mtime = s.mtime;
     n.ctime = s.ctime;
+  }
+  return {};
+}
+
+Status Namespace::load_bindings(ImageReader& r, const LazyImage& lazy) {
+  auto bad = [&r](std::string why, int code = EINVAL) -> Status {
+    r.fail(std::move(why));
+    return Errno{code};
+  };
+  swapdev::SlotDevice& dev = *lazy.dev;
+  struct File {
+    FilePages* pages;
+    std::vector<FilePages::Binding> bs;
+    std::vector<swapdev::PageProof> proofs;  // one per kSlot binding, in order
+  };
+  std::vector<File> named;
+  for (;;) {
+    uint64_t ino, serial, count;
+    if (!r.u64(&ino)) return Errno{EINVAL};
+    if (ino == 0) break;
+    if (!r.u64(&serial) || !r.u64(&count)) return Errno{EINVAL};
+    File& f = named.emplace_back();
+    {
+      MutexLock lock(mu_);
+      auto it = inodes_.find(ino);
+      if (it == inodes_.end() || !it->second->is_reg() || serial == 0 ||
+          it->second->pages->pages() != 0 || count > kMaxFileSize)
+        return bad(fmt::format("slots for inode {}, not a regular file or named twice", ino));
+      it->second->pages = std::make_unique<FilePages>(cache_, serial);
+      f.pages = it->second->pages.get();
+    }
+    for (uint64_t i = 0; i < count; ++i) {
+      FilePages::Binding b;
+      uint32_t kind;
+      if (!r.u64(&b.page) || !r.u32(&kind)) return Errno{EINVAL};
+      if ((i > 0 && b.page <= f.bs.back().page) || kind > FilePages::Binding::kZeroUptodate ||
+          kind == FilePages::Binding::kCopy)
+        return bad(fmt::format("inode {}: a bad page binding", ino));
+      b.kind = static_cast<FilePages::Binding::Kind>(kind);
+      if (b.kind == FilePages::Binding::kSlot) {
+        swapdev::PageProof& proof = f.proofs.emplace_back();
+        if (!r.u64(&b.slot.value) || !r.u64(&proof.sum_or_version) ||
+            !r.bytes(proof.tag.data(), proof.tag.size()))
+          return Errno{EINVAL};
+      }
+      f.bs.push_back(b);
+    }
+  }
+  uint32_t sealed;
+  if (!r.u32(&sealed)) return Errno{EINVAL};
+  std::array<std::byte, swapdev::Sealer::kKeyBytes> key{};
+  uint64_t counter = 0;
+  if (sealed && (!r.bytes(key.data(), key.size()) || !r.u64(&counter))) return Errno{EINVAL};
+  const bool whole = r.finish();
+  struct Wipe {
+    std::array<std::byte, swapdev::Sealer::kKeyBytes>& k;
+    ~Wipe() { explicit_bzero(k.data(), k.size()); }
+  } wipe{key};
+  if (!whole) return Errno{EINVAL};
+  if ((sealed != 0) != dev.sealed())
+    return bad(sealed ? "the swap file was sealed and this start has --seal off"
+                      : "the swap file was not sealed (--seal off) and this start seals");
+  // The counter was read before the old daemon's last writes (the
+  // reclaimer may still have sealed pages after the save): a nonce must
+  // never be drawn twice under the key, so the new one starts far past it.
+  constexpr uint64_t kCounterGap = uint64_t{1} << 32;
+  if (sealed && (counter == 0 || counter > UINT64_MAX / 2))
+    return bad("the swap file's seal counter is out of range");
+  if (std::string why; sealed && !dev.adopt_key(key, counter + kCounterGap, &why))
+    return bad("the swap file's seal key: " + why, EIO);
+  for (const File& f : named) {
+    size_t p = 0;
+    for (const FilePages::Binding& b : f.bs) {
+      if (b.kind != FilePages::Binding::kSlot) continue;
+      if (!dev.adopt_slot(b.slot, f.proofs[p++]))
+        return bad(fmt::format("slot {} is outside the swap file, named twice, or has no proof",
+                               b.slot.value));
+    }
+    if (const Status st = f.pages->adopt(f.bs); !st)
+      return bad(fmt::format("binding pages to slots: {}", std::strerror(st.code())), st.code());
   }
   return {};
 }

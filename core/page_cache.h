@@ -36,8 +36,10 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <vector>
 
 #include "core/result.h"
+#include "swapdev/swap_device.h"
 
 namespace tmpfsd {
 
@@ -169,6 +171,9 @@ struct PageRun {
 class FilePages {
  public:
   explicit FilePages(PageCache& cache);
+  // A file restored from a lazy image: its serial (serial()) is the one its
+  // pages' slots were sealed for. The cache's later files get serials past it.
+  FilePages(PageCache& cache, uint64_t serial);
   ~FilePages();  // frees every frame, slot and pmap of the file
   FilePages(const FilePages&) = delete;
   FilePages& operator=(const FilePages&) = delete;
@@ -259,6 +264,28 @@ class FilePages {
   // pages * page_size / 512).
   uint64_t pages() const;
 
+  // The number naming this file to the swap device's seals (PageOwner).
+  uint64_t serial() const;
+
+  // --persist's lazy image (docs/design.md, "Surviving a restart"): where
+  // each present page is. kSlot: wholly in `slot` (swapped, or a clean
+  // frame whose swap-cache slot holds it); kZero/kZeroUptodate: a
+  // fallocated page that reads as zeros; kCopy: its bytes are only in
+  // memory (dirty, under I/O, or no slot), the caller writes them to a
+  // slot of its own.
+  struct Binding {
+    enum Kind : uint8_t { kSlot, kZero, kZeroUptodate, kCopy };
+    uint64_t page = 0;
+    swapdev::SwapSlot slot;
+    Kind kind = kSlot;
+  };
+  void bindings(std::vector<Binding>* out) const;
+  // Puts each page b.page of this file (which has none yet) in b.slot
+  // (kSlot: swapped, the caller has taken the slot in the device) or makes
+  // it a zero page. ENOSPC past size=; EINVAL for kCopy, pages out of
+  // order, or a file with pages.
+  Status adopt(std::span<const Binding> bs);
+
  private:
   // Every method forwards to it (page_cache/page_cache.cc): pmaps, the index
   // and the file's mutex stay out of this header.
@@ -294,6 +321,8 @@ class PageCache {
 
   size_t page_size() const;
   PageCacheStats stats() const;
+  // The swap device (null: none).
+  swapdev::SwapDevice* swap() const;
 
   // size= in pages at run time (0 = unlimited). Refused when pages in use
   // exceed it (kTooSmall) or when the mount was unlimited and `pages` is

@@ -307,14 +307,40 @@ int serve(const Options& o, Startup& startup, const Takeover* takeover, const Pi
   pc.memory_bytes = o.memory_bytes;
   pc.max_pages = (o.size_bytes + o.page_size - 1) / o.page_size;
   pc.writeback_copy = o.writeback_conflict == "copy";
+  // --persist: DIR's lock first (a daemon that has just been unmounted may
+  // still be saving), then the swap file DIR/swap, kept: the image names
+  // its slots (lazy restore). A takeover's daemon uses a private swap file
+  // (the live state comes with its data) and so saves an image with data.
+  std::unique_ptr<Persist> persist;
+  if (!o.persist.empty()) {
+    std::string why;
+    persist = Persist::open(o.persist, o.persist_key, &why, takeover ? takeover->lock_fd : -1);
+    if (!persist) {
+      startup.fail(1, "--persist: " + why);
+      return 1;
+    }
+  }
   std::unique_ptr<swapdev::SwapDevice> swap;
+  swapdev::UringSwapDevice* kept_swap = nullptr;  // DIR/swap, when the image may name its slots
   if (o.swap_bytes > 0) {
     swapdev::UringOptions uo;
     uo.dir = o.swap_dir;
     uo.size_bytes = o.swap_bytes;
     uo.seal = o.seal;
     uo.page_size = o.page_size;
-    swapdev::UringOpenResult r = swapdev::open_uring_swap_device(uo);
+    swapdev::UringOpenResult r;
+    if (persist && !takeover && o.remote.empty() && o.compress == "off") {
+      swapdev::UringOptions named = uo;
+      named.dir = o.persist;
+      named.file_name = "swap";
+      r = swapdev::open_uring_swap_device(named);
+      if (r.device)
+        kept_swap = r.device.get();
+      else
+        spdlog::warn("--persist: no swap file in {} ({}): images will hold the data", o.persist,
+                     r.error);
+    }
+    if (!r.device) r = swapdev::open_uring_swap_device(uo);
     if (!r.device) {
       if (o.swap_given) {
         startup.fail(1, "cannot make the swap file: " + r.error);
@@ -390,11 +416,10 @@ int serve(const Options& o, Startup& startup, const Takeover* takeover, const Pi
                                         : NamespaceConfig::Atime::Relatime;
   nc.nodiratime = o.nodiratime;
   Namespace ns(nc, **cache);
-  std::unique_ptr<Persist> persist;
-  if (!o.persist.empty()) {
+  if (persist) {
     std::string why;
-    persist = Persist::open(o.persist, o.persist_key, &why, takeover ? takeover->lock_fd : -1);
-    if (!persist || (!takeover && !persist->load(ns, &why))) {
+    persist->set_swap(kept_swap);
+    if (!takeover && !persist->load(ns, &why)) {
       startup.fail(1, "--persist: " + why);
       return 1;
     }

@@ -19,6 +19,7 @@
 #include "daemon/fd_io.h"
 #include "daemon/image_seal.h"
 #include "daemon/notify.h"
+#include "swapdev/uring_swap_device.h"
 
 namespace tmpfsd {
 
@@ -119,7 +120,8 @@ bool Persist::load(Namespace& ns, std::string* why) {
   ImageReader r([fd, &opener](std::span<std::byte> out) -> Result<size_t> {
     return opener ? opener->read(out) : read_full(fd, out);
   });
-  const Status s = ns.load_image(r);
+  Namespace::LazyImage lazy{.dev = swap_, .sync = {}};
+  const Status s = ns.load_image(r, swap_ ? &lazy : nullptr);
   ::close(fd);
   if (!s) {
     const std::string& reason = opener && !opener->why().empty() ? opener->why() : r.why();
@@ -129,7 +131,8 @@ bool Persist::load(Namespace& ns, std::string* why) {
   const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                       std::chrono::steady_clock::now() - start)
                       .count();
-  spdlog::info("persist: restored {} inodes from {}/image in {} ms", ns.inode_count(), dir_, ms);
+  spdlog::info("persist: restored {} inodes from {}/image in {} ms{}", ns.inode_count(), dir_, ms,
+               ns.loaded_lazy() ? " (lazy: pages bound to their slots in swap, none read)" : "");
   return true;
 }
 
@@ -155,7 +158,12 @@ bool Persist::save(Namespace& ns, std::string* why) {
     }
     return sealer ? sealer->write(b) : write_all(fd, b);
   });
-  Status s = ns.save_image(w);
+  swapdev::UringSwapDevice* dev = swap_;
+  Namespace::LazyImage lazy{.dev = dev, .sync = [dev]() -> Status {
+                              if (::fdatasync(dev->fd()) != 0) return Errno{errno};
+                              return {};
+                            }};
+  Status s = ns.save_image(w, false, dev ? &lazy : nullptr);
   if (s && sealer) s = sealer->finish();
   if (s && ::fsync(fd) != 0) s = Errno{errno};
   if (::close(fd) != 0 && s) s = Errno{errno};
@@ -169,8 +177,8 @@ bool Persist::save(Namespace& ns, std::string* why) {
   const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                       std::chrono::steady_clock::now() - start)
                       .count();
-  spdlog::info("persist: saved {} inodes, {} bytes, to {}/image{} in {} ms", ns.inode_count(),
-               bytes, dir_, key_ ? " (sealed)" : "", ms);
+  spdlog::info("persist: saved {} inodes, {} bytes, to {}/image{}{} in {} ms", ns.inode_count(),
+               bytes, dir_, key_ ? " (sealed)" : "", dev ? " (the data stays in swap)" : "", ms);
   return true;
 }
 

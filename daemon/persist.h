@@ -2,8 +2,15 @@
 // (docs/design.md, "Surviving a restart").
 //
 // DIR holds `image` (core/namespace_image.cc: the tree, attributes and
-// data) and `lock`. A daemon holds the lock (flock, exclusive) from before
-// it loads the image until after it has saved the next one, so a second
+// data), `lock`, and `swap`, the swap file, kept (set_swap): an image then
+// holds each page's slot in it instead of the data, and a start binds the
+// pages to their slots and reads nothing until a page is touched (lazy
+// restore). Slots the restored image names are pinned for the daemon's
+// life (swapdev/slot_device.h: never rewritten, their frees held), so a
+// crash still leaves that image whole; the swap file may so hold up to
+// twice the data. A stop writes every page that is only in memory to a
+// slot and fdatasyncs the swap file before the image is renamed in. A daemon holds the lock (flock,
+// exclusive) from before it loads the image until after it has saved the next one, so a second
 // daemon on the same DIR waits for the first to finish saving (the usual
 // case: `umount; mount` returns before the old daemon has written its
 // image) and refuses after kLockWait.
@@ -29,6 +36,9 @@ namespace tmpfsd {
 
 class ImageKey;
 class Namespace;
+namespace swapdev {
+class UringSwapDevice;
+}
 
 class Persist {
  public:
@@ -43,6 +53,10 @@ class Persist {
   ~Persist();  // releases the lock
   Persist(const Persist&) = delete;
   Persist& operator=(const Persist&) = delete;
+
+  // DIR/swap's device (null: the swap file is elsewhere, or there is
+  // none): load() and save() use it for lazy images. Before load().
+  void set_swap(swapdev::UringSwapDevice* dev) { swap_ = dev; }
 
   // Fills `ns` (fresh) from DIR/image; true with nothing done when there is
   // none. False with `why` on a bad image, or one that does not fit this
@@ -65,6 +79,7 @@ class Persist {
   const int dir_fd_;
   const int lock_fd_;
   const std::unique_ptr<ImageKey> key_;  // null: the image is not sealed
+  swapdev::UringSwapDevice* swap_ = nullptr;
 };
 
 }  // namespace tmpfsd

@@ -28,6 +28,10 @@ class ChecksumTable {
   void set(uint64_t slot, uint64_t hash) {
     sums_[slot].store(encode(hash), std::memory_order_release);
   }
+  // The stored word as it is (encoded), and back: --persist carries it.
+  uint64_t raw(uint64_t slot) const { return sums_[slot].load(std::memory_order_acquire); }
+  void set_raw(uint64_t slot, uint64_t word) { sums_[slot].store(word, std::memory_order_release); }
+  static constexpr uint64_t kPoisonedRaw = 1;
   void clear(uint64_t slot) { sums_[slot].store(0, std::memory_order_release); }
   void poison(uint64_t slot) { sums_[slot].store(kPoisoned, std::memory_order_release); }
   // True for poisoned slots too: they hold bytes, just none to trust.

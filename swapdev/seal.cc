@@ -1,4 +1,5 @@
 #include "swapdev/seal.h"
+#include "swapdev/seal_table.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -63,6 +64,20 @@ thread_local SealContexts tl_contexts;
 }  // namespace
 
 std::unique_ptr<Sealer> Sealer::create(std::string* error) noexcept {
+  return create_with({}, 1, error);
+}
+
+std::unique_ptr<Sealer> Sealer::create_with(std::span<const std::byte> key_in,
+                                            uint64_t next_version, std::string* error) noexcept {
+  if (!key_in.empty() && key_in.size() != kKeyBytes) {
+    if (error)
+      *error = fmt::format("a seal key of {} bytes, {} expected", key_in.size(), kKeyBytes);
+    return nullptr;
+  }
+  if (next_version == 0 || next_version >= SealTable::kPoisoned) {
+    if (error) *error = "a seal counter out of range";
+    return nullptr;
+  }
   const size_t pb = page_bytes();
   void* mem = ::mmap(nullptr, pb, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (mem == MAP_FAILED) {
@@ -74,20 +89,28 @@ std::unique_ptr<Sealer> Sealer::create(std::string* error) noexcept {
                  std::strerror(errno));
   ::madvise(mem, pb, MADV_DONTDUMP);
   auto* key = static_cast<unsigned char*>(mem);
-  if (RAND_bytes(key, kKeyBytes) != 1) {
+  if (!key_in.empty()) {
+    std::memcpy(key, key_in.data(), kKeyBytes);
+  } else if (RAND_bytes(key, kKeyBytes) != 1) {
     OPENSSL_cleanse(key, kKeyBytes);
     ::munmap(mem, pb);
     if (error) *error = "cannot make a seal key: RAND_bytes failed";
     return nullptr;
   }
   try {
-    return std::unique_ptr<Sealer>(new Sealer(key, g_next_sealer_id.fetch_add(1)));
+    std::unique_ptr<Sealer> s(new Sealer(key, g_next_sealer_id.fetch_add(1)));
+    s->next_version_.store(next_version, std::memory_order_relaxed);
+    return s;
   } catch (...) {
     OPENSSL_cleanse(key, kKeyBytes);
     ::munmap(mem, pb);
     if (error) *error = "out of memory making the sealer";
     return nullptr;
   }
+}
+
+void Sealer::copy_key(std::span<std::byte, kKeyBytes> out) const noexcept {
+  std::memcpy(out.data(), key_, kKeyBytes);
 }
 
 Sealer::~Sealer() {

@@ -59,6 +59,17 @@ class Sealer {
   // A Sealer with a fresh random key, or null and a sentence in *error
   // (no randomness, no memory).
   static std::unique_ptr<Sealer> create(std::string* error) noexcept;
+  // A Sealer with `key` (kKeyBytes; empty: a fresh random one) whose
+  // counter starts at `next_version` (>= 1): the key and counter() of a
+  // Sealer of an earlier process (--persist), so that what it sealed opens
+  // and no nonce is drawn twice under that key.
+  static std::unique_ptr<Sealer> create_with(std::span<const std::byte> key, uint64_t next_version,
+                                             std::string* error) noexcept;
+  // The key, for an image that must read this Sealer's slots back
+  // (--persist); `out` is the caller's to wipe.
+  void copy_key(std::span<std::byte, kKeyBytes> out) const noexcept;
+  // The counter's next value: a later Sealer with this key starts there.
+  uint64_t counter() const { return next_version_.load(std::memory_order_relaxed); }
   ~Sealer();
   Sealer(const Sealer&) = delete;
   Sealer& operator=(const Sealer&) = delete;

@@ -324,6 +324,13 @@ uint32_t SlotAllocator::free(SwapSlot first, uint32_t count) {
   return freed;
 }
 
+bool SlotAllocator::claim(SwapSlot slot) {
+  if (!slot.valid() || slot.value >= total_) return false;
+  Shard& s = shard_of(slot.value);
+  MutexLock lk(s.mu);
+  return s.alloc_hint(slot.value - s.first_slot, 1, *this).count == 1;
+}
+
 bool SlotAllocator::allocated(SwapSlot slot) const {
   if (!slot.valid() || slot.value >= total_) return false;
   auto& s = const_cast<SlotAllocator*>(this)->shard_of(slot.value);

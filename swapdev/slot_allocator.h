@@ -64,6 +64,11 @@ class SlotAllocator {
   // really freed.
   uint32_t free(SwapSlot first, uint32_t count);
 
+  // Takes `slot` alone if it is free and its cluster is not being
+  // discarded (a slot an earlier process's image names: --persist); false
+  // otherwise, touching nothing.
+  bool claim(SwapSlot slot);
+
   bool allocated(SwapSlot s) const;
   // True when every slot of [first, first+count) is allocated (I/O checks).
   bool all_allocated(SwapSlot first, uint64_t count) const;

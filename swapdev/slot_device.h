@@ -11,10 +11,13 @@
 // (verify(): the checksum compared, or the page opened in place).
 #pragma once
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "swapdev/checksum_table.h"
 #include "swapdev/device_stats.h"
@@ -41,6 +44,64 @@ class SlotDevice : public SwapDevice {
   void inject_errors(uint32_t n, int err) final { inject_.arm(n, err); }
   bool sealed() const final { return sealer_ != nullptr; }
 
+  // --persist (docs/design.md, "Surviving a restart"): what a later device
+  // on the same medium needs to read a slot back. The proof of `slot`'s
+  // last completed write; false when it holds none (or is poisoned).
+  bool slot_proof(SwapSlot slot, PageProof* out) const {
+    if (!slot.valid() || slot.value >= total_slots()) return false;
+    const uint64_t s = slot.value;
+    if (!has_data(s) || poisoned(s)) return false;
+    if (sealer_) {
+      out->sum_or_version = seals_.version(s);
+      out->tag = seals_.tag(s);
+    } else {
+      out->sum_or_version = sums_.raw(s);
+      out->tag = {};
+    }
+    return true;
+  }
+  // Takes `slot` as holding a completed write whose proof is `p` (from
+  // slot_proof() of an earlier device on this medium, with this device's
+  // key). False, touching nothing, when the slot is out of range or taken,
+  // or the proof names no write.
+  // The slot is pinned (pinned()): the image that names it must stay
+  // readable after a crash, so it is never written again, and a free of it
+  // is held (the slot stays taken) for the device's life.
+  bool adopt_slot(SwapSlot slot, const PageProof& p) {
+    if (p.sum_or_version == 0 || (sealer_ && p.sum_or_version == SealTable::kPoisoned) ||
+        (!sealer_ && p.sum_or_version == ChecksumTable::kPoisonedRaw))
+      return false;
+    if (!alloc_.claim(slot)) return false;
+    pinned_[slot.value / 64].fetch_or(uint64_t{1} << (slot.value % 64), std::memory_order_relaxed);
+    any_pinned_.store(true, std::memory_order_relaxed);
+    if (sealer_)
+      seals_.set(slot.value, p.sum_or_version, p.tag);
+    else
+      sums_.set_raw(slot.value, p.sum_or_version);
+    return true;
+  }
+  // The sealer (null: checksums), for its key and counter.
+  const Sealer* sealer() const { return sealer_.get(); }
+  // A sealed device takes an earlier Sealer's key and counter, before any
+  // slot is used (the image that names its slots is read after the device
+  // is made). False with `why` otherwise.
+  bool adopt_key(std::span<const std::byte> key, uint64_t counter, std::string* why) {
+    if (!sealer_) return (*why = "the swap file is not sealed here (--seal off?)", false);
+    if (alloc_.used_slots() != 0) return (*why = "the swap device is in use already", false);
+    std::unique_ptr<Sealer> s = Sealer::create_with(key, counter, why);
+    if (!s) return false;
+    sealer_ = std::move(s);
+    return true;
+  }
+  bool pinned(SwapSlot slot) const override {
+    return slot.valid() && slot.value < total_slots() &&
+           (pinned_[slot.value / 64].load(std::memory_order_relaxed) >> (slot.value % 64) & 1);
+  }
+  // From now on free() frees nothing: the slots an image just saved names
+  // stay as they are (not reused, not discarded) while the daemon tears its
+  // files down.
+  void keep_slots() { keep_all_.store(true, std::memory_order_relaxed); }
+
  protected:
   // One slot of page_size bytes per page; alloc.total_slots of them.
   // `sealer` null: checksums only.
@@ -51,7 +112,26 @@ class SlotDevice : public SwapDevice {
         alloc_(alloc),
         sealer_(std::move(sealer)),
         sums_(sealer_ ? 0 : alloc.total_slots),
-        seals_(sealer_ ? alloc.total_slots : 0) {}
+        seals_(sealer_ ? alloc.total_slots : 0),
+        pinned_(new std::atomic<uint64_t>[(alloc.total_slots + 63) / 64 + 1]()) {}
+
+  // free() calls it first: true when the run [first, first+count) was
+  // dealt with here (every slot kept, or the pinned ones held and the
+  // others freed one by one through free_one).
+  template <class F>
+  bool hold_frees(SwapSlot first, uint32_t count, F&& free_one) {
+    if (keep_all_.load(std::memory_order_relaxed)) return true;
+    if (!any_pinned_.load(std::memory_order_relaxed) || !first.valid() ||
+        first.value >= total_slots())
+      return false;
+    const uint64_t end = std::min<uint64_t>(total_slots(), first.value + count);
+    bool any = false;
+    for (uint64_t s = first.value; s < end && !any; ++s) any = pinned(SwapSlot(s));
+    if (!any) return false;
+    for (uint64_t s = first.value; s < end; ++s)
+      if (!pinned(SwapSlot(s))) free_one(SwapSlot(s));
+    return true;
+  }
 
   // The proof of `page`, to go to `slot` as page `index` of `file`. Sealed:
   // the ciphertext goes to `out` (page_size bytes); false if sealing failed.
@@ -97,11 +177,14 @@ class SlotDevice : public SwapDevice {
   const size_t page_size_;
   const unsigned min_block_shift_;
   SlotAllocator alloc_;
-  const std::unique_ptr<Sealer> sealer_;  // null: checksums
-  ChecksumTable sums_;                    // unsealed: of each slot's last write
-  SealTable seals_;                       // sealed: of each slot's last write
+  std::unique_ptr<Sealer> sealer_;  // null: checksums; replaced only by adopt_key
+  ChecksumTable sums_;              // unsealed: of each slot's last write
+  SealTable seals_;                 // sealed: of each slot's last write
   DeviceStats stats_;
   ErrorInjector inject_;
+  std::unique_ptr<std::atomic<uint64_t>[]> pinned_;  // adopt_slot's slots, a bit each
+  std::atomic<bool> keep_all_{false};                // keep_slots()
+  std::atomic<bool> any_pinned_{false};              // a bit of pinned_ is set
 };
 
 }  // namespace tmpfsd::swapdev

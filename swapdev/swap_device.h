@@ -230,6 +230,10 @@ class SwapDevice {
   // such a page as compressed. The page word does not change when the pool
   // writes the page on, so this is asked at the time of the question.
   virtual bool pooled(SwapSlot) const { return false; }
+  // True when `slot` holds a page an image on disk names (--persist's lazy
+  // restore, SlotDevice::adopt_slot): it must not be written again, so a
+  // partial rewrite of its page takes a new slot instead.
+  virtual bool pinned(SwapSlot) const { return false; }
   // A device that keeps pages in memory (CompressedSwapDevice) takes them
   // from `pages` from now on; the page cache calls this once, with its
   // frame pool, before any I/O. The default keeps none.

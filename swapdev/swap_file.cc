@@ -43,6 +43,8 @@ int open_nameless(const SwapFileOptions& opt, int flags, bool& used_tmpfile) {
     errno = EINVAL;
     return -1;
   }
+  if (!opt.name.empty())  // named and kept: what it holds is the slots' data
+    return ::open((dir + "/" + opt.name).c_str(), O_CREAT | O_RDWR | O_CLOEXEC | flags, 0600);
   used_tmpfile = true;
   int fd = -1;
   if (opt.test_no_tmpfile)
@@ -91,7 +93,11 @@ SwapFile create_swap_file(const SwapFileOptions& opt) noexcept {
     return fail(-1, -e,
                 fmt::format("cannot create the swap file in {}: {}", dir, std::strerror(e)));
   }
-  if (!used_tmpfile) spdlog::info("swapdev: {} lacks O_TMPFILE; used create+unlink", dir);
+  if (!used_tmpfile && opt.name.empty())
+    spdlog::info("swapdev: {} lacks O_TMPFILE; used create+unlink", dir);
+  // The probes below write and punch one page: the first slot's in a new
+  // file, one past the slots in a named one, whose slots hold data.
+  const off_t probe = opt.name.empty() ? 0 : static_cast<off_t>(opt.size_bytes);
   ::fchmod(fd, 0600);  // O_TMPFILE applies the umask; be explicit
 
   if (::fallocate(fd, 0, 0, static_cast<off_t>(opt.size_bytes)) != 0) {
@@ -113,19 +119,25 @@ SwapFile create_swap_file(const SwapFileOptions& opt) noexcept {
 
   SwapFile f;
   // Discard support: punch the first page and see.
-  if (::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, kProbe) != 0) {
+  if (probe != 0 && ::fallocate(fd, 0, probe, kProbe) != 0) {
+    const int e = errno;
+    return fail(fd, -e,
+                fmt::format("cannot reserve {} in {}: {}", human(opt.size_bytes + kProbe), dir,
+                            std::strerror(e)));
+  }
+  if (::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, probe, kProbe) != 0) {
     f.can_punch = false;
     spdlog::warn("swapdev: {} cannot punch holes ({}); freed swap space is not given back", dir,
                  std::strerror(errno));
   } else {
-    ::fallocate(fd, 0, 0, kProbe);  // reserve it again
+    ::fallocate(fd, 0, probe, kProbe);  // reserve it again
   }
 
   // Some file systems accept O_DIRECT at open and refuse it at I/O time.
   if (direct) {
     void* buf = std::aligned_alloc(kProbe, kProbe);
     std::memset(buf, 0, kProbe);
-    ssize_t n = ::pwrite(fd, buf, kProbe, 0);
+    ssize_t n = ::pwrite(fd, buf, kProbe, probe);
     int e = errno;
     if (opt.test_refuse_direct_io) n = -1, e = EINVAL;
     std::free(buf);
@@ -145,7 +157,7 @@ SwapFile create_swap_file(const SwapFileOptions& opt) noexcept {
     void* buf = std::aligned_alloc(kProbe, kProbe);
     std::memset(buf, 0, kProbe);
     for (size_t b = 512; b <= kProbe; b *= 2) {
-      if (::pwrite(fd, buf, b, static_cast<off_t>(kProbe - b)) == static_cast<ssize_t>(b)) {
+      if (::pwrite(fd, buf, b, probe + static_cast<off_t>(kProbe - b)) == static_cast<ssize_t>(b)) {
         f.dio_shift = static_cast<unsigned>(std::countr_zero(b));
         break;
       }
@@ -157,6 +169,10 @@ SwapFile create_swap_file(const SwapFileOptions& opt) noexcept {
         "swapdev: {} does not support O_DIRECT; the swap file uses buffered I/O "
         "(pages are cached twice, by us and by the kernel)",
         dir);
+  if (probe != 0 && ::ftruncate(fd, probe) != 0) {
+    const int e = errno;
+    return fail(fd, -e, fmt::format("cannot size the swap file in {}: {}", dir, std::strerror(e)));
+  }
   f.fd = fd;
   f.direct = direct;
   return f;

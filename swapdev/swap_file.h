@@ -1,13 +1,14 @@
 // SwapFile: creates the private backing file of a UringSwapDevice. Internal
 // to swapdev.
 //
-// The file has no name (O_TMPFILE, or create+unlink where that is missing),
-// mode 0600, so nobody else can open it and it vanishes with the process,
-// crash included. Its whole size is reserved with fallocate up front so the
-// swap cannot run out of disk mid-eviction. A tmpfs (or ramfs) directory is
-// refused: swapping memory into memory only doubles the cost. O_DIRECT is
-// used when the file system takes it, buffered I/O otherwise (with a
-// warning).
+// The file has no name (O_TMPFILE, or create+unlink where that is
+// missing), mode 0600, so nobody else can open it and it vanishes with the
+// process, crash included; with SwapFileOptions::name (--persist) it is
+// DIR/name instead, opened as it is and kept. Its whole size is reserved
+// with fallocate up front so the swap cannot run out of disk mid-eviction.
+// A tmpfs (or ramfs) directory is refused: swapping memory into memory
+// only doubles the cost. O_DIRECT is used when the file system takes it,
+// buffered I/O otherwise (with a warning).
 #pragma once
 
 #include <cstdint>
@@ -17,6 +18,10 @@ namespace tmpfsd::swapdev {
 
 struct SwapFileOptions {
   std::string dir;
+  // Non-empty: the file is dir/name, created if missing, opened as it is
+  // (not truncated) and kept after the process (--persist: its slots are
+  // read back by the next start); the size is reserved all the same.
+  std::string name{};
   uint64_t size_bytes = 0;
   bool direct_io = true;
   bool allow_tmpfs = false;  // tests of the buffered fallback only

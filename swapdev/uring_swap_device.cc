@@ -322,6 +322,7 @@ SlotRun UringSwapDevice::allocate(uint32_t want, SwapSlot hint) {
 }
 
 void UringSwapDevice::free(SwapSlot first, uint32_t count) {
+  if (hold_frees(first, count, [this](SwapSlot s) { free(s, 1); })) return;
   // Forget the checksums before the slots can be handed out again.
   if (alloc_.all_allocated(first, count)) {
     for (uint64_t s = first.value; s < first.value + count; ++s) clear_proof(s);

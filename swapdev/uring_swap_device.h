@@ -125,6 +125,13 @@ struct UringOptions {
   // it unless --seal off; the default here is the plain device that
   // bench-swapdev measures against fio.
   bool seal = false;
+  // --persist: the file is dir/file_name, kept and opened as it is (see
+  // SwapFileOptions::name); a sealed one is keyed with seal_key (empty: a
+  // fresh key) and its counter starts at seal_counter, both from the image
+  // that names its slots (SlotDevice::adopt_slot).
+  std::string file_name{};
+  std::vector<std::byte> seal_key{};
+  uint64_t seal_counter = 1;
   uint32_t discard_batch = 16;  // clusters waiting before the discard thread runs
   std::chrono::milliseconds discard_interval{1000};  // ... or this long
   // Tests only: see SwapFileOptions.

@@ -35,6 +35,7 @@ UringOpenResult open_uring_swap_device(const UringOptions& opt) noexcept {
       return error(-EINVAL, "swap queue depth and cluster size must be positive");
 
     SwapFile f = create_swap_file({.dir = opt.dir,
+                                   .name = opt.file_name,
                                    .size_bytes = slots * opt.page_size,
                                    .direct_io = opt.direct_io,
                                    .allow_tmpfs = opt.allow_tmpfs,
@@ -50,7 +51,7 @@ UringOpenResult open_uring_swap_device(const UringOptions& opt) noexcept {
     std::unique_ptr<Sealer> sealer;
     if (opt.seal) {
       std::string why;
-      sealer = Sealer::create(&why);
+      sealer = Sealer::create_with(opt.seal_key, opt.seal_counter, &why);
       if (!sealer) {
         ::close(f.fd);
         return error(-EIO, why);

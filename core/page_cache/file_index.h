@@ -120,6 +120,23 @@ class FileIndex {
     c.word[page & kMask] = w;
   }
   void set(uint64_t page, PagePlace p) { set(page, p.word()); }
+  // set() of many pages, in increasing order: one map step per chunk.
+  template <class It, class Word>
+  void set_sorted(It begin, It end, Word&& word_of) {
+    Chunk* c = nullptr;
+    uint64_t cn = UINT64_MAX;
+    for (It it = begin; it != end; ++it) {
+      const uint64_t page = it->page;
+      if ((page >> kChunkShift) != cn) {
+        cn = page >> kChunkShift;
+        c = &chunks_[cn];
+      }
+      const uint64_t bit = uint64_t{1} << (page & kMask);
+      if (!(c->present & bit)) ++present_;
+      c->present |= bit;
+      c->word[page & kMask] = word_of(*it);
+    }
+  }
 
   // Present pages in [first, last).
   uint64_t count_present(uint64_t first, uint64_t last) const {

@@ -71,10 +71,8 @@ inline Status wait_for(FilePages::PendingWrite* w) {
 
 class FilePagesImpl {
  public:
-  explicit FilePagesImpl(PageCache::State& st)
-      : st_(st),
-        serial_(st.next_file_serial.fetch_add(1, std::memory_order_relaxed)),
-        index_(&st.metadata) {
+  explicit FilePagesImpl(PageCache::State& st, uint64_t serial = 0)
+      : st_(st), serial_(serial ? take_serial(st, serial) : next_serial(st)), index_(&st.metadata) {
     st_.files.fetch_add(1, std::memory_order_relaxed);
     st_.metadata.fetch_add(sizeof(*this), std::memory_order_relaxed);
   }
@@ -104,6 +102,8 @@ class FilePagesImpl {
   // unique in the mount for its life, so that the seal binds each swapped
   // page to its file as well as its index.
   uint64_t serial() const { return serial_; }
+  void bindings(std::vector<FilePages::Binding>* out) const;
+  Status adopt(std::span<const FilePages::Binding> bs);
   swapdev::PageOwner owner(uint64_t page) const { return {serial_, page}; }
 
   // Reclaim (reclaim_pass, evict.cc): the file's mutex, try-locked, and the
@@ -200,6 +200,17 @@ class FilePagesImpl {
   void free_range_locked(uint64_t first, uint64_t last) REQUIRES(mu_);
 
   PageCache::State& st_;
+  static uint64_t next_serial(PageCache::State& st) {
+    return st.next_file_serial.fetch_add(1, std::memory_order_relaxed);
+  }
+  // `serial` itself; later files get serials past it.
+  static uint64_t take_serial(PageCache::State& st, uint64_t serial) {
+    uint64_t next = st.next_file_serial.load(std::memory_order_relaxed);
+    while (next <= serial && !st.next_file_serial.compare_exchange_weak(
+                                 next, serial + 1, std::memory_order_relaxed)) {
+    }
+    return serial;
+  }
   const uint64_t serial_;  // see serial()
   mutable SharedMutex mu_;
   FileIndex index_ GUARDED_BY(mu_);

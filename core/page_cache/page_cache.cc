@@ -131,7 +131,13 @@ void FilePagesImpl::dirty_locked(Pmap* p, uint64_t blocks) {
 // FilePages
 
 FilePages::FilePages(PageCache& cache) : impl_(std::make_unique<FilePagesImpl>(cache.state())) {}
+FilePages::FilePages(PageCache& cache, uint64_t serial)
+    : impl_(std::make_unique<FilePagesImpl>(cache.state(), serial)) {}
 FilePages::~FilePages() = default;
+
+uint64_t FilePages::serial() const { return impl_->serial(); }
+void FilePages::bindings(std::vector<Binding>* out) const { impl_->bindings(out); }
+Status FilePages::adopt(std::span<const Binding> bs) { return impl_->adopt(bs); }
 
 void FilePages::read(uint64_t off, size_t len, ReadDone done) {
   impl_->read(off, len, std::move(done));
@@ -196,6 +202,8 @@ uint64_t FilePages::where(uint64_t first, uint64_t end, std::span<PageRun> out,
 }
 uint64_t FilePages::end_present() const { return impl_->end_present(); }
 uint64_t FilePages::pages() const { return impl_->pages(); }
+
+swapdev::SwapDevice* PageCache::swap() const { return state_->swap.get(); }
 
 // ---------------------------------------------------------------------------
 // PageCache

@@ -151,6 +151,11 @@ PageOut FilePagesImpl::write_back_locked(Pmap* p, ScanControl& sc) {
     st_.lists.putback_unpin(p, Where::kInactiveHead);
     return PageOut::kKept;
   }
+  if (f->has_slot() && st_.swap->pinned(f->swap_slot())) {
+    // The slot is a saved image's (--persist): the whole page goes to a
+    // new one; the device holds the free.
+    st_.drop_slot(f);
+  }
   if (f->has_slot()) {
     // Swapped in, then partly rewritten (dirty_locked): the slot holds the
     // rest, so only the dirty blocks go out, in the medium's block size.

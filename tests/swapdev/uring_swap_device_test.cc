@@ -540,3 +540,80 @@ TEST_CASE("uring: write_blocks: a run failing in the kernel poisons the slot; -E
   REQUIRE(read_sync(*dev, s.first, p.spans(2, 1)) == 0);
   CHECK(std::memcmp(p.page(2).data(), p.page(1).data(), 4096) == 0);
 }
+
+// --persist: a named swap file outlives its device, and a later device on
+// it (the same key, the proofs an image carries) reads the slots back.
+TEST_CASE("uring: a named swap file is kept and its slots adopted by the next device",
+          "[uring][persist]") {
+  for (const bool seal : {false, true}) {
+    INFO("sealed " << seal);
+    char dir[] = "/var/tmp/tmpfsd-named-XXXXXX";
+    REQUIRE(::mkdtemp(dir) != nullptr);
+    const std::string path = std::string(dir) + "/swap";
+    constexpr size_t kPages = 5;
+    Pages data(kPages, 4096);
+    for (size_t i = 0; i < kPages; ++i) data.fill_random(i, 100 + i);
+    std::vector<SwapSlot> slots;
+    std::vector<PageProof> proofs(kPages);
+    std::vector<std::byte> key;
+    uint64_t counter = 1;
+    {
+      auto dev = open_uring({.dir = dir, .size_bytes = 4 << 20, .seal = seal, .file_name = "swap"});
+      struct stat st {};
+      REQUIRE(::fstat(dev->fd(), &st) == 0);
+      CHECK(st.st_nlink == 1);
+      CHECK(st.st_size == 4 << 20);
+      for (size_t i = 0; i < kPages; ++i) {
+        SlotRun r = dev->allocate(1);
+        REQUIRE(r.count == 1);
+        slots.push_back(r.first);
+        REQUIRE(write_sync(*dev, r.first, data.const_spans(i, 1)) == 0);
+        REQUIRE(dev->slot_proof(r.first, &proofs[i]));
+      }
+      CHECK_FALSE(dev->slot_proof(SwapSlot(1000), &proofs[0]));  // nothing written there
+      if (seal) {
+        key.resize(Sealer::kKeyBytes);
+        dev->sealer()->copy_key(std::span<std::byte, Sealer::kKeyBytes>(key.data(), key.size()));
+        counter = dev->sealer()->counter();
+      }
+    }
+    struct stat st {};
+    REQUIRE(::stat(path.c_str(), &st) == 0);  // kept
+    {
+      auto dev = open_uring({.dir = dir,
+                             .size_bytes = 4 << 20,
+                             .seal = seal,
+                             .file_name = "swap",
+                             .seal_key = key,
+                             .seal_counter = counter});
+      for (size_t i = 0; i < kPages; ++i) REQUIRE(dev->adopt_slot(slots[i], proofs[i]));
+      CHECK_FALSE(dev->adopt_slot(slots[0], proofs[0]));  // taken already
+      CHECK(dev->counters().slots_used == kPages);
+      Pages back(kPages, 4096);
+      for (size_t i = 0; i < kPages; ++i) {
+        REQUIRE(read_sync(*dev, slots[i], back.spans(i, 1)) == 0);
+        CHECK(std::memcmp(back.page(i).data(), data.page(i).data(), 4096) == 0);
+      }
+      // A new write never lands on an adopted slot.
+      for (int i = 0; i < 64; ++i) {
+        SlotRun r = dev->allocate(1);
+        REQUIRE(r.count == 1);
+        CHECK(std::find(slots.begin(), slots.end(), r.first) == slots.end());
+      }
+    }
+    {
+      // A proof that is not the slot's: the read fails, never wrong bytes.
+      auto dev = open_uring({.dir = dir,
+                             .size_bytes = 4 << 20,
+                             .seal = seal,
+                             .file_name = "swap",
+                             .seal_key = key,
+                             .seal_counter = counter});
+      REQUIRE(dev->adopt_slot(slots[0], proofs[1]));
+      Pages back(1, 4096);
+      CHECK(read_sync(*dev, slots[0], back.spans(0, 1)) == -EIO);
+    }
+    ::unlink(path.c_str());
+    ::rmdir(dir);
+  }
+}
