@@ -34,23 +34,8 @@ manifest() {  # everything a user would compare, path by path
 }
 
 tmpfsd_start "$bin" "$work/daemon.1.log" "$mnt" "${opts[@]}" || exit 1
-mkdir -p "$mnt/dir/sub"
-head -c $((24 << 20)) /dev/urandom > "$mnt/dir/big"   # three times --memory
-head -c 100000 < <(yes 'a line of text') > "$mnt/dir/text"
-ln "$mnt/dir/text" "$mnt/hardlink"
-ln -s dir/text "$mnt/short"
-ln -s "$(printf 'L%.0s' $(seq 300))" "$mnt/long"
-mkfifo "$mnt/fifo"
-printf 'head' > "$mnt/sparse"
-dd if=/dev/urandom of="$mnt/sparse" bs=4096 seek=1000 count=3 conv=notrunc status=none
-truncate -s 64M "$mnt/sparse"
-: > "$mnt/dir/sub/empty"
-setfattr -n user.note -v hello "$mnt/dir/text"
-setfattr -n trusted.bin -v 0x00ff10 "$mnt/dir"
+tmpfsd_tree "$mnt"                    # tmpfsd_lib.sh: one of everything
 setfacl -m u:1234:rx "$mnt/dir/sub"
-chown 1000:100 "$mnt/dir/sub/empty"
-chmod 2751 "$mnt/dir/sub"
-touch -m -d '2001-02-03 04:05:06.123456789' "$mnt/dir/sub/empty"
 chattr +i "$mnt/dir/sub/empty"
 manifest > /dev/null             # reads every file: atimes move once (relatime)
 manifest > "$work/m.before"
