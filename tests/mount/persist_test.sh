@@ -22,16 +22,7 @@ state=$work/state
 opts=(--memory 8M --swap 256M --swap-dir "$swapdir" --persist "$state" -o size=256M)
 fail=0
 
-manifest() {  # everything a user would compare, path by path
-  (cd "$mnt" && find . -printf '%p\n' | LC_ALL=C sort | while read -r p; do
-    stat -c '%n type=%F mode=%a nlink=%h uid=%u gid=%g size=%s blocks=%b ino=%i rdev=%t:%T a=%.9X m=%.9Y c=%.9Z' -- "$p"
-    [ -f "$p" ] && [ ! -L "$p" ] && sha256sum -- "$p"
-    [ -L "$p" ] && echo "-> $(readlink -- "$p")"
-    [ ! -L "$p" ] && [ ! -p "$p" ] && { getfattr -h -d -m - -e hex -- "$p" 2>/dev/null | grep -v '^#' || true; }
-    [ -f "$p" ] && [ ! -L "$p" ] && lsattr -d -- "$p" | cut -d' ' -f1
-    true
-  done)
-}
+manifest() { tmpfsd_manifest "$mnt"; }
 
 tmpfsd_start "$bin" "$work/daemon.1.log" "$mnt" "${opts[@]}" || exit 1
 tmpfsd_tree "$mnt"                    # tmpfsd_lib.sh: one of everything
@@ -90,11 +81,7 @@ mountpoint -q "$work/mnt2" && umount -l "$work/mnt2"
 
 # A change, then kill -9: the next start has the last clean image.
 echo changed > "$mnt/after-image"
-kill -KILL "$tmpfsd_pid"
-while kill -0 "$tmpfsd_pid" 2>/dev/null; do sleep 0.05; done
-tmpfsd_pid=
-umount -l "$mnt"
-tmpfsd_mnt=
+tmpfsd_kill9
 tmpfsd_start "$bin" "$work/daemon.4.log" "$mnt" "${opts[@]}" || exit 1
 [ -e "$mnt/after-image" ] && { echo "FAIL: a change after the last image came back after kill -9"; fail=1; }
 manifest > "$work/m.killed"
@@ -110,11 +97,7 @@ for _ in $(seq 2000); do
   [ -s "$state/image.new" ] && break
   sleep 0.005
 done
-kill -KILL "$tmpfsd_pid" 2>/dev/null || true
-while kill -0 "$tmpfsd_pid" 2>/dev/null; do sleep 0.05; done
-tmpfsd_pid=
-mountpoint -q "$mnt" && umount -l "$mnt"
-tmpfsd_mnt=
+tmpfsd_kill9
 # (A lazy save writes little and may end before kill -9 lands; the log
 # line may then be lost with the process: the image's rename says it.)
 if grep -q 'persist: saved' "$work/daemon.4.log" ||

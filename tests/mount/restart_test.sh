@@ -33,16 +33,7 @@ opts=(--transport dev --memory 8M --swap 1G --swap-dir "$swapdir" -o size=1G)
 fail=0
 check() { if ! "$@"; then echo "FAIL: $*"; fail=1; fi; }
 
-manifest() {  # as persist_test.sh: everything a user would compare
-  (cd "$mnt" && find . \( -path ./load -o -path ./many \) -prune -o -printf '%p\n' | LC_ALL=C sort | while read -r p; do
-    stat -c '%n type=%F mode=%a nlink=%h uid=%u gid=%g size=%s blocks=%b ino=%i rdev=%t:%T a=%.9X m=%.9Y c=%.9Z' -- "$p"
-    [ -f "$p" ] && [ ! -L "$p" ] && sha256sum -- "$p"
-    [ -L "$p" ] && echo "-> $(readlink -- "$p")"
-    [ ! -L "$p" ] && [ ! -p "$p" ] && { getfattr -h -d -m - -e hex -- "$p" 2>/dev/null | grep -v '^#' || true; }
-    [ -f "$p" ] && [ ! -L "$p" ] && lsattr -d -- "$p" | cut -d' ' -f1
-    true
-  done)
-}
+manifest() { tmpfsd_manifest "$mnt" load many; }  # the load's files change
 
 # `tmpfsctl restart` and the new daemon's pid; prints the time it took.
 restart() {

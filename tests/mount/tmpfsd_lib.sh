@@ -16,6 +16,13 @@
 #   bounded SECONDS CMD...
 #       runs CMD; past SECONDS prints the daemon's hang report, kills CMD,
 #       and returns 124.
+#   tmpfsd_kill9
+#       kill -9 of the daemon (a crash): waits until it is gone and detaches
+#       the mount it leaves; then no daemon is current.
+#   tmpfsd_manifest DIR [NAME...]
+#       everything a user would compare, path by path, sorted: stat fields
+#       (times to the nanosecond, inode numbers), sha256 of each file, link
+#       targets, xattrs, lsattr flags; top-level entries NAME... left out.
 #   tmpfsd_tree DIR
 #       writes a tree with one of everything into DIR: 24 MiB of random
 #       data (three times a --memory 8M), text, a hard link, short and long
@@ -126,4 +133,27 @@ tmpfsd_tree() {
   chown 1000:100 "$d/dir/sub/empty"
   chmod 2751 "$d/dir/sub"
   touch -m -d '2001-02-03 04:05:06.123456789' "$d/dir/sub/empty"
+}
+
+tmpfsd_kill9() {
+  kill -KILL "$tmpfsd_pid" 2>/dev/null || true
+  while tmpfsd_alive; do sleep 0.05; done
+  tmpfsd_pid=
+  if [ -n "$tmpfsd_mnt" ] && grep -q " $tmpfsd_mnt " /proc/self/mounts; then umount -l "$tmpfsd_mnt"; fi
+  tmpfsd_mnt=
+}
+
+tmpfsd_manifest() {
+  local d=$1 n
+  shift
+  local prune=(-false)
+  for n in "$@"; do prune+=(-o -path "./$n"); done
+  (cd "$d" && find . \( "${prune[@]}" \) -prune -o -printf '%p\n' | LC_ALL=C sort | while read -r p; do
+    stat -c '%n type=%F mode=%a nlink=%h uid=%u gid=%g size=%s blocks=%b ino=%i rdev=%t:%T a=%.9X m=%.9Y c=%.9Z' -- "$p"
+    [ -f "$p" ] && [ ! -L "$p" ] && sha256sum -- "$p"
+    [ -L "$p" ] && echo "-> $(readlink -- "$p")"
+    [ ! -L "$p" ] && [ ! -p "$p" ] && { getfattr -h -d -m - -e hex -- "$p" 2>/dev/null | grep -v '^#' || true; }
+    [ -f "$p" ] && [ ! -L "$p" ] && lsattr -d -- "$p" | cut -d' ' -f1
+    true
+  done)
 }
