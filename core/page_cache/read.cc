@@ -79,15 +79,21 @@ void FilePagesImpl::readahead_locked(uint64_t from, uint64_t count) {
   });
   if (pages.empty()) return;
   // Half of the free frames at most, the rest left to writers; the
-  // reclaimer is woken to make up what this takes below its watermark (at
-  // the budget, a window limited to frames above the watermark read
-  // nothing ahead: the reclaimer keeps just that many free).
+  // reclaimer is woken, as reserve_locked wakes it, to make up what this
+  // takes below its watermark (at the budget, a window limited to frames
+  // above the watermark read nothing ahead: the reclaimer keeps just that
+  // many free).
   const uint64_t n = std::min<uint64_t>(pages.size(), st_.pool->frames_available() / 2);
-  if (st_.reclaimer) st_.reclaimer->kick();
-  if (n == 0) return;
-  auto r = st_.pool->reserve(n);
-  if (!r) return;
-  FramePool::Reservation frames = std::move(r).value();
+  FramePool::Reservation frames;
+  bool reserved = false;
+  if (n > 0) {
+    if (auto r = st_.pool->reserve(n)) {
+      frames = std::move(r).value();
+      reserved = true;
+    }
+  }
+  if (st_.reclaimer && st_.pool->frames_available() < st_.reclaimer->high()) st_.reclaimer->kick();
+  if (!reserved) return;
   SmallVec<Pmap*, 64> fresh;
   for (uint64_t page : pages.span().first(n)) {
     const swapdev::SwapSlot slot = index_.place(page).device_slot();
