@@ -379,14 +379,9 @@ int serve(const Options& o, Startup& startup, const Takeover* takeover, const Pi
     swapdev::CompressedSwapDevice::Options co;
     co.codec = *swapdev::parse_codec(o.compress);  // checked by parse_options
     co.pool_only = !swap;
-    // Without a swap file the pool is the only place pages go: most of
-    // --memory, unless --compress-pool says otherwise.
-    const unsigned percent = o.compress_pool_percent ? o.compress_pool_percent
-                             : co.pool_only          ? Options::kCompressPoolAlone
-                                                     : Options::kCompressPoolWithSwap;
-    co.max_pages = o.memory_bytes / o.page_size * percent / 100;
+    co.max_pages = compress_pool_pages(o, co.pool_only);
     spdlog::info("compressed pool: {}, at most {} bytes ({}% of --memory){}", o.compress,
-                 co.max_pages * o.page_size, percent,
+                 co.max_pages * o.page_size, co.max_pages * o.page_size * 100 / o.memory_bytes,
                  co.pool_only ? ", no swap file: the pool alone" : "");
     if (co.pool_only) {
       // Slot numbers for the pool's pages: as many as size= allows pages.

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cstdlib>
@@ -173,7 +174,8 @@ ParseOutcome parse_options(int argc, char** argv) {
       ->check(CLI::IsMember({"lz4", "zstd", "off"}));
   app.add_option(
       "--compress-pool", compress_pool,
-      "The compressed pool's share of --memory: N% (default: 50%; 75% with no swap file)");
+      "The compressed pool's share of --memory: N% (default: 90%; 75% with no swap file; "
+      "either leaves the page cache 16 MiB or a quarter of --memory, whichever is less)");
   app.add_option("--remote-size", remote_size,
                  "Most the remote pool holds: SIZE or N% of RAM (default: the swap size)");
   app.add_option("--page-size", page_size,
@@ -499,6 +501,15 @@ ParseOutcome parse_options(int argc, char** argv) {
   if (!S_ISDIR(st.st_mode)) return fail("mountpoint " + o.mountpoint + ": not a directory");
   out.options = o;
   return out;
+}
+
+uint64_t compress_pool_pages(const Options& o, bool pool_only) {
+  const unsigned percent = o.compress_pool_percent ? o.compress_pool_percent
+                           : pool_only            ? Options::kCompressPoolAlone
+                                                  : Options::kCompressPoolWithSwap;
+  const uint64_t frames = o.memory_bytes / o.page_size;
+  const uint64_t floor = std::min(frames / 4, Options::kPageCacheFloor / o.page_size);
+  return std::min(frames * percent / 100, frames - floor);
 }
 
 }  // namespace tmpfsd

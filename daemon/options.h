@@ -97,8 +97,12 @@ struct Options {
   // kCompressPoolAlone. The pool takes frames only for pages that
   // compress, so its share costs nothing on data that does not.
   unsigned compress_pool_percent = 0;
-  static constexpr unsigned kCompressPoolWithSwap = 50;
+  static constexpr unsigned kCompressPoolWithSwap = 90;
   static constexpr unsigned kCompressPoolAlone = 75;
+  // Whatever the share, the pool leaves the page cache this much of
+  // --memory, or a quarter of it if that is less: readahead, a 1 MiB FUSE
+  // read and the writers' frames (docs/measurements.md, the pool's share).
+  static constexpr uint64_t kPageCacheFloor = uint64_t{16} << 20;
   size_t page_size = 4096;
   bool foreground = false;
   bool fuse_debug = false;
@@ -144,6 +148,10 @@ ParseOutcome parse_options(int argc, char** argv);
 // "16g", "512M", "50%", "0": bytes, or nullopt for a malformed size.
 // `ram` is the physical memory that % refers to.
 std::optional<uint64_t> parse_size(const std::string& text, uint64_t ram);
+// The pages the compressed pool may hold: its share of --memory
+// (compress_pool_percent, or the default with or without a swap file),
+// less what Options::kPageCacheFloor keeps for the page cache.
+uint64_t compress_pool_pages(const Options& o, bool pool_only);
 uint64_t physical_memory();
 
 }  // namespace tmpfsd

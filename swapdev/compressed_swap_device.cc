@@ -86,6 +86,30 @@ void CompressedSwapDevice::release_locked(Entry& e) {
   e.same = false;
 }
 
+bool CompressedSwapDevice::worth_trying(uint64_t file) {
+  if (file == 0) return true;
+  Streak& st = streaks_[file % kStreaks];
+  if (st.file.load(std::memory_order_relaxed) != file) return true;
+  const uint32_t run = st.run.load(std::memory_order_relaxed);
+  if (run < kRejectsBeforeSkip || (run - kRejectsBeforeSkip) % kProbeEvery == kProbeEvery - 1)
+    return true;
+  st.run.store(run + 1, std::memory_order_relaxed);
+  return false;
+}
+
+void CompressedSwapDevice::tried(uint64_t file, bool compressed) {
+  if (file == 0) return;
+  Streak& st = streaks_[file % kStreaks];
+  if (st.file.load(std::memory_order_relaxed) != file) {
+    if (compressed) return;  // no run to keep
+    st.file.store(file, std::memory_order_relaxed);
+    st.run.store(1, std::memory_order_relaxed);
+    return;
+  }
+  st.run.store(compressed ? 0 : st.run.load(std::memory_order_relaxed) + 1,
+               std::memory_order_relaxed);
+}
+
 bool CompressedSwapDevice::keep(uint64_t slot, std::span<const std::byte> page, PageOwner owner,
                                 bool* full) {
   thread_local std::vector<std::byte> buf;
@@ -95,18 +119,40 @@ bool CompressedSwapDevice::keep(uint64_t slot, std::span<const std::byte> page, 
   if (word) {
     std::memcpy(buf.data(), &*word, sizeof *word);
     n = sizeof *word;
-  } else if ((n = codec_.compress(page, buf)) == 0) {
-    rejects_.fetch_add(1, std::memory_order_relaxed);
+  } else if (!worth_trying(owner.file)) {
+    skipped_.fetch_add(1, std::memory_order_relaxed);
     return false;
+  } else {
+    n = codec_.compress(page, buf);
+    tried(owner.file, n != 0);
+    if (n == 0) {
+      rejects_.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
   }
-  MutexLock lk(mu_);
-  if (!pool_) return false;
-  ZHandle h;
-  if (pool_->store({buf.data(), n}, slot, &h) != 0) {
+  const std::span<const std::byte> object{buf.data(), n};
+  int err = store(slot, object, owner, word.has_value());
+  if (err == -ENOSPC && !pool_only_) {
+    // Full: the oldest pages go on to the swap file and this one takes
+    // their room.
+    write_back_oldest();
+    err = store(slot, object, owner, word.has_value());
+  }
+  if (err == -ENOSPC) {
     full_.fetch_add(1, std::memory_order_relaxed);
     *full = true;
-    return false;
   }
+  if (err != 0) return false;
+  stored_.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+int CompressedSwapDevice::store(uint64_t slot, std::span<const std::byte> object, PageOwner owner,
+                                bool same) {
+  MutexLock lk(mu_);
+  if (!pool_) return -ENODEV;
+  ZHandle h;
+  if (int err = pool_->store(object, slot, &h); err != 0) return err;
   Entry& e = slots_[slot];
   release_locked(e);  // a rewrite: the older copy goes
   if (!e.inflight) {  // (one in flight is freed by its completion)
@@ -116,10 +162,9 @@ bool CompressedSwapDevice::keep(uint64_t slot, std::span<const std::byte> page, 
   ++e.gen;
   e.h = h;
   e.owner = owner;
-  e.same = word.has_value();
+  e.same = same;
   if (e.same) ++same_filled_;
-  stored_.fetch_add(1, std::memory_order_relaxed);
-  return true;
+  return 0;
 }
 
 int CompressedSwapDevice::load(uint64_t slot, std::span<std::byte> page) {
@@ -385,6 +430,7 @@ SwapCounters CompressedSwapDevice::counters() const {
   c.zpool_same_filled = same_filled_;
   c.zpool_stored = stored_.load(std::memory_order_relaxed);
   c.zpool_rejects = rejects_.load(std::memory_order_relaxed);
+  c.zpool_skipped = skipped_.load(std::memory_order_relaxed);
   c.zpool_full = full_.load(std::memory_order_relaxed);
   c.zpool_writebacks = writebacks_.load(std::memory_order_relaxed);
   c.zpool_loads = loads_.load(std::memory_order_relaxed);

@@ -13,8 +13,16 @@
 // slot. A read of a pooled slot decompresses into the caller's page at
 // once; any other read goes to the backing device.
 //
+// Incompressible files are not compressed page after page: once
+// kRejectsBeforeSkip pages in a row of one file (PageOwner::file) have been
+// rejects, only one page in kProbeEvery of that file is tried, the others
+// go to the backing slot untried (zpool_skipped), until a probe compresses.
+// A small table of recent files (kStreaks, by hash) keeps the runs.
+//
 // A full pool writes its oldest pages on to their backing slots
-// (kWritebackBatch at a time, from the write that found it full): the
+// (kWritebackBatch at a time, from the write that found it full) and the
+// new page then takes the room they leave, as in zswap: the pool keeps the
+// pages evicted last. The
 // object is decompressed into a heap page that serves reads of the slot
 // until the backing write completes; a write or free of the slot meanwhile
 // wins (the completion sees the entry's generation moved and only cleans
@@ -43,6 +51,7 @@
 // backing device's completion thread.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -63,6 +72,9 @@ class CompressedSwapDevice final : public SwapDevice {
   static constexpr unsigned kWritebackBatch = 16;
   static constexpr unsigned kMissesBeforeFull = 32;
   static constexpr std::chrono::milliseconds kRefuseFor{50};
+  static constexpr uint32_t kRejectsBeforeSkip = 8;
+  static constexpr uint32_t kProbeEvery = 16;
+  static constexpr size_t kStreaks = 64;
 
   struct Options {
     CodecKind codec = CodecKind::kLz4;
@@ -119,6 +131,13 @@ class CompressedSwapDevice final : public SwapDevice {
   // Keeps `page` in the pool if it fits; false: it goes to the backing slot
   // (*full set when the pool had no room rather than the page too little).
   bool keep(uint64_t slot, std::span<const std::byte> page, PageOwner owner, bool* full);
+  // Puts the compressed `object` in the pool as the slot's copy: 0,
+  // -ENOSPC (full), -ENODEV (no memory yet).
+  int store(uint64_t slot, std::span<const std::byte> object, PageOwner owner, bool same);
+  // Whether to try compressing a page of `file` (the reject runs), and the
+  // outcome of a try.
+  bool worth_trying(uint64_t file);
+  void tried(uint64_t file, bool compressed);
   // The slot's page from the pool into `page`: 0, -EIO (does not
   // decompress), or 1 when the slot is not pooled.
   int load(uint64_t slot, std::span<std::byte> page);
@@ -146,7 +165,15 @@ class CompressedSwapDevice final : public SwapDevice {
   std::unique_ptr<ZPool> pool_ GUARDED_BY(mu_);  // null until use_pages
   std::unordered_map<uint64_t, Entry> slots_ GUARDED_BY(mu_);
   uint64_t same_filled_ GUARDED_BY(mu_) = 0;
-  std::atomic<uint64_t> stored_{0}, rejects_{0}, full_{0}, writebacks_{0}, loads_{0};
+  std::atomic<uint64_t> stored_{0}, rejects_{0}, skipped_{0}, full_{0}, writebacks_{0}, loads_{0};
+  // Reject runs of recent files, at file % kStreaks: the file and its run
+  // (pages in a row rejected or skipped). Racy on purpose: a lost update
+  // costs one compression more or less.
+  struct Streak {
+    std::atomic<uint64_t> file{0};
+    std::atomic<uint32_t> run{0};
+  };
+  std::array<Streak, kStreaks> streaks_;
   std::atomic<unsigned> writing_{0};  // write-backs in flight
   // Pool only: pages that missed the pool since one went in or a slot was
   // freed, and until when allocate() refuses (steady clock, ns; 0: no).

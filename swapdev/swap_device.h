@@ -128,6 +128,7 @@ struct SwapCounters {
   uint64_t zpool_same_filled = 0;  // gauge: of zpool_pages, pages of one repeated word
   uint64_t zpool_stored = 0;       // pages that went into the pool
   uint64_t zpool_rejects = 0;      // pages that compressed too little: to the backing device
+  uint64_t zpool_skipped = 0;      // pages not tried: their file's last pages were rejects
   uint64_t zpool_full = 0;         // pages the full pool sent to the backing device
   uint64_t zpool_writebacks = 0;   // pool pages written on to the backing device (oldest first)
   uint64_t zpool_loads = 0;        // reads served from the pool

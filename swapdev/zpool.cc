@@ -16,19 +16,22 @@ ZPool::ZPool(PageSource& frames, uint64_t max_frames, size_t max_object)
   for (size_t k = 0; k < classes_.size(); ++k) {
     Class& c = classes_[k];
     c.slot_size = static_cast<uint32_t>((k + 1) * kAlign);
-    // The frame count that wastes least; the smaller on a tie.
-    size_t best_waste = SIZE_MAX;
-    // At most max_frames frames a span: a tiny pool must still take every class.
+    // The fewest frames whose waste, as a share of the span's bytes, is
+    // within 1/kWasteSlack of the least. At most max_frames frames a
+    // span: a tiny pool must still take every class.
     const unsigned most =
         static_cast<unsigned>(std::clamp<uint64_t>(max_frames_, 1, kMaxSpanFrames));
-    for (unsigned n = 1; n <= most; ++n) {
+    auto waste = [&](unsigned n) {  // per frame_size_ * kWasteSlack span bytes
       const size_t bytes = n * frame_size_;
-      const size_t waste = (bytes % c.slot_size) * kMaxSpanFrames / n;  // per kMaxSpanFrames frames
-      if (waste < best_waste) {
-        best_waste = waste;
-        c.frames = static_cast<uint16_t>(n);
-        c.capacity = static_cast<uint16_t>(bytes / c.slot_size);
-      }
+      return (bytes % c.slot_size) * frame_size_ * kWasteSlack / bytes;
+    };
+    size_t least = SIZE_MAX;
+    for (unsigned n = 1; n <= most; ++n) least = std::min(least, waste(n));
+    for (unsigned n = 1; n <= most; ++n) {
+      if (waste(n) > least + frame_size_) continue;
+      c.frames = static_cast<uint16_t>(n);
+      c.capacity = static_cast<uint16_t>(n * frame_size_ / c.slot_size);
+      break;
     }
   }
 }
@@ -104,6 +107,7 @@ uint32_t ZPool::new_span_locked(uint16_t cls) {
   s.used = 0;
   for (unsigned i = 0; i < c.frames; ++i) s.frames[i] = got[i];
   s.slots.assign(c.capacity, kNone);
+  s.first_free = 0;
   frames_held_ += c.frames;
   return id;
 }
@@ -132,16 +136,19 @@ void ZPool::set_used_locked(uint32_t id, uint16_t used) {
 
 uint16_t ZPool::take_slot_locked(uint32_t id, uint32_t e) {
   Span& s = spans_[id];
-  auto it = std::find(s.slots.begin(), s.slots.end(), kNone);
+  auto it = std::find(s.slots.begin() + s.first_free, s.slots.end(), kNone);
   assert(it != s.slots.end());
   *it = e;
+  const auto slot = static_cast<uint16_t>(it - s.slots.begin());
+  s.first_free = static_cast<uint16_t>(slot + 1);
   set_used_locked(id, static_cast<uint16_t>(s.used + 1));
-  return static_cast<uint16_t>(it - s.slots.begin());
+  return slot;
 }
 
 void ZPool::release_slot_locked(const Entry& e) {
   Span& s = spans_[e.span];
   s.slots[e.slot] = kNone;
+  s.first_free = std::min(s.first_free, e.slot);
   set_used_locked(e.span, static_cast<uint16_t>(s.used - 1));
   if (s.used == 0) free_span_locked(e.span);
 }

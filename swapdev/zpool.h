@@ -9,11 +9,13 @@
 //
 // The idea (zsmalloc's): objects are rounded up to a size class (steps of
 // kAlign bytes up to max_object). A class keeps its objects in spans: runs
-// of 1 to kMaxSpanFrames frames (pages of the source), not contiguous in memory, seen as one byte
-// array cut into equal slots; the frame count is the one that wastes least
-// for that size (2 frames of 2,720-byte slots hold 3 of them, one frame
-// only 1). An object may straddle two frames of its span: it is copied in
-// two pieces.
+// of 1 to kMaxSpanFrames frames (pages of the source), not contiguous in
+// memory, seen as one byte array cut into equal slots; the frame count is
+// the fewest that waste within kWasteSlack of the least waste for that size
+// (2 frames of 2,720-byte slots hold 3 of them, one frame only 1; 16 frames
+// of 2,112-byte slots, what lz4 makes of a page of 2:1 data, hold 31, 4
+// frames only 7). An object may straddle two frames of its span: it is
+// copied in two pieces.
 //
 //   ZHandle ──> entries_[h]: {span, slot, size, tag, FIFO links}
 //                  span ──> spans_[s]: {class, frames[], slot -> entry}
@@ -64,8 +66,12 @@ struct ZHandle {
 
 class ZPool {
  public:
-  static constexpr size_t kAlign = 32;
-  static constexpr unsigned kMaxSpanFrames = 4;
+  static constexpr size_t kAlign = 16;
+  // zsmalloc's chain size goes up to 16 too (CONFIG_ZSMALLOC_CHAIN_SIZE).
+  static constexpr unsigned kMaxSpanFrames = 16;
+  // A larger span is taken only when it wastes this share of its bytes
+  // less than a smaller one (1/128).
+  static constexpr size_t kWasteSlack = 128;
 
   // Takes pages from `frames`, at most `max_frames` at once; objects of 1 to
   // `max_object` bytes (at most a page).
@@ -118,6 +124,7 @@ class ZPool {
   struct Span {
     uint16_t cls = 0;
     uint16_t used = 0;  // 0 and no frames: on free_spans_
+    uint16_t first_free = 0;  // no free slot below it
     std::byte* frames[kMaxSpanFrames] = {};
     std::vector<uint32_t> slots;  // slot -> entry index, kNone when free
   };

@@ -65,6 +65,7 @@
 #include "swapdev/page_source.h"
 #include "swapdev/swap_device.h"
 #include "swapdev/thread_annotations.h"
+#include "swapdev/zpool.h"
 
 namespace tmpfsd {
 
@@ -222,9 +223,9 @@ class FramePages final : public swapdev::PageSource {
   // holds a dirty page (writers took them all before reclaim ran), the
   // first page reclaim compresses still finds a frame to start a span in;
   // that page's frame then comes free, and the next ones. Without it a pool
-  // with no swap file behind it could never start (ZPool spans are at most
-  // 4 frames).
-  static constexpr size_t kSpare = 4;
+  // with no swap file behind it could never start (a ZPool span takes up to
+  // kMaxSpanFrames frames at once).
+  static constexpr size_t kSpare = swapdev::ZPool::kMaxSpanFrames;
 
   explicit FramePages(FramePool& pool) : pool_(pool) {}
   size_t page_size() const override { return pool_.frame_size(); }

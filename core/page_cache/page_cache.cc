@@ -322,6 +322,7 @@ PageCacheStats PageCache::stats() const {
     r.zpool_same_filled = c.zpool_same_filled;
     r.zpool_stored = c.zpool_stored;
     r.zpool_rejects = c.zpool_rejects;
+    r.zpool_skipped = c.zpool_skipped;
     r.zpool_full = c.zpool_full;
     r.zpool_writebacks = c.zpool_writebacks;
     r.zpool_loads = c.zpool_loads;

@@ -222,7 +222,7 @@ TEST_CASE("--compress lz4|zstd|off and --compress-pool N%; off and not given by 
   auto def = parse({"/tmp"});
   REQUIRE(def.options);
   CHECK(def.options->compress == "off");
-  CHECK(def.options->compress_pool_percent == 0);  // 50% with a swap file, 75% alone
+  CHECK(def.options->compress_pool_percent == 0);  // 90% with a swap file, 75% alone
   auto alone = parse({"--compress", "lz4", "--swap", "0", "/tmp"});  // the pool alone
   INFO(alone.message);
   CHECK(alone.options);
@@ -235,6 +235,24 @@ TEST_CASE("--compress lz4|zstd|off and --compress-pool N%; off and not given by 
     CHECK(p.options->compress == "zstd");
     CHECK(p.options->compress_pool_percent == 40);
   }
+}
+
+TEST_CASE("The compressed pool's pages: its share, less the page cache's floor", "[options]") {
+  Options o;
+  o.page_size = 4096;
+  o.memory_bytes = uint64_t{1} << 30;  // 262,144 frames
+  CHECK(compress_pool_pages(o, false) == 262144 * 90 / 100);
+  CHECK(compress_pool_pages(o, true) == 262144 * 75 / 100);
+  o.compress_pool_percent = 40;
+  CHECK(compress_pool_pages(o, false) == 262144 * 40 / 100);
+  // 64 MiB: 90% would leave 6.4 MiB; the floor keeps 16 MiB.
+  o.compress_pool_percent = 0;
+  o.memory_bytes = uint64_t{64} << 20;
+  CHECK(compress_pool_pages(o, false) == 16384 - 4096);
+  // 2 MiB: a quarter stays with the page cache.
+  o.memory_bytes = uint64_t{2} << 20;
+  CHECK(compress_pool_pages(o, false) == 512 - 128);
+  CHECK(compress_pool_pages(o, true) == 384);
 }
 
 TEST_CASE("--persist DIR and -o persist=DIR; none by default", "[options]") {

@@ -54,10 +54,10 @@ struct Rig {
     REQUIRE(r.count == 1);
     return r.first;
   }
-  int put(SwapSlot s, const std::vector<std::byte>& page) {
+  int put(SwapSlot s, const std::vector<std::byte>& page, uint64_t file = 7) {
     int got = 1;
     const std::span<const std::byte> p = page;
-    dev->write(s, {&p, 1}, PageOwner{7, s.value}, [&](int e) { got = e; });
+    dev->write(s, {&p, 1}, PageOwner{file, s.value}, [&](int e) { got = e; });
     if (backing_manual) backing->complete_pending();
     dev->wait_until([&] { return got != 1; });
     return got;
@@ -117,6 +117,43 @@ TEST_CASE(
   CHECK(r.dev->counters().slots_used == 0);
 }
 
+TEST_CASE(
+    "CompressedSwapDevice: a file whose pages do not compress is tried one page in 16 until one "
+    "does",
+    "[zswap]") {
+  Rig r(64);
+  constexpr uint32_t kRun = CompressedSwapDevice::kRejectsBeforeSkip;
+  constexpr uint32_t kEvery = CompressedSwapDevice::kProbeEvery;
+  std::vector<std::pair<SwapSlot, std::vector<std::byte>>> all;
+  auto put = [&](std::vector<std::byte> page, uint64_t file) {
+    all.emplace_back(r.slot(), std::move(page));
+    REQUIRE(r.put(all.back().first, all.back().second, file) == 0);
+  };
+  for (uint32_t i = 0; i < kRun + 2 * kEvery; ++i) put(random_page(i), 7);
+  SwapCounters c = r.dev->counters();
+  CHECK(c.zpool_rejects == kRun + 2);
+  CHECK(c.zpool_skipped == 2 * kEvery - 2);
+  // Another file is tried page by page; same-filled pages are always kept.
+  put(text_page(1), 9);
+  put(std::vector<std::byte>(kPage), 7);
+  c = r.dev->counters();
+  CHECK(c.zpool_stored == 2);
+  CHECK(c.zpool_skipped == 2 * kEvery - 2);
+  // File 7 turns compressible: within kProbeEvery pages a probe finds it,
+  // and from then on every page is tried.
+  uint32_t before_probe = 0;
+  for (; r.dev->counters().zpool_stored == 2; ++before_probe) {
+    REQUIRE(before_probe < kEvery);
+    put(text_page(100 + before_probe), 7);
+  }
+  for (uint32_t i = 0; i < 20; ++i) put(text_page(200 + i), 7);
+  c = r.dev->counters();
+  CHECK(c.zpool_stored == 3 + 20);
+  CHECK(c.zpool_skipped == 2 * kEvery - 2 + before_probe - 1);
+  // Skipped pages went to the backing device whole, and read back.
+  for (auto& [slot, page] : all) REQUIRE(r.get(slot) == page);
+}
+
 TEST_CASE("CompressedSwapDevice: same-filled pages cost a word; write_blocks of a pooled page",
           "[zswap]") {
   Rig r(8);
@@ -142,8 +179,10 @@ TEST_CASE("CompressedSwapDevice: same-filled pages cost a word; write_blocks of 
   CHECK(r.pages.used() == 0);
 }
 
-TEST_CASE("CompressedSwapDevice: a full pool writes its oldest pages on; nothing is lost",
-          "[zswap]") {
+TEST_CASE(
+    "CompressedSwapDevice: a full pool writes its oldest pages on and keeps the newest; nothing "
+    "is lost",
+    "[zswap]") {
   for (auto mode : {MemorySwapDevice::Completion::Inline, MemorySwapDevice::Completion::Thread}) {
     INFO("backing completion mode " << int(mode));
     Rig r(4, mode);
@@ -155,9 +194,15 @@ TEST_CASE("CompressedSwapDevice: a full pool writes its oldest pages on; nothing
     }
     r.dev->backing().wait_until([&] { return r.dev->counters().zpool_writebacks > 0; });
     const SwapCounters c = r.dev->counters();
-    CHECK(c.zpool_full > 0);
     CHECK(c.zpool_writebacks > 0);
     CHECK(c.zpool_frames <= 4);
+    // The newest pages took the room of the oldest.
+    CHECK(c.zpool_stored + c.zpool_full == 300);
+    if (mode == MemorySwapDevice::Completion::Inline) {
+      CHECK(c.zpool_stored == 300);
+      CHECK(r.dev->pooled(s.back()));
+    }
+    CHECK_FALSE(r.dev->pooled(s.front()));
     for (uint32_t i = 0; i < 300; ++i) {
       INFO(i);
       int err = 1;
