@@ -107,6 +107,7 @@ class CompressedSwapDevice final : public SwapDevice {
     return dev == backing_.get() || backing_->plugs(dev);
   }
   void use_pages(PageSource* pages) override;
+  bool keeps_pages() const override { return true; }
 
   SwapDevice& backing() { return *backing_; }
   // Whether `slot` is in the pool now (or being written on from it).

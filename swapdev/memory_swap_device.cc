@@ -19,6 +19,7 @@ MemorySwapDevice::MemorySwapDevice(const Options& opt)
                  opt.seal ? Sealer::create(nullptr) : nullptr),
       mode_(opt.completion),
       delay_(opt.delay),
+      keeps_pages_(opt.keeps_pages),
       data_(opt.slots) {
   if (mode_ == Completion::Thread)
     worker_ = std::jthread([this](std::stop_token st) { worker(st); });

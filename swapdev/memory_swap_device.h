@@ -45,6 +45,7 @@ class MemorySwapDevice final : public SlotDevice {
     std::chrono::microseconds delay{0};  // Thread mode: time before each completion
     unsigned min_block_shift = 9;        // what min_block_shift() reports
     bool seal = false;                   // AES-256-GCM as UringOptions::seal
+    bool keeps_pages = false;            // what keeps_pages() reports (tests)
   };
 
   explicit MemorySwapDevice(const Options& opt);
@@ -60,6 +61,7 @@ class MemorySwapDevice final : public SlotDevice {
   void write_blocks(SwapSlot slot, std::span<const std::byte> page, PageOwner owner,
                     uint64_t block_mask, unsigned block_shift, IoDone done) override;
   void flush() override {}
+  bool keeps_pages() const override { return keeps_pages_; }
   // Runs queued requests on the calling thread (complete_pending()) until
   // done() is true; in Thread mode the worker may run some of them instead.
   void wait_until(const std::function<bool()>& done) override;
@@ -100,6 +102,7 @@ class MemorySwapDevice final : public SlotDevice {
 
   const Completion mode_;
   const std::chrono::microseconds delay_;
+  const bool keeps_pages_;
 
   mutable Mutex mu_;
   std::vector<std::unique_ptr<std::byte[]>> data_ GUARDED_BY(mu_);  // null = never written

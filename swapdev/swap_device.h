@@ -239,6 +239,11 @@ class SwapDevice {
   // from `pages` from now on; the page cache calls this once, with its
   // frame pool, before any I/O. The default keeps none.
   virtual void use_pages(PageSource* pages) { (void)pages; }
+  // True when a write may keep its pages in this process's memory
+  // (CompressedSwapDevice): writing a page out ahead of its eviction would
+  // then hold it twice, in its frame and in the pool, so the page cache
+  // cleans ahead only when memory is nearly full.
+  virtual bool keeps_pages() const { return false; }
   // True when an IoBatch on this device plugs `dev` too (a device made of
   // others: TieredSwapDevice plugs its two, and flushes them in flush()).
   virtual bool plugs(const SwapDevice*) const { return false; }

@@ -23,7 +23,13 @@ namespace tmpfsd {
 Reclaimer::Reclaimer(PageCache::State& st)
     : st_(st),
       high_(std::max<uint64_t>(2, st.pool->frames_total() / 32)),
-      clean_(std::max<uint64_t>(4, st.pool->frames_total() / 4)),
+      // In front of a device that keeps pages in memory, a page cleaned
+      // ahead is held twice (its frame and the pool's copy), which lowers
+      // the frames available and so cleans more: clean only when memory is
+      // nearly full (a sixteenth left), where eviction is near anyway.
+      clean_(st.swap && st.swap->keeps_pages()
+                 ? std::max<uint64_t>(high_, st.pool->frames_total() / 16)
+                 : std::max<uint64_t>(4, st.pool->frames_total() / 4)),
       thread_([this](std::stop_token s) { run(s); }) {}
 
 Reclaimer::~Reclaimer() {

@@ -32,6 +32,9 @@
 //   - the Reclaimer thread (this class): keeps frames_available() >= high;
 //     below `clean` (a higher watermark) it only cleans (writes dirty pages,
 //     keeps their frames) so that reclaim later finds clean pages to drop;
+//     in front of a device that keeps pages in memory (keeps_pages(), the
+//     compressed pool) `clean` is lower, a sixteenth of the frames, as a
+//     page cleaned there is held twice until its frame is dropped;
 //   - direct reclaim (direct_reclaim): a write or fault that cannot reserve
 //     its frames, after dropping its file mutex. That is what guarantees
 //     progress under any load; the thread only keeps writers off that path.
@@ -113,7 +116,7 @@ class Reclaimer {
   // 32 sent 128 KiB ones (146 KiB on average, up to 148 in flight).
   static constexpr size_t kBatch = 256;
   const uint64_t high_;   // keep at least this many frames available
-  const uint64_t clean_;  // below this many available, write dirty pages back
+  const uint64_t clean_;  // below this many available, write dirty pages back (>= high_)
   Mutex mu_;
   std::condition_variable_any cv_;
   bool kicked_ GUARDED_BY(mu_) = false;

@@ -31,9 +31,10 @@ struct Rig {
 Rig make_rig(uint64_t frames, uint64_t slots,
              MemorySwapDevice::Completion mode = MemorySwapDevice::Completion::Inline,
              bool background = true, uint64_t max_pages = 0, unsigned min_block_shift = 9,
-             bool writeback_copy = false, bool seal = false) {
+             bool writeback_copy = false, bool seal = false, bool keeps_pages = false) {
   MemorySwapDevice::Options o;
   o.seal = seal;
+  o.keeps_pages = keeps_pages;
   o.slots = slots;
   o.min_block_shift = min_block_shift;
   o.page_size = kPage;
@@ -172,6 +173,42 @@ TEST_CASE("reclaim: 1000 pages through 16 frames read back byte for byte", "[rec
   check_file(f, m);
   pc.shrink(16);
   CHECK(pc.stats().writebacks == wb);
+}
+
+TEST_CASE(
+    "reclaim: dirty pages are cleaned ahead below a quarter of the frames free, in front of a "
+    "device that keeps pages in memory only below a sixteenth",
+    "[reclaim]") {
+  using namespace std::chrono_literals;
+  for (bool keeps : {false, true}) {
+    INFO("keeps_pages " << keeps);
+    auto rig = make_rig(256, 4096, MemorySwapDevice::Completion::Inline, true, 0, 9, false,
+                        false, keeps);
+    PageCache& pc = *rig.cache;
+    FilePages f(pc);
+    // 200 of 256 frames: 56 free, under a quarter, over a sixteenth.
+    for (uint32_t i = 0; i < 200; ++i)
+      REQUIRE(f.write(uint64_t{i} * kPage, pattern(kPage, i + 1)).is_ok());
+    auto cleaned = [&] { return pc.stats().background_cleaned; };
+    auto wait_for_cleaning = [&] {
+      for (int i = 0; i < 200 && cleaned() == 0; ++i) std::this_thread::sleep_for(10ms);
+    };
+    wait_for_cleaning();
+    if (!keeps) {
+      CHECK(cleaned() > 0);
+      continue;
+    }
+    std::this_thread::sleep_for(100ms);
+    CHECK(cleaned() == 0);
+    CHECK(pc.stats().writebacks == 0);
+    // 250 of 256: under a sixteenth free, pages go to the device.
+    for (uint32_t i = 200; i < 250; ++i)
+      REQUIRE(f.write(uint64_t{i} * kPage, pattern(kPage, i + 1)).is_ok());
+    for (int i = 0; i < 200 && pc.stats().writebacks == 0; ++i) std::this_thread::sleep_for(10ms);
+    CHECK(pc.stats().writebacks > 0);
+    for (uint32_t i = 0; i < 250; i += 7)
+      CHECK(read_bytes(f, uint64_t{i} * kPage, kPage) == pattern(kPage, i + 1));
+  }
 }
 
 TEST_CASE("reclaim: metadata bytes per swapped page", "[reclaim]") {
