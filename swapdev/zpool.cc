@@ -21,16 +21,20 @@ ZPool::ZPool(PageSource& frames, uint64_t max_frames, size_t max_object)
     // span: a tiny pool must still take every class.
     const unsigned most =
         static_cast<unsigned>(std::clamp<uint64_t>(max_frames_, 1, kMaxSpanFrames));
-    auto waste = [&](unsigned n) {  // per frame_size_ * kWasteSlack span bytes
-      const size_t bytes = n * frame_size_;
-      return (bytes % c.slot_size) * frame_size_ * kWasteSlack / bytes;
+    // A span has at most UINT16_MAX slots (large pages, small classes).
+    auto capacity = [&](unsigned n) {
+      return std::min<size_t>(n * frame_size_ / c.slot_size, UINT16_MAX);
     };
-    size_t least = SIZE_MAX;
+    auto waste = [&](unsigned n) {  // the share of the span's bytes
+      const double bytes = double(n) * double(frame_size_);
+      return (bytes - double(capacity(n) * c.slot_size)) / bytes;
+    };
+    double least = 1;
     for (unsigned n = 1; n <= most; ++n) least = std::min(least, waste(n));
     for (unsigned n = 1; n <= most; ++n) {
-      if (waste(n) > least + frame_size_) continue;
+      if (waste(n) > least + 1.0 / kWasteSlack) continue;
       c.frames = static_cast<uint16_t>(n);
-      c.capacity = static_cast<uint16_t>(n * frame_size_ / c.slot_size);
+      c.capacity = static_cast<uint16_t>(capacity(n));
       break;
     }
   }

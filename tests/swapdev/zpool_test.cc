@@ -79,6 +79,22 @@ TEST_CASE("ZPool: pages of 2:1 data (2,100 bytes) pack over 1.9 to a frame in lo
   CHECK(fp.used() == 0);
 }
 
+TEST_CASE("ZPool: large pages: a span holds at most 65,535 slots, and small objects still fit") {
+  CountedPages fp(size_t{4} << 20, 8);  // --page-size 4M
+  ZPool z(fp, 8, size_t{3} << 20);
+  CHECK(z.max_object() == UINT16_MAX);
+  const auto [slot, frames] = z.class_shape(16);
+  CHECK(slot == 16);
+  CHECK(frames == 1);
+  std::vector<ZHandle> h;
+  for (uint32_t i = 0; i < 70000; ++i) h.push_back(put(z, object(10, i), i));
+  CHECK(z.stats().frames == 2);  // 65,535 a span, not 262,144
+  CHECK(load(z, h[0]) == object(10, 0));
+  CHECK(load(z, h[69999]) == object(10, 69999));
+  for (ZHandle y : h) z.free(y);
+  CHECK(fp.used() == 0);
+}
+
 TEST_CASE("ZPool: bad sizes are EINVAL; the frame bound is ENOSPC; freeing gives frames back") {
   CountedPages fp(4096, 16);
   ZPool z(fp, 4, 3072);
