@@ -137,7 +137,8 @@ struct PageCacheConfig {
   X(zpool_same_filled, figure, gauge, "of zpool_pages, pages of one repeated word (8 bytes)")    \
   X(zpool_stored, figure, counter, "pages that went into the compressed pool")                   \
   X(zpool_rejects, figure, counter, "pages that compressed too little: to the swap file")        \
-  X(zpool_skipped, figure, counter, "pages not tried, their file's last ones rejects: to the swap file") \
+  X(zpool_skipped, figure, counter,                                                              \
+    "pages not tried, their file's last ones rejects: to the swap file")                         \
   X(zpool_full, figure, counter, "pages the full pool sent to the swap file")                    \
   X(zpool_writebacks, figure, counter, "pool pages written on to the swap file, oldest first")   \
   X(zpool_loads, figure, counter, "reads served from the compressed pool")

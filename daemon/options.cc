@@ -505,8 +505,8 @@ ParseOutcome parse_options(int argc, char** argv) {
 
 uint64_t compress_pool_pages(const Options& o, bool pool_only) {
   const unsigned percent = o.compress_pool_percent ? o.compress_pool_percent
-                           : pool_only            ? Options::kCompressPoolAlone
-                                                  : Options::kCompressPoolWithSwap;
+                           : pool_only             ? Options::kCompressPoolAlone
+                                                   : Options::kCompressPoolWithSwap;
   const uint64_t frames = o.memory_bytes / o.page_size;
   const uint64_t floor = std::min(frames / 4, Options::kPageCacheFloor / o.page_size);
   return std::min(frames * percent / 100, frames - floor);

@@ -123,7 +123,7 @@ class ZPool {
   };
   struct Span {
     uint16_t cls = 0;
-    uint16_t used = 0;  // 0 and no frames: on free_spans_
+    uint16_t used = 0;        // 0 and no frames: on free_spans_
     uint16_t first_free = 0;  // no free slot below it
     std::byte* frames[kMaxSpanFrames] = {};
     std::vector<uint32_t> slots;  // slot -> entry index, kNone when free

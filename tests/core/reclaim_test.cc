@@ -182,8 +182,8 @@ TEST_CASE(
   using namespace std::chrono_literals;
   for (bool keeps : {false, true}) {
     INFO("keeps_pages " << keeps);
-    auto rig = make_rig(256, 4096, MemorySwapDevice::Completion::Inline, true, 0, 9, false,
-                        false, keeps);
+    auto rig =
+        make_rig(256, 4096, MemorySwapDevice::Completion::Inline, true, 0, 9, false, false, keeps);
     PageCache& pc = *rig.cache;
     FilePages f(pc);
     // 200 of 256 frames: 56 free, under a quarter, over a sixteenth.
