@@ -579,13 +579,17 @@ TEST_CASE("uring: a named swap file is kept and its slots adopted by the next de
     }
     struct stat st {};
     REQUIRE(::stat(path.c_str(), &st) == 0);  // kept
+    // The next device on the same file, key and counter.
+    auto reopen = [&] {
+      return open_uring({.dir = dir,
+                         .size_bytes = 4 << 20,
+                         .seal = seal,
+                         .file_name = "swap",
+                         .seal_key = key,
+                         .seal_counter = counter});
+    };
     {
-      auto dev = open_uring({.dir = dir,
-                             .size_bytes = 4 << 20,
-                             .seal = seal,
-                             .file_name = "swap",
-                             .seal_key = key,
-                             .seal_counter = counter});
+      auto dev = reopen();
       for (size_t i = 0; i < kPages; ++i) REQUIRE(dev->adopt_slot(slots[i], proofs[i]));
       CHECK_FALSE(dev->adopt_slot(slots[0], proofs[0]));  // taken already
       CHECK(dev->counters().slots_used == kPages);
@@ -603,12 +607,7 @@ TEST_CASE("uring: a named swap file is kept and its slots adopted by the next de
     }
     {
       // A proof that is not the slot's: the read fails, never wrong bytes.
-      auto dev = open_uring({.dir = dir,
-                             .size_bytes = 4 << 20,
-                             .seal = seal,
-                             .file_name = "swap",
-                             .seal_key = key,
-                             .seal_counter = counter});
+      auto dev = reopen();
       REQUIRE(dev->adopt_slot(slots[0], proofs[1]));
       Pages back(1, 4096);
       CHECK(read_sync(*dev, slots[0], back.spans(0, 1)) == -EIO);
